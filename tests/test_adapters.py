@@ -1,0 +1,143 @@
+"""loratui.adapters against real files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from fixtures import copy_runs
+from loratui.adapters import delete_adapter, find_adapters, read_adapter, safetensors_param_count
+from loratui.errors import LoratuiError
+
+
+def write_adapter(folder: Path, *, r: int = 4, targets=("q_proj", "v_proj"), base="org/base-model",
+                  task="CAUSAL_LM", layers: int = 2, extra: dict | None = None) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for i in range(layers):
+        for t in targets:
+            tensors[f"base_model.model.layers.{i}.{t}.lora_A.weight"] = np.ones((r, 32), dtype=np.float32)
+            tensors[f"base_model.model.layers.{i}.{t}.lora_B.weight"] = np.zeros((16, r), dtype=np.float16)
+    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    cfg = {"base_model_name_or_path": base, "task_type": task, "peft_type": "LORA", "r": r, "lora_alpha": 2 * r,
+           "target_modules": list(targets), **(extra or {})}
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    return tensors
+
+
+def test_read_adapter_fields_and_sizes(tmp_path):
+    folder = tmp_path / "my-adapter"
+    tensors = write_adapter(folder, r=4, targets=("v_proj", "q_proj"))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "notes.txt").write_text("hello")
+    info = read_adapter(folder)
+    assert info.name == "my-adapter" and info.kind == "folder" and info.run is None
+    assert info.base_model == "org/base-model" and info.task == "CAUSAL_LM" and info.peft_type == "LORA"
+    assert info.r == 4 and info.alpha == 8 and info.targets == ["q_proj", "v_proj"]
+    assert info.targets_text == "q_proj, v_proj"
+    assert info.trainable_params == sum(a.size for a in tensors.values())
+    # the safetensors library agrees with the header count
+    with safe_open(str(folder / "adapter_model.safetensors"), framework="numpy") as fh:
+        assert sum(fh.get_tensor(k).size for k in fh.keys()) == info.trainable_params
+    on_disk = {p.relative_to(folder).as_posix(): os.path.getsize(p) for p in folder.rglob("*") if p.is_file()}
+    assert dict(info.files) == on_disk
+    assert [n for n, _ in info.files] == sorted(on_disk)
+    assert info.size == sum(on_disk.values())
+    assert info.created == pytest.approx(os.path.getmtime(folder / "adapter_config.json"))
+    assert info.error is None
+
+
+def test_all_linear_and_missing_weights(tmp_path):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"target_modules": "all-linear", "r": 16}))
+    info = read_adapter(folder)
+    assert info.targets_text == "all-linear" and info.trainable_params is None and info.base_model is None
+
+
+def test_broken_files_are_reported_not_raised(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{not json")
+    (folder / "adapter_model.safetensors").write_bytes(b"\x01")
+    info = read_adapter(folder)
+    assert info.error and "adapter_config.json" in info.error
+    assert info.trainable_params is None
+
+
+def test_safetensors_param_count(tmp_path):
+    p = tmp_path / "x.safetensors"
+    save_file({"a": np.zeros((3, 5), np.float32), "b": np.zeros((7,), np.int8), "c": np.zeros((), np.float32)}, str(p))
+    assert safetensors_param_count(p) == 15 + 7 + 1
+
+
+def test_find_adapters_in_runs_folder(tmp_path):
+    runs = copy_runs(tmp_path)
+    found = find_adapters([runs])
+    names = sorted(a.name for a in found)
+    assert names == ["smollm2-demo", "smollm2-demo/checkpoint-100", "smollm2-demo/checkpoint-200",
+                     "smollm2-stopped", "smollm2-stopped/checkpoint-100"]
+    demo = next(a for a in found if a.name == "smollm2-demo")
+    assert demo.kind == "adapter" and demo.run == "smollm2-demo" and demo.path == runs / "smollm2-demo" / "adapter"
+    assert demo.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert demo.trainable_params == 30 * (8 * 576 + 576 * 8 + 8 * 576 + 192 * 8)
+    for a in found:
+        assert a.size == sum(os.path.getsize(p) for p in a.path.rglob("*") if p.is_file())
+    ck = next(a for a in found if a.name == "smollm2-demo/checkpoint-100")
+    assert ck.kind == "checkpoint" and ck.run == "smollm2-demo"
+    # newest first
+    assert [a.created for a in found] == sorted((a.created for a in found), reverse=True)
+
+
+def test_find_adapters_user_folders_recursive_bounded(tmp_path):
+    user = tmp_path / "mine"
+    write_adapter(user / "a")
+    write_adapter(user / "x" / "y" / "b")
+    write_adapter(user / "1" / "2" / "3" / "4" / "5" / "too-deep")
+    write_adapter(user / ".hidden" / "c")
+    write_adapter(user / "node_modules" / "d")
+    write_adapter(user / "outer")
+    write_adapter(user / "outer" / "inner")  # inside an adapter: not searched
+    (tmp_path / "link").symlink_to(user / "a")
+    found = find_adapters([user, user, tmp_path / "link", tmp_path / "missing"])
+    assert sorted(a.name for a in found) == ["a", "b", "outer"]
+    assert len(find_adapters([user], max_depth=10)) == 4
+    assert find_adapters([]) == []
+
+
+def test_delete_adapter_removes_only_that_folder(tmp_path):
+    runs = copy_runs(tmp_path)
+    target = runs / "smollm2-demo" / "checkpoints" / "checkpoint-100"
+    before = {p for p in runs.rglob("*")}
+    delete_adapter(target)
+    after = {p for p in runs.rglob("*")}
+    assert not target.exists()
+    assert before - after == {p for p in before if p == target or target in p.parents}
+    assert (runs / "smollm2-demo" / "checkpoints" / "checkpoint-200" / "adapter_config.json").is_file()
+
+
+def test_delete_adapter_refuses_non_adapters(tmp_path):
+    runs = copy_runs(tmp_path)
+    with pytest.raises(LoratuiError, match="not an adapter"):
+        delete_adapter(runs / "smollm2-demo")
+    with pytest.raises(LoratuiError, match="not a folder"):
+        delete_adapter(runs / "smollm2-demo" / "adapter" / "adapter_config.json")
+    with pytest.raises(LoratuiError, match="not a folder"):
+        delete_adapter(tmp_path / "nope")
+    outer = tmp_path / "outer"
+    write_adapter(outer)
+    write_adapter(outer / "inner")
+    with pytest.raises(LoratuiError, match="other adapters"):
+        delete_adapter(outer)
+    link = tmp_path / "link"
+    link.symlink_to(runs / "smollm2-demo" / "adapter")
+    with pytest.raises(LoratuiError, match="symbolic link"):
+        delete_adapter(link)
+    assert (runs / "smollm2-demo" / "config.yaml").is_file()
+    assert (runs / "smollm2-demo" / "adapter" / "adapter_config.json").is_file()
