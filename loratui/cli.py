@@ -1,0 +1,253 @@
+"""Command line: ``loratui`` opens the app; subcommands run the same engine headless."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from loratui.errors import LoratuiError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+        import datasets
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except Exception:
+        pass
+
+
+def default_runs_dir() -> str:
+    return os.environ.get("LORATUI_RUNS_DIR", "runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loratui", description="LoRA / QLoRA fine-tuning from the terminal.")
+    p.add_argument("--config", help="open the app with this config in Setup")
+    p.add_argument("--runs-dir", default=None, help="runs folder (default: ./runs or $LORATUI_RUNS_DIR)")
+    sub = p.add_subparsers(dest="command")
+
+    t = sub.add_parser("train", help="run training in the foreground")
+    t.add_argument("config", nargs="?", help="YAML config")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its newest checkpoint")
+    t.add_argument("--runs-dir", default=None, help="runs folder (overrides output.runs_dir)")
+    t.add_argument("--name", help="run folder name (overrides output.name)")
+    t.add_argument("--detach", action="store_true", help="start the engine in the background and return")
+
+    e = sub.add_parser("engine", help=argparse.SUPPRESS)
+    e.add_argument("run_dir")
+    e.add_argument("--resume", action="store_true")
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--runs-dir", default=None)
+    r.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("stop", help="stop a running run gracefully (adapter saved)")
+    s.add_argument("run_dir")
+
+    m = sub.add_parser("merge", help="merge an adapter into its base model")
+    m.add_argument("adapter")
+    m.add_argument("output")
+    m.add_argument("--base", help="base model (default: the one named in the adapter)")
+    m.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    m.add_argument("--jsonl", action="store_true", help="print progress as JSON lines (for the app)")
+
+    es = sub.add_parser("estimate", help="trainable parameters and memory estimate for a config")
+    es.add_argument("config")
+
+    ly = sub.add_parser("layers", help="list a model's linear layers (LoRA target candidates)")
+    ly.add_argument("model", help="alias, folder or hub id")
+
+    sub.add_parser("presets", help="list target-module presets and built-in models")
+
+    g = sub.add_parser("generate", help="try a model or adapter on a prompt")
+    g.add_argument("model", help="adapter folder, merged model folder, alias or hub id")
+    g.add_argument("prompt", nargs="+")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command is None:
+            from loratui.app import run_app
+
+            run_app(args.config, args.runs_dir or default_runs_dir())
+            return 0
+        return COMMANDS[args.command](args)
+    except LoratuiError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_train(args) -> int:
+    from loratui import runs
+    from loratui.config import load_config
+
+    if args.resume:
+        run = runs.RunDir(Path(args.resume))
+        if not run.config_path.is_file():
+            raise LoratuiError(f"{run.path} is not a run folder", field="--resume", hint="give runs/NAME")
+        state = run.state()
+        if state == "running":
+            raise LoratuiError(f"{run.name} is still running", field="--resume", hint="stop it first: loratui stop")
+        if state == "finished":
+            raise LoratuiError(f"{run.name} already finished", field="--resume",
+                               hint="start a new run from its config: loratui train " + str(run.config_path))
+    else:
+        if not args.config:
+            raise LoratuiError("give a config file or --resume RUN_DIR", field="train",
+                               hint="e.g. loratui train sample_configs/smollm2-demo.yaml")
+        cfg = load_config(args.config)
+        if args.runs_dir:
+            cfg.output.runs_dir = args.runs_dir
+        if args.name:
+            cfg.output.name = args.name
+        _quiet_libraries()
+        from loratui import preflight
+
+        print("checking config, model and data...", flush=True)
+        preflight.check(cfg)
+        run = runs.create_run(cfg)
+        print(f"run folder: {run.path}", flush=True)
+    if args.detach:
+        pid = runs.launch_detached(run, resume=bool(args.resume))
+        print(f"engine started (pid {pid}); watch it with: loratui, or tail -f {run.log_path}")
+        return 0
+    _quiet_libraries()
+    from loratui.engine import Engine
+
+    code = Engine(run, resume=bool(args.resume)).run()
+    state = run.state()
+    if state == "stopped":
+        return 130
+    return code
+
+
+def cmd_engine(args) -> int:
+    _quiet_libraries()
+    from loratui.engine import main as engine_main
+
+    return engine_main(args.run_dir, resume=args.resume)
+
+
+def cmd_runs(args) -> int:
+    from loratui.runs import list_runs
+
+    items = list_runs(args.runs_dir or default_runs_dir())
+    if args.json:
+        print(json.dumps([{"name": s.run.name, "state": s.state, "model": s.model, "method": s.method,
+                           "step": s.step, "max_steps": s.max_steps, "best_eval_loss": s.best_eval_loss}
+                          for s in items], indent=1))
+        return 0
+    if not items:
+        print("no runs")
+        return 0
+    print(f"{'name':<44} {'state':<9} {'method':<9} {'progress':>12} {'best eval':>10}  started")
+    for s in items:
+        prog = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
+        best = f"{s.best_eval_loss:.4f}" if s.best_eval_loss is not None else "-"
+        print(f"{s.run.name:<44} {s.state:<9} {s.method:<9} {prog:>12} {best:>10}  {s.started_text}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from loratui.runs import RunDir, stop_run
+
+    run = RunDir(Path(args.run_dir))
+    if stop_run(run):
+        print(f"asked {run.name} to stop; it saves its adapter and checkpoint first")
+        return 0
+    raise LoratuiError(f"{run.name} is not running (state: {run.state()})", field="run_dir")
+
+
+def cmd_merge(args) -> int:
+    _quiet_libraries()
+    from loratui.merge import merge_adapter
+
+    def progress(step: str, frac: float) -> None:
+        if args.jsonl:
+            print(json.dumps({"kind": "progress", "step": step, "fraction": frac}), flush=True)
+        else:
+            print(f"[{frac:4.0%}] {step}", flush=True)
+
+    try:
+        result = merge_adapter(args.adapter, args.output, base=args.base, dtype=args.dtype, progress=progress)
+    except LoratuiError as err:
+        if args.jsonl:
+            print(json.dumps({"kind": "failed", "message": str(err), "hint": err.hint}), flush=True)
+        raise
+    except Exception as err:  # noqa: BLE001
+        if args.jsonl:
+            print(json.dumps({"kind": "failed", "message": f"{type(err).__name__}: {err}".splitlines()[0],
+                              "hint": None}), flush=True)
+            return 1
+        raise
+    if args.jsonl:
+        print(json.dumps({"kind": "done", **result}), flush=True)
+    else:
+        print(f"merged model: {result['output']} ({result['size_bytes'] / 2**20:.1f} MiB, {result['dtype']}); "
+              f"max output difference vs adapter: {result['max_diff']:.3g}; {result['seconds']} s")
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    _quiet_libraries()
+    from loratui.config import load_config
+    from loratui.estimate import count_params, estimate_memory
+
+    cfg = load_config(args.config)
+    print(count_params(cfg))
+    print(estimate_memory(cfg).format_table())
+    return 0
+
+
+def cmd_layers(args) -> int:
+    _quiet_libraries()
+    from loratui.config import RunConfig
+    from loratui.models import list_linear_layers
+
+    cfg = RunConfig()
+    cfg.model.name = args.model
+    print("\n".join(list_linear_layers(cfg)))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from loratui.presets import PRESET_NOTES, PRESETS
+
+    for name, mods in PRESETS.items():
+        print(f"{name:<14} {', '.join(mods):<62} {PRESET_NOTES.get(name, '')}")
+    from loratui.models import ALIASES
+
+    print()
+    for name, alias in ALIASES.items():
+        print(f"{name:<22} {alias.description}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    _quiet_libraries()
+    from loratui.generate import generate
+
+    print(generate(args.model, " ".join(args.prompt), max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train, "engine": cmd_engine, "runs": cmd_runs, "stop": cmd_stop, "merge": cmd_merge,
+    "estimate": cmd_estimate, "layers": cmd_layers, "presets": cmd_presets, "generate": cmd_generate,
+}

@@ -1,0 +1,61 @@
+"""Try a model or an adapter on prompts (greedy decoding, the tokenizer's chat template when it has one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def load_for_inference(model_ref: str):
+    """(model, tokenizer) from an adapter folder, a model folder, an alias or a hub id."""
+    from transformers import AutoTokenizer
+
+    from loratui import models
+    from loratui.config import ModelSection
+
+    path = Path(model_ref).expanduser()
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        meta = json.loads((path / "adapter_config.json").read_text())
+        extra = path / "loratui.json"
+        info = json.loads(extra.read_text()) if extra.is_file() else {}
+        section = ModelSection(name=info.get("base_model") or meta["base_model_name_or_path"],
+                               task=info.get("task", "causal-lm"), num_labels=info.get("num_labels") or 2)
+        resolved = models.resolve_model(section)
+        base = models.auto_class(section.task).from_pretrained(resolved.path, **resolved.kwargs())
+        model = PeftModel.from_pretrained(base, str(path))
+        tok_src = path if (path / "tokenizer_config.json").is_file() else resolved.path
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+    else:
+        resolved = models.resolve_model(ModelSection(name=model_ref))
+        model = models.auto_class("causal-lm").from_pretrained(resolved.path, **resolved.kwargs())
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, **resolved.kwargs())
+    model.eval()
+    return model, tokenizer
+
+
+def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"### Instruction:\n{prompt}\n\n### Response:\n"
+
+
+def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, system: str | None = None) -> list[str]:
+    import torch
+
+    outs = []
+    for prompt in prompts:
+        text = render_prompt(tokenizer, prompt, system)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        outs.append(tokenizer.decode(gen[0][ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return outs
+
+
+def generate(model_ref: str, prompt: str, max_new_tokens: int = 64) -> str:
+    model, tokenizer = load_for_inference(model_ref)
+    return complete(model, tokenizer, [prompt], max_new_tokens)[0]

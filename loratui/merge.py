@@ -1,0 +1,112 @@
+"""Merge an adapter into its base model for deployment, and verify the result.
+
+The base is always loaded unquantized in the chosen dtype (a QLoRA adapter's 4-bit base is reloaded in fp16/bf16).
+The output is written to a temporary folder beside the target and renamed when complete, so an interrupted merge
+leaves nothing half-written. The merged model is reloaded with ``AutoModelFor...`` and compared with the adapter
+model on a probe input; the largest difference of their outputs is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from loratui.errors import LoratuiError
+
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+PROBE = "The quick brown fox jumps over the lazy dog. LoRA adapters merge into their base model."
+
+
+class MergeError(LoratuiError):
+    pass
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def read_adapter_meta(adapter: Path) -> dict:
+    adapter = Path(adapter)
+    cfg_file = adapter / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise MergeError(f"{adapter} holds no adapter_config.json", field="adapter",
+                         hint="pick a folder saved by a LoRA run (runs/NAME/adapter)")
+    meta = json.loads(cfg_file.read_text())
+    extra = adapter / "loratui.json"
+    if extra.is_file():
+        meta["loratui"] = json.loads(extra.read_text())
+    return meta
+
+
+def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None = None, dtype: str = "fp16",
+                  progress: Callable[[str, float], None] = lambda step, frac: None) -> dict:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from loratui import models
+    from loratui.config import ModelSection
+
+    adapter, output = Path(adapter).expanduser(), Path(output).expanduser()
+    if dtype not in DTYPES:
+        raise MergeError(f"unknown dtype {dtype}", field="dtype", hint="choose fp16, bf16 or fp32")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise MergeError(f"{output} already exists and is not empty", field="output",
+                         hint="choose a new folder; nothing was overwritten")
+    meta = read_adapter_meta(adapter)
+    info = meta.get("loratui", {})
+    task = info.get("task") or ("seq-cls" if meta.get("task_type") == "SEQ_CLS" else "causal-lm")
+    base_name = base or info.get("base_model") or meta.get("base_model_name_or_path")
+    if not base_name:
+        raise MergeError("the adapter does not name its base model", field="base", hint="give the base model")
+    t0 = time.time()
+    progress("loading base model", 0.05)
+    section = ModelSection(name=base_name, task=task, num_labels=info.get("num_labels") or 2)
+    resolved = models.resolve_model(section)
+    torch_dtype = getattr(torch, DTYPES[dtype])
+    cls = models.auto_class(task)
+    kwargs = {"num_labels": section.num_labels} if task == "seq-cls" else {}
+    try:
+        base_model = cls.from_pretrained(resolved.path, dtype=torch_dtype, **resolved.kwargs(), **kwargs)
+    except (OSError, ValueError) as err:
+        raise MergeError(f"cannot load base model {base_name}: {str(err).splitlines()[0][:160]}", field="base",
+                         hint="give the base model folder or hub id with --base") from None
+    tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else Path(resolved.path)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_src), **({} if tok_src == adapter else resolved.kwargs()))
+    progress("applying adapter", 0.35)
+    model = PeftModel.from_pretrained(base_model, str(adapter))
+    model.eval()
+    probe = tokenizer(PROBE, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**probe).logits.float()
+    progress("merging", 0.5)
+    merged = model.merge_and_unload()
+    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        progress("saving", 0.65)
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "loratui-merge.json").write_text(json.dumps(
+            {"adapter": str(adapter), "base_model": base_name, "dtype": dtype, "task": task}, indent=1))
+        progress("verifying", 0.85)
+        reloaded = cls.from_pretrained(str(tmp), dtype=torch_dtype)
+        reloaded.eval()
+        with torch.no_grad():
+            got = reloaded(**probe).logits.float()
+        max_diff = float((got - expected).abs().max())
+        if output.exists():
+            output.rmdir()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = folder_size(output)
+    progress("done", 1.0)
+    return {"output": str(output), "size_bytes": size, "max_diff": max_diff, "seconds": round(time.time() - t0, 2),
+            "dtype": dtype, "base_model": base_name, "task": task}

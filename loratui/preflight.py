@@ -1,0 +1,52 @@
+"""Checks run before any heavy work (no weights loaded): each bad input fails with one line naming field and fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loratui.config import RunConfig
+from loratui.errors import ConfigError, ModelError
+
+
+@dataclass
+class Preflight:
+    resolved: Any  # models.ResolvedModel
+    model_config: Any
+    precision: str
+    max_length_limit: int | None
+
+
+def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
+    """Validate ``cfg`` against the model, the hardware and the data. Raises LoratuiError."""
+    from loratui import models
+
+    if cfg.quantized or cfg.train.optimizer in ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit"):
+        field = "method.kind" if cfg.quantized else "train.optimizer"
+        what = cfg.method.kind if cfg.quantized else cfg.train.optimizer
+        if not models.cuda_available():
+            raise ConfigError(f"{what} needs a CUDA GPU and none is visible", field=field,
+                              hint="use method lora (or optimizer adamw_torch) on this machine, or run on a GPU box")
+        if not models.bitsandbytes_available():
+            raise ConfigError(f"{what} needs bitsandbytes", field=field, hint="pip install bitsandbytes")
+    precision = models.choose_precision(cfg)
+    resolved = models.resolve_model(cfg.model)
+    model_config = models.load_model_config(cfg, resolved)
+    limit = models.model_max_length(model_config)
+    if limit and cfg.data.max_length > limit:
+        raise ConfigError(f"{cfg.data.max_length} is above this model's limit of {limit} tokens",
+                          field="data.max_length", hint=f"set it to {limit} or less")
+    if cfg.uses_lora:
+        meta = models.build_meta_model(cfg, model_config)
+        models.resolve_targets(cfg, meta)
+        for name in cfg.lora.modules_to_save:
+            if not any(n.rsplit(".", 1)[-1] == name for n, _ in meta.named_modules()):
+                raise ModelError(f"{name} not in this model", field="lora.modules_to_save",
+                                 hint="name a module such as " + ", ".join(models.head_names(meta) or ["classifier"]))
+    if cfg.method.kind == "head-only" and cfg.model.task != "seq-cls":
+        raise ConfigError("head-only needs model.task seq-cls", field="method.kind", hint="use lora or full")
+    if data:
+        from loratui import data as data_mod
+
+        data_mod.load_splits(cfg)
+    return Preflight(resolved=resolved, model_config=model_config, precision=precision, max_length_limit=limit)
