@@ -318,7 +318,7 @@ def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> RunDir:
     cfg = cfg.model_copy(deep=True)
     cfg.output.runs_dir = str(runs_dir.resolve())
     cfg.output.name = name
-    cfg.save(run.config_path)
+    cfg.save(run.config_path, full=True)
     run.write_status(state="created", created=round(now(), 3))
     return run
 

@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny random models of real architectures (Llama, GPT-2, BERT) saved to disk, and helpers.
+
+Heavy imports happen inside fixtures so UI tests never pay for torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def smol_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted once from GGUF to a cached safetensors folder."""
+    from loratui.config import ModelSection
+    from loratui.models import resolve_model
+
+    return Path(resolve_model(ModelSection(name="smollm2-135m-instruct")).path)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from loratui.config import ModelSection
+    from loratui.models import resolve_model
+
+    return Path(resolve_model(ModelSection(name="minilm-l6-v2")).path)
+
+
+def _save_tokenizer(src: Path, dst: Path, drop_chat_template: bool = False) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src))
+    if drop_chat_template:
+        tok.chat_template = None
+    tok.save_pretrained(str(dst))
+    tpl = dst / "chat_template.jinja"
+    if drop_chat_template and tpl.exists():
+        tpl.unlink()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, smol_dir) -> Path:
+    """Random-init Llama shape with the SmolLM2 tokenizer (chat template included)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(str(out))
+    _save_tokenizer(smol_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory, smol_dir) -> Path:
+    """Random-init GPT-2 shape (Conv1D layers), tokenizer without a chat template (Alpaca prompt path)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=49152, n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=1,
+                     eos_token_id=2)
+    GPT2LMHeadModel(cfg).save_pretrained(str(out))
+    _save_tokenizer(smol_dir, out, drop_chat_template=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
+    """Random-init BERT shape with the MiniLM tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=512)
+    BertModel(cfg).save_pretrained(str(out))
+    _save_tokenizer(minilm_dir, out)
+    return out
+
+
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
+    d = tmp_path / "runs"
+    d.mkdir()
+    return d
