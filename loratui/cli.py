@@ -22,7 +22,7 @@ def _quiet_libraries() -> None:
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
         datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # data errors are reported as one line
     except Exception:
         pass
 

@@ -105,7 +105,7 @@ def make_callback(engine: "Engine"):
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             metrics = metrics or {}
             data = {k[len("eval_"):] if k.startswith("eval_") and k != "eval_loss" else k: v
-                    for k, v in metrics.items() if isinstance(v, (int, float))}
+                    for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
             loss = metrics.get("eval_loss")
             if loss is not None and engine.cfg.model.task == "causal-lm":
                 data["perplexity"] = round(math.exp(min(loss, 50)), 4)
