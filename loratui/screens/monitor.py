@@ -1,0 +1,471 @@
+"""The run monitor: loss curves, progress, throughput, GPU panel and the engine's log, live from events.jsonl.
+
+A thread worker tails the run's events file from the start (so attaching from a new app process replays the whole
+history), folds events into a :class:`~loratui.widgets.run_state.RunModel` and posts immutable snapshots; a second
+thread samples the GPUs at 1 Hz. Neither touches a widget: the screen renders what the messages carry.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult, UnknownModeError
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, ProgressBar, Sparkline, Static
+from textual.worker import get_current_worker
+
+from loratui.gpu import GpuSampler
+from loratui.runs import EventTail, RunDir, request_checkpoint, stop_run
+from loratui.widgets.gpu_panel import GpuPanel, GpuSampled
+from loratui.widgets.log_tail import LogTail
+from loratui.widgets.loss_chart import LossChart
+from loratui.widgets.modals import ConfirmModal
+from loratui.widgets.run_state import TERMINAL, RunModel, RunView, format_count, format_duration
+
+#: seconds between polls of events.jsonl / status.json (tests may lower it)
+POLL_INTERVAL = 0.25
+#: seconds between GPU samples
+GPU_INTERVAL = 1.0
+LOG_LINES = 40
+
+STATE_STYLES = {
+    "running": "bold green", "starting": "bold cyan", "finished": "bold blue", "stopped": "bold yellow",
+    "failed": "bold red", "crashed": "bold red", "created": "dim",
+}
+
+
+def make_sampler(pid: int | None) -> GpuSampler:
+    """The GPU sampler the monitor uses (tests replace it with a fixed one)."""
+    return GpuSampler(pid)
+
+
+# -- messages (posted from the watcher thread) ----------------------------------------------------------------------
+
+
+@dataclass
+class RunUpdated(Message):
+    """A new picture of the watched run; a backlog collapses into the newest."""
+
+    run_dir: Path
+    generation: int
+    view: RunView
+    state: str
+    """running | starting | finished | stopped | failed | crashed"""
+    pid: int | None = None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunUpdated) and message.generation == self.generation
+
+
+@dataclass
+class LogUpdated(Message):
+    """The engine log's newest lines."""
+
+    run_dir: Path
+    generation: int
+    lines: list[str]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, LogUpdated) and message.generation == self.generation
+
+
+@dataclass
+class WatchEnded(Message):
+    """The watcher saw the run end (terminal event, or the process vanished) and stopped tailing."""
+
+    run_dir: Path
+    generation: int
+    state: str
+
+
+def resolve_state(run: RunDir, view: RunView) -> tuple[str, int | None]:
+    """The monitor's state for ``run``: the newest lifecycle event wins; else status.json (crashed = pid gone)."""
+    status = run.read_status()
+    pid = status.get("pid")
+    if view.lifecycle in TERMINAL:
+        return view.lifecycle, pid
+    state = run.state()
+    if state in ("finished", "stopped", "failed", "crashed"):
+        return state, pid
+    if state == "running" and view.lifecycle is None:
+        return "starting", pid
+    if state == "created":
+        return "starting", pid
+    return "running", pid
+
+
+class MonitorScreen(Screen):
+    """Watch one run. ``attach(run_dir)`` switches to another run (history replayed from the start)."""
+
+    DEFAULT_CSS = """
+    MonitorScreen { layout: vertical; overflow: hidden; }
+    MonitorScreen #mon-body { height: 1fr; }
+    MonitorScreen #mon-title { height: 1; padding: 0 1; background: $boost; }
+    MonitorScreen #mon-progress-row { height: 1; padding: 0 1; }
+    MonitorScreen #mon-progress { width: auto; }
+    MonitorScreen #mon-progress Bar { width: 30; }
+    MonitorScreen #mon-steps { width: 1fr; padding-left: 1; }
+    MonitorScreen #mon-stats { height: 1; padding: 0 1; }
+    MonitorScreen #mon-banner { height: auto; padding: 0 1; display: none; }
+    MonitorScreen #mon-banner.-shown { display: block; }
+    MonitorScreen #mon-banner.-error { border: heavy $error; color: $text; background: $error 15%; }
+    MonitorScreen #mon-banner.-ok { border-left: thick $success; background: $success 10%; }
+    MonitorScreen #mon-banner.-warn { border-left: thick $warning; background: $warning 10%; }
+    MonitorScreen #mon-main { height: 1fr; min-height: 8; width: 100%; }
+    MonitorScreen #mon-chart { border: round $primary 60%; border-title-color: $text; width: 1fr; }
+    MonitorScreen #mon-side { width: 34; border: round $primary 60%; padding: 0 1; }
+    MonitorScreen #mon-lr-label { height: 1; margin-top: 1; }
+    MonitorScreen #mon-lr { height: 1; }
+    MonitorScreen #mon-log { height: 5; padding: 0 1; border-top: solid $primary 40%; color: $text-muted; }
+    MonitorScreen #mon-empty { height: 1fr; content-align: center middle; color: $text-muted; }
+    MonitorScreen.-empty #mon-body { display: none; }
+    MonitorScreen #mon-empty { display: none; }
+    MonitorScreen.-empty #mon-empty { display: block; }
+    """
+
+    BINDINGS = [
+        Binding("x", "stop", "Stop run"),
+        Binding("c", "checkpoint", "Checkpoint"),
+        Binding("o", "open_adapter", "Open adapter"),
+        Binding("d,escape", "detach", "Detach"),
+    ]
+
+    def __init__(self, run_dir: Path | None = None, *, name: str | None = None, id: str | None = None):
+        super().__init__(name=name, id=id)
+        self.run_dir: Path | None = Path(run_dir) if run_dir else None
+        self.view: RunView = RunView()
+        self.state: str = ""
+        self.pid: int | None = None
+        self.log_lines: list[str] = []
+        self._generation = 0
+        self._watching = False
+
+    # -- layout -------------------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("No run attached: open one from Runs, or launch one from Setup.", id="mon-empty")
+        with Vertical(id="mon-body"):
+            yield Static(id="mon-title")
+            with Horizontal(id="mon-progress-row"):
+                yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="mon-progress")
+                yield Static(id="mon-steps")
+            yield Static(id="mon-stats")
+            yield Static(id="mon-banner")
+            with Horizontal(id="mon-main"):
+                yield LossChart(id="mon-chart")
+                with Vertical(id="mon-side"):
+                    yield GpuPanel(id="mon-gpu")
+                    yield Static("lr", id="mon-lr-label")
+                    yield Sparkline([], id="mon-lr")
+            yield LogTail(id="mon-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#mon-chart").border_title = "loss"
+        self.query_one("#mon-side").border_title = "GPU"
+        self._sample_gpus()
+        if self.run_dir is not None:
+            self.attach(self.run_dir)
+        else:
+            self.add_class("-empty")
+
+    def on_screen_resume(self) -> None:
+        # back from a detach (or another screen): tail again if we stopped
+        if self.run_dir is not None and not self._watching:
+            self.attach(self.run_dir)
+
+    def on_unmount(self) -> None:
+        self.workers.cancel_group(self, "run")
+        self.workers.cancel_group(self, "gpu")
+
+    # -- attaching -----------------------------------------------------------------------------------------------
+
+    def attach(self, run_dir: Path) -> None:
+        """Watch ``run_dir``: reset the display and replay its events from the start."""
+        self.run_dir = Path(run_dir)
+        self._generation += 1
+        self.view, self.state, self.pid, self.log_lines = RunView(name=self.run_dir.name), "", None, []
+        if not self.is_mounted:
+            return
+        self.remove_class("-empty")
+        self._render_view()
+        self.query_one(LogTail).set_lines([])
+        self._watching = True
+        self._watch(self.run_dir, self._generation)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run", description="Watching run")
+    def _watch(self, run_dir: Path, generation: int) -> None:
+        worker = get_current_worker()
+        run = RunDir(run_dir)
+        tail = EventTail(run.events_path)
+        model = RunModel()
+        log_sig: tuple | None = None
+        last_state: tuple | None = None
+        while not worker.is_cancelled:
+            batch = tail.poll()
+            if batch:
+                model.apply(batch)
+            state, pid = resolve_state(run, model.view)
+            if state not in ("running", "starting"):
+                # the run ended: read anything written just before its status changed
+                more = tail.poll()
+                if more:
+                    model.apply(more)
+                    batch = batch + more
+                    state, pid = resolve_state(run, model.view)
+            if batch or (state, pid) != last_state:
+                self.post_message(RunUpdated(run_dir, generation, model.snapshot(), state, pid))
+                last_state = (state, pid)
+            try:
+                st = run.log_path.stat()
+                sig: tuple | None = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                sig = None
+            if sig != log_sig:
+                log_sig = sig
+                self.post_message(LogUpdated(run_dir, generation, run.log_tail(LOG_LINES)))
+            if state not in ("running", "starting"):
+                self.post_message(WatchEnded(run_dir, generation, state))
+                return
+            deadline = time.monotonic() + POLL_INTERVAL
+            while not worker.is_cancelled and time.monotonic() < deadline:
+                time.sleep(min(0.05, POLL_INTERVAL))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="gpu", description="Sampling GPUs")
+    def _sample_gpus(self) -> None:
+        worker = get_current_worker()
+        sampler = make_sampler(self.pid)
+        while not worker.is_cancelled:
+            sampler.pid = self.pid if self.state in ("running", "starting") else None
+            self.post_message(GpuSampled(sampler.sample()))
+            deadline = time.monotonic() + GPU_INTERVAL
+            while not worker.is_cancelled and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    # -- messages ------------------------------------------------------------------------------------------------
+
+    @on(RunUpdated)
+    def _run_updated(self, message: RunUpdated) -> None:
+        if message.generation != self._generation:
+            return
+        self.view, self.pid = message.view, message.pid
+        changed = message.state != self.state
+        self.state = message.state
+        with self.app.batch_update():
+            self._render_view()
+        if changed:
+            self.refresh_bindings()
+
+    @on(LogUpdated)
+    def _log_updated(self, message: LogUpdated) -> None:
+        if message.generation != self._generation:
+            return
+        self.log_lines = message.lines
+        self.query_one(LogTail).set_lines(message.lines)
+
+    @on(WatchEnded)
+    def _watch_ended(self, message: WatchEnded) -> None:
+        if message.generation == self._generation:
+            self._watching = False
+
+    @on(GpuSampled)
+    def _gpu_sampled(self, message: GpuSampled) -> None:
+        self.query_one(GpuPanel).update_snapshot(message.snapshot)
+
+    # -- rendering -----------------------------------------------------------------------------------------------
+
+    def _render_view(self) -> None:
+        v, state = self.view, self.state
+        name = v.name or (self.run_dir.name if self.run_dir else "")
+        title = Text.assemble((name, "bold"), " ", (f" {state or 'loading'} ", _badge(state)))
+        desc = " · ".join(x for x in (_short_model(v.model), v.method, v.precision) if x)
+        if v.trainable_params:
+            share = f" ({100 * v.trainable_params / v.total_params:.2f}%)" if v.total_params else " trainable"
+            desc += f" · {format_count(v.trainable_params)}{share}"
+        if desc:
+            title.append("  " + desc, style="dim")
+        self.query_one("#mon-title", Static).update(title)
+
+        bar = self.query_one("#mon-progress", ProgressBar)
+        bar.update(total=v.max_steps or None, progress=v.step)
+        steps = f"step {v.step}/{v.max_steps}" if v.max_steps else f"step {v.step}"
+        if v.epoch is not None:
+            steps += f" · epoch {v.epoch:.2f}" + (f"/{v.epochs:g}" if v.epochs else "")
+        if v.phase and state in ("running", "starting") and v.phase != "training":
+            steps += f" · {v.phase}…"
+        self.query_one("#mon-steps", Static).update(steps)
+
+        stats = Text()
+        _stat(stats, "loss", _num(v.loss))
+        if v.eval_loss is not None:
+            value = _num(v.eval_loss)
+            if v.best_eval_loss is not None and v.best_eval_loss < v.eval_loss:
+                value += f" (best {_num(v.best_eval_loss)}@{v.best_eval_step})"
+            _stat(stats, "eval", value)
+        if v.best_accuracy is not None:
+            _stat(stats, "acc", f"{v.best_accuracy:.3f}")
+        _stat(stats, "lr", f"{v.lr:.1e}" if v.lr else "0" if v.lr == 0 else "-")
+        _stat(stats, "tok/s", format_count(int(v.tokens_per_s)) if v.tokens_per_s else "-")
+        _stat(stats, "time", format_duration(v.elapsed))
+        if state in ("running", "starting"):
+            _stat(stats, "ETA", format_duration(v.eta))
+        self.query_one("#mon-stats", Static).update(stats)
+
+        self._render_banner()
+        self.query_one(LossChart).set_data(v.loss_points, v.eval_points, v.max_steps)
+        self.query_one("#mon-lr", Sparkline).data = list(v.lr_points[1])
+        self.query_one("#mon-lr-label", Static).update(
+            Text.assemble(("lr ", "bold"), f"{v.lr:.2e}" if v.lr is not None else "-", (" (schedule)", "dim")))
+        self.query_one(GpuPanel).set_run_info(v.device, v.memory)
+
+    def _render_banner(self) -> None:
+        banner = self.query_one("#mon-banner", Static)
+        v, state = self.view, self.state
+        banner.remove_class("-shown", "-error", "-ok", "-warn")
+        if state == "failed":
+            f = v.failure or {}
+            text = Text.assemble(("✖ failed", "bold red"), "  ",
+                                 (f"{f.get('error')}: " if f.get("error") else "", "bold"), f.get("message") or "")
+            if f.get("hint"):
+                text.append("\n→ ", style="bold")
+                text.append(str(f["hint"]), style="bold")
+            if f.get("field"):
+                text.append(f"  (field {f['field']})", style="dim")
+            banner.update(text)
+            banner.add_class("-shown", "-error")
+        elif state == "crashed":
+            pid = f" (pid {self.pid})" if self.pid else ""
+            text = Text.assemble(("✖ crashed", "bold red"), f"  the engine process{pid} ended without a final event")
+            text.append("\n→ read the log below; resume from the newest checkpoint in Runs (u)", style="bold")
+            banner.update(text)
+            banner.add_class("-shown", "-error")
+        elif state == "finished":
+            text = Text.assemble(("✔ finished", "bold green"), f" in {format_duration(v.runtime_s or v.elapsed)}")
+            if v.train_loss is not None:
+                text.append(f" · train loss {_num(v.train_loss)}")
+            if v.adapter:
+                text.append(f" · adapter saved  ")
+                text.append("o", style="bold reverse")
+                text.append(" opens it")
+            banner.update(text)
+            banner.add_class("-shown", "-ok")
+        elif state == "stopped":
+            text = Text.assemble(("■ stopped", "bold yellow"), f" at step {v.step}")
+            if v.adapter:
+                text.append(" · adapter saved")
+            text.append(" · resume it from Runs (u)", style="dim")
+            banner.update(text)
+            banner.add_class("-shown", "-warn")
+        else:
+            banner.update("")
+
+    # -- actions -------------------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("stop", "checkpoint"):
+            return self.state in ("running", "starting")
+        if action == "open_adapter":
+            return self._adapter_path() is not None and self.state in ("finished", "stopped")
+        return True
+
+    def _adapter_path(self) -> Path | None:
+        if not self.view.adapter or self.run_dir is None:
+            return None
+        path = Path(self.view.adapter)
+        return path if path.is_absolute() else self.run_dir / path
+
+    def action_stop(self) -> None:
+        if self.run_dir is None or self.state not in ("running", "starting"):
+            self.notify("This run is not running.", severity="warning")
+            return
+        run = RunDir(self.run_dir)
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            if stop_run(run):
+                self.notify(f"Stopping {run.name}: the adapter is saved at the end of this step.")
+            else:
+                self.notify(f"{run.name} is not running any more.", severity="warning")
+
+        self.app.push_screen(ConfirmModal(
+            f"Stop {run.name}?",
+            "The engine finishes the current step, saves the adapter and a checkpoint, then exits. "
+            "You can resume it later from Runs.", yes="Stop run"), confirmed)
+
+    def action_checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        run = RunDir(self.run_dir)
+        if request_checkpoint(run):
+            self.notify("Checkpoint requested: saved at the end of the current step.")
+        else:
+            self.notify(f"{run.name} is not running.", severity="warning")
+
+    def action_open_adapter(self) -> None:
+        path = self._adapter_path()
+        if path is None or not path.is_dir():
+            self.notify("This run has no saved adapter yet.", severity="warning")
+            return
+        opener = getattr(self.app, "open_adapters", None)
+        if callable(opener):
+            opener(path)
+            return
+        try:
+            self.app.switch_mode("adapters")
+        except UnknownModeError:  # a plain app without modes (tests)
+            from loratui.screens.adapters import AdaptersScreen
+
+            self.app.push_screen(AdaptersScreen(select=path))
+            return
+        screen = self.app.screen
+        if hasattr(screen, "select"):
+            screen.select(path)
+
+    def action_detach(self) -> None:
+        """Leave the monitor; the run keeps going (its engine is its own process)."""
+        self.workers.cancel_group(self, "run")
+        self._watching = False
+        if self.run_dir is not None and self.state in ("running", "starting"):
+            self.notify(f"Detached: {self.run_dir.name} keeps running. Reattach from Runs.")
+        try:
+            self.app.switch_mode("runs")
+            return
+        except UnknownModeError:  # a plain app without modes (tests)
+            pass
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+        else:
+            from loratui.screens.runs import RunsScreen
+
+            self.app.push_screen(RunsScreen())
+
+
+# -- formatting helpers ---------------------------------------------------------------------------------------------
+
+
+def _badge(state: str) -> str:
+    style = STATE_STYLES.get(state, "bold")
+    return f"{style} reverse"
+
+
+def _short_model(model: str) -> str:
+    return model.rstrip("/").split("/")[-1] if model else ""
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
+
+
+def _stat(text: Text, label: str, value: str) -> None:
+    if text:
+        text.append("  ")
+    text.append(f"{label} ", style="dim")
+    text.append(value, style="bold")

@@ -1,0 +1,29 @@
+"""The newest lines of a log, as many as fit (no scrolling, no growth)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual.widget import Widget
+
+
+class LogTail(Widget):
+    DEFAULT_CSS = """
+    LogTail { height: 5; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.lines: list[str] = []
+
+    def set_lines(self, lines: list[str]) -> None:
+        self.lines = list(lines)
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        height = max(1, self.content_region.height or self.size.height)
+        width = max(1, self.content_region.width or self.size.width)
+        shown = self.lines[-height:]
+        text = Text("\n".join(line.expandtabs(4) for line in shown), no_wrap=True, overflow="ellipsis")
+        text.truncate(width * height + height, overflow="ellipsis")
+        return text

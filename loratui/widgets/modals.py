@@ -1,0 +1,89 @@
+"""Small modal screens: a yes/no confirmation and a one-line text prompt."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+MODAL_CSS = """
+ConfirmModal, PromptModal { align: center middle; }
+ConfirmModal > Vertical, PromptModal > Vertical {
+    width: 64; max-width: 95%; height: auto; padding: 1 2;
+    border: thick $warning 80%; background: $surface;
+}
+PromptModal > Vertical { border: thick $accent 80%; }
+ConfirmModal .title, PromptModal .title { text-style: bold; margin-bottom: 1; }
+ConfirmModal .body, PromptModal .body { margin-bottom: 1; }
+ConfirmModal Horizontal, PromptModal Horizontal { height: auto; align-horizontal: right; }
+ConfirmModal Button, PromptModal Button { margin-left: 1; }
+"""
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """Ask before doing something that can't be undone. y/enter confirms, n/escape cancels."""
+
+    DEFAULT_CSS = MODAL_CSS
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, title: str, body: str = "", *, yes: str = "Yes", no: str = "Cancel", danger: bool = True):
+        super().__init__()
+        self.title_text, self.body, self.yes, self.no, self.danger = title, body, yes, no, danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="title")
+            if self.body:
+                yield Static(self.body, classes="body", markup=False)
+            with Horizontal():
+                yield Button(f"{self.no} [n]", id="no")
+                yield Button(f"{self.yes} [y]", id="yes", variant="error" if self.danger else "primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+class PromptModal(ModalScreen[str | None]):
+    """Ask for one line of text (a folder path). Enter accepts, escape cancels (None)."""
+
+    DEFAULT_CSS = MODAL_CSS
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, *, value: str = "", placeholder: str = "", body: str = ""):
+        super().__init__()
+        self.title_text, self.value, self.placeholder, self.body = title, value, placeholder, body
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="title")
+            if self.body:
+                yield Static(self.body, classes="body", markup=False)
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+            with Horizontal():
+                yield Button("Cancel [esc]", id="cancel")
+                yield Button("OK [enter]", id="ok", variant="primary")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        self.dismiss(self.query_one(Input).value.strip() or None)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,57 @@
+"""Filling a DataTable with fixed, content-measured column widths.
+
+DataTable's auto widths are measured on idle, and a frame rendered before that keeps the narrow widths in its
+render cache; measuring here keeps every frame (and every snapshot) right.
+"""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual.widgets import DataTable
+
+
+def _width(value: object) -> int:
+    if isinstance(value, Text):
+        return max((cell_len(line) for line in value.plain.splitlines()), default=0)
+    return cell_len(str(value))
+
+
+def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list[tuple], keys: list[str],
+               select: str | None = None, flex: str | None = None) -> None:
+    """Replace the table's rows. ``columns``: (key, label, max width). The ``flex`` column gets whatever width
+    the others leave (at least its cap), so the table fits its widget. The cursor goes to ``select`` if present,
+    else stays on the same row number."""
+    widths = []
+    for i, (_, label, cap) in enumerate(columns):
+        content = max((_width(r[i]) for r in rows), default=0)
+        widths.append(max(cell_len(label), min(cap, content)))
+    if flex is not None and table.size.width:
+        i = [c[0] for c in columns].index(flex)
+        pad = 2 * table.cell_padding
+        room = table.size.width - sum(w + pad for j, w in enumerate(widths) if j != i) - pad - 1
+        content = max((_width(r[i]) for r in rows), default=0)
+        widths[i] = max(cell_len(columns[i][1]), min(content, max(room, columns[i][2])))
+    cursor = table.cursor_row
+    current = [(str(c.key.value), c.width) for c in table.ordered_columns]
+    wanted = [(key, w) for (key, _, _), w in zip(columns, widths)]
+    if current != wanted:
+        table.clear(columns=True)
+        for (key, label, _), w in zip(columns, widths):
+            table.add_column(label, width=w, key=key)
+    else:
+        table.clear()
+    for key, cells in zip(keys, rows):
+        table.add_row(*[_clip(c, w) for c, w in zip(cells, widths)], key=key)
+    if select is not None and select in keys:
+        table.move_cursor(row=keys.index(select), animate=False)
+    elif rows:
+        table.move_cursor(row=min(max(cursor, 0), len(rows) - 1), animate=False)
+
+
+def _clip(value: object, width: int) -> object:
+    text = value if isinstance(value, Text) else Text(str(value))
+    if text.cell_len > width:
+        text = text.copy()
+        text.truncate(width, overflow="ellipsis")
+    return text

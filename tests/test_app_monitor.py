@@ -1,0 +1,329 @@
+"""Monitor screen: replay, live tailing, crashed/failed runs, stop/checkpoint/detach, chart speed, snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures import (FixedSampler, copy_runs, h100_snapshot, host_app, make_live_run, no_gpu_snapshot,
+                      recorded_events, screen_text, wait_until)
+from loratui.screens import monitor
+from loratui.screens.monitor import MonitorScreen, RunUpdated
+from loratui.widgets.loss_chart import LossChart, downsample
+from loratui.widgets.modals import ConfirmModal
+from loratui.widgets.run_state import RunModel, SeriesBuffer
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_fixed(monkeypatch):
+    monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(no_gpu_snapshot()))
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    time.tzset()
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    copy_runs(tmp_path)
+    return Path("runs")
+
+
+def append(path: Path, events: list[dict]) -> None:
+    with open(path, "a") as fh:
+        for ev in events:
+            fh.write(json.dumps(ev) + "\n")
+
+
+# -- the model behind the screen ----------------------------------------------------------------------------------
+
+
+def test_run_model_folds_recorded_events():
+    m = RunModel()
+    m.apply(recorded_events("smollm2-demo"))
+    v = m.snapshot()
+    assert v.lifecycle == "finished" and v.step == 200 and v.max_steps == 200
+    assert v.best_eval_loss == pytest.approx(1.0324) and v.best_eval_step == 200
+    assert len(v.loss_points[0]) == 40 and len(v.eval_points[0]) == 8
+    assert v.adapter == "adapter" and v.runtime_s == pytest.approx(92.7, abs=0.1)
+    assert v.memory["peak_allocated_gb"] == 3.21
+    m2 = RunModel()
+    m2.apply(recorded_events("smollm2-bs64-oom"))
+    assert m2.view.lifecycle == "failed" and "out of memory" in m2.view.failure["message"]
+    assert m2.view.failure["hint"].startswith("halve train.batch_size")
+
+
+def test_series_buffer_bounded_and_exact_mean():
+    buf = SeriesBuffer(max_points=64)
+    for i in range(100_000):
+        buf.append(i, 1.0 if i % 2 else 3.0)
+    xs, ys = buf.points()
+    assert len(xs) <= 64 and buf.count == 100_000
+    assert xs[0] < xs[-1] and xs[-1] <= 99_999
+    assert all(abs(y - 2.0) < 1e-9 for y in ys[:-1])
+
+
+def test_eta_and_resume_keep_curve_monotonic():
+    m = RunModel()
+    m.apply([{"kind": "started", "time": 0, "max_steps": 100}])
+    m.apply([{"kind": "step", "time": 10 * i, "step": i, "loss": 1.0} for i in range(1, 11)])
+    assert m.view.eta == pytest.approx(900.0)
+    m.apply([{"kind": "resumed", "time": 200, "step": 5, "checkpoint": "c"}])
+    m.apply([{"kind": "step", "time": 200 + i, "step": i, "loss": 2.0} for i in range(6, 13)])
+    xs, _ = m.snapshot().loss_points
+    assert xs == sorted(xs) and xs[-1] == 12 and m.view.resumes == 1
+
+
+def test_downsample():
+    xs = list(range(1000))
+    ox, oy = downsample(xs, [float(x) for x in xs], 50)
+    assert len(ox) <= 50 and ox[-1] == 999 and oy[-1] == 999.0
+    assert downsample([1, 2], [3, 4], 50) == ([1, 2], [3, 4])
+
+
+# -- attaching ------------------------------------------------------------------------------------------------------
+
+
+async def test_replays_a_finished_run_from_the_start(runs):
+    flowed: list = []
+    app = host_app(lambda: MonitorScreen(runs / "smollm2-demo"))
+    async with app.run_test(size=(80, 24), message_hook=flowed.append) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "finished", what="finished")
+        assert screen.view.step == 200 and screen.view.best_eval_loss == pytest.approx(1.0324)
+        chart = screen.query_one(LossChart)
+        assert len(chart.train[0]) == 40 and len(chart.eval[0]) == 8
+        await wait_until(pilot, lambda: screen.log_lines, what="log")
+        assert screen.log_lines[-1] == "finished in 92.7s"
+        assert screen.log_lines[-3].startswith("100%|")  # tqdm carriage returns collapsed
+        text = screen_text(app)
+        assert "✔ finished" in text and "no NVIDIA GPU" in text and "finished in 92.7s" in text
+        assert any(isinstance(m, RunUpdated) for m in flowed)
+        assert not screen.check_action("stop", ()) and screen.check_action("open_adapter", ())
+
+
+async def test_tails_a_growing_run_until_finished(runs):
+    events = recorded_events("smollm2-demo")
+    head = [e for e in events if e["kind"] in ("phase", "started")
+            or e["kind"] in ("step", "eval") and e["step"] <= 50]
+    run = make_live_run(runs, "live", pid=os.getpid(), events=head)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.view.step == 50, what="step 50")
+        assert screen.state == "running"
+        assert screen.check_action("stop", ()) and screen.check_action("checkpoint", ())
+        assert len(screen.query_one(LossChart).train[0]) == 10
+        assert len(screen.query_one(LossChart).eval[0]) == 2
+        bar = screen.query_one("#mon-progress")
+        assert bar.total == 200 and bar.progress == 50
+        assert "ETA" in screen_text(app)
+
+        more = [e for e in events if e["kind"] in ("step", "eval", "memory") and 50 < e.get("step", 0) <= 120]
+        append(run / "events.jsonl", more)
+        await wait_until(pilot, lambda: screen.view.step == 120, what="step 120")
+        assert len(screen.query_one(LossChart).train[0]) == 24
+        assert len(screen.query_one(LossChart).eval[0]) == 4
+        assert bar.progress == 120
+
+        # a half-written line is not read until it is complete
+        with open(run / "events.jsonl", "a") as fh:
+            fh.write('{"kind": "step", "time": 1, "step": 125, "max_st')
+        await pilot.pause(0.1)
+        assert screen.view.step == 120
+        with open(run / "events.jsonl", "a") as fh:
+            fh.write('eps": 200, "loss": 0.9}\n')
+        await wait_until(pilot, lambda: screen.view.step == 125, what="step 125")
+
+        append(run / "events.jsonl", [{"kind": "finished", "time": 2, "step": 200, "adapter": "adapter",
+                                       "runtime_s": 90.0, "train_loss": 1.1}])
+        await wait_until(pilot, lambda: screen.state == "finished", what="finished")
+        assert screen.view.step == 200 and not screen.check_action("stop", ())
+        await wait_until(pilot, lambda: not screen._watching, what="watcher to end")
+
+
+async def test_crashed_run(runs):
+    events = [e for e in recorded_events() if e["kind"] in ("started",) or e["kind"] == "step" and e["step"] <= 40]
+    run = make_live_run(runs, "crashed", pid=4_194_302, events=events)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "crashed", what="crashed")
+        text = screen_text(app)
+        assert "✖ crashed" in text and "ended without a final event" in text and "resume" in text
+        assert screen.view.step == 40
+
+
+async def test_failed_run_shows_message_and_hint(runs):
+    app = host_app(lambda: MonitorScreen(runs / "smollm2-bs64-oom"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "failed", what="failed")
+        text = screen_text(app)
+        assert "✖ failed" in text and "CUDA out of memory" in text and "halve train.batch_size" in text
+
+
+async def test_attach_switches_runs(runs):
+    app = host_app(lambda: MonitorScreen())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        assert "No run attached" in screen_text(app)
+        screen.attach(runs / "smollm2-bs64-oom")
+        await wait_until(pilot, lambda: screen.state == "failed", what="failed")
+        screen.attach(runs / "smollm2-demo")
+        await wait_until(pilot, lambda: screen.state == "finished", what="finished")
+        assert screen.view.step == 200 and screen.view.failure is None
+
+
+# -- actions -------------------------------------------------------------------------------------------------------
+
+ENGINE_STANDIN = """
+import signal, sys, time, pathlib
+out = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGUSR1, lambda *a: out.write_text("checkpoint"))
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def engine_standin(tmp_path):
+    flag = tmp_path / "signals.txt"
+    proc = subprocess.Popen([sys.executable, "-c", ENGINE_STANDIN, str(flag)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    yield proc, flag
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+async def test_stop_asks_first_then_signals(runs, engine_standin):
+    proc, flag = engine_standin
+    events = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 20]
+    run = make_live_run(runs, "live", pid=proc.pid, events=events)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "running", what="running")
+
+        await pilot.press("c")
+        await wait_until(pilot, lambda: flag.exists(), what="SIGUSR1")
+        assert flag.read_text() == "checkpoint" and proc.poll() is None
+
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is screen and proc.poll() is None  # cancelled: nothing sent
+
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
+        await pilot.press("y")
+        assert proc.wait(timeout=10) == 0  # SIGTERM: the graceful path
+
+
+async def test_detach_leaves_run_going(runs, engine_standin):
+    proc, _ = engine_standin
+    run = make_live_run(runs, "live", pid=proc.pid, events=recorded_events()[:3])
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "running", what="running")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: app.screen is not screen, what="leaving")
+        await wait_until(pilot, lambda: not any(w.group == "run" and w.is_running for w in app.workers),
+                         what="watcher cancelled")
+        assert proc.poll() is None
+
+
+async def test_open_adapter_when_finished(runs):
+    from loratui.screens.adapters import AdaptersScreen
+
+    app = host_app(lambda: MonitorScreen(runs / "smollm2-demo"), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "finished", what="finished")
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, AdaptersScreen) and app.screen.loaded, what="adapters")
+        assert app.screen.selected.path == runs / "smollm2-demo" / "adapter"
+
+
+# -- speed -----------------------------------------------------------------------------------------------------------
+
+
+async def test_100k_step_history_renders_in_milliseconds(runs):
+    events = [{"kind": "started", "time": 0.0, "max_steps": 100_000}]
+    events += [{"kind": "step", "time": i * 0.1, "step": i, "max_steps": 100_000, "loss": 2 / (1 + i / 5000) + 0.1,
+                "lr": 1e-4, "epoch": i / 50_000} for i in range(1, 100_001)]
+    events += [{"kind": "eval", "time": i * 0.1, "step": i, "eval_loss": 2 / (1 + i / 5000) + 0.2}
+               for i in range(1000, 100_001, 1000)]
+    model = RunModel()
+    t0 = time.perf_counter()
+    model.apply(events)
+    view = model.snapshot()
+    fold = time.perf_counter() - t0
+    assert len(view.loss_points[0]) <= 512
+    assert fold < 3.0  # in the worker thread, once, on attach
+
+    app = host_app(lambda: MonitorScreen(runs / "smollm2-demo"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "finished" and not screen._watching, what="finished")
+        chart = screen.query_one(LossChart)
+        assert chart.size.width > 60 and chart.size.height > 15
+        chart.render()  # warm plotext up
+        timings = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            chart.set_data(view.loss_points, view.eval_points, view.max_steps)
+            chart.render()
+            timings.append(time.perf_counter() - t0)
+        best = min(timings)
+        assert best < 0.05, f"chart render took {best * 1000:.1f} ms"
+        print(f"100k steps: fold {fold * 1000:.0f} ms, chart render {best * 1000:.1f} ms")
+
+
+# -- snapshots -------------------------------------------------------------------------------------------------------
+
+
+def _snap_app(run_dir: Path):
+    return host_app(lambda: MonitorScreen(run_dir))
+
+
+async def _settle(pilot, state: str) -> None:
+    screen = pilot.app.screen
+    await wait_until(pilot, lambda: screen.state == state and not screen._watching and screen.log_lines
+                     and screen.query_one("#mon-gpu").snapshot is not None, what=state)
+    await pilot.pause()
+
+
+def test_snapshot_monitor_finished(runs, snap_compare):
+    assert snap_compare(_snap_app(runs / "smollm2-demo"), terminal_size=(80, 24),
+                        run_before=lambda pilot: _settle(pilot, "finished"))
+
+
+def test_snapshot_monitor_failed(runs, snap_compare):
+    assert snap_compare(_snap_app(runs / "smollm2-bs64-oom"), terminal_size=(80, 24),
+                        run_before=lambda pilot: _settle(pilot, "failed"))
+
+
+def test_snapshot_monitor_no_gpu_stopped(runs, snap_compare):
+    assert snap_compare(_snap_app(runs / "smollm2-stopped"), terminal_size=(80, 24),
+                        run_before=lambda pilot: _settle(pilot, "stopped"))
+
+
+def test_snapshot_monitor_gpu_120x40(runs, snap_compare, monkeypatch):
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(h100_snapshot()))
+    assert snap_compare(_snap_app(runs / "smollm2-demo"), terminal_size=(120, 40),
+                        run_before=lambda pilot: _settle(pilot, "finished"))
