@@ -122,8 +122,9 @@ class GpuPanel(Widget):
     def _no_gpu_lines(self, snap: GpuSnapshot, width: int) -> list[Text]:
         lines = [Text("no NVIDIA GPU", style="bold yellow")]
         if snap.error:
-            reason = f"NVML: {snap.error}"
-            lines.append(Text(reason[: width], style="dim"))
+            reason = Text(snap.error, style="dim", no_wrap=True, overflow="ellipsis")
+            reason.truncate(width, overflow="ellipsis")
+            lines.append(reason)
         if snap.host is not None:
             text = f" {_gib(snap.host.used)}/{_gib(snap.host.total)} GiB"
             lines.append(Text.assemble("host ", bar(snap.host.fraction, width - 5 - len(text)), text))

@@ -1,0 +1,282 @@
+"""Every adapter found in the runs folder and in folders the user adds: details, files, merge, delete, copy path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from loratui.adapters import AdapterInfo, delete_adapter, find_adapters
+from loratui.errors import LoratuiError
+from loratui.gpu import format_bytes
+from loratui.widgets.modals import ConfirmModal, PromptModal
+from loratui.widgets.run_state import format_count
+from loratui.widgets.tables import fill_table
+
+
+@dataclass
+class AdaptersLoaded(Message):
+    adapters: list[AdapterInfo]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, AdaptersLoaded)
+
+
+def short_model(name: str | None) -> str:
+    if not name:
+        return "-"
+    return name.rstrip("/").split("/")[-1]
+
+
+class AdaptersScreen(Screen):
+    """The adapter browser. ``select``: an adapter folder to put the cursor on once listed."""
+
+    DEFAULT_CSS = """
+    AdaptersScreen #ad-title { height: 1; padding: 0 1; background: $boost; }
+    AdaptersScreen #ad-table { height: 1fr; min-height: 5; }
+    AdaptersScreen #ad-detail { height: 11; border-top: solid $primary 40%; }
+    AdaptersScreen #ad-info { width: 1fr; padding: 0 1; }
+    AdaptersScreen #ad-files { width: 1fr; padding: 0 1; border-left: solid $primary 30%; }
+    AdaptersScreen #ad-empty { height: 1fr; content-align: center middle; color: $text-muted; display: none; }
+    AdaptersScreen.-empty #ad-empty { display: block; }
+    AdaptersScreen.-empty #ad-table, AdaptersScreen.-empty #ad-detail { display: none; }
+    """
+
+    BINDINGS = [
+        Binding("g", "merge", "Merge"),
+        Binding("delete,x", "delete", "Delete"),
+        Binding("y", "copy_path", "Copy path"),
+        Binding("f", "add_folder", "Add folder"),
+        Binding("f5,ctrl+r", "refresh", "Refresh"),
+    ]
+
+    COLUMNS = [("name", "Adapter", 20), ("base", "Base model", 24), ("r", "r", 4), ("alpha", "α", 5),
+               ("params", "Params", 7), ("size", "Size", 10)]
+
+    def __init__(self, select: Path | None = None, *, folders: list[Path] | None = None, name: str | None = None,
+                 id: str | None = None):
+        super().__init__(name=name, id=id)
+        self._folders = [Path(f) for f in folders] if folders is not None else None
+        self.extra_folders: list[Path] = []
+        self.adapters: list[AdapterInfo] = []
+        self._select: str | None = str(select) if select else None
+        self.loaded = False
+
+    @property
+    def folders(self) -> list[Path]:
+        """Where to look: the runs folder plus every folder added (here or on the app)."""
+        if self._folders is not None:
+            base = list(self._folders)
+        else:
+            base = [Path(getattr(self.app, "runs_dir", None) or "runs")]
+        base += [Path(p) for p in getattr(self.app, "adapter_folders", []) or []]
+        out: list[Path] = []
+        for p in [*base, *self.extra_folders]:
+            if p not in out:
+                out.append(p)
+        return out
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="ad-title")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="ad-table")
+        yield Static("No adapters found. Train one, or press f to add a folder that holds some.", id="ad-empty")
+        with Horizontal(id="ad-detail"):
+            yield Static(id="ad-info")
+            with VerticalScroll(id="ad-files"):
+                yield Static(id="ad-files-list")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label, _ in self.COLUMNS:
+            table.add_column(label, key=key)
+        self._update_title()
+        self.action_refresh()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    def select(self, path: Path) -> None:
+        """Put the cursor on ``path`` (now if listed, else after the next refresh)."""
+        self._select = str(path)
+        keys = [str(a.path) for a in self.adapters]
+        if self._select in keys:
+            self.query_one(DataTable).move_cursor(row=keys.index(self._select), animate=False)
+            self._select = None
+        else:
+            self.action_refresh()
+
+    def _update_title(self) -> None:
+        n = len(self.adapters)
+        total = sum(a.size for a in self.adapters)
+        where = ", ".join(str(f) for f in self.folders)
+        text = Text.assemble(("Adapters", "bold"), f"  {where}")
+        if self.loaded:
+            text.append(f"  ·  {n} adapter{'s' * (n != 1)}, {format_bytes(total)}", style="dim")
+        self.query_one("#ad-title", Static).update(text)
+
+    # -- loading -------------------------------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self._load(self.folders)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="adapters", description="Finding adapters")
+    def _load(self, folders: list[Path]) -> None:
+        adapters = find_adapters(folders)
+        if not get_current_worker().is_cancelled:
+            self.post_message(AdaptersLoaded(adapters))
+
+    @on(AdaptersLoaded)
+    def _loaded(self, message: AdaptersLoaded) -> None:
+        table = self.query_one(DataTable)
+        current = self.selected
+        self.adapters = message.adapters
+        self.loaded = True
+        keys = [str(a.path) for a in self.adapters]
+        rows = [self._cells(a) for a in self.adapters]
+        select = self._select if self._select in keys else (str(current.path) if current else None)
+        if self._select in keys:
+            self._select = None
+        with self.app.batch_update():
+            fill_table(table, self.COLUMNS, rows, keys, select=select, flex="name")
+            self.set_class(not self.adapters, "-empty")
+            self._update_title()
+            self._show_detail()
+        self.refresh_bindings()
+
+    @staticmethod
+    def _cells(a: AdapterInfo) -> tuple:
+        name = Text(a.name, style="bold" if a.kind == "adapter" else "")
+        if a.error:
+            name.append(" !", style="bold red")
+        alpha = "-" if a.alpha is None else f"{a.alpha:g}"
+        return (name, short_model(a.base_model), str(a.r) if a.r is not None else "-", alpha,
+                format_count(a.trainable_params), format_bytes(a.size))
+
+    @property
+    def selected(self) -> AdapterInfo | None:
+        table = self.query_one(DataTable)
+        if not self.adapters or table.row_count == 0:
+            return None
+        row = table.cursor_row
+        if not 0 <= row < table.row_count:
+            return None
+        key = table.coordinate_to_cell_key((row, 0)).row_key.value
+        return next((a for a in self.adapters if str(a.path) == key), None)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._show_detail()
+        self.refresh_bindings()
+
+    def _show_detail(self) -> None:
+        a = self.selected
+        info = self.query_one("#ad-info", Static)
+        files = self.query_one("#ad-files-list", Static)
+        if a is None:
+            info.update("")
+            files.update("")
+            return
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row("path", str(a.path))
+        grid.add_row("base", a.base_model or "-")
+        task = a.task or "-"
+        if a.peft_type:
+            task += f" · {a.peft_type}"
+        grid.add_row("task", task)
+        grid.add_row("r / α", f"{a.r if a.r is not None else '-'} / {a.alpha if a.alpha is not None else '-'}")
+        grid.add_row("targets", a.targets_text)
+        params = f"{a.trainable_params:,}" if a.trainable_params is not None else "-"
+        grid.add_row("params", params)
+        grid.add_row("created", a.created_text)
+        if a.error:
+            grid.add_row(Text("error", style="red"), Text(a.error, style="red"))
+        info.update(grid)
+        ft = Table.grid(padding=(0, 1), expand=True)
+        ft.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
+        ft.add_column(justify="right", no_wrap=True)
+        for fname, size in a.files:
+            ft.add_row(fname, format_bytes(size))
+        ft.add_row(Text(f"{len(a.files)} files", style="bold"), Text(format_bytes(a.size), style="bold"))
+        files.update(ft)
+
+    # -- actions -------------------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("merge", "delete", "copy_path"):
+            return self.is_mounted and self.selected is not None
+        return True
+
+    def action_merge(self) -> None:
+        a = self.selected
+        if a is None:
+            return
+        opener = getattr(self.app, "open_merge", None)
+        if callable(opener):
+            opener(a.path)
+        else:
+            from loratui.screens.merge import MergeScreen
+
+            self.app.push_screen(MergeScreen(a.path))
+
+    def action_copy_path(self) -> None:
+        a = self.selected
+        if a is None:
+            return
+        self.app.copy_to_clipboard(str(a.path))
+        self.notify(str(a.path), title="Path copied")
+
+    def action_delete(self) -> None:
+        a = self.selected
+        if a is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                delete_adapter(a.path)
+            except (LoratuiError, OSError) as err:
+                self.notify(str(err), title="Not deleted", severity="error")
+                return
+            self.notify(f"Deleted {a.path}")
+            self.action_refresh()
+
+        what = "checkpoint" if a.kind == "checkpoint" else "adapter"
+        self.app.push_screen(ConfirmModal(
+            f"Delete the {what} {a.name}?",
+            f"Removes {a.path} ({len(a.files)} files, {format_bytes(a.size)}). Nothing else is touched.",
+            yes="Delete"), confirmed)
+
+    def action_add_folder(self) -> None:
+        def added(value: str | None) -> None:
+            if not value:
+                return
+            path = Path(value).expanduser()
+            if not path.is_dir():
+                self.notify(f"{path} is not a folder", severity="error")
+                return
+            path = path.resolve()
+            if path not in self.folders:
+                self.extra_folders.append(path)
+                folders = getattr(self.app, "adapter_folders", None)
+                if isinstance(folders, list) and path not in folders:
+                    folders.append(path)
+            self._update_title()
+            self.action_refresh()
+
+        self.app.push_screen(PromptModal("Add a folder to search for adapters", placeholder="~/adapters",
+                                         body="Searched recursively (4 levels) for folders with adapter_config.json."),
+                             added)

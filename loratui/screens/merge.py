@@ -1,0 +1,469 @@
+"""Merge wizard: adapter -> base model -> dtype -> output folder -> confirm, then the merge subprocess.
+
+The merge itself runs as ``python -m loratui merge ADAPTER OUT [--base B] [--dtype D] --jsonl`` (heavy imports stay
+out of the app); a thread worker reads its JSON lines and posts them as messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RadioButton, RadioSet, Static
+from textual.worker import get_current_worker
+
+from loratui.adapters import AdapterInfo, read_adapter
+from loratui.gpu import format_bytes
+from loratui.widgets.log_tail import LogTail
+
+STEPS = ("adapter", "base", "dtype", "output", "confirm")
+STEP_LABELS = ("Adapter", "Base model", "Dtype", "Output", "Confirm")
+DTYPES = ("fp16", "bf16", "fp32")
+
+
+def merge_command(adapter: Path, output: Path, base: str | None, dtype: str) -> list[str]:
+    """The merge subprocess command (tests replace it with a fake script)."""
+    cmd = [sys.executable, "-m", "loratui", "merge", str(adapter), str(output)]
+    if base:
+        cmd += ["--base", base]
+    return cmd + ["--dtype", dtype, "--jsonl"]
+
+
+def default_output(adapter: Path) -> Path:
+    """runs/<run>/adapter -> runs/<run>/merged; anything else -> <folder>-merged beside it."""
+    adapter = Path(adapter)
+    if adapter.name == "adapter":
+        return adapter.parent / "merged"
+    return adapter.parent / f"{adapter.name}-merged"
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for fn in files:
+            try:
+                total += os.lstat(os.path.join(root, fn)).st_size
+            except OSError:
+                pass
+    return total
+
+
+@dataclass
+class MergeLine(Message):
+    """One JSON object printed by the merge process (``kind``: progress | done | failed), or a plain text line."""
+
+    data: dict | None
+    text: str = ""
+
+
+@dataclass
+class MergeExited(Message):
+    returncode: int
+    disk_size: int | None = None
+    tail: list[str] = field(default_factory=list)
+
+
+class MergeScreen(Screen):
+    """The merge wizard, prefilled from ``adapter`` when given."""
+
+    DEFAULT_CSS = """
+    MergeScreen #mg-title { height: 1; padding: 0 1; background: $boost; }
+    MergeScreen #mg-steps { height: 1; padding: 0 1; margin-bottom: 1; }
+    MergeScreen ContentSwitcher { height: 1fr; padding: 0 2; }
+    MergeScreen .step { height: auto; }
+    MergeScreen .question { text-style: bold; margin-bottom: 1; }
+    MergeScreen .note { color: $text-muted; margin-top: 1; }
+    MergeScreen .problem { color: $error; margin-top: 1; }
+    MergeScreen #mg-buttons { height: 3; padding: 0 2; align-horizontal: right; }
+    MergeScreen #mg-buttons Button { margin-left: 1; }
+    MergeScreen #mg-progress { margin: 1 0; }
+    MergeScreen #mg-run-log { height: 1fr; color: $text-muted; }
+    MergeScreen #mg-result.-error { border: heavy $error; background: $error 15%; padding: 0 1; }
+    MergeScreen #mg-result.-ok { border-left: thick $success; background: $success 10%; padding: 0 1; }
+    """
+
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next"),
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+x", "cancel_merge", "Cancel merge"),
+    ]
+
+    def __init__(self, adapter: Path | None = None, *, name: str | None = None, id: str | None = None):
+        super().__init__(name=name, id=id)
+        self.adapter: Path | None = Path(adapter) if adapter else None
+        self.info: AdapterInfo | None = None
+        self.step = 0
+        self.phase = "wizard"  # wizard | running | done | failed
+        self.result: dict | None = None
+        self.failure: dict | None = None
+        self.log_lines: list[str] = []
+        self._proc: subprocess.Popen | None = None
+        self._output_user_set = False
+
+    # -- layout --------------------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Merge an adapter into its base model", style="bold"), id="mg-title")
+        yield Static(id="mg-steps")
+        with ContentSwitcher(initial="step-adapter"):
+            with Vertical(id="step-adapter", classes="step"):
+                yield Label("Which adapter? (a folder holding adapter_config.json)", classes="question")
+                yield Input(str(self.adapter or ""), placeholder="runs/<run>/adapter", id="mg-adapter")
+                yield Static(id="mg-adapter-info", classes="note")
+            with Vertical(id="step-base", classes="step"):
+                yield Label("Base model to merge into", classes="question")
+                yield Input(placeholder="hub id or local folder", id="mg-base")
+                yield Static("Prefilled from the adapter's base_model_name_or_path. A QLoRA adapter's base is "
+                             "reloaded unquantized in the dtype chosen next.", classes="note")
+            with Vertical(id="step-dtype", classes="step"):
+                yield Label("Weights dtype of the merged model", classes="question")
+                with RadioSet(id="mg-dtype"):
+                    yield RadioButton("fp16  (half the size of fp32; older GPUs)", id="dtype-fp16")
+                    yield RadioButton("bf16  (half the size; Ampere or newer)", value=True, id="dtype-bf16")
+                    yield RadioButton("fp32  (largest; exact on CPU)", id="dtype-fp32")
+            with Vertical(id="step-output", classes="step"):
+                yield Label("Output folder (new or empty)", classes="question")
+                yield Input(id="mg-output")
+                yield Static(id="mg-output-note", classes="note")
+            with Vertical(id="step-confirm", classes="step"):
+                yield Label("Merge with these settings?", classes="question")
+                yield Static(id="mg-summary")
+            with Vertical(id="step-run", classes="step"):
+                yield Static(id="mg-run-step")
+                yield ProgressBar(total=1.0, show_eta=False, id="mg-progress")
+                yield LogTail(id="mg-run-log")
+            with Vertical(id="step-result", classes="step"):
+                yield Static(id="mg-result")
+        with Horizontal(id="mg-buttons"):
+            yield Button("Back", id="mg-back")
+            yield Button("Next", id="mg-next", variant="primary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.adapter is not None:
+            self._load_adapter(self.adapter)
+        self._show()
+
+    def on_unmount(self) -> None:
+        self._kill()
+
+    def set_adapter(self, adapter: Path | None) -> None:
+        """Start the wizard over for ``adapter`` (ignored while a merge runs)."""
+        if self.phase == "running" or adapter is None:
+            return
+        self._output_user_set = False
+        self.query_one("#mg-adapter", Input).value = str(adapter)
+        self._load_adapter(Path(adapter))
+        self.phase, self.step = "wizard", 0
+        self._show()
+
+    # -- wizard --------------------------------------------------------------------------------------------------
+
+    def _load_adapter(self, path: Path) -> None:
+        self.adapter = path
+        self.info = read_adapter(path) if (path / "adapter_config.json").is_file() else None
+        if self.info is not None:
+            self.query_one("#mg-base", Input).value = self.info.base_model or ""
+        if not self._output_user_set:
+            self.query_one("#mg-output", Input).value = str(default_output(path))
+
+    @property
+    def dtype(self) -> str:
+        pressed = self.query_one("#mg-dtype", RadioSet).pressed_button
+        return pressed.id.removeprefix("dtype-") if pressed is not None and pressed.id else "bf16"
+
+    @property
+    def base(self) -> str:
+        return self.query_one("#mg-base", Input).value.strip()
+
+    @property
+    def output(self) -> Path:
+        return Path(self.query_one("#mg-output", Input).value.strip()).expanduser()
+
+    def _problem(self, step: int) -> str | None:
+        """Why the wizard can't go past ``step`` (None: fine)."""
+        name = STEPS[step]
+        if name == "adapter":
+            raw = self.query_one("#mg-adapter", Input).value.strip()
+            if not raw:
+                return "Give the adapter's folder."
+            path = Path(raw).expanduser()
+            if not (path / "adapter_config.json").is_file():
+                return f"{path} holds no adapter_config.json."
+        if name == "base" and not self.base:
+            return "Give the base model (a hub id or a local folder)."
+        if name == "output":
+            out = self.output
+            if not str(out) or str(out) == ".":
+                return "Give an output folder."
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                return f"{out} exists and is not empty: choose another folder."
+            if self.adapter is not None and out.resolve() == self.adapter.resolve():
+                return "The output folder can't be the adapter folder."
+        return None
+
+    def _show(self) -> None:
+        """Show the current step (or the run / result pane) and the breadcrumb."""
+        switcher = self.query_one(ContentSwitcher)
+        crumbs = Text()
+        for i, label in enumerate(STEP_LABELS):
+            if i:
+                crumbs.append(" › ", style="dim")
+            style = "bold reverse" if (i == self.step and self.phase == "wizard") else "" if i < self.step else "dim"
+            crumbs.append(f" {i + 1} {label} ", style=style)
+        if self.phase != "wizard":
+            crumbs.append(" › ", style="dim")
+            crumbs.append(" merging " if self.phase == "running" else f" {self.phase} ", style="bold reverse")
+        self.query_one("#mg-steps", Static).update(crumbs)
+        back, nxt = self.query_one("#mg-back", Button), self.query_one("#mg-next", Button)
+        if self.phase == "wizard":
+            name = STEPS[self.step]
+            switcher.current = f"step-{name}"
+            if name == "adapter":
+                self._adapter_note()
+            if name == "output":
+                problem = self._problem(self.step)
+                self.query_one("#mg-output-note", Static).update(problem or "")
+            if name == "confirm":
+                self.query_one("#mg-summary", Static).update(self._summary())
+            back.disabled = self.step == 0
+            nxt.label = "Merge" if name == "confirm" else "Next"
+            nxt.disabled = False
+            back.display = nxt.display = True
+            focus = {"adapter": "#mg-adapter", "base": "#mg-base", "dtype": "#mg-dtype", "output": "#mg-output",
+                     "confirm": "#mg-next"}[name]
+            self.query_one(focus).focus()
+        elif self.phase == "running":
+            switcher.current = "step-run"
+            back.display = nxt.display = False
+        else:
+            switcher.current = "step-result"
+            back.display = True
+            back.disabled = False
+            back.label = "Back" if self.phase == "failed" else "Merge another"
+            nxt.display = False
+            back.focus()
+        self.refresh_bindings()
+
+    def _adapter_note(self) -> None:
+        note = self.query_one("#mg-adapter-info", Static)
+        info = self.info
+        if info is None:
+            note.update(Text(self._problem(0) or "", style="red") if self.query_one("#mg-adapter", Input).value else "")
+            return
+        note.update(Text.assemble(
+            (info.name, "bold"), f"  base {info.base_model or '-'} · r {info.r} · α {info.alpha} · ",
+            f"{info.targets_text} · {format_bytes(info.size)}"))
+
+    def _summary(self) -> Table:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row("adapter", str(self.adapter))
+        grid.add_row("base model", self.base)
+        grid.add_row("dtype", self.dtype)
+        grid.add_row("output", str(self.output))
+        if self.info is not None and self.info.base_model and self.base != self.info.base_model:
+            grid.add_row(Text("note", style="yellow"),
+                         Text(f"differs from the adapter's base ({self.info.base_model})", style="yellow"))
+        return grid
+
+    @on(Input.Changed, "#mg-adapter")
+    def _adapter_changed(self, event: Input.Changed) -> None:
+        path = Path(event.value.strip()).expanduser() if event.value.strip() else None
+        if path is not None and (path / "adapter_config.json").is_file():
+            self._load_adapter(path)
+        else:
+            self.info = None
+        if self.phase == "wizard" and STEPS[self.step] == "adapter":
+            self._adapter_note()
+
+    @on(Input.Changed, "#mg-output")
+    def _output_changed(self, event: Input.Changed) -> None:
+        if self.is_mounted and self.phase == "wizard" and STEPS[self.step] == "output":
+            self._output_user_set = True
+            self.query_one("#mg-output-note", Static).update(self._problem(self.step) or "")
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#mg-next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#mg-back")
+    def _back_pressed(self) -> None:
+        if self.phase in ("done", "failed"):
+            self.phase, self.step = "wizard", (3 if self.phase == "failed" else 0)
+            self._show()
+        else:
+            self.action_back()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next":
+            return self.phase == "wizard"
+        if action == "back":
+            return self.phase in ("wizard", "done", "failed")
+        if action == "cancel_merge":
+            return self.phase == "running"
+        return True
+
+    def action_next(self) -> None:
+        if self.phase != "wizard":
+            return
+        problem = self._problem(self.step)
+        if problem:
+            self.notify(problem, severity="error")
+            if STEPS[self.step] == "adapter":
+                self._adapter_note()
+            return
+        if STEPS[self.step] == "adapter":
+            self._load_adapter(Path(self.query_one("#mg-adapter", Input).value.strip()).expanduser())
+        if STEPS[self.step] == "confirm":
+            self._start()
+            return
+        self.step += 1
+        self._show()
+
+    def action_back(self) -> None:
+        if self.phase in ("done", "failed"):
+            self._back_pressed()
+            return
+        if self.phase == "wizard" and self.step > 0:
+            self.step -= 1
+            self._show()
+        elif self.phase == "wizard":
+            if len(self.app.screen_stack) > 1 and self.app.screen is self:
+                self.app.pop_screen()
+
+    # -- running -------------------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        assert self.adapter is not None
+        self.phase, self.result, self.failure, self.log_lines = "running", None, None, []
+        self.query_one("#mg-run-step", Static).update(Text("starting the merge process…", style="bold"))
+        self.query_one("#mg-progress", ProgressBar).update(total=1.0, progress=0.0)
+        self.query_one("#mg-run-log", LogTail).set_lines([])
+        self._show()
+        self._run(merge_command(self.adapter, self.output, self.base or None, self.dtype), self.output)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="Merging adapter")
+    def _run(self, cmd: list[str], output: Path) -> None:
+        worker = get_current_worker()
+        tail: list[str] = []
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        except OSError as err:
+            self.post_message(MergeLine({"kind": "failed", "message": f"could not start the merge: {err}",
+                                         "hint": "check that loratui is installed in this Python environment"}))
+            self.post_message(MergeExited(127))
+            return
+        self._proc = proc
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if worker.is_cancelled:
+                break
+            line = line.rstrip("\n")
+            data = None
+            if line.startswith("{"):
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError:
+                    data = None
+            if isinstance(data, dict) and "kind" in data:
+                self.post_message(MergeLine(data))
+            elif line.strip():
+                tail = (tail + [line])[-20:]
+                self.post_message(MergeLine(None, line))
+        if worker.is_cancelled and proc.poll() is None:
+            proc.terminate()
+        rc = proc.wait()
+        size = dir_size(output) if rc == 0 and output.is_dir() else None
+        self.post_message(MergeExited(rc, size, tail))
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+
+    def action_cancel_merge(self) -> None:
+        if self.phase == "running":
+            self.workers.cancel_group(self, "merge")
+            self._kill()
+            self.failure = {"message": "merge cancelled", "hint": "the output folder may hold a partial model"}
+
+    @on(MergeLine)
+    def _line(self, message: MergeLine) -> None:
+        data = message.data
+        if data is None:
+            self.log_lines.append(message.text)
+            self.query_one("#mg-run-log", LogTail).set_lines(self.log_lines)
+            return
+        kind = data.get("kind")
+        if kind == "progress":
+            step = str(data.get("step") or "")
+            fraction = data.get("fraction")
+            self.query_one("#mg-run-step", Static).update(Text(step + "…", style="bold"))
+            if isinstance(fraction, (int, float)):
+                self.query_one("#mg-progress", ProgressBar).update(progress=max(0.0, min(1.0, float(fraction))))
+            self.log_lines.append(step)
+            self.query_one("#mg-run-log", LogTail).set_lines(self.log_lines)
+        elif kind == "done":
+            self.result = data
+        elif kind == "failed":
+            self.failure = data
+
+    @on(MergeExited)
+    def _exited(self, message: MergeExited) -> None:
+        self._proc = None
+        result = self.query_one("#mg-result", Static)
+        result.remove_class("-ok", "-error")
+        if message.returncode == 0 and self.result is not None and self.failure is None:
+            self.phase = "done"
+            r = self.result
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="dim", no_wrap=True)
+            grid.add_column(overflow="fold")
+            grid.add_row(Text("✔ merged", style="bold green"), "")
+            grid.add_row("output", str(r.get("output") or self.output))
+            size = message.disk_size if message.disk_size is not None else r.get("size_bytes")
+            grid.add_row("size on disk", format_bytes(size))
+            max_diff = r.get("max_diff")
+            grid.add_row("max difference", "-" if max_diff is None else f"{max_diff:.3g} (merged vs adapter logits)")
+            seconds = r.get("seconds")
+            grid.add_row("time", "-" if seconds is None else f"{seconds:.1f} s")
+            result.update(grid)
+            result.add_class("-ok")
+        else:
+            self.phase = "failed"
+            f = self.failure or {}
+            msg = f.get("message") or (message.tail[-1] if message.tail else "")
+            if not f:
+                msg = f"the merge process exited with code {message.returncode}" + (f": {msg}" if msg else "")
+            msg = " ".join(str(msg).split())
+            if f.get("hint") and msg.endswith(f"({f['hint']})"):  # str(LoratuiError) carries the hint already
+                msg = msg[: -len(f"({f['hint']})")].rstrip()
+            text = Text.assemble(("✖ merge failed", "bold red"), "  ", msg)
+            hint = f.get("hint") or ("its last output is below; `loratui merge ADAPTER OUT` in a shell shows all"
+                                     if not f else None)
+            if hint:
+                text.append("\n→ " + str(hint), style="bold")
+            if not f and message.tail:
+                text.append("\n" + "\n".join(message.tail[-4:]), style="dim")
+            result.update(text)
+            result.add_class("-error")
+        self._show()

@@ -1,0 +1,331 @@
+"""Every run under the runs folder, refreshed every few seconds: open, copy its config, resume, stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from loratui.runs import RunDir, RunSummary, launch_detached, stop_run, summarize
+from loratui.widgets.modals import ConfirmModal
+from loratui.widgets.tables import fill_table
+
+#: seconds between refreshes of the list
+REFRESH_INTERVAL = 2.0
+
+STATE_STYLES = {
+    "running": "bold green", "finished": "blue", "stopped": "yellow", "failed": "bold red", "crashed": "bold red",
+    "created": "dim",
+}
+RESUMABLE = ("stopped", "crashed")
+
+
+@dataclass
+class RunsLoaded(Message):
+    runs_dir: Path
+    summaries: list[RunSummary]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunsLoaded)
+
+
+@dataclass
+class RunResumed(Message):
+    run_dir: Path
+    pid: int
+
+
+class SummaryCache:
+    """Re-reads a run's events only when its files changed; the state (pid liveness) is checked every time."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple, RunSummary]] = {}
+
+    @staticmethod
+    def _key(run: RunDir) -> tuple:
+        out = []
+        for p in (run.events_path, run.status_path, run.config_path):
+            try:
+                st = p.stat()
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def summaries(self, runs_dir: Path) -> list[RunSummary]:
+        out: list[RunSummary] = []
+        try:
+            folders = [p for p in Path(runs_dir).iterdir() if p.is_dir()]
+        except OSError:
+            folders = []
+        seen = set()
+        for folder in folders:
+            run = RunDir(folder)
+            if not run.exists():
+                continue
+            seen.add(folder)
+            key = self._key(run)
+            cached = self._cache.get(folder)
+            if cached is not None and cached[0] == key:
+                summary = cached[1]
+                summary.state = run.state()
+            else:
+                summary = summarize(run)
+                self._cache[folder] = (key, summary)
+            out.append(summary)
+        for gone in set(self._cache) - seen:
+            del self._cache[gone]
+        out.sort(key=lambda s: (s.started or 0, s.run.name), reverse=True)
+        return out
+
+
+def progress_cell(s: RunSummary, width: int = 4) -> Text:
+    if not s.max_steps:
+        return Text(f"{s.step}" if s.step else "-", style="dim")
+    frac = min(1.0, s.progress)
+    filled = round(frac * width)
+    style = STATE_STYLES.get(s.state, "")
+    return Text.assemble(("█" * filled, style or "green"), ("░" * (width - filled), "dim"), f" {frac * 100:3.0f}%")
+
+
+class RunsScreen(Screen):
+    """The runs table. ``runs_dir`` defaults to ``app.runs_dir``."""
+
+    DEFAULT_CSS = """
+    RunsScreen #runs-title { height: 1; padding: 0 1; background: $boost; }
+    RunsScreen DataTable { height: 1fr; }
+    RunsScreen #runs-detail { height: auto; max-height: 4; padding: 0 1; border-top: solid $primary 40%; }
+    RunsScreen #runs-empty { height: 1fr; content-align: center middle; color: $text-muted; display: none; }
+    RunsScreen.-empty #runs-empty { display: block; }
+    RunsScreen.-empty DataTable { display: none; }
+    """
+
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=True),
+        Binding("c", "copy_config", "Copy to setup"),
+        Binding("u", "resume", "Resume"),
+        Binding("x", "stop", "Stop run"),
+        Binding("f5,ctrl+r", "refresh", "Refresh"),
+    ]
+
+    COLUMNS = (("name", "Name", 14), ("state", "State", 8), ("method", "Method", 9), ("model", "Model", 22),
+               ("progress", "Progress", 9), ("eval", "Best", 6), ("started", "Started", 11))
+
+    def __init__(self, runs_dir: Path | None = None, *, name: str | None = None, id: str | None = None):
+        super().__init__(name=name, id=id)
+        self._runs_dir = Path(runs_dir) if runs_dir else None
+        self.summaries: list[RunSummary] = []
+        self._cache = SummaryCache()
+        self._rows: list[tuple] = []
+        self.loaded = False
+
+    @property
+    def runs_dir(self) -> Path:
+        if self._runs_dir is not None:
+            return self._runs_dir
+        return Path(getattr(self.app, "runs_dir", None) or "runs")
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="runs-title")
+        table: DataTable = DataTable(cursor_type="row", zebra_stripes=True, id="runs-table")
+        for key, label, _ in self.COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Static("No runs yet: set one up and launch it from Setup.", id="runs-empty")
+        yield Static(id="runs-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._update_title()
+        self.action_refresh()
+        self.set_interval(REFRESH_INTERVAL, self.action_refresh)
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    def _update_title(self) -> None:
+        n = len(self.summaries)
+        running = sum(1 for s in self.summaries if s.state == "running")
+        text = Text.assemble(("Runs", "bold"), f"  {self.runs_dir}", (f"  ·  {n} run{'s' * (n != 1)}", "dim"))
+        if running:
+            text.append(f" · {running} running", style="green")
+        if n:
+            text.append("  ·  enter opens the monitor", style="dim")
+        self.query_one("#runs-title", Static).update(text)
+
+    # -- loading -------------------------------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self._load(self.runs_dir)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs", description="Listing runs")
+    def _load(self, runs_dir: Path) -> None:
+        summaries = self._cache.summaries(runs_dir)
+        if not get_current_worker().is_cancelled:
+            self.post_message(RunsLoaded(runs_dir, summaries))
+
+    @on(RunsLoaded)
+    def _loaded(self, message: RunsLoaded) -> None:
+        self.summaries = message.summaries
+        self.loaded = True
+        table = self.query_one(DataTable)
+        selected = self.selected
+        keys = [str(s.run.path) for s in self.summaries]
+        rows = [self._cells(s) for s in self.summaries]
+        with self.app.batch_update():
+            if rows != self._rows:
+                self._rows = rows
+                fill_table(table, list(self.COLUMNS), rows, keys,
+                           select=str(selected.run.path) if selected is not None else None, flex="name")
+            self.set_class(not self.summaries, "-empty")
+            self._update_title()
+            self._show_detail()
+        self.refresh_bindings()
+
+    @staticmethod
+    def _cells(s: RunSummary) -> tuple:
+        model = s.model.rstrip("/").split("/")[-1] if s.model else "-"
+        model = model.removesuffix("-Instruct").removesuffix("-instruct")
+        best = f"{s.best_eval_loss:.3f}" if s.best_eval_loss is not None else "-"
+        return (
+            Text(s.run.name, style="bold"),
+            Text(s.state, style=STATE_STYLES.get(s.state, "")),
+            s.method or "-",
+            model,
+            progress_cell(s),
+            best,
+            datetime.fromtimestamp(s.started).strftime("%m-%d %H:%M") if s.started else "-",
+        )
+
+    @property
+    def selected(self) -> RunSummary | None:
+        table = self.query_one(DataTable)
+        if not self.summaries or table.row_count == 0:
+            return None
+        row = table.cursor_row
+        if row is None or not 0 <= row < table.row_count:
+            return None
+        key = table.coordinate_to_cell_key((row, 0)).row_key.value
+        return next((s for s in self.summaries if str(s.run.path) == key), None)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._show_detail()
+        self.refresh_bindings()
+
+    def _show_detail(self) -> None:
+        s = self.selected
+        detail = self.query_one("#runs-detail", Static)
+        if s is None:
+            detail.update("")
+            return
+        text = Text.assemble((str(s.run.path), "dim"))
+        if s.max_steps:
+            text.append(f"  step {s.step}/{s.max_steps}")
+        if s.last_loss is not None:
+            text.append(f"  loss {s.last_loss:.4f}")
+        if s.state == "failed" and s.error:
+            text.append("\n✖ " + s.error, style="red")
+        elif s.state == "crashed":
+            text.append("\n✖ the engine process is gone without a final event; u resumes from the newest checkpoint",
+                        style="red")
+        elif s.state == "stopped":
+            text.append("\nstopped by request; u resumes from the newest checkpoint", style="dim")
+        detail.update(text)
+
+    # -- actions -------------------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        s = self.selected if self.is_mounted else None
+        if action == "resume":
+            return s is not None and s.state in RESUMABLE
+        if action == "stop":
+            return s is not None and s.state == "running"
+        if action in ("open", "copy_config"):
+            return s is not None
+        return True
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        s = self.selected
+        if s is None:
+            return
+        opener = getattr(self.app, "open_monitor", None)
+        if callable(opener):
+            opener(s.run.path)
+        else:
+            from loratui.screens.monitor import MonitorScreen
+
+            self.app.push_screen(MonitorScreen(s.run.path))
+
+    def action_copy_config(self) -> None:
+        s = self.selected
+        if s is None:
+            return
+        try:
+            cfg = s.run.config()
+        except Exception as err:  # ConfigError: one line with the field
+            self.notify(str(err), title="Can't read this run's config", severity="error")
+            return
+        cfg.output.name = None  # a copy must not collide with the original run folder
+        opener = getattr(self.app, "open_setup_with", None)
+        if callable(opener):
+            opener(cfg)
+        else:
+            self.notify("The setup screen is not available.", severity="warning")
+
+    def action_resume(self) -> None:
+        s = self.selected
+        if s is None or s.state not in RESUMABLE:
+            self.notify("Only a stopped or crashed run can be resumed.", severity="warning")
+            return
+        if s.run.latest_checkpoint() is None:
+            self.notify(f"{s.run.name} has no checkpoint yet: it restarts from step 0.", severity="warning")
+        self._resume(s.run.path)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="launch", description="Resuming run")
+    def _resume(self, run_dir: Path) -> None:
+        pid = launch_detached(RunDir(run_dir), resume=True)
+        self.post_message(RunResumed(run_dir, pid))
+
+    @on(RunResumed)
+    def _resumed(self, message: RunResumed) -> None:
+        self.notify(f"Resumed {message.run_dir.name} (pid {message.pid}).")
+        self.action_refresh()
+        opener = getattr(self.app, "open_monitor", None)
+        if callable(opener):
+            opener(message.run_dir)
+        else:
+            from loratui.screens.monitor import MonitorScreen
+
+            self.app.push_screen(MonitorScreen(message.run_dir))
+
+    def action_stop(self) -> None:
+        s = self.selected
+        if s is None or s.state != "running":
+            return
+        run = s.run
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                if stop_run(run):
+                    self.notify(f"Stopping {run.name}: the adapter is saved at the end of this step.")
+                else:
+                    self.notify(f"{run.name} is not running any more.", severity="warning")
+                self.action_refresh()
+
+        self.app.push_screen(ConfirmModal(
+            f"Stop {run.name}?", "The engine finishes the current step, saves the adapter and a checkpoint, "
+            "then exits. You can resume it later.", yes="Stop run"), confirmed)

@@ -1,0 +1,126 @@
+"""Adapters screen: listing, details with file sizes from disk, delete with confirmation, copy path, add folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures import copy_runs, host_app, screen_text, wait_until
+from loratui.gpu import format_bytes
+from loratui.screens.adapters import AdaptersScreen
+from loratui.screens.merge import MergeScreen
+from loratui.widgets.modals import ConfirmModal, PromptModal
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    time.tzset()
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    copy_runs(tmp_path)
+    return Path("runs")
+
+
+def names(screen) -> list[str]:
+    return [a.name for a in screen.adapters]
+
+
+async def test_browse_and_file_sizes_match_disk(runs):
+    app = host_app(lambda: AdaptersScreen(), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="adapters")
+        assert sorted(names(screen)) == ["smollm2-demo", "smollm2-demo/checkpoint-100", "smollm2-demo/checkpoint-200",
+                                         "smollm2-stopped", "smollm2-stopped/checkpoint-100"]
+        for _ in range(len(screen.adapters)):
+            a = screen.selected
+            on_disk = {p.relative_to(a.path).as_posix(): os.path.getsize(p) for p in a.path.rglob("*") if p.is_file()}
+            assert dict(a.files) == on_disk and a.size == sum(on_disk.values())
+            await pilot.press("down")
+        await pilot.press("home")
+        await pilot.pause()
+        text = screen_text(app)
+        size = os.path.getsize(screen.selected.path / "adapter_model.safetensors")
+        assert "adapter_model.safetensors" in text and format_bytes(size) in text
+        assert "q_proj, v_proj" in text and "460,800" in text
+
+
+async def test_delete_with_confirmation(runs):
+    app = host_app(lambda: AdaptersScreen(select=runs / "smollm2-demo" / "checkpoints" / "checkpoint-100"),
+                   runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="adapters")
+        target = runs / "smollm2-demo" / "checkpoints" / "checkpoint-100"
+        assert screen.selected.path == target
+        await pilot.press("delete")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        await pilot.press("n")
+        await pilot.pause()
+        assert target.is_dir()
+        before = {p for p in runs.rglob("*")}
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "smollm2-demo/checkpoint-100" not in names(screen), what="refresh")
+        after = {p for p in runs.rglob("*")}
+        assert not target.exists()
+        assert before - after == {p for p in before if p == target or target in p.parents}
+        assert len(screen.adapters) == 4
+
+
+async def test_copy_path(runs, monkeypatch):
+    app = host_app(lambda: AdaptersScreen(select=runs / "smollm2-demo" / "adapter"), runs_dir=runs)
+    copied = []
+    monkeypatch.setattr(app, "copy_to_clipboard", copied.append)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="adapters")
+        await pilot.press("y")
+        await pilot.pause()
+        assert copied == [str(runs / "smollm2-demo" / "adapter")]
+        assert any(str(runs / "smollm2-demo" / "adapter") in str(n.message) for n in app._notifications)
+
+
+async def test_add_folder(runs, tmp_path):
+    from test_adapters import write_adapter
+
+    write_adapter(tmp_path / "elsewhere" / "deep" / "my-adapter")
+    app = host_app(lambda: AdaptersScreen(), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="adapters")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptModal), what="prompt")
+        await pilot.press(*"elsewhere")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "my-adapter" in names(screen), what="added folder searched")
+        assert len(screen.adapters) == 6
+
+
+async def test_merge_opens_wizard_prefilled(runs):
+    app = host_app(lambda: AdaptersScreen(select=runs / "smollm2-demo" / "adapter"), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="adapters")
+        await pilot.press("g")
+        await wait_until(pilot, lambda: isinstance(app.screen, MergeScreen), what="merge")
+        assert app.screen.adapter == runs / "smollm2-demo" / "adapter"
+        assert app.screen.base == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_snapshot_adapters(runs, snap_compare):
+    async def settle(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.loaded, what="adapters")
+
+    app = host_app(lambda: AdaptersScreen(select=runs / "smollm2-demo" / "adapter"), runs_dir=runs)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)

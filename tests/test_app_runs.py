@@ -1,0 +1,185 @@
+"""Runs screen: the table, refresh, open, copy config, resume, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures import FixedSampler, copy_runs, host_app, make_live_run, no_gpu_snapshot, recorded_events, wait_until
+from loratui.config import RunConfig
+from loratui.screens import monitor, runs as runs_screen
+from loratui.screens.monitor import MonitorScreen
+from loratui.screens.runs import RunsScreen
+from loratui.widgets.modals import ConfirmModal
+
+
+@pytest.fixture(autouse=True)
+def _fixed(monkeypatch):
+    monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(no_gpu_snapshot()))
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    time.tzset()
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    copy_runs(tmp_path)
+    head = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 120]
+    make_live_run(Path("runs"), "smollm2-live", pid=os.getpid(), events=head)
+    make_live_run(Path("runs"), "smollm2-crashed", pid=4_194_302, events=head[:9])
+    return Path("runs")
+
+
+def states(screen: RunsScreen) -> dict[str, str]:
+    return {s.run.name: s.state for s in screen.summaries}
+
+
+async def test_lists_every_run_with_state(runs):
+    app = host_app(lambda: RunsScreen(), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        assert states(screen) == {"smollm2-live": "running", "smollm2-crashed": "crashed",
+                                  "smollm2-demo": "finished", "smollm2-stopped": "stopped",
+                                  "smollm2-bs64-oom": "failed"}
+        demo = next(s for s in screen.summaries if s.run.name == "smollm2-demo")
+        assert demo.best_eval_loss == pytest.approx(1.0324) and demo.method == "lora"
+        table = screen.query_one("#runs-table")
+        assert table.row_count == 5
+
+
+async def test_refresh_picks_up_changes(runs, monkeypatch):
+    app = host_app(lambda: RunsScreen(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        live = runs / "smollm2-live"
+        with open(live / "events.jsonl", "a") as fh:
+            fh.write(json.dumps({"kind": "failed", "time": 1, "error": "X", "message": "boom", "hint": "h"}) + "\n")
+        status = json.loads((live / "status.json").read_text())
+        (live / "status.json").write_text(json.dumps({**status, "state": "failed"}))
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: states(screen)["smollm2-live"] == "failed", what="refresh")
+        s = next(s for s in screen.summaries if s.run.name == "smollm2-live")
+        assert s.error == "boom"
+
+
+async def test_enter_opens_the_monitor(runs):
+    app = host_app(lambda: RunsScreen(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        await pilot.press("down", "down", "down")  # live, crashed, stopped, demo
+        assert screen.selected.run.name == "smollm2-demo"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.state == "finished",
+                         what="monitor")
+        assert app.screen.run_dir == runs / "smollm2-demo"
+
+
+async def test_copy_config_into_setup(runs):
+    received: list[RunConfig] = []
+    app = host_app(lambda: RunsScreen(runs), open_setup_with=received.append)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        await pilot.press("down", "down", "down", "c")
+        await pilot.pause()
+        assert len(received) == 1
+        cfg = received[0]
+        assert cfg.train.max_steps == 200 and cfg.lora.target_modules == ["q_proj", "v_proj"]
+        assert cfg.output.name is None  # a new run, not the old folder
+
+
+async def test_resume_a_crashed_run(runs, monkeypatch):
+    launched = []
+
+    def fake_launch(run, *, resume=False, env=None):
+        launched.append((run.path, resume))
+        return 4242
+
+    monkeypatch.setattr(runs_screen, "launch_detached", fake_launch)
+    opened = []
+    app = host_app(lambda: RunsScreen(runs), open_monitor=opened.append)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        await pilot.press("u")  # on the running one: not offered
+        await pilot.pause()
+        assert launched == []
+        await pilot.press("down")
+        assert screen.selected.state == "crashed" and screen.check_action("resume", ())
+        await pilot.press("u")
+        await wait_until(pilot, lambda: opened, what="monitor opened")
+        assert launched == [(runs / "smollm2-crashed", True)] and opened == [runs / "smollm2-crashed"]
+
+
+async def test_stop_asks_first(runs, monkeypatch):
+    stopped = []
+    monkeypatch.setattr(runs_screen, "stop_run", lambda run: stopped.append(run.path) or True)
+    app = host_app(lambda: RunsScreen(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        assert screen.selected.state == "running"
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert stopped == []
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        await pilot.press("y")
+        await pilot.pause()
+        assert stopped == [runs / "smollm2-live"]
+
+
+async def test_empty_runs_folder(tmp_path):
+    app = host_app(lambda: RunsScreen(tmp_path / "nothing"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="runs")
+        assert app.screen.has_class("-empty")
+
+
+def test_snapshot_runs(runs, snap_compare):
+    async def settle(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.loaded, what="runs")
+
+    assert snap_compare(host_app(lambda: RunsScreen(runs)), terminal_size=(80, 24), run_before=settle)
+
+
+async def test_flow_inside_the_real_app(runs):
+    """Runs -> monitor -> adapter -> merge wizard, through LoratuiApp's modes and open_* calls."""
+    from loratui.app import LoratuiApp
+    from loratui.screens.adapters import AdaptersScreen
+    from loratui.screens.merge import MergeScreen
+
+    app = LoratuiApp(runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded, what="runs")
+        while app.screen.selected.run.name != "smollm2-demo":
+            await pilot.press("down")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.state == "finished",
+                         what="monitor")
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, AdaptersScreen) and app.screen.loaded
+                         and app.screen.selected.path.name == "adapter"
+                         and app.screen.selected.run == "smollm2-demo", what="adapter selected")
+        await pilot.press("g")
+        await wait_until(pilot, lambda: isinstance(app.screen, MergeScreen), what="merge")
+        assert app.screen.adapter.resolve() == (runs / "smollm2-demo" / "adapter").resolve()
+        assert app.screen.base == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        await pilot.press("f3")  # back to the monitor, then detach to Runs
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), what="monitor again")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs again")
