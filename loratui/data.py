@@ -203,7 +203,7 @@ def _guess_format(columns: list[str]) -> str | None:
     return None
 
 
-def check_columns(cfg: RunConfig, ds: Dataset, where: str, field_hint: str = "") -> None:
+def check_columns(cfg: RunConfig, ds: Dataset, where: str) -> None:
     """DataError naming the config key to set when a column the format needs is missing."""
     fmt = cfg.data.format
     columns = list(ds.column_names)
@@ -238,12 +238,12 @@ def _drop_empty(cfg: RunConfig, ds: Dataset, where: str, field: str) -> Dataset:
     ok = _row_ok(cfg)
     n = len(ds)
     if n:
+        fingerprint = _fp(ds, "empty", cfg.data.format, _columns_key(cfg))
         ds = ds.filter(lambda batch: [ok(dict(zip(batch, vals))) for vals in zip(*batch.values())],
-                       batched=True, desc="dropping empty rows", new_fingerprint=_fp(ds, "empty", cfg.data.format,
-                                                                                    _columns_key(cfg)))
+                       batched=True, desc="dropping empty rows", new_fingerprint=fingerprint)
     if len(ds) == 0:
-        what = "has no rows" if n == 0 else f"has no usable rows (all {n} are empty in the columns format " \
-                                             f"{cfg.data.format} uses)"
+        what = "has no rows" if n == 0 else \
+            f"has no usable rows (all {n} are empty in the columns format {cfg.data.format} uses)"
         raise DataError(f"{where} {what}", field=field, hint="check the file and the data.*_column settings")
     return ds
 
@@ -302,7 +302,8 @@ def load_splits(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     n = len(train)
     n_val = max(1, round(n * d.validation_fraction))
     if n - n_val < 1:
-        raise DataError(f"only {n} usable rows, too few to hold out a validation split", field="data.validation_fraction",
+        raise DataError(f"only {n} usable rows, too few to hold out a validation split",
+                        field="data.validation_fraction",
                         hint="set data.validation_fraction: 0, or give data.validation_file")
     parts = train.train_test_split(test_size=n_val, seed=cfg.train.seed, shuffle=True)
     return parts["train"], parts["test"]
@@ -364,9 +365,9 @@ def _messages(value: Any, column: str) -> list[dict]:
         if not isinstance(m, dict):
             raise DataError(f"column '{column}' holds a {type(m).__name__} where a message was expected",
                             field="data.messages_column", hint="each message is {role, content}")
-        if "role" in m and "content" in m:
+        if m.get("role") is not None and "content" in m:
             out.append({"role": m["role"], "content": "" if m["content"] is None else m["content"]})
-        elif "from" in m and "value" in m:  # ShareGPT
+        elif m.get("from") is not None and "value" in m:  # ShareGPT
             out.append({"role": _SHAREGPT_ROLES.get(str(m["from"]).lower(), str(m["from"])), "content": m["value"]})
         else:
             raise DataError(f"a message in column '{column}' has keys {sorted(m)}", field="data.messages_column",
@@ -414,7 +415,7 @@ def chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
 
 def _assistant_span(tokenizer, messages, i, full, pos) -> tuple[int, int] | None:
     try:
-        before = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
         through = _render(tokenizer, messages[: i + 1])
     except Exception:  # noqa: BLE001 - fall back to finding the content
         before = through = None
@@ -430,7 +431,9 @@ def _assistant_span(tokenizer, messages, i, full, pos) -> tuple[int, int] | None
     if start < 0:
         return None
     end = start + len(content)
-    for tok in sorted((t for t in tokenizer.all_special_tokens if t), key=len, reverse=True):
+    specials = set(tokenizer.all_special_tokens)
+    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    for tok in sorted((t for t in specials if t), key=len, reverse=True):
         if full.startswith(tok, end):
             end += len(tok)
             break

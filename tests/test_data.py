@@ -448,7 +448,8 @@ def test_preview_alpaca_prompt_and_classification(mini):
     assert "# # # response :" in ex.segments[0][0] and ex.segments[0][1] is False
     assert ex.segments[1][1] is True and ex.segments[1][0].endswith("[SEP]")
     cls = data.preview(cfg_for(source="sample:sentiment.csv", format="classification"), mini, n=2)
-    assert [c.label for c in cls] == [r.split(",")[-1] for r in (SAMPLES / "sentiment.csv").read_text().splitlines()[1:3]]
+    first_rows = (SAMPLES / "sentiment.csv").read_text().splitlines()[1:3]
+    assert [c.label for c in cls] == [r.split(",")[-1] for r in first_rows]
     assert all(not trains for c in cls for _, trains in c.segments)
 
 
@@ -495,3 +496,38 @@ def test_sentiment_sample_is_balanced_and_disjoint():
     assert not {r["text"] for r in train} & {r["text"] for r in evals}
     assert any("not bad" in r["text"] and r["label"] == "positive" for r in train)
     assert any("Hardly worth it" in r["text"] and r["label"] == "negative" for r in train)
+
+
+def test_hub_name_goes_to_the_hub_and_fails_in_one_line(monkeypatch):
+    """A hub id is passed to datasets.load_dataset(name, subset, split=...); offline, the error names data.source."""
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    raises_data_error(lambda: data.load_splits(cfg_for(source="someorg/some-dataset", subset="en")), "data.source",
+                      "cannot load dataset 'someorg/some-dataset'")
+
+
+def test_hub_call_passes_subset_and_splits(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(name, subset=None, split=None, **kw):
+        calls.append((name, subset, split))
+        return datasets.Dataset.from_list(ALPACA_ROWS * (3 if split == "train" else 1))
+
+    monkeypatch.setattr(data.datasets, "load_dataset", fake_load)
+    train, val = data.load_splits(cfg_for(source="org/alpaca-like", subset="de", validation_file="test"))
+    assert calls == [("org/alpaca-like", "de", "train"), ("org/alpaca-like", "de", "test")]
+    assert (len(train), len(val)) == (6, 2)
+
+
+def test_conversation_opening_with_the_assistant(smol):
+    """The template adds its default system prompt before the first turn: only the assistant turns train."""
+    msgs = [{"role": "assistant", "content": "Hi, how can I help?"}, {"role": "user", "content": "Time?"},
+            {"role": "assistant", "content": "Noon."}]
+    segments = data.chat_segments(smol, msgs)
+    assert [t for t, trains in segments if trains] == ["Hi, how can I help?" + END, "Noon." + END]
+    assert "".join(t for t, _ in segments) == smol.apply_chat_template(msgs, tokenize=False)
