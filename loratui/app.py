@@ -1,0 +1,249 @@
+"""The loratui terminal app: modes for Setup, Monitor, Runs, Adapters and Merge; Help; the error modal.
+
+Nothing here imports torch, transformers, peft or datasets: the first frame must not wait for them. Screens run
+heavy work in thread workers started on the app (``self.app.run_worker(..., thread=True, exit_on_error=False)``);
+the single ``Worker.StateChanged`` handler below turns a failed worker into the error modal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Header, Static
+from textual.worker import Worker, WorkerState
+
+from loratui.config import RunConfig, load_config
+from loratui.errors import LoratuiError
+from loratui.screens.help import ErrorModal, HelpScreen
+
+log = logging.getLogger("loratui.app")
+
+#: mode -> (module, class, title) of the screens UI-2 owns; imported when first shown
+LAZY_SCREENS: dict[str, tuple[str, str, str]] = {
+    "monitor": ("loratui.screens.monitor", "MonitorScreen", "Monitor"),
+    "runs": ("loratui.screens.runs", "RunsScreen", "Runs"),
+    "adapters": ("loratui.screens.adapters", "AdaptersScreen", "Adapters"),
+    "merge": ("loratui.screens.merge", "MergeScreen", "Merge"),
+}
+
+MODE_TITLES = {"setup": "Setup", **{m: t for m, (_, _, t) in LAZY_SCREENS.items()}}
+
+
+class Unavailable(Screen):
+    """Stands in for a screen whose module is missing or failed to import."""
+
+    def __init__(self, title: str, reason: str) -> None:
+        super().__init__()
+        self.title_text, self.reason = title, reason
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"{self.title_text} is not available: {self.reason}", classes="unavailable")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.title_text
+
+
+class LoratuiApp(App[None]):
+    """Keyboard-driven LoRA/QLoRA fine-tuning."""
+
+    TITLE = "loratui"
+    CSS_PATH = "app.tcss"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+
+    BINDINGS = [
+        Binding("s,f2", "switch_mode('setup')", "Setup", tooltip="Set up and launch a run"),
+        Binding("m,f3", "switch_mode('monitor')", "Monitor", tooltip="Watch the current run"),
+        Binding("r,f4", "switch_mode('runs')", "Runs", tooltip="Every run, running or done"),
+        Binding("a,f6", "switch_mode('adapters')", "Adapters", tooltip="Browse trained adapters"),
+        Binding("g,f7", "switch_mode('merge')", "Merge", tooltip="Merge an adapter into its base"),
+        Binding("question_mark,f1", "help", "Help", tooltip="Keys and tips"),
+        Binding("q", "quit", "Quit", tooltip="Quit (runs keep going)"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "help_quit", show=False, system=True),
+    ]
+
+    def __init__(self, config: RunConfig | None = None, *, config_source: str | Path | None = None,
+                 runs_dir: str | Path | None = None, catch_errors: bool = False) -> None:
+        super().__init__()
+        self.initial_config = config or RunConfig()
+        self.config_source = str(config_source) if config_source else None
+        #: explicit runs folder from the command line (it wins over the one in loaded configs)
+        self.runs_dir_override: Path | None = Path(runs_dir).expanduser() if runs_dir else None
+        self.runs_dir: Path = self.runs_dir_override or Path(self.initial_config.output.runs_dir).expanduser()
+        if self.runs_dir_override:
+            self.initial_config.output.runs_dir = str(self.runs_dir_override)
+        self.catch_errors = catch_errors
+        self.startup_errors: list[BaseException | str] = []
+        self._pending: dict[str, dict[str, Any]] = {}
+        self.add_mode("setup", self._make_setup)
+        for mode in LAZY_SCREENS:
+            self.add_mode(mode, partial_factory(self, mode))
+
+    # -- screens ----------------------------------------------------------------------------------------------
+
+    def _make_setup(self) -> Screen:
+        from loratui.screens.setup import SetupScreen
+
+        return SetupScreen(self.initial_config, source=self.config_source)
+
+    def make_screen(self, mode: str) -> Screen:
+        module_name, class_name, title = LAZY_SCREENS[mode]
+        kwargs = self._pending.pop(mode, {})
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except Exception as err:  # their file may not exist yet, or fail to import
+            log.warning("cannot import %s.%s: %s", module_name, class_name, err)
+            return Unavailable(title, f"{type(err).__name__}: {err}")
+        return cls(**kwargs)
+
+    @property
+    def setup_screen(self) -> Any:
+        """The setup screen (created when first needed)."""
+        self._init_mode("setup")
+        return self._screen_stacks["setup"][0]
+
+    def on_mount(self) -> None:
+        self.switch_mode("setup")
+        for err in self.startup_errors:
+            self.show_error(err)
+
+    def action_switch_mode(self, mode: str) -> None:  # type: ignore[override]
+        if isinstance(self.screen, ModalScreen):
+            return
+        self.switch_mode(mode)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "switch_mode" and parameters and parameters[0] == self.current_mode:
+            return False  # the key for the screen you are on is hidden
+        return True
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, (HelpScreen, ErrorModal)):
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    # -- what other screens call ------------------------------------------------------------------------------
+
+    def open_monitor(self, run_dir: str | Path) -> None:
+        """Switch to the monitor, attached to ``run_dir``."""
+        run_dir = Path(run_dir)
+        self.runs_dir = run_dir.parent
+        self._open_with("monitor", {"run_dir": run_dir}, "attach", run_dir)
+
+    def open_merge(self, adapter: str | Path | None) -> None:
+        """Switch to the merge wizard for ``adapter``."""
+        path = Path(adapter) if adapter else None
+        self._open_with("merge", {"adapter": path}, "set_adapter", path)
+
+    def open_setup_with(self, cfg: RunConfig, source: str | Path | None = None) -> None:
+        """Switch to setup with the form filled from ``cfg`` (e.g. 'new run like this one')."""
+        self.setup_screen.load_config(cfg, source=source)
+        self.switch_mode("setup")
+
+    def _open_with(self, mode: str, kwargs: dict[str, Any], method: str, arg: Any) -> None:
+        if mode in self._screen_stacks:
+            screen = self._screen_stacks[mode][0]
+            if hasattr(screen, method):
+                self.switch_mode(mode)
+                getattr(screen, method)(arg)
+                return
+            if self.current_mode != mode:  # no way to re-point it: make a fresh one
+                self.remove_mode(mode)
+                self.add_mode(mode, partial_factory(self, mode))
+        self._pending[mode] = kwargs
+        if self.current_mode == mode:
+            self._pending.pop(mode, None)
+            return
+        self.switch_mode(mode)
+
+    # -- errors -----------------------------------------------------------------------------------------------
+
+    def show_error(self, error: BaseException | str, title: str = "Error") -> None:
+        """The error modal (one line and a hint); safe to call from the UI thread only."""
+        if not isinstance(error, (LoratuiError, str)):
+            log.error("%s", "".join(traceback.format_exception(error)))
+        self.push_screen(ErrorModal(error, title=title))
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if error is None:
+            return
+        what = event.worker.description or event.worker.name or "background work"
+        self.show_error(error, title=f"{what[:1].upper()}{what[1:]} failed")
+
+    def _handle_exception(self, error: Exception) -> None:
+        """With ``catch_errors`` (the real app), a bug in a handler shows the error modal instead of exiting."""
+        if self.catch_errors and self.is_running and not isinstance(error, (KeyboardInterrupt, SystemExit)):
+            try:
+                self.show_error(error, title="Internal error")
+                return
+            except Exception:
+                pass
+        super()._handle_exception(error)
+
+    # -- command palette --------------------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, title in MODE_TITLES.items():
+            yield SystemCommand(f"Go to {title}", f"Switch to the {title} screen",
+                                partial_call(self.action_switch_mode, mode))
+        yield SystemCommand("Help", "Keys and tips", self.action_help)
+        setup = self._screen_stacks.get("setup", [None])[0]
+        if setup is not None:
+            for action, title, help_text in (
+                ("launch", "Launch run", "Check the config, start the run and open the monitor"),
+                ("preview", "Preview data", "The first examples as the model sees them"),
+                ("open_config", "Open config", "Load a sample config or a YAML file"),
+                ("save_config", "Save config", "Save the form as YAML"),
+                ("pick_targets", "Pick target modules", "Choose LoRA targets from the model's own layers"),
+            ):
+                yield SystemCommand(title, help_text, partial_call(self._setup_action, action))
+
+    def _setup_action(self, action: str) -> None:
+        self.switch_mode("setup")
+        getattr(self.setup_screen, f"action_{action}")()
+
+
+def partial_factory(app: LoratuiApp, mode: str) -> Callable[[], Screen]:
+    return lambda: app.make_screen(mode)
+
+
+def partial_call(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
+def initial_config(config_path: str | None) -> tuple[RunConfig, str | None, list[BaseException]]:
+    """The config the setup screen opens with: the given file, else the SmolLM2 demo, else the defaults."""
+    from loratui.widgets.setup_core import demo_config_path
+
+    errors: list[BaseException] = []
+    path = config_path or demo_config_path()
+    if path:
+        try:
+            return load_config(path), str(path), errors
+        except LoratuiError as err:
+            errors.append(err)
+    return RunConfig(), None, errors
+
+
+def run_app(config_path: str | None = None, runs_dir: str | None = None) -> int:
+    """Entry point of ``loratui`` with no sub-command."""
+    cfg, source, errors = initial_config(config_path)
+    app = LoratuiApp(cfg, config_source=source, runs_dir=runs_dir, catch_errors=True)
+    app.startup_errors.extend(errors)
+    app.run()
+    return app.return_code or 0

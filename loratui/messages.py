@@ -1,0 +1,81 @@
+"""Message classes shared by the UI (one module, as STYLE.md asks).
+
+Thread workers send these with ``post_message`` (thread-safe, non-blocking). Payloads are plain data; nothing here
+imports torch or the heavy core. UI-2 may append its own classes at the end of the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+
+
+# -- Setup screen -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EstimateResult:
+    """What the setup side panel shows for one config; every part may fail on its own (error text instead)."""
+
+    trainable: int | None = None
+    total: int | None = None
+    params_error: str | None = None
+    rows: list[Any] = field(default_factory=list)
+    """``MemoryRow``-like objects: label, weights, grads, optimizer, activations, overhead, total (bytes)."""
+    memory_error: str | None = None
+    gpus: list[Any] | None = None
+    """``GpuInfo``-like objects (index, name, memory_total, memory_used, memory_free); None: query unavailable."""
+    gpu_error: str | None = None
+    layers: list[str] | None = None
+    """The model's own linear layer names (None: unknown, e.g. the model could not be read)."""
+
+
+@dataclass
+class EstimateReady(Message):
+    """The side-panel computation for config number ``seq`` finished (stale ones are ignored)."""
+
+    seq: int
+    model_key: str
+    result: EstimateResult
+
+
+@dataclass
+class LayersReady(Message):
+    """The model's linear layers were listed; open the target-module picker with them."""
+
+    model_key: str
+    layers: list[str]
+
+
+@dataclass
+class PreviewReady(Message):
+    """Data preview examples (``PreviewExample`` objects: segments [(text, trains)], n_tokens)."""
+
+    examples: list[Any]
+
+
+@dataclass
+class RunLaunched(Message):
+    """A run was created and its engine started; switch to the monitor."""
+
+    run_path: Path
+    pid: int | None = None
+
+
+@dataclass
+class FieldRejected(Message):
+    """The core rejected a field (preflight or create_run raised a LoratuiError with ``field``)."""
+
+    field: str
+    message: str
+
+
+@dataclass
+class ConfigChanged(Message, bubble=True):
+    """The setup form holds a new valid config (``config`` is a RunConfig) or an invalid one (``config`` None)."""
+
+    config: Any
+    errors: int = 0

@@ -1,0 +1,515 @@
+"""Run setup: the config form, validated as you type, with a live estimate beside it; presets; preview; launch.
+
+Heavy work (parameter counting, memory estimate, layer listing, data preview, preflight, launch) runs in thread
+workers started on the app, so one ``Worker.StateChanged`` handler there turns their errors into the error modal.
+Results come back as messages (``loratui.messages``) posted to this screen.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Select, Static
+from textual.worker import get_current_worker
+
+from loratui.config import LORA_METHODS, RunConfig, format_validation_error, load_config
+from loratui.errors import LoratuiError
+from loratui.messages import EstimateReady, FieldRejected, LayersReady, PreviewReady, RunLaunched
+from loratui.presets import PRESETS, preset_modules
+from loratui.widgets import setup_core
+from loratui.widgets.form import (
+    DATA_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle,
+    extra_check, parse_value, validate_field,
+)
+from loratui.widgets.setup_modals import OTHER_FILE, ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
+from loratui.widgets.setup_panel import EstimatePanel
+
+HELP_TEXT = (
+    "Every field is checked as you type; a red line under a field says what is wrong, and launch waits until "
+    "nothing is. The panel on the right recomputes half a second after you stop typing: trainable parameters, "
+    "the memory this config needs next to full fine-tuning and QLoRA, and whether it fits the GPU's free memory. "
+    "Preview shows the first training examples as the model sees them, with the tokens that carry the loss "
+    "highlighted. Launch checks the config (preflight), creates the run folder, starts the engine as its own "
+    "process and opens the monitor."
+)
+
+
+def config_values(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Section -> field -> value, with a preset's modules written out so the targets field shows them."""
+    values = {s: getattr(cfg, s).model_dump() for s in SECTION_MODELS}
+    lora = values["lora"]
+    if lora["preset"] in PRESETS and not lora["target_modules"]:
+        lora["target_modules"] = preset_modules(lora["preset"])
+    return values
+
+
+def model_key(values: dict[str, dict[str, Any]]) -> str:
+    m = values["model"]
+    return f"{m['name']}|{m['task']}|{m['trust_remote_code']}"
+
+
+class SetupScreen(Screen):
+    """The run setup form and its live estimate panel."""
+
+    HELP_TITLE = "Setup"
+    HELP_TEXT = HELP_TEXT
+    AUTO_FOCUS = None  # start with no field focused: the footer then shows the single-letter keys
+    DEBOUNCE = 0.5
+
+    BINDINGS = [
+        Binding("ctrl+l,f5", "launch", "Launch", tooltip="Check the config, start the run, open the monitor"),
+        Binding("p,f8", "preview", "Preview", tooltip="The first examples as the model sees them"),
+        Binding("ctrl+o", "open_config", "Open", tooltip="Load a sample config or a YAML file"),
+        Binding("ctrl+s", "save_config", "Save", show=False, tooltip="Save the form as YAML"),
+        Binding("ctrl+t", "pick_targets", "Targets", show=False, tooltip="Pick target modules from the model"),
+        Binding("escape", "leave_field", "Leave field", show=False),
+    ]
+
+    def __init__(self, config: RunConfig | None = None, source: str | Path | None = None) -> None:
+        super().__init__()
+        self.values: dict[str, dict[str, Any]] = config_values(config or RunConfig())
+        self.errors: dict[str, str] = {}
+        self.cross_error: str | None = None
+        self.source = str(source) if source else None
+        self.layers_cache: dict[str, list[str] | None] = {}
+        self._timer: Timer | None = None
+        self._seq = 0
+        self._estimated_key: str | None = None
+        self._launching = False
+
+    # -- layout -----------------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="setup-body"):
+            with VerticalScroll(id="setup-form"):
+                yield Static("", id="form-status")
+                section = None
+                for spec in SPECS:
+                    if spec.section != section:
+                        section = spec.section
+                        yield SectionTitle(SECTION_TITLES[section], id=f"title-{section}", classes="section-title")
+                    yield FormField(spec, self.values[spec.section][spec.key])
+            with VerticalScroll(id="setup-side"):
+                yield EstimatePanel(id="estimate")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self._update_title()
+        self.validate_all()
+
+    def on_resize(self) -> None:
+        # the palette key only where the footer has room for it (ctrl+p works everywhere)
+        self.query_one(Footer).show_command_palette = self.size.width >= 110
+
+    def _update_title(self) -> None:
+        self.sub_title = f"Setup: {Path(self.source).name}" if self.source else "Setup"
+
+    # -- values and validation --------------------------------------------------------------------------------
+
+    def field(self, path: str) -> FormField:
+        return self.query_one(f"#{SPECS_BY_PATH[path].field_id}", FormField)
+
+    def known_layers(self) -> list[str] | None:
+        return self.layers_cache.get(model_key(self.values))
+
+    def check_field(self, spec: FieldSpec, raw: Any) -> str | None:
+        """Validate one control's content, store the value when valid, show the message under the field."""
+        value, err = validate_field(spec, self.values[spec.section], parse_value(spec, raw))
+        if err is None:
+            self.values[spec.section][spec.key] = value
+            err = extra_check(spec, value, self.known_layers())
+        self._set_error(spec, err)
+        return err
+
+    def _set_error(self, spec: FieldSpec, err: str | None) -> None:
+        if err:
+            self.errors[spec.path] = err
+        else:
+            self.errors.pop(spec.path, None)
+        try:
+            self.field(spec.path).set_error(err)
+        except Exception:
+            pass
+
+    def validate_all(self) -> None:
+        """Check every field (after loading a config), then the cross-section rules."""
+        for ff in self.query(FormField):
+            self.check_field(ff.spec, ff.get_raw())
+        self.apply_visibility()
+        self.after_change()
+
+    def visible_errors(self) -> dict[str, str]:
+        out = {}
+        for path, msg in self.errors.items():
+            try:
+                if self.field(path).display:
+                    out[path] = msg
+            except Exception:
+                out[path] = msg
+        return out
+
+    def build_config(self) -> RunConfig | None:
+        """The config of the last valid values (None when the sections contradict each other)."""
+        try:
+            cfg = RunConfig.model_validate(self.values)
+        except ValidationError as err:
+            self.cross_error = format_validation_error(err)
+            return None
+        self.cross_error = None
+        return cfg
+
+    def current_config(self) -> RunConfig | None:
+        """The config to launch: None while any visible field is invalid."""
+        cfg = self.build_config()
+        return None if (cfg is None or self.visible_errors()) else cfg
+
+    def after_change(self) -> None:
+        """Refresh the form status line and the panel note, and schedule an estimate when the config holds."""
+        cfg = self.build_config()
+        self._refresh_status()
+        if cfg is not None:
+            self.schedule_estimate()
+
+    def _refresh_status(self) -> None:
+        errors = self.visible_errors()
+        status = self.query_one("#form-status", Static)
+        if self.cross_error:
+            status.update(self.cross_error)
+        elif errors:
+            status.update(f"{len(errors)} field{'s' if len(errors) != 1 else ''} to fix before launch")
+        status.display = bool(self.cross_error or errors)
+        problem = None
+        if self.cross_error:
+            problem = "the form contradicts itself (see the top of the form)"
+        elif errors:
+            problem = f"{len(errors)} invalid field{'s' if len(errors) != 1 else ''}: shown for the last valid values"
+        self.query_one(EstimatePanel).set_problem(problem)
+
+    # -- control events ---------------------------------------------------------------------------------------
+
+    def _spec_of(self, widget: Any) -> FieldSpec | None:
+        wid = widget.id or ""
+        if not wid.startswith("f-"):
+            return None
+        section, _, key = wid[2:].partition("-")
+        return SPECS_BY_PATH.get(f"{section}.{key}")
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _control_changed(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
+        control = getattr(event, "input", None) or getattr(event, "select", None) or getattr(event, "checkbox", None)
+        spec = self._spec_of(control)
+        if spec is None:
+            return
+        err = self.check_field(spec, event.value)
+        path = spec.path
+        if path == "lora.preset" and not err and self.values["lora"]["preset"]:
+            name = self.values["lora"]["preset"]
+            mods = preset_modules(name)
+            targets = self.field("lora.target_modules")
+            if self.values["lora"]["target_modules"] != mods:
+                targets.set_value(mods)  # its Changed message re-validates the targets
+        elif path == "lora.target_modules" and not err:
+            preset = self.values["lora"]["preset"]
+            if preset and self.values["lora"]["target_modules"] != preset_modules(preset):
+                self.field("lora.preset").set_value(None)
+        if path in ("model.name", "model.task", "model.trust_remote_code"):
+            self.recheck_targets()
+        if path in ("method.kind", "data.format", "model.task"):
+            self.apply_visibility()
+        self.after_change()
+
+    def recheck_targets(self) -> None:
+        spec = SPECS_BY_PATH["lora.target_modules"]
+        self.check_field(spec, self.field(spec.path).get_raw())
+
+    def apply_visibility(self) -> None:
+        kind = self.values["method"]["kind"]
+        fmt = self.values["data"]["format"]
+        task = self.values["model"]["task"]
+        shown: dict[str, bool] = {
+            "model.num_labels": task == "seq-cls",
+            "method.quant_type": kind == "qlora",
+            "method.double_quant": kind == "qlora",
+            "method.compute_dtype": kind in ("qlora", "lora-8bit"),
+        }
+        uses_lora = kind in LORA_METHODS
+        for spec in SPECS:
+            if spec.section == "lora":
+                shown[spec.path] = uses_lora
+        cols = DATA_COLUMNS.get(fmt, ())
+        for spec in SPECS:
+            if spec.section == "data" and spec.key.endswith("_column"):
+                shown[spec.path] = spec.key in cols
+        for path, visible in shown.items():
+            self.field(path).display = visible
+        title = self.query_one("#title-lora", SectionTitle)
+        title.update("LoRA" if uses_lora else f"LoRA (not used by {kind})")
+
+    # -- estimate panel ---------------------------------------------------------------------------------------
+
+    def schedule_estimate(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if self.DEBOUNCE <= 0:
+            self.start_estimate()
+        else:
+            self._timer = self.set_timer(self.DEBOUNCE, self.start_estimate)
+
+    def start_estimate(self) -> None:
+        self._timer = None
+        cfg = self.build_config()
+        if cfg is None:
+            return
+        key = cfg.model_dump_json(exclude={"output"})
+        if key == self._estimated_key:
+            return
+        self._estimated_key = key
+        self._seq += 1
+        mkey = model_key(self.values)
+        want_layers = mkey not in self.layers_cache
+        self.query_one(EstimatePanel).show_pending()
+        self.app.run_worker(
+            partial(self._estimate_thread, cfg, self._seq, mkey, want_layers),
+            name="estimate", group="setup-estimate", description="Estimating parameters and memory",
+            thread=True, exclusive=True, exit_on_error=False,
+        )
+
+    def _estimate_thread(self, cfg: RunConfig, seq: int, mkey: str, want_layers: bool) -> None:
+        result = setup_core.compute_estimate(cfg, want_layers=want_layers)
+        if not get_current_worker().is_cancelled:
+            self.post_message(EstimateReady(seq, mkey, result))
+
+    @on(EstimateReady)
+    def _estimate_ready(self, msg: EstimateReady) -> None:
+        if msg.result.layers is not None or msg.model_key not in self.layers_cache:
+            if msg.result.layers is not None:
+                self.layers_cache[msg.model_key] = msg.result.layers
+        if msg.seq != self._seq:
+            return
+        cfg = self.build_config()
+        if cfg is not None:
+            self.query_one(EstimatePanel).show_result(msg.result, cfg)
+        if msg.result.layers is not None:
+            self.recheck_targets()
+            self._refresh_status()
+
+    # -- loading and saving -------------------------------------------------------------------------------------
+
+    def load_config(self, cfg: RunConfig, source: str | Path | None = None) -> None:
+        """Show ``cfg`` in the form (values are re-validated; the estimate recomputes)."""
+        self.values = config_values(cfg)
+        override = getattr(self.app, "runs_dir_override", None)
+        if override:
+            self.values["output"]["runs_dir"] = str(override)
+        with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
+            for ff in self.query(FormField):
+                ff.set_value(self.values[ff.spec.section][ff.spec.key])
+        self.source = str(source) if source else None
+        self._estimated_key = None
+        self._update_title()
+        self.validate_all()
+
+    def load_path(self, path: str | Path) -> bool:
+        try:
+            cfg = load_config(Path(path).expanduser())
+        except LoratuiError as err:
+            self.app.show_error(err)
+            return False
+        self.load_config(cfg, source=path)
+        self.notify(f"loaded {path}", timeout=3)
+        return True
+
+    def action_open_config(self) -> None:
+        def picked(choice: str | None) -> None:
+            if choice == OTHER_FILE:
+                self.app.push_screen(PathPrompt("Load a config from a YAML file"),
+                                     lambda p: p and self.load_path(p))
+            elif choice:
+                self.load_path(choice)
+
+        self.app.push_screen(ConfigPicker(setup_core.list_sample_configs()), picked)
+
+    def action_save_config(self) -> None:
+        cfg = self.build_config()
+        if cfg is None or self.visible_errors():
+            self.notify("fix the form before saving", severity="error")
+            return
+        default = self.source if self.source and not _is_sample(self.source) else f"configs/{_default_name(cfg)}.yaml"
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            target = Path(path).expanduser()
+            if target.suffix not in (".yaml", ".yml"):
+                target = target.with_suffix(".yaml")
+            if target.exists():
+                self.app.push_screen(Confirm(f"{target} exists. Overwrite it?", yes="Overwrite", no="Keep"),
+                                     lambda ok: ok and self.save_to(cfg, target))
+            else:
+                self.save_to(cfg, target)
+
+        self.app.push_screen(PathPrompt("Save this config as", value=default), chosen)
+
+    def save_to(self, cfg: RunConfig, path: Path) -> None:
+        try:
+            cfg.save(path)
+        except OSError as err:
+            self.app.show_error(LoratuiError(f"cannot write {path}: {err.strerror or err}", field="save",
+                                             hint="choose a folder you can write to"))
+            return
+        self.source = str(path)
+        self._update_title()
+        self.notify(f"saved {path}", timeout=3)
+
+    # -- target picker ---------------------------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#pick-targets")
+    def _pick_pressed(self) -> None:
+        self.action_pick_targets()
+
+    def action_pick_targets(self) -> None:
+        if self.values["method"]["kind"] not in LORA_METHODS:
+            self.notify("target modules are only used by LoRA methods", severity="warning")
+            return
+        layers = self.known_layers()
+        if layers is not None:
+            self._open_picker(layers)
+            return
+        cfg = self.build_config()
+        if cfg is None:
+            self.notify("fix the form first", severity="error")
+            return
+        self.notify(f"reading the layers of {cfg.model.name}...", timeout=3)
+        self.app.run_worker(partial(self._layers_thread, cfg, model_key(self.values)), name="layers",
+                            group="setup-layers", description="Listing the model's linear layers",
+                            thread=True, exclusive=True, exit_on_error=False)
+
+    def _layers_thread(self, cfg: RunConfig, mkey: str) -> None:
+        layers = setup_core.list_linear_layers(cfg)
+        self.post_message(LayersReady(mkey, layers))
+
+    @on(LayersReady)
+    def _layers_ready(self, msg: LayersReady) -> None:
+        self.layers_cache[msg.model_key] = msg.layers
+        self.recheck_targets()
+        self.after_change()
+        if msg.model_key == model_key(self.values):
+            self._open_picker(msg.layers)
+
+    def _open_picker(self, layers: list[str]) -> None:
+        current = self.values["lora"]["target_modules"]
+
+        def picked(selected: list[str] | None) -> None:
+            if selected is None:
+                return
+            self.field("lora.target_modules").set_value(selected)
+            self.field("lora.target_modules").control.focus()
+
+        self.app.push_screen(TargetPicker(layers, current, self.values["model"]["name"]), picked)
+
+    # -- preview -----------------------------------------------------------------------------------------------
+
+    def action_preview(self) -> None:
+        cfg = self.current_config()
+        if cfg is None:
+            self._blocked("preview")
+            return
+        self.notify("loading the tokenizer and rendering examples...", timeout=3)
+        self.app.run_worker(partial(self._preview_thread, cfg), name="preview", group="setup-preview",
+                            description="Rendering the data preview", thread=True, exclusive=True,
+                            exit_on_error=False)
+
+    def _preview_thread(self, cfg: RunConfig) -> None:
+        examples = setup_core.preview(cfg, 3)
+        self.post_message(PreviewReady(examples))
+
+    @on(PreviewReady)
+    def _preview_ready(self, msg: PreviewReady) -> None:
+        self.app.push_screen(PreviewModal(msg.examples, f"Data preview: {self.values['data']['source']}"))
+
+    # -- launch --------------------------------------------------------------------------------------------------
+
+    def _blocked(self, what: str) -> None:
+        errors = self.visible_errors()
+        if errors:
+            path, msg = next(iter(errors.items()))
+            ff = self.field(path)
+            ff.control.focus()
+            self.query_one("#setup-form").scroll_to_widget(ff, animate=False)
+            self.notify(f"cannot {what}: {path}: {msg}", severity="error", timeout=6)
+        elif self.cross_error:
+            self.notify(f"cannot {what}: {self.cross_error}", severity="error", timeout=6)
+
+    def action_launch(self) -> None:
+        if self._launching:
+            self.notify("already launching", severity="warning")
+            return
+        cfg = self.current_config()
+        if cfg is None:
+            self._blocked("launch")
+            return
+        self._launching = True
+        self.notify("checking the config and starting the run...", timeout=3)
+        self.app.run_worker(partial(self._launch_thread, cfg), name="launch", group="setup-launch",
+                            description="Launching the run", thread=True, exit_on_error=False)
+
+    def _launch_thread(self, cfg: RunConfig) -> None:
+        try:
+            run, pid = setup_core.launch(cfg, cfg.output.runs_dir)
+        except LoratuiError as err:
+            self.post_message(FieldRejected(err.field or "", err.message))
+            raise
+        except BaseException as err:
+            self.post_message(FieldRejected("", str(err)))
+            raise
+        self.post_message(RunLaunched(Path(run.path), pid))
+
+    @on(FieldRejected)
+    def _rejected(self, msg: FieldRejected) -> None:
+        self._launching = False
+        spec = SPECS_BY_PATH.get(msg.field)
+        if spec is not None:
+            self._set_error(spec, msg.message)
+            self.after_change()
+
+    @on(RunLaunched)
+    def _launched(self, msg: RunLaunched) -> None:
+        self._launching = False
+        self.notify(f"started {msg.run_path.name}", timeout=4)
+        self.app.open_monitor(msg.run_path)
+
+    # -- misc --------------------------------------------------------------------------------------------------
+
+    def action_leave_field(self) -> None:
+        self.set_focus(None)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "launch" and self._launching:
+            return None  # shown, greyed out
+        return True
+
+
+def _is_sample(path: str) -> bool:
+    try:
+        return any(Path(path).resolve().is_relative_to(d.resolve()) for d in setup_core.sample_configs_dirs())
+    except Exception:
+        return False
+
+
+def _default_name(cfg: RunConfig) -> str:
+    from loratui.runs import slug
+
+    return cfg.output.name or f"{slug(cfg.model.name)}-{cfg.method.kind}"

@@ -1,0 +1,142 @@
+"""The setup screen's door into the core: every heavy import happens inside a function, called from a thread worker.
+
+Keeping these calls in one small module lets tests swap them for fixed values (``monkeypatch.setattr(setup_core,
+"count_params", ...)``) and keeps ``import loratui.app`` free of torch, transformers, peft and datasets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from loratui.config import RunConfig
+from loratui.errors import LoratuiError
+from loratui.messages import EstimateResult
+
+# -- heavy core (import inside; call from a worker thread) ---------------------------------------------------------
+
+
+def count_params(cfg: RunConfig) -> Any:
+    from loratui.estimate import count_params as _count
+
+    return _count(cfg)
+
+
+def estimate_memory(cfg: RunConfig) -> Any:
+    from loratui.estimate import estimate_memory as _estimate
+
+    return _estimate(cfg)
+
+
+def list_linear_layers(cfg: RunConfig) -> list[str]:
+    from loratui.models import list_linear_layers as _layers
+
+    return list(_layers(cfg))
+
+
+def query_gpus() -> list[Any] | None:
+    """GPUs with free memory; [] when there is no NVIDIA GPU; None when the GPU module is not there."""
+    try:
+        from loratui.gpu import query_gpus as _query
+    except ImportError:
+        return None
+    return list(_query())
+
+
+def preflight(cfg: RunConfig) -> None:
+    from loratui.preflight import check
+
+    check(cfg)
+
+
+def preview(cfg: RunConfig, n: int = 3) -> list[Any]:
+    from loratui.data import preview as _preview
+    from loratui.models import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg)
+    return list(_preview(cfg, tokenizer, n))
+
+
+def create_run(cfg: RunConfig, runs_dir: str | Path | None) -> Any:
+    from loratui.runs import create_run as _create
+
+    return _create(cfg, runs_dir)
+
+
+def launch_detached(run: Any) -> int:
+    from loratui.runs import launch_detached as _launch
+
+    return _launch(run)
+
+
+# -- composed steps ---------------------------------------------------------------------------------------------
+
+
+def one_line(err: BaseException) -> str:
+    """A user-facing one-line description of any error."""
+    if isinstance(err, LoratuiError):
+        return str(err)
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, (ImportError, OSError, ValueError, KeyError, RuntimeError)) and type(err).__name__ not in text:
+        text = f"{type(err).__name__}: {text}"
+    return text[:300]
+
+
+def compute_estimate(cfg: RunConfig, want_layers: bool = True) -> EstimateResult:
+    """Everything the side panel shows. Never raises: each part carries its own error line."""
+    result = EstimateResult()
+    if want_layers and cfg.uses_lora:
+        try:
+            result.layers = list_linear_layers(cfg)
+        except Exception:  # the params/memory parts report the same problem in words
+            result.layers = None
+    try:
+        pc = count_params(cfg)
+        result.trainable, result.total = int(pc.trainable), int(pc.total)
+    except Exception as err:
+        result.params_error = one_line(err)
+    try:
+        result.rows = list(estimate_memory(cfg).rows)
+    except Exception as err:
+        result.memory_error = one_line(err)
+    try:
+        result.gpus = query_gpus()
+    except Exception as err:
+        result.gpus, result.gpu_error = [], one_line(err)
+    return result
+
+
+def launch(cfg: RunConfig, runs_dir: str | Path | None) -> tuple[Any, int]:
+    """Preflight, create the run folder, start the engine detached. Raises LoratuiError on bad input."""
+    preflight(cfg)
+    run = create_run(cfg, runs_dir)
+    pid = launch_detached(run)
+    return run, pid
+
+
+# -- sample configs ---------------------------------------------------------------------------------------------
+
+
+def sample_configs_dirs() -> list[Path]:
+    """Where sample configs live: ./sample_configs (a checkout) and the one next to the package."""
+    here = Path(__file__).resolve().parents[2] / "sample_configs"
+    out = []
+    for d in (Path.cwd() / "sample_configs", here):
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def list_sample_configs() -> list[Path]:
+    files: list[Path] = []
+    for d in sample_configs_dirs():
+        files += sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return files
+
+
+def demo_config_path() -> Path | None:
+    for d in sample_configs_dirs():
+        p = d / "smollm2-demo.yaml"
+        if p.is_file():
+            return p
+    return None

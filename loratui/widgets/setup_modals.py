@@ -1,0 +1,191 @@
+"""Small modal screens used by the setup screen: pick a sample config, ask for a path, confirm, pick target
+modules, show the data preview. Each dismisses with its answer (None when cancelled with Escape)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, SelectionList, Static
+from textual.widgets.option_list import Option
+from textual.widgets.selection_list import Selection
+
+OTHER_FILE = "__other__"
+
+
+class Dialog(ModalScreen):
+    """Base: a bordered box in the middle of the screen, Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CLASSES = "dialog"
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfigPicker(Dialog):
+    """Lists the sample configs; the last entry asks for any other file."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, files: list[Path]) -> None:
+        super().__init__()
+        self.files = files
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label("Load a config", classes="dialog-title")
+            options = [Option(Text.assemble((p.stem, "bold"), ("  " + _first_comment(p), "dim")), id=str(p))
+                       for p in self.files]
+            if not options:
+                options.append(Option(Text("no sample configs found", style="dim"), id="none", disabled=True))
+            options.append(Option("Other file...", id=OTHER_FILE))
+            yield OptionList(*options, id="config-list")
+            yield Static("enter load  esc cancel", classes="dialog-help")
+
+    @on(OptionList.OptionSelected)
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+def _first_comment(path: Path) -> str:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                line = line.strip()
+                if line.startswith("#"):
+                    return line.lstrip("# ")[:60]
+                if line:
+                    break
+    except OSError:
+        pass
+    return ""
+
+
+class PathPrompt(Dialog):
+    """Asks for a file path."""
+
+    def __init__(self, title: str, value: str = "", placeholder: str = "path/to/config.yaml") -> None:
+        super().__init__()
+        self.title_text, self.value, self.placeholder = title, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(self.value, placeholder=self.placeholder, id="path-input")
+            yield Static("enter ok  esc cancel", classes="dialog-help")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        if value:
+            self.dismiss(value)
+
+
+class Confirm(Dialog):
+    """Yes / no. Y or Enter on Yes confirms; N or Escape declines."""
+
+    BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "yes", "Yes")]
+
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
+        super().__init__()
+        self.question, self.yes, self.no = question, yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Static(self.question, classes="dialog-title")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, id="yes", variant="warning", compact=True)
+                yield Button(self.no, id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class TargetPicker(Dialog):
+    """The model's own linear layers as a selection list; dismisses with the chosen names."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("enter", "done", "Use these", priority=True),
+        Binding("a", "all", "All/none"),
+    ]
+
+    def __init__(self, layers: list[str], selected: list[str] | str | None, model: str) -> None:
+        super().__init__()
+        self.layer_names = layers
+        chosen = set(layers) if selected == "all-linear" else set(selected or [])
+        self.selected = chosen
+        self.model = model
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(f"Target modules of {self.model}", classes="dialog-title")
+            yield SelectionList[str](*[Selection(n, n, n in self.selected) for n in self.layer_names], id="layer-list")
+            yield Static("space toggle  a all/none  enter use  esc cancel", classes="dialog-help")
+
+    def action_all(self) -> None:
+        sl = self.query_one(SelectionList)
+        if len(sl.selected) == len(self.layer_names):
+            sl.deselect_all()
+        else:
+            sl.select_all()
+
+    def action_done(self) -> None:
+        chosen = list(self.query_one(SelectionList).selected)
+        self.dismiss([n for n in self.layer_names if n in chosen])
+
+
+LOSS_STYLE = "bold black on #87d787"
+PROMPT_STYLE = "#a8a8a8"
+
+
+def render_example(example: Any) -> Text:
+    text = Text()
+    for piece, trains in example.segments:
+        text.append(piece, style=LOSS_STYLE if trains else PROMPT_STYLE)
+    return text
+
+
+class PreviewModal(Dialog):
+    """The first examples as the model sees them: highlighted tokens carry the loss, grey ones are masked."""
+
+    BINDINGS = [Binding("escape,q,enter", "cancel", "Close")]
+
+    def __init__(self, examples: list[Any], title: str) -> None:
+        super().__init__()
+        self.examples, self.title_text = examples, title
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box wide"):
+            yield Label(self.title_text, classes="dialog-title")
+            legend = Text.assemble(("trains", LOSS_STYLE), " = tokens that carry loss   ",
+                                   ("prompt", PROMPT_STYLE), " = masked")
+            yield Static(legend, classes="dialog-help")
+            with VerticalScroll(id="preview-scroll"):
+                if not self.examples:
+                    yield Static("no examples", classes="dim")
+                for i, ex in enumerate(self.examples, 1):
+                    yield Static(Text(f"example {i}: {ex.n_tokens} tokens", style="bold underline"),
+                                 classes="preview-head")
+                    yield Static(render_example(ex), classes="preview-body")
+            yield Static("up/down scroll  esc close", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        self.query_one("#preview-scroll").focus()

@@ -1,0 +1,412 @@
+"""Setup screen: the form validates as you type, the side panel, presets, preview, launch (pilot + snapshots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from loratui.app import LoratuiApp
+from loratui.config import load_config
+from loratui.errors import ConfigError, ModelError
+from loratui.screens.help import ErrorModal
+from loratui.screens.setup import SetupScreen
+from loratui.widgets import setup_core
+from loratui.widgets.setup_modals import ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
+from loratui.widgets.setup_panel import EstimatePanel
+
+from ui_fakes import LAYERS, fake_core, pinned_config, settle  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_app(tmp_path: Path | None = None, cfg=None) -> LoratuiApp:
+    runs = str(tmp_path / "runs") if tmp_path else None
+    return LoratuiApp(cfg or pinned_config(), runs_dir=runs)
+
+
+def panel_text(app) -> str:
+    panel = app.screen.query_one(EstimatePanel)
+    from rich.console import Console
+
+    console = Console(width=60, record=True, file=open("/dev/null", "w"))
+    console.print(panel.build(60))
+    return console.export_text()
+
+
+async def type_into(pilot, screen: SetupScreen, path: str, text: str) -> None:
+    """Focus a field and type (long text is pasted in one go: the pilot spends ~0.1 s a key)."""
+    ctl = screen.field(path).control
+    ctl.focus()
+    await pilot.pause()
+    await pilot.press("ctrl+u")
+    if len(text) <= 8:
+        await pilot.press(*text)
+    else:
+        ctl.insert_text_at_cursor(text)
+    await pilot.pause()
+
+
+async def answer_prompt(pilot, text: str) -> None:
+    """Type into the path prompt on top and press enter."""
+    prompt = pilot.app.screen
+    assert isinstance(prompt, PathPrompt)
+    prompt.query_one("#path-input").value = text
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+def runs_in(tmp_path: Path) -> list[Path]:
+    d = tmp_path / "runs"
+    return sorted(p for p in d.iterdir()) if d.is_dir() else []
+
+
+# -- form and panel ------------------------------------------------------------------------------------------------
+
+
+async def test_prefilled_form_and_live_panel(fake_core):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, SetupScreen)
+        assert screen.field("lora.r").get_raw() == "8"
+        assert screen.field("lora.target_modules").get_raw() == "q_proj, v_proj"  # the preset, written out
+        text = panel_text(app)
+        assert "trainable 460,800 of 134,975,808 (0.34%)" in text
+        assert "this (lora)" in text and "full FT" in text and "QLoRA 4-bit" in text
+        assert "no NVIDIA GPU found: training runs on CPU" in text
+        # typing a new rank recomputes the estimate
+        await type_into(pilot, screen, "lora.r", "16")
+        await settle(pilot)
+        assert "trainable 921,600" in panel_text(app)
+
+
+async def test_gpu_fit_shown(fake_core, monkeypatch):
+    gpu = SimpleNamespace(index=0, name="NVIDIA H100 80GB HBM3", memory_total=80 * 1024**3,
+                          memory_used=78 * 1024**3, memory_free=2 * 1024**3)
+    monkeypatch.setattr(setup_core, "query_gpus", lambda: [gpu])
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        text = panel_text(app)
+        assert "GPU 0: NVIDIA H100" in text
+        assert "fits: needs 1.98 GiB" in text  # this config fits the 2 GiB free; full fine-tuning does not
+        row = next(line for line in text.splitlines() if line.startswith("full FT"))
+        assert row.split()[-2:] == ["3.90", "no"]
+
+
+async def test_estimate_error_is_a_line_in_the_panel(fake_core, monkeypatch):
+    def boom(cfg):
+        raise ModelError("model 'nope/nope' not found", field="model.name", hint="check the name")
+
+    monkeypatch.setattr(setup_core, "count_params", boom)
+    monkeypatch.setattr(setup_core, "estimate_memory", boom)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, SetupScreen)  # no error modal, no crash
+        assert "model.name: model 'nope/nope' not found (check the name)" in panel_text(app)
+
+
+async def test_bad_values_show_beside_the_field_and_block_launch(fake_core, tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        # r = 0
+        await type_into(pilot, screen, "lora.r", "0")
+        assert screen.field("lora.r").error == "must be a positive whole number (try 8 or 16)"
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        assert runs_in(tmp_path) == [] and fake_core.launched == []
+        assert app.focused is screen.field("lora.r").control  # launch took you to the field
+        await type_into(pilot, screen, "lora.r", "8")
+        assert screen.field("lora.r").error is None
+        # a data file that is not there
+        await type_into(pilot, screen, "data.source", str(tmp_path / "missing.jsonl"))
+        assert "no such file" in screen.field("data.source").error
+        await pilot.press("f5")
+        await settle(pilot)
+        assert runs_in(tmp_path) == [] and fake_core.launched == []
+        await type_into(pilot, screen, "data.source", "sample:contacts-json.jsonl")
+        # a target module the model does not have
+        await type_into(pilot, screen, "lora.target_modules", "q_proj, nope_proj")
+        await settle(pilot)
+        assert screen.field("lora.target_modules").error.startswith("not in this model: nope_proj")
+        assert screen.field("lora.preset").get_raw() == screen.field("lora.preset").control.NULL  # preset cleared
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        assert runs_in(tmp_path) == [] and fake_core.launched == []
+        # a value pydantic cannot parse, and an empty required one
+        await type_into(pilot, screen, "train.lr", "fast")
+        assert screen.field("train.lr").error.startswith("must be a number")
+        await type_into(pilot, screen, "train.batch_size", "")
+        assert screen.field("train.batch_size").error == "required"
+
+
+async def test_cross_section_rule_blocks_launch(fake_core, tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        screen.field("data.format").control.value = "classification"
+        await settle(pilot)
+        assert screen.cross_error and "seq-cls" in screen.cross_error
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        assert runs_in(tmp_path) == []
+
+
+async def test_method_changes_what_is_shown(fake_core):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert not screen.field("method.quant_type").display
+        screen.field("method.kind").control.value = "qlora"
+        await settle(pilot)
+        assert screen.field("method.quant_type").display and screen.field("lora.r").display
+        screen.field("method.kind").control.value = "full"
+        await settle(pilot)
+        assert not screen.field("lora.r").display
+
+
+# -- presets --------------------------------------------------------------------------------------------------------
+
+
+async def test_fill_save_and_reload(fake_core, tmp_path):
+    out = tmp_path / "my.yaml"
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await type_into(pilot, screen, "lora.r", "16")
+        await type_into(pilot, screen, "lora.alpha", "32")
+        await type_into(pilot, screen, "lora.target_modules", "q_proj, k_proj, v_proj")
+        await settle(pilot)
+        assert not screen.errors
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        await answer_prompt(pilot, str(out))
+        assert out.is_file() and app.screen is screen
+        saved = yaml.safe_load(out.read_text())
+        assert saved["lora"]["r"] == 16 and saved["lora"]["alpha"] == 32
+        assert saved["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj"]
+        assert load_config(out).lora.r == 16
+        # change the form, then load the saved file back through the picker's "Other file..."
+        await type_into(pilot, screen, "lora.r", "4")
+        await type_into(pilot, screen, "lora.alpha", "4")
+        screen.set_focus(None)
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfigPicker)
+        await pilot.press("end", "enter")  # the last entry: Other file...
+        await settle(pilot)
+        await answer_prompt(pilot, str(out))
+        assert app.screen is screen
+        assert screen.field("lora.r").get_raw() == "16"
+        assert screen.field("lora.alpha").get_raw() == "32"
+        assert screen.field("lora.target_modules").get_raw() == "q_proj, k_proj, v_proj"
+        assert screen.sub_title.endswith("my.yaml")
+
+
+async def test_save_asks_before_overwriting(fake_core, tmp_path):
+    out = tmp_path / "keep.yaml"
+    out.write_text("# mine\n")
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        await answer_prompt(pilot, str(out))
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("n")
+        await settle(pilot)
+        assert out.read_text() == "# mine\n"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        await answer_prompt(pilot, str(out))
+        await pilot.press("y")
+        await settle(pilot)
+        assert "lora" in yaml.safe_load(out.read_text())
+
+
+async def test_sample_config_picker_loads_a_sample(fake_core):
+    samples = setup_core.list_sample_configs()
+    if not any(p.name == "minilm-sentiment.yaml" for p in samples):
+        pytest.skip("sample configs not present")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, ConfigPicker)
+        index = [p.name for p in picker.files].index("minilm-sentiment.yaml")
+        picker.query_one("#config-list").highlighted = index
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, SetupScreen)
+        assert screen.field("model.task").get_raw() == "seq-cls"
+        assert screen.field("data.format").get_raw() == "classification"
+        assert screen.field("data.label_column").display and not screen.field("data.output_column").display
+
+
+async def test_loading_a_broken_file_shows_the_error(fake_core, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora:\n  rank: 8\n")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.screen.load_path(bad)
+        await settle(pilot)
+        assert isinstance(app.screen, ErrorModal)
+        assert "unknown key 'rank'" in app.screen.message
+
+
+# -- target picker and preview ----------------------------------------------------------------------------------------
+
+
+async def test_target_picker_lists_the_models_layers(fake_core):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, TargetPicker)
+        assert picker.layer_names == LAYERS
+        sl = picker.query_one("#layer-list")
+        assert sorted(sl.selected) == ["q_proj", "v_proj"]
+        sl.select("o_proj")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen is screen
+        assert screen.field("lora.target_modules").get_raw() == "o_proj, q_proj, v_proj"
+        assert screen.values["lora"]["target_modules"] == ["o_proj", "q_proj", "v_proj"]
+
+
+async def test_data_preview_modal(fake_core, monkeypatch):
+    examples = [SimpleNamespace(segments=[("<|user|>Extract the contact\n", False), ('{"name": "Ada"}', True)],
+                                n_tokens=17, truncated=False, label=None, loss_tokens=6)]
+    monkeypatch.setattr(setup_core, "preview", lambda cfg, n=3: examples)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        assert isinstance(app.screen, PreviewModal)
+        body = app.screen.query(".preview-body").first().render()
+        assert "Extract the contact" in str(body) and '{"name": "Ada"}' in str(body)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, SetupScreen)
+
+
+# -- launch --------------------------------------------------------------------------------------------------------
+
+
+async def test_launch_creates_the_run_and_opens_the_monitor(fake_core, tmp_path, monkeypatch):
+    opened: list[Path] = []
+    monkeypatch.setattr(LoratuiApp, "open_monitor", lambda self, path: opened.append(Path(path)))
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        runs = runs_in(tmp_path)
+        assert len(runs) == 1 and (runs[0] / "config.yaml").is_file()
+        assert fake_core.preflight and len(fake_core.launched) == 1
+        assert opened == [runs[0]]
+        assert load_config(runs[0] / "config.yaml").lora.target_modules == ["q_proj", "v_proj"]
+
+
+async def test_preflight_error_opens_the_modal_and_marks_the_field(fake_core, tmp_path, monkeypatch):
+    def preflight(cfg):
+        raise ConfigError("batch 8 does not fit", field="train.batch_size", hint="halve batch size")
+
+    monkeypatch.setattr(setup_core, "preflight", preflight)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        modal = app.screen
+        assert isinstance(modal, ErrorModal)
+        assert modal.message == "train.batch_size: batch 8 does not fit"
+        assert modal.hint == "halve batch size"
+        assert runs_in(tmp_path) == [] and fake_core.launched == []
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen is setup
+        assert setup.field("train.batch_size").error == "batch 8 does not fit"
+        await type_into(pilot, setup, "train.batch_size", "4")
+        assert setup.field("train.batch_size").error is None
+
+
+async def test_launch_with_the_real_light_modules(tmp_path, monkeypatch):
+    """Real config loading, real GPU query (none here), real run folder; only the engine spawn is replaced."""
+    import loratui.runs as runs
+
+    launched = []
+    monkeypatch.setattr(runs, "launch_detached", lambda run, **kw: launched.append(run) or 1)
+    monkeypatch.setattr(setup_core, "preflight", lambda cfg: None)  # the real one loads the model
+    monkeypatch.setattr(setup_core, "compute_estimate",
+                        lambda cfg, want_layers=True: setup_core.EstimateResult(gpus=setup_core.query_gpus()))
+    monkeypatch.setattr(SetupScreen, "DEBOUNCE", 0)
+    opened = []
+    monkeypatch.setattr(LoratuiApp, "open_monitor", lambda self, path: opened.append(Path(path)))
+    cfg = load_config(REPO / "sample_configs" / "smollm2-demo.yaml")
+    app = LoratuiApp(cfg, config_source="smollm2-demo.yaml", runs_dir=str(tmp_path / "runs"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        (run,) = runs_in(tmp_path)
+        assert launched and Path(launched[0].path) == run
+        assert runs.RunDir(run).state() == "created"
+        assert load_config(run / "config.yaml").model.name == "smollm2-135m-instruct"
+        assert opened == [run]
+
+
+@pytest.mark.slow
+async def test_real_estimate_for_the_demo(monkeypatch):
+    """The real core (torch, meta-device model) behind the panel: exact SmolLM2 numbers."""
+    monkeypatch.setattr(SetupScreen, "DEBOUNCE", 0)
+    cfg = load_config(REPO / "sample_configs" / "smollm2-demo.yaml")
+    app = LoratuiApp(cfg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        text = panel_text(app)
+        assert "trainable 921,600 of 135,436,608" in text
+        assert app.screen.known_layers() and "q_proj" in app.screen.known_layers()
+
+
+# -- snapshots --------------------------------------------------------------------------------------------------------
+
+
+async def _ready(pilot) -> None:
+    await settle(pilot)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_setup_snapshot(fake_core, snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size, run_before=_ready)
+
+
+def test_setup_snapshot_with_errors(fake_core, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        screen = pilot.app.screen
+        await type_into(pilot, screen, "lora.r", "0")
+        await type_into(pilot, screen, "lora.alpha", "x")
+        screen.set_focus(None)  # no blinking cursor in the picture
+        await settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=before)

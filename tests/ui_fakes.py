@@ -1,0 +1,87 @@
+"""Deterministic stand-ins for the heavy core, shared by the app/setup UI tests (no torch, fixed numbers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+
+from loratui.config import RunConfig
+from loratui.screens.setup import SetupScreen
+from loratui.widgets import setup_core
+
+GIB = 1024**3
+LAYERS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+@dataclass
+class Row:
+    label: str
+    weights: int
+    grads: int
+    optimizer: int
+    activations: int
+    overhead: int
+    notes: list = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.optimizer + self.activations + self.overhead
+
+
+ROWS = [
+    Row("this config (lora)", int(0.25 * GIB), int(0.01 * GIB), int(0.02 * GIB), int(1.2 * GIB), int(0.5 * GIB)),
+    Row("full fine-tuning", int(0.5 * GIB), int(0.5 * GIB), int(1.0 * GIB), int(1.4 * GIB), int(0.5 * GIB)),
+    Row("QLoRA 4-bit", int(0.16 * GIB), int(0.01 * GIB), int(0.02 * GIB), int(1.2 * GIB), int(0.5 * GIB)),
+]
+
+
+def pinned_config() -> RunConfig:
+    """A fixed config for tests and snapshots (independent of the sample files, which may change)."""
+    return RunConfig.model_validate({
+        "model": {"name": "smollm2-135m-instruct"},
+        "lora": {"r": 8, "alpha": 16, "preset": "minimal-qv"},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_length": 128},
+        "train": {"max_steps": 80, "batch_size": 8, "lr": 5e-4},
+        "output": {"runs_dir": "runs"},
+    })
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.launched: list = []
+        self.preflight: list = []
+
+
+@pytest.fixture
+def fake_core(monkeypatch) -> Calls:
+    """Fixed estimates, no GPU, the Llama layer names, no debounce; launch records instead of spawning."""
+    calls = Calls()
+
+    def count_params(cfg):
+        trainable = 460_800 * cfg.lora.r // 8 if cfg.uses_lora else 134_515_008
+        return SimpleNamespace(trainable=trainable, total=134_515_008 + trainable)
+
+    monkeypatch.setattr(setup_core, "count_params", count_params)
+    monkeypatch.setattr(setup_core, "estimate_memory", lambda cfg: SimpleNamespace(rows=list(ROWS)))
+    monkeypatch.setattr(setup_core, "list_linear_layers", lambda cfg: list(LAYERS))
+    monkeypatch.setattr(setup_core, "query_gpus", lambda: [])
+    monkeypatch.setattr(setup_core, "preflight", lambda cfg: calls.preflight.append(cfg))
+
+    def launch_detached(run):
+        calls.launched.append(run)
+        return 4242
+
+    monkeypatch.setattr(setup_core, "launch_detached", launch_detached)
+    monkeypatch.setattr(SetupScreen, "DEBOUNCE", 0)
+    return calls
+
+
+async def settle(pilot) -> None:
+    """Let messages, timers and workers finish (instead of sleeping)."""
+    app = pilot.app
+    for _ in range(3):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    await pilot.pause()
