@@ -84,6 +84,8 @@ class LoratuiApp(App[None]):
             self.initial_config.output.runs_dir = str(self.runs_dir_override)
         self.catch_errors = catch_errors
         self.startup_errors: list[BaseException | str] = []
+        self._internal_errors = 0
+        self._started = False  # errors before the setup screen is up end the app as usual
         self._pending: dict[str, dict[str, Any]] = {}
         self.add_mode("setup", self._make_setup)
         for mode in LAZY_SCREENS:
@@ -112,8 +114,9 @@ class LoratuiApp(App[None]):
         self._init_mode("setup")
         return self._screen_stacks["setup"][0]
 
-    def on_mount(self) -> None:
-        self.switch_mode("setup")
+    async def on_mount(self) -> None:
+        await self.switch_mode("setup")
+        self._started = True
         for err in self.startup_errors:
             self.show_error(err)
 
@@ -186,7 +189,10 @@ class LoratuiApp(App[None]):
 
     def _handle_exception(self, error: Exception) -> None:
         """With ``catch_errors`` (the real app), a bug in a handler shows the error modal instead of exiting."""
-        if self.catch_errors and self.is_running and not isinstance(error, (KeyboardInterrupt, SystemExit)):
+        self._internal_errors += 1
+        if (self.catch_errors and self._started and self._internal_errors <= 3
+                and not isinstance(error, (KeyboardInterrupt, SystemExit))
+                and not isinstance(self.screen, ErrorModal)):
             try:
                 self.show_error(error, title="Internal error")
                 return

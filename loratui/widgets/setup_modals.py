@@ -6,17 +6,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.segment import Segment
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.strip import Strip
 from textual.widgets import Button, Input, Label, OptionList, SelectionList, Static
+from textual.widgets._toggle_button import ToggleButton
+from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
 OTHER_FILE = "__other__"
+
+
+class MarkedSelectionList(SelectionList):
+    """A selection list whose box is empty when an item is not selected (Textual draws a dim X either way,
+    which reads as 'selected' in a 256-colour terminal)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        try:
+            selection = self.get_option_at_index(self.scroll_offset.y + y)
+        except OptionDoesNotExist:
+            return strip
+        if selection.value in self._selected:
+            return strip
+        segments = list(strip)
+        if len(segments) > 1 and segments[1].text == ToggleButton.BUTTON_INNER:
+            segments[1] = Segment(" ", segments[1].style)
+            return Strip(segments, strip.cell_length)
+        return strip
 
 
 class Dialog(ModalScreen):
@@ -137,7 +160,7 @@ class TargetPicker(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(f"Target modules of {self.model}", classes="dialog-title")
-            yield SelectionList[str](*[Selection(n, n, n in self.selected) for n in self.layer_names], id="layer-list")
+            yield MarkedSelectionList(*[Selection(n, n, n in self.selected) for n in self.layer_names], id="layer-list")
             yield Static("space toggle  a all/none  enter use  esc cancel", classes="dialog-help")
 
     def action_all(self) -> None:
