@@ -186,6 +186,21 @@ def render_example(example: Any) -> Text:
     return text
 
 
+def example_head(i: int, ex: Any) -> Text:
+    """'example 1: 104 tokens, 23 carry loss (truncated)' plus the label for classification."""
+    head = Text(f"example {i}: {ex.n_tokens} tokens", style="bold underline")
+    extra = []
+    if getattr(ex, "loss_tokens", 0):
+        extra.append(f"{ex.loss_tokens} carry loss")
+    if getattr(ex, "label", None) is not None:
+        extra.append(f"label {ex.label}")
+    if getattr(ex, "truncated", False):
+        extra.append("truncated to max length")
+    if extra:
+        head.append(", " + ", ".join(extra), style="bold")
+    return head
+
+
 class PreviewModal(Dialog):
     """The first examples as the model sees them: highlighted tokens carry the loss, grey ones are masked."""
 
@@ -205,8 +220,7 @@ class PreviewModal(Dialog):
                 if not self.examples:
                     yield Static("no examples", classes="dim")
                 for i, ex in enumerate(self.examples, 1):
-                    yield Static(Text(f"example {i}: {ex.n_tokens} tokens", style="bold underline"),
-                                 classes="preview-head")
+                    yield Static(example_head(i, ex), classes="preview-head")
                     yield Static(render_example(ex), classes="preview-body")
             yield Static("up/down scroll  esc close", classes="dialog-help")
 
