@@ -13,6 +13,9 @@ from loratui.errors import LoratuiError
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # variable-length batches fragment the CUDA caching allocator: measured on an H100 (bench/RESULTS.md),
+    # expandable segments keep reserved memory close to what is allocated
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
@@ -188,7 +191,8 @@ def cmd_merge(args) -> int:
         result = merge_adapter(args.adapter, args.output, base=args.base, dtype=args.dtype, progress=progress)
     except LoratuiError as err:
         if args.jsonl:
-            print(json.dumps({"kind": "failed", "message": str(err), "hint": err.hint}), flush=True)
+            message = f"{err.field}: {err.message}" if err.field else err.message
+            print(json.dumps({"kind": "failed", "message": message, "hint": err.hint}), flush=True)
         raise
     except Exception as err:  # noqa: BLE001
         if args.jsonl:

@@ -166,6 +166,8 @@ class TrainSection(Section):
     logging_steps: int = Field(5, ge=1)
     eval_steps: Optional[int] = Field(None, ge=1)
     """Evaluate every N steps (empty: once per epoch)."""
+    eval_on_start: bool = True
+    """Evaluate the untrained model first, so the curve starts from the base model's loss."""
     save_steps: Optional[int] = Field(None, ge=1)
     """Checkpoint every N steps (empty: once per epoch)."""
     save_total_limit: Optional[int] = Field(2, ge=1)

@@ -287,6 +287,8 @@ class Engine:
             eval_metrics = trainer.evaluate()
         self.emit("phase", phase="saving")
         out = self.save_output()
+        if os.environ.get("LORATUI_PROBE"):
+            self.save_probe()
         step = trainer.state.global_step
         if stopped:
             ck = run.latest_checkpoint()
@@ -322,6 +324,7 @@ class Engine:
             logging_first_step=True,
             eval_strategy=eval_strategy,
             eval_steps=t.eval_steps,
+            eval_on_start=t.eval_on_start and has_eval and not self.resume,
             save_strategy="steps" if t.save_steps else "epoch",
             save_steps=t.save_steps or 500,
             save_total_limit=t.save_total_limit,
@@ -360,6 +363,18 @@ class Engine:
         }
         (out / "loratui.json").write_text(json.dumps(meta, indent=1))
         return out
+
+
+    def save_probe(self) -> None:
+        """Logits of the trained model on a fixed input (bench/tests compare a reloaded adapter against them)."""
+        import torch
+
+        # accelerate wraps forward in autocast for mixed precision: unwrap to compare like-for-like with a reload
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model, keep_fp32_wrapper=False).eval()
+        ids = torch.arange(1, 33).unsqueeze(0) * 37 % max(8, model.config.vocab_size - 1) + 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device)).logits.float().cpu()
+        torch.save({"input_ids": ids, "logits": logits}, self.run_dir.path / "probe.pt")
 
 
 def _steps_for(n_examples: int, cfg: RunConfig) -> int:

@@ -139,7 +139,7 @@ def model_shape(model_config, task: str) -> Shape:
 
 
 def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str], lora_width: float,
-                                full: bool, checkpointing: bool) -> tuple[float, float]:
+                                full: bool, checkpointing: bool, int8_width: float = 0) -> tuple[float, float]:
     """(bytes per token saved across all layers, bytes per token for the head/loss)."""
     h, kv, i = shape.hidden, shape.kv_hidden, shape.intermediate
 
@@ -164,6 +164,8 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
         per_layer += 2 * h  # dropout masks (encoders)
     # LoRA dropout makes its own copy of each adapted input (plus a 1-byte mask)
     per_layer += (e + 1) * lora_width
+    # bitsandbytes int8 matmuls keep their own fp16 copy and int8 copy of every input for backward
+    per_layer += (2 + 1) * int8_width
     if checkpointing:
         saved = shape.layers * e * h + per_layer  # layer inputs + one layer recomputed at a time
     else:
@@ -216,10 +218,14 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, precisio
     grads = optimizer = 0
     opt = cfg.train.optimizer
     seen: set[int] = set()
-    for module in wrapped.modules():
+    int8_width = 0  # summed input width of the layers an 8-bit base quantizes
+    for name, module in wrapped.named_modules():
         if hasattr(module, "lora_A") and hasattr(module, "base_layer") and cfg.lora.dropout > 0:
             base = module.base_layer
             lora_width += getattr(base, "in_features", None) or base.weight.shape[0]
+        if kind == "lora-8bit" and isinstance(module, nn.Linear) and "lora_" not in name \
+                and not any(p in heads for p in name.split(".")[:3]):
+            int8_width += module.in_features
     for name, param in wrapped.named_parameters():
         if id(param) in seen:
             continue
@@ -253,7 +259,8 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, precisio
             if param.dim() == 2 and not is_lora:
                 trainable_linear.add(parts[-2] if parts[-1] in ("weight", "bias") else parts[-1])
     per_token, head = _activation_bytes_per_token(
-        shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=kind == "full", checkpointing=cfg.train.gradient_checkpointing)
+        shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=kind == "full",
+        checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1))
     activations = int(tokens * (per_token + head))
     overhead = CUDA_CONTEXT + int(ALLOC_SLACK * (weights + grads + optimizer + activations))
     notes = []
