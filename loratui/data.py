@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import datasets
 from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, DataCollatorWithPadding
 
 from loratui.config import RunConfig
 from loratui.errors import DataError
@@ -729,16 +730,28 @@ def tokenize_splits(cfg: RunConfig, tokenizer, train: Dataset, val: Dataset | No
     return tr, va, stats
 
 
+class PackingCollator(DataCollatorWithFlattening):
+    """Padding-free batches: one row of concatenated examples, position_ids restarting at 0 for each example.
+
+    Adds ``use_cache=False`` to every batch: transformers separates packed examples (found from position_ids) only
+    when the forward pass builds no KV cache; with a model's default ``use_cache=True`` attention leaks from one
+    example into the next.
+    """
+
+    def __call__(self, features, return_tensors=None, separator_id=None):
+        batch = super().__call__(features, return_tensors=return_tensors, separator_id=separator_id)
+        batch["use_cache"] = False
+        return batch
+
+
 def make_collator(cfg: RunConfig, tokenizer):
     """Batching: padding-free flattening (packing), padded causal-LM batches (labels padded with -100), or
     dynamic padding for classification."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, DataCollatorWithPadding
-
     prepare_tokenizer(tokenizer)
     if cfg.model.task == "seq-cls":
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     if cfg.data.packing:
-        return DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
+        return PackingCollator(separator_id=IGNORE_INDEX)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=8)
 
 
@@ -794,5 +807,5 @@ def preview(cfg: RunConfig, tokenizer, n: int = 3) -> list[PreviewExample]:
 
 __all__ = [
     "PreviewExample", "resolve_source", "load_splits", "prepare_tokenizer", "tokenize_splits", "label_names",
-    "make_collator", "preview", "format_prompt", "available_samples", "check_columns", "IGNORE_INDEX",
+    "make_collator", "PackingCollator", "preview", "format_prompt", "available_samples", "check_columns", "IGNORE_INDEX",
 ]

@@ -531,3 +531,33 @@ def test_conversation_opening_with_the_assistant(smol):
     segments = data.chat_segments(smol, msgs)
     assert [t for t, trains in segments if trains] == ["Hi, how can I help?" + END, "Noon." + END]
     assert "".join(t for t, _ in segments) == smol.apply_chat_template(msgs, tokenize=False)
+
+
+def test_packed_batches_keep_examples_apart(smol, tmp_path):
+    """A tiny random Llama gives each example the same logits packed as padded (no attention across examples,
+    also in train mode with the default use_cache=True), and Trainer accepts the packed batches."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+    feats = _features(smol, n=4)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    model.train()
+    padded = data.make_collator(cfg_for(format="chat"), smol)(feats)
+    packed = data.make_collator(cfg_for(format="chat", packing=True), smol)(feats)
+    with torch.no_grad():
+        lp = model(**padded).logits
+        lf = model(**packed).logits[0]
+    offset = 0
+    for i, f in enumerate(feats):
+        n = len(f["input_ids"])
+        assert torch.allclose(lp[i, :n], lf[offset:offset + n], atol=1e-5)
+        offset += n
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
+                             report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True)
+    cfg = cfg_for(source="sample:chat-sample.jsonl", format="chat", validation_fraction=0, max_samples=4,
+                  packing=True)
+    train, _, _ = data.tokenize_splits(cfg, smol, *data.load_splits(cfg))
+    out = Trainer(model=model, args=args, train_dataset=train, data_collator=data.make_collator(cfg, smol)).train()
+    assert out.global_step == 2 and out.training_loss > 0
