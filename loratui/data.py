@@ -807,5 +807,6 @@ def preview(cfg: RunConfig, tokenizer, n: int = 3) -> list[PreviewExample]:
 
 __all__ = [
     "PreviewExample", "resolve_source", "load_splits", "prepare_tokenizer", "tokenize_splits", "label_names",
-    "make_collator", "PackingCollator", "preview", "format_prompt", "available_samples", "check_columns", "IGNORE_INDEX",
+    "make_collator", "PackingCollator", "preview", "format_prompt", "available_samples", "check_columns",
+    "IGNORE_INDEX",
 ]

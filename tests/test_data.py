@@ -240,6 +240,7 @@ def test_alpaca_with_chat_template_trains_on_the_response_and_end_of_turn_only(s
         user = row["instruction"] + ("\n\n" + row["input"] if row["input"] else "")
         assert f"<|im_start|>user\n{user}<|im_end|>" in full
     assert stats["loss_tokens"] == sum(sum(1 for x in ex["labels"] if x != -100) for ex in tok_train)
+    assert json.loads(json.dumps(stats)) == stats  # the engine puts the stats into its `started` event
 
 
 def test_alpaca_without_chat_template_uses_the_alpaca_prompt(mini, tmp_path):
@@ -328,6 +329,7 @@ def test_string_labels_map_to_sorted_names(mini):
     assert data.label_names(cfg, train) == ["negative", "positive"]
     tok_train, tok_val, stats = data.tokenize_splits(cfg, mini, train, val)
     assert stats["label_names"] == ["negative", "positive"] and stats["eval_examples"] == 400
+    json.dumps(stats)  # the engine puts the stats into its `started` event
     for raw, ex in zip(train.select(range(20)), tok_train.select(range(20))):
         assert ex["labels"] == ["negative", "positive"].index(raw["label"])
         decoded = mini.decode(ex["input_ids"], skip_special_tokens=True)  # uncased WordPiece: compare letters
