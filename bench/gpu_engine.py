@@ -130,9 +130,17 @@ def reload_check(run_dir: Path, cfg_path: Path) -> dict:
     with torch.no_grad():
         got = model(input_ids=probe["input_ids"].to(base.device)).logits.float().cpu()
     diff = (got - probe["logits"]).abs().max().item()
+    tf32 = None
+    if torch.cuda.is_available():  # does the gap close with TF32 matmuls (as during training)?
+        prev = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        with torch.no_grad():
+            tf32 = (model(input_ids=probe["input_ids"].to(base.device)).logits.float().cpu()
+                    - probe["logits"]).abs().max().item()
+        torch.set_float32_matmul_precision(prev)
     ref = probe["logits"].abs().max().item()
     files = {p.name: p.stat().st_size for p in (run_dir / "adapter").iterdir()}
-    return {"reload_max_abs_diff": diff, "logits_max_abs": ref, "adapter_files": files}
+    return {"reload_max_abs_diff": diff, "reload_diff_tf32": tf32, "logits_max_abs": ref, "adapter_files": files}
 
 
 def estimate_for(cfg_path: Path) -> dict:
@@ -159,6 +167,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--packing", action="store_true")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
+    ap.add_argument("--tag", default="")
     args = ap.parse_args()
     out = Path(os.environ.get("OUT", "/tmp/bench-out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +181,7 @@ def main() -> int:
     make_data(data)
     results = []
     for method in args.methods.split(","):
-        runs = work / f"runs-{args.shape}{'-packed' if args.packing else ''}"
+        runs = work / f"runs-{args.shape}{'-packed' if args.packing else ''}{args.tag}"
         cfg_path = work / f"{args.shape}-{method}.yaml"
         cfg_path.write_text(yaml.safe_dump(config_for(method, model_dir, data, runs, args), sort_keys=False))
         res = {"shape": args.shape, "batch": args.batch, "packing": args.packing, **run_one(method, cfg_path, out)}
@@ -181,7 +190,7 @@ def main() -> int:
             res.update(reload_check(Path(res["run"]), cfg_path))
         results.append(res)
         print(json.dumps(res), flush=True)
-    (out / f"results-{args.shape}.json").write_text(json.dumps(results, indent=1))
+    (out / f"results-{args.shape}{args.tag}.json").write_text(json.dumps(results, indent=1))
     print("\n| shape | method | batch | tokens/s | torch peak GiB | NVML run peak GiB | estimate GiB | "
           "rule of thumb (full fp32) GB | reload max diff |")
     print("|---|---|---|---|---|---|---|---|---|")
