@@ -249,6 +249,7 @@ class Engine:
         train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
         self.emit("phase", phase="loading model")
         model = models.load_model(cfg, pre.resolved, pre.precision, labels)
+        model.config.use_cache = False  # no KV cache in training (packed examples must not attend across)
         if cfg.train.gradient_checkpointing and not cfg.quantized:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False

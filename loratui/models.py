@@ -117,7 +117,7 @@ def slug_for(path: Path) -> str:
 
 def convert_gguf_once(folder: Path, gguf_file: str, key: str) -> Path:
     """De-quantize a GGUF checkpoint once into a cached safetensors folder (20 s once, then loads in 0.3 s)."""
-    target = cache_dir() / "models" / key
+    target = cache_dir() / "models" / f"{key}-v2"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,6 +127,10 @@ def convert_gguf_once(folder: Path, gguf_file: str, key: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
+    # transformers builds the GGUF tokenizer's eos from the bos id; the model config keeps the file's real eos
+    eos_id = model.config.eos_token_id
+    if isinstance(eos_id, int) and tok.eos_token_id != eos_id:
+        tok.eos_token = tok.convert_ids_to_tokens(eos_id)
     # the de-quantized weights are plain tensors: drop the GGUF quantizer so save_pretrained writes them
     model.hf_quantizer = None
     model.is_quantized = False
@@ -152,15 +156,29 @@ def _hub_error(resolved: ResolvedModel, err: Exception) -> ModelError:
                       field="model.name", hint="check the id and your network or HF token, or give a local folder")
 
 
+_CONFIG_CACHE: dict[tuple, object] = {}
+
+
 def load_model_config(cfg: RunConfig, resolved: ResolvedModel | None = None):
+    """AutoConfig for the model, cached per model (failures too: a hub id that can't be reached fails once)."""
+    import copy
+
     from transformers import AutoConfig
 
     resolved = resolved or resolve_model(cfg.model)
-    try:
-        mc = AutoConfig.from_pretrained(resolved.path, trust_remote_code=cfg.model.trust_remote_code,
-                                        **resolved.kwargs())
-    except Exception as err:  # noqa: BLE001 - translated into one line
-        raise _hub_error(resolved, err) from None
+    key = (resolved.path, resolved.gguf_file, cfg.model.trust_remote_code)
+    if key not in _CONFIG_CACHE:
+        try:
+            _CONFIG_CACHE[key] = AutoConfig.from_pretrained(
+                resolved.path, trust_remote_code=cfg.model.trust_remote_code, **resolved.kwargs())
+        except Exception as err:  # noqa: BLE001 - translated into one line
+            _CONFIG_CACHE[key] = _hub_error(resolved, err)
+    cached = _CONFIG_CACHE[key]
+    if isinstance(cached, ModelError):
+        if resolved.local:  # a local folder may be fixed at any moment: don't remember its failure
+            del _CONFIG_CACHE[key]
+        raise cached
+    mc = copy.deepcopy(cached)
     if cfg.model.task == "seq-cls":
         mc.num_labels = cfg.model.num_labels
     return mc
