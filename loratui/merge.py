@@ -70,6 +70,9 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     torch_dtype = getattr(torch, DTYPES[dtype])
     cls = models.auto_class(task)
     kwargs = {"num_labels": section.num_labels} if task == "seq-cls" else {}
+    labels = info.get("labels")
+    if task == "seq-cls" and labels and len(labels) == section.num_labels:
+        kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     try:
         base_model = cls.from_pretrained(resolved.path, dtype=torch_dtype, **resolved.kwargs(), **kwargs)
     except (OSError, ValueError) as err:

@@ -1,0 +1,100 @@
+"""Merging an adapter into its base: verified outputs, atomic output folder, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loratui import runs
+from loratui.config import RunConfig
+from loratui.engine import Engine
+from loratui.merge import MergeError, folder_size, merge_adapter
+
+
+def _train(tmp_path_factory, model_dir: Path, **extra) -> Path:
+    runs_dir = tmp_path_factory.mktemp("merge-runs")
+    data = {"model": {"name": str(model_dir)}, "lora": {"r": 4, "alpha": 16, "dropout": 0.0},
+            "data": {"source": "sample:contacts-json.jsonl", "max_samples": 16, "validation_fraction": 0.0,
+                     "max_length": 64},
+            "train": {"max_steps": 3, "batch_size": 4, "lr": 0.05},
+            "output": {"runs_dir": str(runs_dir), "name": "m"}}
+    for section, values in extra.items():
+        data.setdefault(section, {}).update(values)
+    run = runs.create_run(RunConfig.model_validate(data))
+    assert Engine(run, echo=lambda line: None).run() == 0
+    return run.adapter_dir
+
+
+@pytest.fixture(scope="module")
+def llama_adapter(tmp_path_factory, tiny_llama) -> Path:
+    return _train(tmp_path_factory, tiny_llama)
+
+
+def test_merge_reproduces_the_adapter_and_reloads(tmp_path, llama_adapter):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    steps = []
+    out = tmp_path / "merged"
+    result = merge_adapter(llama_adapter, out, dtype="fp32", progress=lambda s, f: steps.append(s))
+    assert steps[0] == "loading base model" and steps[-1] == "done"
+    assert result["max_diff"] < 1e-4
+    assert result["size_bytes"] == folder_size(out) > 0
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert AutoTokenizer.from_pretrained(str(out)).eos_token
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]  # no temporary folder left
+
+
+def test_merge_refuses_a_non_empty_output_and_keeps_it(tmp_path, llama_adapter):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(MergeError, match="already exists and is not empty"):
+        merge_adapter(llama_adapter, out)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_interrupted_merge_leaves_nothing_half_written(tmp_path, llama_adapter):
+    def progress(step, frac):
+        if step == "verifying":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        merge_adapter(llama_adapter, tmp_path / "out", dtype="fp32", progress=progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_an_adapter_is_a_clear_error(tmp_path):
+    with pytest.raises(MergeError, match="adapter: .* holds no adapter_config.json"):
+        merge_adapter(tmp_path, tmp_path / "out")
+
+
+def test_cli_jsonl_contract(tmp_path, llama_adapter):
+    """The app's merge wizard reads these lines."""
+    proc = subprocess.run([sys.executable, "-m", "loratui", "merge", str(llama_adapter), str(tmp_path / "m"),
+                           "--dtype", "fp32", "--jsonl"], capture_output=True, text=True, timeout=300)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert lines[0]["kind"] == "progress" and lines[-1]["kind"] == "done"
+    assert lines[-1]["output"] == str(tmp_path / "m") and lines[-1]["max_diff"] < 1e-4
+    bad = subprocess.run([sys.executable, "-m", "loratui", "merge", str(tmp_path), str(tmp_path / "x"), "--jsonl"],
+                         capture_output=True, text=True, timeout=300)
+    failed = json.loads(bad.stdout.strip().splitlines()[-1])
+    assert bad.returncode != 0 and failed["kind"] == "failed" and failed["message"].startswith("adapter: ")
+
+
+def test_classifier_adapter_merges_with_its_head(tmp_path_factory, tmp_path, tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+
+    adapter = _train(tmp_path_factory, tiny_bert, model={"task": "seq-cls", "num_labels": 2},
+                     lora={"preset": "bert-qv"},
+                     data={"source": "sample:sentiment.csv", "format": "classification", "max_samples": 32})
+    result = merge_adapter(adapter, tmp_path / "cls", dtype="fp32")
+    assert result["task"] == "seq-cls" and result["max_diff"] < 1e-4
+    merged = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "cls"))
+    assert merged.config.num_labels == 2 and merged.config.id2label[1] == "positive"
