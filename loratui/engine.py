@@ -134,6 +134,7 @@ class Engine:
         self.model = None
         self.tokenizer = None
         self.last_eval_step = -1
+        self.labels: list[str] | None = None
         self._cuda = False
 
     # -- events ------------------------------------------------------------------------------------------------
@@ -246,6 +247,7 @@ class Engine:
         self.tokenizer = tokenizer
         train_raw, val_raw = data.load_splits(cfg)
         labels = data.label_names(cfg, train_raw) if cfg.model.task == "seq-cls" else None
+        self.labels = labels
         train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
         self.emit("phase", phase="loading model")
         model = models.load_model(cfg, pre.resolved, pre.precision, labels)
@@ -265,6 +267,10 @@ class Engine:
             compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and val_ds is not None else None,
             callbacks=[make_callback(self)],
         )
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)  # our own progress line replaces its raw dict prints
+        trainer.remove_callback(ProgressCallback)
         max_steps = args.max_steps if args.max_steps > 0 else _steps_for(len(train_ds), cfg)
         device = torch.cuda.get_device_name() if self._cuda else "cpu"
         self.emit("started", run=run.name, model=cfg.model.name, method=cfg.method.kind, task=cfg.model.task,
@@ -357,6 +363,7 @@ class Engine:
         meta = {
             "run": self.run_dir.name, "base_model": cfg.model.name, "task": cfg.model.task,
             "method": cfg.method.kind, "num_labels": cfg.model.num_labels if cfg.model.task == "seq-cls" else None,
+            "labels": self.labels,
             "trainable_params": trainable, "total_params": total, "step": self.trainer.state.global_step,
             "quantization": cfg.method.quant_type if cfg.method.kind == "qlora" else (
                 "int8" if cfg.method.kind == "lora-8bit" else None),
