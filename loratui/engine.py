@@ -73,6 +73,9 @@ def make_callback(engine: "Engine"):
             self.start_step = state.global_step
             self.last_tokens = state.num_input_tokens_seen or 0
             engine.stop_request.training = True
+            if args.eval_on_start and state.global_step == 0 and engine.n_eval:
+                engine.emit("phase", phase="evaluating the base model")
+                engine.echo(f"evaluating the base model on {engine.n_eval} examples...")
 
         def on_step_end(self, args, state, control, **kw):
             req = engine.stop_request
@@ -112,6 +115,8 @@ def make_callback(engine: "Engine"):
             engine.last_eval_step = state.global_step
             ev = engine.emit("eval", step=state.global_step, epoch=round(state.epoch or 0, 4), **data)
             engine.progress(ev)
+            if state.global_step == 0:
+                engine.emit("phase", phase="training")
 
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -135,6 +140,7 @@ class Engine:
         self.tokenizer = None
         self.last_eval_step = -1
         self.labels: list[str] | None = None
+        self.n_eval = 0
         self._cuda = False
 
     # -- events ------------------------------------------------------------------------------------------------
@@ -146,7 +152,7 @@ class Engine:
         if ev["kind"] == "step":
             self.echo(progress_line(ev))
         elif ev["kind"] == "eval":
-            shown = {k: v for k, v in ev.items() if k not in ("kind", "time", "epoch") and isinstance(v, float)}
+            shown = {k: ev[k] for k in ("eval_loss", "perplexity", "accuracy", "f1") if ev.get(k) is not None}
             self.echo(f"eval at step {ev['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
 
     def emit_memory(self, step: int) -> None:
@@ -271,6 +277,7 @@ class Engine:
 
         trainer.remove_callback(PrinterCallback)  # our own progress line replaces its raw dict prints
         trainer.remove_callback(ProgressCallback)
+        self.n_eval = len(val_ds) if val_ds is not None else 0
         max_steps = args.max_steps if args.max_steps > 0 else _steps_for(len(train_ds), cfg)
         device = torch.cuda.get_device_name() if self._cuda else "cpu"
         self.emit("started", run=run.name, model=cfg.model.name, method=cfg.method.kind, task=cfg.model.task,

@@ -243,6 +243,8 @@ class RunModel:
     def _on_stopped(self, ev: dict, ch: dict) -> None:
         ch["lifecycle"] = "stopped"
         ch["eta"] = None
+        if ev.get("step") is not None:  # the engine saved at this step, past the last logged one
+            ch["step"] = max(self._get("step"), int(ev["step"]))
         if ev.get("adapter"):
             ch["adapter"] = str(ev["adapter"])
         if ev.get("checkpoint"):
