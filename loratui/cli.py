@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             from loratui.app import run_app
 
-            run_app(args.config, args.runs_dir or default_runs_dir())
+            # an explicit --runs-dir (or $LORATUI_RUNS_DIR) wins; otherwise the config's output.runs_dir
+            run_app(args.config, args.runs_dir or os.environ.get("LORATUI_RUNS_DIR"))
             return 0
         return COMMANDS[args.command](args)
     except LoratuiError as err:

@@ -410,3 +410,22 @@ def test_setup_snapshot_with_errors(fake_core, snap_compare):
         await settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=before)
+
+
+async def test_loaded_config_moves_runs_and_adapters_to_its_runs_folder(fake_core, tmp_path):
+    """Without --runs-dir, the Runs and Adapters screens follow the runs folder of the config shown in Setup."""
+    cfg = pinned_config()
+    cfg.output.runs_dir = str(tmp_path / "elsewhere" / "runs")
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.runs_dir == Path("runs")
+        app.screen.load_config(cfg)
+        await settle(pilot)
+        assert app.runs_dir == tmp_path / "elsewhere" / "runs"
+    pinned = LoratuiApp(pinned_config(), runs_dir=tmp_path / "cli")
+    async with pinned.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pinned.screen.load_config(cfg)
+        await settle(pilot)
+        assert pinned.runs_dir == tmp_path / "cli"  # an explicit --runs-dir wins

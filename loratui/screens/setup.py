@@ -314,6 +314,8 @@ class SetupScreen(Screen):
         override = getattr(self.app, "runs_dir_override", None)
         if override:
             self.values["output"]["runs_dir"] = str(override)
+        elif hasattr(self.app, "runs_dir"):  # Runs and Adapters follow the loaded config's runs folder
+            self.app.runs_dir = Path(str(self.values["output"]["runs_dir"])).expanduser()
         with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
             for ff in self.query(FormField):
                 ff.set_value(self.values[ff.spec.section][ff.spec.key])
