@@ -48,9 +48,8 @@ def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
 
 def test_minilm_sentiment_lora_beats_chance(tmp_path, runs_dir):
     data = yaml.safe_load((REPO / "sample_configs" / "minilm-sentiment.yaml").read_text())
-    data["data"].update({"max_samples": 640, "validation_file": "sample:sentiment-eval.csv", "max_length": 48})
-    data["train"] = {"max_steps": 20, "batch_size": 32, "lr": 0.002, "eval_steps": 20, "save_steps": 20,
-                     "logging_steps": 5}
+    data["data"].update({"max_samples": 1280, "validation_file": "sample:sentiment-eval.csv", "max_length": 48})
+    data["train"].update({"max_steps": 30, "eval_steps": 30, "save_steps": 30, "logging_steps": 5})
     data["output"] = {"runs_dir": str(runs_dir), "name": "sent"}
     cfg = tmp_path / "sent.yaml"
     cfg.write_text(yaml.safe_dump(data))
