@@ -39,7 +39,9 @@ def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"### Instruction:\n{prompt}\n\n### Response:\n"
+    from loratui.data import alpaca_prompt  # the same prompt the engine trained on without a chat template
+
+    return alpaca_prompt(prompt, None)
 
 
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, system: str | None = None) -> list[str]:

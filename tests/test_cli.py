@@ -1,0 +1,63 @@
+"""The headless commands users script against."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from loratui.cli import main
+
+
+def test_presets_lists_presets_and_builtin_models(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "llama-all" in out and "gate_proj" in out and "c_attn" in out
+    assert "smollm2-135m-instruct" in out and "minilm-l6-v2" in out
+
+
+def test_layers_and_estimate(tmp_path, tiny_llama, capsys):
+    assert main(["layers", str(tiny_llama)]) == 0
+    assert capsys.readouterr().out.split() == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
+                                              "v_proj"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name": str(tiny_llama)}, "lora": {"r": 4, "preset": "minimal-qv"}}))
+    assert main(["estimate", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    # 2 layers x (q: 4*(64+64) + v: 4*(64+32))
+    assert out.startswith("trainable params: 1,792 || all params:")
+    assert "full fine-tuning" in out and "QLoRA 4-bit" in out
+
+
+def test_runs_lists_states(tmp_path, capsys):
+    from loratui.runs import RunDir
+
+    run = RunDir(tmp_path / "a")
+    run.path.mkdir()
+    run.config_path.write_text("model: {name: gpt2}\n")
+    run.events_path.write_text('{"kind": "started", "model": "gpt2", "method": "lora", "max_steps": 10}\n'
+                               '{"kind": "step", "step": 4}\n{"kind": "eval", "eval_loss": 1.5}\n{"kind": "stopped"')
+    run.write_status(state="stopped")
+    assert main(["runs", "--runs-dir", str(tmp_path), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row == {"name": "a", "state": "stopped", "model": "gpt2", "method": "lora", "step": 4, "max_steps": 10,
+                   "best_eval_loss": 1.5}
+
+
+def test_stop_of_a_run_that_is_not_running(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("{}\n")
+    assert main(["stop", str(tmp_path)]) == 2
+    assert "is not running" in capsys.readouterr().err
+
+
+def test_resume_needs_a_stopped_run(tmp_path, capsys):
+    from loratui.runs import RunDir
+
+    run = RunDir(tmp_path / "done")
+    run.path.mkdir()
+    run.config_path.write_text("{}\n")
+    run.write_status(state="finished")
+    assert main(["train", "--resume", str(run.path)]) == 2
+    assert "already finished" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert "give a config file or --resume" in capsys.readouterr().err
