@@ -81,7 +81,7 @@ def run_one(method: str, cfg_path: Path, out: Path) -> dict:
 
     cfg = yaml.safe_load(cfg_path.read_text())
     run = RunDir(Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
-    env = {**os.environ, "LORATUI_PROBE": "1"}
+    env = {**os.environ, "LORATUI_PROBE": os.environ.get("LORATUI_PROBE", "1")}
     t0 = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "loratui", "train", str(cfg_path)], env=env,
                             stdout=open(out / f"{method}-train.log", "w"), stderr=subprocess.STDOUT)
@@ -122,6 +122,8 @@ def reload_check(run_dir: Path, cfg_path: Path) -> dict:
     probe = torch.load(run_dir / "probe.pt")
     resolved = models.resolve_model(cfg.model)
     base = models.load_model(cfg, resolved, "bf16")
+    if not cfg.quantized and torch.cuda.is_available():
+        base = base.cuda()  # the Trainer moved the engine's model to the GPU; compare on the same device
     if cfg.quantized:  # the engine trained on a prepared base (non-quantized parameters upcast to fp32)
         from peft import prepare_model_for_kbit_training
 
@@ -140,6 +142,11 @@ def reload_check(run_dir: Path, cfg_path: Path) -> dict:
         torch.set_float32_matmul_precision(prev)
     ref = probe["logits"].abs().max().item()
     files = {p.name: p.stat().st_size for p in (run_dir / "adapter").iterdir()}
+    if "same_process_logits" in probe:
+        print("same-process reload diff", (probe["same_process_logits"] - probe["logits"]).abs().max().item(),
+              "| trained model run twice diff", (probe["trained_again_logits"] - probe["logits"]).abs().max().item(),
+              "| cross-process vs same-process reload", (got - probe["same_process_logits"]).abs().max().item(),
+              flush=True)
     return {"reload_max_abs_diff": diff, "reload_diff_tf32": tf32, "logits_max_abs": ref, "adapter_files": files}
 
 

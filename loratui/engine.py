@@ -389,7 +389,24 @@ class Engine:
         ids = torch.arange(1, 33).unsqueeze(0) * 37 % max(8, model.config.vocab_size - 1) + 1
         with torch.no_grad():
             logits = model(input_ids=ids.to(model.device)).logits.float().cpu()
-        torch.save({"input_ids": ids, "logits": logits}, self.run_dir.path / "probe.pt")
+        probe = {"input_ids": ids, "logits": logits}
+        if os.environ.get("LORATUI_PROBE") == "reload":  # diagnostics: reload the adapter in this same process
+            from peft import PeftModel
+
+            from loratui import models
+
+            base = models.load_model(self.cfg, models.resolve_model(self.cfg.model), models.choose_precision(self.cfg))
+            if not self.cfg.quantized:
+                base = base.to(model.device)
+            if self.cfg.quantized:
+                from peft import prepare_model_for_kbit_training
+
+                base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+            again = PeftModel.from_pretrained(base, str(self.run_dir.adapter_dir)).eval()
+            with torch.no_grad():
+                probe["same_process_logits"] = again(input_ids=ids.to(model.device)).logits.float().cpu()
+                probe["trained_again_logits"] = model(input_ids=ids.to(model.device)).logits.float().cpu()
+        torch.save(probe, self.run_dir.path / "probe.pt")
 
 
 def _steps_for(n_examples: int, cfg: RunConfig) -> int:
