@@ -14,6 +14,8 @@ from datetime import datetime
 from math import prod
 from pathlib import Path
 
+import yaml
+
 from loratui.errors import LoratuiError
 
 __all__ = ["AdapterInfo", "find_adapters", "read_adapter", "delete_adapter", "safetensors_param_count"]
@@ -105,6 +107,20 @@ def _run_context(folder: Path) -> tuple[str | None, str]:
     return None, "folder"
 
 
+def _named_base(folder: Path, kind: str) -> str | None:
+    """The base model as the user named it (an alias such as minilm-l6-v2), not the cache path peft recorded."""
+    try:
+        meta = folder / "loratui.json"
+        if meta.is_file():
+            return json.loads(meta.read_text()).get("base_model")
+        if kind == "checkpoint":  # runs/NAME/checkpoints/checkpoint-N: the run's config names the model
+            cfg = yaml.safe_load((folder.parent.parent / "config.yaml").read_text())
+            return ((cfg or {}).get("model") or {}).get("name")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return None
+
+
 def read_adapter(folder: str | Path) -> AdapterInfo:
     """Describe one adapter folder."""
     folder = Path(folder)
@@ -124,7 +140,7 @@ def read_adapter(folder: str | Path) -> AdapterInfo:
     except (OSError, ValueError) as err:
         cfg = {}
         info.error = f"{CONFIG_NAME} unreadable: {err}"
-    info.base_model = cfg.get("base_model_name_or_path")
+    info.base_model = _named_base(folder, kind) or cfg.get("base_model_name_or_path")
     info.task = cfg.get("task_type")
     info.peft_type = cfg.get("peft_type")
     info.r = cfg.get("r")

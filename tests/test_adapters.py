@@ -141,3 +141,24 @@ def test_delete_adapter_refuses_non_adapters(tmp_path):
         delete_adapter(link)
     assert (runs / "smollm2-demo" / "config.yaml").is_file()
     assert (runs / "smollm2-demo" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_base_model_is_shown_as_the_user_named_it(tmp_path):
+    """An adapter saved by a run names its base by the alias/id from the config, not peft's cache path."""
+    import json
+
+    from loratui.adapters import find_adapters
+
+    run = tmp_path / "runs" / "r1"
+    adapter = run / "adapter"
+    ckpt = run / "checkpoints" / "checkpoint-5"
+    for folder in (adapter, ckpt):
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(json.dumps(
+            {"base_model_name_or_path": "/home/u/.cache/loratui/models/x", "r": 8, "lora_alpha": 16,
+             "peft_type": "LORA", "task_type": "CAUSAL_LM", "target_modules": ["q_proj"]}))
+    (adapter / "loratui.json").write_text(json.dumps({"base_model": "smollm2-135m-instruct"}))
+    (run / "config.yaml").write_text("model:\n  name: smollm2-135m-instruct\n")
+    (run / "status.json").write_text('{"state": "finished"}')
+    found = {a.path.name: a.base_model for a in find_adapters([tmp_path / "runs"])}
+    assert found == {"adapter": "smollm2-135m-instruct", "checkpoint-5": "smollm2-135m-instruct"}
