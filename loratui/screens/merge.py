@@ -60,6 +60,15 @@ def dir_size(path: Path) -> int:
     return total
 
 
+class DtypeChoice(RadioButton):
+    """A radio button whose dot shows only when chosen (the default draws a dim dot either way, which reads as
+    chosen in a 256-colour terminal)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "●" if self.value else " "
+
+
 @dataclass
 class MergeLine(Message):
     """One JSON object printed by the merge process (``kind``: progress | done | failed), or a plain text line."""
@@ -130,9 +139,9 @@ class MergeScreen(Screen):
             with Vertical(id="step-dtype", classes="step"):
                 yield Label("Weights dtype of the merged model", classes="question")
                 with RadioSet(id="mg-dtype"):
-                    yield RadioButton("fp16  (half the size of fp32; older GPUs)", id="dtype-fp16")
-                    yield RadioButton("bf16  (half the size; Ampere or newer)", value=True, id="dtype-bf16")
-                    yield RadioButton("fp32  (largest; exact on CPU)", id="dtype-fp32")
+                    yield DtypeChoice("fp16  (half the size of fp32; older GPUs)", id="dtype-fp16")
+                    yield DtypeChoice("bf16  (half the size; Ampere or newer)", value=True, id="dtype-bf16")
+                    yield DtypeChoice("fp32  (largest; exact on CPU)", id="dtype-fp32")
             with Vertical(id="step-output", classes="step"):
                 yield Label("Output folder (new or empty)", classes="question")
                 yield Input(id="mg-output")
