@@ -9,29 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from loratui import offload
 from loratui.config import RunConfig
 from loratui.errors import LoratuiError
 from loratui.messages import EstimateResult
 
-# -- heavy core (import inside; call from a worker thread) ---------------------------------------------------------
+# -- heavy core (run in the helper process of loratui.offload; call from a worker thread) --------------------------
 
 
 def count_params(cfg: RunConfig) -> Any:
-    from loratui.estimate import count_params as _count
-
-    return _count(cfg)
+    return offload.call("loratui.estimate:count_params", cfg)
 
 
 def estimate_memory(cfg: RunConfig) -> Any:
-    from loratui.estimate import estimate_memory as _estimate
-
-    return _estimate(cfg)
+    return offload.call("loratui.estimate:estimate_memory", cfg)
 
 
 def list_linear_layers(cfg: RunConfig) -> list[str]:
-    from loratui.models import list_linear_layers as _layers
-
-    return list(_layers(cfg))
+    return list(offload.call("loratui.models:list_linear_layers", cfg))
 
 
 def query_gpus() -> list[Any] | None:
@@ -44,17 +39,11 @@ def query_gpus() -> list[Any] | None:
 
 
 def preflight(cfg: RunConfig) -> None:
-    from loratui.preflight import check
-
-    check(cfg)
+    offload.call("loratui.offload:preflight", cfg)
 
 
 def preview(cfg: RunConfig, n: int = 3) -> list[Any]:
-    from loratui.data import preview as _preview
-    from loratui.models import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg)
-    return list(_preview(cfg, tokenizer, n))
+    return offload.call("loratui.offload:preview", cfg, n)
 
 
 def create_run(cfg: RunConfig, runs_dir: str | Path | None) -> Any:

@@ -1,0 +1,89 @@
+"""Heavy core calls (estimates, layer lists, preflight, data preview) run in one long-lived helper process.
+
+Building meta models and wrapping them with peft is pure Python that holds the GIL for about a second; run in the
+app's own process it made typing in the Setup form stutter. In a helper process the app's worker thread only waits
+on a pipe, the app never imports torch at all, and the helper keeps its imports and caches between calls.
+Light module: no torch, no textual.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import multiprocessing
+import os
+import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+_lock = threading.Lock()
+_executor: ProcessPoolExecutor | None = None
+
+
+def _run(target: str, args: tuple, kwargs: dict) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+
+def _submit(target: str, args: tuple, kwargs: dict):
+    global _executor
+    with _lock:
+        if _executor is not None:
+            return _executor.submit(_run, target, args, kwargs)
+        # multiprocessing's resource tracker (started with the executor) and the helper (started on the first
+        # submit) inherit sys.stderr's fd; inside a Textual app sys.stderr is a capture object without a real
+        # one ("bad value(s) in fds_to_keep"), so both start with stderr on /dev/null
+        saved = sys.stderr
+        with open(os.devnull, "w") as devnull:
+            sys.stderr = devnull
+            try:
+                # spawn: the app has threads, and a forked child of a threaded process can deadlock
+                _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                return _executor.submit(_run, target, args, kwargs)
+            finally:
+                sys.stderr = saved
+
+
+def call(target: str, *args: Any, **kwargs: Any) -> Any:
+    """Run ``module:function`` in the helper process and return its result (its exceptions re-raise here)."""
+    global _executor
+    try:
+        return _submit(target, args, kwargs).result()
+    except BrokenProcessPool:  # the helper died (killed, out of memory): start a fresh one once
+        with _lock:
+            _executor = None
+        return _submit(target, args, kwargs).result()
+
+
+@atexit.register
+def shutdown() -> None:
+    """Stop the helper without waiting for a slow call (a hub lookup can take a minute)."""
+    global _executor
+    with _lock:
+        ex, _executor = _executor, None
+    if ex is None:
+        return
+    for proc in list(getattr(ex, "_processes", {}).values()):
+        proc.terminate()
+    ex.shutdown(wait=False, cancel_futures=True)
+
+
+def preview(cfg, n: int = 3) -> list:
+    """Data preview examples (runs in the helper process), as plain namespaces so that unpickling them in the app
+    does not import loratui.data (and with it datasets and torch)."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from loratui.data import preview as _preview
+    from loratui.models import load_tokenizer
+
+    return [SimpleNamespace(**asdict(ex)) for ex in _preview(cfg, load_tokenizer(cfg), n)]
+
+
+def preflight(cfg) -> None:
+    """Preflight checks in the helper process; only errors come back (the result holds transformers objects)."""
+    from loratui.preflight import check
+
+    check(cfg)

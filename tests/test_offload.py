@@ -1,0 +1,39 @@
+"""Setup's heavy calls run in a helper process: the app process never imports torch, and errors come back whole."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_setup_calls_keep_torch_out_of_the_app_process(tiny_llama):
+    script = textwrap.dedent(f"""
+        import sys
+        from loratui.config import RunConfig
+        from loratui.errors import ModelError
+        from loratui.widgets import setup_core
+        cfg = RunConfig()
+        cfg.model.name = {str(tiny_llama)!r}
+        cfg.lora.r = 4
+        assert setup_core.count_params(cfg).trainable > 0
+        assert len(setup_core.estimate_memory(cfg).rows) == 3
+        assert "q_proj" in setup_core.list_linear_layers(cfg)
+        assert setup_core.preview(cfg, 1)[0].n_tokens > 0
+        setup_core.preflight(cfg)
+        cfg.model.name = "/no/such/model"
+        try:
+            setup_core.count_params(cfg)
+        except ModelError as err:
+            assert err.field == "model.name" and "no such model folder" in str(err)
+        else:
+            raise AssertionError("no error")
+        heavy = [m for m in ("torch", "transformers", "peft", "datasets") if m in sys.modules]
+        assert not heavy, heavy
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
