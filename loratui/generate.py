@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -17,16 +16,13 @@ def load_for_inference(model_ref: str):
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        meta = json.loads((path / "adapter_config.json").read_text())
-        extra = path / "loratui.json"
-        info = json.loads(extra.read_text()) if extra.is_file() else {}
-        section = ModelSection(name=info.get("base_model") or meta["base_model_name_or_path"],
-                               task=info.get("task", "causal-lm"), num_labels=info.get("num_labels") or 2)
+        from loratui.merge import adapter_base, adapter_tokenizer
+
+        section, _ = adapter_base(path)
         resolved = models.resolve_model(section)
         base = models.auto_class(section.task).from_pretrained(resolved.path, **resolved.kwargs())
         model = PeftModel.from_pretrained(base, str(path))
-        tok_src = path if (path / "tokenizer_config.json").is_file() else resolved.path
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+        tokenizer = adapter_tokenizer(path, resolved)
     else:
         resolved = models.resolve_model(ModelSection(name=model_ref))
         model = models.auto_class("causal-lm").from_pretrained(resolved.path, **resolved.kwargs())

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from loratui.config import ModelSection
 from loratui.errors import LoratuiError
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
@@ -42,14 +43,33 @@ def read_adapter_meta(adapter: Path) -> dict:
     return meta
 
 
+def adapter_base(adapter: Path, base: str | None = None) -> tuple[ModelSection, dict]:
+    """The base model an adapter was trained on, as a model section (name, task, num_labels), plus the run's
+    metadata from loratui.json ({} for adapters saved elsewhere)."""
+    meta = read_adapter_meta(adapter)
+    info = meta.get("loratui", {})
+    task = info.get("task") or ("seq-cls" if meta.get("task_type") == "SEQ_CLS" else "causal-lm")
+    name = base or info.get("base_model") or meta.get("base_model_name_or_path")
+    if not name:
+        raise MergeError("the adapter does not name its base model", field="base", hint="give the base model")
+    return ModelSection(name=name, task=task, num_labels=info.get("num_labels") or 2), info
+
+
+def adapter_tokenizer(adapter: Path, resolved):
+    """The tokenizer saved with the adapter, else the base model's."""
+    from transformers import AutoTokenizer
+
+    if (adapter / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(adapter))
+    return AutoTokenizer.from_pretrained(resolved.path, **resolved.kwargs())
+
+
 def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None = None, dtype: str = "fp16",
                   progress: Callable[[str, float], None] = lambda step, frac: None) -> dict:
     import torch
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
     from loratui import models
-    from loratui.config import ModelSection
 
     adapter, output = Path(adapter).expanduser(), Path(output).expanduser()
     if dtype not in DTYPES:
@@ -57,15 +77,10 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise MergeError(f"{output} already exists and is not empty", field="output",
                          hint="choose a new folder; nothing was overwritten")
-    meta = read_adapter_meta(adapter)
-    info = meta.get("loratui", {})
-    task = info.get("task") or ("seq-cls" if meta.get("task_type") == "SEQ_CLS" else "causal-lm")
-    base_name = base or info.get("base_model") or meta.get("base_model_name_or_path")
-    if not base_name:
-        raise MergeError("the adapter does not name its base model", field="base", hint="give the base model")
+    section, info = adapter_base(adapter, base)
+    base_name, task = section.name, section.task
     t0 = time.time()
     progress("loading base model", 0.05)
-    section = ModelSection(name=base_name, task=task, num_labels=info.get("num_labels") or 2)
     resolved = models.resolve_model(section)
     torch_dtype = getattr(torch, DTYPES[dtype])
     cls = models.auto_class(task)
@@ -78,8 +93,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     except (OSError, ValueError) as err:
         raise MergeError(f"cannot load base model {base_name}: {str(err).splitlines()[0][:160]}", field="base",
                          hint="give the base model folder or hub id with --base") from None
-    tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else Path(resolved.path)
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_src), **({} if tok_src == adapter else resolved.kwargs()))
+    tokenizer = adapter_tokenizer(adapter, resolved)
     progress("applying adapter", 0.35)
     model = PeftModel.from_pretrained(base_model, str(adapter))
     model.eval()
