@@ -17,7 +17,7 @@ what ``print_trainable_parameters`` reports. The memory estimate counts, per com
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from loratui.config import RunConfig
 
@@ -53,7 +53,6 @@ class MemoryRow:
     activations: int
     overhead: int
     trainable: int = 0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -263,10 +262,7 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, precisio
         checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1))
     activations = int(tokens * (per_token + head))
     overhead = CUDA_CONTEXT + int(ALLOC_SLACK * (weights + grads + optimizer + activations))
-    notes = []
-    if isinstance(meta_model, nn.Module) and kind == "qlora":
-        notes.append("nf4" if cfg.method.quant_type == "nf4" else "fp4")
-    return MemoryRow(label, weights, grads, optimizer, activations, overhead, trainable=trainable, notes=notes)
+    return MemoryRow(label, weights, grads, optimizer, activations, overhead, trainable=trainable)
 
 
 def models_weight_16bit(cfg: RunConfig, precision: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -23,7 +23,6 @@ class Row:
     optimizer: int
     activations: int
     overhead: int
-    notes: list = field(default_factory=list)
 
     @property
     def total(self) -> int:
