@@ -98,3 +98,36 @@ def runs_dir(tmp_path) -> Path:
     d = tmp_path / "runs"
     d.mkdir()
     return d
+
+
+# -- UI tests on recorded run folders ------------------------------------------------------------------------------
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Times on screen in UTC, so snapshots match anywhere."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    time.tzset()
+
+
+@pytest.fixture
+def quiet_monitor(monkeypatch):
+    """The monitor polls fast and sees a fixed 'no GPU' panel."""
+    from fixtures import FixedSampler, no_gpu_snapshot
+    from loratui.screens import monitor
+
+    monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(no_gpu_snapshot()))
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    """The recorded run folders (tests/fixtures/runs) copied to ./runs of a fresh working folder."""
+    from fixtures import copy_runs
+
+    monkeypatch.chdir(tmp_path)
+    copy_runs(tmp_path)
+    return Path("runs")

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 
 import pytest
 
-from fixtures import copy_runs, host_app, screen_text, wait_until
+from fixtures import host_app, screen_text, wait_until
 from loratui.gpu import format_bytes
 from loratui.screens.adapters import AdaptersScreen
 from loratui.screens.merge import MergeScreen
 from loratui.widgets.modals import ConfirmModal, PromptModal
 
 
-@pytest.fixture(autouse=True)
-def _utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    time.tzset()
-
-
-@pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    copy_runs(tmp_path)
-    return Path("runs")
+pytestmark = pytest.mark.usefixtures("utc")
 
 
 def names(screen) -> list[str]:

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from fixtures import copy_runs, host_app, screen_text, wait_until
+from fixtures import host_app, screen_text, wait_until
 from loratui.screens import merge as merge_mod
 from loratui.screens.merge import MergeScreen, default_output, merge_command
 
 FAKE = Path(__file__).resolve().parent / "fixtures" / "fake_merge.py"
-
-
-@pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    copy_runs(tmp_path)
-    return Path("runs")
 
 
 @pytest.fixture

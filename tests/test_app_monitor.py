@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import (FixedSampler, copy_runs, h100_snapshot, host_app, make_live_run, no_gpu_snapshot,
-                      recorded_events, screen_text, wait_until)
+from fixtures import FixedSampler, h100_snapshot, host_app, make_live_run, recorded_events, screen_text, wait_until
 from loratui.screens import monitor
 from loratui.screens.monitor import MonitorScreen, RunUpdated
 from loratui.widgets.loss_chart import LossChart, downsample
@@ -21,21 +19,7 @@ from loratui.widgets.modals import ConfirmModal
 from loratui.widgets.run_state import RunModel, SeriesBuffer
 
 
-@pytest.fixture(autouse=True)
-def _fast_and_fixed(monkeypatch):
-    monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
-    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(no_gpu_snapshot()))
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    time.tzset()
-
-
-@pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    copy_runs(tmp_path)
-    return Path("runs")
+pytestmark = pytest.mark.usefixtures("utc", "quiet_monitor")
 
 
 def append(path: Path, events: list[dict]) -> None:

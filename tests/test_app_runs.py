@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 
-from fixtures import FixedSampler, copy_runs, host_app, make_live_run, no_gpu_snapshot, recorded_events, wait_until
+from fixtures import host_app, make_live_run, recorded_events, wait_until
 from loratui.config import RunConfig
-from loratui.screens import monitor, runs as runs_screen
+from loratui.screens import runs as runs_screen
 from loratui.screens.monitor import MonitorScreen
 from loratui.screens.runs import RunsScreen
 from loratui.widgets.modals import ConfirmModal
 
 
-@pytest.fixture(autouse=True)
-def _fixed(monkeypatch):
-    monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
-    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(no_gpu_snapshot()))
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc", "quiet_monitor")
 
 
 @pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    copy_runs(tmp_path)
+def runs(runs) -> Path:
+    """The recorded runs plus a live one (this test process's pid) and a crashed one."""
     head = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 120]
     make_live_run(Path("runs"), "smollm2-live", pid=os.getpid(), events=head)
     make_live_run(Path("runs"), "smollm2-crashed", pid=4_194_302, events=head[:9])
