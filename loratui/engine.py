@@ -19,7 +19,7 @@ from typing import Callable
 
 from loratui.config import RunConfig
 from loratui.errors import LoratuiError, RunError
-from loratui.runs import EventWriter, RunDir
+from loratui.runs import EventWriter, RunDir, process_start_time
 
 OPTIMIZERS = {
     "adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -199,9 +199,7 @@ class Engine:
         self.events = EventWriter(run.events_path)
         self.install_signals()
         started = time.time()
-        from loratui.runs import _proc_start
-
-        run.write_status(state="running", pid=os.getpid(), pid_started=_proc_start(os.getpid()),
+        run.write_status(state="running", pid=os.getpid(), pid_started=process_start_time(os.getpid()),
                          started=run.read_status().get("started") or round(started, 3), ended=None)
         try:
             return self._train()

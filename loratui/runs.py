@@ -345,11 +345,12 @@ def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = Non
     )
     log.close()
     # status.json is written by the engine itself; record the pid now so the app can attach at once
-    run.write_status(state="running", pid=proc.pid, pid_started=_proc_start(proc.pid), launched=round(now(), 3))
+    run.write_status(state="running", pid=proc.pid, pid_started=process_start_time(proc.pid),
+                     launched=round(now(), 3))
     return proc.pid
 
 
-def _proc_start(pid: int) -> float | None:
+def process_start_time(pid: int) -> float | None:
     try:
         import psutil
 
