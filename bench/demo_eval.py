@@ -9,8 +9,8 @@ import argparse
 import json
 import time
 
-from loratui.data import resolve_source
-from loratui.generate import complete, load_for_inference
+from loratui.train.data import resolve_source
+from loratui.train.generate import complete, load_for_inference
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 Usage (on the lent GPU, see bench/README.md):  python bench/gpu_engine.py --shape 1b --methods qlora,lora-8bit,lora
 Each method runs `loratui train` as its own process (the real engine path); this parent samples NVML at 2 Hz through
-loratui.gpu (card memory and the run's own process memory). Afterwards the adapter is reloaded onto a freshly loaded
+loratui.core.gpu (card memory and the run's own process memory). Afterwards the adapter is reloaded onto a freshly loaded
 (re-quantized) base and compared with the engine's final outputs (saved by the child as probe logits).
 Prints a markdown table; writes details to $OUT.
 """
@@ -76,8 +76,8 @@ def config_for(method: str, model_dir: Path, data: Path, runs: Path, args) -> di
 
 
 def run_one(method: str, cfg_path: Path, out: Path) -> dict:
-    from loratui import gpu
-    from loratui.runs import RunDir
+    from loratui.core import gpu
+    from loratui.core.runs import RunDir
 
     cfg = yaml.safe_load(cfg_path.read_text())
     run = RunDir(Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
@@ -115,8 +115,8 @@ def reload_check(run_dir: Path, cfg_path: Path) -> dict:
     import torch
     from peft import PeftModel
 
-    from loratui import models
-    from loratui.config import load_config
+    from loratui.train import models
+    from loratui.core.config import load_config
 
     cfg = load_config(cfg_path)
     probe = torch.load(run_dir / "probe.pt")
@@ -151,8 +151,8 @@ def reload_check(run_dir: Path, cfg_path: Path) -> dict:
 
 
 def estimate_for(cfg_path: Path) -> dict:
-    from loratui.config import load_config
-    from loratui.estimate import count_params, estimate_memory, rule_of_thumb_gb
+    from loratui.core.config import load_config
+    from loratui.train.estimate import count_params, estimate_memory, rule_of_thumb_gb
 
     cfg = load_config(cfg_path)
     rep = estimate_memory(cfg, compare=False)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from loratui.errors import LoratuiError
+from loratui.core.errors import LoratuiError
 
 
 def _quiet_libraries() -> None:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command is None:
-            from loratui.app import run_app
+            from loratui.ui.app import run_app
 
             # an explicit --runs-dir (or $LORATUI_RUNS_DIR) wins; otherwise the config's output.runs_dir
             run_app(args.config, args.runs_dir or os.environ.get("LORATUI_RUNS_DIR"))
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args) -> int:
-    from loratui import runs
-    from loratui.config import load_config
+    from loratui.core import runs
+    from loratui.core.config import load_config
 
     if args.resume:
         run = runs.RunDir(Path(args.resume))
@@ -121,7 +121,7 @@ def cmd_train(args) -> int:
         if args.name:
             cfg.output.name = args.name
         _quiet_libraries()
-        from loratui import preflight
+        from loratui.train import preflight
 
         print("checking config, model and data...", flush=True)
         preflight.check(cfg)
@@ -132,7 +132,7 @@ def cmd_train(args) -> int:
         print(f"engine started (pid {pid}); watch it with: loratui, or tail -f {run.log_path}")
         return 0
     _quiet_libraries()
-    from loratui.engine import Engine
+    from loratui.train.engine import Engine
 
     code = Engine(run, resume=bool(args.resume)).run()
     state = run.state()
@@ -143,13 +143,13 @@ def cmd_train(args) -> int:
 
 def cmd_engine(args) -> int:
     _quiet_libraries()
-    from loratui.engine import main as engine_main
+    from loratui.train.engine import main as engine_main
 
     return engine_main(args.run_dir, resume=args.resume)
 
 
 def cmd_runs(args) -> int:
-    from loratui.runs import list_runs
+    from loratui.core.runs import list_runs
 
     items = list_runs(args.runs_dir or default_runs_dir())
     if args.json:
@@ -169,7 +169,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from loratui.runs import RunDir, stop_run
+    from loratui.core.runs import RunDir, stop_run
 
     run = RunDir(Path(args.run_dir))
     if stop_run(run):
@@ -180,7 +180,7 @@ def cmd_stop(args) -> int:
 
 def cmd_merge(args) -> int:
     _quiet_libraries()
-    from loratui.merge import merge_adapter
+    from loratui.train.merge import merge_adapter
 
     def progress(step: str, frac: float) -> None:
         if args.jsonl:
@@ -211,8 +211,8 @@ def cmd_merge(args) -> int:
 
 def cmd_estimate(args) -> int:
     _quiet_libraries()
-    from loratui.config import load_config
-    from loratui.estimate import count_params, estimate_memory
+    from loratui.core.config import load_config
+    from loratui.train.estimate import count_params, estimate_memory
 
     cfg = load_config(args.config)
     print(count_params(cfg))
@@ -222,8 +222,8 @@ def cmd_estimate(args) -> int:
 
 def cmd_layers(args) -> int:
     _quiet_libraries()
-    from loratui.config import RunConfig
-    from loratui.models import list_linear_layers
+    from loratui.core.config import RunConfig
+    from loratui.train.models import list_linear_layers
 
     cfg = RunConfig()
     cfg.model.name = args.model
@@ -232,11 +232,11 @@ def cmd_layers(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from loratui.presets import PRESET_NOTES, PRESETS
+    from loratui.core.presets import PRESET_NOTES, PRESETS
 
     for name, mods in PRESETS.items():
         print(f"{name:<14} {', '.join(mods):<62} {PRESET_NOTES.get(name, '')}")
-    from loratui.models import ALIASES
+    from loratui.train.models import ALIASES
 
     print()
     for name, alias in ALIASES.items():
@@ -246,7 +246,7 @@ def cmd_presets(args) -> int:
 
 def cmd_generate(args) -> int:
     _quiet_libraries()
-    from loratui.generate import generate
+    from loratui.train.generate import generate
 
     print(generate(args.model, " ".join(args.prompt), max_new_tokens=args.max_new_tokens))
     return 0

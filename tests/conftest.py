@@ -21,16 +21,16 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def smol_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted once from GGUF to a cached safetensors folder."""
-    from loratui.config import ModelSection
-    from loratui.models import resolve_model
+    from loratui.core.config import ModelSection
+    from loratui.train.models import resolve_model
 
     return Path(resolve_model(ModelSection(name="smollm2-135m-instruct")).path)
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from loratui.config import ModelSection
-    from loratui.models import resolve_model
+    from loratui.core.config import ModelSection
+    from loratui.train.models import resolve_model
 
     return Path(resolve_model(ModelSection(name="minilm-l6-v2")).path)
 
@@ -117,7 +117,7 @@ def utc(monkeypatch):
 def quiet_monitor(monkeypatch):
     """The monitor polls fast and sees a fixed 'no GPU' panel."""
     from fixtures import FixedSampler, no_gpu_snapshot
-    from loratui.screens import monitor
+    from loratui.ui.screens import monitor
 
     monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
     monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(no_gpu_snapshot()))

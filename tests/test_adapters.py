@@ -1,4 +1,4 @@
-"""loratui.adapters against real files on disk."""
+"""loratui.core.adapters against real files on disk."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from fixtures import copy_runs
-from loratui.adapters import delete_adapter, find_adapters, read_adapter, safetensors_param_count
-from loratui.errors import LoratuiError
+from loratui.core.adapters import delete_adapter, find_adapters, read_adapter, safetensors_param_count
+from loratui.core.errors import LoratuiError
 
 
 def write_adapter(folder: Path, *, r: int = 4, targets=("q_proj", "v_proj"), base="org/base-model",
@@ -147,7 +147,7 @@ def test_base_model_is_shown_as_the_user_named_it(tmp_path):
     """An adapter saved by a run names its base by the alias/id from the config, not peft's cache path."""
     import json
 
-    from loratui.adapters import find_adapters
+    from loratui.core.adapters import find_adapters
 
     run = tmp_path / "runs" / "r1"
     adapter = run / "adapter"

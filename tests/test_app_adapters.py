@@ -7,10 +7,10 @@ import os
 import pytest
 
 from fixtures import host_app, screen_text, wait_until
-from loratui.gpu import format_bytes
-from loratui.screens.adapters import AdaptersScreen
-from loratui.screens.merge import MergeScreen
-from loratui.widgets.modals import ConfirmModal, PromptModal
+from loratui.core.gpu import format_bytes
+from loratui.ui.screens.adapters import AdaptersScreen
+from loratui.ui.screens.merge import MergeScreen
+from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 
 
 pytestmark = pytest.mark.usefixtures("utc")

@@ -21,18 +21,18 @@ import pytest
 import yaml
 
 from fixtures import screen_text
-from loratui import runs
-from loratui.app import LoratuiApp
-from loratui.config import load_config
-from loratui.gpu import format_bytes
-from loratui.screens.adapters import AdaptersScreen
-from loratui.screens.merge import MergeScreen
-from loratui.screens.monitor import MonitorScreen, RunUpdated
-from loratui.screens.runs import RunsScreen
-from loratui.screens.setup import SetupScreen
-from loratui.widgets.loss_chart import LossChart
-from loratui.widgets.modals import ConfirmModal
-from loratui.widgets.setup_modals import ConfigPicker, PathPrompt
+from loratui.core import runs
+from loratui.ui.app import LoratuiApp
+from loratui.core.config import load_config
+from loratui.core.gpu import format_bytes
+from loratui.ui.screens.adapters import AdaptersScreen
+from loratui.ui.screens.merge import MergeScreen
+from loratui.ui.screens.monitor import MonitorScreen, RunUpdated
+from loratui.ui.screens.runs import RunsScreen
+from loratui.ui.screens.setup import SetupScreen
+from loratui.ui.widgets.loss_chart import LossChart
+from loratui.ui.widgets.modals import ConfirmModal
+from loratui.ui.widgets.setup_modals import ConfigPicker, PathPrompt
 
 WAIT = 90.0  # seconds: the longest any single wait may take before the test fails with a diagnosis
 

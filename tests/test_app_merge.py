@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from fixtures import host_app, screen_text, wait_until
-from loratui.screens import merge as merge_mod
-from loratui.screens.merge import MergeScreen, default_output, merge_command
+from loratui.ui.screens import merge as merge_mod
+from loratui.ui.screens.merge import MergeScreen, default_output, merge_command
 
 FAKE = Path(__file__).resolve().parent / "fixtures" / "fake_merge.py"
 
@@ -71,7 +71,7 @@ async def test_wizard_runs_the_merge_and_shows_the_summary(runs, fake_merge):
         out = runs / "smollm2-demo" / "merged"
         disk = sum(p.stat().st_size for p in out.iterdir())
         assert "✔ merged" in text and str(out) in text and "0.000488" in text and "12.3 s" in text
-        from loratui.gpu import format_bytes
+        from loratui.core.gpu import format_bytes
 
         assert format_bytes(disk) in text
         assert "loading base" in screen.log_lines and "Loading checkpoint shards: 100%|##########| 1/1" in screen.log_lines

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from fixtures import FixedSampler, h100_snapshot, host_app, make_live_run, recorded_events, screen_text, wait_until
-from loratui.screens import monitor
-from loratui.screens.monitor import MonitorScreen, RunUpdated
-from loratui.widgets.loss_chart import LossChart, downsample
-from loratui.widgets.modals import ConfirmModal
-from loratui.widgets.run_state import RunModel, SeriesBuffer
+from loratui.ui.screens import monitor
+from loratui.ui.screens.monitor import MonitorScreen, RunUpdated
+from loratui.ui.widgets.loss_chart import LossChart, downsample
+from loratui.ui.widgets.modals import ConfirmModal
+from loratui.ui.widgets.run_state import RunModel, SeriesBuffer
 
 
 pytestmark = pytest.mark.usefixtures("utc", "quiet_monitor")
@@ -232,7 +232,7 @@ async def test_detach_leaves_run_going(runs, engine_standin):
 
 
 async def test_open_adapter_when_finished(runs):
-    from loratui.screens.adapters import AdaptersScreen
+    from loratui.ui.screens.adapters import AdaptersScreen
 
     app = host_app(lambda: MonitorScreen(runs / "smollm2-demo"), runs_dir=runs)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from fixtures import host_app, make_live_run, recorded_events, wait_until
-from loratui.config import RunConfig
-from loratui.screens import runs as runs_screen
-from loratui.screens.monitor import MonitorScreen
-from loratui.screens.runs import RunsScreen
-from loratui.widgets.modals import ConfirmModal
+from loratui.core.config import RunConfig
+from loratui.ui.screens import runs as runs_screen
+from loratui.ui.screens.monitor import MonitorScreen
+from loratui.ui.screens.runs import RunsScreen
+from loratui.ui.widgets.modals import ConfirmModal
 
 
 pytestmark = pytest.mark.usefixtures("utc", "quiet_monitor")
@@ -148,9 +148,9 @@ def test_snapshot_runs(runs, snap_compare):
 
 async def test_flow_inside_the_real_app(runs):
     """Runs -> monitor -> adapter -> merge wizard, through LoratuiApp's modes and open_* calls."""
-    from loratui.app import LoratuiApp
-    from loratui.screens.adapters import AdaptersScreen
-    from loratui.screens.merge import MergeScreen
+    from loratui.ui.app import LoratuiApp
+    from loratui.ui.screens.adapters import AdaptersScreen
+    from loratui.ui.screens.merge import MergeScreen
 
     app = LoratuiApp(runs_dir=str(runs))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from loratui.app import LoratuiApp
-from loratui.config import load_config
-from loratui.errors import ConfigError, ModelError
-from loratui.screens.help import ErrorModal
-from loratui.screens.setup import SetupScreen
-from loratui.widgets import setup_core
-from loratui.widgets.setup_modals import ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
-from loratui.widgets.setup_panel import EstimatePanel
+from loratui.ui.app import LoratuiApp
+from loratui.core.config import load_config
+from loratui.core.errors import ConfigError, ModelError
+from loratui.ui.screens.help import ErrorModal
+from loratui.ui.screens.setup import SetupScreen
+from loratui.ui.widgets import setup_core
+from loratui.ui.widgets.setup_modals import ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
+from loratui.ui.widgets.setup_panel import EstimatePanel
 
 from ui_fakes import LAYERS, fake_core, pinned_config, settle  # noqa: F401  (fixture)
 
@@ -352,7 +352,7 @@ async def test_preflight_error_opens_the_modal_and_marks_the_field(fake_core, tm
 
 async def test_launch_with_the_real_light_modules(tmp_path, monkeypatch):
     """Real config loading, real GPU query (none here), real run folder; only the engine spawn is replaced."""
-    import loratui.runs as runs
+    import loratui.core.runs as runs
 
     launched = []
     monkeypatch.setattr(runs, "launch_detached", lambda run, **kw: launched.append(run) or 1)

@@ -11,11 +11,11 @@ import pytest
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-import loratui.app as app_module
-from loratui.app import LoratuiApp, Unavailable
-from loratui.errors import DataError
-from loratui.screens.help import ErrorModal, HelpScreen
-from loratui.screens.setup import SetupScreen
+import loratui.ui.app as app_module
+from loratui.ui.app import LoratuiApp, Unavailable
+from loratui.core.errors import DataError
+from loratui.ui.screens.help import ErrorModal, HelpScreen
+from loratui.ui.screens.setup import SetupScreen
 
 from ui_fakes import fake_core, pinned_config, settle  # noqa: F401  (fixture)
 
@@ -30,7 +30,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 def test_importing_the_app_loads_no_heavy_module():
     proc = run_python(f"""
-        import loratui.app, sys
+        import loratui.ui.app, sys
         heavy = [m for m in {HEAVY!r} if m in sys.modules]
         assert not heavy, heavy
     """)
@@ -42,8 +42,8 @@ def test_first_screen_mounts_without_torch():
     # what matters is that the first frame does not wait for it.
     proc = run_python(f"""
         import asyncio, sys
-        from loratui.app import LoratuiApp
-        from loratui.screens.setup import SetupScreen
+        from loratui.ui.app import LoratuiApp
+        from loratui.ui.screens.setup import SetupScreen
         SetupScreen.DEBOUNCE = 30
 
         async def main():
@@ -220,7 +220,7 @@ async def test_open_monitor_merge_and_setup_with(fake_core, stub_screens, tmp_pa
 
 async def test_missing_screen_module_shows_a_placeholder(fake_core, monkeypatch):
     monkeypatch.setattr(app_module, "LAZY_SCREENS", {**app_module.LAZY_SCREENS,
-                                                     "runs": ("loratui.screens.nope", "RunsScreen", "Runs")})
+                                                     "runs": ("loratui.ui.screens.nope", "RunsScreen", "Runs")})
     app = LoratuiApp(pinned_config())
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)

@@ -30,7 +30,7 @@ def test_layers_and_estimate(tmp_path, tiny_llama, capsys):
 
 
 def test_runs_lists_states(tmp_path, capsys):
-    from loratui.runs import RunDir
+    from loratui.core.runs import RunDir
 
     run = RunDir(tmp_path / "a")
     run.path.mkdir()
@@ -51,7 +51,7 @@ def test_stop_of_a_run_that_is_not_running(tmp_path, capsys):
 
 
 def test_resume_needs_a_stopped_run(tmp_path, capsys):
-    from loratui.runs import RunDir
+    from loratui.core.runs import RunDir
 
     run = RunDir(tmp_path / "done")
     run.path.mkdir()

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loratui.config import RunConfig, config_from_dict, load_config
-from loratui.errors import ConfigError
+from loratui.core.config import RunConfig, config_from_dict, load_config
+from loratui.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

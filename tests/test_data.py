@@ -1,4 +1,4 @@
-"""loratui.data: what a user notices about their dataset (loss masks, truncation, errors, previews, samples).
+"""loratui.train.data: what a user notices about their dataset (loss masks, truncation, errors, previews, samples).
 
 Real tokenizers: SmolLM2-135M-Instruct (from the embedded GGUF, with a ChatML chat template) and MiniLM (BERT,
 no chat template, so alpaca falls back to the classic Alpaca prompt).
@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from loratui import data  # noqa: E402
-from loratui.config import RunConfig  # noqa: E402
-from loratui.errors import DataError  # noqa: E402
+from loratui.train import data  # noqa: E402
+from loratui.core.config import RunConfig  # noqa: E402
+from loratui.core.errors import DataError  # noqa: E402
 
 SAMPLES = ROOT / "loratui" / "samples"
 END = "<|im_end|>"

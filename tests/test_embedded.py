@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from loratui import runs
+from loratui.core import runs
 from loratui.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
     started = _events(run, "started")[0]
     assert started["model"] == "smollm2-135m-instruct" and started["trainable_params"] == 921_600
 
-    from loratui.generate import complete, load_for_inference
+    from loratui.train.generate import complete, load_for_inference
 
     prompt = ("Extract the contact as JSON with keys name, city, email.\n\n"
               "Hello from Ines Duarte in Porto, reach me at ines.duarte@example.com")

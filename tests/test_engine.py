@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loratui import runs
+from loratui.core import runs
 from loratui.cli import main as cli_main
-from loratui.config import RunConfig
+from loratui.core.config import RunConfig
 
 SAMPLES = Path(__file__).resolve().parent.parent / "loratui" / "samples"
 
@@ -67,7 +67,7 @@ def test_adapter_reload_gives_the_same_outputs(tmp_path, tiny_llama, runs_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from loratui.engine import Engine
+    from loratui.train.engine import Engine
 
     cfg = RunConfig.model_validate(yaml.safe_load(write_config(tmp_path, tiny_llama, runs_dir).read_text()))
     run = runs.create_run(cfg)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from loratui.config import RunConfig
-from loratui.estimate import count_params, estimate_memory, rule_of_thumb_gb
+from loratui.core.config import RunConfig
+from loratui.train.estimate import count_params, estimate_memory, rule_of_thumb_gb
 
 
 def _cfg(model_dir, **sections):
@@ -17,7 +17,7 @@ def _cfg(model_dir, **sections):
 
 def _real_count(cfg):
     """Load the real weights and wrap with peft, as a user following the tutorial would."""
-    from loratui import models
+    from loratui.train import models
 
     resolved = models.resolve_model(cfg.model)
     model = models.load_model(cfg, resolved, "fp32")

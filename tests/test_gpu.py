@@ -1,4 +1,4 @@
-"""loratui.gpu against a fake pynvml module (no GPU needed)."""
+"""loratui.core.gpu against a fake pynvml module (no GPU needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from loratui import gpu
+from loratui.core import gpu
 
 GiB = 1024**3
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loratui import runs
-from loratui.config import RunConfig
-from loratui.engine import Engine
-from loratui.merge import MergeError, folder_size, merge_adapter
+from loratui.core import runs
+from loratui.core.config import RunConfig
+from loratui.train.engine import Engine
+from loratui.train.merge import MergeError, folder_size, merge_adapter
 
 
 def _train(tmp_path_factory, model_dir: Path, **extra) -> Path:

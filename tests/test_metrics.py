@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from loratui.metrics import AVAILABLE, load_metric, metric_path
+from loratui.train.metrics import AVAILABLE, load_metric, metric_path
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
 
@@ -36,7 +36,7 @@ def test_load_offline_in_a_fresh_process_with_an_empty_cache(tmp_path):
     """A user on an air-gapped box: empty HF cache, offline flags set, metrics still load and compute."""
     code = (
         "import json\n"
-        "from loratui.metrics import load_metric\n"
+        "from loratui.train.metrics import load_metric\n"
         "acc = load_metric('accuracy').compute(references=[0, 1, 2, 0, 1, 2], predictions=[0, 1, 1, 2, 1, 0])\n"
         "f1 = load_metric('f1').compute(references=[0, 1, 0, 1, 0], predictions=[0, 0, 1, 1, 0])\n"
         "print(json.dumps({**acc, **f1}))\n"

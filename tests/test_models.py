@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from loratui.config import ModelSection, RunConfig
-from loratui.errors import ModelError
-from loratui.models import list_linear_layers, load_model_config, resolve_model
+from loratui.core.config import ModelSection, RunConfig
+from loratui.core.errors import ModelError
+from loratui.train.models import list_linear_layers, load_model_config, resolve_model
 
 
 def test_embedded_alias_converts_once_and_keeps_the_real_eos(smol_dir):

@@ -13,9 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 def test_setup_calls_keep_torch_out_of_the_app_process(tiny_llama):
     script = textwrap.dedent(f"""
         import sys
-        from loratui.config import RunConfig
-        from loratui.errors import ModelError
-        from loratui.widgets import setup_core
+        from loratui.core.config import RunConfig
+        from loratui.core.errors import ModelError
+        from loratui.ui.widgets import setup_core
         cfg = RunConfig()
         cfg.model.name = {str(tiny_llama)!r}
         cfg.lora.r = 4

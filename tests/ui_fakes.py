@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loratui.config import RunConfig
-from loratui.screens.setup import SetupScreen
-from loratui.widgets import setup_core
+from loratui.core.config import RunConfig
+from loratui.ui.screens.setup import SetupScreen
+from loratui.ui.widgets import setup_core
 
 GIB = 1024**3
 LAYERS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loratui.config import LORA_METHODS, ModelSection, RunConfig
-from loratui.errors import ConfigError, ModelError
-from loratui.presets import PRESETS, preset_for_model_type, preset_modules
+from loratui.core.config import LORA_METHODS, ModelSection, RunConfig
+from loratui.core.errors import ConfigError, ModelError
+from loratui.core.presets import PRESETS, preset_for_model_type, preset_modules
 
 
 @dataclass(frozen=True)

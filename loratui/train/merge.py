@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from loratui.config import ModelSection
-from loratui.errors import LoratuiError
+from loratui.core.config import ModelSection
+from loratui.core.errors import LoratuiError
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 PROBE = "The quick brown fox jumps over the lazy dog. LoRA adapters merge into their base model."
@@ -69,7 +69,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     import torch
     from peft import PeftModel
 
-    from loratui import models
+    from loratui.train import models
 
     adapter, output = Path(adapter).expanduser(), Path(output).expanduser()
     if dtype not in DTYPES:

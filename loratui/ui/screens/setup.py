@@ -2,7 +2,7 @@
 
 Heavy work (parameter counting, memory estimate, layer listing, data preview, preflight, launch) runs in thread
 workers started on the app, so one ``Worker.StateChanged`` handler there turns their errors into the error modal.
-Results come back as messages (``loratui.messages``) posted to this screen.
+Results come back as messages (``loratui.ui.messages``) posted to this screen.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Select, Static
 from textual.worker import get_current_worker
 
-from loratui.config import LORA_METHODS, RunConfig, format_validation_error, load_config
-from loratui.errors import LoratuiError
-from loratui.messages import EstimateReady, FieldRejected, LayersReady, PreviewReady, RunLaunched
-from loratui.presets import PRESETS, preset_modules
-from loratui.widgets import setup_core
-from loratui.widgets.form import (
+from loratui.core.config import LORA_METHODS, RunConfig, format_validation_error, load_config
+from loratui.core.errors import LoratuiError
+from loratui.ui.messages import EstimateReady, FieldRejected, LayersReady, PreviewReady, RunLaunched
+from loratui.core.presets import PRESETS, preset_modules
+from loratui.ui.widgets import setup_core
+from loratui.ui.widgets.form import (
     DATA_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle,
     extra_check, parse_value, validate_field,
 )
-from loratui.widgets.setup_modals import OTHER_FILE, ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
-from loratui.widgets.setup_panel import EstimatePanel
+from loratui.ui.widgets.setup_modals import OTHER_FILE, ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
+from loratui.ui.widgets.setup_panel import EstimatePanel
 
 HELP_TEXT = (
     "Every field is checked as you type; a red line under a field says what is wrong, and launch waits until "
@@ -512,6 +512,6 @@ def _is_sample(path: str) -> bool:
 
 
 def _default_name(cfg: RunConfig) -> str:
-    from loratui.runs import slug
+    from loratui.core.runs import slug
 
     return cfg.output.name or f"{slug(cfg.model.name)}-{cfg.method.kind}"

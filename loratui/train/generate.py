@@ -9,14 +9,14 @@ def load_for_inference(model_ref: str):
     """(model, tokenizer) from an adapter folder, a model folder, an alias or a hub id."""
     from transformers import AutoTokenizer
 
-    from loratui import models
-    from loratui.config import ModelSection
+    from loratui.train import models
+    from loratui.core.config import ModelSection
 
     path = Path(model_ref).expanduser()
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        from loratui.merge import adapter_base, adapter_tokenizer
+        from loratui.train.merge import adapter_base, adapter_tokenizer
 
         section, _ = adapter_base(path)
         resolved = models.resolve_model(section)
@@ -35,7 +35,7 @@ def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    from loratui.data import alpaca_prompt  # the same prompt the engine trained on without a chat template
+    from loratui.train.data import alpaca_prompt  # the same prompt the engine trained on without a chat template
 
     return alpaca_prompt(prompt, None)
 

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from loratui.config import RunConfig
-from loratui.messages import EstimateResult
+from loratui.core.config import RunConfig
+from loratui.ui.messages import EstimateResult
 
 GIB = 1024**3
 

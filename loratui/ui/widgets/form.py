@@ -18,8 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from loratui.config import RunConfig, format_validation_error
-from loratui.presets import PRESET_NOTES, PRESETS
+from loratui.core.config import RunConfig, format_validation_error
+from loratui.core.presets import PRESET_NOTES, PRESETS
 
 Kind = Literal["text", "select", "bool", "list", "targets"]
 

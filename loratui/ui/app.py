@@ -20,18 +20,18 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
-from loratui.config import RunConfig, load_config
-from loratui.errors import LoratuiError
-from loratui.screens.help import ErrorModal, HelpScreen
+from loratui.core.config import RunConfig, load_config
+from loratui.core.errors import LoratuiError
+from loratui.ui.screens.help import ErrorModal, HelpScreen
 
-log = logging.getLogger("loratui.app")
+log = logging.getLogger("loratui.ui.app")
 
 #: mode -> (module, class, title) of the screens UI-2 owns; imported when first shown
 LAZY_SCREENS: dict[str, tuple[str, str, str]] = {
-    "monitor": ("loratui.screens.monitor", "MonitorScreen", "Monitor"),
-    "runs": ("loratui.screens.runs", "RunsScreen", "Runs"),
-    "adapters": ("loratui.screens.adapters", "AdaptersScreen", "Adapters"),
-    "merge": ("loratui.screens.merge", "MergeScreen", "Merge"),
+    "monitor": ("loratui.ui.screens.monitor", "MonitorScreen", "Monitor"),
+    "runs": ("loratui.ui.screens.runs", "RunsScreen", "Runs"),
+    "adapters": ("loratui.ui.screens.adapters", "AdaptersScreen", "Adapters"),
+    "merge": ("loratui.ui.screens.merge", "MergeScreen", "Merge"),
 }
 
 MODE_TITLES = {"setup": "Setup", **{m: t for m, (_, _, t) in LAZY_SCREENS.items()}}
@@ -94,7 +94,7 @@ class LoratuiApp(App[None]):
     # -- screens ----------------------------------------------------------------------------------------------
 
     def _make_setup(self) -> Screen:
-        from loratui.screens.setup import SetupScreen
+        from loratui.ui.screens.setup import SetupScreen
 
         return SetupScreen(self.initial_config, source=self.config_source)
 
@@ -234,7 +234,7 @@ def partial_call(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
 
 def initial_config(config_path: str | None) -> tuple[RunConfig, str | None, list[BaseException]]:
     """The config the setup screen opens with: the given file, else the SmolLM2 demo, else the defaults."""
-    from loratui.widgets.setup_core import demo_config_path
+    from loratui.ui.widgets.setup_core import demo_config_path
 
     errors: list[BaseException] = []
     path = config_path or demo_config_path()

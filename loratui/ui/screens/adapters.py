@@ -16,12 +16,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.adapters import AdapterInfo, delete_adapter, find_adapters
-from loratui.errors import LoratuiError
-from loratui.gpu import format_bytes
-from loratui.widgets.modals import ConfirmModal, PromptModal
-from loratui.widgets.run_state import format_count
-from loratui.widgets.tables import fill_table
+from loratui.core.adapters import AdapterInfo, delete_adapter, find_adapters
+from loratui.core.errors import LoratuiError
+from loratui.core.gpu import format_bytes
+from loratui.ui.widgets.modals import ConfirmModal, PromptModal
+from loratui.ui.widgets.run_state import format_count
+from loratui.ui.widgets.tables import fill_table
 
 
 @dataclass
@@ -227,7 +227,7 @@ class AdaptersScreen(Screen):
         if callable(opener):
             opener(a.path)
         else:
-            from loratui.screens.merge import MergeScreen
+            from loratui.ui.screens.merge import MergeScreen
 
             self.app.push_screen(MergeScreen(a.path))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from loratui.config import RunConfig
-from loratui.errors import ConfigError, ModelError
+from loratui.core.config import RunConfig
+from loratui.core.errors import ConfigError, ModelError
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Preflight:
 
 def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
     """Validate ``cfg`` against the model, the hardware and the data. Raises LoratuiError."""
-    from loratui import models
+    from loratui.train import models
 
     if cfg.quantized or cfg.train.optimizer in ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit"):
         field = "method.kind" if cfg.quantized else "train.optimizer"
@@ -46,7 +46,7 @@ def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
     if cfg.method.kind == "head-only" and cfg.model.task != "seq-cls":
         raise ConfigError("head-only needs model.task seq-cls", field="method.kind", hint="use lora or full")
     if data:
-        from loratui import data as data_mod
+        from loratui.train import data as data_mod
 
         data_mod.load_splits(cfg)
     return Preflight(resolved=resolved, model_config=model_config, precision=precision, max_length_limit=limit)

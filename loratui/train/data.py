@@ -30,10 +30,10 @@ import datasets
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, DataCollatorWithPadding
 
-from loratui.config import RunConfig
-from loratui.errors import DataError
+from loratui.core.config import RunConfig
+from loratui.core.errors import DataError
 
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 #: file extension -> datasets builder
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 IGNORE_INDEX = -100

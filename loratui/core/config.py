@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from loratui.errors import ConfigError
+from loratui.core.errors import ConfigError
 
 Task = Literal["causal-lm", "seq-cls"]
 MethodKind = Literal["lora", "qlora", "lora-8bit", "full", "head-only"]

@@ -17,9 +17,9 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from loratui.config import RunConfig
-from loratui.errors import LoratuiError, RunError
-from loratui.runs import EventWriter, RunDir, process_start_time
+from loratui.core.config import RunConfig
+from loratui.core.errors import LoratuiError, RunError
+from loratui.core.runs import EventWriter, RunDir, process_start_time
 
 OPTIMIZERS = {
     "adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -232,7 +232,7 @@ class Engine:
     def _train(self) -> int:
         import torch
 
-        from loratui import data, models, preflight
+        from loratui.train import data, models, preflight
 
         run = self.run_dir
         self.cfg = cfg = run.config()
@@ -359,7 +359,7 @@ class Engine:
         """Save the adapter (LoRA methods) or the trained model (full / head-only) plus tokenizer and metadata."""
         import json
 
-        from loratui.models import count_trainable
+        from loratui.train.models import count_trainable
 
         cfg = self.cfg
         out = self.run_dir.adapter_dir if cfg.uses_lora else self.run_dir.path / "model"
@@ -391,7 +391,7 @@ class Engine:
         if os.environ.get("LORATUI_PROBE") == "reload":  # diagnostics: reload the adapter in this same process
             from peft import PeftModel
 
-            from loratui import models
+            from loratui.train import models
 
             base = models.load_model(self.cfg, models.resolve_model(self.cfg.model), models.choose_precision(self.cfg))
             if not self.cfg.quantized:
@@ -416,7 +416,7 @@ def _steps_for(n_examples: int, cfg: RunConfig) -> int:
 def classification_metrics(cfg: RunConfig):
     import numpy as np
 
-    from loratui.metrics import load_metric
+    from loratui.train.metrics import load_metric
 
     accuracy, f1 = load_metric("accuracy"), load_metric("f1")
     average = "binary" if cfg.model.num_labels == 2 else "macro"

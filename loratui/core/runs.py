@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from loratui.config import RunConfig, load_config
-from loratui.errors import RunError
+from loratui.core.config import RunConfig, load_config
+from loratui.core.errors import RunError
 
 STATES = ("created", "running", "finished", "stopped", "failed", "crashed")
 TERMINAL_EVENTS = ("finished", "stopped", "failed")

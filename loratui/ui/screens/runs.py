@@ -15,9 +15,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.runs import RunDir, RunSummary, launch_detached, stop_run, summarize
-from loratui.widgets.modals import ConfirmModal
-from loratui.widgets.tables import fill_table
+from loratui.core.runs import RunDir, RunSummary, launch_detached, stop_run, summarize
+from loratui.ui.widgets.modals import ConfirmModal
+from loratui.ui.widgets.tables import fill_table
 
 #: seconds between refreshes of the list
 REFRESH_INTERVAL = 2.0
@@ -266,7 +266,7 @@ class RunsScreen(Screen):
         if callable(opener):
             opener(s.run.path)
         else:
-            from loratui.screens.monitor import MonitorScreen
+            from loratui.ui.screens.monitor import MonitorScreen
 
             self.app.push_screen(MonitorScreen(s.run.path))
 
@@ -308,7 +308,7 @@ class RunsScreen(Screen):
         if callable(opener):
             opener(message.run_dir)
         else:
-            from loratui.screens.monitor import MonitorScreen
+            from loratui.ui.screens.monitor import MonitorScreen
 
             self.app.push_screen(MonitorScreen(message.run_dir))
 

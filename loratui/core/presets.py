@@ -48,7 +48,7 @@ def preset_for_model_type(model_type: str | None) -> str:
 
 def preset_modules(name: str) -> list[str] | str:
     if name not in PRESETS:
-        from loratui.errors import ConfigError
+        from loratui.core.errors import ConfigError
 
         raise ConfigError(f"unknown preset '{name}'", field="lora.preset", hint="choose one of " + ", ".join(PRESETS))
     mods = PRESETS[name]

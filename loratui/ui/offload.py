@@ -68,22 +68,3 @@ def shutdown() -> None:
     for proc in list(getattr(ex, "_processes", {}).values()):
         proc.terminate()
     ex.shutdown(wait=False, cancel_futures=True)
-
-
-def preview(cfg, n: int = 3) -> list:
-    """Data preview examples (runs in the helper process), as plain namespaces so that unpickling them in the app
-    does not import loratui.data (and with it datasets and torch)."""
-    from dataclasses import asdict
-    from types import SimpleNamespace
-
-    from loratui.data import preview as _preview
-    from loratui.models import load_tokenizer
-
-    return [SimpleNamespace(**asdict(ex)) for ex in _preview(cfg, load_tokenizer(cfg), n)]
-
-
-def preflight(cfg) -> None:
-    """Preflight checks in the helper process; only errors come back (the result holds transformers objects)."""
-    from loratui.preflight import check
-
-    check(cfg)

@@ -1,7 +1,7 @@
 """The run monitor: loss curves, progress, throughput, GPU panel and the engine's log, live from events.jsonl.
 
 A thread worker tails the run's events file from the start (so attaching from a new app process replays the whole
-history), folds events into a :class:`~loratui.widgets.run_state.RunModel` and posts immutable snapshots; a second
+history), folds events into a :class:`~loratui.ui.widgets.run_state.RunModel` and posts immutable snapshots; a second
 thread samples the GPUs at 1 Hz. Neither touches a widget: the screen renders what the messages carry.
 """
 
@@ -21,13 +21,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Sparkline, Static
 from textual.worker import get_current_worker
 
-from loratui.gpu import GpuSampler
-from loratui.runs import EventTail, RunDir, request_checkpoint, stop_run
-from loratui.widgets.gpu_panel import GpuPanel, GpuSampled
-from loratui.widgets.log_tail import LogTail
-from loratui.widgets.loss_chart import LossChart
-from loratui.widgets.modals import ConfirmModal
-from loratui.widgets.run_state import TERMINAL, RunModel, RunView, format_count, format_duration
+from loratui.core.gpu import GpuSampler
+from loratui.core.runs import EventTail, RunDir, request_checkpoint, stop_run
+from loratui.ui.widgets.gpu_panel import GpuPanel, GpuSampled
+from loratui.ui.widgets.log_tail import LogTail
+from loratui.ui.widgets.loss_chart import LossChart
+from loratui.ui.widgets.modals import ConfirmModal
+from loratui.ui.widgets.run_state import TERMINAL, RunModel, RunView, format_count, format_duration
 
 #: seconds between polls of events.jsonl / status.json (tests may lower it)
 POLL_INTERVAL = 0.25
@@ -421,7 +421,7 @@ class MonitorScreen(Screen):
         try:
             self.app.switch_mode("adapters")
         except UnknownModeError:  # a plain app without modes (tests)
-            from loratui.screens.adapters import AdaptersScreen
+            from loratui.ui.screens.adapters import AdaptersScreen
 
             self.app.push_screen(AdaptersScreen(select=path))
             return
@@ -443,7 +443,7 @@ class MonitorScreen(Screen):
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
         else:
-            from loratui.screens.runs import RunsScreen
+            from loratui.ui.screens.runs import RunsScreen
 
             self.app.push_screen(RunsScreen())
 

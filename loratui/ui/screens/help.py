@@ -12,7 +12,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Label, Static
 
-from loratui.errors import LoratuiError
+from loratui.core.errors import LoratuiError
 
 INTRO = (
     "loratui fine-tunes language models with LoRA and QLoRA. Set up a run, launch it, watch it in the monitor; "

@@ -24,9 +24,9 @@ from textual.screen import Screen
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RadioButton, RadioSet, Static
 from textual.worker import get_current_worker
 
-from loratui.adapters import AdapterInfo, read_adapter
-from loratui.gpu import format_bytes
-from loratui.widgets.log_tail import LogTail
+from loratui.core.adapters import AdapterInfo, read_adapter
+from loratui.core.gpu import format_bytes
+from loratui.ui.widgets.log_tail import LogTail
 
 STEPS = ("adapter", "base", "dtype", "output", "confirm")
 STEP_LABELS = ("Adapter", "Base model", "Dtype", "Output", "Confirm")

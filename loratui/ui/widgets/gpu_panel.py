@@ -1,6 +1,6 @@
 """The GPU panel: memory of the card and of the run's processes, utilisation, temperature, power.
 
-Fed with :class:`loratui.gpu.GpuSnapshot` objects; with no NVIDIA GPU it says so plainly and shows host memory.
+Fed with :class:`loratui.core.gpu.GpuSnapshot` objects; with no NVIDIA GPU it says so plainly and shows host memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from textual.app import RenderResult
 from textual.message import Message
 from textual.widget import Widget
 
-from loratui.gpu import GpuInfo, GpuSnapshot, format_bytes
+from loratui.core.gpu import GpuInfo, GpuSnapshot, format_bytes
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The setup screen's door into the core: every heavy import happens inside a function, called from a thread worker.
 
 Keeping these calls in one small module lets tests swap them for fixed values (``monkeypatch.setattr(setup_core,
-"count_params", ...)``) and keeps ``import loratui.app`` free of torch, transformers, peft and datasets.
+"count_params", ...)``) and keeps ``import loratui.ui.app`` free of torch, transformers, peft and datasets.
 """
 
 from __future__ import annotations
@@ -9,51 +9,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loratui import offload
-from loratui.config import RunConfig
-from loratui.errors import LoratuiError
-from loratui.messages import EstimateResult
+from loratui.ui import offload
+from loratui.core.config import RunConfig
+from loratui.core.errors import LoratuiError
+from loratui.ui.messages import EstimateResult
 
-# -- heavy core (run in the helper process of loratui.offload; call from a worker thread) --------------------------
+# -- heavy core (run in the helper process of loratui.ui.offload; call from a worker thread) --------------------------
 
 
 def count_params(cfg: RunConfig) -> Any:
-    return offload.call("loratui.estimate:count_params", cfg)
+    return offload.call("loratui.train.estimate:count_params", cfg)
 
 
 def estimate_memory(cfg: RunConfig) -> Any:
-    return offload.call("loratui.estimate:estimate_memory", cfg)
+    return offload.call("loratui.train.estimate:estimate_memory", cfg)
 
 
 def list_linear_layers(cfg: RunConfig) -> list[str]:
-    return list(offload.call("loratui.models:list_linear_layers", cfg))
+    return list(offload.call("loratui.train.models:list_linear_layers", cfg))
 
 
 def query_gpus() -> list[Any] | None:
     """GPUs with free memory; [] when there is no NVIDIA GPU; None when the GPU module is not there."""
     try:
-        from loratui.gpu import query_gpus as _query
+        from loratui.core.gpu import query_gpus as _query
     except ImportError:
         return None
     return list(_query())
 
 
 def preflight(cfg: RunConfig) -> None:
-    offload.call("loratui.offload:preflight", cfg)
+    offload.call("loratui.train.tasks:preflight", cfg)
 
 
 def preview(cfg: RunConfig, n: int = 3) -> list[Any]:
-    return offload.call("loratui.offload:preview", cfg, n)
+    return offload.call("loratui.train.tasks:preview", cfg, n)
 
 
 def create_run(cfg: RunConfig, runs_dir: str | Path | None) -> Any:
-    from loratui.runs import create_run as _create
+    from loratui.core.runs import create_run as _create
 
     return _create(cfg, runs_dir)
 
 
 def launch_detached(run: Any) -> int:
-    from loratui.runs import launch_detached as _launch
+    from loratui.core.runs import launch_detached as _launch
 
     return _launch(run)
 
@@ -108,7 +108,7 @@ def launch(cfg: RunConfig, runs_dir: str | Path | None) -> tuple[Any, int]:
 
 def sample_configs_dirs() -> list[Path]:
     """Where sample configs live: ./sample_configs (a checkout) and the one next to the package."""
-    here = Path(__file__).resolve().parents[2] / "sample_configs"
+    here = Path(__file__).resolve().parents[3] / "sample_configs"
     out = []
     for d in (Path.cwd() / "sample_configs", here):
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:

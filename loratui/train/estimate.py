@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loratui.config import RunConfig
+from loratui.core.config import RunConfig
 
 GiB = 1024**3
 CUDA_CONTEXT = int(0.45 * GiB)  # CUDA context + cuBLAS workspace seen by NVML but not by torch's allocator
@@ -86,7 +86,7 @@ def gib(n: float) -> str:
 
 def _meta_trainable(cfg: RunConfig, meta_model) -> tuple[object, int, int]:
     """Apply the method to a meta model (quantized methods counted as their unquantized twin, as peft reports)."""
-    from loratui import models
+    from loratui.train import models
 
     counting = cfg
     if cfg.quantized:
@@ -98,7 +98,7 @@ def _meta_trainable(cfg: RunConfig, meta_model) -> tuple[object, int, int]:
 
 
 def count_params(cfg: RunConfig) -> ParamCount:
-    from loratui import models
+    from loratui.train import models
 
     _, trainable, total = _meta_trainable(cfg, models.build_meta_model(cfg))
     return ParamCount(trainable, total)
@@ -178,7 +178,7 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True) -> MemoryReport:
     """Memory for this config, and (``compare``) full fine-tuning and QLoRA beside it."""
     import torch
 
-    from loratui import models
+    from loratui.train import models
 
     model_config = models.load_model_config(cfg)
     precision = models.choose_precision(cfg) if cfg.train.precision != "auto" or torch.cuda.is_available() else "bf16"
@@ -204,7 +204,7 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True) -> MemoryReport:
 def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, precision: str, tokens: int) -> MemoryRow:
     import torch.nn as nn
 
-    from loratui import models
+    from loratui.train import models
 
     kind = cfg.method.kind
     e = 2 if precision in ("bf16", "fp16") else 4

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from loratui.errors import LoratuiError
+from loratui.core.errors import LoratuiError
 
 __all__ = ["AdapterInfo", "find_adapters", "read_adapter", "delete_adapter", "safetensors_param_count"]
 
