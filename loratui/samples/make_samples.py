@@ -11,6 +11,9 @@ Samples (use them as ``data.source: sample:NAME``):
 - sentiment.csv / sentiment-eval.csv: classification (text,label with negative/positive); templated product and movie
   reviews with negation and contrast ("not bad", "hardly worth it", "I expected to hate it, but ...") so that word
   counting is not enough; balanced classes, so a random classifier scores about 50%.
+- reviews3.csv / reviews3-eval.csv: 3-class classification (negative/neutral/positive), the tutorial's first
+  challenge; the sentiment sentences above plus middling and mixed reviews ("does the job, nothing special", "the
+  sound is great, but the battery life is poor") as the neutral class; balanced, so chance is about 33%.
 - chat-sample.jsonl: chat format (messages), some with a system message, some multi-turn.
 - text-sample.jsonl: text format (plain text, loss on every token).
 
@@ -240,6 +243,75 @@ def sentiment(rng: random.Random) -> tuple[list[dict], list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# reviews3: three classes, the neutral one made of middling and mixed reviews
+# ---------------------------------------------------------------------------------------------------------------
+
+MID_ADJ = ["okay", "average", "fine", "decent enough", "alright", "so-so", "passable", "acceptable", "ordinary"]
+MID_VERDICTS = [
+    "It does the job, nothing more.", "Nothing special.", "Three stars.", "I have mixed feelings about it.",
+    "It's fine for the price.", "Neither great nor terrible.", "It meets expectations, no more, no less.",
+    "Some parts work, some don't.", "I neither love it nor hate it.", "Not bad, not great.",
+    "It's about what you would expect.", "Hard to say if I'd buy it again.",
+]
+
+
+def _neutral_sentence(rng: random.Random, thing: str, aspects: list[str]) -> str:
+    kind = rng.randrange(5)
+    if kind == 0:  # middling adjective
+        adj = rng.choice(MID_ADJ)
+        return rng.choice([f"The {thing} is {adj}.", f"This {thing} was {adj}.", f"An {adj} {thing}, really."
+                           if adj[0] in "aeiou" else f"A {adj} {thing}, really."])
+    if kind == 1:  # mixed aspects: one good, one bad
+        a1, a2 = rng.sample(aspects, 2)
+        good, bad = rng.choice(POS_ADJ), rng.choice(NEG_ADJ)
+        if rng.random() < 0.5:
+            return f"The {a1} is {good}, but the {a2} is {bad}."
+        return f"The {a1} is {bad}, but the {a2} is {good}."
+    if kind == 2:  # middling aspect
+        return f"The {rng.choice(aspects)} is {rng.choice(MID_ADJ)}."
+    if kind == 3:  # balanced contrast
+        good, bad = rng.choice(POS_ADJ), rng.choice(NEG_ADJ)
+        return rng.choice([f"Parts of it are {good} and parts are {bad}; it evens out.",
+                           f"Some days it feels {good}, other days {bad}.",
+                           f"I expected it to be {good} or {bad}; it is just {rng.choice(MID_ADJ)}."])
+    return rng.choice(MID_VERDICTS)
+
+
+def _review3(rng: random.Random, label: str) -> str:
+    if rng.random() < 0.5:
+        thing, aspects = rng.choice(PRODUCTS), PRODUCT_ASPECTS
+    else:
+        thing, aspects = rng.choice(MOVIES), MOVIE_ASPECTS
+    n = rng.choice([1, 1, 2, 2, 3])
+    if label == "neutral":
+        parts = [_neutral_sentence(rng, thing, aspects) for _ in range(n)]
+    else:
+        parts = [_sentiment_sentence(rng, label == "positive", thing, aspects) for _ in range(n)]
+    if rng.random() < 0.4:
+        parts.insert(rng.randrange(len(parts) + 1), rng.choice(NEUTRAL))
+    return " ".join(p[0].upper() + p[1:] for p in parts)
+
+
+def reviews3(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    seen: set = set()
+    labels = ["negative", "neutral", "positive"]
+
+    def rows(n: int) -> list[dict]:
+        out = []
+        while len(out) < n:
+            label = labels[len(out) % 3]  # balanced
+            text = _review3(rng, label)
+            if text in seen:
+                continue
+            seen.add(text)
+            out.append({"text": text, "label": label})
+        rng.shuffle(out)
+        return out
+
+    return rows(1500), rows(300)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # chat and text samples
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -312,11 +384,14 @@ def build_rows() -> dict[str, list[dict]]:
     """File name -> rows. Each dataset has its own seeded generator, so editing one leaves the others alone."""
     c_train, c_eval = contacts(random.Random(SEED))
     s_train, s_eval = sentiment(random.Random(SEED + 1))
+    r_train, r_eval = reviews3(random.Random(SEED + 4))
     return {
         "contacts-json.jsonl": c_train,
         "contacts-json-eval.jsonl": c_eval,
         "sentiment.csv": s_train,
         "sentiment-eval.csv": s_eval,
+        "reviews3.csv": r_train,
+        "reviews3-eval.csv": r_eval,
         "chat-sample.jsonl": chat(random.Random(SEED + 2)),
         "text-sample.jsonl": text(random.Random(SEED + 3)),
     }
