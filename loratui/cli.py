@@ -73,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list target-module presets and built-in models")
 
+    st = sub.add_parser("study", help="queue a study (a config and a grid of variations) and run it")
+    st.add_argument("file", help="study YAML (see sample_configs/*study*.yaml)")
+    st.add_argument("--runs-dir", default=None, help="runs folder (overrides the config's output.runs_dir)")
+    st.add_argument("--detach", action="store_true", help="queue it, start the background runner and return")
+    st.add_argument("--dry-run", action="store_true", help="list the runs it expands to, start nothing")
+    st.add_argument("--gpus", help="run side by side, one run per GPU (e.g. 0,1)")
+    st.add_argument("--export", metavar="DIR", help="write the comparison (CSV + Markdown) here when done")
+
+    qu = sub.add_parser("queue", help="list the run queue")
+    qu.add_argument("--runs-dir", default=None)
+
+    qr = sub.add_parser("queue-runner", help=argparse.SUPPRESS)
+    qr.add_argument("runs_dir")
+    qr.add_argument("--gpus")
+
     g = sub.add_parser("generate", help="try a model or adapter on a prompt")
     g.add_argument("model", help="adapter folder, merged model folder, alias or hub id")
     g.add_argument("prompt", nargs="+")
@@ -252,7 +267,99 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from loratui.core.study import load_study
+
+    study = load_study(args.file)
+    runs_dir = Path(args.runs_dir or os.environ.get("LORATUI_RUNS_DIR") or study.base.output.runs_dir).expanduser()
+    print(f"study {study.name}: {len(study.runs)} runs")
+    for p in study.runs:
+        print(f"  {p.name:<40} {p.label}")
+    if args.dry_run:
+        return 0
+    from loratui.core import compare
+    from loratui.core.queue import RunQueue
+    from loratui.core.runs import RunDir, stop_run
+
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    q = RunQueue(runs_dir)
+    entries = q.add_study(study)
+    print(f"queued in {q.path}")
+    if args.detach:
+        pid = q.ensure_runner(gpus)
+        print(f"queue runner pid {pid}; watch it in the app (Queue) or: loratui queue --runs-dir {runs_dir}")
+        return 0
+    ids = {e.id for e in entries}
+    seen: dict[str, str] = {}
+    try:
+        while True:
+            if q.runner_pid() is None:
+                if q.claim_runner():
+                    try:
+                        q.step(gpus, echo=lambda line: None)
+                    finally:
+                        q.release_runner()
+            state = q.read()
+            mine = [e for e in state.entries if e.id in ids]
+            for e in mine:
+                if seen.get(e.id) != e.state:
+                    seen[e.id] = e.state
+                    if e.state == "running":
+                        print(f"[{_now()}] {e.run}: running", flush=True)
+                    elif e.state not in ("waiting",):
+                        row = compare.read_run(runs_dir / e.run)
+                        metric = compare.fmt_metric(row.metric_name, row.final_metric)
+                        print(f"[{_now()}] {e.run}: {e.state}, {row.metric_name} {metric}, "
+                              f"{compare.fmt_seconds(row.train_time_s)}", flush=True)
+            if all(e.state not in ("waiting", "running") for e in mine):
+                break
+            import time
+
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("interrupted: stopping this study's running runs (adapters saved) and dropping the waiting ones")
+        for e in q.read().entries:
+            if e.id in ids and e.state == "waiting":
+                q.cancel(e.id)
+            elif e.id in ids and e.state == "running":
+                stop_run(RunDir(runs_dir / e.run))
+        return 130
+    rows = compare.read_runs([runs_dir / e.run for e in q.read().entries if e.id in ids])
+    print()
+    print(compare.to_markdown(rows, title=f"study {study.name}"))
+    if args.export:
+        csv_path, md_path = compare.export(rows, args.export, title=f"study {study.name}", stem=study.name)
+        print(f"exported {csv_path} and {md_path}")
+    return 0 if all(r.state == "finished" for r in rows) else 1
+
+
+def _now() -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime("%H:%M:%S")
+
+
+def cmd_queue(args) -> int:
+    from loratui.core.queue import RunQueue
+
+    q = RunQueue(args.runs_dir or default_runs_dir())
+    state = q.read()
+    pid = q.runner_pid()
+    print(f"queue of {q.runs_dir}: runner {'pid ' + str(pid) if pid else 'not running'}")
+    for e in state.entries:
+        print(f"  {e.id}  {e.state:<9} {e.run:<40} {e.study or ''} {e.label}")
+    return 0
+
+
+def cmd_queue_runner(args) -> int:
+    from loratui.core.queue import runner_main
+
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    return runner_main(args.runs_dir, gpus)
+
+
 COMMANDS = {
     "train": cmd_train, "engine": cmd_engine, "runs": cmd_runs, "stop": cmd_stop, "merge": cmd_merge,
     "estimate": cmd_estimate, "layers": cmd_layers, "presets": cmd_presets, "generate": cmd_generate,
+    "study": cmd_study, "queue": cmd_queue, "queue-runner": cmd_queue_runner,
 }

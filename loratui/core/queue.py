@@ -1,0 +1,329 @@
+"""The run queue: runs that wait their turn, started one after another by a detached runner process.
+
+```
+runs/.queue/
+  queue.json     the entries, in order (written atomically, under the lock)
+  lock           flock(2) taken for every read-modify-write (app, CLI and runner all edit the queue)
+  runner.json    pid of the runner process (only while it runs)
+  runner.log     the runner's output
+```
+
+Queuing a run creates its run folder at once (state ``created``, config saved), so the Runs screen lists it as
+waiting. The runner is ``python -m loratui queue-runner RUNS_DIR`` in its own session: it survives the app closing and
+the SSH session dropping, like an engine does. It starts the first waiting entry with ``launch_detached``, waits for
+its run to end, starts the next, and exits when nothing waits. With several GPUs (``gpus=["0", "1"]``) it runs one
+entry per GPU side by side. Light module: no torch, no Textual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from loratui.core.config import RunConfig
+from loratui.core.errors import RunError
+from loratui.core.runs import RunDir, _atomic_write, create_run, launch_detached, now, pid_alive, \
+    process_start_time, stop_run
+
+QUEUE_DIR = ".queue"
+#: entry states; waiting and running are live, the rest are final
+LIVE = ("waiting", "running")
+FINAL_RUN_STATES = ("finished", "stopped", "failed", "crashed")
+
+
+@dataclass
+class Entry:
+    id: str
+    run: str
+    state: str = "waiting"
+    study: str | None = None
+    label: str = ""
+    added: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    gpu: str | None = None
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Entry":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class QueueState:
+    entries: list[Entry] = field(default_factory=list)
+    next_id: int = 1
+
+    def find(self, entry_id: str) -> Entry | None:
+        return next((e for e in self.entries if e.id == entry_id), None)
+
+    @property
+    def waiting(self) -> list[Entry]:
+        return [e for e in self.entries if e.state == "waiting"]
+
+    @property
+    def running(self) -> list[Entry]:
+        return [e for e in self.entries if e.state == "running"]
+
+
+class RunQueue:
+    """The queue of one runs folder."""
+
+    def __init__(self, runs_dir: str | Path):
+        self.runs_dir = Path(runs_dir).expanduser()
+        self.dir = self.runs_dir / QUEUE_DIR
+
+    # -- files ----------------------------------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self.dir / "queue.json"
+
+    @property
+    def runner_path(self) -> Path:
+        return self.dir / "runner.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "runner.log"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def read(self) -> QueueState:
+        """The queue as it is now (no lock: the file is replaced atomically)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return QueueState()
+        return QueueState([Entry.from_dict(e) for e in data.get("entries", [])], int(data.get("next_id", 1)))
+
+    def _write(self, state: QueueState) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path, json.dumps({"entries": [asdict(e) for e in state.entries],
+                                             "next_id": state.next_id}, indent=1))
+
+    @contextlib.contextmanager
+    def edit(self) -> Iterator[QueueState]:
+        """Read, change and write the queue under the lock."""
+        with self.locked():
+            state = self.read()
+            yield state
+            self._write(state)
+
+    # -- what the app and the CLI do ------------------------------------------------------------------------------
+    def add(self, cfg: RunConfig, *, study: str | None = None, label: str = "",
+            on_created: Callable[[RunDir], None] | None = None) -> Entry:
+        """Create the run folder now (state created) and queue it; the name gets -2, -3 ... when taken."""
+        cfg = cfg.model_copy(deep=True)
+        cfg.output.runs_dir = str(self.runs_dir)
+        base = cfg.output.name
+        if base:
+            i = 2
+            while (self.runs_dir / cfg.output.name).exists():
+                cfg.output.name = f"{base}-{i}"
+                i += 1
+        run = create_run(cfg, self.runs_dir)
+        if on_created:
+            on_created(run)
+        with self.edit() as state:
+            entry = Entry(id=f"q{state.next_id:04d}", run=run.name, study=study, label=label, added=round(now(), 3))
+            state.next_id += 1
+            state.entries.append(entry)
+        return entry
+
+    def add_study(self, study) -> list[Entry]:
+        """Queue every run of a :class:`loratui.core.study.Study` (tagged, so Compare can find them)."""
+        from loratui.core.study import write_study_tag
+
+        batch = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = []
+        for i, planned in enumerate(study.runs):
+            out.append(self.add(planned.config, study=study.name, label=planned.label,
+                                on_created=lambda run, p=planned, i=i: write_study_tag(
+                                    run.path, study.name, batch, p.label, p.overrides, i)))
+        return out
+
+    def move(self, entry_id: str, delta: int) -> bool:
+        """Move a waiting entry up (-1) or down (+1) among the waiting ones."""
+        with self.edit() as state:
+            waiting = state.waiting
+            e = state.find(entry_id)
+            if e is None or e.state != "waiting":
+                return False
+            i = waiting.index(e)
+            j = i + delta
+            if not 0 <= j < len(waiting):
+                return False
+            other = waiting[j]
+            a, b = state.entries.index(e), state.entries.index(other)
+            state.entries[a], state.entries[b] = other, e
+            return True
+
+    def cancel(self, entry_id: str) -> str:
+        """A waiting entry is dropped (its untouched run folder removed); a running one is asked to stop."""
+        with self.edit() as state:
+            e = state.find(entry_id)
+            if e is None:
+                return "gone"
+            if e.state == "waiting":
+                e.state, e.ended = "cancelled", round(now(), 3)
+                run = RunDir(self.runs_dir / e.run)
+                if run.read_status().get("state") == "created" and not run.events_path.exists():
+                    shutil.rmtree(run.path, ignore_errors=True)
+                return "cancelled"
+            if e.state == "running":
+                e.cancel_requested = True
+                stop_run(RunDir(self.runs_dir / e.run))
+                return "stopping"
+            return e.state
+
+    def clear_done(self) -> int:
+        """Forget entries that ended (their run folders stay)."""
+        with self.edit() as state:
+            before = len(state.entries)
+            state.entries = [e for e in state.entries if e.state in LIVE]
+            return before - len(state.entries)
+
+    # -- the runner -----------------------------------------------------------------------------------------------
+    def runner_pid(self) -> int | None:
+        try:
+            info = json.loads(self.runner_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        pid = info.get("pid")
+        return pid if pid_alive(pid, info.get("pid_started")) else None
+
+    def ensure_runner(self, gpus: list[str] | None = None) -> int | None:
+        """Start the detached runner unless one runs or nothing waits; returns its pid."""
+        with self.locked():
+            pid = self.runner_pid()
+            if pid or not self.read().waiting:
+                return pid
+            cmd = [sys.executable, "-m", "loratui", "queue-runner", str(self.runs_dir)]
+            if gpus:
+                cmd += ["--gpus", ",".join(gpus)]
+            log = open(self.log_path, "ab")
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, cwd=os.getcwd(),
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            log.close()
+            _atomic_write(self.runner_path, json.dumps({"pid": proc.pid, "pid_started": process_start_time(proc.pid),
+                                                        "started": round(now(), 3)}))
+            return proc.pid
+
+    def _update(self, state: QueueState, echo: Callable[[str], None]) -> None:
+        for e in state.running:
+            run = RunDir(self.runs_dir / e.run)
+            st = run.state()
+            if st in FINAL_RUN_STATES:
+                e.state, e.ended = st, round(now(), 3)
+                echo(f"{e.run}: {st}")
+
+    def step(self, gpus: list[str] | None = None, echo: Callable[[str], None] = print,
+             launch: Callable[..., int] = launch_detached) -> bool:
+        """One pass of the runner: record ended runs, start what fits. False when nothing waits or runs."""
+        slots = list(gpus) if gpus else [None]
+        with self.edit() as state:
+            self._update(state, echo)
+            busy = {e.gpu for e in state.running}
+            for e in state.waiting:
+                free = [g for g in slots if g not in busy]
+                if not free:
+                    break
+                gpu = free[0]
+                run = RunDir(self.runs_dir / e.run)
+                if not run.config_path.is_file():
+                    e.state, e.ended = "failed", round(now(), 3)
+                    echo(f"{e.run}: its run folder is gone")
+                    continue
+                env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
+                try:
+                    pid = launch(run, env=env)
+                except (OSError, RunError) as err:
+                    e.state, e.ended = "failed", round(now(), 3)
+                    echo(f"{e.run}: could not start: {err}")
+                    continue
+                e.state, e.started, e.gpu = "running", round(now(), 3), gpu
+                busy.add(gpu)
+                where = f" on GPU {gpu}" if gpu is not None else ""
+                echo(f"{e.run}: started (pid {pid}){where}")
+            alive = bool(state.running or state.waiting)
+            if not alive and self.runner_path.exists() and self.runner_pid() in (None, os.getpid()):
+                with contextlib.suppress(OSError):
+                    self.runner_path.unlink()
+            return alive
+
+    def run_forever(self, gpus: list[str] | None = None, echo: Callable[[str], None] = print, poll: float = 1.0,
+                    should_stop: Callable[[], bool] = lambda: False) -> None:
+        """The runner loop: until nothing waits or runs (or ``should_stop``)."""
+        while not should_stop():
+            if not self.step(gpus, echo):
+                return
+            time.sleep(poll)
+
+    def claim_runner(self) -> bool:
+        """Record this process as the runner; False when another runner is alive."""
+        with self.locked():
+            pid = self.runner_pid()
+            if pid and pid != os.getpid():
+                return False
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.runner_path, json.dumps({"pid": os.getpid(),
+                                                        "pid_started": process_start_time(os.getpid()),
+                                                        "started": round(now(), 3)}))
+            return True
+
+    def release_runner(self) -> None:
+        with self.locked():
+            if self.runner_pid() == os.getpid():
+                with contextlib.suppress(OSError):
+                    self.runner_path.unlink()
+
+
+def runner_main(runs_dir: str, gpus: list[str] | None = None, poll: float = 1.0) -> int:
+    """Entry of the detached runner process (``python -m loratui queue-runner RUNS_DIR``)."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # survive a dropped SSH session
+    stop = {"now": False}
+
+    def on_term(signum, frame):  # the runner stops; runs already started keep going
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    q = RunQueue(runs_dir)
+    if not q.claim_runner():
+        print(f"another queue runner (pid {q.runner_pid()}) serves {q.runs_dir}", flush=True)
+        return 0
+
+    def echo(line: str) -> None:
+        print(f"{datetime.now().strftime('%H:%M:%S')} {line}", flush=True)
+
+    echo(f"queue runner for {q.runs_dir}" + (f" on GPUs {', '.join(gpus)}" if gpus else ""))
+    try:
+        q.run_forever(gpus, echo, poll, should_stop=lambda: stop["now"])
+    finally:
+        q.release_runner()
+    echo("queue empty: runner exits")
+    return 0
+
+
+def entry_summary(e: Entry) -> dict[str, Any]:
+    return asdict(e)
