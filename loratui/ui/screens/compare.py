@@ -1,0 +1,210 @@
+"""Runs side by side: what each trained, what it scored and what it cost, with bar charts and the eval-loss curves.
+
+Opened with runs marked in the Runs screen (``v``), with a study's runs (from the Queue screen or ``s`` here), or
+on its own (the newest study, else the newest runs). Refreshes while any of its runs is still going, so a study
+fills in as the queue works through it. ``e`` exports CSV and Markdown (with the charts as text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from loratui.core.compare import RunRow, column_title, export, read_runs, table_rows
+from loratui.core.runs import list_runs
+from loratui.core.study import list_studies, study_runs
+from loratui.ui.widgets.choice_modal import ChoiceModal
+from loratui.ui.widgets.compare_chart import CHARTS, CompareChart
+from loratui.ui.widgets.tables import fill_table
+
+#: seconds between refreshes while a compared run is still going
+REFRESH_INTERVAL = 3.0
+#: runs shown when nothing was chosen and there is no study
+DEFAULT_RUNS = 6
+LIVE_STATES = ("running", "created")
+
+
+@dataclass
+class CompareLoaded(Message):
+    rows: list[RunRow]
+    title: str
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, CompareLoaded)
+
+
+class CompareScreen(Screen):
+    DEFAULT_CSS = """
+    CompareScreen #cmp-title { height: 1; padding: 0 1; background: $boost; }
+    CompareScreen #cmp-table { height: 1fr; min-height: 6; }
+    CompareScreen #cmp-chart-title { height: 2; padding: 0 1; border-top: solid $primary 40%; }
+    CompareScreen CompareChart { height: 45%; min-height: 8; }
+    CompareScreen #cmp-empty { height: 1fr; content-align: center middle; color: $text-muted; display: none; }
+    CompareScreen.-empty #cmp-empty { display: block; }
+    CompareScreen.-empty #cmp-table, CompareScreen.-empty CompareChart,
+    CompareScreen.-empty #cmp-chart-title { display: none; }
+    """
+
+    BINDINGS = [
+        Binding("t", "next_chart", "Next chart"),
+        Binding("shift+t", "next_chart(-1)", "Previous chart", show=False),
+        Binding("e", "export", "Export"),
+        Binding("s", "pick_study", "Study"),
+        Binding("o", "open", "Open run"),
+        Binding("f5,ctrl+r", "refresh", "Refresh"),
+    ]
+
+    def __init__(self, runs: list[Path] | None = None, study: str | None = None, *, name: str | None = None,
+                 id: str | None = None):
+        super().__init__(name=name, id=id)
+        self.run_paths: list[Path] | None = [Path(p) for p in runs] if runs else None
+        self.study = study
+        self.rows: list[RunRow] = []
+        self.heading = ""
+        self.loaded = False
+        self.last_export: tuple[Path, Path] | None = None
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(getattr(self.app, "runs_dir", None) or "runs")
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="cmp-title")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="cmp-table")
+        yield Static("Nothing to compare yet: mark runs in Runs (space, then v) or queue a study.", id="cmp-empty")
+        yield Static(id="cmp-chart-title")
+        yield CompareChart()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+        self.set_interval(REFRESH_INTERVAL, self._refresh_if_live)
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    # -- what other screens call ------------------------------------------------------------------------------
+    def set_runs(self, runs: list[Path]) -> None:
+        self.run_paths, self.study = [Path(p) for p in runs], None
+        self.action_refresh()
+
+    def set_study(self, study: str) -> None:
+        self.run_paths, self.study = None, study
+        self.action_refresh()
+
+    # -- loading ----------------------------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self._load(self.run_paths, self.study, self.runs_dir)
+
+    def _refresh_if_live(self) -> None:
+        if any(r.state in LIVE_STATES for r in self.rows):
+            self.action_refresh()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="compare", description="Reading runs")
+    def _load(self, paths: list[Path] | None, study: str | None, runs_dir: Path) -> None:
+        title = ""
+        if paths is None and study is None:
+            studies = list_studies(runs_dir)
+            if studies:
+                study = studies[0][0]
+        if study is not None:
+            paths = study_runs(runs_dir, study)
+            title = f"study {study}"
+        if paths is None:
+            paths = [s.run.path for s in list_runs(runs_dir)[:DEFAULT_RUNS]][::-1]
+            title = "newest runs"
+        rows = read_runs(paths)
+        if not get_current_worker().is_cancelled:
+            self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected runs"))
+
+    @on(CompareLoaded)
+    def _loaded(self, message: CompareLoaded) -> None:
+        self.rows, self.heading, self.loaded = message.rows, message.title, True
+        table = self.query_one(DataTable)
+        titles = [column_title(r) for r in self.rows]
+        body = table_rows(self.rows) if self.rows else []
+        if titles != [r.name for r in self.rows]:
+            body.insert(0, ("run", [r.name for r in self.rows]))
+        columns = [("field", "", 18)] + [(f"r{i}", t, 16) for i, t in enumerate(titles)]
+        cells = [(Text(label, style="bold"), *values) for label, values in body]
+        with self.app.batch_update():
+            fill_table(table, columns, cells, [label for label, _ in body])
+            self.query_one(CompareChart).set_rows(self.rows)
+            self.set_class(not self.rows, "-empty")
+            self._update_titles()
+        self.refresh_bindings()
+
+    def _update_titles(self) -> None:
+        n = len(self.rows)
+        live = sum(1 for r in self.rows if r.state in LIVE_STATES)
+        text = Text.assemble(("Compare", "bold"), f"  {self.heading}", (f"  ·  {n} run{'s' * (n != 1)}", "dim"))
+        if live:
+            text.append(f" · {live} not done yet", style="green")
+        self.query_one("#cmp-title", Static).update(text)
+        chart = self.query_one(CompareChart)
+        i = CHARTS.index(chart.chart)
+        self.query_one("#cmp-chart-title", Static).update(Text.assemble(
+            (chart.title, "bold"), (f"   chart {i + 1}/{len(CHARTS)} · t next", "dim")))
+
+    # -- actions ----------------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("export", "next_chart", "open"):
+            return bool(self.rows) if self.is_mounted else False
+        return True
+
+    def action_next_chart(self, step: int = 1) -> None:
+        chart = self.query_one(CompareChart)
+        chart.show_chart(CHARTS[(CHARTS.index(chart.chart) + step) % len(CHARTS)])
+        self._update_titles()
+
+    def action_export(self) -> None:
+        if not self.rows:
+            return
+        stem = self.study or None
+        folder = self.runs_dir / "compare"
+        title = self.heading[:1].upper() + self.heading[1:] if self.heading else "Comparison"
+        try:
+            self.last_export = export(self.rows, folder, title=title, stem=stem)
+        except OSError as err:
+            self.notify(str(err), title="Export failed", severity="error")
+            return
+        csv_path, md_path = self.last_export
+        self.notify(f"{csv_path}\n{md_path}", title="Exported")
+
+    def action_pick_study(self) -> None:
+        studies = list_studies(self.runs_dir)
+        if not studies:
+            self.notify("No studies in this runs folder yet: queue one from the Queue screen or with "
+                        "loratui study FILE.", severity="warning")
+            return
+
+        def picked(name: str | None) -> None:
+            if name:
+                self.set_study(name)
+
+        self.app.push_screen(ChoiceModal("Compare the runs of a study",
+                                         [(name, f"{name}  ·  {count} runs  ·  {batch}")
+                                          for name, batch, count in studies]), picked)
+
+    def action_open(self) -> None:
+        """Open one of the compared runs in the monitor (runs are columns here, so pick from a list)."""
+        if not self.rows:
+            return
+
+        def picked(path: str | None) -> None:
+            opener = getattr(self.app, "open_monitor", None)
+            if path and callable(opener):
+                opener(Path(path))
+
+        self.app.push_screen(ChoiceModal("Open a run in the monitor",
+                                         [(str(r.path), f"{column_title(r)}  ·  {r.name}  ·  {r.state}")
+                                          for r in self.rows]), picked)

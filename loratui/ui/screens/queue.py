@@ -1,0 +1,281 @@
+"""The run queue: runs waiting their turn, the one running, and those done; reorder, cancel, add, compare.
+
+The queue lives in the runs folder (``runs/.queue/``) and a detached runner process works through it, so closing
+the app or losing the SSH session changes nothing: reopen the app and the queue is where it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from loratui.core.config import load_config
+from loratui.core.queue import Entry, RunQueue
+from loratui.core.runs import RunDir, summarize
+from loratui.core.study import is_study_file, load_study
+from loratui.ui.widgets.modals import ConfirmModal, PromptModal
+from loratui.ui.widgets.tables import fill_table
+
+REFRESH_INTERVAL = 1.5
+STATE_STYLES = {"waiting": "dim", "running": "bold green", "finished": "blue", "stopped": "yellow",
+                "failed": "bold red", "crashed": "bold red", "cancelled": "dim strike"}
+
+
+@dataclass
+class QueueLoaded(Message):
+    entries: list[Entry]
+    progress: dict[str, str]
+    runner: int | None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, QueueLoaded)
+
+
+@dataclass
+class QueueChanged(Message):
+    note: str
+
+
+class QueueScreen(Screen):
+    DEFAULT_CSS = """
+    QueueScreen #q-title { height: 1; padding: 0 1; background: $boost; }
+    QueueScreen DataTable { height: 1fr; }
+    QueueScreen #q-detail { height: auto; max-height: 3; padding: 0 1; border-top: solid $primary 40%; }
+    QueueScreen #q-empty { height: 1fr; content-align: center middle; color: $text-muted; display: none; }
+    QueueScreen.-empty #q-empty { display: block; }
+    QueueScreen.-empty DataTable { display: none; }
+    """
+
+    BINDINGS = [
+        Binding("n", "add", "Add"),
+        Binding("x,delete", "cancel", "Cancel"),
+        Binding("K,ctrl+up", "move(-1)", "Up"),
+        Binding("J,ctrl+down", "move(1)", "Down"),
+        Binding("c", "compare", "Compare"),
+        Binding("enter", "open", "Open", show=False),
+        Binding("p", "start_runner", "Start runner"),
+        Binding("D", "clear_done", "Clear done", show=False),
+        Binding("f5,ctrl+r", "refresh", "Refresh"),
+    ]
+
+    COLUMNS = [("id", "#", 5), ("state", "State", 9), ("run", "Run", 30), ("study", "Study", 16),
+               ("progress", "Progress", 10), ("time", "Time", 8)]
+
+    def __init__(self, *, name: str | None = None, id: str | None = None):
+        super().__init__(name=name, id=id)
+        self.entries: list[Entry] = []
+        self.progress: dict[str, str] = {}
+        self.runner: int | None = None
+        self.loaded = False
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(getattr(self.app, "runs_dir", None) or "runs")
+
+    @property
+    def queue(self) -> RunQueue:
+        return RunQueue(self.runs_dir)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="q-title")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="q-table")
+        yield Static("The queue is empty. n adds a config or a study (sample_configs/study-*.yaml); "
+                     "its runs start one after another, even after you close the app.", id="q-empty")
+        yield Static(id="q-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+        self.set_interval(REFRESH_INTERVAL, self.action_refresh)
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    # -- loading ----------------------------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self._load(self.runs_dir)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="queue", description="Reading the queue")
+    def _load(self, runs_dir: Path) -> None:
+        q = RunQueue(runs_dir)
+        state = q.read()
+        progress = {}
+        for e in state.entries:
+            if e.state == "running":
+                s = summarize(RunDir(runs_dir / e.run))
+                progress[e.id] = f"{s.step}/{s.max_steps}" if s.max_steps else "starting"
+        if not get_current_worker().is_cancelled:
+            self.post_message(QueueLoaded(state.entries, progress, q.runner_pid()))
+
+    @on(QueueLoaded)
+    def _loaded(self, message: QueueLoaded) -> None:
+        self.entries, self.progress, self.runner = message.entries, message.progress, message.runner
+        self.loaded = True
+        table = self.query_one(DataTable)
+        current = self.selected
+        rows = [self._cells(e) for e in self.entries]
+        with self.app.batch_update():
+            fill_table(table, self.COLUMNS, rows, [e.id for e in self.entries],
+                       select=current.id if current else None, flex="run")
+            self.set_class(not self.entries, "-empty")
+            self._update_title()
+            self._show_detail()
+        self.refresh_bindings()
+
+    def _cells(self, e: Entry) -> tuple:
+        if e.started:
+            seconds = (e.ended or time.time()) - e.started
+            m, s = divmod(int(seconds), 60)
+            spent = f"{m}:{s:02d}"
+        else:
+            spent = "-"
+        progress = self.progress.get(e.id, "done" if e.state == "finished" else "-")
+        return (e.id.lstrip("q0") or "0", Text(e.state, style=STATE_STYLES.get(e.state, "")),
+                Text(e.run, style="bold" if e.state == "running" else ""), e.study or "-", progress, spent)
+
+    def _update_title(self) -> None:
+        waiting = sum(1 for e in self.entries if e.state == "waiting")
+        running = sum(1 for e in self.entries if e.state == "running")
+        text = Text.assemble(("Queue", "bold"), f"  {self.runs_dir}",
+                             (f"  ·  {waiting} waiting, {running} running", "dim"))
+        if self.runner:
+            text.append(f"  ·  runner pid {self.runner}", style="green")
+        elif waiting:
+            text.append("  ·  runner stopped: p starts it", style="yellow")
+        self.query_one("#q-title", Static).update(text)
+
+    @property
+    def selected(self) -> Entry | None:
+        table = self.query_one(DataTable)
+        if not self.entries or table.row_count == 0:
+            return None
+        row = table.cursor_row
+        if not 0 <= row < table.row_count:
+            return None
+        key = table.coordinate_to_cell_key((row, 0)).row_key.value
+        return next((e for e in self.entries if e.id == key), None)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._show_detail()
+        self.refresh_bindings()
+
+    def _show_detail(self) -> None:
+        e = self.selected
+        detail = self.query_one("#q-detail", Static)
+        if e is None:
+            detail.update("")
+            return
+        text = Text.assemble((str(self.runs_dir / e.run), "dim"))
+        if e.label:
+            text.append(f"  ·  {e.label}")
+        if e.added:
+            text.append(f"  ·  added {datetime.fromtimestamp(e.added).strftime('%m-%d %H:%M')}", style="dim")
+        if e.gpu is not None:
+            text.append(f"  ·  GPU {e.gpu}")
+        detail.update(text)
+
+    # -- actions ----------------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if not self.is_mounted:
+            return True
+        e = self.selected
+        if action == "move":
+            return e is not None and e.state == "waiting"
+        if action == "cancel":
+            return e is not None and e.state in ("waiting", "running")
+        if action in ("open", "compare"):
+            return e is not None
+        if action == "start_runner":
+            return self.runner is None and any(x.state == "waiting" for x in self.entries)
+        return True
+
+    def action_move(self, delta: int) -> None:
+        e = self.selected
+        if e is not None and self.queue.move(e.id, delta):
+            table = self.query_one(DataTable)
+            table.move_cursor(row=max(0, table.cursor_row + delta), animate=False)
+        self.action_refresh()
+
+    def action_cancel(self) -> None:
+        e = self.selected
+        if e is None:
+            return
+        body = ("Its run folder is removed (it never started)." if e.state == "waiting" else
+                "The engine finishes the current step, saves the adapter and a checkpoint, then exits; "
+                "the next run in the queue starts.")
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                result = self.queue.cancel(e.id)
+                self.notify(f"{e.run}: {result}")
+                self.action_refresh()
+
+        self.app.push_screen(ConfirmModal(f"Cancel {e.run}?", body, yes="Cancel run", no="Keep"), confirmed)
+
+    def action_add(self) -> None:
+        def given(value: str | None) -> None:
+            if value:
+                self._add(Path(value).expanduser())
+
+        self.app.push_screen(PromptModal(
+            "Queue a config or a study", placeholder="sample_configs/study-lora-vs-full.yaml",
+            body="A run config (one run) or a study file (a config and a grid of variations: many runs)."), given)
+
+    @work(thread=True, exclusive=False, exit_on_error=False, group="queue-add", description="Queuing")
+    def _add(self, path: Path) -> None:
+        q = RunQueue(self.runs_dir)
+        if is_study_file(path):
+            study = load_study(path)
+            entries = q.add_study(study)
+            note = f"queued study {study.name}: {len(entries)} runs"
+        else:
+            cfg = load_config(path)
+            entry = q.add(cfg)
+            note = f"queued {entry.run}"
+        q.ensure_runner()
+        self.post_message(QueueChanged(note))
+
+    @on(QueueChanged)
+    def _changed(self, message: QueueChanged) -> None:
+        self.notify(message.note)
+        self.action_refresh()
+
+    def action_start_runner(self) -> None:
+        pid = self.queue.ensure_runner()
+        self.notify(f"queue runner pid {pid}" if pid else "nothing waits")
+        self.action_refresh()
+
+    def action_clear_done(self) -> None:
+        n = self.queue.clear_done()
+        self.notify(f"forgot {n} finished entries (their run folders stay)")
+        self.action_refresh()
+
+    def action_open(self) -> None:
+        e = self.selected
+        opener = getattr(self.app, "open_monitor", None)
+        if e is not None and callable(opener) and e.state not in ("waiting", "cancelled"):
+            opener(self.runs_dir / e.run)
+
+    def action_compare(self) -> None:
+        e = self.selected
+        if e is None:
+            return
+        opener = getattr(self.app, "open_compare", None)
+        if not callable(opener):
+            return
+        if e.study:
+            opener(study=e.study)
+        else:
+            opener(runs=[self.runs_dir / x.run for x in self.entries if x.state != "cancelled"])
