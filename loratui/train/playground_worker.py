@@ -1,0 +1,471 @@
+"""The playground's generation process: loads a base model once, toggles the adapter, streams answers as JSON lines.
+
+    python -m loratui.train.playground_worker        (the app starts it; commands on stdin, events on stdout)
+
+Commands (one JSON object a line): ``load`` {model, device}, ``generate`` {id, prompt, max_new_tokens,
+temperature, top_p, greedy, chat_template, system, seed, sides}, ``classify`` {id, text}, ``batch`` {id, file, n,
+max_new_tokens, ...}, ``stop`` (ends the current generation early), ``quit``.
+Events: ready, loading, loaded (task, labels, device, memory before/after), token (id, side, text), done, classified,
+batch_item, batch_done, error (message, hint). The adapter's answers come from the PEFT model, the base model's from
+the same weights under ``model.disable_adapter()``: one copy of the base in memory, not two.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from loratui.core.errors import LoratuiError
+
+Emit = Callable[..., None]
+
+
+def _out(kind: str, **data: Any) -> None:
+    sys.stdout.write(json.dumps({"kind": kind, **data}, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def memory_now(device: str) -> dict:
+    """What this process holds: host RSS, and CUDA allocated/reserved when on a GPU (bytes)."""
+    out: dict[str, Any] = {}
+    try:
+        import psutil
+
+        out["rss"] = psutil.Process().memory_info().rss
+    except Exception:
+        pass
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        out["cuda_allocated"] = torch.cuda.memory_allocated()
+        out["cuda_reserved"] = torch.cuda.memory_reserved()
+    return out
+
+
+# -- metrics ------------------------------------------------------------------------------------------------------
+
+def valid_json(text: str) -> bool:
+    try:
+        json.loads(text.strip())
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def exact(answer: str, reference: str) -> bool:
+    return answer.strip() == reference.strip()
+
+
+def macro_f1(preds: list[str], refs: list[str]) -> float:
+    labels = sorted(set(refs) | set(preds))
+    scores = []
+    for lab in labels:
+        tp = sum(p == lab and r == lab for p, r in zip(preds, refs))
+        fp = sum(p == lab and r != lab for p, r in zip(preds, refs))
+        fn = sum(p != lab and r == lab for p, r in zip(preds, refs))
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        scores.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+# -- held-out files -----------------------------------------------------------------------------------------------
+
+def read_examples(path: str, n: int) -> list[dict]:
+    """Up to ``n`` examples as {prompt | instruction+input | messages | text, reference}."""
+    from loratui.train.data import resolve_source
+
+    real = Path(resolve_source(path)).expanduser()
+    if not real.is_file():
+        raise LoratuiError(f"no such file {path}", field="batch file", hint="give a .jsonl, .json or .csv file")
+    rows: list[dict]
+    if real.suffix == ".csv":
+        with open(real, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    elif real.suffix == ".json":
+        data = json.loads(real.read_text())
+        rows = data if isinstance(data, list) else data.get("data", [])
+    else:
+        rows = [json.loads(line) for line in real.read_text().splitlines() if line.strip()]
+    out = []
+    for row in rows[:n]:
+        if "messages" in row:
+            msgs = row["messages"]
+            last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
+            if last is None:
+                continue
+            out.append({"messages": msgs[:last], "reference": msgs[last]["content"],
+                        "shown": msgs[last - 1]["content"] if last else ""})
+        elif "instruction" in row:
+            out.append({"instruction": row["instruction"], "input": row.get("input") or "",
+                        "reference": row.get("output", ""), "shown": row.get("input") or row["instruction"]})
+        elif "text" in row and "label" in row:
+            out.append({"text": row["text"], "reference": str(row["label"]), "shown": row["text"]})
+        elif "prompt" in row:
+            out.append({"prompt": row["prompt"], "reference": str(row.get("response") or row.get("output") or ""),
+                        "shown": row["prompt"]})
+    if not out:
+        raise LoratuiError(f"{path} holds no examples this playground can read", field="batch file",
+                           hint="alpaca (instruction/input/output), chat (messages), text+label, or prompt+response")
+    return out
+
+
+class Playground:
+    def __init__(self, emit: Emit = _out):
+        self.emit = emit
+        self.model = None
+        self.tokenizer = None
+        self.has_adapter = False
+        self.task = "causal-lm"
+        self.labels: list[str] | None = None
+        self.device = "cpu"
+        self.run_cfg = None
+        self.default_batch_file: str | None = None
+        self.stop = threading.Event()
+
+    # -- loading --------------------------------------------------------------------------------------------------
+    def load(self, model: str, device: str = "auto", gpu_busy: str | None = None, base: str | None = None) -> dict:
+        import torch
+
+        from loratui.core.config import ModelSection
+        from loratui.train import models
+
+        t0 = time.time()
+        note = ""
+        if device == "auto":
+            if torch.cuda.is_available() and not gpu_busy:
+                device = "cuda"
+            else:
+                device = "cpu"
+                if torch.cuda.is_available():
+                    note = f"GPU in use by {gpu_busy}: running on the CPU"
+        self.device = device
+        dtype = torch.float32
+        if device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        before = memory_now(device)
+        self.emit("loading", what=model, device=device)
+        path = Path(model).expanduser()
+        self.model = self.tokenizer = None
+        self.labels, self.has_adapter = None, False
+        if (path / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            from loratui.train.merge import adapter_base, adapter_tokenizer
+
+            section, info = adapter_base(path, base)
+            self.task, labels = section.task, info.get("labels")
+            resolved = models.resolve_model(section)
+            kwargs: dict[str, Any] = {}
+            if self.task == "seq-cls":
+                kwargs["num_labels"] = section.num_labels
+                if labels and len(labels) == section.num_labels:
+                    kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+            base_model = models.auto_class(self.task).from_pretrained(resolved.path, dtype=dtype,
+                                                                        **resolved.kwargs(), **kwargs)
+            self.model = PeftModel.from_pretrained(base_model, str(path))
+            self.tokenizer = adapter_tokenizer(path, resolved)
+            self.has_adapter = True
+            base_name = section.name
+        else:
+            from transformers import AutoConfig, AutoTokenizer
+
+            meta: dict = {}
+            for name in ("loratui.json", "loratui-merge.json"):
+                if (path / name).is_file():
+                    meta = json.loads((path / name).read_text())
+            resolved = models.resolve_model(ModelSection(name=model))
+            task = meta.get("task")
+            if task is None:
+                conf = AutoConfig.from_pretrained(resolved.path, **resolved.kwargs())
+                archs = getattr(conf, "architectures", None) or []
+                task = "seq-cls" if any("SequenceClassification" in a for a in archs) else "causal-lm"
+            self.task = task
+            self.model = models.auto_class(task).from_pretrained(resolved.path, dtype=dtype, **resolved.kwargs())
+            self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, **resolved.kwargs())
+            base_name = meta.get("base_model") or model
+        if self.task == "seq-cls":
+            id2label = getattr(self.model.config, "id2label", None) or {}
+            self.labels = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(id2label))] or None
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.to(device).eval()
+        after = memory_now(device)
+        self.run_cfg = self._run_config(path)
+        self.default_batch_file = None
+        if self.run_cfg is not None:
+            self.default_batch_file = self.run_cfg.data.validation_file
+        info = {"model": model, "base": base_name, "task": self.task, "labels": self.labels,
+                "has_adapter": self.has_adapter, "device": device, "device_note": note,
+                "dtype": str(dtype).replace("torch.", ""), "memory_before": before, "memory_after": after,
+                "chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
+                "batch_file": self.default_batch_file, "seconds": round(time.time() - t0, 2)}
+        self.emit("loaded", **info)
+        return info
+
+    @staticmethod
+    def _run_config(path: Path):
+        """The run config beside an adapter or model folder (runs/NAME/adapter -> runs/NAME/config.yaml)."""
+        from loratui.core.config import load_config
+
+        cfg_path = path.parent / "config.yaml"
+        if cfg_path.is_file():
+            try:
+                return load_config(cfg_path)
+            except LoratuiError:
+                return None
+        return None
+
+    def _need_model(self) -> None:
+        if self.model is None:
+            raise LoratuiError("no model loaded", field="model", hint="pick an adapter or a model first")
+
+    # -- prompts --------------------------------------------------------------------------------------------------
+    def render(self, example: dict, chat_template: bool = True, system: str | None = None) -> str:
+        tok = self.tokenizer
+        has_template = bool(getattr(tok, "chat_template", None))
+        system = system or (self.run_cfg.data.system_prompt if self.run_cfg is not None else None)
+        if "messages" in example:
+            msgs = list(example["messages"])
+            if has_template and chat_template:
+                return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return "\n".join(m["content"] for m in msgs)
+        if "instruction" in example:
+            from loratui.train.data import _user_text, alpaca_prompt
+
+            if has_template and chat_template:
+                msgs = ([{"role": "system", "content": system}] if system else [])
+                msgs.append({"role": "user", "content": _user_text(example["instruction"], example.get("input"))})
+                return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return alpaca_prompt(example["instruction"], example.get("input"))
+        prompt = example.get("prompt", "")
+        if chat_template and has_template:
+            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return prompt
+
+    # -- generation -----------------------------------------------------------------------------------------------
+    def _side(self, side: str):
+        import contextlib
+
+        if side == "base" and self.has_adapter:
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def generate_one(self, text: str, side: str, *, req_id: Any = None, max_new_tokens: int = 64,
+                     temperature: float = 0.7, top_p: float = 0.9, greedy: bool = True, seed: int = 0,
+                     stream: bool = True) -> dict:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        tok = self.tokenizer
+        enc = tok(text, return_tensors="pt", add_special_tokens=not bool(getattr(tok, "chat_template", None)))
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        emit, stop = self.emit, self.stop
+
+        class Streamer(BaseStreamer):
+            def __init__(self) -> None:
+                self.prompt_seen = False
+                self.ids: list[int] = []
+                self.sent = ""
+
+            def put(self, value) -> None:
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                self.ids.extend(value.reshape(-1).tolist())
+                text = tok.decode(self.ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    return  # half of a multi-byte character: wait for the rest
+                delta, self.sent = text[len(self.sent):], text
+                if delta and stream:
+                    emit("token", id=req_id, side=side, text=delta)
+
+            def end(self) -> None:
+                pass
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw) -> bool:
+                return stop.is_set()
+
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id,
+                                  "stopping_criteria": StoppingCriteriaList([Stop()])}
+        if greedy or temperature <= 0:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=None)
+        streamer = Streamer()
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        with torch.no_grad(), self._side(side):
+            out = self.model.generate(**enc, streamer=streamer, **kwargs)
+        seconds = time.perf_counter() - t0
+        new = out[0][enc["input_ids"].shape[1]:]
+        answer = tok.decode(new, skip_special_tokens=True)
+        n = int(new.shape[0])
+        return {"id": req_id, "side": side, "text": answer.strip(), "tokens": n, "seconds": round(seconds, 3),
+                "tokens_per_s": round(n / seconds, 1) if seconds > 0 else None, "stopped": stop.is_set()}
+
+    def sides(self, wanted: list[str] | None = None) -> list[str]:
+        sides = wanted or ["adapter", "base"]
+        return [s for s in sides if s == "adapter" or self.has_adapter] if self.has_adapter else ["adapter"]
+
+    def generate(self, req: dict) -> None:
+        self._need_model()
+        if self.task == "seq-cls":
+            return self.classify({"id": req.get("id"), "text": req.get("prompt", "")})
+        text = self.render({"prompt": req.get("prompt", "")}, req.get("chat_template", True), req.get("system"))
+        for side in self.sides(req.get("sides")):
+            result = self.generate_one(
+                text, side, req_id=req.get("id"), max_new_tokens=int(req.get("max_new_tokens", 64)),
+                temperature=float(req.get("temperature", 0.7)), top_p=float(req.get("top_p", 0.9)),
+                greedy=bool(req.get("greedy", True)), seed=int(req.get("seed", 0)))
+            self.emit("done", **result)
+            if self.stop.is_set():
+                break
+
+    def classify_one(self, text: str, side: str) -> list[tuple[str, float]]:
+        import torch
+
+        enc = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        with torch.no_grad(), self._side(side):
+            logits = self.model(**enc).logits[0].float()
+        probs = torch.softmax(logits, -1).tolist()
+        names = self.labels or [str(i) for i in range(len(probs))]
+        return sorted(zip(names, probs), key=lambda t: -t[1])
+
+    def classify(self, req: dict) -> None:
+        self._need_model()
+        for side in self.sides(req.get("sides")):
+            probs = self.classify_one(req.get("text", ""), side)
+            self.emit("classified", id=req.get("id"), side=side, probs=[[n, round(p, 6)] for n, p in probs])
+
+    def batch(self, req: dict) -> None:
+        """Held-out examples through both models; a metric for each; the examples where they differ first."""
+        self._need_model()
+        path = req.get("file") or self.default_batch_file
+        if not path:
+            raise LoratuiError("no held-out file", field="batch file", hint="give a .jsonl or .csv file")
+        examples = read_examples(path, int(req.get("n", 20)))
+        sides = self.sides(req.get("sides"))
+        answers: dict[str, list[str]] = {s: [] for s in sides}
+        t0 = time.time()
+        for i, ex in enumerate(examples):
+            item: dict[str, Any] = {"id": req.get("id"), "index": i, "prompt": ex["shown"], "reference": ex["reference"]}
+            for side in sides:
+                if self.task == "seq-cls":
+                    label = self.classify_one(ex.get("text") or ex.get("prompt", ""), side)[0][0]
+                    answer, ok = label, label == ex["reference"]
+                else:
+                    text = self.render(ex, req.get("chat_template", True), req.get("system"))
+                    answer = self.generate_one(text, side, req_id=req.get("id"), stream=False,
+                                               max_new_tokens=int(req.get("max_new_tokens", 64)),
+                                               greedy=bool(req.get("greedy", True)),
+                                               temperature=float(req.get("temperature", 0.7)),
+                                               top_p=float(req.get("top_p", 0.9)), seed=int(req.get("seed", 0)))["text"]
+                    ok = exact(answer, ex["reference"])
+                answers[side].append(answer)
+                item[side] = answer
+                item[f"{side}_ok"] = ok
+                if self.task != "seq-cls":
+                    item[f"{side}_json"] = valid_json(answer)
+            self.emit("batch_item", **item)
+            if self.stop.is_set():
+                break
+        refs = [ex["reference"] for ex in examples][: len(answers[sides[0]])]
+        scores: dict[str, dict[str, Any]] = {}
+        for side in sides:
+            got = answers[side]
+            if self.task == "seq-cls":
+                acc = sum(a == r for a, r in zip(got, refs))
+                scores[side] = {"accuracy": acc / len(refs) if refs else 0.0, "correct": acc,
+                                "f1": macro_f1(got, refs)}
+            else:
+                scores[side] = {"exact": sum(exact(a, r) for a, r in zip(got, refs)),
+                                "valid_json": sum(valid_json(a) for a in got)}
+        self.emit("batch_done", id=req.get("id"), n=len(refs), task=self.task, scores=scores, file=path,
+                  seconds=round(time.time() - t0, 2), stopped=self.stop.is_set())
+
+
+def serve(stdin=None, emit: Emit = _out) -> int:
+    """Read commands until ``quit`` or end of input; a ``stop`` line interrupts the running command."""
+    stdin = stdin or sys.stdin
+    pg = Playground(emit)
+    inbox: "queue.Queue[dict | None]" = queue.Queue()
+
+    def reader() -> None:
+        for line in stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                cmd = json.loads(line)
+            except json.JSONDecodeError:
+                emit("error", id=None, message=f"not JSON: {line[:80]}", hint=None)
+                continue
+            if cmd.get("cmd") == "stop":
+                pg.stop.set()
+                continue
+            inbox.put(cmd)
+            if cmd.get("cmd") == "quit":
+                return
+        inbox.put(None)
+
+    threading.Thread(target=reader, daemon=True, name="playground-stdin").start()
+    emit("ready", pid=os.getpid())
+    while True:
+        cmd = inbox.get()
+        if cmd is None or cmd.get("cmd") == "quit":
+            return 0
+        pg.stop.clear()
+        name = cmd.get("cmd")
+        try:
+            if name == "load":
+                pg.load(cmd["model"], cmd.get("device", "auto"), cmd.get("gpu_busy"), cmd.get("base"))
+            elif name == "generate":
+                pg.generate(cmd)
+            elif name == "classify":
+                pg.classify(cmd)
+            elif name == "batch":
+                pg.batch(cmd)
+            else:
+                emit("error", id=cmd.get("id"), message=f"unknown command {name!r}", hint=None)
+        except LoratuiError as err:
+            message = f"{err.field}: {err.message}" if err.field else err.message
+            emit("error", id=cmd.get("id"), message=message, hint=err.hint)
+        except Exception as err:  # noqa: BLE001 - one line to the app, the traceback to stderr (the log)
+            import traceback
+
+            traceback.print_exc()
+            text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            hint = None
+            if "out of memory" in text.lower():
+                hint = "a run may hold the GPU: load on the CPU, or pick a smaller model"
+            emit("error", id=cmd.get("id"), message=f"{type(err).__name__}: {text}", hint=hint)
+
+
+def main() -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except Exception:
+        pass
+    return serve()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
