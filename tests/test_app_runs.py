@@ -107,7 +107,10 @@ async def test_resume_a_crashed_run(runs, monkeypatch):
         assert launched == []
         await pilot.press("down")
         assert screen.selected.state == "crashed" and screen.check_action("resume", ())
-        await pilot.press("u")
+        await pilot.press("u")  # a stray letter must not start a GPU job: it asks first
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        assert launched == []
+        await pilot.press("y")
         await wait_until(pilot, lambda: opened, what="monitor opened")
         assert launched == [(runs / "smollm2-crashed", True)] and opened == [runs / "smollm2-crashed"]
 

@@ -1,12 +1,14 @@
 """The loratui terminal app: modes for Setup, Monitor, Runs, Adapters and Merge; Help; the error modal.
 
 Nothing here imports torch, transformers, peft or datasets: the first frame must not wait for them. Screens run
-heavy work in thread workers started on the app (``self.app.run_worker(..., thread=True, exit_on_error=False)``);
-the single ``Worker.StateChanged`` handler below turns a failed worker into the error modal.
+heavy work in thread workers started on themselves; ``loratui.ui.screens.base.LoratuiScreen`` turns their failures
+into the error modal (actions) or a toast and a retry (pollers). Screens move between each other through the
+``open_*`` methods below.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import logging
 import traceback
@@ -57,17 +59,24 @@ class LoratuiApp(App[None]):
     """Keyboard-driven LoRA/QLoRA fine-tuning."""
 
     TITLE = "loratui"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
 
+    #: letters switch screens and quit, except while the user types (a form field, a wizard step: see
+    #: ``LoratuiScreen.typing``); the function keys always do
     BINDINGS = [
-        Binding("s,f2", "switch_mode('setup')", "Setup", tooltip="Set up and launch a run"),
-        Binding("m,f3", "switch_mode('monitor')", "Monitor", tooltip="Watch the current run"),
-        Binding("r,f4", "switch_mode('runs')", "Runs", tooltip="Every run, running or done"),
-        Binding("a,f6", "switch_mode('adapters')", "Adapters", tooltip="Browse trained adapters"),
-        Binding("g,f7", "switch_mode('merge')", "Merge", tooltip="Merge an adapter into its base"),
+        Binding("s", "go('setup')", "Setup", tooltip="Set up and launch a run"),
+        Binding("m", "go('monitor')", "Monitor", tooltip="Watch the current run"),
+        Binding("r", "go('runs')", "Runs", tooltip="Every run, running or done"),
+        Binding("a", "go('adapters')", "Adapters", tooltip="Browse trained adapters"),
+        Binding("g", "go('merge')", "Merge", tooltip="Merge an adapter into its base"),
+        Binding("f2", "switch_mode('setup')", "Setup", show=False),
+        Binding("f3", "switch_mode('monitor')", "Monitor", show=False),
+        Binding("f4", "switch_mode('runs')", "Runs", show=False),
+        Binding("f6", "switch_mode('adapters')", "Adapters", show=False),
+        Binding("f7", "switch_mode('merge')", "Merge", show=False),
         Binding("question_mark,f1", "help", "Help", tooltip="Keys and tips"),
-        Binding("q", "quit", "Quit", tooltip="Quit (runs keep going)"),
+        Binding("q", "quit_key", "Quit", tooltip="Quit (runs keep going)"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("ctrl+c", "help_quit", show=False, system=True),
     ]
@@ -87,6 +96,10 @@ class LoratuiApp(App[None]):
         self._internal_errors = 0
         self._started = False  # errors before the setup screen is up end the app as usual
         self._pending: dict[str, dict[str, Any]] = {}
+        #: the screen made for each mode (made when first shown)
+        self.mode_screens: dict[str, Screen] = {}
+        #: folders added in Adapters (searched besides the runs folder)
+        self.adapter_folders: list[Path] = []
         self.add_mode("setup", self._make_setup)
         for mode in LAZY_SCREENS:
             self.add_mode(mode, partial_factory(self, mode))
@@ -94,25 +107,30 @@ class LoratuiApp(App[None]):
     # -- screens ----------------------------------------------------------------------------------------------
 
     def _make_setup(self) -> Screen:
-        from loratui.ui.screens.setup import SetupScreen
-
-        return SetupScreen(self.initial_config, source=self.config_source)
+        return self.setup_screen
 
     def make_screen(self, mode: str) -> Screen:
         module_name, class_name, title = LAZY_SCREENS[mode]
         kwargs = self._pending.pop(mode, {})
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
-        except Exception as err:  # their file may not exist yet, or fail to import
+        except Exception as err:  # a screen whose module fails to import must not take the app down
             log.warning("cannot import %s.%s: %s", module_name, class_name, err)
-            return Unavailable(title, f"{type(err).__name__}: {err}")
-        return cls(**kwargs)
+            screen: Screen = Unavailable(title, f"{type(err).__name__}: {err}")
+        else:
+            screen = cls(**kwargs)
+        self.mode_screens[mode] = screen
+        return screen
 
     @property
     def setup_screen(self) -> Any:
         """The setup screen (created when first needed)."""
-        self._init_mode("setup")
-        return self._screen_stacks["setup"][0]
+        screen = self.mode_screens.get("setup")
+        if screen is None:
+            from loratui.ui.screens.setup import SetupScreen
+
+            screen = self.mode_screens["setup"] = SetupScreen(self.initial_config, source=self.config_source)
+        return screen
 
     async def on_mount(self) -> None:
         await self.switch_mode("setup")
@@ -125,9 +143,25 @@ class LoratuiApp(App[None]):
             return
         self.switch_mode(mode)
 
+    def action_go(self, mode: str) -> None:
+        """A screen letter (s, m, r, a, g): like the function keys, unless the user is typing."""
+        if not self.user_is_typing():
+            self.action_switch_mode(mode)
+
+    async def action_quit_key(self) -> None:
+        if not self.user_is_typing():
+            await self.action_quit()
+
+    def user_is_typing(self) -> bool:
+        """Whether the screen on top has the user's focus in a text-entry place (a form field, a wizard step)."""
+        typing = getattr(self.screen, "typing", None)  # every loratui screen has it; modals and Textual's don't
+        return bool(typing and typing())
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "switch_mode" and parameters and parameters[0] == self.current_mode:
+        if action in ("switch_mode", "go") and parameters and parameters[0] == self.current_mode:
             return False  # the key for the screen you are on is hidden
+        if action in ("go", "quit_key") and self.user_is_typing():
+            return False  # letters belong to what the user is typing
         return True
 
     def action_help(self) -> None:
@@ -139,35 +173,47 @@ class LoratuiApp(App[None]):
 
     def open_monitor(self, run_dir: str | Path) -> None:
         """Switch to the monitor, attached to ``run_dir``."""
+        from loratui.ui.screens.monitor import MonitorScreen
+
         run_dir = Path(run_dir)
         self.runs_dir = run_dir.parent
-        self._open_with("monitor", {"run_dir": run_dir}, "attach", run_dir)
+        screen = self._existing("monitor", MonitorScreen, run_dir=run_dir)
+        self.switch_mode("monitor")
+        if screen is not None:
+            screen.attach(run_dir)
+
+    def open_adapters(self, select: str | Path | None = None) -> None:
+        """Switch to the adapter browser, the cursor on ``select`` once it is listed."""
+        from loratui.ui.screens.adapters import AdaptersScreen
+
+        path = Path(select) if select else None
+        screen = self._existing("adapters", AdaptersScreen, select=path)
+        self.switch_mode("adapters")
+        if screen is not None and path is not None:
+            screen.select(path)
 
     def open_merge(self, adapter: str | Path | None) -> None:
         """Switch to the merge wizard for ``adapter``."""
+        from loratui.ui.screens.merge import MergeScreen
+
         path = Path(adapter) if adapter else None
-        self._open_with("merge", {"adapter": path}, "set_adapter", path)
+        screen = self._existing("merge", MergeScreen, adapter=path)
+        self.switch_mode("merge")
+        if screen is not None:
+            screen.set_adapter(path)
 
     def open_setup_with(self, cfg: RunConfig, source: str | Path | None = None) -> None:
         """Switch to setup with the form filled from ``cfg`` (e.g. 'new run like this one')."""
         self.setup_screen.load_config(cfg, source=source)
         self.switch_mode("setup")
 
-    def _open_with(self, mode: str, kwargs: dict[str, Any], method: str, arg: Any) -> None:
-        if mode in self._screen_stacks:
-            screen = self._screen_stacks[mode][0]
-            if hasattr(screen, method):
-                self.switch_mode(mode)
-                getattr(screen, method)(arg)
-                return
-            if self.current_mode != mode:  # no way to re-point it: make a fresh one
-                self.remove_mode(mode)
-                self.add_mode(mode, partial_factory(self, mode))
+    def _existing(self, mode: str, cls: type[Screen], **kwargs: Any) -> Any:
+        """The screen of ``mode`` when it exists (re-point it); else None, and it is made with ``kwargs``."""
+        screen = self.mode_screens.get(mode)
+        if isinstance(screen, cls):
+            return screen
         self._pending[mode] = kwargs
-        if self.current_mode == mode:
-            self._pending.pop(mode, None)
-            return
-        self.switch_mode(mode)
+        return None
 
     # -- errors -----------------------------------------------------------------------------------------------
 
@@ -179,6 +225,7 @@ class LoratuiApp(App[None]):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
+        """Workers started on the app itself (each screen handles its own: see ``LoratuiScreen``)."""
         if event.state != WorkerState.ERROR:
             return
         error = event.worker.error
@@ -203,25 +250,30 @@ class LoratuiApp(App[None]):
     # -- command palette --------------------------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own commands, the screens, Help, and the actions of the screen on top that can run now."""
         yield from super().get_system_commands(screen)
         for mode, title in MODE_TITLES.items():
-            yield SystemCommand(f"Go to {title}", f"Switch to the {title} screen",
-                                partial_call(self.action_switch_mode, mode))
+            if mode != self.current_mode:
+                yield SystemCommand(f"Go to {title}", f"Switch to the {title} screen",
+                                    partial_call(self.action_switch_mode, mode))
         yield SystemCommand("Help", "Keys and tips", self.action_help)
-        setup = self._screen_stacks.get("setup", [None])[0]
-        if setup is not None:
-            for action, title, help_text in (
-                ("launch", "Launch run", "Check the config, start the run and open the monitor"),
-                ("preview", "Preview data", "The first examples as the model sees them"),
-                ("open_config", "Open config", "Load a sample config or a YAML file"),
-                ("save_config", "Save config", "Save the form as YAML"),
-                ("pick_targets", "Pick target modules", "Choose LoRA targets from the model's own layers"),
-            ):
-                yield SystemCommand(title, help_text, partial_call(self._setup_action, action))
+        yield from screen_commands(screen)
 
-    def _setup_action(self, action: str) -> None:
-        self.switch_mode("setup")
-        getattr(self.setup_screen, f"action_{action}")()
+
+def screen_commands(screen: Screen) -> Iterable[SystemCommand]:
+    """One command per described binding of ``screen`` whose action can run now (its ``check_action``)."""
+    seen: set[str] = set()
+    for cls in type(screen).__mro__:
+        for binding in Binding.make_bindings(cls.__dict__.get("BINDINGS", [])):
+            if not binding.description or binding.action in seen or binding.system:
+                continue
+            seen.add(binding.action)
+            name, _, args = binding.action.partition("(")
+            params = tuple(ast.literal_eval(f"({args[:-1]},)")) if args else ()
+            if not screen.check_action(name, params):
+                continue
+            yield SystemCommand(binding.description, binding.tooltip or binding.description,
+                                partial_call(screen.run_action, binding.action))
 
 
 def partial_factory(app: LoratuiApp, mode: str) -> Callable[[], Screen]:

@@ -12,13 +12,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from loratui.core.adapters import AdapterInfo, delete_adapter, find_adapters
-from loratui.core.errors import LoratuiError
 from loratui.core.gpu import format_bytes
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.run_state import format_count
 from loratui.ui.widgets.tables import fill_table
@@ -38,7 +37,7 @@ def short_model(name: str | None) -> str:
     return name.rstrip("/").split("/")[-1]
 
 
-class AdaptersScreen(Screen):
+class AdaptersScreen(LoratuiScreen):
     """The adapter browser. ``select``: an adapter folder to put the cursor on once listed."""
 
     DEFAULT_CSS = """
@@ -51,6 +50,9 @@ class AdaptersScreen(Screen):
     AdaptersScreen.-empty #ad-empty { display: block; }
     AdaptersScreen.-empty #ad-table, AdaptersScreen.-empty #ad-detail { display: none; }
     """
+
+    #: a failed listing tries again with a back-off
+    POLLERS = {"adapters": "action_refresh"}
 
     BINDINGS = [
         Binding("g", "merge", "Merge"),
@@ -78,8 +80,8 @@ class AdaptersScreen(Screen):
         if self._folders is not None:
             base = list(self._folders)
         else:
-            base = [Path(getattr(self.app, "runs_dir", None) or "runs")]
-        base += [Path(p) for p in getattr(self.app, "adapter_folders", []) or []]
+            base = [Path(self.app.runs_dir)]
+        base += [Path(p) for p in self.app.adapter_folders]
         out: list[Path] = []
         for p in [*base, *self.extra_folders]:
             if p not in out:
@@ -223,13 +225,7 @@ class AdaptersScreen(Screen):
         a = self.selected
         if a is None:
             return
-        opener = getattr(self.app, "open_merge", None)
-        if callable(opener):
-            opener(a.path)
-        else:
-            from loratui.ui.screens.merge import MergeScreen
-
-            self.app.push_screen(MergeScreen(a.path))
+        self.app.open_merge(a.path)
 
     def action_copy_path(self) -> None:
         a = self.selected
@@ -244,21 +240,24 @@ class AdaptersScreen(Screen):
             return
 
         def confirmed(yes: bool | None) -> None:
-            if not yes:
-                return
-            try:
-                delete_adapter(a.path)
-            except (LoratuiError, OSError) as err:
-                self.notify(str(err), title="Not deleted", severity="error")
-                return
-            self.notify(f"Deleted {a.path}")
-            self.action_refresh()
+            if yes:
+                self._delete(a.path)
 
         what = "checkpoint" if a.kind == "checkpoint" else "adapter"
         self.app.push_screen(ConfirmModal(
             f"Delete the {what} {a.name}?",
             f"Removes {a.path} ({len(a.files)} files, {format_bytes(a.size)}). Nothing else is touched.",
             yes="Delete"), confirmed)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="delete", description="Deleting the adapter")
+    def _delete(self, path: Path) -> None:
+        """Remove ``path`` (a failure is shown in the error modal by ``LoratuiScreen``)."""
+        delete_adapter(path)
+        self.app.call_from_thread(self._deleted, path)
+
+    def _deleted(self, path: Path) -> None:
+        self.notify(f"Deleted {path}")
+        self.action_refresh()
 
     def action_add_folder(self) -> None:
         def added(value: str | None) -> None:
@@ -271,9 +270,8 @@ class AdaptersScreen(Screen):
             path = path.resolve()
             if path not in self.folders:
                 self.extra_folders.append(path)
-                folders = getattr(self.app, "adapter_folders", None)
-                if isinstance(folders, list) and path not in folders:
-                    folders.append(path)
+                if path not in self.app.adapter_folders:
+                    self.app.adapter_folders.append(path)
             self._update_title()
             self.action_refresh()
 

@@ -20,12 +20,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RadioButton, RadioSet, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from loratui.core.adapters import AdapterInfo, read_adapter
 from loratui.core.gpu import format_bytes
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.log_tail import LogTail
 
 STEPS = ("adapter", "base", "dtype", "output", "confirm")
@@ -84,7 +84,7 @@ class MergeExited(Message):
     tail: list[str] = field(default_factory=list)
 
 
-class MergeScreen(Screen):
+class MergeScreen(LoratuiScreen):
     """The merge wizard, prefilled from ``adapter`` when given."""
 
     DEFAULT_CSS = """
@@ -167,6 +167,20 @@ class MergeScreen(Screen):
 
     def on_unmount(self) -> None:
         self._kill()
+
+    def typing(self) -> bool:
+        """Each wizard step takes typed text or a choice: letters there never switch screens."""
+        return self.phase == "wizard"
+
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        if worker.group == "merge":  # the wizard must not stay 'merging' forever
+            self._kill()
+            self._proc = None
+            self.phase = "failed"
+            self.query_one("#mg-result", Static).update(Text.assemble(("✖ merge failed", "bold red"), "  ",
+                                                                       " ".join(str(error).split())))
+            self._show()
+        super().worker_failed(worker, error)
 
     def set_adapter(self, adapter: Path | None) -> None:
         """Start the wizard over for ``adapter`` (ignored while a merge runs)."""

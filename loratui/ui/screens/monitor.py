@@ -13,16 +13,16 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult, UnknownModeError
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Sparkline, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from loratui.core.gpu import GpuSampler
 from loratui.core.runs import EventTail, RunDir, request_checkpoint, stop_run
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.gpu_panel import GpuPanel, GpuSampled
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.loss_chart import LossChart
@@ -101,7 +101,7 @@ def resolve_state(run: RunDir, view: RunView) -> tuple[str, int | None]:
     return "running", pid
 
 
-class MonitorScreen(Screen):
+class MonitorScreen(LoratuiScreen):
     """Watch one run. ``attach(run_dir)`` switches to another run (history replayed from the start)."""
 
     DEFAULT_CSS = """
@@ -129,6 +129,9 @@ class MonitorScreen(Screen):
     MonitorScreen #mon-empty { display: none; }
     MonitorScreen.-empty #mon-empty { display: block; }
     """
+
+    #: the watcher and the GPU sampler start again (with a back-off) when they fail
+    POLLERS = {"run": "_rewatch", "gpu": "_sample_gpus"}
 
     BINDINGS = [
         Binding("x", "stop", "Stop run"),
@@ -199,6 +202,17 @@ class MonitorScreen(Screen):
         self.query_one(LogTail).set_lines([])
         self._watching = True
         self._watch(self.run_dir, self._generation)
+
+    def _rewatch(self) -> None:
+        """Start the watcher again after it failed (the run's history is folded again from the start)."""
+        if self.run_dir is not None and not self._watching and self.is_mounted:
+            self._watching = True
+            self._watch(self.run_dir, self._generation)
+
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        if worker.group == "run":
+            self._watching = False
+        super().worker_failed(worker, error)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run", description="Watching run")
     def _watch(self, run_dir: Path, generation: int) -> None:
@@ -414,38 +428,15 @@ class MonitorScreen(Screen):
         if path is None or not path.is_dir():
             self.notify("This run has no saved adapter yet.", severity="warning")
             return
-        opener = getattr(self.app, "open_adapters", None)
-        if callable(opener):
-            opener(path)
-            return
-        try:
-            self.app.switch_mode("adapters")
-        except UnknownModeError:  # a plain app without modes (tests)
-            from loratui.ui.screens.adapters import AdaptersScreen
-
-            self.app.push_screen(AdaptersScreen(select=path))
-            return
-        screen = self.app.screen
-        if hasattr(screen, "select"):
-            screen.select(path)
+        self.app.open_adapters(path)
 
     def action_detach(self) -> None:
-        """Leave the monitor; the run keeps going (its engine is its own process)."""
+        """Leave the monitor for Runs; the run keeps going (its engine is its own process)."""
         self.workers.cancel_group(self, "run")
         self._watching = False
         if self.run_dir is not None and self.state in ("running", "starting"):
             self.notify(f"Detached: {self.run_dir.name} keeps running. Reattach from Runs.")
-        try:
-            self.app.switch_mode("runs")
-            return
-        except UnknownModeError:  # a plain app without modes (tests)
-            pass
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
-        else:
-            from loratui.ui.screens.runs import RunsScreen
-
-            self.app.push_screen(RunsScreen())
+        self.app.switch_mode("runs")
 
 
 # -- formatting helpers ---------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from loratui.core.runs import RunDir, RunSummary, launch_detached, stop_run, summarize
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
 from loratui.ui.widgets.tables import fill_table
 
@@ -97,7 +97,7 @@ def progress_cell(s: RunSummary, width: int = 4) -> Text:
     return Text.assemble(("█" * filled, style or "green"), ("░" * (width - filled), "dim"), f" {frac * 100:3.0f}%")
 
 
-class RunsScreen(Screen):
+class RunsScreen(LoratuiScreen):
     """The runs table. ``runs_dir`` defaults to ``app.runs_dir``."""
 
     DEFAULT_CSS = """
@@ -108,6 +108,9 @@ class RunsScreen(Screen):
     RunsScreen.-empty #runs-empty { display: block; }
     RunsScreen.-empty DataTable { display: none; }
     """
+
+    #: a failed listing pauses the periodic refresh and tries again with a back-off
+    POLLERS = {"runs": "action_refresh"}
 
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
@@ -132,7 +135,7 @@ class RunsScreen(Screen):
     def runs_dir(self) -> Path:
         if self._runs_dir is not None:
             return self._runs_dir
-        return Path(getattr(self.app, "runs_dir", None) or "runs")
+        return Path(self.app.runs_dir)
 
     def compose(self) -> ComposeResult:
         yield Static(id="runs-title")
@@ -147,7 +150,12 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         self._update_title()
         self.action_refresh()
-        self.set_interval(REFRESH_INTERVAL, self.action_refresh)
+        self._interval = self.set_interval(REFRESH_INTERVAL, self.action_refresh)
+
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        if worker.group == "runs":
+            self._interval.pause()  # the back-off decides when to try again
+        super().worker_failed(worker, error)
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
@@ -175,6 +183,7 @@ class RunsScreen(Screen):
 
     @on(RunsLoaded)
     def _loaded(self, message: RunsLoaded) -> None:
+        self._interval.resume()
         self.summaries = message.summaries
         self.loaded = True
         table = self.query_one(DataTable)
@@ -262,13 +271,7 @@ class RunsScreen(Screen):
         s = self.selected
         if s is None:
             return
-        opener = getattr(self.app, "open_monitor", None)
-        if callable(opener):
-            opener(s.run.path)
-        else:
-            from loratui.ui.screens.monitor import MonitorScreen
-
-            self.app.push_screen(MonitorScreen(s.run.path))
+        self.app.open_monitor(s.run.path)
 
     def action_copy_config(self) -> None:
         s = self.selected
@@ -280,20 +283,25 @@ class RunsScreen(Screen):
             self.notify(str(err), title="Can't read this run's config", severity="error")
             return
         cfg.output.name = None  # a copy must not collide with the original run folder
-        opener = getattr(self.app, "open_setup_with", None)
-        if callable(opener):
-            opener(cfg)
-        else:
-            self.notify("The setup screen is not available.", severity="warning")
+        self.app.open_setup_with(cfg)
 
     def action_resume(self) -> None:
         s = self.selected
         if s is None or s.state not in RESUMABLE:
             self.notify("Only a stopped or crashed run can be resumed.", severity="warning")
             return
-        if s.run.latest_checkpoint() is None:
-            self.notify(f"{s.run.name} has no checkpoint yet: it restarts from step 0.", severity="warning")
-        self._resume(s.run.path)
+        run = s.run
+        checkpoint = run.latest_checkpoint()
+        where = (f"from {Path(checkpoint).name}" if checkpoint is not None
+                 else "from step 0 (it has no checkpoint yet)")
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._resume(run.path)
+
+        self.app.push_screen(ConfirmModal(
+            f"Resume {run.name}?", f"Starts its engine again {where}, in the background; the monitor opens.",
+            yes="Resume", danger=False), confirmed)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="launch", description="Resuming run")
     def _resume(self, run_dir: Path) -> None:
@@ -304,13 +312,7 @@ class RunsScreen(Screen):
     def _resumed(self, message: RunResumed) -> None:
         self.notify(f"Resumed {message.run_dir.name} (pid {message.pid}).")
         self.action_refresh()
-        opener = getattr(self.app, "open_monitor", None)
-        if callable(opener):
-            opener(message.run_dir)
-        else:
-            from loratui.ui.screens.monitor import MonitorScreen
-
-            self.app.push_screen(MonitorScreen(message.run_dir))
+        self.app.open_monitor(message.run_dir)
 
     def action_stop(self) -> None:
         s = self.selected

@@ -1,7 +1,7 @@
 """Run setup: the config form, validated as you type, with a live estimate beside it; presets; preview; launch.
 
 Heavy work (parameter counting, memory estimate, layer listing, data preview, preflight, launch) runs in thread
-workers started on the app, so one ``Worker.StateChanged`` handler there turns their errors into the error modal.
+workers started on this screen; ``LoratuiScreen`` turns their errors into the error modal.
 Results come back as messages (``loratui.ui.messages``) posted to this screen.
 """
 
@@ -16,7 +16,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Select, Static
 from textual.worker import get_current_worker
@@ -25,6 +24,7 @@ from loratui.core.config import LORA_METHODS, RunConfig, format_validation_error
 from loratui.core.errors import LoratuiError
 from loratui.ui.messages import EstimateReady, FieldRejected, LayersReady, PreviewReady, RunLaunched
 from loratui.core.presets import PRESETS, preset_modules
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.form import (
     DATA_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle,
@@ -57,7 +57,7 @@ def model_key(values: dict[str, dict[str, Any]]) -> str:
     return f"{m['name']}|{m['task']}|{m['trust_remote_code']}"
 
 
-class SetupScreen(Screen):
+class SetupScreen(LoratuiScreen):
     """The run setup form and its live estimate panel."""
 
     HELP_TITLE = "Setup"
@@ -281,7 +281,7 @@ class SetupScreen(Screen):
         mkey = model_key(self.values)
         want_layers = mkey not in self.layers_cache
         self.query_one(EstimatePanel).show_pending()
-        self.app.run_worker(
+        self.run_worker(
             partial(self._estimate_thread, cfg, self._seq, mkey, want_layers),
             name="estimate", group="setup-estimate", description="Estimating parameters and memory",
             thread=True, exclusive=True, exit_on_error=False,
@@ -311,10 +311,10 @@ class SetupScreen(Screen):
     def load_config(self, cfg: RunConfig, source: str | Path | None = None) -> None:
         """Show ``cfg`` in the form (values are re-validated; the estimate recomputes)."""
         self.values = config_values(cfg)
-        override = getattr(self.app, "runs_dir_override", None)
+        override = self.app.runs_dir_override
         if override:
             self.values["output"]["runs_dir"] = str(override)
-        elif hasattr(self.app, "runs_dir"):  # Runs and Adapters follow the loaded config's runs folder
+        else:  # Runs and Adapters follow the loaded config's runs folder
             self.app.runs_dir = Path(str(self.values["output"]["runs_dir"])).expanduser()
         with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
             for ff in self.query(FormField):
@@ -395,7 +395,7 @@ class SetupScreen(Screen):
             self.notify("fix the form first", severity="error")
             return
         self.notify(f"reading the layers of {cfg.model.name}...", timeout=3)
-        self.app.run_worker(partial(self._layers_thread, cfg, model_key(self.values)), name="layers",
+        self.run_worker(partial(self._layers_thread, cfg, model_key(self.values)), name="layers",
                             group="setup-layers", description="Listing the model's linear layers",
                             thread=True, exclusive=True, exit_on_error=False)
 
@@ -430,7 +430,7 @@ class SetupScreen(Screen):
             self._blocked("preview")
             return
         self.notify("loading the tokenizer and rendering examples...", timeout=3)
-        self.app.run_worker(partial(self._preview_thread, cfg), name="preview", group="setup-preview",
+        self.run_worker(partial(self._preview_thread, cfg), name="preview", group="setup-preview",
                             description="Rendering the data preview", thread=True, exclusive=True,
                             exit_on_error=False)
 
@@ -440,6 +440,9 @@ class SetupScreen(Screen):
 
     @on(PreviewReady)
     def _preview_ready(self, msg: PreviewReady) -> None:
+        if not self.is_current:  # the user went to another screen meanwhile: don't cover it
+            self.notify("the data preview is ready in Setup (p shows it)", timeout=4)
+            return
         self.app.push_screen(PreviewModal(msg.examples, f"Data preview: {self.values['data']['source']}"))
 
     # -- launch --------------------------------------------------------------------------------------------------
@@ -465,7 +468,7 @@ class SetupScreen(Screen):
             return
         self._launching = True
         self.notify("checking the config and starting the run...", timeout=3)
-        self.app.run_worker(partial(self._launch_thread, cfg), name="launch", group="setup-launch",
+        self.run_worker(partial(self._launch_thread, cfg), name="launch", group="setup-launch",
                             description="Launching the run", thread=True, exit_on_error=False)
 
     def _launch_thread(self, cfg: RunConfig) -> None:
@@ -497,6 +500,11 @@ class SetupScreen(Screen):
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
+
+    def typing(self) -> bool:
+        """A form field has the focus (escape leaves it, and the letter keys work again)."""
+        focused = self.focused
+        return focused is not None and any(isinstance(node, FormField) for node in focused.ancestors_with_self)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "launch" and self._launching:
