@@ -196,12 +196,10 @@ class RunDir:
         return EventTail(self.events_path).poll()
 
     def latest_checkpoint(self) -> Path | None:
-        if not self.checkpoints_dir.is_dir():
-            return None
-        cks = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-        if not cks:
-            return None
-        return max(cks, key=lambda p: int(p.name.split("-")[-1]))
+        """The newest *complete* checkpoint (see core/checkpoints.py); partial ones are passed over."""
+        from loratui.core.checkpoints import latest_complete
+
+        return latest_complete(self.checkpoints_dir)[0]
 
     def log_tail(self, lines: int = 50) -> list[str]:
         try:

@@ -35,6 +35,8 @@ class StopRequest:
         self.checkpoint = False
         self.signal_name = ""
         self.training = False
+        self.saving = False  # a checkpoint or the final adapter is being written
+        self.ignored: list[str] = []  # signals that arrived while stopping/saving (noted, not acted on)
 
 
 def _fmt_time(seconds: float) -> str:
@@ -172,6 +174,13 @@ class Engine:
 
         def on_stop(signum, frame):
             req = self.stop_request
+            name = signal.Signals(signum).name
+            if req.training and req.stop:
+                # already stopping, or writing a checkpoint/adapter: a kill here would leave it half-written
+                req.ignored.append(name)
+                self.echo(f"{name} again: ignored, already stopping; the adapter and checkpoint are saved first "
+                          "(SIGKILL aborts without saving; the last complete checkpoint stays)")
+                return
             if req.stop or not req.training:
                 # a second signal, or nothing to save yet: stop now
                 req.stop = True
@@ -204,15 +213,23 @@ class Engine:
         try:
             return self._train()
         except KeyboardInterrupt:
-            self.emit("stopped", step=self._step(), adapter=None, checkpoint=None,
-                      message=f"stopped by {self.stop_request.signal_name or 'interrupt'} before training began")
+            step = self._step()
+            when = f"at step {step} without saving" if self.stop_request.training else "before training began"
+            self.emit("stopped", step=step, adapter=None, checkpoint=None,
+                      message=f"stopped by {self.stop_request.signal_name or 'interrupt'} {when}")
             run.write_status(state="stopped", ended=round(time.time(), 3))
-            self.echo("stopped before training began: nothing saved")
+            self.echo(f"stopped {when}: nothing saved")
             return 130
         except LoratuiError as err:
             return self._fail(err.to_dict() | {"error": type(err).__name__}, str(err))
         except Exception as err:  # noqa: BLE001 - every failure becomes a 'failed' event with a hint
             traceback.print_exc()
+            if is_out_of_memory(err):
+                info = self._oom_report(err)
+                return self._fail(info, f"{info['message']} ({info['hint']})")
+            if is_disk_full(err):
+                err = disk_full_error(run.path, "the run", 0)
+                return self._fail(err.to_dict(), str(err))
             message, hint = explain(err, self.cfg)
             return self._fail({"error": type(err).__name__, "message": message, "hint": hint, "field": None},
                               f"{message} ({hint})" if hint else message)
@@ -221,10 +238,48 @@ class Engine:
                 self.events.close()
 
     def _fail(self, info: dict, line: str) -> int:
-        self.emit("failed", step=self._step(), **info)
-        self.run_dir.write_status(state="failed", ended=round(time.time(), 3), error=line)
+        # on a full disk even these small writes can fail: the run must still not be left 'running'
+        for attempt in (lambda: self.emit("failed", step=self._step(), **info),
+                        lambda: self.run_dir.write_status(state="failed", ended=round(time.time(), 3), error=line)):
+            try:
+                attempt()
+            except OSError as err:
+                self.echo(f"could not record the failure ({err.strerror or err})")
         self.echo(f"failed: {line}")
         return 1
+
+    def _pick_checkpoint(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """The newest complete checkpoint to resume from, and the newer incomplete ones passed over (and why)."""
+        from loratui.core import checkpoints as ck
+
+        run = self.run_dir
+        ck.clean_leftovers(run.checkpoints_dir)  # staging folders of a killed save
+        if not self.resume:
+            return None, []
+        checkpoint, skipped = ck.latest_complete(run.checkpoints_dir)
+        if checkpoint is None:
+            why = "; ".join(f"{p.name}: {reason}" for p, reason in skipped)
+            raise RunError(f"{run.path} has no complete checkpoint to resume from" + (f" ({why})" if why else ""),
+                           field="run", hint="start it again with: loratui train " + str(run.config_path))
+        return checkpoint, skipped
+
+    def _oom_report(self, err: BaseException) -> dict:
+        """What hit out-of-memory: the step, the batch shape, the batch settings, the checkpoint to retry from."""
+        t = self.cfg.train if self.cfg else None
+        shape = getattr(self.trainer, "last_batch_shape", None) or {}
+        main = shape.get("input_ids") or next(iter(shape.values()), None)
+        step = self._step() + 1
+        ck = self.run_dir.latest_checkpoint()
+        text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        message = (f"out of GPU memory at step {step} with a batch of shape {main or '?'}"
+                   f" (micro-batch {t.batch_size if t else '?'}, grad_accum {t.grad_accum if t else '?'}): {text}")
+        hint = ("retry with half the micro-batch and twice the grad_accum (same effective batch)"
+                + (f" from {ck.name}" if ck else "") + ", or enable train.gradient_checkpointing, lower "
+                "data.max_length, or use method qlora")
+        return {"error": "OutOfMemoryError", "message": message, "hint": hint, "field": "train.batch_size",
+                "oom": True, "oom_step": step, "batch_shape": shape,
+                "micro_batch": t.batch_size if t else None, "grad_accum": t.grad_accum if t else None,
+                "checkpoint": str(ck) if ck else None}
 
     def _step(self) -> int:
         return self.trainer.state.global_step if self.trainer is not None else 0
@@ -237,12 +292,7 @@ class Engine:
         run = self.run_dir
         self.cfg = cfg = run.config()
         self._cuda = torch.cuda.is_available()
-        checkpoint = None
-        if self.resume:
-            checkpoint = run.latest_checkpoint()
-            if checkpoint is None:
-                raise RunError(f"{run.path} has no checkpoint to resume from", field="run",
-                               hint="start it again with: loratui train " + str(run.config_path))
+        checkpoint, skipped = self._pick_checkpoint()
         self.emit("phase", phase="checking")
         pre = preflight.check(cfg, data=False)
         self.emit("phase", phase="preparing data")
@@ -254,6 +304,7 @@ class Engine:
         self.labels = labels
         train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
         self.emit("phase", phase="loading model")
+        seed_everything(cfg.train.seed)  # before the model: a new head and the LoRA matrices start the same each run
         model = models.load_model(cfg, pre.resolved, pre.precision, labels)
         model.config.use_cache = False  # no KV cache in training (packed examples must not attend across)
         if cfg.train.gradient_checkpointing and not cfg.quantized:
@@ -263,9 +314,7 @@ class Engine:
         self.model = model
         trainable, total = models.count_trainable(model)
         args = self._training_args(pre.precision, has_eval=val_ds is not None)
-        from transformers import Trainer
-
-        self.trainer = trainer = Trainer(
+        self.trainer = trainer = trainer_class(self)(
             model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
             data_collator=data.make_collator(cfg, tokenizer),
             compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and val_ds is not None else None,
@@ -286,13 +335,28 @@ class Engine:
         self.echo(f"{run.name}: {cfg.method.kind} on {cfg.model.name}, trainable params: {trainable:,} of "
                   f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / "
                   f"{len(val_ds) if val_ds is not None else 0} eval examples, {max_steps} steps on {device}")
+        done_already = False
         if checkpoint is not None:
             step = int(checkpoint.name.split("-")[-1])
-            self.emit("resumed", checkpoint=str(checkpoint), step=step)
+            self.emit("resumed", checkpoint=str(checkpoint), step=step,
+                      skipped=[{"path": str(p), "reason": why} for p, why in skipped])
+            for p, why in skipped:
+                self.echo(f"skipping {p.name}: {why}")
             self.echo(f"resuming from {checkpoint}")
+            done_already = step >= max_steps
         self.emit("phase", phase="training")
         t0 = time.time()
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if done_already:
+            # the checkpoint is at the last planned step: training again would run past max_steps and restart
+            # the schedule. Take its weights and state, and finish.
+            from transformers.trainer_callback import TrainerState
+
+            self.echo(f"{checkpoint.name} is already at the last step ({step}/{max_steps}): nothing left to train")
+            trainer._load_from_checkpoint(str(checkpoint))
+            trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+            result = None
+        else:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = self.stop_request.stop
         eval_metrics = {}
         if val_ds is not None and not stopped and self.last_eval_step != trainer.state.global_step:
@@ -310,7 +374,7 @@ class Engine:
             self.echo(f"stopped at step {step}: adapter saved to {out}; resume with: loratui train --resume {run.path}")
             return 0
         self.emit("finished", step=step, adapter=str(out), runtime_s=round(time.time() - t0, 2),
-                  train_loss=result.training_loss, eval_loss=eval_metrics.get("eval_loss"))
+                  train_loss=result.training_loss if result is not None else None, eval_loss=eval_metrics.get("eval_loss"))
         run.write_status(state="finished", ended=round(time.time(), 3), step=step)
         self.echo(f"finished at step {step}: saved to {out}")
         return 0
@@ -361,9 +425,53 @@ class Engine:
 
         from loratui.train.models import count_trainable
 
+        import shutil
+
+        from loratui.core import checkpoints as ck
+
         cfg = self.cfg
         out = self.run_dir.adapter_dir if cfg.uses_lora else self.run_dir.path / "model"
-        self.trainer.save_model(str(out))
+        # written beside, then renamed: a kill or a full disk never leaves a half adapter under the real name
+        tmp = out.with_name(f".{out.name}.partial")
+        main = self.trainer.args.should_save
+        req = self.stop_request
+        req.saving = True
+        try:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self.trainer.save_model(str(tmp))
+            if main:
+                self._write_output_meta(tmp, count_trainable)
+                nap = _test_hook("SAVE_SLEEP", "adapter")
+                if nap:
+                    self.echo(f"test hook: sleeping {nap:g}s inside the save of {out.name}")
+                    time.sleep(nap)
+                ck.write_marker(tmp)
+                _fsync_tree(tmp)
+            self.trainer.accelerator.wait_for_everyone()
+            if main:
+                old = None
+                if out.exists():
+                    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                    os.replace(out, old)
+                os.replace(tmp, out)
+                _fsync_dir(out.parent)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+        except Exception as err:
+            written = ck.folder_bytes(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(err, out.parent):
+                raise disk_full_error(out.parent, out.name, written + 2**20) from None
+            raise
+        finally:
+            req.saving = False
+        return out
+
+    def _write_output_meta(self, out: Path, count_trainable) -> None:
+        import json
+
+        cfg = self.cfg
         trainable, total = count_trainable(self.trainer.model)
         meta = {
             "run": self.run_dir.name, "base_model": cfg.model.name, "task": cfg.model.task,
@@ -375,7 +483,6 @@ class Engine:
             "saved": round(time.time(), 3),
         }
         (out / "loratui.json").write_text(json.dumps(meta, indent=1))
-        return out
 
 
     def save_probe(self) -> None:
@@ -457,3 +564,198 @@ def main(run_path: str, resume: bool = False) -> int:
     except LoratuiError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+# -- crash-safe saves, disk full, out of memory ------------------------------------------------------------------
+
+class DiskFullError(RunError):
+    """The disk filled up while saving: one line with the folder and the free space needed."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return any("OutOfMemory" in type(e).__name__ or "out of memory" in str(e).lower() for e in _error_chain(err))
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch (CPU and every GPU) from one seed, as the plain PEFT recipe does with set_seed first.
+    Called on every rank before the model is built."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _error_chain(err: BaseException):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def is_disk_full(err: BaseException, folder: Path | None = None) -> bool:
+    import errno
+    import shutil
+
+    for e in _error_chain(err):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left" in text or "StorageFull" in text or "os error 28" in text or "Disk quota" in text:
+            return True
+    if folder is not None and any(isinstance(e, (OSError, RuntimeError)) for e in _error_chain(err)):
+        try:  # torch.save says only "file write failed": look at the disk itself
+            return shutil.disk_usage(folder).free < 4 * 2**20
+        except OSError:
+            return False
+    return False
+
+
+def disk_full_error(folder: Path, what: str, needed_bytes: int) -> DiskFullError:
+    import shutil
+
+    from loratui.core.checkpoints import fmt_bytes
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = 0
+    more = max(needed_bytes - free, 0) + 2**20
+    return DiskFullError(f"disk full while saving {what} in {folder}: free at least {fmt_bytes(more)} more "
+                         f"({fmt_bytes(free)} free now, about {fmt_bytes(needed_bytes)} needed)", field="disk",
+                         hint="the last complete checkpoint is kept; free space, then resume: loratui train --resume "
+                              + str(folder.parent if folder.name == "checkpoints" else folder))
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in [*sorted(folder.rglob("*")), folder]:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def batch_shape(inputs) -> dict:
+    """Shapes of the tensors in a batch, for an out-of-memory report."""
+    out = {}
+    for key, value in (inputs or {}).items():
+        shape = getattr(value, "shape", None)
+        if shape is not None:
+            out[key] = list(shape)
+    return out
+
+
+def _test_hook(name: str, step: int | str) -> float | None:
+    """``LORATUI_TEST_<NAME>=STEP[:VALUE]``: fault injection for tests (never set in normal use)."""
+    spec = os.environ.get(f"LORATUI_TEST_{name}")
+    if not spec:
+        return None
+    at, _, value = spec.partition(":")
+    if at not in ("*", str(step)):
+        return None
+    return float(value) if value else 0.0
+
+
+def trainer_class(engine: "Engine", base=None):
+    """Trainer whose checkpoints appear only whole: written to ``.staging-checkpoint-N``, marked complete, renamed;
+    rotation keeps complete checkpoints and deletes by rename-then-remove. It also records each batch's shape for an
+    out-of-memory report."""
+    import shutil
+
+    import torch
+    from transformers import Trainer
+
+    from loratui.core import checkpoints as ck
+
+    class SafeSaveTrainer(base or Trainer):
+        _staging: Path | None = None
+        last_batch_shape: dict | None = None
+
+        def _get_output_dir(self, trial):
+            return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            req = engine.stop_request
+            req.saving = True
+            try:
+                self._save_checkpoint_whole(model, trial)
+            finally:
+                req.saving = False
+            if req.ignored:
+                engine.echo(f"checkpoint-{self.state.global_step} saved; ignored while saving: {', '.join(req.ignored)}")
+
+        def _save_checkpoint_whole(self, model, trial):
+            root = Path(super()._get_output_dir(trial))
+            name = f"checkpoint-{self.state.global_step}"
+            staging = root / f"{ck.STAGING_PREFIX}{name}"
+            final = root / name
+            main = self.args.should_save
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True, exist_ok=True)
+            self.accelerator.wait_for_everyone()
+            self._staging = staging
+            try:
+                super()._save_checkpoint(model, trial)
+                if main:
+                    nap = _test_hook("SAVE_SLEEP", self.state.global_step)
+                    if nap:
+                        engine.echo(f"test hook: sleeping {nap:g}s inside the save of {name}")
+                        time.sleep(nap)
+                    if _test_hook("ENOSPC", self.state.global_step) is not None:
+                        import errno
+
+                        raise OSError(errno.ENOSPC, "No space left on device (LORATUI_TEST_ENOSPC)")
+                    ck.write_marker(staging / name)
+                    _fsync_tree(staging / name)
+                self.accelerator.wait_for_everyone()
+                if main:
+                    old = None
+                    if final.exists():  # the same step saved twice (save-now, or a resumed run): swap
+                        old = final.with_name(f"{ck.DELETING_PREFIX}{name}-{os.getpid()}")
+                        os.replace(final, old)
+                    os.replace(staging / name, final)
+                    shutil.rmtree(staging, ignore_errors=True)
+                    if old is not None:
+                        shutil.rmtree(old, ignore_errors=True)
+                    _fsync_dir(root)
+                    ck.rotate(root, self.args.save_total_limit)
+            except Exception as err:
+                written = ck.folder_bytes(staging) if main else 0
+                if main:
+                    shutil.rmtree(staging, ignore_errors=True)
+                if is_disk_full(err, root):
+                    previous = ck.latest_complete(root)[0]
+                    needed = max(ck.folder_bytes(previous) if previous else 0, written)
+                    raise disk_full_error(root, name, needed) from None
+                raise
+            finally:
+                self._staging = None
+            self.accelerator.wait_for_everyone()
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.last_batch_shape = batch_shape(inputs)
+            if _test_hook("OOM_AT_STEP", self.state.global_step + 1) is not None:
+                raise torch.cuda.OutOfMemoryError(
+                    "CUDA out of memory. Tried to allocate 2.00 GiB (simulated by LORATUI_TEST_OOM_AT_STEP)")
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return SafeSaveTrainer

@@ -1,0 +1,419 @@
+"""Try an adapter: the base model's and the adapter's answers side by side, streamed; labels for classifiers;
+a batch of held-out prompts through both with a metric, the examples where they differ first.
+
+Generation runs in its own process (``loratui.core.playground``), which loads the base once and toggles the adapter,
+so typing never stalls and only one copy of the weights is in memory. It uses the GPU unless a run holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Checkbox, ContentSwitcher, DataTable, Footer, Input, Label, Static, TextArea
+
+from loratui.core.adapters import find_adapters
+from loratui.core.gpu import format_bytes
+from loratui.core.playground import PlaygroundClient
+from loratui.core.runs import list_runs
+from loratui.ui.widgets.choice_modal import ChoiceModal
+from loratui.ui.widgets.modals import PromptModal
+
+SIDES = ("base", "adapter")
+
+
+@dataclass
+class PlaygroundEvent(Message):
+    event: dict
+
+
+@dataclass
+class Answer:
+    text: str = ""
+    stats: str = ""
+    probs: list[tuple[str, float]] = field(default_factory=list)
+    busy: bool = False
+
+
+def memory_text(before: dict, after: dict) -> str:
+    key = "cuda_allocated" if "cuda_allocated" in after else "rss"
+    if key not in after:
+        return ""
+    b, a = before.get(key, 0), after[key]
+    where = "GPU" if key == "cuda_allocated" else "RAM"
+    return f"{where} {format_bytes(b)} → {format_bytes(a)} (+{format_bytes(max(0, a - b))})"
+
+
+def prob_bars(probs: list[tuple[str, float]], width: int = 16) -> Text:
+    text = Text()
+    lw = max((len(n) for n, _ in probs), default=0)
+    for i, (name, p) in enumerate(probs):
+        filled = round(p * width)
+        text.append(f"{name:<{lw}} ", style="bold" if i == 0 else "")
+        text.append("█" * filled, style="green" if i == 0 else "cyan")
+        text.append("░" * (width - filled), style="dim")
+        text.append(f" {p:6.1%}\n")
+    return text
+
+
+class PlaygroundScreen(Screen):
+    DEFAULT_CSS = """
+    PlaygroundScreen #pg-title { height: 1; padding: 0 1; background: $boost; }
+    PlaygroundScreen #pg-status { height: 1; padding: 0 1; color: $text-muted; }
+    PlaygroundScreen #pg-settings { height: 1; padding: 0 1; }
+    PlaygroundScreen #pg-settings Label { width: auto; padding: 0 1 0 0; }
+    PlaygroundScreen #pg-gen-settings { width: auto; height: 1; }
+    PlaygroundScreen #pg-settings Input { width: 5; height: 1; border: none; padding: 0; margin-right: 1; }
+    PlaygroundScreen #pg-settings Checkbox { width: auto; height: 1; border: none; padding: 0; margin-right: 1;
+                                             background: transparent; }
+    PlaygroundScreen #pg-prompt { height: 3; background: $boost; }
+    PlaygroundScreen ContentSwitcher { height: 1fr; }
+    PlaygroundScreen #pg-answers { height: 1fr; }
+    PlaygroundScreen .pane { width: 1fr; height: 1fr; border: round $primary 40%; padding: 0 1; }
+    PlaygroundScreen #pg-batch { height: 1fr; }
+    PlaygroundScreen #pg-batch-summary { height: auto; padding: 0 1; }
+    PlaygroundScreen #pg-batch-table { height: 1fr; }
+    PlaygroundScreen.-cls #pg-gen-settings { display: none; }
+    """
+
+    BINDINGS = [
+        Binding("ctrl+g", "generate", "Generate", priority=True),
+        Binding("ctrl+o", "pick_model", "Model", priority=True),
+        Binding("ctrl+b", "batch", "Batch", priority=True),
+        Binding("ctrl+x", "stop", "Stop", priority=True),
+        Binding("ctrl+t", "toggle_view", "Answers/batch", priority=True),
+        Binding("escape", "leave_field", "Leave field", show=False),
+    ]
+
+    def __init__(self, model: str | Path | None = None, *, worker_command: list[str] | None = None,
+                 name: str | None = None, id: str | None = None):
+        super().__init__(name=name, id=id)
+        self.model_ref: str | None = str(model) if model else None
+        self.worker_command = worker_command
+        self.client: PlaygroundClient | None = None
+        self.info: dict[str, Any] = {}
+        self.answers: dict[str, Answer] = {s: Answer() for s in SIDES}
+        self.batch_items: list[dict] = []
+        self.batch_result: dict | None = None
+        self.request: int | None = None
+        self.busy = False
+        self.status = "pick an adapter or a model: ctrl+o"
+        self.events: list[dict] = []  # every event seen (tests read it)
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(getattr(self.app, "runs_dir", None) or "runs")
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="pg-title")
+        yield Static(id="pg-status")
+        with Horizontal(id="pg-settings"):
+            with Horizontal(id="pg-gen-settings"):
+                yield Label("max tokens")
+                yield Input("64", id="pg-max-new", type="integer", compact=True)
+                yield Label("temp")
+                yield Input("0.7", id="pg-temperature", type="number", compact=True)
+                yield Label("top-p")
+                yield Input("0.9", id="pg-top-p", type="number", compact=True)
+                yield Checkbox("greedy", True, id="pg-greedy", compact=True)
+                yield Checkbox("chat template", True, id="pg-chat", compact=True)
+            yield Label("N")
+            yield Input("20", id="pg-batch-n", type="integer", compact=True)
+        yield TextArea(id="pg-prompt", soft_wrap=True, show_line_numbers=False, compact=True)
+        with ContentSwitcher(initial="pg-answers"):
+            with Horizontal(id="pg-answers"):
+                for side in SIDES:
+                    with VerticalScroll(classes="pane", id=f"pg-pane-{side}"):
+                        yield Static(id=f"pg-{side}")
+            with Vertical(id="pg-batch"):
+                yield Static(id="pg-batch-summary")
+                yield DataTable(id="pg-batch-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#pg-pane-base").border_title = "base model"
+        self.query_one("#pg-pane-adapter").border_title = "adapter"
+        table = self.query_one("#pg-batch-table", DataTable)
+        for key, label in (("n", "#"), ("base", "base"), ("adapter", "adapter"), ("prompt", "prompt"),
+                           ("ref", "expected"), ("base_answer", "base answer"), ("adapter_answer", "adapter answer")):
+            table.add_column(label, key=key)
+        self._render_all()
+        if self.model_ref:
+            self.load(self.model_ref)
+
+    def on_unmount(self) -> None:
+        if self.client is not None:
+            self.client.close(timeout=1.0)
+            self.client = None
+
+    # -- the process --------------------------------------------------------------------------------------------
+    def _client(self) -> PlaygroundClient:
+        if self.client is None or not self.client.running:
+            self.client = PlaygroundClient(lambda ev: self.post_message(PlaygroundEvent(ev)),
+                                           command=self.worker_command,
+                                           log_path=self.runs_dir / ".playground.log")
+        return self.client
+
+    def load(self, model: str | Path) -> None:
+        """Load a model or adapter (also what the Adapters screen's "try it" calls)."""
+        self.model_ref = str(model)
+        self.info = {}
+        self.answers = {s: Answer() for s in SIDES}
+        self.batch_items, self.batch_result = [], None
+        self.busy = True
+        self.status = f"starting the generation process for {Path(self.model_ref).name}…"
+        self._render_all()
+        self._load(self.model_ref, self.runs_dir)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="playground-load", description="Loading model")
+    def _load(self, model: str, runs_dir: Path) -> None:
+        busy = [s.run.name for s in list_runs(runs_dir) if s.state == "running"]
+        client = self._client()
+        client.start()
+        self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None)
+
+    @on(PlaygroundEvent)
+    def _event(self, message: PlaygroundEvent) -> None:
+        ev = message.event
+        self.events.append(ev)
+        kind = ev.get("kind")
+        side = ev.get("side")
+        if kind == "loading":
+            self.status = f"loading {Path(str(ev.get('what'))).name} on {ev.get('device')}…"
+        elif kind == "loaded":
+            self.info = ev
+            self.busy = False
+            self.set_class(ev.get("task") == "seq-cls", "-cls")
+            note = ev.get("device_note") or ""
+            what = "classify a text" if ev.get("task") == "seq-cls" else "write a prompt"
+            self.status = f"loaded in {ev.get('seconds', 0):.1f} s; {what}, ctrl+g" + (f" · {note}" if note else "")
+            if ev.get("batch_file"):
+                self.status += " · ctrl+b runs the held-out file"
+        elif kind == "token" and side in self.answers:
+            self.answers[side].text += ev.get("text", "")
+            self._render_answer(side)
+            return
+        elif kind == "done" and side in self.answers:
+            a = self.answers[side]
+            a.text, a.busy = ev.get("text", a.text), False
+            tps = ev.get("tokens_per_s")
+            a.stats = f"{ev.get('tokens', 0)} tokens · {tps:,.1f} tok/s" if tps else f"{ev.get('tokens', 0)} tokens"
+            if ev.get("stopped"):
+                a.stats += " · stopped"
+            self._finish_if_done()
+        elif kind == "classified" and side in self.answers:
+            a = self.answers[side]
+            a.probs, a.busy, a.text = [(n, p) for n, p in ev.get("probs", [])], False, ""
+            self._finish_if_done()
+        elif kind == "batch_item":
+            self.batch_items.append(ev)
+            self.status = f"batch: {len(self.batch_items)} examples done…"
+            self._render_batch()
+            return
+        elif kind == "batch_done":
+            self.batch_result = ev
+            self.busy = False
+            self.status = f"batch of {ev.get('n')} from {ev.get('file')} in {ev.get('seconds', 0):.0f} s"
+            self._render_batch()
+        elif kind == "error":
+            self.busy = False
+            for a in self.answers.values():
+                a.busy = False
+            msg = ev.get("message", "error")
+            self.status = f"✖ {msg}"
+            self.notify(msg + (f"\n{ev['hint']}" if ev.get("hint") else ""), title="Playground", severity="error")
+        elif kind == "exited":
+            self.busy = False
+            if self.client is not None and not self.client.running:
+                self.client = None
+                self.status = f"the generation process exited (code {ev.get('code')}); ctrl+o loads again"
+        self._render_all()
+
+    def _finish_if_done(self) -> None:
+        if not any(a.busy for a in self.answers.values()):
+            self.busy = False
+            self.status = "done · ctrl+g again, ctrl+b for a batch"
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+    def _render_all(self) -> None:
+        info = self.info
+        title = Text("Playground", style="bold")
+        if info:
+            name = Path(str(info.get("model"))).name
+            parent = Path(str(info.get("model"))).parent.name
+            title.append(f"  {parent}/{name}" if parent else f"  {name}")
+            title.append(f" · {info.get('device')} {info.get('dtype')}", style="dim")
+            mem = memory_text(info.get("memory_before", {}), info.get("memory_after", {}))
+            if mem:
+                title.append(f" · {mem}", style="dim")
+        elif self.model_ref:
+            title.append(f"  {self.model_ref}", style="dim")
+        self.query_one("#pg-title", Static).update(title)
+        self.query_one("#pg-status", Static).update(Text(self.status, style="red" if self.status.startswith("✖")
+                                                         else ""))
+        has_adapter = bool(info.get("has_adapter", True))
+        self.query_one("#pg-pane-base").display = has_adapter
+        if info.get("base"):
+            self.query_one("#pg-pane-base").border_title = f"base: {Path(str(info['base'])).name}"
+        self.query_one("#pg-pane-adapter").border_title = "adapter" if has_adapter else "model"
+        for side in SIDES:
+            self._render_answer(side)
+
+    def _render_answer(self, side: str) -> None:
+        a = self.answers[side]
+        body = Text()
+        if a.probs:
+            body = prob_bars(a.probs)
+            if side == "base" and self.info.get("task") == "seq-cls":
+                body.append("(the base model's head is untrained)", style="dim")
+        elif a.text or a.busy:
+            body.append(a.text)
+            if a.busy:
+                body.append("▌", style="blink")
+        else:
+            body.append("—", style="dim")
+        if a.stats:
+            body.append(f"\n{a.stats}", style="dim")
+        self.query_one(f"#pg-{side}", Static).update(body)
+
+    def _render_batch(self) -> None:
+        items = sorted(self.batch_items, key=lambda it: (it.get("base_ok") == it.get("adapter_ok"), it["index"]))
+        table = self.query_one("#pg-batch-table", DataTable)
+        table.clear()
+
+        def mark(ok: Any) -> Text:
+            return Text("✔", style="green") if ok else Text("✖", style="red")
+
+        for it in items:
+            table.add_row(str(it["index"] + 1), mark(it.get("base_ok")), mark(it.get("adapter_ok")),
+                          _clip(it.get("prompt", ""), 28), _clip(it.get("reference", ""), 24),
+                          _clip(it.get("base", ""), 24), _clip(it.get("adapter", ""), 24))
+        differ = sum(1 for it in items if it.get("base_ok") != it.get("adapter_ok"))
+        summary = Text()
+        res = self.batch_result
+        if res:
+            scores = res.get("scores", {})
+            n = res.get("n", 0)
+            cells = []
+            for side in ("base", "adapter"):
+                s = scores.get(side)
+                if not s:
+                    continue
+                if res.get("task") == "seq-cls":
+                    cells.append(f"{side}: accuracy {s['accuracy']:.3f} ({s['correct']}/{n}), F1 {s['f1']:.3f}")
+                else:
+                    cells.append(f"{side}: exact {s['exact']}/{n}, valid JSON {s['valid_json']}/{n}")
+            summary.append("   ".join(cells) + "\n", style="bold")
+        summary.append(f"{len(items)} examples · {differ} where base and adapter differ (shown first)", style="dim")
+        self.query_one("#pg-batch-summary", Static).update(summary)
+
+    # -- actions ------------------------------------------------------------------------------------------------
+    def _number(self, wid: str, default: float) -> float:
+        try:
+            return float(self.query_one(wid, Input).value)
+        except ValueError:
+            return default
+
+    def action_generate(self) -> None:
+        if not self.info or self.busy:
+            self.notify("Load a model first (ctrl+o)." if not self.info else "Still working: ctrl+x stops it.",
+                        severity="warning")
+            return
+        prompt = self.query_one("#pg-prompt", TextArea).text.strip()
+        if not prompt:
+            self.notify("Write a prompt first.", severity="warning")
+            return
+        self.query_one(ContentSwitcher).current = "pg-answers"
+        sides = ["adapter", "base"] if self.info.get("has_adapter") else ["adapter"]
+        self.answers = {s: Answer(busy=s in sides) for s in SIDES}
+        self.busy = True
+        self.status = "generating…" if self.info.get("task") != "seq-cls" else "classifying…"
+        self._render_all()
+        self.request = self._client().send(
+            "generate", prompt=prompt, max_new_tokens=int(self._number("#pg-max-new", 64)),
+            temperature=self._number("#pg-temperature", 0.7), top_p=self._number("#pg-top-p", 0.9),
+            greedy=self.query_one("#pg-greedy", Checkbox).value,
+            chat_template=self.query_one("#pg-chat", Checkbox).value, sides=sides)
+
+    def action_batch(self) -> None:
+        if not self.info or self.busy:
+            self.notify("Load a model first (ctrl+o)." if not self.info else "Still working: ctrl+x stops it.",
+                        severity="warning")
+            return
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            self.batch_items, self.batch_result = [], None
+            self.busy = True
+            self.status = f"batch over {path}…"
+            self.query_one(ContentSwitcher).current = "pg-batch"
+            self._render_batch()
+            self._render_all()
+            self.request = self._client().send(
+                "batch", file=path, n=int(self._number("#pg-batch-n", 20)),
+                max_new_tokens=int(self._number("#pg-max-new", 64)),
+                temperature=self._number("#pg-temperature", 0.7), top_p=self._number("#pg-top-p", 0.9),
+                greedy=self.query_one("#pg-greedy", Checkbox).value,
+                chat_template=self.query_one("#pg-chat", Checkbox).value)
+
+        self.app.push_screen(PromptModal(
+            "Run held-out examples through both", value=self.info.get("batch_file") or "",
+            placeholder="sample:contacts-json-eval.jsonl",
+            body="A .jsonl/.csv file (alpaca, chat, text+label or prompt+response); the first N examples "
+                 "(batch N) are used."), chosen)
+
+    def action_stop(self) -> None:
+        if self.client is not None and self.busy:
+            self.client.stop_generation()
+            self.status = "stopping…"
+            self._render_all()
+
+    def action_toggle_view(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        switcher.current = "pg-batch" if switcher.current == "pg-answers" else "pg-answers"
+
+    def action_leave_field(self) -> None:
+        self.set_focus(None)
+
+    def action_pick_model(self) -> None:
+        self._list_adapters(self.runs_dir)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="playground-pick", description="Finding adapters")
+    def _list_adapters(self, runs_dir: Path) -> None:
+        folders = [runs_dir] + [Path(p) for p in getattr(self.app, "adapter_folders", []) or []]
+        choices = [(str(a.path), f"{a.name}  ·  {Path(a.base_model or '-').name}  ·  adapter")
+                   for a in find_adapters(folders) if a.kind != "checkpoint"]
+        try:  # full and head-only runs save a whole model
+            models = sorted(p / "model" for p in runs_dir.iterdir() if (p / "model" / "config.json").is_file())
+        except OSError:
+            models = []
+        choices += [(str(m), f"{m.parent.name}  ·  trained model") for m in models]
+        self.app.call_from_thread(self._show_picker, choices)
+
+    def _show_picker(self, choices: list[tuple[str, str]]) -> None:
+        choices.append(("__path__", "type a path, an alias or a hub id…"))
+
+        def picked(value: str | None) -> None:
+            if value and value != "__path__":
+                self.load(value)
+            elif value == "__path__":
+                self.app.push_screen(PromptModal("Load a model or adapter", placeholder="runs/NAME/adapter",
+                                                 value=self.model_ref or ""),
+                                     lambda v: self.load(v) if v else None)
+
+        self.app.push_screen(ChoiceModal("Try which model?", choices,
+                                         body="Adapters and trained models in the runs folder."), picked)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
