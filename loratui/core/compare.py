@@ -23,6 +23,27 @@ from loratui.core.runs import RunDir
 IGNORED_KEYS = ("output.name", "output.runs_dir")
 
 
+def ev_get(ev: Any, key: str) -> Any:
+    """A field of an event, whether the reader hands out dicts or protocol models (extra fields included)."""
+    if isinstance(ev, dict):
+        return ev.get(key)
+    value = getattr(ev, key, None)
+    if value is None:
+        extra = getattr(ev, "model_extra", None) or {}
+        value = extra.get(key)
+    return value
+
+
+def summary_path(s: Any) -> Path:
+    """The run folder of a run summary (``s.path``, or ``s.run.path`` in older summaries)."""
+    path = getattr(s, "path", None)
+    return Path(path) if path is not None else Path(s.run.path)
+
+
+def state_text(state: Any) -> str:
+    return str(getattr(state, "value", state))
+
+
 @dataclass
 class RunRow:
     """One run's column in the comparison."""
@@ -103,7 +124,7 @@ def read_run(path: str | Path) -> RunRow:
     from loratui.core.study import read_study_tag
 
     run = RunDir(Path(path))
-    row = RunRow(name=run.name, path=run.path, state=run.state())
+    row = RunRow(name=run.name, path=run.path, state=state_text(run.state()))
     tag = read_study_tag(run.path)
     row.study, row.label = tag.get("study"), tag.get("label", "")
     cfg: RunConfig | None
@@ -122,25 +143,25 @@ def read_run(path: str | Path) -> RunRow:
     row.metric_name = "accuracy" if row.task == "seq-cls" else "eval_loss"
     tps: list[float] = []
     for ev in run.events():
-        kind = ev.get("kind")
+        kind = ev_get(ev, "kind")
         if kind == "started":
-            row.trainable = ev.get("trainable_params", row.trainable)
-            row.total = ev.get("total_params", row.total)
-            row.method = row.method or ev.get("method", "")
-            row.model = row.model or ev.get("model", "")
+            row.trainable = (ev_get(ev, "trainable_params") or row.trainable)
+            row.total = (ev_get(ev, "total_params") or row.total)
+            row.method = row.method or (ev_get(ev, "method") or "")
+            row.model = row.model or (ev_get(ev, "model") or "")
         elif kind == "step":
-            row.steps = max(row.steps, int(ev.get("step") or 0))
-            if ev.get("tokens_per_s"):
-                tps.append(float(ev["tokens_per_s"]))
-            if ev.get("elapsed") is not None:
-                row.train_time_s = float(ev["elapsed"])
+            row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
+            if ev_get(ev, "tokens_per_s"):
+                tps.append(float(ev_get(ev, "tokens_per_s")))
+            if ev_get(ev, "elapsed") is not None:
+                row.train_time_s = float(ev_get(ev, "elapsed"))
         elif kind == "eval":
-            loss = ev.get("eval_loss")
+            loss = ev_get(ev, "eval_loss")
             if loss is not None:
                 row.final_eval_loss = loss
                 row.best_eval_loss = loss if row.best_eval_loss is None else min(row.best_eval_loss, loss)
-                row.eval_curve.append((int(ev.get("step") or 0), float(loss)))
-            value = ev.get(row.metric_name)
+                row.eval_curve.append((int(ev_get(ev, "step") or 0), float(loss)))
+            value = ev_get(ev, row.metric_name)
             if value is not None:
                 row.final_metric = value
                 if row.best_metric is None:
@@ -148,16 +169,16 @@ def read_run(path: str | Path) -> RunRow:
                 else:
                     row.best_metric = max(row.best_metric, value) if row.metric_name == "accuracy" else \
                         min(row.best_metric, value)
-            if ev.get("f1") is not None:
-                row.f1 = ev["f1"]
+            if ev_get(ev, "f1") is not None:
+                row.f1 = ev_get(ev, "f1")
         elif kind == "memory":
-            peak = ev.get("peak_allocated_gb")
+            peak = ev_get(ev, "peak_allocated_gb")
             if peak is not None:
                 row.peak_memory_gb = max(row.peak_memory_gb or 0.0, float(peak))
         elif kind == "finished":
-            if ev.get("runtime_s") is not None:
-                row.train_time_s = float(ev["runtime_s"])
-            row.steps = max(row.steps, int(ev.get("step") or 0))
+            if ev_get(ev, "runtime_s") is not None:
+                row.train_time_s = float(ev_get(ev, "runtime_s"))
+            row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
     if tps:
         row.tokens_per_s = sum(tps) / len(tps)
     for what, folder in (("adapter", run.adapter_dir), ("model", run.path / "model")):

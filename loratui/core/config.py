@@ -23,6 +23,12 @@ Optimizer = Literal[
 ]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 
+#: longest string a config field may hold; largest count (steps, examples, sizes) a field may hold
+MAX_TEXT = 4096
+BIG = 10**9
+#: LoRA ranks above this are typos (r=8000 would dwarf the layers it adapts)
+MAX_LORA_R = 4096
+
 #: methods that need bitsandbytes and a CUDA GPU
 QUANTIZED_METHODS = ("qlora", "lora-8bit")
 #: methods that attach LoRA adapters
@@ -30,7 +36,10 @@ LORA_METHODS = ("lora", "qlora", "lora-8bit")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    # NaN and infinities never load (a NaN alpha or lr "trains" to non-finite weights); no string is longer than
+    # a path can be (a 100k-character name must be a one-line error, not a traceback from the file system)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False, str_max_length=MAX_TEXT)
 
 
 class ModelSection(Section):
@@ -40,12 +49,15 @@ class ModelSection(Section):
     """GGUF file inside the model folder, when the base model is a GGUF checkpoint."""
     task: Task = "causal-lm"
     """causal-lm (instruction/chat tuning) or seq-cls (sequence classification)."""
-    num_labels: int = Field(2, ge=2)
+    num_labels: int = Field(2, ge=2, le=100_000)
     """Number of classes for seq-cls."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weight dtype for the unquantized base (auto: bf16 on a bf16 GPU, else fp32)."""
     trust_remote_code: bool = False
     """Allow code from the model repository to run."""
+    allow_pickle: bool = False
+    """Allow .bin (pickle) weights for the model and adapters. Unpickling can run code hidden in the file; leave off
+    unless the files come from someone you trust (safetensors weights never need it)."""
 
 
 class MethodSection(Section):
@@ -84,6 +96,8 @@ class LoraSection(Section):
     def _r_positive(cls, v: int) -> int:
         if v <= 0:
             raise ValueError("must be a positive whole number (try 8 or 16)")
+        if v > MAX_LORA_R:
+            raise ValueError(f"must be at most {MAX_LORA_R}, got {v} (ranks of 8 to 64 are usual)")
         return v
 
     @field_validator("alpha")
@@ -129,9 +143,9 @@ class DataSection(Section):
     """A separate validation file (or hub split name). Empty: split off validation_fraction."""
     validation_fraction: float = 0.1
     """Share of the training data held out for evaluation when no validation_file is given (0 disables eval)."""
-    max_length: int = Field(512, ge=8)
+    max_length: int = Field(512, ge=8, le=10_000_000)
     """Longest example in tokens; longer ones are truncated."""
-    max_samples: Optional[int] = Field(None, ge=1)
+    max_samples: Optional[int] = Field(None, ge=1, le=10**12)
     """Use only the first N training examples."""
     system_prompt: Optional[str] = None
     """System message prepended to chat/alpaca examples rendered with a chat template."""
@@ -147,36 +161,37 @@ class DataSection(Section):
 
 
 class TrainSection(Section):
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(3.0, gt=0, le=1_000_000)
     """Passes over the training data (ignored when max_steps is set)."""
-    max_steps: Optional[int] = Field(None, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1, le=BIG)
     """Stop after this many optimizer steps."""
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=1_000_000)
     """Examples per device per step."""
-    eval_batch_size: Optional[int] = Field(None, ge=1)
-    grad_accum: int = Field(1, ge=1)
+    eval_batch_size: Optional[int] = Field(None, ge=1, le=1_000_000)
+    grad_accum: int = Field(1, ge=1, le=1_000_000)
     """Gradient accumulation steps."""
     lr: float = Field(2e-4, gt=0)
     """Peak learning rate (LoRA: 1e-4 to 3e-4; full fine-tuning: about 2e-5)."""
     scheduler: Scheduler = "cosine"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=BIG)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)
-    logging_steps: int = Field(5, ge=1)
-    eval_steps: Optional[int] = Field(None, ge=1)
+    logging_steps: int = Field(5, ge=1, le=BIG)
+    eval_steps: Optional[int] = Field(None, ge=1, le=BIG)
     """Evaluate every N steps (empty: once per epoch)."""
     eval_on_start: bool = True
     """Evaluate the untrained model first, so the curve starts from the base model's loss."""
-    save_steps: Optional[int] = Field(None, ge=1)
+    save_steps: Optional[int] = Field(None, ge=1, le=BIG)
     """Checkpoint every N steps (empty: once per epoch)."""
-    save_total_limit: Optional[int] = Field(2, ge=1)
+    save_total_limit: Optional[int] = Field(2, ge=1, le=1_000_000)
     gradient_checkpointing: bool = False
     precision: Precision = "auto"
     """auto picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
     optimizer: Optimizer = "adamw_torch"
-    seed: int = 42
-    dataloader_workers: int = Field(0, ge=0)
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    """Seeds Python, NumPy and torch before the model is built: the same config gives the same run."""
+    dataloader_workers: int = Field(0, ge=0, le=1024)
 
 
 class OutputSection(Section):
@@ -235,7 +250,7 @@ class RunConfig(Section):
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """First error as one line: ``lora.r: must be a positive whole number (try 8 or 16)``."""
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-")) or "config"
+    loc = ".".join(_short(str(p), 60) for p in e["loc"] if not str(p).startswith("function-")) or "config"
     if prefix:
         loc = f"{prefix}.{loc}" if loc != "config" else prefix
     kind = e["type"]
@@ -246,14 +261,22 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         return f"{loc}: unknown key '{key}' (allowed here: {allowed})"
     if kind == "literal_error":
         expected = e.get("ctx", {}).get("expected", "")
-        return f"{loc}: {e['input']!r} is not allowed (choose one of {expected})"
+        return f"{loc}: {_short(repr(e['input']))} is not allowed (choose one of {expected})"
     msg = e["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing",
-                "float_parsing", "bool_parsing", "int_from_float"):
-        msg = f"{msg}, got {e['input']!r}"
-    return f"{loc}: {msg}"
+                "float_parsing", "bool_parsing", "int_from_float", "finite_number"):
+        msg = f"{msg}, got {_short(repr(e['input']))}"
+    if kind == "string_too_long":
+        msg = f"is {len(e['input'])} characters long; at most {MAX_TEXT} are allowed"
+    return " ".join(f"{loc}: {_short(msg, 300)}".split())
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """Hostile input (a 100k-character name) must not make a 100k-character error line."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit - 15]}... ({len(text)} chars)"
 
 
 def _section_model(path: str) -> type[BaseModel] | None:
@@ -279,19 +302,37 @@ def config_from_dict(data: Any, *, source: str = "config") -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply to be a config", field=source) from None
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Load a YAML config. Relative data paths are resolved against the config file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no such file {path}", field="config", hint="give the path of a YAML config")
     try:
-        data = yaml.safe_load(path.read_text())
+        if not path.is_file():
+            raise ConfigError(f"no such file {_short(path, 200)}", field="config", hint="give the path of a YAML config")
+        raw = path.read_bytes()
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read {_short(path, 200)}: {getattr(err, 'strerror', None) or err}",
+                          field="config") from None
+    if len(raw) > 10 * 2**20:
+        raise ConfigError(f"{path} is {len(raw) // 2**20} MB; a config is a few KB of YAML", field="config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})",
+                          field="config", hint="save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}", field="config") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config", field="config") from None
+    except ValueError as err:  # e.g. an integer with more digits than Python converts
+        raise ConfigError(f"{path} holds a value that cannot be read: {_short(err, 120)}", field="config") from None
     cfg = config_from_dict(data, source=str(path))
     return resolve_paths(cfg, path.parent)
 

@@ -33,10 +33,19 @@ from typing import Any, Callable, Iterator
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import RunError
-from loratui.core.runs import RunDir, _atomic_write, create_run, launch_detached, now, pid_alive, \
-    process_start_time, stop_run
+from loratui.core.runs import RunDir, create_run, launch_detached, now, pid_alive, process_start_time, stop_run
 
 QUEUE_DIR = ".queue"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _state(value: Any) -> str:
+    return str(getattr(value, "value", value))
 #: entry states; waiting and running are live, the rest are final
 LIVE = ("waiting", "running")
 FINAL_RUN_STATES = ("finished", "stopped", "failed", "crashed")
@@ -186,7 +195,7 @@ class RunQueue:
             if e.state == "waiting":
                 e.state, e.ended = "cancelled", round(now(), 3)
                 run = RunDir(self.runs_dir / e.run)
-                if run.read_status().get("state") == "created" and not run.events_path.exists():
+                if _state(run.read_status().get("state")) == "created" and not run.events_path.exists():
                     shutil.rmtree(run.path, ignore_errors=True)
                 return "cancelled"
             if e.state == "running":
@@ -232,7 +241,7 @@ class RunQueue:
     def _update(self, state: QueueState, echo: Callable[[str], None]) -> None:
         for e in state.running:
             run = RunDir(self.runs_dir / e.run)
-            st = run.state()
+            st = _state(run.state())
             if st in FINAL_RUN_STATES:
                 e.state, e.ended = st, round(now(), 3)
                 echo(f"{e.run}: {st}")

@@ -34,6 +34,9 @@ LAZY_SCREENS: dict[str, tuple[str, str, str]] = {
     "runs": ("loratui.ui.screens.runs", "RunsScreen", "Runs"),
     "adapters": ("loratui.ui.screens.adapters", "AdaptersScreen", "Adapters"),
     "merge": ("loratui.ui.screens.merge", "MergeScreen", "Merge"),
+    "playground": ("loratui.ui.screens.playground", "PlaygroundScreen", "Playground"),
+    "compare": ("loratui.ui.screens.compare", "CompareScreen", "Compare"),
+    "queue": ("loratui.ui.screens.queue", "QueueScreen", "Queue"),
 }
 
 MODE_TITLES = {"setup": "Setup", **{m: t for m, (_, _, t) in LAZY_SCREENS.items()}}
@@ -75,6 +78,11 @@ class LoratuiApp(App[None]):
         Binding("f4", "switch_mode('runs')", "Runs", show=False),
         Binding("f6", "switch_mode('adapters')", "Adapters", show=False),
         Binding("f7", "switch_mode('merge')", "Merge", show=False),
+        Binding("t", "go('playground')", "Try", tooltip="Playground: base model vs adapter, side by side"),
+        Binding("v", "go('compare')", "Compare", tooltip="Runs side by side, with charts"),
+        Binding("w", "go('queue')", "Queue", tooltip="Runs waiting their turn (studies)"),
+        Binding("f9", "switch_mode('playground')", "Playground", show=False),
+        Binding("f10", "switch_mode('compare')", "Compare", show=False),
         Binding("question_mark,f1", "help", "Help", tooltip="Keys and tips"),
         Binding("q", "quit_key", "Quit", tooltip="Quit (runs keep going)"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
@@ -201,6 +209,31 @@ class LoratuiApp(App[None]):
         self.switch_mode("merge")
         if screen is not None:
             screen.set_adapter(path)
+
+    def open_playground(self, model: str | Path | None = None) -> None:
+        """Switch to the playground, loading ``model`` (an adapter or model folder) when given."""
+        from loratui.ui.screens.playground import PlaygroundScreen
+
+        screen = self._existing("playground", PlaygroundScreen, model=model)
+        self.switch_mode("playground")
+        if screen is not None and model is not None:
+            screen.load(model)
+
+    def open_compare(self, runs: list[str | Path] | None = None, study: str | None = None) -> None:
+        """Switch to Compare with ``runs`` side by side, or the runs of ``study``."""
+        from loratui.ui.screens.compare import CompareScreen
+
+        paths = [Path(p) for p in runs] if runs else None
+        screen = self._existing("compare", CompareScreen, runs=paths, study=study)
+        self.switch_mode("compare")
+        if screen is not None:
+            if study is not None:
+                screen.set_study(study)
+            elif paths:
+                screen.set_runs(paths)
+
+    def open_queue(self) -> None:
+        self.switch_mode("queue")
 
     def open_setup_with(self, cfg: RunConfig, source: str | Path | None = None) -> None:
         """Switch to setup with the form filled from ``cfg`` (e.g. 'new run like this one')."""

@@ -55,6 +55,7 @@ class AdaptersScreen(LoratuiScreen):
     POLLERS = {"adapters": "action_refresh"}
 
     BINDINGS = [
+        Binding("t", "try_it", "Try it"),
         Binding("g", "merge", "Merge"),
         Binding("delete,x", "delete", "Delete"),
         Binding("y", "copy_path", "Copy path"),
@@ -217,9 +218,15 @@ class AdaptersScreen(LoratuiScreen):
     # -- actions -------------------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("merge", "delete", "copy_path"):
+        if action in ("merge", "delete", "copy_path", "try_it"):
             return self.is_mounted and self.selected is not None
         return True
+
+    def action_try_it(self) -> None:
+        """Open the playground with this adapter: its answers beside the base model's."""
+        a = self.selected
+        if a is not None:
+            self.app.open_playground(a.path)
 
     def action_merge(self) -> None:
         a = self.selected

@@ -15,13 +15,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.core.compare import RunRow, column_title, export, read_runs, table_rows
+from loratui.core.compare import RunRow, column_title, export, read_runs, summary_path, table_rows
 from loratui.core.runs import list_runs
 from loratui.core.study import list_studies, study_runs
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.compare_chart import CHARTS, CompareChart
 from loratui.ui.widgets.tables import fill_table
@@ -42,7 +42,7 @@ class CompareLoaded(Message):
         return isinstance(message, CompareLoaded)
 
 
-class CompareScreen(Screen):
+class CompareScreen(LoratuiScreen):
     DEFAULT_CSS = """
     CompareScreen #cmp-title { height: 1; padding: 0 1; background: $boost; }
     CompareScreen #cmp-table { height: 1fr; min-height: 6; }
@@ -54,11 +54,13 @@ class CompareScreen(Screen):
     CompareScreen.-empty #cmp-chart-title { display: none; }
     """
 
+    POLLERS = {"compare": "action_refresh"}
+
     BINDINGS = [
         Binding("t", "next_chart", "Next chart"),
         Binding("shift+t", "next_chart(-1)", "Previous chart", show=False),
         Binding("e", "export", "Export"),
-        Binding("s", "pick_study", "Study"),
+        Binding("p", "pick_study", "Study"),
         Binding("o", "open", "Open run"),
         Binding("f5,ctrl+r", "refresh", "Refresh"),
     ]
@@ -80,7 +82,7 @@ class CompareScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="cmp-title")
         yield DataTable(cursor_type="row", zebra_stripes=True, id="cmp-table")
-        yield Static("Nothing to compare yet: mark runs in Runs (space, then v) or queue a study.", id="cmp-empty")
+        yield Static("Nothing to compare yet: mark runs in Runs (space, then v), or queue a study (w).", id="cmp-empty")
         yield Static(id="cmp-chart-title")
         yield CompareChart()
         yield Footer()
@@ -120,7 +122,7 @@ class CompareScreen(Screen):
             paths = study_runs(runs_dir, study)
             title = f"study {study}"
         if paths is None:
-            paths = [s.run.path for s in list_runs(runs_dir)[:DEFAULT_RUNS]][::-1]
+            paths = [summary_path(s) for s in list_runs(runs_dir)[:DEFAULT_RUNS]][::-1]
             title = "newest runs"
         rows = read_runs(paths)
         if not get_current_worker().is_cancelled:

@@ -17,13 +17,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Checkbox, ContentSwitcher, DataTable, Footer, Input, Label, Static, TextArea
 
 from loratui.core.adapters import find_adapters
+from loratui.core.compare import state_text, summary_path
 from loratui.core.gpu import format_bytes
 from loratui.core.playground import PlaygroundClient
 from loratui.core.runs import list_runs
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import PromptModal
 
@@ -64,7 +65,7 @@ def prob_bars(probs: list[tuple[str, float]], width: int = 16) -> Text:
     return text
 
 
-class PlaygroundScreen(Screen):
+class PlaygroundScreen(LoratuiScreen):
     DEFAULT_CSS = """
     PlaygroundScreen #pg-title { height: 1; padding: 0 1; background: $boost; }
     PlaygroundScreen #pg-status { height: 1; padding: 0 1; color: $text-muted; }
@@ -83,6 +84,11 @@ class PlaygroundScreen(Screen):
     PlaygroundScreen #pg-batch-table { height: 1fr; }
     PlaygroundScreen.-cls #pg-gen-settings { display: none; }
     """
+
+    TEXT_ENTRY = True
+
+    def typing(self) -> bool:
+        return isinstance(self.focused, (Input, TextArea))
 
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate", priority=True),
@@ -175,7 +181,7 @@ class PlaygroundScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground-load", description="Loading model")
     def _load(self, model: str, runs_dir: Path) -> None:
-        busy = [s.run.name for s in list_runs(runs_dir) if s.state == "running"]
+        busy = [summary_path(s).name for s in list_runs(runs_dir) if state_text(s.state) == "running"]
         client = self._client()
         client.start()
         self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None)

@@ -16,7 +16,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -24,6 +23,7 @@ from loratui.core.config import load_config
 from loratui.core.queue import Entry, RunQueue
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
+from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.tables import fill_table
 
@@ -47,7 +47,7 @@ class QueueChanged(Message):
     note: str
 
 
-class QueueScreen(Screen):
+class QueueScreen(LoratuiScreen):
     DEFAULT_CSS = """
     QueueScreen #q-title { height: 1; padding: 0 1; background: $boost; }
     QueueScreen DataTable { height: 1fr; }
@@ -56,6 +56,8 @@ class QueueScreen(Screen):
     QueueScreen.-empty #q-empty { display: block; }
     QueueScreen.-empty DataTable { display: none; }
     """
+
+    POLLERS = {"queue": "action_refresh"}
 
     BINDINGS = [
         Binding("n", "add", "Add"),
@@ -114,7 +116,8 @@ class QueueScreen(Screen):
         for e in state.entries:
             if e.state == "running":
                 s = summarize(RunDir(runs_dir / e.run))
-                progress[e.id] = f"{s.step}/{s.max_steps}" if s.max_steps else "starting"
+                step, total = getattr(s, "step", 0) or 0, getattr(s, "max_steps", 0) or 0
+                progress[e.id] = f"{step}/{total}" if total else "starting"
         if not get_current_worker().is_cancelled:
             self.post_message(QueueLoaded(state.entries, progress, q.runner_pid()))
 
