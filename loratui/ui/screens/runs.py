@@ -118,6 +118,8 @@ class RunsScreen(LoratuiScreen):
         Binding("u", "resume", "Resume"),
         Binding("x", "stop", "Stop run"),
         Binding("f5,ctrl+r", "refresh", "Refresh"),
+        Binding("space", "mark", "Mark"),
+        Binding("v", "compare", "Compare"),
     ]
 
     COLUMNS = (("name", "Name", 14), ("state", "State", 8), ("method", "Method", 9), ("model", "Model", 22),
@@ -130,6 +132,8 @@ class RunsScreen(LoratuiScreen):
         self._cache = SummaryCache()
         self._rows: list[tuple] = []
         self.loaded = False
+        #: run folders marked (space) for Compare (v)
+        self.marked: set[Path] = set()
 
     @property
     def runs_dir(self) -> Path:
@@ -189,7 +193,7 @@ class RunsScreen(LoratuiScreen):
         table = self.query_one(DataTable)
         selected = self.selected
         keys = [str(s.run.path) for s in self.summaries]
-        rows = [self._cells(s) for s in self.summaries]
+        rows = [self._marked_cells(s) for s in self.summaries]
         with self.app.batch_update():
             if rows != self._rows:
                 self._rows = rows
@@ -252,6 +256,47 @@ class RunsScreen(LoratuiScreen):
         detail.update(text)
 
     # -- actions -------------------------------------------------------------------------------------------------
+
+    def _marked_cells(self, s) -> tuple:
+        from loratui.core.compare import summary_path
+
+        cells = self._cells(s)
+        if summary_path(s) in self.marked:
+            cells = (Text.assemble(("● ", "bold cyan"), cells[0]), *cells[1:])
+        return cells
+
+    def action_mark(self) -> None:
+        """Mark or unmark the run under the cursor for Compare."""
+        from loratui.core.compare import summary_path
+
+        s = self.selected
+        if s is None:
+            return
+        path = summary_path(s)
+        self.marked.symmetric_difference_update({path})
+        self._rows = []  # redraw with the mark
+        self.action_refresh()
+        table = self.query_one(DataTable)
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1, animate=False)
+
+    def action_compare(self) -> None:
+        """Compare the marked runs side by side (or the run under the cursor with its study)."""
+        from loratui.core.compare import summary_path
+        from loratui.core.study import read_study_tag
+
+        if self.marked:
+            paths = [summary_path(s) for s in reversed(self.summaries) if summary_path(s) in self.marked]
+            self.app.open_compare(runs=paths)
+            return
+        s = self.selected
+        if s is None:
+            return
+        study = read_study_tag(summary_path(s)).get("study")
+        if study:
+            self.app.open_compare(study=study)
+        else:
+            self.app.open_compare(runs=[summary_path(s)])
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         s = self.selected if self.is_mounted else None
