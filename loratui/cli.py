@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--runs-dir", default=None, help="runs folder (overrides output.runs_dir)")
     t.add_argument("--name", help="run folder name (overrides output.name)")
     t.add_argument("--detach", action="store_true", help="start the engine in the background and return")
+    t.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run code hidden in the file, so only for files you trust")
 
     e = sub.add_parser("engine", help=argparse.SUPPRESS)
     e.add_argument("run_dir")
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--base", help="base model (default: the one named in the adapter)")
     m.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     m.add_argument("--jsonl", action="store_true", help="print progress as JSON lines (for the app)")
+    m.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run code hidden in the file, so only for files you trust")
 
     es = sub.add_parser("estimate", help="trainable parameters and memory estimate for a config")
     es.add_argument("config")
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("model", help="adapter folder, merged model folder, alias or hub id")
     g.add_argument("prompt", nargs="+")
     g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run code hidden in the file, so only for files you trust")
     return p
 
 
@@ -121,7 +124,7 @@ def cmd_train(args) -> int:
         if not run.config_path.is_file():
             raise LoratuiError(f"{run.path} is not a run folder", field="--resume", hint="give runs/NAME")
         state = run.state()
-        if state == "running":
+        if state.active:
             raise LoratuiError(f"{run.name} is still running", field="--resume", hint="stop it first: loratui stop")
         if state == "finished":
             raise LoratuiError(f"{run.name} already finished", field="--resume",
@@ -131,10 +134,12 @@ def cmd_train(args) -> int:
             raise LoratuiError("give a config file or --resume RUN_DIR", field="train",
                                hint="e.g. loratui train sample_configs/smollm2-demo.yaml")
         cfg = load_config(args.config)
+        if args.allow_pickle:
+            cfg.model.allow_pickle = True  # saved with the run, so --resume keeps it
         if args.runs_dir:
             cfg.output.runs_dir = args.runs_dir
         if args.name:
-            cfg.output.name = args.name
+            cfg.output.name = runs.check_run_name(args.name)
         _quiet_libraries()
         from loratui.train import preflight
 
@@ -164,22 +169,27 @@ def cmd_engine(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from loratui.core.fmt import format_duration
     from loratui.core.runs import list_runs
 
     items = list_runs(args.runs_dir or default_runs_dir())
     if args.json:
-        print(json.dumps([{"name": s.run.name, "state": s.state, "model": s.model, "method": s.method,
-                           "step": s.step, "max_steps": s.max_steps, "best_eval_loss": s.best_eval_loss}
-                          for s in items], indent=1))
+        print(json.dumps([s.to_json() for s in items], indent=1))
         return 0
     if not items:
         print("no runs")
         return 0
-    print(f"{'name':<44} {'state':<9} {'method':<9} {'progress':>12} {'best eval':>10}  started")
+    print(f"{'name':<40} {'state':<10} {'method':<9} {'progress':>13} {'time':>8} {'ETA':>8} {'best eval':>9}  started")
     for s in items:
-        prog = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
+        prog = f"{s.progress_text} {s.progress * 100:3.0f}%" if s.max_steps else s.progress_text
         best = f"{s.best_eval_loss:.4f}" if s.best_eval_loss is not None else "-"
-        print(f"{s.run.name:<44} {s.state:<9} {s.method:<9} {prog:>12} {best:>10}  {s.started_text}")
+        eta = format_duration(s.eta) if s.state.active else "-"
+        print(f"{s.name:<40} {s.state:<10} {s.method or '-':<9} {prog:>13} {format_duration(s.elapsed):>8} "
+              f"{eta:>8} {best:>9}  {s.started_text}")
+        if s.problem:
+            print(f"  ! {s.problem}")
+        elif s.error and s.state == "failed":
+            print(f"  ✖ {s.error}")
     return 0
 
 
@@ -204,7 +214,8 @@ def cmd_merge(args) -> int:
             print(f"[{frac:4.0%}] {step}", flush=True)
 
     try:
-        result = merge_adapter(args.adapter, args.output, base=args.base, dtype=args.dtype, progress=progress)
+        result = merge_adapter(args.adapter, args.output, base=args.base, dtype=args.dtype, progress=progress,
+                               allow_pickle=args.allow_pickle)
     except LoratuiError as err:
         if args.jsonl:
             message = f"{err.field}: {err.message}" if err.field else err.message
@@ -263,7 +274,8 @@ def cmd_generate(args) -> int:
     _quiet_libraries()
     from loratui.train.generate import generate
 
-    print(generate(args.model, " ".join(args.prompt), max_new_tokens=args.max_new_tokens))
+    print(generate(args.model, " ".join(args.prompt), max_new_tokens=args.max_new_tokens,
+                   allow_pickle=args.allow_pickle))
     return 0
 
 

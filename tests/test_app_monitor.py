@@ -128,7 +128,7 @@ async def test_tails_a_growing_run_until_finished(runs):
             fh.write('eps": 200, "loss": 0.9}\n')
         await wait_until(pilot, lambda: screen.view.step == 125, what="step 125")
 
-        append(run / "events.jsonl", [{"kind": "finished", "time": 2, "step": 200, "adapter": "adapter",
+        append(run / "events.jsonl", [{"kind": "finished", "time": time.time(), "step": 200, "adapter": "adapter",
                                        "runtime_s": 90.0, "train_loss": 1.1}])
         await wait_until(pilot, lambda: screen.state == "finished", what="finished")
         assert screen.view.step == 200 and not screen.check_action("stop", ())

@@ -142,7 +142,8 @@ async def test_empty_runs_folder(tmp_path):
         assert app.screen.has_class("-empty")
 
 
-def test_snapshot_runs(runs, snap_compare):
+def test_snapshot_runs(runs, snap_compare, monkeypatch):
+    monkeypatch.setattr(runs_screen, "CLOCK", lambda: 1767603600.0 + 70)  # elapsed and ETA: fixed
     async def settle(pilot):
         await wait_until(pilot, lambda: pilot.app.screen.loaded, what="runs")
 

@@ -40,7 +40,7 @@ def test_runs_lists_states(tmp_path, capsys):
     run.write_status(state="stopped")
     assert main(["runs", "--runs-dir", str(tmp_path), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert row == {"name": "a", "state": "stopped", "model": "gpt2", "method": "lora", "step": 4, "max_steps": 10,
+    assert {k: row[k] for k in ("name", "state", "model", "method", "step", "max_steps", "best_eval_loss")} == {"name": "a", "state": "stopped", "model": "gpt2", "method": "lora", "step": 4, "max_steps": 10,
                    "best_eval_loss": 1.5}
 
 

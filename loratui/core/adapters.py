@@ -51,7 +51,9 @@ class AdapterInfo:
     kind: str = "folder"
     """adapter (a run's final adapter), checkpoint, or folder (anywhere else)."""
     error: str | None = None
-    """Why adapter_config.json could not be read, when it could not."""
+    """Why adapter_config.json could not be read, when it could not; or why the adapter is incomplete."""
+    incomplete: str | None = None
+    """Why the adapter is not whole (truncated weights, a save cut short); None when it is complete."""
 
     @property
     def targets_text(self) -> str:
@@ -161,6 +163,12 @@ def read_adapter(folder: str | Path) -> AdapterInfo:
             break
     info.files = _files(folder)
     info.size = sum(size for _, size in info.files)
+    from loratui.core.checkpoints import adapter_problem
+
+    problem = adapter_problem(folder)
+    if problem and not (problem.startswith("no weights") and any(n.endswith(".bin") for n, _ in info.files)):
+        info.incomplete = problem
+        info.error = info.error or f"incomplete: {problem}"
     return info
 
 
@@ -181,7 +189,7 @@ def _walk(folder: Path, depth: int, found: list[Path], seen: set[Path]) -> None:
         return
     run_name, _ = _run_context(folder / "adapter")
     if run_name is not None:  # a run folder: only adapter/ and checkpoints/* can hold adapters
-        for cand in [folder / "adapter", *sorted((folder / "checkpoints").glob("*"))]:
+        for cand in [folder / "adapter", *sorted((folder / "checkpoints").glob("[!.]*"))]:
             if cand.is_dir() and _is_adapter(cand):
                 found.append(cand)
         return

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from loratui.core.fmt import format_bytes  # noqa: F401 - re-exported (one formatter for bytes)
+
 __all__ = [
     "GpuInfo", "GpuSnapshot", "GpuSampler", "HostMemory", "nvml_available", "nvml_error", "query_gpus",
     "visible_physical_indices", "format_bytes", "shutdown",
@@ -357,20 +359,3 @@ class GpuSampler:
         """Used GPU memory of ``pid`` (default: the sampler's pid) and its children, summed over GPUs."""
         snap = self.sample()
         return snap.run_memory(pid if pid is not None else self.pid)
-
-
-def format_bytes(n: int | float | None, unit: str | None = None) -> str:
-    """1.2 GiB / 512 MiB / N/A."""
-    if n is None:
-        return "N/A"
-    n = float(n)
-    units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    if unit:
-        return f"{n / 1024 ** units.index(unit):.1f} {unit}"
-    i = 0
-    while abs(n) >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    if i == 0:
-        return f"{int(n)} B"
-    return f"{n:.1f} {units[i]}" if n < 100 else f"{n:.0f} {units[i]}"

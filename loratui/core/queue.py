@@ -195,7 +195,7 @@ class RunQueue:
             if e.state == "waiting":
                 e.state, e.ended = "cancelled", round(now(), 3)
                 run = RunDir(self.runs_dir / e.run)
-                if _state(run.read_status().get("state")) == "created" and not run.events_path.exists():
+                if run.state() == "created" and not run.events_path.exists():
                     shutil.rmtree(run.path, ignore_errors=True)
                 return "cancelled"
             if e.state == "running":

@@ -3,9 +3,10 @@
 ```
 runs/<name>/
   config.yaml     resolved config the run used
-  events.jsonl    append-only, one JSON object a line, flushed per event
+  events.jsonl    append-only, one JSON object a line, flushed per event (loratui.core.protocol)
   engine.log      the engine's stdout/stderr
-  status.json     pid, state, timestamps (written atomically)
+  status.json     pid, state, timestamps: written by the engine alone, atomically
+  launch.json     what the launcher started (pid, start time, command): lets a reader attach at once
   checkpoints/    Trainer checkpoints
   adapter/        final adapter (or model, for full fine-tuning)
 ```
@@ -21,111 +22,147 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
+
 from loratui.core.config import RunConfig, load_config
 from loratui.core.errors import RunError
+from loratui.core.fileio import atomic_write_json
+from loratui.core.protocol import (  # noqa: F401 - re-exported: the run protocol lives in loratui.core.protocol
+    TERMINAL_KINDS, Event, EventTail, EventWriter, LaunchRecord, ProtocolError, RunFold, RunState, RunStatus,
+    RunSummary, parse_status, to_json_value,
+)
 
-STATES = ("created", "running", "finished", "stopped", "failed", "crashed")
-TERMINAL_EVENTS = ("finished", "stopped", "failed")
+STATES = tuple(s.value for s in RunState)
+TERMINAL_EVENTS = TERMINAL_KINDS
+#: seconds of slack when comparing a process's start time with the recorded one
+START_TIME_SLACK = 1.0
 
 
 def now() -> float:
     return time.time()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+# -- processes -------------------------------------------------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError, OverflowError):
+        return None
+
+
+def process_identity(pid: int | None = None) -> dict:
+    """pid, start time and command line of this process (or ``pid``): what status.json and launch.json record."""
+    try:
+        proc = psutil.Process(pid or os.getpid())
+        with proc.oneshot():
+            return {"pid": proc.pid, "pid_started": proc.create_time(), "cmdline": proc.cmdline()}
+    except (psutil.Error, ValueError, OverflowError):
+        return {"pid": pid or os.getpid(), "pid_started": None, "cmdline": None}
+
+
+def _loratui_token(token: str) -> bool:
+    base = os.path.basename(token)
+    return base == "loratui" or token in ("loratui.cli", "loratui.__main__") or token.endswith(
+        ("loratui/__main__.py", "loratui/cli.py"))
+
+
+def names_run(cmdline: list[str], run_path: Path, cwd: str | None = None) -> bool:
+    """True when ``cmdline`` runs loratui's engine for ``run_path``: ``... loratui engine RUN`` (directly, through
+    ``python -m loratui``, or under ``torchrun``/``torch.distributed.run``) or ``loratui train --resume RUN``."""
+    target = _resolved(run_path, None)
+
+    def same(arg: str) -> bool:
+        return _resolved(Path(arg), cwd) == target
+
+    for i, token in enumerate(cmdline[:-1]):
+        if not _loratui_token(token):
+            continue
+        rest = cmdline[i + 1:]
+        args = [a for a in rest[1:] if not a.startswith("-")]
+        if rest[0] == "engine" and args and same(args[0]):
+            return True
+        if rest[0] == "train":
+            for j, a in enumerate(rest):
+                if a == "--resume" and j + 1 < len(rest) and same(rest[j + 1]):
+                    return True
+                if a.startswith("--resume=") and same(a.split("=", 1)[1]):
+                    return True
+    return False
+
+
+def _resolved(path: Path, cwd: str | None) -> str:
+    path = Path(path).expanduser()
+    if not path.is_absolute():
+        path = Path(cwd or os.getcwd()) / path
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return os.path.normpath(str(path))
+
+
+def engine_process(run_path: Path, pid: Any, started: Any, cmdline: Any = None) -> psutil.Process | None:
+    """The process ``pid`` when it is proven to be this run's engine, else None.
+
+    Proof: pid > 1; the process lives (not a zombie); its start time matches the recorded one; and its command line
+    runs loratui's engine for this run folder, or is exactly the one the engine recorded about itself (a foreground
+    ``loratui train CONFIG``). A pid without a recorded start time must name the run on its command line.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            created = proc.create_time()
+            cmd = proc.cmdline()
+            try:
+                cwd = proc.cwd()
+            except psutil.Error:
+                cwd = None
+    except (psutil.Error, ValueError, OverflowError):
+        return None
+    has_start = isinstance(started, (int, float)) and not isinstance(started, bool)
+    if has_start and abs(created - started) > START_TIME_SLACK:
+        return None  # the pid was reused
+    if names_run(cmd, run_path, cwd):
+        return proc
+    if has_start and isinstance(cmdline, list) and cmdline and cmd == cmdline:
+        return proc
+    return None
 
 
 def pid_alive(pid: int | None, started: float | None = None) -> bool:
-    """True if ``pid`` runs and (when known) was started around ``started`` (guards against pid reuse)."""
-    if not pid:
+    """True if ``pid`` (> 1) runs, is not a zombie and (when known) started at ``started`` (no identity check)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        if state in ("Z", "X"):
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-    except OSError:
-        pass
-    if started:
-        try:
-            import psutil
-
-            if abs(psutil.Process(pid).create_time() - started) > 120:
-                return False
-        except Exception:
-            pass
-    return True
+        return not started or abs(proc.create_time() - started) <= START_TIME_SLACK
+    except (psutil.Error, ValueError, OverflowError):
+        return False
 
 
-class EventWriter:
-    """Appends events, one JSON line each, flushed per event."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._fh = open(self.path, "a", buffering=1)
-
-    def emit(self, kind: str, **data: Any) -> dict:
-        event = {"kind": kind, "time": round(now(), 3), **data}
-        self._fh.write(json.dumps(event, default=_json_default) + "\n")
-        self._fh.flush()
-        return event
-
-    def close(self) -> None:
-        self._fh.close()
+# -- run folders -----------------------------------------------------------------------------------------------------
 
 
-def _json_default(obj: Any) -> Any:
-    try:
-        return float(obj)
-    except Exception:
-        return str(obj)
-
-
-class EventTail:
-    """Reads new complete events from an events file; tolerates a half-written last line."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.offset = 0
-        self._partial = b""
-
-    def poll(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return []
-        if not chunk:
-            return []
-        self.offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # incomplete last line (or b"")
-        events = []
-        for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return events
+def check_run_name(name: Any, field: str = "output.name") -> str:
+    """A run name is one path component: no separators, not absolute, not '.' or '..'."""
+    text = str(name)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+            or os.path.isabs(text) or len(text) > 255):
+        raise RunError(f"{text[:80]!r} is not a run name: names are a single path component inside the runs "
+                       "folder (no '/', not '..')", field=field, hint="e.g. my-run-1")
+    return text
 
 
 @dataclass
@@ -157,6 +194,10 @@ class RunDir:
         return self.path / "status.json"
 
     @property
+    def launch_path(self) -> Path:
+        return self.path / "launch.json"
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"
 
@@ -170,29 +211,68 @@ class RunDir:
     def config(self) -> RunConfig:
         return load_config(self.config_path)
 
-    # status
+    # status.json (the engine's) and launch.json (the launcher's)
     def read_status(self) -> dict:
+        """status.json as a dict; {} when it is missing or not a JSON object."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(self.status_path.read_bytes())
+        except (OSError, ValueError, RecursionError):
             return {}
+        return data if isinstance(data, dict) else {}
+
+    def load_status(self) -> tuple[RunStatus | None, str | None]:
+        """The validated status and, when it can't be read, why (None, reason). A missing file is (None, None)."""
+        try:
+            raw = self.status_path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError as err:
+            return None, f"status.json: {err.strerror or err}"
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None, "status.json is not JSON"
+        try:
+            return parse_status(data), None
+        except ProtocolError as err:
+            return None, str(err)
 
     def write_status(self, **changes: Any) -> dict:
+        """Update status.json atomically (the engine is its one writer)."""
         status = self.read_status()
         status.update(changes)
         status["updated"] = round(now(), 3)
-        _atomic_write(self.status_path, json.dumps(status, indent=1))
+        status = to_json_value(status)
+        atomic_write_json(self.status_path, status)
         return status
 
-    def state(self) -> str:
-        """running | finished | stopped | failed | crashed | created; crashed = running but its process is gone."""
-        status = self.read_status()
-        state = status.get("state", "created")
-        if state == "running" and not pid_alive(status.get("pid"), status.get("pid_started")):
-            return "crashed"
-        return state
+    def read_launch(self) -> LaunchRecord | None:
+        try:
+            return LaunchRecord.model_validate(json.loads(self.launch_path.read_bytes()))
+        except Exception:  # noqa: BLE001 - missing or unreadable: nothing was launched that we can prove
+            return None
 
-    def events(self) -> list[dict]:
+    def engine_process(self) -> psutil.Process | None:
+        """This run's engine process when one is proven alive: the one status.json names while it says running,
+        or the one launch.json names when it was launched after status.json was last written."""
+        status, _ = self.load_status()
+        if status is not None and status.state == "running":
+            proc = engine_process(self.path, status.pid, status.pid_started, status.cmdline)
+            if proc is not None:
+                return proc
+        launch = self.read_launch()
+        if launch is not None and launch.pid is not None:
+            newer = status is None or status.updated is None or (launch.launched or 0) >= status.updated
+            if newer:
+                return engine_process(self.path, launch.pid, launch.pid_started, launch.cmdline)
+        return None
+
+    def state(self) -> RunState:
+        """created | starting | running | finished | stopped | failed | crashed | unreadable (see
+        :meth:`loratui.core.protocol.RunFold.state`)."""
+        return summarize(self).state
+
+    def events(self) -> list[Event]:
         return EventTail(self.events_path).poll()
 
     def latest_checkpoint(self) -> Path | None:
@@ -215,81 +295,77 @@ class RunDir:
         return [ln for ln in out if ln.strip()][-lines:]
 
 
-@dataclass
-class RunSummary:
-    """What the runs list shows for one run; built from status.json and the events file."""
+class RunReader:
+    """Follows one run folder: reads only new event lines on each call, folds them once, and answers a fresh
+    :class:`RunSummary` (state re-checked, elapsed and ETA ticking). The Runs screen keeps one per run."""
 
-    run: RunDir
-    state: str
-    model: str = ""
-    method: str = ""
-    task: str = ""
-    step: int = 0
-    max_steps: int = 0
-    epoch: float = 0.0
-    best_eval_loss: float | None = None
-    last_loss: float | None = None
-    started: float | None = None
-    ended: float | None = None
-    error: str | None = None
-    extra: dict = field(default_factory=dict)
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.tail = EventTail(run.events_path)
+        self.fold = RunFold()
 
-    @property
-    def progress(self) -> float:
-        return (self.step / self.max_steps) if self.max_steps else 0.0
+    def poll(self) -> list[Event]:
+        batch = self.tail.poll()
+        if self.tail.reset:
+            self.fold = RunFold()
+        self.fold.add_all(batch)
+        return batch
 
-    @property
-    def started_text(self) -> str:
-        return datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M") if self.started else "-"
+    def summary(self, now: float | None = None) -> RunSummary:
+        return summarize(self.run, self.fold, now=now, tail=self.tail)
 
 
-def summarize(run: RunDir, events: list[dict] | None = None) -> RunSummary:
-    events = run.events() if events is None else events
-    status = run.read_status()
-    s = RunSummary(run=run, state=run.state(), started=status.get("started"), ended=status.get("ended"))
-    for ev in events:
-        kind = ev.get("kind")
-        if kind == "started":
-            s.model = ev.get("model", s.model)
-            s.method = ev.get("method", s.method)
-            s.task = ev.get("task", s.task)
-            s.max_steps = ev.get("max_steps", s.max_steps) or s.max_steps
-            s.started = s.started or ev.get("time")
-        elif kind == "step":
-            s.step = max(s.step, int(ev.get("step", 0)))
-            s.epoch = ev.get("epoch", s.epoch) or s.epoch
-            if ev.get("loss") is not None:
-                s.last_loss = ev["loss"]
-        elif kind == "eval":
-            loss = ev.get("eval_loss")
-            if loss is not None and (s.best_eval_loss is None or loss < s.best_eval_loss):
-                s.best_eval_loss = loss
-        elif kind == "failed":
-            s.error = ev.get("message")
-        elif kind == "finished":
-            s.step = max(s.step, int(ev.get("step", s.step) or s.step))
-    if not s.model or not s.method:
-        try:
-            cfg = run.config()
-            s.model = s.model or cfg.model.name
-            s.method = s.method or cfg.method.kind
-            s.task = s.task or cfg.model.task
-        except Exception:
-            pass
-    return s
+def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = None,
+              tail: EventTail | None = None) -> RunSummary:
+    """The run's summary: its events folded (``fold``, or the whole file read now) with status.json, launch.json
+    and whether its engine process is alive. Never raises for a broken run: it comes back ``unreadable``."""
+    try:
+        if fold is None:
+            tail = EventTail(run.events_path)
+            fold = RunFold().add_all(tail.poll())
+        status, status_problem = run.load_status()
+        proc = run.engine_process() if status_problem is None else None
+        problem = status_problem or (tail.problem if tail is not None else None)
+        live_since = None
+        if proc is not None:
+            try:
+                live_since = proc.create_time()
+            except psutil.Error:
+                proc = None
+        s = fold.summary(status, live_pid=proc.pid if proc is not None else None, live_since=live_since, now=now,
+                         name=run.name, path=run.path, problem=problem)
+        if status_problem is not None and s.state != RunState.UNREADABLE and s.lifecycle not in TERMINAL_KINDS:
+            s.state = RunState.UNREADABLE
+        if tail is not None:
+            s.skipped = tail.skipped
+        if not s.model or not s.method:
+            try:
+                cfg = run.config()
+                s.model = s.model or cfg.model.name
+                s.method = s.method or cfg.method.kind
+                s.task = s.task or cfg.model.task
+            except Exception:  # noqa: BLE001 - a run without a readable config still lists
+                pass
+        if s.started is None:
+            try:
+                s.started = run.config_path.stat().st_mtime
+            except OSError:
+                pass
+        return s
+    except Exception as err:  # noqa: BLE001 - one broken run never breaks a listing
+        return RunSummary(name=run.name, path=run.path, state=RunState.UNREADABLE,
+                          problem=f"{type(err).__name__}: {err}".splitlines()[0][:200])
 
 
 def list_runs(runs_dir: str | Path) -> list[RunSummary]:
-    """Every run under ``runs_dir``, newest first."""
+    """Every run under ``runs_dir``, newest first; an unreadable run is listed as such with the reason."""
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
+    try:
+        folders = [p for p in runs_dir.iterdir() if p.is_dir()]
+    except OSError:
         return []
-    out = []
-    for p in runs_dir.iterdir():
-        run = RunDir(p)
-        if p.is_dir() and run.exists():
-            out.append(summarize(run))
-    out.sort(key=lambda s: s.started or 0, reverse=True)
+    out = [summarize(RunDir(p), now=now()) for p in folders if RunDir(p).exists()]
+    out.sort(key=lambda s: (s.started or 0, s.name), reverse=True)
     return out
 
 
@@ -305,8 +381,11 @@ def new_run_name(cfg: RunConfig) -> str:
 def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> RunDir:
     """Make a fresh run folder holding the resolved config. Never touches an existing run."""
     runs_dir = Path(runs_dir or cfg.output.runs_dir).expanduser()
-    name = cfg.output.name or new_run_name(cfg)
+    name = check_run_name(cfg.output.name) if cfg.output.name else new_run_name(cfg)
     run = RunDir(runs_dir / name)
+    if run.path.resolve().parent != runs_dir.resolve():
+        raise RunError(f"{name!r} would be outside the runs folder {runs_dir}", field="output.name",
+                       hint="names are a single path component")
     if run.exists():
         raise RunError(f"{run.path} already holds a run", field="output.name",
                        hint="choose another output.name, or resume it with: loratui train --resume " + str(run.path))
@@ -317,7 +396,6 @@ def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> RunDir:
     cfg.output.runs_dir = str(runs_dir.resolve())
     cfg.output.name = name
     cfg.save(run.config_path, full=True)
-    run.write_status(state="created", created=round(now(), 3))
     return run
 
 
@@ -329,10 +407,14 @@ def engine_command(run: RunDir, resume: bool = False) -> list[str]:
 
 
 def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = None) -> int:
-    """Start the engine for ``run`` as its own process in its own session (survives the app and SSH hangups)."""
+    """Start the engine for ``run`` as its own process in its own session (survives the app and SSH hangups).
+
+    status.json stays the engine's: what was launched goes to launch.json, so a reader attaches at once."""
+    launched = round(now(), 3)
+    cmd = engine_command(run, resume)
     log = open(run.log_path, "ab")
     proc = subprocess.Popen(
-        engine_command(run, resume),
+        cmd,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -342,29 +424,21 @@ def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = Non
         cwd=os.getcwd(),
     )
     log.close()
-    # status.json is written by the engine itself; record the pid now so the app can attach at once
-    run.write_status(state="running", pid=proc.pid, pid_started=process_start_time(proc.pid),
-                     launched=round(now(), 3))
+    ident = process_identity(proc.pid)
+    atomic_write_json(run.launch_path, to_json_value({
+        "pid": proc.pid, "pid_started": ident["pid_started"], "cmdline": ident["cmdline"] or cmd,
+        "launched": launched, "resume": resume}))
     return proc.pid
 
 
-def process_start_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return psutil.Process(pid).create_time()
-    except Exception:
-        return None
-
-
 def _signal_run(run: RunDir, sig: int) -> bool:
-    status = run.read_status()
-    pid = status.get("pid")
-    if status.get("state") != "running" or not pid_alive(pid, status.get("pid_started")):
+    """Signal the run's engine, only when the process is proven to be it (see :func:`engine_process`)."""
+    proc = run.engine_process()
+    if proc is None:
         return False
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
+        proc.send_signal(sig)  # psutil re-checks the process is the same one (start time) before sending
+    except psutil.Error:
         return False
     return True
 
@@ -390,7 +464,7 @@ def wait_for_state(run: RunDir, states: tuple[str, ...] = ("finished", "stopped"
     raise TimeoutError(f"run {run.name} still {run.state()} after {timeout:.0f}s")
 
 
-def last_lifecycle(events: list[dict]) -> str | None:
+def last_lifecycle(events: list) -> str | None:
     """The kind of the newest started/resumed/finished/stopped/failed event (a resumed run can stop twice)."""
     for ev in reversed(events):
         if ev.get("kind") in ("started", "resumed", *TERMINAL_EVENTS):
@@ -398,7 +472,7 @@ def last_lifecycle(events: list[dict]) -> str | None:
     return None
 
 
-def iter_events_following(run: RunDir, poll: float = 0.25, should_stop=lambda: False) -> Iterator[dict]:
+def iter_events_following(run: RunDir, poll: float = 0.25, should_stop=lambda: False) -> Iterator[Event]:
     """All events from the start, then new ones as they are written, until a terminal event or the process dies."""
     tail = EventTail(run.events_path)
     while not should_stop():
@@ -406,7 +480,7 @@ def iter_events_following(run: RunDir, poll: float = 0.25, should_stop=lambda: F
         yield from batch
         if last_lifecycle(batch) in TERMINAL_EVENTS:
             return
-        if not batch and run.state() not in ("running", "created"):
+        if not batch and not run.state().active:
             yield from tail.poll()
             return
         if not batch:

@@ -176,6 +176,7 @@ def parse_study(data: Any, *, base_dir: Path | None = None, source: str | None =
         if len(values) > 1:
             varying.append(key)
     if "method.kind" in varying:  # a key that only follows the method (its learning rate) adds nothing to a label
+        # (LoRA settings stay: "lora r4" says more than "lora")
         def follows_method(key: str) -> bool:
             seen_values: dict[str, str] = {}
             for over, cfg in planned:
@@ -184,7 +185,7 @@ def parse_study(data: Any, *, base_dir: Path | None = None, source: str | None =
                     return False
             return True
 
-        varying = [k for k in varying if k == "method.kind" or not follows_method(k)]
+        varying = [k for k in varying if k == "method.kind" or k.startswith("lora.") or not follows_method(k)]
     study = Study(name=name, base=base, source=source, description=str(data.get("description") or ""))
     names: set[str] = set()
     for over, cfg in planned:

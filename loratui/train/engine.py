@@ -19,7 +19,8 @@ from typing import Callable
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError, RunError
-from loratui.core.runs import EventWriter, RunDir, process_start_time
+from loratui.core.fmt import format_duration
+from loratui.core.runs import EventWriter, RunDir, process_identity
 
 OPTIMIZERS = {
     "adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -39,13 +40,6 @@ class StopRequest:
         self.ignored: list[str] = []  # signals that arrived while stopping/saving (noted, not acted on)
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def progress_line(ev: dict) -> str:
     parts = [f"step {ev['step']}/{ev.get('max_steps') or '?'}", f"epoch {ev.get('epoch', 0):.2f}"]
     if ev.get("loss") is not None:
@@ -55,7 +49,7 @@ def progress_line(ev: dict) -> str:
     if ev.get("tokens_per_s"):
         parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
     if ev.get("eta_s") is not None:
-        parts.append(f"ETA {_fmt_time(ev['eta_s'])}")
+        parts.append(f"ETA {format_duration(ev['eta_s'])}")
     return " | ".join(parts)
 
 
@@ -208,7 +202,7 @@ class Engine:
         self.events = EventWriter(run.events_path)
         self.install_signals()
         started = time.time()
-        run.write_status(state="running", pid=os.getpid(), pid_started=process_start_time(os.getpid()),
+        run.write_status(state="running", **process_identity(),
                          started=run.read_status().get("started") or round(started, 3), ended=None)
         try:
             return self._train()

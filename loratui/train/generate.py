@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_for_inference(model_ref: str):
-    """(model, tokenizer) from an adapter folder, a model folder, an alias or a hub id."""
+def load_for_inference(model_ref: str, *, allow_pickle: bool = False):
+    """(model, tokenizer) from an adapter folder, a model folder, an alias or a hub id. Pickle (.bin) weights load
+    only with ``allow_pickle``; an incomplete adapter or a refused pickle is a one-line ModelError."""
     from transformers import AutoTokenizer
 
     from loratui.train import models
@@ -16,19 +17,46 @@ def load_for_inference(model_ref: str):
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        from loratui.train.merge import adapter_base, adapter_tokenizer
+        from loratui.train.merge import adapter_base, adapter_tokenizer, check_adapter
 
+        check_adapter(path, allow_pickle=allow_pickle)
         section, _ = adapter_base(path)
+        section.allow_pickle = allow_pickle
         resolved = models.resolve_model(section)
-        base = models.auto_class(section.task).from_pretrained(resolved.path, **resolved.kwargs())
-        model = PeftModel.from_pretrained(base, str(path))
+        base = _load(models, section.task, resolved, allow_pickle)
+        try:
+            model = PeftModel.from_pretrained(base, str(path))
+        except Exception as err:
+            raise _adapter_load_error(models, path, err) from None
         tokenizer = adapter_tokenizer(path, resolved)
     else:
         resolved = models.resolve_model(ModelSection(name=model_ref))
-        model = models.auto_class("causal-lm").from_pretrained(resolved.path, **resolved.kwargs())
+        model = _load(models, "causal-lm", resolved, allow_pickle)
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, **resolved.kwargs())
     model.eval()
     return model, tokenizer
+
+
+def _load(models, task: str, resolved, allow_pickle: bool):
+    if resolved.local:
+        models.check_pickle(resolved.path, allow_pickle)
+    extra = {} if allow_pickle or resolved.gguf_file else {"use_safetensors": True}
+    try:
+        return models.auto_class(task).from_pretrained(resolved.path, **resolved.kwargs(), **extra)
+    except Exception as err:
+        if models.is_unsafe_pickle_error(err):
+            raise models.unsafe_pickle_error(resolved.path) from None
+        raise
+
+
+def _adapter_load_error(models, path: Path, err: Exception):
+    from loratui.core.errors import ModelError
+
+    if models.is_unsafe_pickle_error(err):
+        return models.unsafe_pickle_error(path, field="adapter")
+    text = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    return ModelError(f"cannot load the adapter in {path}: {text}", field="adapter",
+                      hint="the adapter may be incomplete or damaged; re-save it from its run's checkpoint")
 
 
 def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
@@ -54,6 +82,6 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, sys
     return outs
 
 
-def generate(model_ref: str, prompt: str, max_new_tokens: int = 64) -> str:
-    model, tokenizer = load_for_inference(model_ref)
+def generate(model_ref: str, prompt: str, max_new_tokens: int = 64, *, allow_pickle: bool = False) -> str:
+    model, tokenizer = load_for_inference(model_ref, allow_pickle=allow_pickle)
     return complete(model, tokenizer, [prompt], max_new_tokens)[0]

@@ -55,6 +55,45 @@ def adapter_base(adapter: Path, base: str | None = None) -> tuple[ModelSection, 
     return ModelSection(name=name, task=task, num_labels=info.get("num_labels") or 2), info
 
 
+def check_adapter(adapter: Path, *, allow_pickle: bool = False) -> None:
+    """One-line error for an adapter that is incomplete (truncated weights, a save cut short) or pickle-only."""
+    from loratui.core.checkpoints import adapter_problem
+    from loratui.train.models import check_pickle
+
+    problem = adapter_problem(Path(adapter))
+    if problem and not (problem.startswith("no weights") and _has_pickle_weights(adapter)):
+        raise MergeError(f"the adapter in {adapter} is incomplete: {problem}", field="adapter",
+                         hint="re-save it from the run's newest complete checkpoint, or train again")
+    check_pickle(adapter, allow_pickle, field="adapter", what="adapter")
+
+
+def _has_pickle_weights(adapter: Path) -> bool:
+    return (Path(adapter) / "adapter_model.bin").is_file()
+
+
+def clean_stale_partials(folder: Path) -> list[Path]:
+    """Remove ``.NAME.partial-PID`` folders that a killed merge left behind (their process is gone)."""
+    gone = []
+    try:
+        candidates = [p for p in Path(folder).iterdir() if p.name.startswith(".") and ".partial-" in p.name]
+    except OSError:
+        return gone
+    for p in candidates:
+        pid = p.name.rsplit(".partial-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # a merge still running writes there
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        gone.append(p)
+    return gone
+
+
 def adapter_tokenizer(adapter: Path, resolved):
     """The tokenizer saved with the adapter, else the base model's."""
     from transformers import AutoTokenizer
@@ -65,7 +104,8 @@ def adapter_tokenizer(adapter: Path, resolved):
 
 
 def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None = None, dtype: str = "fp16",
-                  progress: Callable[[str, float], None] = lambda step, frac: None) -> dict:
+                  progress: Callable[[str, float], None] = lambda step, frac: None,
+                  allow_pickle: bool = False) -> dict:
     import torch
     from peft import PeftModel
 
@@ -77,6 +117,9 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise MergeError(f"{output} already exists and is not empty", field="output",
                          hint="choose a new folder; nothing was overwritten")
+    if output.parent.is_dir():
+        clean_stale_partials(output.parent)  # a killed merge's half output (0.5 GB each)
+    check_adapter(adapter, allow_pickle=allow_pickle)
     section, info = adapter_base(adapter, base)
     base_name, task = section.name, section.task
     t0 = time.time()
@@ -88,14 +131,26 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     labels = info.get("labels")
     if task == "seq-cls" and labels and len(labels) == section.num_labels:
         kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    if resolved.local:
+        models.check_pickle(resolved.path, allow_pickle, field="base")
+    if not allow_pickle and not resolved.gguf_file:
+        kwargs["use_safetensors"] = True
     try:
         base_model = cls.from_pretrained(resolved.path, dtype=torch_dtype, **resolved.kwargs(), **kwargs)
     except (OSError, ValueError) as err:
+        if models.is_unsafe_pickle_error(err):
+            raise models.unsafe_pickle_error(resolved.path, field="base") from None
         raise MergeError(f"cannot load base model {base_name}: {str(err).splitlines()[0][:160]}", field="base",
                          hint="give the base model folder or hub id with --base") from None
     tokenizer = adapter_tokenizer(adapter, resolved)
     progress("applying adapter", 0.35)
-    model = PeftModel.from_pretrained(base_model, str(adapter))
+    try:
+        model = PeftModel.from_pretrained(base_model, str(adapter))
+    except Exception as err:
+        if models.is_unsafe_pickle_error(err):
+            raise models.unsafe_pickle_error(adapter, field="adapter") from None
+        raise MergeError(f"cannot load the adapter in {adapter}: {str(err).strip()[:160] or type(err).__name__}",
+                         field="adapter", hint="the adapter may be incomplete or damaged") from None
     model.eval()
     probe = tokenizer(PROBE, return_tensors="pt")
     with torch.no_grad():

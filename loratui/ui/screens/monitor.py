@@ -1,8 +1,10 @@
 """The run monitor: loss curves, progress, throughput, GPU panel and the engine's log, live from events.jsonl.
 
 A thread worker tails the run's events file from the start (so attaching from a new app process replays the whole
-history), folds events into a :class:`~loratui.ui.widgets.run_state.RunModel` and posts immutable snapshots; a second
-thread samples the GPUs at 1 Hz. Neither touches a widget: the screen renders what the messages carry.
+history), folds events into a :class:`~loratui.ui.widgets.run_state.RunModel` (the run protocol's one fold, the
+same numbers Runs and ``loratui runs`` show) and posts snapshots; a second thread samples the GPUs at 1 Hz. Neither
+touches a widget: the screen renders what the messages carry. The watcher follows the run folder after the run
+ends (slowly), so a resume from anywhere (``loratui train --resume``, another app) shows up without reopening.
 """
 
 from __future__ import annotations
@@ -21,25 +23,25 @@ from textual.widgets import Footer, ProgressBar, Sparkline, Static
 from textual.worker import Worker, get_current_worker
 
 from loratui.core.gpu import GpuSampler
-from loratui.core.runs import EventTail, RunDir, request_checkpoint, stop_run
+from loratui.core.fmt import format_count, format_duration
+from loratui.core.protocol import EventTail, RunState, state_style
+from loratui.core.runs import RunDir, request_checkpoint, stop_run, summarize
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.gpu_panel import GpuPanel, GpuSampled
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.loss_chart import LossChart
 from loratui.ui.widgets.modals import ConfirmModal
-from loratui.ui.widgets.run_state import TERMINAL, RunModel, RunView, format_count, format_duration
+from loratui.ui.widgets.run_state import RunModel, RunView
 
 #: seconds between polls of events.jsonl / status.json (tests may lower it)
 POLL_INTERVAL = 0.25
+#: seconds between polls once the run has ended (it may be resumed from elsewhere)
+IDLE_POLL_INTERVAL = 1.0
+#: the clock (elapsed, ETA) ticks at least this often while the run is active
+TICK_INTERVAL = 1.0
 #: seconds between GPU samples
 GPU_INTERVAL = 1.0
 LOG_LINES = 40
-
-STATE_STYLES = {
-    "running": "bold green", "starting": "bold cyan", "finished": "bold blue", "stopped": "bold yellow",
-    "failed": "bold red", "crashed": "bold red", "created": "dim",
-}
-
 
 def make_sampler(pid: int | None) -> GpuSampler:
     """The GPU sampler the monitor uses (tests replace it with a fixed one)."""
@@ -57,7 +59,7 @@ class RunUpdated(Message):
     generation: int
     view: RunView
     state: str
-    """running | starting | finished | stopped | failed | crashed"""
+    """a :class:`RunState`: running | starting | finished | stopped | failed | crashed | ..."""
     pid: int | None = None
 
     def can_replace(self, message: Message) -> bool:
@@ -78,27 +80,19 @@ class LogUpdated(Message):
 
 @dataclass
 class WatchEnded(Message):
-    """The watcher saw the run end (terminal event, or the process vanished) and stopped tailing."""
+    """The watcher saw the run end (terminal event, or the process vanished); it keeps following, slowly."""
 
     run_dir: Path
     generation: int
     state: str
 
 
-def resolve_state(run: RunDir, view: RunView) -> tuple[str, int | None]:
-    """The monitor's state for ``run``: the newest lifecycle event wins; else status.json (crashed = pid gone)."""
-    status = run.read_status()
-    pid = status.get("pid")
-    if view.lifecycle in TERMINAL:
-        return view.lifecycle, pid
-    state = run.state()
-    if state in ("finished", "stopped", "failed", "crashed"):
-        return state, pid
-    if state == "running" and view.lifecycle is None:
-        return "starting", pid
-    if state == "created":
-        return "starting", pid
-    return "running", pid
+@dataclass
+class RunResumedElsewhere(Message):
+    """The ended run is active again (resumed by this app, another one, or ``loratui train --resume``)."""
+
+    run_dir: Path
+    generation: int
 
 
 class MonitorScreen(LoratuiScreen):
@@ -148,7 +142,8 @@ class MonitorScreen(LoratuiScreen):
         self.pid: int | None = None
         self.log_lines: list[str] = []
         self._generation = 0
-        self._watching = False
+        self._watching = False  # the watched run is active (tailed fast)
+        self._following = False  # the watcher thread runs (it keeps following an ended run, slowly)
 
     # -- layout -------------------------------------------------------------------------------------------------
 
@@ -181,7 +176,7 @@ class MonitorScreen(LoratuiScreen):
 
     def on_screen_resume(self) -> None:
         # back from a detach (or another screen): tail again if we stopped
-        if self.run_dir is not None and not self._watching:
+        if self.run_dir is not None and not self._following:
             self.attach(self.run_dir)
 
     def on_unmount(self) -> None:
@@ -200,18 +195,18 @@ class MonitorScreen(LoratuiScreen):
         self.remove_class("-empty")
         self._render_view()
         self.query_one(LogTail).set_lines([])
-        self._watching = True
+        self._watching = self._following = True
         self._watch(self.run_dir, self._generation)
 
     def _rewatch(self) -> None:
         """Start the watcher again after it failed (the run's history is folded again from the start)."""
-        if self.run_dir is not None and not self._watching and self.is_mounted:
-            self._watching = True
+        if self.run_dir is not None and not self._following and self.is_mounted:
+            self._watching = self._following = True
             self._watch(self.run_dir, self._generation)
 
     def worker_failed(self, worker: Worker, error: BaseException) -> None:
         if worker.group == "run":
-            self._watching = False
+            self._watching = self._following = False
         super().worker_failed(worker, error)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run", description="Watching run")
@@ -222,21 +217,27 @@ class MonitorScreen(LoratuiScreen):
         model = RunModel()
         log_sig: tuple | None = None
         last_state: tuple | None = None
+        last_post = 0.0
+        ended = False
         while not worker.is_cancelled:
             batch = tail.poll()
+            if tail.reset:  # the events file was replaced: fold it again
+                model = RunModel()
             if batch:
                 model.apply(batch)
-            state, pid = resolve_state(run, model.view)
-            if state not in ("running", "starting"):
+            summary = summarize(run, model.fold, now=time.time(), tail=tail)
+            if not summary.state.active:
                 # the run ended: read anything written just before its status changed
                 more = tail.poll()
                 if more:
                     model.apply(more)
                     batch = batch + more
-                    state, pid = resolve_state(run, model.view)
-            if batch or (state, pid) != last_state:
-                self.post_message(RunUpdated(run_dir, generation, model.snapshot(), state, pid))
-                last_state = (state, pid)
+                    summary = summarize(run, model.fold, now=time.time(), tail=tail)
+            state, pid = summary.state, summary.pid
+            tick = state.active and time.monotonic() - last_post >= TICK_INTERVAL
+            if batch or (state, pid) != last_state or tick:
+                self.post_message(RunUpdated(run_dir, generation, model.snapshot(summary), state, pid))
+                last_state, last_post = (state, pid), time.monotonic()
             try:
                 st = run.log_path.stat()
                 sig: tuple | None = (st.st_size, st.st_mtime_ns)
@@ -245,10 +246,11 @@ class MonitorScreen(LoratuiScreen):
             if sig != log_sig:
                 log_sig = sig
                 self.post_message(LogUpdated(run_dir, generation, run.log_tail(LOG_LINES)))
-            if state not in ("running", "starting"):
-                self.post_message(WatchEnded(run_dir, generation, state))
-                return
-            deadline = time.monotonic() + POLL_INTERVAL
+            if state.active == ended:  # changed between active and ended
+                ended = not state.active
+                self.post_message(WatchEnded(run_dir, generation, state) if ended
+                                  else RunResumedElsewhere(run_dir, generation))
+            deadline = time.monotonic() + (IDLE_POLL_INTERVAL if ended else POLL_INTERVAL)
             while not worker.is_cancelled and time.monotonic() < deadline:
                 time.sleep(min(0.05, POLL_INTERVAL))
 
@@ -288,6 +290,11 @@ class MonitorScreen(LoratuiScreen):
     def _watch_ended(self, message: WatchEnded) -> None:
         if message.generation == self._generation:
             self._watching = False
+
+    @on(RunResumedElsewhere)
+    def _watch_again(self, message: RunResumedElsewhere) -> None:
+        if message.generation == self._generation:
+            self._watching = True
 
     @on(GpuSampled)
     def _gpu_sampled(self, message: GpuSampled) -> None:
@@ -361,13 +368,18 @@ class MonitorScreen(LoratuiScreen):
             banner.update(text)
             banner.add_class("-shown", "-error")
         elif state == "finished":
-            text = Text.assemble(("✔ finished", "bold green"), f" in {format_duration(v.runtime_s or v.elapsed)}")
+            text = Text.assemble(("✔ finished", "bold green"), f" in {format_duration(v.elapsed)}")
             if v.train_loss is not None:
                 text.append(f" · train loss {_num(v.train_loss)}")
+            final = v.final_eval
+            if final.get("accuracy") is not None:
+                text.append(f" · accuracy {final['accuracy']:.3f}")
+            elif final.get("eval_loss") is not None:
+                text.append(f" · eval {_num(final['eval_loss'])}")
             if v.adapter:
-                text.append(f" · adapter saved  ")
+                text.append(" · ")
                 text.append("o", style="bold reverse")
-                text.append(" opens it")
+                text.append(" opens the adapter")
             banner.update(text)
             banner.add_class("-shown", "-ok")
         elif state == "stopped":
@@ -433,7 +445,7 @@ class MonitorScreen(LoratuiScreen):
     def action_detach(self) -> None:
         """Leave the monitor for Runs; the run keeps going (its engine is its own process)."""
         self.workers.cancel_group(self, "run")
-        self._watching = False
+        self._watching = self._following = False
         if self.run_dir is not None and self.state in ("running", "starting"):
             self.notify(f"Detached: {self.run_dir.name} keeps running. Reattach from Runs.")
         self.app.switch_mode("runs")
@@ -443,8 +455,7 @@ class MonitorScreen(LoratuiScreen):
 
 
 def _badge(state: str) -> str:
-    style = STATE_STYLES.get(state, "bold")
-    return f"{style} reverse"
+    return f"{state_style(state)} reverse"
 
 
 def _short_model(model: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,19 +15,19 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, get_current_worker
 
-from loratui.core.runs import RunDir, RunSummary, launch_detached, stop_run, summarize
+from loratui.core.fmt import format_duration
+from loratui.core.protocol import RunState, RunSummary, state_style
+from loratui.core.runs import RunDir, RunReader, launch_detached, stop_run
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
 from loratui.ui.widgets.tables import fill_table
 
 #: seconds between refreshes of the list
 REFRESH_INTERVAL = 2.0
+#: the clock elapsed time and ETA are computed at (tests fix it)
+CLOCK = time.time
 
-STATE_STYLES = {
-    "running": "bold green", "finished": "blue", "stopped": "yellow", "failed": "bold red", "crashed": "bold red",
-    "created": "dim",
-}
-RESUMABLE = ("stopped", "crashed")
+RESUMABLE = (RunState.STOPPED, RunState.CRASHED)
 
 
 @dataclass
@@ -45,21 +46,12 @@ class RunResumed(Message):
 
 
 class SummaryCache:
-    """Re-reads a run's events only when its files changed; the state (pid liveness) is checked every time."""
+    """One :class:`RunReader` per run: each refresh reads only the new event lines, and the state (is the engine
+    process alive?), elapsed time and ETA are computed afresh by the one fold. A broken run comes back
+    ``unreadable`` with its reason; it never hides the others."""
 
     def __init__(self) -> None:
-        self._cache: dict[Path, tuple[tuple, RunSummary]] = {}
-
-    @staticmethod
-    def _key(run: RunDir) -> tuple:
-        out = []
-        for p in (run.events_path, run.status_path, run.config_path):
-            try:
-                st = p.stat()
-                out.append((st.st_size, st.st_mtime_ns))
-            except OSError:
-                out.append(None)
-        return tuple(out)
+        self._readers: dict[Path, RunReader] = {}
 
     def summaries(self, runs_dir: Path) -> list[RunSummary]:
         out: list[RunSummary] = []
@@ -68,23 +60,26 @@ class SummaryCache:
         except OSError:
             folders = []
         seen = set()
+        now = CLOCK()
         for folder in folders:
             run = RunDir(folder)
             if not run.exists():
                 continue
             seen.add(folder)
-            key = self._key(run)
-            cached = self._cache.get(folder)
-            if cached is not None and cached[0] == key:
-                summary = cached[1]
-                summary.state = run.state()
-            else:
-                summary = summarize(run)
-                self._cache[folder] = (key, summary)
+            reader = self._readers.get(folder)
+            if reader is None:
+                reader = self._readers[folder] = RunReader(run)
+            try:
+                reader.poll()
+                summary = reader.summary(now)
+            except Exception as err:  # noqa: BLE001 - one broken run never breaks the list
+                self._readers.pop(folder, None)
+                summary = RunSummary(name=run.name, path=run.path, state=RunState.UNREADABLE,
+                                     problem=f"{type(err).__name__}: {err}".splitlines()[0][:200])
             out.append(summary)
-        for gone in set(self._cache) - seen:
-            del self._cache[gone]
-        out.sort(key=lambda s: (s.started or 0, s.run.name), reverse=True)
+        for gone in set(self._readers) - seen:
+            del self._readers[gone]
+        out.sort(key=lambda s: (s.started or 0, s.name), reverse=True)
         return out
 
 
@@ -93,7 +88,7 @@ def progress_cell(s: RunSummary, width: int = 4) -> Text:
         return Text(f"{s.step}" if s.step else "-", style="dim")
     frac = min(1.0, s.progress)
     filled = round(frac * width)
-    style = STATE_STYLES.get(s.state, "")
+    style = state_style(s.state)
     return Text.assemble(("█" * filled, style or "green"), ("░" * (width - filled), "dim"), f" {frac * 100:3.0f}%")
 
 
@@ -209,9 +204,12 @@ class RunsScreen(LoratuiScreen):
         model = s.model.rstrip("/").split("/")[-1] if s.model else "-"
         model = model.removesuffix("-Instruct").removesuffix("-instruct")
         best = f"{s.best_eval_loss:.3f}" if s.best_eval_loss is not None else "-"
+        name = Text(s.name, style="bold")
+        if s.problem:
+            name.append(" !", style="bold magenta")
         return (
-            Text(s.run.name, style="bold"),
-            Text(s.state, style=STATE_STYLES.get(s.state, "")),
+            name,
+            Text(str(s.state), style=state_style(s.state)),
             s.method or "-",
             model,
             progress_cell(s),
@@ -246,7 +244,15 @@ class RunsScreen(LoratuiScreen):
             text.append(f"  step {s.step}/{s.max_steps}")
         if s.last_loss is not None:
             text.append(f"  loss {s.last_loss:.4f}")
-        if s.state == "failed" and s.error:
+        if s.elapsed is not None:
+            text.append(f"  time {format_duration(s.elapsed)}")
+        if s.state.active and s.eta is not None:
+            text.append(f"  ETA {format_duration(s.eta)}")
+        if s.problem:
+            text.append("\n! " + s.problem, style="magenta")
+        if s.state == "unreadable":
+            pass
+        elif s.state == "failed" and s.error:
             text.append("\n✖ " + s.error, style="red")
         elif s.state == "crashed":
             text.append("\n✖ the engine process is gone without a final event; u resumes from the newest checkpoint",
@@ -303,7 +309,7 @@ class RunsScreen(LoratuiScreen):
         if action == "resume":
             return s is not None and s.state in RESUMABLE
         if action == "stop":
-            return s is not None and s.state == "running"
+            return s is not None and s.state.active
         if action in ("open", "copy_config"):
             return s is not None
         return True
@@ -361,7 +367,7 @@ class RunsScreen(LoratuiScreen):
 
     def action_stop(self) -> None:
         s = self.selected
-        if s is None or s.state != "running":
+        if s is None or not s.state.active:
             return
         run = s.run
 

@@ -1,0 +1,44 @@
+"""One formatter each for bytes, durations and counts (every screen and command uses these)."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["format_bytes", "format_duration", "format_count"]
+
+
+def format_bytes(n: int | float | None, unit: str | None = None) -> str:
+    """1.2 GiB / 512 MiB / 512 B / N/A (binary units; ``unit`` forces one)."""
+    if n is None:
+        return "N/A"
+    n = float(n)
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    if unit:
+        return f"{n / 1024 ** units.index(unit):.1f} {unit}"
+    i = 0
+    while abs(n) >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    if i == 0:
+        return f"{int(n)} B"
+    return f"{n:.1f} {units[i]}" if n < 100 else f"{n:.0f} {units[i]}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """1:02:03 / 4:05 / - (negative durations count as 0)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(max(0.0, seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_count(n: int | float | None) -> str:
+    """460.8K / 135.0M / 7.2B / 12 / -"""
+    if n is None:
+        return "-"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n)) if float(n).is_integer() else f"{n:.1f}"
