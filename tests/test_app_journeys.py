@@ -32,7 +32,8 @@ from loratui.ui.screens.runs import RunsScreen
 from loratui.ui.screens.setup import SetupScreen
 from loratui.ui.widgets.loss_chart import LossChart
 from loratui.ui.widgets.modals import ConfirmModal
-from loratui.ui.widgets.setup_modals import ConfigPicker, PathPrompt
+from loratui.ui.widgets.modals import PromptModal
+from loratui.ui.widgets.setup_modals import ConfigPicker
 
 WAIT = 90.0  # seconds: the longest any single wait may take before the test fails with a diagnosis
 
@@ -142,8 +143,8 @@ async def open_config_via_picker(pilot, path: Path) -> None:
     await pilot.press("ctrl+o")
     await poll(pilot, lambda: isinstance(app.screen, ConfigPicker), "the config picker", timeout=10)
     await pilot.press("end", "enter")
-    await poll(pilot, lambda: isinstance(app.screen, PathPrompt), "the path prompt", timeout=10)
-    app.screen.query_one("#path-input").value = str(path)  # typing a long path key by key costs ~0.1 s a key
+    await poll(pilot, lambda: isinstance(app.screen, PromptModal), "the path prompt", timeout=10)
+    app.screen.query_one("#prompt-input").value = str(path)  # typing a long path key by key costs ~0.1 s a key
     await pilot.press("enter")
     await poll(pilot, lambda: isinstance(app.screen, SetupScreen), "the setup form", timeout=10)
 

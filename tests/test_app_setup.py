@@ -14,7 +14,8 @@ from loratui.core.errors import ConfigError, ModelError
 from loratui.ui.screens.help import ErrorModal
 from loratui.ui.screens.setup import SetupScreen
 from loratui.ui.widgets import setup_core
-from loratui.ui.widgets.setup_modals import ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
+from loratui.ui.widgets.modals import ConfirmModal, PromptModal
+from loratui.ui.widgets.setup_modals import ConfigPicker, PreviewModal, TargetPicker
 from loratui.ui.widgets.setup_panel import EstimatePanel
 
 from ui_fakes import LAYERS, fake_core, pinned_config, settle  # noqa: F401  (fixture)
@@ -52,8 +53,8 @@ async def type_into(pilot, screen: SetupScreen, path: str, text: str) -> None:
 async def answer_prompt(pilot, text: str) -> None:
     """Type into the path prompt on top and press enter."""
     prompt = pilot.app.screen
-    assert isinstance(prompt, PathPrompt)
-    prompt.query_one("#path-input").value = text
+    assert isinstance(prompt, PromptModal)
+    prompt.query_one("#prompt-input").value = text
     await pilot.press("enter")
     await settle(pilot)
 
@@ -222,7 +223,7 @@ async def test_save_asks_before_overwriting(fake_core, tmp_path):
         await pilot.press("ctrl+s")
         await settle(pilot)
         await answer_prompt(pilot, str(out))
-        assert isinstance(app.screen, Confirm)
+        assert isinstance(app.screen, ConfirmModal)
         await pilot.press("n")
         await settle(pilot)
         assert out.read_text() == "# mine\n"

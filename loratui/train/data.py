@@ -32,6 +32,7 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Dat
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import DataError
+from loratui.core.paths import looks_like_path
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 #: file extension -> datasets builder
@@ -94,18 +95,9 @@ def resolve_source(source: str) -> str:
     if s.startswith("sample:"):
         return str(SAMPLES_DIR / s[len("sample:"):].strip())
     path = Path(os.path.expandvars(s)).expanduser()
-    if path.exists() or _looks_local(s):
+    if path.exists() or looks_like_path(s, data_file=True):
         return str(path.resolve())
     return s
-
-
-def _looks_local(s: str) -> bool:
-    """A path the user meant as a local file (so a missing one is 'no such file', not a hub lookup)."""
-    s = s.strip()
-    if s.startswith(("/", "./", "../", "~", "$", ".\\")):
-        return True
-    suffixes = [x.lower() for x in Path(s).suffixes]
-    return bool(suffixes) and suffixes[-1] in (*FILE_BUILDERS, ".txt", ".tsv", ".xlsx", ".xls", ".gz", ".zip", ".arrow")
 
 
 def _first_cause(err: BaseException) -> str:
@@ -285,7 +277,7 @@ def load_splits(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
 
     if d.validation_file:
         spec = d.validation_file.strip()
-        if _is_split_source(cfg) and not _looks_local(spec) and not Path(resolve_source(spec)).exists():
+        if _is_split_source(cfg) and not looks_like_path(spec, data_file=True) and not Path(resolve_source(spec)).exists():
             # a split of the same folder / hub dataset
             val = _load_named(resolve_source(d.source), d.subset, spec, "data.validation_file", "data.validation_file")
         elif _is_split_source(cfg):

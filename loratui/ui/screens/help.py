@@ -38,19 +38,26 @@ def _key_name(app: Any, binding: Binding) -> str:
         return binding.key
 
 
+def class_bindings(node: Any) -> list[Binding]:
+    """The bindings ``node``'s class and its bases declare (``BINDINGS``), the class's own first."""
+    out: list[Binding] = []
+    for cls in type(node).__mro__:
+        out += Binding.make_bindings(cls.__dict__.get("BINDINGS", []))
+    return out
+
+
 def binding_rows(app: Any, node: Any) -> list[tuple[str, str]]:
-    """(keys, description) for the shown bindings of ``node``, keys of one action joined by ' / '."""
+    """(keys, description) for the described bindings of ``node``, keys of one action joined by ' / '."""
     by_action: dict[str, list[str]] = {}
     desc: dict[str, str] = {}
-    for key, bindings in node._bindings.key_to_bindings.items():
-        for b in bindings:
-            if not b.description or b.system or b.action in GENERIC_ACTIONS:
-                continue
-            by_action.setdefault(b.action, [])
-            name = _key_name(app, b)
-            if name not in by_action[b.action]:
-                by_action[b.action].append(name)
-            desc.setdefault(b.action, f"{b.description}: {b.tooltip}" if b.tooltip else b.description)
+    for b in class_bindings(node):
+        if not b.description or b.system or b.action in GENERIC_ACTIONS:
+            continue
+        by_action.setdefault(b.action, [])
+        name = _key_name(app, b)
+        if name not in by_action[b.action]:
+            by_action[b.action].append(name)
+        desc.setdefault(b.action, f"{b.description}: {b.tooltip}" if b.tooltip else b.description)
     return [(" / ".join(keys), desc[action]) for action, keys in by_action.items()]
 
 

@@ -30,7 +30,8 @@ from loratui.ui.widgets.form import (
     DATA_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle,
     extra_check, parse_value, validate_field,
 )
-from loratui.ui.widgets.setup_modals import OTHER_FILE, ConfigPicker, Confirm, PathPrompt, PreviewModal, TargetPicker
+from loratui.ui.widgets.modals import ConfirmModal, PromptModal
+from loratui.ui.widgets.setup_modals import OTHER_FILE, ConfigPicker, PreviewModal, TargetPicker
 from loratui.ui.widgets.setup_panel import EstimatePanel
 
 HELP_TEXT = (
@@ -337,7 +338,8 @@ class SetupScreen(LoratuiScreen):
     def action_open_config(self) -> None:
         def picked(choice: str | None) -> None:
             if choice == OTHER_FILE:
-                self.app.push_screen(PathPrompt("Load a config from a YAML file"),
+                self.app.push_screen(PromptModal("Load a config from a YAML file",
+                                                 placeholder="path/to/config.yaml"),
                                      lambda p: p and self.load_path(p))
             elif choice:
                 self.load_path(choice)
@@ -358,12 +360,13 @@ class SetupScreen(LoratuiScreen):
             if target.suffix not in (".yaml", ".yml"):
                 target = target.with_suffix(".yaml")
             if target.exists():
-                self.app.push_screen(Confirm(f"{target} exists. Overwrite it?", yes="Overwrite", no="Keep"),
+                self.app.push_screen(ConfirmModal(f"{target} exists. Overwrite it?", yes="Overwrite", no="Keep"),
                                      lambda ok: ok and self.save_to(cfg, target))
             else:
                 self.save_to(cfg, target)
 
-        self.app.push_screen(PathPrompt("Save this config as", value=default), chosen)
+        self.app.push_screen(PromptModal("Save this config as", value=default, placeholder="path/to/config.yaml"),
+                             chosen)
 
     def save_to(self, cfg: RunConfig, path: Path) -> None:
         try:

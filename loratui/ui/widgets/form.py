@@ -7,6 +7,7 @@ only knows how to show them, read them back and check one field.
 
 from __future__ import annotations
 
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from loratui.core.config import RunConfig, format_validation_error
+from loratui.core.paths import looks_like_path
 from loratui.core.presets import PRESET_NOTES, PRESETS
 
 Kind = Literal["text", "select", "bool", "list", "targets"]
@@ -255,19 +257,13 @@ def short_message(message: str, spec: FieldSpec) -> str:
     return message
 
 
-def looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~")) or Path(text).suffix.lower() in (
-        ".json", ".jsonl", ".csv", ".parquet", ".txt", ".tsv", ".arrow")
-
-
 def extra_check(spec: FieldSpec, value: Any, layers: list[str] | None) -> str | None:
     """Checks pydantic cannot make alone: local files that must exist, target modules the model must have."""
     if spec.path in ("data.source", "data.validation_file", "model.name") and isinstance(value, str) and value:
         if value.startswith("sample:"):
             return None
-        if spec.path == "model.name" and not value.startswith(("/", "./", "../", "~")):
-            return None
-        if looks_like_path(value) and not Path(value).expanduser().exists():
+        if (looks_like_path(value, data_file=spec.path != "model.name")
+                and not Path(os.path.expandvars(value)).expanduser().exists()):
             return f"no such file or folder: {value}"
     if spec.path == "lora.target_modules" and isinstance(value, list) and layers is not None:
         known = set(layers)

@@ -1,5 +1,6 @@
-"""Small modal screens used by the setup screen: pick a sample config, ask for a path, confirm, pick target
-modules, show the data preview. Each dismisses with its answer (None when cancelled with Escape)."""
+"""Modal screens of the setup screen: pick a sample config, pick target modules, show the data preview. Each
+dismisses with its answer (None when cancelled with Escape). Asking for a path or a yes/no uses the app's one
+prompt and one confirm modal (``loratui.ui.widgets.modals``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.strip import Strip
-from textual.widgets import Button, Input, Label, OptionList, SelectionList, Static
-from textual.widgets._toggle_button import ToggleButton
+from textual.widgets import Checkbox, Label, OptionList, SelectionList, Static
 from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
@@ -33,10 +33,10 @@ class MarkedSelectionList(SelectionList):
             selection = self.get_option_at_index(self.scroll_offset.y + y)
         except OptionDoesNotExist:
             return strip
-        if selection.value in self._selected:
+        if selection.value in self.selected:
             return strip
         segments = list(strip)
-        if len(segments) > 1 and segments[1].text == ToggleButton.BUTTON_INNER:
+        if len(segments) > 1 and segments[1].text == Checkbox.BUTTON_INNER:
             segments[1] = Segment(" ", segments[1].style)
             return Strip(segments, strip.cell_length)
         return strip
@@ -89,56 +89,6 @@ def _first_comment(path: Path) -> str:
     except OSError:
         pass
     return ""
-
-
-class PathPrompt(Dialog):
-    """Asks for a file path."""
-
-    def __init__(self, title: str, value: str = "", placeholder: str = "path/to/config.yaml") -> None:
-        super().__init__()
-        self.title_text, self.value, self.placeholder = title, value, placeholder
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog-box"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield Input(self.value, placeholder=self.placeholder, id="path-input")
-            yield Static("enter ok  esc cancel", classes="dialog-help")
-
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        value = event.value.strip()
-        if value:
-            self.dismiss(value)
-
-
-class Confirm(Dialog):
-    """Yes / no. Y or Enter on Yes confirms; N or Escape declines."""
-
-    BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "yes", "Yes")]
-
-    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
-        super().__init__()
-        self.question, self.yes, self.no = question, yes, no
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog-box"):
-            yield Static(self.question, classes="dialog-title")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button(self.yes, id="yes", variant="warning", compact=True)
-                yield Button(self.no, id="no", compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def action_yes(self) -> None:
-        self.dismiss(True)
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
 
 
 class TargetPicker(Dialog):
