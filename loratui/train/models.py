@@ -66,6 +66,16 @@ def resolve_model(section: ModelSection, *, convert_gguf: bool = True) -> Resolv
     name = section.name.strip()
     if not name:
         raise ModelError("is empty", field="model.name", hint="give a built-in alias, a local folder or a hub id")
+    try:
+        return _resolve_model(section, name, convert_gguf)
+    except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte, ...
+        shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name)} chars)"
+        raise ModelError(f"cannot use '{shown}': {getattr(err, 'strerror', None) or str(err)[:120]}",
+                         field="model.name", hint=f"give a built-in alias ({', '.join(ALIASES)}), a folder or a hub id"
+                         ) from None
+
+
+def _resolve_model(section: ModelSection, name: str, convert_gguf: bool) -> ResolvedModel:
     if name in ALIASES:
         alias = ALIASES[name]
         pkg = _package_dir(alias.package)
@@ -142,6 +152,47 @@ def convert_gguf_once(folder: Path, gguf_file: str, key: str) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target
+
+
+PICKLE_HINT = ("convert them to safetensors, or, if you trust where they came from, set model.allow_pickle: true "
+               "(CLI: --allow-pickle)")
+
+
+def pickle_only_weights(folder: str | Path) -> list[str]:
+    """The pickle (.bin) weight files of a folder that has no safetensors weights ([] when safe or not a folder)."""
+    folder = Path(folder)
+    try:
+        if not folder.is_dir() or any(folder.glob("*.safetensors")):
+            return []
+        return sorted(p.name for p in folder.glob("*.bin") if p.name != "training_args.bin")
+    except OSError:
+        return []
+
+
+def check_pickle(folder: str | Path, allow_pickle: bool, field: str = "model.name", what: str = "model") -> None:
+    """Refuse a folder whose weights are only pickles unless the user opted in: unpickling can run code."""
+    files = pickle_only_weights(folder)
+    if files and not allow_pickle:
+        raise ModelError(f"the {what} in {folder} has only pickle weights ({', '.join(files[:3])}); loading a pickle "
+                         "can run code hidden in it, so it needs an explicit opt-in", field=field, hint=PICKLE_HINT)
+
+
+def is_unsafe_pickle_error(err: BaseException) -> bool:
+    import pickle
+
+    chain, seen = err, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, pickle.UnpicklingError) or "Weights only load failed" in str(chain):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
+
+
+def unsafe_pickle_error(folder: str | Path, field: str = "model.name") -> ModelError:
+    return ModelError(f"refused to load the pickle weights in {folder}: they hold more than tensors (code or objects "
+                      "the safe loader does not allow), so they may be malicious", field=field,
+                      hint="use safetensors weights from a source you trust")
 
 
 def _hub_error(resolved: ResolvedModel, err: Exception) -> ModelError:
@@ -330,10 +381,18 @@ def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_na
         if label_names and len(label_names) == cfg.model.num_labels:
             kwargs["id2label"] = dict(enumerate(label_names))
             kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    if resolved.local:
+        check_pickle(resolved.path, cfg.model.allow_pickle)
+    if not cfg.model.allow_pickle and not resolved.gguf_file:
+        kwargs["use_safetensors"] = True  # a hub repo with only .bin files is refused too
     try:
         model = cls.from_pretrained(resolved.path, **kwargs)
-    except (ValueError, OSError, EnvironmentError) as err:
-        raise _hub_error(resolved, err) from None
+    except Exception as err:
+        if is_unsafe_pickle_error(err):
+            raise unsafe_pickle_error(resolved.path) from None
+        if isinstance(err, (ValueError, OSError, EnvironmentError)):
+            raise _hub_error(resolved, err) from None
+        raise
     if getattr(model.config, "pad_token_id", None) is None and getattr(model.config, "eos_token_id", None) is not None:
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
