@@ -93,22 +93,27 @@ def weights_problem(folder: Path) -> str | None:
     return None
 
 
+def marker_problem(folder: Path) -> str | None:
+    """None if every file the completion marker lists is there with its size."""
+    try:
+        files = json.loads((Path(folder) / MARKER).read_text())["files"]
+        items = list(files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{MARKER} is unreadable"
+    for rel, size in items:
+        p = Path(folder) / str(rel)
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != size:
+            return f"{rel} is {p.stat().st_size} bytes, {size} were written"
+    return None
+
+
 def checkpoint_problem(folder: Path) -> str | None:
     """None if the checkpoint is complete, else why it is not (one short phrase)."""
     folder = Path(folder)
-    marker = folder / MARKER
-    if marker.is_file():
-        try:
-            files = json.loads(marker.read_text())["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"{MARKER} is unreadable"
-        for rel, size in files.items():
-            p = folder / rel
-            if not p.is_file():
-                return f"{rel} is missing"
-            if p.stat().st_size != size:
-                return f"{rel} is {p.stat().st_size} bytes, {size} were written"
-        return weights_problem(folder)
+    if (folder / MARKER).is_file():
+        return marker_problem(folder) or weights_problem(folder)
     # written before the marker existed (or by another tool): check what resume needs
     state = folder / "trainer_state.json"
     if not state.is_file():
@@ -117,6 +122,23 @@ def checkpoint_problem(folder: Path) -> str | None:
         json.loads(state.read_text())
     except (OSError, ValueError):
         return "trainer_state.json is unreadable"
+    return weights_problem(folder)
+
+
+def adapter_problem(folder: Path) -> str | None:
+    """None if an adapter folder is whole (config readable, weights complete), else why not: a kill or a full disk
+    during an older save, a copy cut short, a file truncated by hand."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / "adapter_config.json").read_text())
+    except FileNotFoundError:
+        return "no adapter_config.json"
+    except (OSError, ValueError):
+        return "adapter_config.json is unreadable"
+    if (folder / MARKER).is_file():
+        problem = marker_problem(folder)
+        if problem:
+            return problem
     return weights_problem(folder)
 
 
