@@ -736,14 +736,15 @@ class PackingCollator(DataCollatorWithFlattening):
         return batch
 
 
-def make_collator(cfg: RunConfig, tokenizer):
+def make_collator(cfg: RunConfig, tokenizer, packing: bool | None = None, varlen: bool = False):
     """Batching: padding-free flattening (packing), padded causal-LM batches (labels padded with -100), or
-    dynamic padding for classification."""
+    dynamic padding for classification. ``packing`` is the engine's resolved choice (default: only when
+    ``data.packing`` is on); ``varlen`` adds the sequence boundaries a variable-length attention kernel reads."""
     prepare_tokenizer(tokenizer)
     if cfg.model.task == "seq-cls":
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
-    if cfg.data.packing:
-        return PackingCollator(separator_id=IGNORE_INDEX)
+    if cfg.data.packing == "on" if packing is None else packing:
+        return PackingCollator(separator_id=IGNORE_INDEX, return_flash_attn_kwargs=varlen)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=8)
 
 

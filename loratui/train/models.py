@@ -363,12 +363,15 @@ def load_tokenizer(cfg: RunConfig, resolved: ResolvedModel | None = None):
         raise _hub_error(resolved, err) from None
 
 
-def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_names: list[str] | None = None):
+def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_names: list[str] | None = None,
+               attn_implementation: str | None = None):
     """Load the base model as the method needs it (quantized for qlora / lora-8bit)."""
     import torch
 
     cls = auto_class(cfg.model.task)
     kwargs: dict[str, Any] = dict(trust_remote_code=cfg.model.trust_remote_code, **resolved.kwargs())
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     qc = quantization_config(cfg) if cfg.quantized else None
     if qc is not None:
         kwargs["quantization_config"] = qc

@@ -1,0 +1,218 @@
+"""loratui's defaults against the tutorial's Trainer + peft recipe, side by side, in one process tree on one card.
+
+Usage (on the lent GPU; see bench/NOTES.md):
+  python bench/speed.py --shape 1b --method lora  --steps 50 --batch 16 --variants default,liger=off,attention=sdpa
+  python bench/speed.py --shape 8b --method qlora --steps 30 --batch 4
+Each side runs as its own process (`bench/seed_recipe.py`, and `loratui train` for loratui, the real engine path);
+this parent samples NVML at 20 Hz for the child's process memory. tokens/s counts real (non-padding) tokens over
+steps 10..N. A variant is `default` or comma-free `section.key=value` overrides joined by `+`
+(e.g. `train.liger=off+data.packing=off`; `liger=off` is short for `train.liger=off`).
+Prints a markdown table and writes results-*.json under $OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_engine import SHAPES, make_data, make_model  # noqa: E402
+
+PEAK_BF16 = 989.4e12  # H100 / H200 SXM dense bf16 FLOP/s
+SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "data.packing",
+         "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing"}
+
+
+class NvmlPeak(threading.Thread):
+    """Peak GPU memory NVML reports for one process (what the card shows, allocator caches included)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        import pynvml
+
+        self.nvml, self.pid, self.peak, self.done, self.handles = pynvml, pid, 0, False, []
+        try:
+            pynvml.nvmlInit()
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except pynvml.NVMLError:  # no GPU (a CPU smoke run): no figure
+            pass
+
+    def run(self) -> None:
+        from loratui.core.gpu import process_tree
+
+        while not self.done:
+            pids, used, others = set(process_tree(self.pid) or [self.pid]), 0, []
+            for h in self.handles:
+                try:
+                    procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(h)
+                except self.nvml.NVMLError:
+                    continue
+                used += sum(p.usedGpuMemory or 0 for p in procs if p.pid in pids)
+                others += [p.usedGpuMemory or 0 for p in procs if p.pid not in pids]
+            if not used and len(others) == 1:  # another pid namespace: the bench's child is the only process
+                used = others[0]
+            self.peak = max(self.peak, used)
+            time.sleep(0.05)
+
+
+def run_child(cmd: list[str], log: Path) -> tuple[int, float, float]:
+    t0 = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        peak = NvmlPeak(proc.pid)
+        peak.start()
+        proc.wait()
+        peak.done = True
+    return proc.returncode, t0, peak.peak / 2**30
+
+
+def window(marks: list[tuple[int, float, int]], start: int = 10) -> float | None:
+    """Real tokens per second between step ``start`` and the last step."""
+    marks = [m for m in marks if m[0] >= start]
+    if len(marks) < 2:
+        return None
+    (_, t_a, n_a), (_, t_b, n_b) = marks[0], marks[-1]
+    return (n_b - n_a) / (t_b - t_a) if t_b > t_a else None
+
+
+def linear_params(shape: str) -> int:
+    s = SHAPES[shape]
+    h, i, layers, v = s["hidden_size"], s["intermediate_size"], s["num_hidden_layers"], s["vocab_size"]
+    kv = h * s["num_key_value_heads"] // s["num_attention_heads"]
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * i) + h * v
+
+
+def mfu(tps: float | None, shape: str) -> float | None:
+    # LoRA keeps the base frozen: forward (2N) + backward to the inputs (2N) per token; attention is left out
+    return 4 * linear_params(shape) * tps / PEAK_BF16 if tps else None
+
+
+def seed_side(args, model_dir: Path, data: Path, out: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).with_name("seed_recipe.py")), "--model", str(model_dir), "--data",
+           str(data), "--method", args.method, "--steps", str(args.steps), "--batch", str(args.batch)]
+    rc, t0, nvml = run_child(cmd, out / "seed.log")
+    res = {"side": "tutorial recipe", "exit": rc, "nvml_peak_gib": round(nvml, 2)}
+    lines = [ln for ln in (out / "seed.log").read_text().splitlines() if ln.startswith('{"marks"')]
+    if rc == 0 and lines:
+        got = json.loads(lines[-1])
+        res.update(tokens_per_s=window(got["marks"]), torch_peak_gib=round(got["torch_peak_gib"], 2),
+                   final_loss=got["losses"][-1][1], first_step_s=round(got["first_step_s"], 1))
+    return res
+
+
+def apply_override(cfg: dict, item: str) -> None:
+    key, _, value = item.partition("=")
+    key = SHORT.get(key, key)
+    section, name = key.split(".")
+    cfg.setdefault(section, {})[name] = yaml.safe_load(value)
+
+
+def loratui_config(args, model_dir: Path, data: Path, runs: Path, name: str, variant: str) -> dict:
+    qlora = args.method == "qlora"
+    cfg = {
+        "model": {"name": str(model_dir)},
+        "method": {"kind": args.method},
+        "lora": {"r": 16 if qlora else 8, "alpha": 32 if qlora else 16, "dropout": 0.05,
+                 "preset": "llama-all" if qlora else "minimal-qv"},
+        "data": {"source": str(data), "format": "text", "max_length": 1024, "validation_fraction": 0.0},
+        "train": {"max_steps": args.steps, "batch_size": args.batch, "lr": 2e-4, "logging_steps": 5,
+                  "save_steps": 10 * args.steps, "seed": 42},
+        "output": {"runs_dir": str(runs), "name": name},
+    }
+    for item in [] if variant == "default" else variant.split("+"):
+        apply_override(cfg, item)
+    return cfg
+
+
+def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> dict:
+    runs = Path("/tmp/bench-work/speed-runs")
+    name = f"{args.shape}-{args.method}-{variant}".replace("=", "-").replace("+", "_").replace(".", "")
+    cfg_path = Path("/tmp/bench-work") / f"{name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(loratui_config(args, model_dir, data, runs, name, variant)))
+    run_dir = runs / name
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    rc, t0, nvml = run_child([sys.executable, "-m", "loratui", "train", str(cfg_path)], out / f"{name}.log")
+    res = {"side": f"loratui {variant}", "exit": rc, "nvml_peak_gib": round(nvml, 2)}
+    events = [json.loads(ln) for ln in (run_dir / "events.jsonl").read_text().splitlines() if ln.strip()] \
+        if (run_dir / "events.jsonl").is_file() else []
+    steps = [e for e in events if e.get("kind") == "step"]
+    mem = [e for e in events if e.get("kind") == "memory"]
+    started = [e for e in events if e.get("kind") == "started"]
+    failed = [e for e in events if e.get("kind") == "failed"]
+    if steps:
+        marks = [(e["step"], e["elapsed"], e["tokens_seen"]) for e in steps]
+        res.update(tokens_per_s=window(marks), final_loss=steps[-1].get("loss"),
+                   first_step_s=round(steps[0]["time"] - t0, 1),
+                   first_line_tokens_per_s=steps[1].get("tokens_per_s") if len(steps) > 1 else None,
+                   median_line_tokens_per_s=sorted(e["tokens_per_s"] for e in steps[1:] if e.get("tokens_per_s"))[
+                       len(steps[1:]) // 2] if len(steps) > 2 else None)
+    if mem:
+        res["torch_peak_gib"] = max(e["peak_allocated_gb"] for e in mem)
+    if started:
+        res["speed"] = started[-1].get("speed")
+    if failed:
+        res["failed"] = failed[-1].get("message")
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="1b", choices=list(SHAPES))
+    ap.add_argument("--method", default="lora", choices=["lora", "qlora"])
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--variants", default="default")
+    ap.add_argument("--no-seed", action="store_true")
+    ap.add_argument("--tokenizer", default=".gpu/tokenizer")
+    args = ap.parse_args()
+    out = Path(os.environ.get("OUT", "/tmp/bench-out"))
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path("/tmp/bench-work")
+    work.mkdir(exist_ok=True)
+    model_dir = work / f"llama-{args.shape}"
+    t = time.time()
+    make_model(args.shape, model_dir, Path(args.tokenizer))
+    print(f"model {args.shape} ready in {time.time() - t:.0f}s", flush=True)
+    data = work / "data.jsonl"
+    make_data(data)
+    results = [] if args.no_seed else [seed_side(args, model_dir, data, out)]
+    if results:
+        print(json.dumps(results[-1]), flush=True)
+    for variant in args.variants.split(","):
+        results.append(loratui_side(args, model_dir, data, out, variant))
+        print(json.dumps(results[-1]), flush=True)
+    base = results[0].get("tokens_per_s") if not args.no_seed else None
+    base_mem = results[0].get("nvml_peak_gib") if not args.no_seed else None
+    device = ""
+    try:
+        import torch
+
+        device = torch.cuda.get_device_name()
+    except Exception:  # noqa: BLE001
+        pass
+    (out / f"results-{args.shape}-{args.method}.json").write_text(json.dumps(results, indent=1))
+    print(f"\n{args.shape} {args.method}, batch {args.batch}, {args.steps} steps, {device}")
+    print("| side | tokens/s | x seed | NVML peak GiB | x seed | torch peak GiB | MFU | final loss | first step s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        tps, mem = r.get("tokens_per_s"), r.get("nvml_peak_gib")
+        m = mfu(tps, args.shape)
+        print(f"| {r['side']} | {tps or 0:,.0f} | {tps / base if tps and base else 0:.2f} | {mem} | "
+              f"{mem / base_mem if mem and base_mem else 0:.2f} | {r.get('torch_peak_gib')} | "
+              f"{100 * m if m else 0:.1f}% | {r.get('final_loss')} | {r.get('first_step_s')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

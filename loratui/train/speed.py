@@ -1,0 +1,135 @@
+"""The fast path: what the engine turns on for speed, decided once from the config and the machine.
+
+Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
+`train.compile`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
+(padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what each
+lever bought on the lent GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from loratui.core.config import RunConfig
+from loratui.core.errors import ConfigError
+
+#: our name for torch's variable-length (FlashAttention) kernel over packed batches, registered with transformers
+VARLEN = "loratui_varlen"
+
+
+@dataclass(frozen=True)
+class Speed:
+    packing: bool
+    attention: str  # the attn_implementation the model is loaded with
+    liger: bool
+    optimizer: str  # our optimizer name (engine.OPTIMIZERS maps it to the Trainer's)
+    compile: bool
+
+    def as_event(self) -> dict:
+        return asdict(self)
+
+
+def varlen_available(cuda: bool) -> bool:
+    """torch's varlen attention (FlashAttention kernels) needs a CUDA GPU of compute capability 8.0 or newer."""
+    if not cuda:
+        return False
+    try:
+        import torch
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.get_device_capability()[0] >= 8
+
+
+def liger_available(cuda: bool) -> bool:
+    if not cuda:
+        return False
+    try:
+        import liger_kernel.transformers  # noqa: F401 - needs triton, so GPU boxes only
+    except Exception:  # noqa: BLE001 - ImportError, or triton failing to find a GPU
+        return False
+    return True
+
+
+def liger_supports(model_type: str | None) -> bool:
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except Exception:  # noqa: BLE001
+        return False
+    return model_type in MODEL_TYPE_TO_APPLY_LIGER_FN
+
+
+def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
+    """The levers this run uses. Explicit choices that cannot work here are one-line errors naming the field."""
+    t, causal = cfg.train, cfg.model.task == "causal-lm"
+    packing = {"on": True, "off": False}.get(cfg.data.packing, cuda and causal)
+    if packing and not causal:
+        raise ConfigError("data.packing applies to causal-lm models only", field="data.packing",
+                          hint="set data.packing: auto or off for classification")
+    attention = t.attention
+    if attention == "auto":
+        attention = "varlen" if packing and varlen_available(cuda) else "sdpa"
+    elif attention == "varlen":
+        if not packing:
+            raise ConfigError("train.attention varlen needs packed batches", field="train.attention",
+                              hint="set data.packing: on, or train.attention: auto")
+        if not varlen_available(cuda):
+            raise ConfigError("train.attention varlen needs a CUDA GPU (compute capability 8.0+) and torch>=2.10",
+                              field="train.attention", hint="set train.attention: auto")
+    elif attention == "flex" and not cuda:
+        raise ConfigError("train.attention flex needs a CUDA GPU", field="train.attention",
+                          hint="set train.attention: auto")
+    liger = t.liger == "on" or (t.liger == "auto" and causal and liger_available(cuda) and liger_supports(model_type))
+    if t.liger == "on" and not liger_available(cuda):
+        raise ConfigError("train.liger on needs a CUDA GPU and the liger-kernel package", field="train.liger",
+                          hint="pip install liger-kernel, or set train.liger: auto")
+    optimizer = t.optimizer
+    if optimizer == "auto":
+        optimizer = "adamw_torch_fused" if cuda else "adamw_torch"
+    return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
+                 optimizer=optimizer, compile=t.compile)
+
+
+def register_varlen_attention() -> None:
+    """Register ``loratui_varlen`` with transformers: attention per packed example through torch's varlen kernel.
+
+    The packing collator hands the model ``cu_seq_lens_q/k`` and ``max_length_q/k`` (as transformers' own
+    DataCollatorWithFlattening does for FlashAttention); the model passes them down to this function. No mask
+    function is registered on purpose: transformers then builds no attention mask at all (the dense block mask SDPA
+    needs for packed rows is quadratic in the packed length, and detecting packed rows costs a host sync a step).
+    """
+    import inspect
+
+    import torch
+    from torch.nn.attention.varlen import varlen_attn
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    params = inspect.signature(varlen_attn).parameters
+    causal_kw = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+    native_gqa = "enable_gqa" in params
+
+    def forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        cu_q = kwargs.get("cu_seq_lens_q")
+        if cu_q is None:  # an unpacked call (a single sequence, e.g. a probe): plain causal SDPA
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, **kwargs)
+        if query.shape[0] != 1:
+            raise ValueError("varlen attention expects one packed row per batch")
+        # (1, heads, tokens, dim) -> (tokens, heads, dim)
+        q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
+        dtype = q.dtype
+        if q.is_cuda and dtype not in (torch.bfloat16, torch.float16):  # the FlashAttention kernel takes half types
+            q, k, v = (x.to(torch.bfloat16) for x in (q, k, v))
+        extra = dict(causal_kw)
+        if k.shape[1] != q.shape[1]:
+            if native_gqa:
+                extra["enable_gqa"] = True
+            else:
+                groups = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        out = varlen_attn(q, k, v, cu_q, kwargs.get("cu_seq_lens_k", cu_q), kwargs["max_length_q"],
+                          kwargs.get("max_length_k", kwargs["max_length_q"]), scale=scaling, **extra)
+        return out.to(dtype).unsqueeze(0), None  # (1, tokens, heads, dim), as the other implementations return
+
+    AttentionInterface.register(VARLEN, forward)

@@ -1,0 +1,90 @@
+"""The fast path's choices and its varlen attention wiring, checked on CPU (the kernels themselves run on the GPU:
+bench/speed.py and bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loratui.core.config import RunConfig
+from loratui.core.errors import ConfigError
+from loratui.train import speed
+
+
+def cfg(**train) -> RunConfig:
+    data = train.pop("data", {})
+    return RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"}, "train": train, "data": data})
+
+
+def test_auto_turns_the_fast_path_on_for_a_gpu_only(monkeypatch):
+    monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_supports", lambda model_type: model_type == "llama")
+    gpu = speed.resolve(cfg(), cuda=True, model_type="llama")
+    assert gpu == speed.Speed(packing=True, attention=speed.VARLEN, liger=True, optimizer="adamw_torch_fused",
+                              compile=False)
+    cpu = speed.resolve(cfg(), cuda=False, model_type="llama")
+    assert cpu == speed.Speed(packing=False, attention="sdpa", liger=False, optimizer="adamw_torch", compile=False)
+    # every lever has an off switch
+    off = speed.resolve(cfg(liger="off", attention="sdpa", optimizer="adamw_torch", data={"packing": False}),
+                        cuda=True, model_type="llama")
+    assert off == speed.Speed(packing=False, attention="sdpa", liger=False, optimizer="adamw_torch", compile=False)
+    # a model liger does not cover keeps the rest of the fast path
+    assert speed.resolve(cfg(), cuda=True, model_type="gpt2").liger is False
+
+
+def test_choices_that_cannot_work_here_are_one_line_errors():
+    with pytest.raises(ConfigError) as err:
+        speed.resolve(cfg(attention="varlen", data={"packing": "on"}), cuda=False)
+    assert err.value.field == "train.attention"
+    with pytest.raises(ConfigError) as err:
+        speed.resolve(cfg(attention="varlen"), cuda=False)
+    assert err.value.field == "train.attention" and "packed" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        speed.resolve(cfg(liger="on"), cuda=False)
+    assert err.value.field == "train.liger"
+
+
+def test_packing_accepts_the_old_true_false():
+    assert cfg(data={"packing": True}).data.packing == "on"
+    assert cfg(data={"packing": False}).data.packing == "off"
+    assert cfg().data.packing == "auto"
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False,
+                      **_):
+    """What torch's CUDA kernel computes, for CPU: causal attention inside each packed example."""
+    out = torch.empty_like(q)
+    bounds = cu_q.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        qs, ks, vs = (x[a:b].transpose(0, 1) for x in (q, k, v))
+        if enable_gqa:
+            ks, vs = (x.repeat_interleave(qs.shape[0] // x.shape[0], dim=0) for x in (ks, vs))
+        out[a:b] = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True,
+                                                                    scale=scale).transpose(0, 1)
+    return out
+
+
+def test_packed_rows_through_varlen_attention_match_each_example_alone(monkeypatch):
+    """The wiring: collator boundaries -> model kwargs -> our attention -> per-example causal attention."""
+    import torch.nn.attention.varlen as varlen
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from loratui.train.data import PackingCollator
+
+    monkeypatch.setattr(varlen, "varlen_attn", _reference_varlen)
+    speed.register_varlen_attention()
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=100)
+    model = LlamaForCausalLM(config).eval()
+    examples = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16]]
+    batch = PackingCollator(separator_id=-100, return_flash_attn_kwargs=True)(
+        [{"input_ids": e, "labels": e} for e in examples])
+    assert "cu_seq_lens_q" in batch and batch["input_ids"].shape[0] == 1
+    model.set_attn_implementation(speed.VARLEN)
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+        model.set_attn_implementation("sdpa")
+        alone = torch.cat([model(input_ids=torch.tensor([e])).logits[0] for e in examples])
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-4)
