@@ -801,16 +801,17 @@ class RunFold:
     def state(self, status: RunStatus | None = None, *, live_pid: int | None = None,
               live_since: float | None = None, broken: bool = False) -> RunState:
         """The newest truth wins: a live engine process newer than the last final event, else the events' own
-        final event, else status.json; a part that started and whose process is gone crashed."""
+        final event, else status.json; a part that started and whose process is gone crashed. A status.json that
+        can't be read (``broken``) makes the run unreadable: the listing says why instead of guessing."""
         lifecycle = self.s.lifecycle
+        if broken:
+            return RunState.UNREADABLE  # status.json can't be trusted: say so (with the reason) rather than guess
         if live_pid is not None:
             ended = self.terminal_time
             if ended is None or live_since is None or live_since > ended:
                 return RunState.RUNNING if lifecycle in ("started", "resumed") else RunState.STARTING
         if lifecycle in TERMINAL_KINDS:
             return RunState(lifecycle)
-        if broken:
-            return RunState.UNREADABLE
         st = status.state if status is not None else None
         if lifecycle in ("started", "resumed"):
             said = (status.updated or status.ended) if status is not None else None

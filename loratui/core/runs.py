@@ -334,7 +334,7 @@ def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = N
                 proc = None
         s = fold.summary(status, live_pid=proc.pid if proc is not None else None, live_since=live_since, now=now,
                          name=run.name, path=run.path, problem=problem)
-        if status_problem is not None and s.state != RunState.UNREADABLE and s.lifecycle not in TERMINAL_KINDS:
+        if status_problem is not None:
             s.state = RunState.UNREADABLE
         if tail is not None:
             s.skipped = tail.skipped
