@@ -311,3 +311,50 @@ def test_snapshot_monitor_gpu_120x40(runs, snap_compare, monkeypatch):
     monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(h100_snapshot()))
     assert snap_compare(_snap_app(runs / "smollm2-demo"), terminal_size=(120, 40),
                         run_before=lambda pilot: _settle(pilot, "finished"))
+
+
+# -- a resume from another process --------------------------------------------------------------------------------
+
+RESUMER = """
+import json, sys, time, pathlib, psutil
+run = pathlib.Path(sys.argv[-1])
+me = psutil.Process()
+status = json.loads((run / "status.json").read_text())
+status.update(state="running", pid=me.pid, pid_started=me.create_time(), cmdline=me.cmdline(), updated=time.time())
+(run / "status.json").write_text(json.dumps(status))
+t = time.time()
+with open(run / "events.jsonl", "a") as fh:
+    for ev in [{"kind": "phase", "time": t, "phase": "checking"},
+               {"kind": "started", "time": t, "max_steps": 400, "resumed": True},
+               {"kind": "resumed", "time": t, "step": 100, "checkpoint": "checkpoints/checkpoint-100"},
+               {"kind": "step", "time": t + 0.1, "step": 105, "max_steps": 400, "loss": 1.0, "eta_s": 600.0}]:
+        fh.write(json.dumps(ev) + "\\n")
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+async def test_follows_a_resume_started_elsewhere(runs, monkeypatch):
+    """Issue 9 item 3: a stopped run resumed by `loratui train --resume` in another shell shows as running again,
+    without reopening the monitor; when that engine dies, the monitor says crashed."""
+    monkeypatch.setattr(monitor, "IDLE_POLL_INTERVAL", 0.05)
+    run = runs / "smollm2-stopped"
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "stopped" and not screen._watching, what="stopped")
+        assert "■ stopped at step 120" in screen_text(app)
+        # another shell: `loratui train --resume runs/smollm2-stopped` (a stand-in writing what the engine writes)
+        proc = subprocess.Popen([sys.executable, "-c", RESUMER, "loratui", "train", "--resume", str(run)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            await wait_until(pilot, lambda: screen.state == "running" and screen.view.step == 105, what="resumed")
+            assert screen._watching and screen.view.resumes == 1
+            text = screen_text(app)
+            assert "■ stopped" not in text and "step 105/400" in text and "ETA" in text
+            assert screen.check_action("stop", ())
+        finally:
+            proc.kill()
+            proc.wait()
+        await wait_until(pilot, lambda: screen.state == "crashed", what="crashed after the engine died")

@@ -280,3 +280,48 @@ def test_cli_refuses_an_escaping_name_in_one_line(tmp_path, monkeypatch, capsys)
         load_config(tmp_path / "abs.yaml")
     assert "output.name" in str(exc.value) and "single path component" in str(exc.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["abs.yaml", "c.yaml"]
+
+
+# -- one truth per number --------------------------------------------------------------------------------------------
+
+
+async def test_cli_runs_screen_and_monitor_show_the_same_numbers(tmp_path, monkeypatch, capsys):
+    """Issue 9 item 4: a run logged up to step 18 and stopped (saved) at step 20 read 20/30 in the Monitor but
+    18/30 in Runs and `loratui runs`. Now every view shows the fold's numbers."""
+    from fixtures import FixedSampler, host_app, no_gpu_snapshot, screen_text, wait_until
+    from loratui.ui.screens import monitor
+    from loratui.ui.screens.monitor import MonitorScreen
+    from loratui.ui.screens.runs import RunsScreen
+
+    monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(no_gpu_snapshot()))
+    monkeypatch.chdir(tmp_path)
+    run = make_run(Path("runs"), "half", state="stopped", pid=4_194_301, updated=1000.0)
+    events = [{"kind": "started", "time": 100.0, "max_steps": 30, "model": "m", "method": "lora"}]
+    events += [{"kind": "step", "time": 100.0 + 10 * i, "step": i, "max_steps": 30, "loss": 1.0 - i / 100}
+               for i in range(3, 19, 3)]
+    events += [{"kind": "stopped", "time": 301.0, "step": 20, "adapter": "adapter"}]
+    run.events_path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+    assert main(["runs", "--runs-dir", "runs", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["step"], row["max_steps"], row["elapsed_s"]) == (20, 30, 201.0)
+    assert main(["runs", "--runs-dir", "runs"]) == 0
+    assert "20/30  67%" in capsys.readouterr().out
+
+    app = host_app(lambda: RunsScreen(Path("runs")))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        [s] = screen.summaries
+        assert (s.step, s.max_steps, s.elapsed) == (20, 30, 201.0)
+        assert "step 20/30" in str(screen.query_one("#runs-detail").render()) and "67%" in screen_text(app)
+
+    app = host_app(lambda: MonitorScreen(run.path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "stopped", what="stopped")
+        v = screen.view
+        assert (v.step, v.max_steps, v.elapsed) == (20, 30, 201.0)
+        text = screen_text(app)
+        assert "step 20/30" in text and "67%" in text and "time 3:21" in text
