@@ -141,10 +141,40 @@ class LoratuiApp(App[None]):
         return screen
 
     async def on_mount(self) -> None:
+        self._install_shutdown()
         await self.switch_mode("setup")
         self._started = True
         for err in self.startup_errors:
             self.show_error(err)
+
+    # -- leaving cleanly: SIGTERM, SIGHUP, a terminal that went away ------------------------------------------------
+    def _install_shutdown(self) -> None:
+        """SIGTERM and SIGHUP exit the app like ctrl+q (so the helper process goes with it); a terminal that hung
+        up while SIGHUP is ignored (nohup) is noticed within a second instead of spinning on a dead tty. Engines run
+        in their own sessions and are not touched."""
+        if self.is_headless:
+            return
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # started under nohup: the user asked to survive a hangup
+            try:
+                loop.add_signal_handler(sig, self._exit_on_signal, sig.name)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        self.set_interval(1.0, self._check_terminal, name="terminal-watch")
+
+    def _exit_on_signal(self, name: str) -> None:
+        log.info("%s: leaving", name)
+        self.exit(return_code=0)
+
+    def _check_terminal(self) -> None:
+        if terminal_gone():
+            log.info("the terminal hung up: leaving")
+            self.exit(return_code=0)
 
     def action_switch_mode(self, mode: str) -> None:  # type: ignore[override]
         if isinstance(self.screen, ModalScreen):
@@ -331,10 +361,32 @@ def initial_config(config_path: str | None) -> tuple[RunConfig, str | None, list
     return RunConfig(), None, errors
 
 
+def terminal_gone(fd: int | None = None) -> bool:
+    """Whether the app's terminal hung up (poll reports HUP/ERR/NVAL on it); never reads from it."""
+    import select
+    import sys
+
+    try:
+        fd = sys.__stdin__.fileno() if fd is None else fd
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run_app(config_path: str | None = None, runs_dir: str | None = None) -> int:
     """Entry point of ``loratui`` with no sub-command."""
+    from loratui.ui import offload
+
     cfg, source, errors = initial_config(config_path)
     app = LoratuiApp(cfg, config_source=source, runs_dir=runs_dir, catch_errors=True)
     app.startup_errors.extend(errors)
-    app.run()
+    try:
+        app.run()
+    except OSError:  # writing the last frame to a terminal that is gone
+        if not terminal_gone():
+            raise
+    finally:
+        offload.shutdown()  # the helper process goes with the app
     return app.return_code or 0

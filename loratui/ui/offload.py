@@ -22,6 +22,19 @@ _lock = threading.Lock()
 _executor: ProcessPoolExecutor | None = None
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the helper: exit when the app is gone, however it went (SIGKILL and a lost terminal included)."""
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="loratui-parent-watch", daemon=True).start()
+
+
 def _run(target: str, args: tuple, kwargs: dict) -> Any:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)(*args, **kwargs)
@@ -40,7 +53,8 @@ def _submit(target: str, args: tuple, kwargs: dict):
             sys.stderr = devnull
             try:
                 # spawn: the app has threads, and a forked child of a threaded process can deadlock
-                _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_die_with_parent, initargs=(os.getpid(),))
                 return _executor.submit(_run, target, args, kwargs)
             finally:
                 sys.stderr = saved

@@ -37,6 +37,7 @@ LIVE_STATES = ("running", "created")
 class CompareLoaded(Message):
     rows: list[RunRow]
     title: str
+    study: str | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, CompareLoaded)
@@ -74,6 +75,8 @@ class CompareScreen(LoratuiScreen):
         self.heading = ""
         self.loaded = False
         self.last_export: tuple[Path, Path] | None = None
+        #: the study shown (chosen, or the newest one when nothing was chosen)
+        self.shown_study: str | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -126,11 +129,12 @@ class CompareScreen(LoratuiScreen):
             title = "newest runs"
         rows = read_runs(paths)
         if not get_current_worker().is_cancelled:
-            self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected runs"))
+            self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected runs", study))
 
     @on(CompareLoaded)
     def _loaded(self, message: CompareLoaded) -> None:
         self.rows, self.heading, self.loaded = message.rows, message.title, True
+        self.shown_study = message.study
         table = self.query_one(DataTable)
         titles = [column_title(r) for r in self.rows]
         body = table_rows(self.rows) if self.rows else []
@@ -171,7 +175,7 @@ class CompareScreen(LoratuiScreen):
     def action_export(self) -> None:
         if not self.rows:
             return
-        stem = self.study or None
+        stem = self.shown_study or None
         folder = self.runs_dir / "compare"
         title = self.heading[:1].upper() + self.heading[1:] if self.heading else "Comparison"
         try:

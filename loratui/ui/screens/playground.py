@@ -152,6 +152,7 @@ class PlaygroundScreen(LoratuiScreen):
                            ("ref", "expected"), ("base_answer", "base answer"), ("adapter_answer", "adapter answer")):
             table.add_column(label, key=key)
         self._render_all()
+        self.query_one("#pg-prompt", TextArea).focus()
         if self.model_ref:
             self.load(self.model_ref)
 

@@ -1,0 +1,84 @@
+"""Compare screen on the recorded runs: the side-by-side table, the charts, a study's runs, export."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from fixtures import host_app, screen_text, wait_until
+from loratui.core.study import write_study_tag
+from loratui.ui.screens.compare import CompareScreen
+
+pytestmark = pytest.mark.usefixtures("utc")
+
+ORDER = ["smollm2-demo", "smollm2-stopped", "smollm2-bs64-oom"]
+
+
+def compare_app(runs_dir: Path, **kwargs):
+    return host_app(lambda: CompareScreen(**kwargs), runs_dir=runs_dir)
+
+
+async def test_table_and_charts(runs):
+    app = compare_app(runs, runs=[runs / n for n in ORDER])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        text = screen_text(app)
+        assert "smollm2-demo" in text and "smollm2-bs64-oom" in text
+        for label in ("trainable share", "final eval loss", "training time", "tokens/s", "peak GPU memory",
+                      "size on disk", "train.batch_size"):
+            assert label in text
+        assert "0.341%" in text and "3.21 GiB" in text and "93 s" in text
+        assert "train.max_steps" in text and "lora.r" not in text  # only what differs
+        titles = []
+        for _ in range(5):
+            titles.append(screen.query_one("#cmp-chart-title").render().plain.split("   ")[0])
+            await pilot.press("t")
+        assert titles == ["final eval loss", "training time (s)", "trainable params", "peak GPU memory (GiB)",
+                          "eval loss by step"]
+
+
+async def test_a_study_and_export(runs):
+    for i, name in enumerate(ORDER):
+        write_study_tag(runs / name, "demo-study", "20260105-090000", f"variant {i}", {}, i)
+    app = compare_app(runs)  # nothing chosen: the newest study
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        assert [r.name for r in screen.rows] == ORDER and screen.heading == "study demo-study"
+        assert "variant 0" in screen_text(app)
+        await pilot.press("e")
+        await wait_until(pilot, lambda: screen.last_export is not None, what="export")
+    csv_path, md_path = screen.last_export
+    assert csv_path == runs / "compare" / "demo-study.csv" and md_path.suffix == ".md"
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["label"] for r in rows] == ["variant 0", "variant 1", "variant 2"]
+    assert rows[0]["study"] == "demo-study" and rows[0]["final_metric"] == "1.0324"
+    md = md_path.read_text()
+    assert md.startswith("# Study demo-study") and "## training time" in md and "## eval loss by step" in md
+
+
+async def test_nothing_to_compare(tmp_path):
+    app = compare_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="compare")
+        assert "Nothing to compare yet" in screen_text(app)
+
+
+def test_snapshot_compare(runs, snap_compare):
+    async def settle(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.loaded, what="compare")
+
+    app = compare_app(runs, runs=[runs / n for n in ORDER])
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_snapshot_compare_curves(runs, snap_compare):
+    async def settle(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.loaded, what="compare")
+        await pilot.press("shift+t")  # backwards from the first chart: the eval-loss curves
+
+    app = compare_app(runs, runs=[runs / n for n in ORDER])
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)

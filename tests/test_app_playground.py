@@ -1,0 +1,135 @@
+"""Playground screen with a stand-in generation process (tests/fixtures/fake_playground.py): answers side by side,
+streamed; classification; a batch with its metric; "try it" from Adapters."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures import host_app, screen_text, wait_until
+from loratui.core import playground as playground_core
+from loratui.ui.screens.playground import PlaygroundScreen
+
+FAKE = [sys.executable, str(Path(__file__).resolve().parent / "fixtures" / "fake_playground.py")]
+PROMPT = "Extract the contact as JSON: Hi, this is Ana Ruiz from Lyon, write to ana@example.org"
+
+
+def playground_app(runs: Path):
+    return host_app(lambda: PlaygroundScreen(runs / "smollm2-demo" / "adapter", worker_command=FAKE), runs_dir=runs)
+
+
+async def generate(pilot, screen: PlaygroundScreen, prompt: str = PROMPT) -> None:
+    screen.query_one("#pg-prompt").text = prompt
+    await pilot.press("ctrl+g")
+    await wait_until(pilot, lambda: not screen.busy, what="answers")
+
+
+async def test_answers_stream_side_by_side(runs):
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        text = screen_text(app)
+        assert "RAM 310.0 MiB → 850.0 MiB (+540.0 MiB)" in text or "RAM 310 MiB → 850 MiB" in text
+        await generate(pilot, screen)
+        tokens = [e for e in screen.events if e["kind"] == "token"]
+        assert len(tokens) == 11  # streamed piece by piece
+        assert screen.answers["adapter"].text == '{"name": "Ana Ruiz", "city": "Lyon", "email": "ana@example.org"}'
+        assert screen.answers["base"].text.startswith("Sure! Here is the contact")
+        text = screen_text(app)
+        assert "base: SmolLM2-135M-Instruct" in text and "36.0 tok/s" in text
+
+
+async def test_generation_settings_reach_the_process(runs, monkeypatch):
+    sent = []
+    real_send = playground_core.PlaygroundClient.send
+
+    def spy(self, cmd, **data):
+        sent.append((cmd, data))
+        return real_send(self, cmd, **data)
+
+    monkeypatch.setattr(playground_core.PlaygroundClient, "send", spy)
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        screen.query_one("#pg-max-new").value = "12"
+        screen.query_one("#pg-temperature").value = "0.3"
+        screen.query_one("#pg-greedy").value = False
+        await generate(pilot, screen)
+    cmd, data = sent[-1]
+    assert cmd == "generate" and data["max_new_tokens"] == 12 and data["temperature"] == 0.3
+    assert data["greedy"] is False and data["chat_template"] is True and data["sides"] == ["adapter", "base"]
+    assert sent[0][0] == "load" and sent[0][1]["model"].endswith("smollm2-demo/adapter")
+
+
+async def test_batch_shows_the_metric_and_differences_first(runs):
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert app.screen.query_one("#prompt-input").value == "sample:contacts-json-eval.jsonl"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.batch_result is not None, what="batch")
+        text = screen_text(app)
+        assert "base: exact 1/3, valid JSON 1/3" in text and "adapter: exact 2/3, valid JSON 3/3" in text
+        assert "1 where base and adapter differ" in text
+        table = screen.query_one("#pg-batch-table")
+        assert str(table.get_row_at(0)[0]) == "1"  # the example where they differ comes first
+        assert [str(table.get_row_at(i)[0]) for i in range(3)] == ["1", "2", "3"]
+
+
+async def test_classifier_shows_labels_with_probabilities(runs, monkeypatch):
+    monkeypatch.setenv("FAKE_PLAYGROUND_TASK", "seq-cls")
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        assert screen.has_class("-cls")  # no generation settings for a classifier
+        await generate(pilot, screen, "Honestly, this blender was not bad at all.")
+        text = screen_text(app)
+        assert "positive" in text and "91.0%" in text and "the base model's head is untrained" in text
+
+
+async def test_try_it_from_adapters(runs, monkeypatch):
+    from loratui.ui.app import LoratuiApp
+
+    monkeypatch.setattr(playground_core, "worker_command", lambda: FAKE)
+    app = LoratuiApp(runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("a")
+        await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="adapters")
+        app.screen.select(runs / "smollm2-demo" / "adapter")
+        await pilot.pause()
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlaygroundScreen) and app.screen.info, what="playground")
+        assert app.screen.info["model"].endswith("smollm2-demo/adapter")
+
+
+def test_snapshot_playground(runs, snap_compare):
+    async def settle(pilot):
+        screen = pilot.app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        await generate(pilot, screen)
+        screen.set_focus(None)  # no blinking cursor in the picture
+        await pilot.pause()
+
+    assert snap_compare(playground_app(runs), terminal_size=(80, 24), run_before=settle)
+
+
+def test_snapshot_playground_batch(runs, snap_compare):
+    async def settle(pilot):
+        screen = pilot.app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.batch_result is not None, what="batch")
+        screen.set_focus(None)
+        await pilot.pause()
+
+    assert snap_compare(playground_app(runs), terminal_size=(80, 24), run_before=settle)
