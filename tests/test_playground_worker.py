@@ -1,0 +1,172 @@
+"""The playground's generation process on tiny random models: one base in memory, the adapter toggled, tokens
+streamed, labels with probabilities, held-out batches with their metric; and the real process through its client."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from loratui.core.playground import PlaygroundClient
+from loratui.train.playground_worker import Playground, macro_f1, read_examples, valid_json
+
+
+@pytest.fixture(scope="module")
+def llama_adapter(tmp_path_factory, tiny_llama) -> Path:
+    """A random (non-zero) LoRA adapter on the tiny Llama: its answers differ from the base model's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_llama)),
+                           LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                      init_lora_weights=False))
+    out = tmp_path_factory.mktemp("pg") / "adapter"
+    model.save_pretrained(str(out))
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(tiny_llama)}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bert_adapter(tmp_path_factory, tiny_bert) -> Path:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    labels = ["negative", "neutral", "positive"]
+    base = AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_bert), num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"],
+                                            init_lora_weights=False))
+    out = tmp_path_factory.mktemp("pg-cls") / "adapter"
+    model.save_pretrained(str(out))
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(tiny_bert)}))
+    (out / "loratui.json").write_text(json.dumps({"base_model": str(tiny_bert), "task": "seq-cls", "num_labels": 3,
+                                                  "labels": labels}))
+    return out
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def __call__(self, kind: str, **data) -> None:
+        self.events.append({"kind": kind, **data})
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["kind"] == kind]
+
+
+def test_base_and_adapter_from_one_model(llama_adapter):
+    rec = Recorder()
+    pg = Playground(rec)
+    info = pg.load(str(llama_adapter), device="cpu")
+    assert info["has_adapter"] and info["task"] == "causal-lm" and info["chat_template"]
+    assert info["memory_after"]["rss"] > info["memory_before"]["rss"] > 0
+    pg.generate({"id": 7, "prompt": "Hello there", "max_new_tokens": 6, "greedy": True})
+    done = {e["side"]: e for e in rec.of("done")}
+    assert set(done) == {"adapter", "base"} and all(e["tokens"] == 6 for e in done.values())
+    for side in ("adapter", "base"):  # streamed pieces add up to the answer
+        streamed = "".join(e["text"] for e in rec.of("token") if e["side"] == side)
+        assert streamed.strip() == done[side]["text"]
+    assert done["adapter"]["text"] != done["base"]["text"]
+    # the base answer is the plain base model's: disable_adapter really turns it off
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(json.loads(
+        (llama_adapter / "adapter_config.json").read_text())["base_model_name_or_path"]).eval()
+    text = pg.render({"prompt": "Hello there"})
+    ids = pg.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = plain.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=pg.tokenizer.pad_token_id)
+    assert pg.tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True).strip() == \
+        done["base"]["text"]
+
+
+def test_stop_ends_a_generation_early(llama_adapter):
+    rec = Recorder()
+    pg = Playground(rec)
+    pg.load(str(llama_adapter), device="cpu")
+
+    def emit(kind, **data):
+        rec(kind, **data)
+        if kind == "token":
+            pg.stop.set()
+
+    pg.emit = emit
+    pg.generate({"id": 1, "prompt": "Hi", "max_new_tokens": 40})
+    done = rec.of("done")
+    assert len(done) == 1 and done[0]["stopped"] and done[0]["tokens"] < 40  # the base side never started
+
+
+def test_batch_scores_both_models(llama_adapter, tmp_path):
+    path = tmp_path / "held.jsonl"
+    path.write_text("".join(json.dumps({"instruction": "Extract.", "input": f"row {i}", "output": '{"a": 1}'}) + "\n"
+                            for i in range(3)))
+    rec = Recorder()
+    pg = Playground(rec)
+    pg.load(str(llama_adapter), device="cpu")
+    pg.batch({"id": 2, "file": str(path), "n": 2, "max_new_tokens": 4})
+    items, done = rec.of("batch_item"), rec.of("batch_done")[0]
+    assert [i["index"] for i in items] == [0, 1] and items[0]["prompt"] == "row 0"
+    assert set(done["scores"]) == {"adapter", "base"} and done["n"] == 2
+    assert done["scores"]["base"] == {"exact": 0, "valid_json": 0}
+
+
+def test_classifier_labels_with_probabilities(bert_adapter, tmp_path):
+    rec = Recorder()
+    pg = Playground(rec)
+    info = pg.load(str(bert_adapter), device="cpu")
+    assert info["task"] == "seq-cls" and info["labels"] == ["negative", "neutral", "positive"]
+    pg.generate({"id": 3, "prompt": "Not bad at all."})  # a classifier classifies what it is given
+    got = {e["side"]: e["probs"] for e in rec.of("classified")}
+    assert set(got) == {"adapter", "base"}
+    for probs in got.values():
+        assert sorted(n for n, _ in probs) == ["negative", "neutral", "positive"]
+        assert sum(p for _, p in probs) == pytest.approx(1.0, abs=1e-4)
+    assert got["adapter"] != got["base"]
+    held = tmp_path / "held.csv"
+    held.write_text("text,label\nit was great,positive\nit was fine,neutral\nawful,negative\n")
+    pg.batch({"id": 4, "file": str(held), "n": 10})
+    done = rec.of("batch_done")[0]
+    assert done["n"] == 3 and 0 <= done["scores"]["adapter"]["accuracy"] <= 1 and "f1" in done["scores"]["base"]
+
+
+def test_metrics_and_files(tmp_path):
+    assert valid_json('{"a": 1}') and not valid_json("{a: 1}")
+    assert macro_f1(["a", "b", "a"], ["a", "b", "b"]) == pytest.approx((2 / 3 + 2 / 3) / 2)
+    rows = read_examples("sample:contacts-json-eval.jsonl", 5)
+    assert len(rows) == 5 and rows[0]["reference"].startswith("{")
+    chat = tmp_path / "c.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "2+2?"},
+                                             {"role": "assistant", "content": "4"}]}) + "\n")
+    assert read_examples(str(chat), 5) == [{"messages": [{"role": "user", "content": "2+2?"}], "reference": "4",
+                                            "shown": "2+2?"}]
+
+
+def test_the_real_process_through_its_client(llama_adapter):
+    events: list[dict] = []
+    finished = threading.Event()
+
+    def on_event(ev: dict) -> None:
+        events.append(ev)
+        if ev["kind"] in ("done", "error") and (ev.get("side") == "base" or ev["kind"] == "error"):
+            finished.set()
+
+    client = PlaygroundClient(on_event)
+    try:
+        client.send("load", model=str(llama_adapter), device="cpu")
+        client.send("generate", prompt="Hello", max_new_tokens=4)
+        assert finished.wait(120), events[-3:]
+    finally:
+        client.close()
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "ready" and "loaded" in kinds and kinds.count("done") == 2
+    assert "error" not in kinds
