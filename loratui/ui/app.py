@@ -169,12 +169,24 @@ class LoratuiApp(App[None]):
 
     def _exit_on_signal(self, name: str) -> None:
         log.info("%s: leaving", name)
-        self.exit(return_code=0)
+        self._leave()
 
     def _check_terminal(self) -> None:
         if terminal_gone():
             log.info("the terminal hung up: leaving")
-            self.exit(return_code=0)
+            self._leave()
+
+    def _leave(self) -> None:
+        from loratui.ui import offload
+
+        offload.shutdown()  # first: a worker waiting on the helper would otherwise hold the exit until it answers
+        self.exit(return_code=0)
+
+    def on_unmount(self) -> None:
+        if not self.is_headless:  # ctrl+q too: the helper goes before asyncio waits for the worker threads
+            from loratui.ui import offload
+
+            offload.shutdown()
 
     def action_switch_mode(self, mode: str) -> None:  # type: ignore[override]
         if isinstance(self.screen, ModalScreen):

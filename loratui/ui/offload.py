@@ -20,6 +20,11 @@ from typing import Any
 
 _lock = threading.Lock()
 _executor: ProcessPoolExecutor | None = None
+_closed = False  # set by shutdown(): the app is leaving, no helper may start again
+
+
+class HelperClosed(RuntimeError):
+    """The helper was shut down because the app is exiting."""
 
 
 def _die_with_parent(parent: int) -> None:
@@ -43,6 +48,8 @@ def _run(target: str, args: tuple, kwargs: dict) -> Any:
 def _submit(target: str, args: tuple, kwargs: dict):
     global _executor
     with _lock:
+        if _closed:
+            raise HelperClosed("the app is exiting")
         if _executor is not None:
             return _executor.submit(_run, target, args, kwargs)
         # multiprocessing's resource tracker (started with the executor) and the helper (started on the first
@@ -66,6 +73,8 @@ def call(target: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return _submit(target, args, kwargs).result()
     except BrokenProcessPool:  # the helper died (killed, out of memory): start a fresh one once
+        if _closed:
+            raise HelperClosed("the app is exiting") from None
         with _lock:
             _executor = None
         return _submit(target, args, kwargs).result()
@@ -73,10 +82,11 @@ def call(target: str, *args: Any, **kwargs: Any) -> Any:
 
 @atexit.register
 def shutdown() -> None:
-    """Stop the helper without waiting for a slow call (a hub lookup can take a minute)."""
-    global _executor
+    """Stop the helper without waiting for a slow call (a hub lookup can take a minute); no new one starts after."""
+    global _executor, _closed
     with _lock:
         ex, _executor = _executor, None
+        _closed = True
     if ex is None:
         return
     for proc in list(getattr(ex, "_processes", {}).values()):
