@@ -23,7 +23,7 @@ def strict_loads(line: str):
     return json.loads(line, parse_constant=refuse)
 
 
-# -- writing ------------------------------------------------------------------------------------------------------------
+# -- writing -----------------------------------------------------------------------------------------------------------
 
 
 def test_events_are_always_valid_json_nan_and_inf_become_null(tmp_path):
@@ -59,7 +59,7 @@ def test_extra_fields_travel_for_the_next_engines(tmp_path):
     assert ev["kind"] == "started" and ev.get("missing", 7) == 7
 
 
-# -- reading ------------------------------------------------------------------------------------------------------------
+# -- reading -----------------------------------------------------------------------------------------------------------
 
 
 def test_tail_skips_and_counts_what_it_cannot_read(tmp_path):
@@ -106,7 +106,7 @@ def test_status_json_of_the_wrong_shape_is_named():
     assert protocol.parse_status({"state": "running", "pid": 12, "pid_started": 3}).pid_started == 3.0
 
 
-# -- the fold -----------------------------------------------------------------------------------------------------------
+# -- the fold ----------------------------------------------------------------------------------------------------------
 
 
 def losses(n: int, start: int = 1, base: float = 2.0) -> list[tuple[int, float]]:
@@ -204,7 +204,7 @@ def test_recorded_runs_fold_without_skipping():
         assert events and tail.skipped == 0, run
 
 
-# -- the contract -------------------------------------------------------------------------------------------------------
+# -- the contract ------------------------------------------------------------------------------------------------------
 
 
 def test_contracts_doc_is_generated_from_the_models():

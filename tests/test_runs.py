@@ -141,7 +141,7 @@ def test_command_lines_that_name_the_engine(tmp_path):
         assert not runs.names_run(cmd, run, cwd=str(tmp_path)), cmd
 
 
-# -- the launcher writes launch.json; the engine alone writes status.json -----------------------------------------------
+# -- the launcher writes launch.json; the engine alone writes status.json ----------------------------------------------
 
 
 def test_launch_records_what_it_started_and_the_app_can_attach_at_once(tmp_path, monkeypatch, procs):
@@ -191,7 +191,7 @@ def test_create_run_writes_no_status(tmp_path):
     assert run.state() == RunState.CREATED
 
 
-# -- one corrupt run never breaks a listing ------------------------------------------------------------------------------
+# -- one corrupt run never breaks a listing ----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ async def test_runs_screen_lists_healthy_runs_beside_broken_ones(broken_runs, mo
         assert "status.json holds a list, not an object" in detail
 
 
-# -- names stay inside the runs folder -----------------------------------------------------------------------------------
+# -- names stay inside the runs folder ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/abs-run", "a/b", "..", "."])

@@ -60,16 +60,7 @@ def safetensors_problem(path: Path) -> str | None:
 
 def write_marker(folder: Path) -> None:
     """Record every file of ``folder`` with its size (the last file written before the folder is renamed)."""
-    try:
-        from loratui.core.fileio import atomic_write_json
-    except ImportError:  # the shared helper not there yet: the same thing, locally
-        def atomic_write_json(path: Path, obj) -> None:
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "w") as fh:
-                json.dump(obj, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+    from loratui.core.fileio import atomic_write_json
 
     folder = Path(folder)
     files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))

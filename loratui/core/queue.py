@@ -33,15 +33,10 @@ from typing import Any, Callable, Iterator
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import RunError
+from loratui.core.fileio import atomic_write_text
 from loratui.core.runs import RunDir, create_run, launch_detached, now, pid_alive, process_start_time, stop_run
 
 QUEUE_DIR = ".queue"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _state(value: Any) -> str:
@@ -126,7 +121,7 @@ class RunQueue:
 
     def _write(self, state: QueueState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, json.dumps({"entries": [asdict(e) for e in state.entries],
+        atomic_write_text(self.path, json.dumps({"entries": [asdict(e) for e in state.entries],
                                              "next_id": state.next_id}, indent=1))
 
     @contextlib.contextmanager
@@ -234,8 +229,8 @@ class RunQueue:
                                     start_new_session=True, close_fds=True, cwd=os.getcwd(),
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             log.close()
-            _atomic_write(self.runner_path, json.dumps({"pid": proc.pid, "pid_started": process_start_time(proc.pid),
-                                                        "started": round(now(), 3)}))
+            atomic_write_text(self.runner_path, json.dumps({
+                "pid": proc.pid, "pid_started": process_start_time(proc.pid), "started": round(now(), 3)}))
             return proc.pid
 
     def _update(self, state: QueueState, echo: Callable[[str], None]) -> None:
@@ -295,7 +290,7 @@ class RunQueue:
             if pid and pid != os.getpid():
                 return False
             self.dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.runner_path, json.dumps({"pid": os.getpid(),
+            atomic_write_text(self.runner_path, json.dumps({"pid": os.getpid(),
                                                         "pid_started": process_start_time(os.getpid()),
                                                         "started": round(now(), 3)}))
             return True

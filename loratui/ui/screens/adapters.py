@@ -16,10 +16,9 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from loratui.core.adapters import AdapterInfo, delete_adapter, find_adapters
-from loratui.core.gpu import format_bytes
+from loratui.core.fmt import format_bytes, format_count
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
-from loratui.ui.widgets.run_state import format_count
 from loratui.ui.widgets.tables import fill_table
 
 

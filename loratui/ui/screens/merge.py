@@ -24,7 +24,7 @@ from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, Progr
 from textual.worker import Worker, get_current_worker
 
 from loratui.core.adapters import AdapterInfo, read_adapter
-from loratui.core.gpu import format_bytes
+from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.log_tail import LogTail
 
