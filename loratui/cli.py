@@ -336,6 +336,8 @@ def cmd_study(args) -> int:
             elif e.id in ids and e.state == "running":
                 stop_run(RunDir(runs_dir / e.run))
         return 130
+    if q.read().waiting:  # other runs queued meanwhile: a detached runner takes over
+        q.ensure_runner(gpus)
     rows = compare.read_runs([runs_dir / e.run for e in q.read().entries if e.id in ids])
     print()
     print(compare.to_markdown(rows, title=f"study {study.name}"))
