@@ -1,0 +1,174 @@
+"""The app on a real pseudo-terminal, ended the ways it happens: SIGHUP, SIGTERM, and a terminal that goes away
+while SIGHUP is ignored (nohup). It exits, takes its helper process with it, and leaves a training engine (its own
+session) running. See tests/FAULTS.md (item 10)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class AppOnPty:
+    def __init__(self, cwd: Path, ignore_hup: bool = False):
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        env = {**os.environ, "TERM": "xterm-256color", "TEXTUAL_ANIMATIONS": "none",
+               "LORATUI_RUNS_DIR": str(cwd / "runs")}
+
+        def pre():
+            if ignore_hup:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "loratui"], stdin=slave, stdout=slave, stderr=slave,
+                                     cwd=cwd, env=env, start_new_session=True, close_fds=True, preexec_fn=pre)
+        os.close(slave)
+        self.seen = bytearray()
+        self.closed = False
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+
+    def _drain(self) -> None:
+        import select
+
+        while not self.closed:  # never blocked in read: closing the master must really close it
+            if not select.select([self.master], [], [], 0.05)[0]:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.seen += chunk
+
+    def helper(self, timeout: float = 120.0) -> psutil.Process:
+        """The helper process (the Setup form's estimate starts it)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    cmd = " ".join(child.cmdline())
+                    if "spawn_main" in cmd:
+                        return child
+            except psutil.Error:
+                pass
+            assert self.proc.poll() is None, bytes(self.seen[-2000:])
+            time.sleep(0.2)
+        raise AssertionError("the helper process never started")
+
+    def close_terminal(self) -> None:
+        self.closed = True
+        self.reader.join(5)
+        os.close(self.master)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        if not self.closed:
+            self.closed = True
+            self.reader.join(5)
+            os.close(self.master)
+
+
+def _gone(proc: psutil.Process, timeout: float = 15.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    (tmp_path / "runs").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_signal_ends_the_app_and_its_helper(app_dir, sig):
+    app = AppOnPty(app_dir)
+    try:
+        helper = app.helper()
+        time.sleep(0.5)
+        app.proc.send_signal(sig)
+        assert app.proc.wait(20) == 0
+        assert _gone(helper), "the helper process was left behind"
+    finally:
+        app.cleanup()
+
+
+def test_terminal_gone_with_sighup_ignored_exits_instead_of_spinning(app_dir):
+    app = AppOnPty(app_dir, ignore_hup=True)
+    try:
+        helper = app.helper()
+        time.sleep(0.5)
+        app.close_terminal()  # the SSH session dropped; nohup kept SIGHUP away
+        t0 = time.monotonic()
+        app.proc.wait(20)
+        assert time.monotonic() - t0 < 10
+        assert _gone(helper)
+    finally:
+        app.cleanup()
+
+
+def test_killed_app_still_takes_its_helper(app_dir):
+    app = AppOnPty(app_dir)
+    try:
+        helper = app.helper()
+        app.proc.kill()  # no handler runs: the helper notices its parent is gone
+        app.proc.wait(10)
+        assert _gone(helper, 15)
+    finally:
+        app.cleanup()
+
+
+def test_engine_survives_the_app_hanging_up(app_dir, tiny_llama):
+    from loratui.core import runs
+    from loratui.core.config import RunConfig
+
+    cfg = RunConfig.model_validate({
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4, "alpha": 8},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "validation_fraction": 0.0,
+                 "max_length": 64},
+        "train": {"max_steps": 100000, "batch_size": 2, "logging_steps": 1, "save_steps": 100000},
+        "output": {"runs_dir": str(app_dir / "runs"), "name": "bg"}})
+    run = runs.create_run(cfg)
+    pid = runs.launch_detached(run)
+    app = AppOnPty(app_dir)
+    try:
+        app.helper()
+        app.proc.send_signal(signal.SIGHUP)
+        assert app.proc.wait(20) == 0
+        n = sum(e["kind"] == "step" for e in run.events())
+        end = time.monotonic() + 120
+        while time.monotonic() < end and sum(e["kind"] == "step" for e in run.events()) <= n + 2:
+            time.sleep(0.2)
+        assert sum(e["kind"] == "step" for e in run.events()) > n + 2, run.log_tail()  # still training
+        assert run.state() == "running"
+    finally:
+        app.cleanup()
+        runs.stop_run(run)
+        try:
+            runs.wait_for_state(run, timeout=120)
+        finally:
+            if psutil.pid_exists(pid) and run.state() == "running":
+                os.kill(pid, signal.SIGKILL)
