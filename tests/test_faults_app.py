@@ -172,3 +172,28 @@ def test_engine_survives_the_app_hanging_up(app_dir, tiny_llama):
         finally:
             if psutil.pid_exists(pid) and run.state() == "running":
                 os.kill(pid, signal.SIGKILL)
+
+
+# -- out of memory: the Monitor's one-key retry ---------------------------------------------------------------------
+
+@pytest.mark.usefixtures("utc", "quiet_monitor")
+async def test_monitor_offers_one_key_retry_after_out_of_memory(runs, monkeypatch):
+    from fixtures import host_app, screen_text, wait_until
+    from loratui.core import retry
+    from loratui.core.runs import RunDir
+    from loratui.ui.screens.monitor import MonitorScreen
+
+    launched = []
+    monkeypatch.setattr(retry, "launch_detached", lambda run, resume=False, env=None: launched.append(resume) or 4242)
+    run = RunDir(runs / "smollm2-bs64-oom")
+    before = run.config().train
+    app = host_app(lambda: MonitorScreen(run.path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "failed", what="failed")
+        assert "retries with half the micro-batch" in screen_text(app)
+        await pilot.press("b")
+        await pilot.pause()
+    after = run.config().train
+    assert launched == [run.latest_checkpoint() is not None]
+    assert (after.batch_size, after.grad_accum) == (before.batch_size // 2, before.grad_accum * 2)

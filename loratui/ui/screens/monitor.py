@@ -132,6 +132,8 @@ class MonitorScreen(LoratuiScreen):
         Binding("c", "checkpoint", "Checkpoint"),
         Binding("o", "open_adapter", "Open adapter"),
         Binding("d,escape", "detach", "Detach"),
+        Binding("b", "retry_smaller", "Retry, half batch", tooltip="After out-of-memory: half the micro-batch, "
+                "twice the grad accumulation, resumed from the last checkpoint"),
     ]
 
     def __init__(self, run_dir: Path | None = None, *, name: str | None = None, id: str | None = None):
@@ -359,6 +361,11 @@ class MonitorScreen(LoratuiScreen):
                 text.append(str(f["hint"]), style="bold")
             if f.get("field"):
                 text.append(f"  (field {f['field']})", style="dim")
+            if self._oom_failure():
+                text.append("\n")
+                text.append("b", style="bold reverse")
+                text.append(" retries with half the micro-batch and twice the grad accumulation, from the last "
+                            "checkpoint")
             banner.update(text)
             banner.add_class("-shown", "-error")
         elif state == "crashed":
@@ -399,7 +406,31 @@ class MonitorScreen(LoratuiScreen):
             return self.state in ("running", "starting")
         if action == "open_adapter":
             return self._adapter_path() is not None and self.state in ("finished", "stopped")
+        if action == "retry_smaller":
+            return self._oom_failure()
         return True
+
+    def _oom_failure(self) -> bool:
+        if self.state != "failed" or self.run_dir is None:
+            return False
+        f = self.view.failure or {}
+        return f.get("error") == "OutOfMemoryError" or "out of gpu memory" in str(f.get("message") or "").lower()
+
+    def action_retry_smaller(self) -> None:
+        """One key after out-of-memory: same effective batch, smaller steps, resumed from the last checkpoint."""
+        if not self._oom_failure():
+            return
+        from loratui.core.errors import LoratuiError
+        from loratui.core.retry import retry_after_oom
+
+        run = RunDir(self.run_dir)
+        try:
+            pid = retry_after_oom(run)
+        except LoratuiError as err:
+            self.notify(str(err), severity="error")
+            return
+        t = run.config().train
+        self.notify(f"Retrying {run.name} with micro-batch {t.batch_size} x grad_accum {t.grad_accum} (pid {pid}).")
 
     def _adapter_path(self) -> Path | None:
         if not self.view.adapter or self.run_dir is None:
