@@ -52,6 +52,10 @@ def test_lora_run_on_tiny_llama_writes_events_and_adapter(tmp_path, tiny_llama, 
     assert steps[-1]["step"] == 6 and steps[-1]["tokens_per_s"] > 0
     evals = [e for e in run.events() if e["kind"] == "eval"]
     assert all(e["perplexity"] > 1 for e in evals)
+    # the last scheduled eval falls on the final step: the finished event and the summary still carry it
+    finished = next(e for e in run.events() if e["kind"] == "finished")
+    assert evals[-1]["step"] == 6 and finished["eval_loss"] == evals[-1]["eval_loss"]
+    assert runs.summarize(run).final_eval["eval_loss"] == evals[-1]["eval_loss"]
     assert (run.adapter_dir / "adapter_config.json").is_file()
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert json.loads((run.adapter_dir / "loratui.json").read_text())["method"] == "lora"

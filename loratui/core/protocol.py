@@ -133,7 +133,7 @@ class StartedEvent(Event):
     epochs: Optional[float] = None
     device: Optional[str] = None
     precision: Optional[str] = None
-    labels: Optional[list[str]] = None
+    labels: Optional[list[Any]] = None
     data_stats: Optional[dict] = None
     resumed: bool = False
 
@@ -216,6 +216,8 @@ class FinishedEvent(Event):
     train_loss: Optional[float] = None
     eval_loss: Optional[float] = None
     """The final evaluation's loss (the fold falls back to the last ``eval`` event when null)."""
+    eval: Optional[dict] = None
+    """The final evaluation's metrics (the last evaluation's, also when it fell on the final step)."""
 
 
 class FailedEvent(Event):
@@ -719,7 +721,10 @@ class RunFold:
         self._finished_train_loss = ev.train_loss
         extra = {k: v for k, v in (ev.__pydantic_extra__ or {}).items()
                  if k.startswith("eval_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self._finished_eval = {**extra, **({"eval_loss": ev.eval_loss} if ev.eval_loss is not None else {})}
+        metrics = {k: v for k, v in (ev.eval or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _EVAL_SKIP}
+        self._finished_eval = {**extra, **metrics,
+                               **({"eval_loss": ev.eval_loss} if ev.eval_loss is not None else {})}
 
     def _on_stopped(self, ev: StoppedEvent) -> None:
         s = self.s

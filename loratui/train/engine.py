@@ -109,6 +109,7 @@ def make_callback(engine: "Engine"):
             if loss is not None and engine.cfg.model.task == "causal-lm":
                 data["perplexity"] = round(math.exp(min(loss, 50)), 4)
             engine.last_eval_step = state.global_step
+            engine.last_eval = data  # the finished event carries the last evaluation's metrics
             ev = engine.emit("eval", step=state.global_step, epoch=round(state.epoch or 0, 4), **data)
             engine.progress(ev)
             if state.global_step == 0:
@@ -137,6 +138,7 @@ class Engine:
         self.last_eval_step = -1
         self.labels: list[str] | None = None
         self.n_eval = 0
+        self.last_eval: dict = {}
         self._cuda = False
 
     # -- events ------------------------------------------------------------------------------------------------
@@ -368,7 +370,8 @@ class Engine:
             self.echo(f"stopped at step {step}: adapter saved to {out}; resume with: loratui train --resume {run.path}")
             return 0
         self.emit("finished", step=step, adapter=str(out), runtime_s=round(time.time() - t0, 2),
-                  train_loss=result.training_loss if result is not None else None, eval_loss=eval_metrics.get("eval_loss"))
+                  train_loss=result.training_loss if result is not None else None,
+                  eval_loss=self.last_eval.get("eval_loss"), eval=self.last_eval or None)
         run.write_status(state="finished", ended=round(time.time(), 3), step=step)
         self.echo(f"finished at step {step}: saved to {out}")
         return 0
