@@ -200,6 +200,14 @@ class OutputSection(Section):
     name: Optional[str] = None
     """Run folder name (empty: model-method-timestamp)."""
 
+    @field_validator("name")
+    @classmethod
+    def _one_component(cls, v: Optional[str]) -> Optional[str]:
+        # a run stays inside the runs folder: "../x", "a/b" or "/abs" would write (and hide) it elsewhere
+        if v is not None and (v in (".", "..") or "/" in v or "\\" in v or "\0" in v or len(v) > 255):
+            raise ValueError("names are a single path component inside the runs folder (no '/', not '..')")
+        return v or None
+
 
 class RunConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection)
@@ -214,14 +222,6 @@ class RunConfig(Section):
         if self.model.task == "seq-cls" and self.data.format != "classification":
             raise ValueError("data.format must be classification when model.task is seq-cls")
         if self.data.format == "classification" and self.model.task != "seq-cls":
-    @field_validator("name")
-    @classmethod
-    def _one_component(cls, v: Optional[str]) -> Optional[str]:
-        # a run stays inside the runs folder: "../x", "a/b" or "/abs" would write (and hide) it elsewhere
-        if v is not None and (v in (".", "..") or "/" in v or "\\" in v or "\0" in v or len(v) > 255):
-            raise ValueError("names are a single path component inside the runs folder (no '/', not '..')")
-        return v or None
-
             raise ValueError("model.task must be seq-cls when data.format is classification")
         if self.method.kind == "head-only" and self.model.task != "seq-cls":
             raise ValueError("method.kind head-only needs model.task seq-cls (a causal LM has no separate head)")
