@@ -68,6 +68,7 @@ class RunRow:
     best_eval_loss: float | None = None
     f1: float | None = None
     train_time_s: float | None = None
+    wall_s: float | None = None
     tokens_per_s: float | None = None
     peak_memory_gb: float | None = None
     size_bytes: int | None = None
@@ -181,6 +182,12 @@ def read_run(path: str | Path) -> RunRow:
             row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
     if tps:
         row.tokens_per_s = sum(tps) / len(tps)
+    try:  # start to end of the engine process: loading, training, evaluating and saving
+        status = run.read_status()
+        if isinstance(status.get("started"), (int, float)) and isinstance(status.get("ended"), (int, float)):
+            row.wall_s = float(status["ended"]) - float(status["started"])
+    except Exception:  # noqa: BLE001 - a status file being rewritten: no wall time this once
+        pass
     for what, folder in (("adapter", run.adapter_dir), ("model", run.path / "model")):
         if folder.is_dir():
             row.saved_as, row.size_bytes = what, folder_size(folder)
@@ -278,6 +285,7 @@ FIELDS: list[tuple[str, Any]] = [
     ("best metric", lambda r: fmt_metric(r.metric_name, r.best_metric)),
     ("best eval loss", lambda r: fmt_metric("eval_loss", r.best_eval_loss)),
     ("training time", lambda r: fmt_seconds(r.train_time_s)),
+    ("wall time", lambda r: fmt_seconds(r.wall_s)),
     ("tokens/s", lambda r: f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "-"),
     ("peak GPU memory", lambda r: f"{r.peak_memory_gb:.2f} GiB" if r.peak_memory_gb else "-"),
     ("size on disk", lambda r: f"{fmt_bytes(r.size_bytes)} ({r.saved_as})" if r.size_bytes is not None else "-"),
@@ -360,7 +368,7 @@ def needs_log(values: list[float | None]) -> bool:
 
 CSV_COLUMNS = ["run", "label", "study", "state", "model", "method", "rank", "alpha", "targets", "trainable_params",
                "total_params", "trainable_share", "metric", "final_metric", "best_metric", "final_eval_loss",
-               "best_eval_loss", "f1", "train_time_s", "tokens_per_s", "peak_gpu_memory_gb", "size_bytes",
+               "best_eval_loss", "f1", "train_time_s", "wall_s", "tokens_per_s", "peak_gpu_memory_gb", "size_bytes",
                "saved_as", "steps"]
 
 
@@ -374,7 +382,7 @@ def to_csv(rows: list[RunRow]) -> str:
                          "" if r.rank is None else r.rank, "" if r.alpha is None else r.alpha, r.targets,
                          _blank(r.trainable), _blank(r.total), _blank(r.share), r.metric_name,
                          _blank(r.final_metric), _blank(r.best_metric), _blank(r.final_eval_loss),
-                         _blank(r.best_eval_loss), _blank(r.f1), _blank(r.train_time_s),
+                         _blank(r.best_eval_loss), _blank(r.f1), _blank(r.train_time_s), _blank(r.wall_s),
                          _blank(None if r.tokens_per_s is None else round(r.tokens_per_s, 1)),
                          _blank(r.peak_memory_gb), _blank(r.size_bytes), r.saved_as, r.steps]
                         + [fmt_value(values[i]) for _, values in diffs])
