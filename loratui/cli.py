@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--runs-dir", default=None, help="runs folder (overrides the config's output.runs_dir)")
     st.add_argument("--detach", action="store_true", help="queue it, start the background runner and return")
     st.add_argument("--dry-run", action="store_true", help="list the runs it expands to, start nothing")
-    st.add_argument("--gpus", help="run side by side, one run per GPU (e.g. 0,1)")
+    st.add_argument("--gpus", help="run side by side, one run per GPU: 0,1 or auto (every GPU that is free)")
     st.add_argument("--export", metavar="DIR", help="write the comparison (CSV + Markdown) here when done")
 
     qu = sub.add_parser("queue", help="list the run queue")

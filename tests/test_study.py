@@ -189,3 +189,35 @@ def test_one_runner_per_runs_folder(tmp_path):
     q.release_runner()
     assert q.runner_pid() is None and not q.runner_path.exists()
     assert q.ensure_runner() is None  # nothing waits: no runner started
+
+
+def test_auto_uses_the_gpus_free_now(tmp_path, study):
+    q = RunQueue(tmp_path / "runs")
+    q.add_study(study)
+    launch = FakeLaunch()
+    free = {"now": ["0", "2"]}
+    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
+    assert launch.started == [("s-r4", "0"), ("s-r8", "2")]
+    free["now"] = []  # both taken (by our runs); no other GPU frees up
+    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
+    assert len(launch.started) == 2
+    finish(q.runs_dir / "s-r4")
+    free["now"] = ["0"]  # its run ended: GPU 0 is free again
+    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
+    assert launch.started[-1] == ("s-r16", "0")
+
+
+def test_auto_without_gpus_runs_one_at_a_time(tmp_path, study):
+    q = RunQueue(tmp_path / "runs")
+    q.add_study(study)
+    launch = FakeLaunch()
+    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: None)
+    assert launch.started == [("s-r4", None)]
+
+
+def test_auto_waits_while_every_gpu_is_busy(tmp_path, study):
+    q = RunQueue(tmp_path / "runs")
+    q.add_study(study)
+    launch = FakeLaunch()
+    assert q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: [])
+    assert launch.started == [] and [e.state for e in q.read().entries] == ["waiting"] * 3

@@ -41,6 +41,9 @@ QUEUE_DIR = ".queue"
 
 def _state(value: Any) -> str:
     return str(getattr(value, "value", value))
+#: a GPU counts as free for ``gpus=["auto"]`` while less than this share of its memory is used
+FREE_GPU_USED = 0.1
+
 #: entry states; waiting and running are live, the rest are final
 LIVE = ("waiting", "running")
 FINAL_RUN_STATES = ("finished", "stopped", "failed", "crashed")
@@ -242,12 +245,24 @@ class RunQueue:
                 echo(f"{e.run}: {st}")
 
     def step(self, gpus: list[str] | None = None, echo: Callable[[str], None] = print,
-             launch: Callable[..., int] = launch_detached) -> bool:
-        """One pass of the runner: record ended runs, start what fits. False when nothing waits or runs."""
-        slots = list(gpus) if gpus else [None]
+             launch: Callable[..., int] = launch_detached,
+             free_gpus: Callable[[], list[str]] | None = None) -> bool:
+        """One pass of the runner: record ended runs, start what fits. False when nothing waits or runs.
+
+        ``gpus``: None runs one at a time; ["0", "1"] one per listed GPU; ["auto"] one per GPU that is free now
+        (less than a tenth of its memory used, by anyone) plus those its own runs hold, waiting while none is;
+        without GPUs, one at a time."""
         with self.edit() as state:
             self._update(state, echo)
             busy = {e.gpu for e in state.running}
+            if gpus == ["auto"]:
+                found = (free_gpus or free_gpu_indices)()
+                if found is None:  # no GPU at all: one run at a time
+                    slots: list[str | None] = [None]
+                else:  # the free GPUs, and those our own runs hold; none free: wait
+                    slots = list(dict.fromkeys([*found, *(g for g in busy if g is not None)]))
+            else:
+                slots = list(gpus) if gpus else [None]
             for e in state.waiting:
                 free = [g for g in slots if g not in busy]
                 if not free:
@@ -300,6 +315,21 @@ class RunQueue:
             if self.runner_pid() == os.getpid():
                 with contextlib.suppress(OSError):
                     self.runner_path.unlink()
+
+
+def free_gpu_indices() -> list[str] | None:
+    """CUDA indices of the GPUs that are free now; None without NVML or GPUs."""
+    from loratui.core.gpu import query_gpus
+
+    gpus = query_gpus()
+    if not gpus:
+        return None
+    out = []
+    for g in gpus:
+        frac = g.memory_fraction
+        if g.cuda_index is not None and frac is not None and frac < FREE_GPU_USED:
+            out.append(str(g.cuda_index))
+    return out
 
 
 def runner_main(runs_dir: str, gpus: list[str] | None = None, poll: float = 1.0) -> int:
