@@ -358,3 +358,21 @@ async def test_follows_a_resume_started_elsewhere(runs, monkeypatch):
             proc.kill()
             proc.wait()
         await wait_until(pilot, lambda: screen.state == "crashed", what="crashed after the engine died")
+
+
+async def test_time_and_eta_tick_between_steps(runs, monkeypatch):
+    """Issue 9 item 4: the elapsed time (and the ETA) move while a step takes long, without new events."""
+    monkeypatch.setattr(monitor, "TICK_INTERVAL", 0.05)
+    t = time.time()
+    events = [{"kind": "started", "time": t - 60, "max_steps": 100},
+              {"kind": "step", "time": t - 50, "step": 1, "max_steps": 100, "loss": 2.0},
+              {"kind": "step", "time": t - 40, "step": 2, "max_steps": 100, "loss": 1.9}]
+    run = make_live_run(runs, "slow-steps", pid=os.getpid(), events=events)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "running" and screen.view.step == 2, what="running")
+        first = screen.view
+        assert first.elapsed >= 60 and first.eta is not None
+        await wait_until(pilot, lambda: screen.view.elapsed >= first.elapsed + 1.0, timeout=5, what="the clock")
+        assert screen.view.eta < first.eta and screen.view.events == first.events
