@@ -223,3 +223,50 @@ def test_state_colours_live_in_one_place():
 
     assert not hasattr(monitor, "STATE_STYLES") and not hasattr(runs, "STATE_STYLES")
     assert set(protocol.STATE_STYLES) == set(RunState)
+
+
+# -- fuzz -------------------------------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.binary(max_size=120) | st.sampled_from([
+    b'{"kind": "step", "step": 1}\n', b'{"kind": "eval", "eval_loss": NaN}\n', b"\n", b'{"kind": "finished"',
+    b"}\n", b"\xff\xfe\n", b'{"kind": "started", "max_steps": "x"}\n']), max_size=12))
+def test_fuzz_the_events_reader_never_fails(tmp_path, chunks):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"")
+    tail = EventTail(path)
+    seen = []
+    for chunk in chunks:
+        with open(path, "ab") as fh:
+            fh.write(chunk)
+        seen += tail.poll()
+    assert all(isinstance(e, protocol.Event) for e in seen)
+    s = fold(seen)  # and the fold takes whatever was read
+    assert s.state in set(RunState) and tail.skipped >= 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extra=st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True).filter(
+    lambda k: k not in ("kind", "time")), json_values, max_size=4),
+    loss=st.floats(allow_nan=True, allow_infinity=True) | st.none())
+def test_fuzz_what_the_engine_writes_is_strict_json_or_refused(tmp_path, extra, loss):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"")
+    w = EventWriter(path)
+    try:
+        w.emit("eval", step=1, eval_loss=loss, **extra)
+    except ProtocolError:
+        pass  # refused as a whole: nothing half-written
+    w.close()
+    for line in path.read_text().splitlines():
+        strict_loads(line)
+        assert parse_line(line).kind == "eval"
