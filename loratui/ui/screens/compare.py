@@ -30,7 +30,7 @@ from loratui.ui.widgets.tables import fill_table
 REFRESH_INTERVAL = 3.0
 #: runs shown when nothing was chosen and there is no study
 DEFAULT_RUNS = 6
-LIVE_STATES = ("running", "created")
+LIVE_STATES = ("starting", "running", "created")
 
 
 @dataclass
