@@ -60,6 +60,8 @@ def check_adapter(adapter: Path, *, allow_pickle: bool = False) -> None:
     from loratui.core.checkpoints import adapter_problem
     from loratui.train.models import check_pickle
 
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        return  # not an adapter at all: read_adapter_meta says so
     problem = adapter_problem(Path(adapter))
     if problem and not (problem.startswith("no weights") and _has_pickle_weights(adapter)):
         raise MergeError(f"the adapter in {adapter} is incomplete: {problem}", field="adapter",

@@ -1,0 +1,34 @@
+"""``loratui study FILE``: a dry run lists the runs; a real one runs them headless and prints the comparison."""
+
+from __future__ import annotations
+
+import csv
+
+from loratui.cli import main as cli_main
+from test_app_queue import write_study
+
+
+def test_dry_run_lists_the_runs(capsys):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "sample_configs" / "study-lora-vs-full.yaml"
+    assert cli_main(["study", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "study lora-vs-full: 5 runs" in out
+    for name in ("lora-vs-full-full", "lora-vs-full-lora-r4", "lora-vs-full-lora-r16", "lora-vs-full-head-only"):
+        assert name in out
+
+
+def test_a_study_runs_headless(tmp_path, tiny_bert, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    study = write_study(tmp_path, tiny_bert)
+    code = cli_main(["study", str(study), "--runs-dir", str(tmp_path / "runs"), "--export", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "tiny-r2: finished, accuracy" in out and "tiny-r4: finished, accuracy" in out
+    assert "# study tiny" in out and "| lora.r | 2 | 4 |" in out
+    rows = list(csv.DictReader(open(tmp_path / "out" / "tiny.csv")))
+    assert [(r["run"], r["state"]) for r in rows] == [("tiny-r2", "finished"), ("tiny-r4", "finished")]
+    assert (tmp_path / "out" / "tiny.md").is_file()
+    assert cli_main(["queue", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "runner not running" in capsys.readouterr().out
