@@ -279,3 +279,14 @@ def test_out_of_memory_fails_with_step_and_batch_then_retry(tmp_path, tiny_llama
     resumed = [e for e in run.events() if e["kind"] == "resumed"][-1]
     assert resumed["step"] == 2
     assert [e["step"] for e in steps(run, "resumed")] == [3, 4]
+
+
+def test_halved_batch_keeps_the_effective_batch():
+    from loratui.core.errors import RunError
+    from loratui.core.retry import halved_batch
+
+    assert halved_batch(8, 1) == (4, 2)
+    assert halved_batch(64, 4) == (32, 8)
+    assert halved_batch(3, 1) == (1, 3)  # odd: accumulation rounds up, never a smaller effective batch
+    with pytest.raises(RunError, match="train.batch_size"):
+        halved_batch(1, 8)
