@@ -249,7 +249,8 @@ class Engine:
         from loratui.core import checkpoints as ck
 
         run = self.run_dir
-        ck.clean_leftovers(run.checkpoints_dir)  # staging folders of a killed save
+        if int(os.environ.get("RANK", "0")) == 0:  # one writer of the run folder
+            ck.clean_leftovers(run.checkpoints_dir)  # staging folders of a killed save
         if not self.resume:
             return None, []
         checkpoint, skipped = ck.latest_complete(run.checkpoints_dir)
