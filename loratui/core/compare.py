@@ -116,8 +116,14 @@ def _targets(cfg: RunConfig | None, out_dir: Path | None) -> str:
             pass
     t = cfg.lora.target_modules
     if isinstance(t, list):
-        return ",".join(t)
-    return t or (f"preset {cfg.lora.preset}" if cfg.lora.preset else "default")
+        return ",".join(sorted(t))
+    if t:
+        return t
+    from loratui.core.presets import PRESETS
+
+    if cfg.lora.preset in PRESETS:
+        return ",".join(sorted(PRESETS[cfg.lora.preset]))
+    return f"preset {cfg.lora.preset}" if cfg.lora.preset else "default"
 
 
 def read_run(path: str | Path) -> RunRow:
