@@ -208,6 +208,7 @@ def test_disk_full_while_saving_then_resume_after_freeing_space(tmp_path, tiny_l
     assert proc.returncode == 1, out
     assert "Traceback" not in out
     line = next(ln for ln in out.splitlines() if ln.startswith("failed: "))
+    print(line)
     assert "disk full while saving checkpoint-4 in " + str(run.checkpoints_dir) in line and "free at least" in line
     assert run.state() == "failed"  # not left 'running'
     failed = [e for e in run.events() if e["kind"] == "failed"][-1]
