@@ -24,7 +24,7 @@ from textual.worker import Worker, get_current_worker
 
 from loratui.core.gpu import GpuSampler
 from loratui.core.fmt import format_count, format_duration
-from loratui.core.protocol import EventTail, RunState, state_style
+from loratui.core.protocol import EventTail, state_style
 from loratui.core.runs import RunDir, request_checkpoint, stop_run, summarize
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.gpu_panel import GpuPanel, GpuSampled

@@ -9,7 +9,7 @@ downsampled, so a 100k-step history costs the UI thread no more than a 200-step 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from loratui.core.fmt import format_count, format_duration  # noqa: F401 - re-exported for the screens
 from loratui.core.protocol import TERMINAL_KINDS, Event, RunFold, RunSummary
