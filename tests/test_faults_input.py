@@ -262,3 +262,34 @@ def test_merge_cleans_partials_left_by_a_killed_merge(tmp_path, tiny_llama):
     result = merge_adapter(adapter, out, dtype="fp32")
     assert result["max_diff"] < 1e-3
     assert [p for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+# the estimate on fuzzed (valid) configs of a real tiny model: a number or one line naming the field, never a traceback
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(r=st.integers(1, MAX_LORA_R), alpha=st.floats(0.001, 1e6),
+       targets=st.one_of(st.none(), st.just("all-linear"), st.lists(st.sampled_from(
+           ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "lm_head", "embed_tokens", "query", "x", ""]),
+           max_size=4)),
+       preset=st.one_of(st.none(), st.sampled_from(["llama-all", "minimal-qv", "gpt2", "bert-qv", "nope"])),
+       kind=st.sampled_from(["lora", "qlora", "lora-8bit", "full"]),
+       max_length=st.integers(8, 10_000_000), batch=st.integers(1, 1_000_000), accum=st.integers(1, 1000),
+       gc=st.booleans(), rslora=st.booleans(), dora=st.booleans())
+def test_fuzz_estimate_is_a_number_or_one_line(tiny_llama, r, alpha, targets, preset, kind, max_length, batch,
+                                                accum, gc, rslora, dora):
+    from loratui.train.estimate import count_params, estimate_memory
+
+    try:
+        cfg = config_from_dict({
+            "model": {"name": str(tiny_llama)}, "method": {"kind": kind},
+            "lora": {"r": r, "alpha": alpha, "target_modules": targets, "preset": preset, "rslora": rslora,
+                     "dora": dora},
+            "data": {"max_length": max_length},
+            "train": {"batch_size": batch, "grad_accum": accum, "gradient_checkpointing": gc}})
+        counts = count_params(cfg)
+        report = estimate_memory(cfg)
+    except LoratuiError as err:
+        line = str(err)
+        assert "\n" not in line and len(line) < 700 and ":" in line, line
+        return
+    assert counts.trainable >= 0 and report.rows and all(math.isfinite(row.total) for row in report.rows)
