@@ -93,6 +93,7 @@ class PlaygroundScreen(LoratuiScreen):
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate", priority=True),
         Binding("ctrl+o", "pick_model", "Model", priority=True),
+        Binding("ctrl+e", "pick_base", "Base model", priority=True, show=False),
         Binding("ctrl+b", "batch", "Batch", priority=True),
         Binding("ctrl+x", "stop", "Stop", priority=True),
         Binding("ctrl+t", "toggle_view", "Answers/batch", priority=True),
@@ -169,8 +170,9 @@ class PlaygroundScreen(LoratuiScreen):
                                            log_path=self.runs_dir / ".playground.log")
         return self.client
 
-    def load(self, model: str | Path) -> None:
-        """Load a model or adapter (also what the Adapters screen's "try it" calls)."""
+    def load(self, model: str | Path, base: str | None = None) -> None:
+        """Load a model or adapter (also what the Adapters screen's "try it" calls); ``base`` replaces the base
+        model the adapter names (another copy or a local folder of it)."""
         self.model_ref = str(model)
         self.info = {}
         self.answers = {s: Answer() for s in SIDES}
@@ -178,14 +180,14 @@ class PlaygroundScreen(LoratuiScreen):
         self.busy = True
         self.status = f"starting the generation process for {Path(self.model_ref).name}…"
         self._render_all()
-        self._load(self.model_ref, self.runs_dir)
+        self._load(self.model_ref, self.runs_dir, base)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground-load", description="Loading model")
-    def _load(self, model: str, runs_dir: Path) -> None:
+    def _load(self, model: str, runs_dir: Path, base: str | None = None) -> None:
         busy = [summary_path(s).name for s in list_runs(runs_dir) if state_text(s.state) == "running"]
         client = self._client()
         client.start()
-        self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None)
+        self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None, base=base)
 
     @on(PlaygroundEvent)
     def _event(self, message: PlaygroundEvent) -> None:
@@ -390,6 +392,16 @@ class PlaygroundScreen(LoratuiScreen):
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
+
+    def action_pick_base(self) -> None:
+        """Load the same adapter on another base model (a local copy, another revision)."""
+        if not self.model_ref or not self.info.get("has_adapter"):
+            self.notify("Load an adapter first (ctrl+o).", severity="warning")
+            return
+        model = self.model_ref
+        self.app.push_screen(PromptModal("Base model for this adapter", value=str(self.info.get("base") or ""),
+                                         placeholder="alias, folder or hub id"),
+                             lambda v: self.load(model, base=v) if v else None)
 
     def action_pick_model(self) -> None:
         self._list_adapters(self.runs_dir)
