@@ -10,6 +10,7 @@ Then it sends ctrl+q and waits for the app to exit. Not a timed test: a benchmar
 
     .venv/bin/python bench/first_frame.py            # 7 runs, prints each and the medians
     .venv/bin/python bench/first_frame.py --runs 3 --size 120x40
+    git archive b6b7f37 | tar -x -C /tmp/base && .venv/bin/python bench/first_frame.py --baseline /tmp/base
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ TITLE = b"loratui"
 FORM = b"Base model"
 
 
-def one_run(size: tuple[int, int], timeout: float = 30.0) -> tuple[float | None, float | None]:
+def one_run(size: tuple[int, int], repo: Path = REPO, timeout: float = 30.0) -> tuple[float | None, float | None]:
     cols, rows = size
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor", "TEXTUAL_ANIMATIONS": "none"}
+    env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor", "TEXTUAL_ANIMATIONS": "none",
+           "PYTHONPATH": str(repo)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "loratui"], stdin=slave, stdout=slave, stderr=slave, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "loratui"], stdin=slave, stdout=slave, stderr=slave, cwd=repo,
                             env=env, start_new_session=True, close_fds=True)
     os.close(slave)
     seen = b""
@@ -79,22 +81,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--size", default="80x24", help="COLSxROWS of the pseudo-terminal")
+    ap.add_argument("--baseline", type=Path, help="another checkout (e.g. `git archive REV | tar -x -C DIR`): its "
+                    "runs alternate with this tree's, so both see the same machine load")
     args = ap.parse_args()
     cols, rows = (int(x) for x in args.size.split("x"))
-    one_run((cols, rows))  # warm the file cache and the .pyc files; not counted
-    paints, forms = [], []
+    trees = {"this tree": REPO}
+    if args.baseline:
+        trees = {"baseline": args.baseline.resolve(), **trees}
+    for repo in trees.values():
+        one_run((cols, rows), repo)  # warm the file cache and the .pyc files; not counted
+    results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in trees}
     for i in range(args.runs):
-        paint, form = one_run((cols, rows))
-        print(f"run {i + 1}: first paint {paint if paint is None else f'{paint:.3f}'} s, "
-              f"form shown {form if form is None else f'{form:.3f}'} s", flush=True)
-        if paint is not None:
-            paints.append(paint)
-        if form is not None:
-            forms.append(form)
-    if paints:
-        print(f"median first paint {statistics.median(paints):.3f} s (min {min(paints):.3f}, max {max(paints):.3f})")
-    if forms:
-        print(f"median form shown  {statistics.median(forms):.3f} s (min {min(forms):.3f}, max {max(forms):.3f})")
+        for name, repo in trees.items():
+            paint, form = one_run((cols, rows), repo)
+            print(f"{name} run {i + 1}: first paint {paint if paint is None else f'{paint:.3f}'} s, "
+                  f"form shown {form if form is None else f'{form:.3f}'} s", flush=True)
+            if paint is not None:
+                results[name][0].append(paint)
+            if form is not None:
+                results[name][1].append(form)
+    for name, (paints, forms) in results.items():
+        for what, xs in (("first paint", paints), ("form shown ", forms)):
+            if xs:
+                print(f"{name}: median {what} {statistics.median(xs):.3f} s (min {min(xs):.3f}, max {max(xs):.3f})")
 
 
 if __name__ == "__main__":

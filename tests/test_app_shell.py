@@ -234,9 +234,44 @@ async def test_palette_lists_screens_and_setup_actions(fake_core):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for title in ("Go to Setup", "Go to Monitor", "Go to Runs", "Go to Adapters", "Go to Merge", "Help",
-                      "Launch run", "Preview data", "Open config", "Save config", "Pick target modules"):
+        for title in ("Go to Monitor", "Go to Runs", "Go to Adapters", "Go to Merge", "Help",
+                      "Launch", "Preview", "Open", "Save", "Targets"):
             assert title in titles
+        assert "Go to Setup" not in titles  # the screen you are on
+
+
+async def test_palette_offers_the_current_screens_actions_only(runs, quiet_monitor):
+    """Issue 9 defect 7: on the Monitor, ctrl+p offered Setup's 'Launch run' and none of the Monitor's actions."""
+    from textual.command import CommandPalette
+
+    from fixtures import wait_until
+    from loratui.ui.screens.monitor import MonitorScreen as RealMonitor
+
+    app = LoratuiApp(runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.open_monitor(runs / "smollm2-demo")
+        await wait_until(pilot, lambda: isinstance(app.screen, RealMonitor) and app.screen.state == "finished",
+                         what="finished run")
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        assert "Open adapter" in commands and "Detach" in commands
+        assert "Stop run" not in commands  # a finished run can't be stopped
+        assert not {"Launch", "Preview", "Launch run"} & set(commands)
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+        await pilot.press(*"detach", "enter")
+        await wait_until(pilot, lambda: app.current_mode == "runs", what="detached to Runs")
+
+
+async def test_help_mentions_the_palette(fake_core):
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("f1")
+        await settle(pilot)
+        from fixtures import screen_text
+
+        assert "ctrl+p" in screen_text(app)  # in the first lines, not only at the end of the scroll
 
 
 def test_startup_config_error_is_reported(tmp_path):

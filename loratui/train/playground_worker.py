@@ -118,6 +118,13 @@ def read_examples(path: str, n: int) -> list[dict]:
     return out
 
 
+def _safe_weights(models, resolved, allow_pickle: bool) -> dict:
+    """Pickle-only weights need the opt-in (unpickling can run code); hub models load safetensors only."""
+    if resolved.local:
+        models.check_pickle(resolved.path, allow_pickle)
+    return {} if allow_pickle or resolved.gguf_file else {"use_safetensors": True}
+
+
 class Playground:
     def __init__(self, emit: Emit = _out):
         self.emit = emit
@@ -132,7 +139,8 @@ class Playground:
         self.stop = threading.Event()
 
     # -- loading --------------------------------------------------------------------------------------------------
-    def load(self, model: str, device: str = "auto", gpu_busy: str | None = None, base: str | None = None) -> dict:
+    def load(self, model: str, device: str = "auto", gpu_busy: str | None = None, base: str | None = None,
+             allow_pickle: bool = False) -> dict:
         import torch
 
         from loratui.core.config import ModelSection
@@ -159,12 +167,13 @@ class Playground:
         if (path / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            from loratui.train.merge import adapter_base, adapter_tokenizer
+            from loratui.train.merge import adapter_base, adapter_tokenizer, check_adapter
 
+            check_adapter(path, allow_pickle=allow_pickle)  # incomplete or pickle-only: one line, nothing loaded
             section, info = adapter_base(path, base)
             self.task, labels = section.task, info.get("labels")
             resolved = models.resolve_model(section)
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, Any] = _safe_weights(models, resolved, allow_pickle)
             if self.task == "seq-cls":
                 kwargs["num_labels"] = section.num_labels
                 if labels and len(labels) == section.num_labels:
@@ -189,7 +198,8 @@ class Playground:
                 archs = getattr(conf, "architectures", None) or []
                 task = "seq-cls" if any("SequenceClassification" in a for a in archs) else "causal-lm"
             self.task = task
-            self.model = models.auto_class(task).from_pretrained(resolved.path, dtype=dtype, **resolved.kwargs())
+            self.model = models.auto_class(task).from_pretrained(resolved.path, dtype=dtype, **resolved.kwargs(),
+                                                                 **_safe_weights(models, resolved, allow_pickle))
             self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, **resolved.kwargs())
             base_name = meta.get("base_model") or model
         if self.task == "seq-cls":
@@ -431,7 +441,8 @@ def serve(stdin=None, emit: Emit = _out) -> int:
         name = cmd.get("cmd")
         try:
             if name == "load":
-                pg.load(cmd["model"], cmd.get("device", "auto"), cmd.get("gpu_busy"), cmd.get("base"))
+                pg.load(cmd["model"], cmd.get("device", "auto"), cmd.get("gpu_busy"), cmd.get("base"),
+                        bool(cmd.get("allow_pickle")))
             elif name == "generate":
                 pg.generate(cmd)
             elif name == "classify":

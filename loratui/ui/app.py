@@ -68,6 +68,9 @@ class LoratuiApp(App[None]):
     #: letters switch screens and quit, except while the user types (a form field, a wizard step: see
     #: ``LoratuiScreen.typing``); the function keys always do
     BINDINGS = [
+        # help and quit first: the footer shows bindings in this order, and at 80 columns the last are cut off
+        Binding("question_mark,f1", "help", "Help", tooltip="Keys and tips"),
+        Binding("q", "quit_key", "Quit", tooltip="Quit (runs keep going)"),
         Binding("s", "go('setup')", "Setup", tooltip="Set up and launch a run"),
         Binding("m", "go('monitor')", "Monitor", tooltip="Watch the current run"),
         Binding("r", "go('runs')", "Runs", tooltip="Every run, running or done"),
@@ -83,8 +86,6 @@ class LoratuiApp(App[None]):
         Binding("w", "go('queue')", "Queue", tooltip="Runs waiting their turn (studies)"),
         Binding("f9", "switch_mode('playground')", "Playground", show=False),
         Binding("f10", "switch_mode('compare')", "Compare", show=False),
-        Binding("question_mark,f1", "help", "Help", tooltip="Keys and tips"),
-        Binding("q", "quit_key", "Quit", tooltip="Quit (runs keep going)"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("ctrl+c", "help_quit", show=False, system=True),
     ]
@@ -223,50 +224,40 @@ class LoratuiApp(App[None]):
 
     def open_monitor(self, run_dir: str | Path) -> None:
         """Switch to the monitor, attached to ``run_dir``."""
-        from loratui.ui.screens.monitor import MonitorScreen
-
         run_dir = Path(run_dir)
         self.runs_dir = run_dir.parent
-        screen = self._existing("monitor", MonitorScreen, run_dir=run_dir)
+        screen = self._existing("monitor", run_dir=run_dir)
         self.switch_mode("monitor")
         if screen is not None:
             screen.attach(run_dir)
 
     def open_adapters(self, select: str | Path | None = None) -> None:
         """Switch to the adapter browser, the cursor on ``select`` once it is listed."""
-        from loratui.ui.screens.adapters import AdaptersScreen
-
         path = Path(select) if select else None
-        screen = self._existing("adapters", AdaptersScreen, select=path)
+        screen = self._existing("adapters", select=path)
         self.switch_mode("adapters")
         if screen is not None and path is not None:
             screen.select(path)
 
     def open_merge(self, adapter: str | Path | None) -> None:
         """Switch to the merge wizard for ``adapter``."""
-        from loratui.ui.screens.merge import MergeScreen
-
         path = Path(adapter) if adapter else None
-        screen = self._existing("merge", MergeScreen, adapter=path)
+        screen = self._existing("merge", adapter=path)
         self.switch_mode("merge")
         if screen is not None:
             screen.set_adapter(path)
 
     def open_playground(self, model: str | Path | None = None) -> None:
         """Switch to the playground, loading ``model`` (an adapter or model folder) when given."""
-        from loratui.ui.screens.playground import PlaygroundScreen
-
-        screen = self._existing("playground", PlaygroundScreen, model=model)
+        screen = self._existing("playground", model=model)
         self.switch_mode("playground")
         if screen is not None and model is not None:
             screen.load(model)
 
     def open_compare(self, runs: list[str | Path] | None = None, study: str | None = None) -> None:
         """Switch to Compare with ``runs`` side by side, or the runs of ``study``."""
-        from loratui.ui.screens.compare import CompareScreen
-
         paths = [Path(p) for p in runs] if runs else None
-        screen = self._existing("compare", CompareScreen, runs=paths, study=study)
+        screen = self._existing("compare", runs=paths, study=study)
         self.switch_mode("compare")
         if screen is not None:
             if study is not None:
@@ -282,10 +273,11 @@ class LoratuiApp(App[None]):
         self.setup_screen.load_config(cfg, source=source)
         self.switch_mode("setup")
 
-    def _existing(self, mode: str, cls: type[Screen], **kwargs: Any) -> Any:
-        """The screen of ``mode`` when it exists (re-point it); else None, and it is made with ``kwargs``."""
+    def _existing(self, mode: str, **kwargs: Any) -> Any:
+        """The screen ``make_screen`` made for ``mode`` when it exists (re-point it); else None, and it is made
+        with ``kwargs`` when the mode is first shown."""
         screen = self.mode_screens.get(mode)
-        if isinstance(screen, cls):
+        if screen is not None and not isinstance(screen, Unavailable):
             return screen
         self._pending[mode] = kwargs
         return None

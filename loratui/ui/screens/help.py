@@ -16,7 +16,8 @@ from loratui.core.errors import LoratuiError
 
 INTRO = (
     "loratui fine-tunes language models with LoRA and QLoRA. Set up a run, launch it, watch it in the monitor; "
-    "runs keep going when you quit or lose the SSH session."
+    "runs keep going when you quit or lose the SSH session. ctrl+p opens the command palette: every action of "
+    "the screen you are on, and every screen, by name."
 )
 
 TIPS = [
@@ -48,17 +49,18 @@ def class_bindings(node: Any) -> list[Binding]:
 
 def binding_rows(app: Any, node: Any) -> list[tuple[str, str]]:
     """(keys, description) for the described bindings of ``node``, keys of one action joined by ' / '."""
-    by_action: dict[str, list[str]] = {}
+    by_what: dict[str, list[str]] = {}  # a letter and a function key doing the same thing share a row
     desc: dict[str, str] = {}
     for b in class_bindings(node):
         if not b.description or b.system or b.action in GENERIC_ACTIONS:
             continue
-        by_action.setdefault(b.action, [])
+        by_what.setdefault(b.description, [])
         name = _key_name(app, b)
-        if name not in by_action[b.action]:
-            by_action[b.action].append(name)
-        desc.setdefault(b.action, f"{b.description}: {b.tooltip}" if b.tooltip else b.description)
-    return [(" / ".join(keys), desc[action]) for action, keys in by_action.items()]
+        if name not in by_what[b.description]:
+            by_what[b.description].append(name)
+        if desc.get(b.description, b.description) == b.description:  # the first tooltip wins
+            desc[b.description] = f"{b.description}: {b.tooltip}" if b.tooltip else b.description
+    return [(" / ".join(keys), desc[what]) for what, keys in by_what.items()]
 
 
 def keys_table(rows: list[tuple[str, str]]) -> Table:

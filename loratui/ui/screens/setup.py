@@ -16,7 +16,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Select, Static
 from textual.worker import get_current_worker
 
@@ -31,7 +33,6 @@ from loratui.ui.widgets.form import (
     extra_check, parse_value, validate_field,
 )
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
-from loratui.ui.widgets.setup_modals import OTHER_FILE, ConfigPicker, PreviewModal, TargetPicker
 from loratui.ui.widgets.setup_panel import EstimatePanel
 
 HELP_TEXT = (
@@ -53,6 +54,37 @@ def config_values(cfg: RunConfig) -> dict[str, dict[str, Any]]:
     return values
 
 
+#: the sections in the first frame (they fill 80x24); the others are mounted right after it
+FIRST_SECTIONS = ("model",)
+
+
+def shown_fields(values: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """Fields that show only for some values of others: path -> shown."""
+    kind = values["method"]["kind"]
+    task = values["model"]["task"]
+    shown: dict[str, bool] = {
+        "model.num_labels": task == "seq-cls",
+        "method.quant_type": kind == "qlora",
+        "method.double_quant": kind == "qlora",
+        "method.compute_dtype": kind in ("qlora", "lora-8bit"),
+    }
+    uses_lora = kind in LORA_METHODS
+    cols = DATA_COLUMNS.get(values["data"]["format"], ())
+    for spec in SPECS:
+        if spec.section == "lora":
+            shown[spec.path] = uses_lora
+        if spec.section == "data" and spec.key.endswith("_column"):
+            shown[spec.path] = spec.key in cols
+    return shown
+
+
+def section_title(section: str, values: dict[str, dict[str, Any]]) -> str:
+    kind = values["method"]["kind"]
+    if section == "lora" and kind not in LORA_METHODS:
+        return f"LoRA (not used by {kind})"
+    return SECTION_TITLES[section]
+
+
 def model_key(values: dict[str, dict[str, Any]]) -> str:
     m = values["model"]
     return f"{m['name']}|{m['task']}|{m['trust_remote_code']}"
@@ -63,7 +95,7 @@ class SetupScreen(LoratuiScreen):
 
     HELP_TITLE = "Setup"
     HELP_TEXT = HELP_TEXT
-    AUTO_FOCUS = None  # start with no field focused: the footer then shows the single-letter keys
+    AUTO_FOCUS = ""  # start with no field focused: the footer then shows the single-letter keys
     DEBOUNCE = 0.5
 
     BINDINGS = [
@@ -86,27 +118,58 @@ class SetupScreen(LoratuiScreen):
         self._seq = 0
         self._estimated_key: str | None = None
         self._launching = False
+        self._pending_sections: list[str] = []
+        #: every section of the form is mounted (the first frame shows only the first ones)
+        self.form_ready = False
 
     # -- layout -----------------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="setup-body"):
-            with VerticalScroll(id="setup-form"):
+            # not focusable: focus goes from field to field (focus entering or leaving the whole form restyled
+            # every field, a quarter of a second a key on 2 cores); a focused field scrolls itself into view
+            with VerticalScroll(id="setup-form", can_focus=False):
                 yield Static("", id="form-status")
-                section = None
-                for spec in SPECS:
-                    if spec.section != section:
-                        section = spec.section
-                        yield SectionTitle(SECTION_TITLES[section], id=f"title-{section}", classes="section-title")
-                    yield FormField(spec, self.values[spec.section][spec.key])
+                yield from self._section_widgets(FIRST_SECTIONS)
             with VerticalScroll(id="setup-side"):
                 yield EstimatePanel(id="estimate")
         yield Footer(compact=True, show_command_palette=False)
 
+    def _section_widgets(self, sections: tuple[str, ...]) -> list[Widget]:
+        """Title and fields of ``sections``, showing the current values (hidden fields already hidden)."""
+        shown = shown_fields(self.values)
+        out: list[Widget] = []
+        for section in sections:
+            out.append(SectionTitle(section_title(section, self.values), id=f"title-{section}",
+                                    classes="section-title"))
+            for spec in SPECS:
+                if spec.section == section:
+                    ff = FormField(spec, self.values[spec.section][spec.key])
+                    ff.display = shown.get(spec.path, True)
+                    out.append(ff)
+        return out
+
     def on_mount(self) -> None:
+        """The first frame shows the sections that fit the screen; the others are mounted right after it, one
+        section a refresh, so the frame does not wait for the whole form (51 fields, about a second on 2 cores)
+        and keys typed meanwhile are handled between sections."""
         self._update_title()
-        self.validate_all()
+        self._check_fields(list(self.query(FormField)))
+        self._refresh_status()
+        self._pending_sections = [s for s in SECTION_TITLES if s not in FIRST_SECTIONS]
+        self.call_after_refresh(self._mount_next_section)
+
+    async def _mount_next_section(self) -> None:
+        if not self._pending_sections:
+            self.form_ready = True
+            self.validate_all()
+            return
+        section = self._pending_sections.pop(0)
+        widgets = self._section_widgets((section,))
+        await self.query_one("#setup-form").mount_all(widgets)
+        self._check_fields([w for w in widgets if isinstance(w, FormField)])
+        self.call_after_refresh(self._mount_next_section)
 
     def on_resize(self) -> None:
         # the palette key only where the footer has room for it (ctrl+p works everywhere)
@@ -119,6 +182,13 @@ class SetupScreen(LoratuiScreen):
 
     def field(self, path: str) -> FormField:
         return self.query_one(f"#{SPECS_BY_PATH[path].field_id}", FormField)
+
+    def mounted_field(self, path: str) -> FormField | None:
+        """The field of ``path``, or None while its section is not mounted yet."""
+        try:
+            return self.field(path)
+        except NoMatches:
+            return None
 
     def known_layers(self) -> list[str] | None:
         return self.layers_cache.get(model_key(self.values))
@@ -142,20 +212,24 @@ class SetupScreen(LoratuiScreen):
         except Exception:
             pass
 
+    def _check_fields(self, fields: list[FormField]) -> None:
+        for ff in fields:
+            self.check_field(ff.spec, ff.get_raw())
+
     def validate_all(self) -> None:
         """Check every field (after loading a config), then the cross-section rules."""
-        for ff in self.query(FormField):
-            self.check_field(ff.spec, ff.get_raw())
+        self._check_fields(list(self.query(FormField)))
         self.apply_visibility()
-        self.after_change()
+        if self.form_ready:
+            self.after_change()
+        else:
+            self._refresh_status()
 
     def visible_errors(self) -> dict[str, str]:
         out = {}
         for path, msg in self.errors.items():
-            try:
-                if self.field(path).display:
-                    out[path] = msg
-            except Exception:
+            ff = self.mounted_field(path)
+            if ff is None or ff.display:
                 out[path] = msg
         return out
 
@@ -218,12 +292,15 @@ class SetupScreen(LoratuiScreen):
         if path == "lora.preset" and not err and self.values["lora"]["preset"]:
             name = self.values["lora"]["preset"]
             mods = preset_modules(name)
-            targets = self.field("lora.target_modules")
+            targets = self.mounted_field("lora.target_modules")
             if self.values["lora"]["target_modules"] != mods:
-                targets.set_value(mods)  # its Changed message re-validates the targets
+                self.values["lora"]["target_modules"] = mods
+                if targets is not None:
+                    targets.set_value(mods)  # its Changed message re-validates the targets
         elif path == "lora.target_modules" and not err:
             preset = self.values["lora"]["preset"]
             if preset and self.values["lora"]["target_modules"] != preset_modules(preset):
+                self.values["lora"]["preset"] = None
                 self.field("lora.preset").set_value(None)
         if path in ("model.name", "model.task", "model.trust_remote_code"):
             self.recheck_targets()
@@ -233,30 +310,17 @@ class SetupScreen(LoratuiScreen):
 
     def recheck_targets(self) -> None:
         spec = SPECS_BY_PATH["lora.target_modules"]
-        self.check_field(spec, self.field(spec.path).get_raw())
+        ff = self.mounted_field(spec.path)
+        if ff is not None:  # else it is checked when its section is mounted
+            self.check_field(spec, ff.get_raw())
 
     def apply_visibility(self) -> None:
-        kind = self.values["method"]["kind"]
-        fmt = self.values["data"]["format"]
-        task = self.values["model"]["task"]
-        shown: dict[str, bool] = {
-            "model.num_labels": task == "seq-cls",
-            "method.quant_type": kind == "qlora",
-            "method.double_quant": kind == "qlora",
-            "method.compute_dtype": kind in ("qlora", "lora-8bit"),
-        }
-        uses_lora = kind in LORA_METHODS
-        for spec in SPECS:
-            if spec.section == "lora":
-                shown[spec.path] = uses_lora
-        cols = DATA_COLUMNS.get(fmt, ())
-        for spec in SPECS:
-            if spec.section == "data" and spec.key.endswith("_column"):
-                shown[spec.path] = spec.key in cols
-        for path, visible in shown.items():
-            self.field(path).display = visible
-        title = self.query_one("#title-lora", SectionTitle)
-        title.update("LoRA" if uses_lora else f"LoRA (not used by {kind})")
+        for path, visible in shown_fields(self.values).items():
+            ff = self.mounted_field(path)
+            if ff is not None:
+                ff.display = visible
+        for title in self.query(SectionTitle):
+            title.update(section_title(title.id.removeprefix("title-"), self.values))
 
     # -- estimate panel ---------------------------------------------------------------------------------------
 
@@ -337,14 +401,14 @@ class SetupScreen(LoratuiScreen):
 
     def action_open_config(self) -> None:
         def picked(choice: str | None) -> None:
-            if choice == OTHER_FILE:
+            if choice == setup_modals().OTHER_FILE:
                 self.app.push_screen(PromptModal("Load a config from a YAML file",
                                                  placeholder="path/to/config.yaml"),
                                      lambda p: p and self.load_path(p))
             elif choice:
                 self.load_path(choice)
 
-        self.app.push_screen(ConfigPicker(setup_core.list_sample_configs()), picked)
+        self.app.push_screen(setup_modals().ConfigPicker(setup_core.list_sample_configs()), picked)
 
     def action_save_config(self) -> None:
         cfg = self.build_config()
@@ -423,7 +487,7 @@ class SetupScreen(LoratuiScreen):
             self.field("lora.target_modules").set_value(selected)
             self.field("lora.target_modules").control.focus()
 
-        self.app.push_screen(TargetPicker(layers, current, self.values["model"]["name"]), picked)
+        self.app.push_screen(setup_modals().TargetPicker(layers, current, self.values["model"]["name"]), picked)
 
     # -- preview -----------------------------------------------------------------------------------------------
 
@@ -446,7 +510,8 @@ class SetupScreen(LoratuiScreen):
         if not self.is_current:  # the user went to another screen meanwhile: don't cover it
             self.notify("the data preview is ready in Setup (p shows it)", timeout=4)
             return
-        self.app.push_screen(PreviewModal(msg.examples, f"Data preview: {self.values['data']['source']}"))
+        self.app.push_screen(setup_modals().PreviewModal(msg.examples,
+                                                         f"Data preview: {self.values['data']['source']}"))
 
     # -- launch --------------------------------------------------------------------------------------------------
 
@@ -513,6 +578,13 @@ class SetupScreen(LoratuiScreen):
         if action == "launch" and self._launching:
             return None  # shown, greyed out
         return True
+
+
+def setup_modals() -> Any:
+    """The setup dialogs' module, imported when a dialog first opens (not before the first frame)."""
+    from loratui.ui.widgets import setup_modals as module
+
+    return module
 
 
 def _is_sample(path: str) -> bool:

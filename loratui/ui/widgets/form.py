@@ -297,12 +297,13 @@ class FormField(Vertical):
         self.spec = spec
         self._initial = format_value(spec, value)
         self.error: str | None = None
+        self._control = self._make_control()
 
     def compose(self) -> ComposeResult:
         spec = self.spec
         with Horizontal(classes="field-row"):
             yield Label(spec.label, classes="field-label")
-            yield self._make_control()
+            yield self._control
             if spec.kind == "targets":
                 yield Button("pick", id="pick-targets", compact=True, tooltip="Pick from the model's own layers")
         yield Static("", classes="field-error")
@@ -327,11 +328,12 @@ class FormField(Vertical):
 
     @property
     def control(self) -> Widget:
-        return self.query_one(f"#{self.spec.control_id}")
+        return self._control
 
     def get_raw(self) -> Any:
-        ctl = self.control
-        return ctl.value  # Input.value, Select.value, Checkbox.value
+        """What the control holds (Input.value, Select.value, Checkbox.value); its first value until it is mounted."""
+        ctl = self._control
+        return ctl.value if ctl.is_mounted else self._initial  # type: ignore[attr-defined]
 
     def set_value(self, value: Any) -> None:
         """Show a config value (the caller decides whether the resulting Changed message should flow)."""

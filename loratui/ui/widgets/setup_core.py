@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loratui.ui import offload
 from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError
 from loratui.ui.messages import EstimateResult
@@ -17,16 +16,23 @@ from loratui.ui.messages import EstimateResult
 # -- heavy core (run in the helper process of loratui.ui.offload; call from a worker thread) --------------------------
 
 
+def _offload(target: str, *args: Any) -> Any:
+    from loratui.ui import offload  # multiprocessing and concurrent.futures: not before the first frame
+
+    return offload.call(target, *args)
+
+
+
 def count_params(cfg: RunConfig) -> Any:
-    return offload.call("loratui.train.estimate:count_params", cfg)
+    return _offload("loratui.train.estimate:count_params", cfg)
 
 
 def estimate_memory(cfg: RunConfig) -> Any:
-    return offload.call("loratui.train.estimate:estimate_memory", cfg)
+    return _offload("loratui.train.estimate:estimate_memory", cfg)
 
 
 def list_linear_layers(cfg: RunConfig) -> list[str]:
-    return list(offload.call("loratui.train.models:list_linear_layers", cfg))
+    return list(_offload("loratui.train.models:list_linear_layers", cfg))
 
 
 def query_gpus() -> list[Any] | None:
@@ -39,11 +45,11 @@ def query_gpus() -> list[Any] | None:
 
 
 def preflight(cfg: RunConfig) -> None:
-    offload.call("loratui.train.tasks:preflight", cfg)
+    _offload("loratui.train.tasks:preflight", cfg)
 
 
 def preview(cfg: RunConfig, n: int = 3) -> list[Any]:
-    return offload.call("loratui.train.tasks:preview", cfg, n)
+    return _offload("loratui.train.tasks:preview", cfg, n)
 
 
 def create_run(cfg: RunConfig, runs_dir: str | Path | None) -> Any:
