@@ -357,7 +357,3 @@ def runner_main(runs_dir: str, gpus: list[str] | None = None, poll: float = 1.0)
         q.release_runner()
     echo("queue empty: runner exits")
     return 0
-
-
-def entry_summary(e: Entry) -> dict[str, Any]:
-    return asdict(e)
