@@ -280,9 +280,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from loratui.core.study import load_study
+    from loratui.core.study import is_study_file, load_study, parse_study
 
-    study = load_study(args.file)
+    if is_study_file(args.file):
+        study = load_study(args.file)
+    else:  # a plain run config: a study of one run, queued like any other
+        study = parse_study({"base": str(Path(args.file).resolve())}, source=args.file)
     runs_dir = Path(args.runs_dir or os.environ.get("LORATUI_RUNS_DIR") or study.base.output.runs_dir).expanduser()
     print(f"study {study.name}: {len(study.runs)} runs")
     for p in study.runs:
