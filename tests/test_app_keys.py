@@ -1,0 +1,82 @@
+"""Keys typed the way the issue-9 user typed them: stray letters never start, resume or stop work, and no key is
+lost (defects 1 and 9)."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from fixtures import wait_until
+from loratui.ui.app import LoratuiApp
+from loratui.ui.screens import runs as runs_mod
+from loratui.ui.screens.merge import MergeScreen
+from loratui.ui.screens.setup import SetupScreen
+from loratui.ui.widgets.modals import ConfirmModal
+
+from ui_fakes import fake_core, pinned_config, settle  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("utc")
+
+
+async def test_typing_a_path_in_the_merge_wizard_after_tab_runs_no_hotkeys(runs, monkeypatch):
+    """Defect 1 as it happened: in the Merge wizard, Tab moved focus off the path box and the path typed next ran
+    hotkeys (r opened Runs, u resumed a stopped run, s opened Setup, p a data preview)."""
+    launched = []
+    monkeypatch.setattr(runs_mod, "launch_detached", lambda run, **kw: launched.append(run) or 4242)
+    app = LoratuiApp(pinned_config(), runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("r")  # visit Runs first, the cursor on the stopped run, so that 'u' would resume it
+        await wait_until(pilot, lambda: app.current_mode == "runs" and app.screen.loaded, what="runs")
+        while app.screen.selected.state != "stopped":
+            await pilot.press("down")
+        await pilot.press("g")
+        await wait_until(pilot, lambda: isinstance(app.screen, MergeScreen), what="merge wizard")
+        await pilot.press("tab")
+        assert not isinstance(app.focused, Input)  # focus left the path box
+        await pilot.press(*"runs/smollm2-stopped/adapter", "q")
+        await pilot.pause()
+        assert app.current_mode == "merge" and isinstance(app.screen, MergeScreen)
+        assert launched == [] and app.is_running
+        await pilot.press("f4")  # the function keys still switch screens
+        await wait_until(pilot, lambda: app.current_mode == "runs", what="runs via f4")
+        await pilot.press("u")  # a resume asks first
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        await pilot.press("n")
+        await pilot.pause()
+        assert launched == []
+
+
+async def test_setup_letters_go_nowhere_while_a_choice_field_has_focus(fake_core):
+    """Tab onto a Select (no text box to catch letters): 'm', 'r', 'q' must not switch screens or quit."""
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        screen.field("model.task").control.focus()
+        await pilot.press("m", "r", "q", "g")
+        await pilot.pause()
+        assert app.current_mode == "setup" and app.is_running
+        await pilot.press("escape")  # leave the field: letters are keys again
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.current_mode == "runs", what="runs")
+
+
+async def test_first_keys_after_the_first_frame_are_kept(fake_core):
+    """Defect 9: the first key after the first frame was ignored, and 'BSpace 4' in a number field left '8'."""
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        # no settling: the rest of the form is still being mounted
+        await pilot.press("tab")
+        assert isinstance(app.focused, Input) and app.focused.id == "f-model-name"
+        await pilot.press("end", "backspace", "backspace", *"xy")
+        assert app.focused.value == "smollm2-135m-instruxy"
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, SetupScreen) and screen.form_ready
+        rank = screen.field("lora.r").control
+        rank.focus()
+        await pilot.press("end", "backspace", "4")
+        assert rank.value == "4"
+        await settle(pilot)  # the estimate that follows does not put the old value back
+        assert rank.value == "4" and screen.values["lora"]["r"] == 4
