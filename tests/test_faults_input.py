@@ -216,6 +216,7 @@ def test_pickle_adapter_and_truncated_adapter(tmp_path, tiny_llama, capsys):
     from loratui.core.adapters import read_adapter
 
     adapter = _train_adapter(tmp_path, tiny_llama)
+    capsys.readouterr()  # the training's progress bars
     assert read_adapter(adapter).incomplete is None
     # pickle-only adapter: refused without the flag, loads with it
     pickled = tmp_path / "pickled-adapter"
@@ -228,6 +229,11 @@ def test_pickle_adapter_and_truncated_adapter(tmp_path, tiny_llama, capsys):
     assert err.startswith("error: adapter: ") and "pickle" in err and "--allow-pickle" in err and "\n" not in err
     assert cli_main(["generate", str(pickled), "hello", "--max-new-tokens", "2", "--allow-pickle"]) == 0
     capsys.readouterr()
+    from loratui.core.errors import LoratuiError as Refused
+    from loratui.train.playground_worker import Playground
+
+    with pytest.raises(Refused, match="pickle"):  # the Playground too (its loop reports it as one error line)
+        Playground(lambda *a, **k: None).load(str(pickled), device="cpu")
     # 12: a truncated adapter is marked incomplete in Adapters, and generate on it is one line
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
