@@ -80,3 +80,49 @@ async def test_first_keys_after_the_first_frame_are_kept(fake_core):
         assert rank.value == "4"
         await settle(pilot)  # the estimate that follows does not put the old value back
         assert rank.value == "4" and screen.values["lora"]["r"] == 4
+
+
+# -- defect 8: names cut at 80 columns ------------------------------------------------------------------------------
+
+
+LONG = ["minilm-l6-v2-lora-r4-20261125-1432", "minilm-l6-v2-lora-r16-20261125-1501",
+        "minilm-l6-v2-lora-r16-20261125-1533"]
+
+
+def _long_named_runs(runs):
+    import shutil
+
+    for name in LONG:
+        shutil.copytree(runs / "smollm2-demo", runs / name)
+        shutil.copytree(runs / "smollm2-demo" / "adapter", runs / f"smollm2-135m-instruct-lora-{name[-13:]}")
+
+
+async def test_runs_and_adapters_show_the_distinguishing_tail_and_follow_the_width(runs, quiet_monitor):
+    from fixtures import screen_text
+
+    _long_named_runs(runs)
+    app = LoratuiApp(runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.current_mode == "runs" and len(app.screen.summaries) == 6, what="runs")
+        await pilot.pause()
+        text = screen_text(app)
+        for name in LONG:
+            assert name[-4:] in text, text  # 1432 / 1501 / 1533: the part that tells them apart
+        header = text.splitlines()[1]
+        assert "Started" in header  # the last column is not cut
+        await pilot.resize_terminal(120, 40)
+        await wait_until(pilot, lambda: all(name in screen_text(app) for name in LONG), what="full names at 120")
+        await pilot.press("a")
+        await wait_until(pilot, lambda: app.current_mode == "adapters" and app.screen.loaded, what="adapters")
+        await pilot.pause()
+        text = screen_text(app)
+        for name in LONG:
+            assert f"smollm2-135m-instruct-lora-{name[-13:]}" in text
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        text = screen_text(app)
+        for name in LONG:
+            assert name[-4:] in text

@@ -72,6 +72,7 @@ class AdaptersScreen(LoratuiScreen):
         self.extra_folders: list[Path] = []
         self.adapters: list[AdapterInfo] = []
         self._select: str | None = str(select) if select else None
+        self._rows: list[tuple] = []
         self.loaded = False
 
     @property
@@ -149,12 +150,23 @@ class AdaptersScreen(LoratuiScreen):
         select = self._select if self._select in keys else (str(current.path) if current else None)
         if self._select in keys:
             self._select = None
+        self._rows = rows
         with self.app.batch_update():
             fill_table(table, self.COLUMNS, rows, keys, select=select, flex="name")
             self.set_class(not self.adapters, "-empty")
             self._update_title()
             self._show_detail()
         self.refresh_bindings()
+
+    def on_resize(self) -> None:
+        # the name column takes what the others leave: measure again once the table has its new width
+        if self._rows:
+            self.call_after_refresh(self._refill)
+
+    def _refill(self) -> None:
+        current = self.selected
+        fill_table(self.query_one(DataTable), self.COLUMNS, self._rows, [str(a.path) for a in self.adapters],
+                   select=str(current.path) if current else None, flex="name")
 
     @staticmethod
     def _cells(a: AdapterInfo) -> tuple:

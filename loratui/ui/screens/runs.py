@@ -192,12 +192,20 @@ class RunsScreen(LoratuiScreen):
         with self.app.batch_update():
             if rows != self._rows:
                 self._rows = rows
-                fill_table(table, list(self.COLUMNS), rows, keys,
-                           select=str(selected.run.path) if selected is not None else None, flex="name")
+                self._fill(select=str(selected.run.path) if selected is not None else None)
             self.set_class(not self.summaries, "-empty")
             self._update_title()
             self._show_detail()
         self.refresh_bindings()
+
+    def _fill(self, select: str | None = None) -> None:
+        fill_table(self.query_one(DataTable), list(self.COLUMNS), self._rows,
+                   [str(s.run.path) for s in self.summaries], select=select, flex="name")
+
+    def on_resize(self) -> None:
+        # the name column takes what the others leave: measure again once the table has its new width
+        if self._rows:
+            self.call_after_refresh(self._fill)
 
     @staticmethod
     def _cells(s: RunSummary) -> tuple:

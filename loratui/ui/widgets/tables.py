@@ -10,6 +10,9 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable
 
+#: the narrowest a flex (name) column gets before the table scrolls sideways
+MIN_FLEX = 12
+
 
 def _width(value: object) -> int:
     if isinstance(value, Text):
@@ -19,9 +22,10 @@ def _width(value: object) -> int:
 
 def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list[tuple], keys: list[str],
                select: str | None = None, flex: str | None = None) -> None:
-    """Replace the table's rows. ``columns``: (key, label, max width). The ``flex`` column gets whatever width
-    the others leave (at least its cap), so the table fits its widget. The cursor goes to ``select`` if present,
-    else stays on the same row number."""
+    """Replace the table's rows. ``columns``: (key, label, max width). The ``flex`` column (a name) gets whatever
+    width the others leave (at least ``MIN_FLEX``), so the table fits its widget; call again when the widget is
+    resized. Cells too wide are cut in the middle, so the end of a name (its date, its rank) stays visible. The
+    cursor goes to ``select`` if present, else stays on the same row number."""
     widths = []
     for i, (_, label, cap) in enumerate(columns):
         content = max((_width(r[i]) for r in rows), default=0)
@@ -31,7 +35,7 @@ def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list
         pad = 2 * table.cell_padding
         room = table.size.width - sum(w + pad for j, w in enumerate(widths) if j != i) - pad - 1
         content = max((_width(r[i]) for r in rows), default=0)
-        widths[i] = max(cell_len(columns[i][1]), min(content, max(room, columns[i][2])))
+        widths[i] = max(cell_len(columns[i][1]), min(content, max(room, MIN_FLEX)))
     cursor = table.cursor_row
     current = [(str(c.key.value), c.width) for c in table.ordered_columns]
     wanted = [(key, w) for (key, _, _), w in zip(columns, widths)]
@@ -51,7 +55,19 @@ def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list
 
 def _clip(value: object, width: int) -> object:
     text = value if isinstance(value, Text) else Text(str(value))
-    if text.cell_len > width:
-        text = text.copy()
-        text.truncate(width, overflow="ellipsis")
-    return text
+    return middle_ellipsis(text, width)
+
+
+def middle_ellipsis(text: Text, width: int) -> Text:
+    """``text`` cut to ``width`` cells by an ellipsis in the middle: 'minilm-l6-v2-lora-20261125-1432' at 16 is
+    'minil…25-1432'-like, keeping a third for the head and the rest for the distinguishing tail."""
+    if text.cell_len <= width or len(text.plain) != text.cell_len:  # wide characters: cut at the end
+        if text.cell_len > width:
+            text = text.copy()
+            text.truncate(width, overflow="ellipsis")
+        return text
+    if width <= 2:
+        return text[:width]
+    head = (width - 1) // 3
+    tail = width - 1 - head
+    return Text.assemble(text[:head], ("…", "dim"), text[len(text.plain) - tail:])
