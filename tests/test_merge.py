@@ -88,13 +88,34 @@ def test_cli_jsonl_contract(tmp_path, llama_adapter):
     assert bad.returncode != 0 and failed["kind"] == "failed" and failed["message"].startswith("adapter: ")
 
 
-def test_classifier_adapter_merges_with_its_head(tmp_path_factory, tmp_path, tiny_bert):
+@pytest.fixture(scope="module")
+def bert_classifier(tmp_path_factory, tiny_bert) -> Path:
+    return _train(tmp_path_factory, tiny_bert, model={"task": "seq-cls", "num_labels": 2},
+                  lora={"preset": "bert-qv"},
+                  data={"source": "sample:sentiment.csv", "format": "classification", "max_samples": 32})
+
+
+def test_classifier_adapter_merges_with_its_head(tmp_path, bert_classifier):
     from transformers import AutoModelForSequenceClassification
 
-    adapter = _train(tmp_path_factory, tiny_bert, model={"task": "seq-cls", "num_labels": 2},
-                     lora={"preset": "bert-qv"},
-                     data={"source": "sample:sentiment.csv", "format": "classification", "max_samples": 32})
+    adapter = bert_classifier
     result = merge_adapter(adapter, tmp_path / "cls", dtype="fp32")
     assert result["task"] == "seq-cls" and result["max_diff"] < 1e-4
     merged = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "cls"))
     assert merged.config.num_labels == 2 and merged.config.id2label[1] == "positive"
+
+
+def test_generate_on_a_classification_adapter_predicts_the_label(tmp_path, bert_classifier):
+    """Issue 9 defect 2: `loratui generate ADAPTER "text"` on the tutorial's sentiment adapter ended in a traceback
+    ('BertForSequenceClassification' object has no attribute 'generate')."""
+    proc = subprocess.run([sys.executable, "-m", "loratui", "generate", str(bert_classifier), "a", "wonderful",
+                           "film"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.split(" (")[0] in ("positive", "negative") and "%" in line, line
+    assert "Traceback" not in proc.stderr
+    merged = tmp_path / "cls"
+    merge_adapter(bert_classifier, merged, dtype="fp32")
+    from loratui.train.generate import generate
+
+    assert generate(str(merged), "a wonderful film").split(" (")[0] in ("positive", "negative")
