@@ -429,6 +429,7 @@ def serve(stdin=None, emit: Emit = _out) -> int:
             inbox.put(cmd)
             if cmd.get("cmd") == "quit":
                 return
+        pg.stop.set()  # the app is gone (its end of the pipe closed): cut the current generation short
         inbox.put(None)
 
     threading.Thread(target=reader, daemon=True, name="playground-stdin").start()
