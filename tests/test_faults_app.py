@@ -110,7 +110,7 @@ def test_signal_ends_the_app_and_its_helper(app_dir, sig):
         helper = app.helper()
         time.sleep(0.5)
         app.proc.send_signal(sig)
-        assert app.proc.wait(20) == 0
+        assert app.proc.wait(60) == 0  # generous: 2 shared cores under load
         assert _gone(helper), "the helper process was left behind"
     finally:
         app.cleanup()
@@ -157,7 +157,7 @@ def test_engine_survives_the_app_hanging_up(app_dir, tiny_llama):
     try:
         app.helper()
         app.proc.send_signal(signal.SIGHUP)
-        assert app.proc.wait(20) == 0
+        assert app.proc.wait(60) == 0  # generous: 2 shared cores under load
         n = sum(e["kind"] == "step" for e in run.events())
         end = time.monotonic() + 120
         while time.monotonic() < end and sum(e["kind"] == "step" for e in run.events()) <= n + 2:
