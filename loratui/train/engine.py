@@ -244,6 +244,15 @@ class Engine:
         self.echo(f"failed: {line}")
         return 1
 
+    @staticmethod
+    def _planned_steps(trainer, args, fallback: int) -> int:
+        """The Trainer's own step count for this run (per process under torchrun; epochs over the real dataloader),
+        so a checkpoint at the last step is recognised whatever the world size."""
+        try:
+            return int(trainer.set_initial_training_values(args, trainer.get_train_dataloader())[-1])
+        except Exception:  # noqa: BLE001 - an iterable dataset without a length: the estimate will do
+            return fallback
+
     def _pick_checkpoint(self) -> tuple[Path | None, list[tuple[Path, str]]]:
         """The newest complete checkpoint to resume from, and the newer incomplete ones passed over (and why)."""
         from loratui.core import checkpoints as ck
@@ -340,7 +349,7 @@ class Engine:
             for p, why in skipped:
                 self.echo(f"skipping {p.name}: {why}")
             self.echo(f"resuming from {checkpoint}")
-            done_already = step >= max_steps
+            done_already = step >= self._planned_steps(trainer, args, max_steps)
         self.emit("phase", phase="training")
         t0 = time.time()
         if done_already:

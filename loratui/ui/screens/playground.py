@@ -82,6 +82,7 @@ class PlaygroundScreen(LoratuiScreen):
     PlaygroundScreen #pg-batch { height: 1fr; }
     PlaygroundScreen #pg-batch-summary { height: auto; padding: 0 1; }
     PlaygroundScreen #pg-batch-table { height: 1fr; }
+    PlaygroundScreen #pg-batch-detail { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary 40%; }
     PlaygroundScreen.-cls #pg-gen-settings { display: none; }
     """
 
@@ -143,6 +144,7 @@ class PlaygroundScreen(LoratuiScreen):
             with Vertical(id="pg-batch"):
                 yield Static(id="pg-batch-summary")
                 yield DataTable(id="pg-batch-table", cursor_type="row", zebra_stripes=True)
+                yield Static(id="pg-batch-detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -301,10 +303,14 @@ class PlaygroundScreen(LoratuiScreen):
         def mark(ok: Any) -> Text:
             return Text("✔", style="green") if ok else Text("✖", style="red")
 
+        row = table.cursor_row
         for it in items:
             table.add_row(str(it["index"] + 1), mark(it.get("base_ok")), mark(it.get("adapter_ok")),
                           _clip(it.get("prompt", ""), 28), _clip(it.get("reference", ""), 24),
-                          _clip(it.get("base", ""), 24), _clip(it.get("adapter", ""), 24))
+                          _clip(it.get("base", ""), 24), _clip(it.get("adapter", ""), 24), key=str(it["index"]))
+        if items:
+            table.move_cursor(row=min(max(row, 0), len(items) - 1), animate=False)
+        self._show_batch_detail()
         differ = sum(1 for it in items if it.get("base_ok") != it.get("adapter_ok"))
         summary = Text()
         res = self.batch_result
@@ -323,6 +329,30 @@ class PlaygroundScreen(LoratuiScreen):
             summary.append("   ".join(cells) + "\n", style="bold")
         summary.append(f"{len(items)} examples · {differ} where base and adapter differ (shown first)", style="dim")
         self.query_one("#pg-batch-summary", Static).update(summary)
+
+    @on(DataTable.RowHighlighted, "#pg-batch-table")
+    def _show_batch_detail(self) -> None:
+        """The example under the cursor in full: what was asked, what was expected, both answers."""
+        table = self.query_one("#pg-batch-table", DataTable)
+        detail = self.query_one("#pg-batch-detail", Static)
+        if not table.row_count:
+            detail.update("")
+            return
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        it = next((x for x in self.batch_items if str(x["index"]) == key), None)
+        if it is None:
+            return
+        text = Text()
+        for label, value, ok in (("prompt", it.get("prompt", ""), None), ("expected", it.get("reference", ""), None),
+                                 ("base", it.get("base", ""), it.get("base_ok")),
+                                 ("adapter", it.get("adapter", ""), it.get("adapter_ok"))):
+            if label == "base" and "base" not in it:
+                continue
+            style = "" if ok is None else ("green" if ok else "red")
+            text.append(f"{label:<9}", style="dim")
+            text.append(" ".join(str(value).split()) + "\n", style=style)
+        text.rstrip()
+        detail.update(text)
 
     # -- actions ------------------------------------------------------------------------------------------------
     def _number(self, wid: str, default: float) -> float:
