@@ -332,6 +332,13 @@ def free_gpu_indices() -> list[str] | None:
     return out
 
 
+def default_gpus() -> list[str] | None:
+    """What the app starts the runner with: one run per free GPU on a box with several, else one at a time."""
+    from loratui.core.gpu import query_gpus
+
+    return ["auto"] if len(query_gpus()) > 1 else None
+
+
 def runner_main(runs_dir: str, gpus: list[str] | None = None, poll: float = 1.0) -> int:
     """Entry of the detached runner process (``python -m loratui queue-runner RUNS_DIR``)."""
     if hasattr(signal, "SIGHUP"):

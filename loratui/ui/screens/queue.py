@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from loratui.core.config import load_config
-from loratui.core.queue import Entry, RunQueue
+from loratui.core.queue import Entry, RunQueue, default_gpus
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
 from loratui.ui.screens.base import LoratuiScreen
@@ -247,7 +247,7 @@ class QueueScreen(LoratuiScreen):
             cfg = load_config(path)
             entry = q.add(cfg)
             note = f"queued {entry.run}"
-        q.ensure_runner()
+        q.ensure_runner(default_gpus())
         self.post_message(QueueChanged(note))
 
     @on(QueueChanged)
@@ -256,7 +256,7 @@ class QueueScreen(LoratuiScreen):
         self.action_refresh()
 
     def action_start_runner(self) -> None:
-        pid = self.queue.ensure_runner()
+        pid = self.queue.ensure_runner(default_gpus())
         self.notify(f"queue runner pid {pid}" if pid else "nothing waits")
         self.action_refresh()
 
