@@ -209,6 +209,35 @@ def read_runs(paths: list[str | Path]) -> list[RunRow]:
     return [read_run(p) for p in paths]
 
 
+class RowCache:
+    """Re-reads a run only when one of its files changed (a long run's events file is not parsed every refresh)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[Path, tuple[tuple, RunRow]] = {}
+
+    @staticmethod
+    def _key(path: Path) -> tuple:
+        out = []
+        for name in ("events.jsonl", "status.json", "config.yaml", "launch.json", "adapter", "model"):
+            try:
+                st = (path / name).stat()
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def read(self, paths: list[str | Path]) -> list[RunRow]:
+        rows = []
+        for p in map(Path, paths):
+            key = self._key(p)
+            cached = self._rows.get(p)
+            if cached is None or cached[0] != key or cached[1].state in ("running", "starting", "created"):
+                cached = (key, read_run(p))
+                self._rows[p] = cached
+            rows.append(cached[1])
+        return rows
+
+
 def config_differences(rows: list[RunRow]) -> list[tuple[str, list[Any]]]:
     """(key, value per run) for every config key whose value is not the same in all runs."""
     keys: list[str] = []

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.core.compare import RunRow, column_title, export, read_runs, summary_path, table_rows
+from loratui.core.compare import RowCache, RunRow, column_title, export, summary_path, table_rows
 from loratui.core.runs import list_runs
 from loratui.core.study import list_studies, study_runs
 from loratui.ui.screens.base import LoratuiScreen
@@ -77,6 +77,7 @@ class CompareScreen(LoratuiScreen):
         self.last_export: tuple[Path, Path] | None = None
         #: the study shown (chosen, or the newest one when nothing was chosen)
         self.shown_study: str | None = None
+        self._cache = RowCache()
 
     @property
     def runs_dir(self) -> Path:
@@ -127,7 +128,7 @@ class CompareScreen(LoratuiScreen):
         if paths is None:
             paths = [summary_path(s) for s in list_runs(runs_dir)[:DEFAULT_RUNS]][::-1]
             title = "newest runs"
-        rows = read_runs(paths)
+        rows = self._cache.read(paths)
         if not get_current_worker().is_cancelled:
             self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected runs", study))
 
