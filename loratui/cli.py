@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from loratui.core.errors import LoratuiError
+from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
 
 
 def _quiet_libraries() -> None:
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("adapter")
     m.add_argument("output")
     m.add_argument("--base", help="base model (default: the one named in the adapter)")
-    m.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    m.add_argument("--dtype", default=DEFAULT_MERGE_DTYPE, choices=MERGE_DTYPES,
+                   help=f"weights dtype of the merged model (default: %(default)s; the app's wizard uses the same). "
+                        + ", ".join(f"{k} ({v})" for k, v in DTYPE_HELP.items()))
     m.add_argument("--jsonl", action="store_true", help="print progress as JSON lines (for the app)")
     m.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run code hidden in the file, so only for files you trust")
 
@@ -230,8 +233,9 @@ def cmd_merge(args) -> int:
     if args.jsonl:
         print(json.dumps({"kind": "done", **result}), flush=True)
     else:
-        print(f"merged model: {result['output']} ({result['size_bytes'] / 2**20:.1f} MiB, {result['dtype']}); "
-              f"max output difference vs adapter: {result['max_diff']:.3g}; {result['seconds']} s")
+        print(f"merged model: {result['output']} ({result['size_bytes'] / 2**20:.1f} MiB, {result['dtype']}, "
+              f"{result['seconds']} s)")
+        print(result["check"]["summary"])
     return 0
 
 

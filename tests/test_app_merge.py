@@ -71,6 +71,7 @@ async def test_wizard_runs_the_merge_and_shows_the_summary(runs, fake_merge):
         out = runs / "smollm2-demo" / "merged"
         disk = sum(p.stat().st_size for p in out.iterdir())
         assert "✔ merged" in text and str(out) in text and "0.000488" in text and "12.3 s" in text
+        assert "relative difference <0.01% (fp32 rounding allows up to 0.01%)" in " ".join(text.replace("█", " ").split())
         from loratui.core.gpu import format_bytes
 
         assert format_bytes(disk) in text

@@ -119,3 +119,17 @@ def test_generate_on_a_classification_adapter_predicts_the_label(tmp_path, bert_
     from loratui.train.generate import generate
 
     assert generate(str(merged), "a wonderful film").split(" (")[0] in ("positive", "negative")
+
+
+def test_merge_check_is_readable_and_judged_per_dtype(tmp_path, llama_adapter):
+    """Issue 9 defect 6: 'max difference 1.19' with a check mark for bf16 told the user nothing."""
+    from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, TOLERANCE
+
+    for dtype in ("fp32", "bf16"):
+        result = merge_adapter(llama_adapter, tmp_path / dtype, dtype=dtype)
+        check = result["check"]
+        assert check["ok"] and check["relative_diff"] <= TOLERANCE[dtype] and check["agree"] >= 0.9 * check["total"]
+        assert check["summary"].startswith("✔ merged model matches the adapter: relative difference ")
+        assert f"({dtype} rounding allows up to " in check["summary"] and "top token the same at" in check["summary"]
+    proc = subprocess.run([sys.executable, "-m", "loratui", "merge", "--help"], capture_output=True, text=True)
+    assert f"default: {DEFAULT_MERGE_DTYPE}" in " ".join(proc.stdout.split())

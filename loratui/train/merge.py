@@ -3,7 +3,8 @@
 The base is always loaded unquantized in the chosen dtype (a QLoRA adapter's 4-bit base is reloaded in fp16/bf16).
 The output is written to a temporary folder beside the target and renamed when complete, so an interrupted merge
 leaves nothing half-written. The merged model is reloaded with ``AutoModelFor...`` and compared with the adapter
-model on a probe input; the largest difference of their outputs is reported.
+model on a probe input: the relative difference of their logits against what the dtype's rounding explains, and
+whether the top token at each position (the label, for a classifier) agrees (``loratui.core.merge_check``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable
 
 from loratui.core.config import ModelSection
 from loratui.core.errors import LoratuiError
+from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, judge
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 PROBE = "The quick brown fox jumps over the lazy dog. LoRA adapters merge into their base model."
@@ -105,7 +107,8 @@ def adapter_tokenizer(adapter: Path, resolved):
     return AutoTokenizer.from_pretrained(resolved.path, **resolved.kwargs())
 
 
-def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None = None, dtype: str = "fp16",
+def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None = None,
+                  dtype: str = DEFAULT_MERGE_DTYPE,
                   progress: Callable[[str, float], None] = lambda step, frac: None,
                   allow_pickle: bool = False) -> dict:
     import torch
@@ -173,6 +176,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
         with torch.no_grad():
             got = reloaded(**probe).logits.float()
         max_diff = float((got - expected).abs().max())
+        check = compare_logits(expected, got, dtype, task)
         if output.exists():
             output.rmdir()
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -182,5 +186,13 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
         raise
     size = folder_size(output)
     progress("done", 1.0)
-    return {"output": str(output), "size_bytes": size, "max_diff": max_diff, "seconds": round(time.time() - t0, 2),
-            "dtype": dtype, "base_model": base_name, "task": task}
+    return {"output": str(output), "size_bytes": size, "max_diff": max_diff, "check": check,
+            "seconds": round(time.time() - t0, 2), "dtype": dtype, "base_model": base_name, "task": task}
+
+
+def compare_logits(expected, got, dtype: str, task: str) -> dict:
+    """The merge check (``loratui.core.merge_check.judge``) for the probe's logits through both models."""
+    rel = float((got - expected).norm() / expected.norm().clamp_min(1e-12))
+    top_expected, top_got = expected.argmax(-1), got.argmax(-1)
+    agree = int((top_expected == top_got).sum())
+    return judge(rel, agree, int(top_expected.numel()), dtype, task)

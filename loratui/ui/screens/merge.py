@@ -25,12 +25,12 @@ from textual.worker import Worker, get_current_worker
 
 from loratui.core.adapters import AdapterInfo, read_adapter
 from loratui.core.fmt import format_bytes
+from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.log_tail import LogTail
 
 STEPS = ("adapter", "base", "dtype", "output", "confirm")
 STEP_LABELS = ("Adapter", "Base model", "Dtype", "Output", "Confirm")
-DTYPES = ("fp16", "bf16", "fp32")
 
 
 def merge_command(adapter: Path, output: Path, base: str | None, dtype: str) -> list[str]:
@@ -139,9 +139,9 @@ class MergeScreen(LoratuiScreen):
             with Vertical(id="step-dtype", classes="step"):
                 yield Label("Weights dtype of the merged model", classes="question")
                 with RadioSet(id="mg-dtype"):
-                    yield DtypeChoice("fp16  (half the size of fp32; older GPUs)", id="dtype-fp16")
-                    yield DtypeChoice("bf16  (half the size; Ampere or newer)", value=True, id="dtype-bf16")
-                    yield DtypeChoice("fp32  (largest; exact on CPU)", id="dtype-fp32")
+                    for dtype in MERGE_DTYPES:
+                        yield DtypeChoice(f"{dtype}  ({DTYPE_HELP[dtype]})", value=dtype == DEFAULT_MERGE_DTYPE,
+                                          id=f"dtype-{dtype}")
             with Vertical(id="step-output", classes="step"):
                 yield Label("Output folder (new or empty)", classes="question")
                 yield Input(id="mg-output")
@@ -205,7 +205,7 @@ class MergeScreen(LoratuiScreen):
     @property
     def dtype(self) -> str:
         pressed = self.query_one("#mg-dtype", RadioSet).pressed_button
-        return pressed.id.removeprefix("dtype-") if pressed is not None and pressed.id else "bf16"
+        return pressed.id.removeprefix("dtype-") if pressed is not None and pressed.id else DEFAULT_MERGE_DTYPE
 
     @property
     def base(self) -> str:
@@ -465,8 +465,12 @@ class MergeScreen(LoratuiScreen):
             grid.add_row("output", str(r.get("output") or self.output))
             size = message.disk_size if message.disk_size is not None else r.get("size_bytes")
             grid.add_row("size on disk", format_bytes(size))
+            check = r.get("check") or {}
+            if check.get("summary"):
+                grid.add_row("check", Text(check["summary"], style="" if check.get("ok") else "bold yellow"))
             max_diff = r.get("max_diff")
-            grid.add_row("max difference", "-" if max_diff is None else f"{max_diff:.3g} (merged vs adapter logits)")
+            grid.add_row("max difference", "-" if max_diff is None else
+                         f"{max_diff:.3g} in the probe's logits (merged vs base + adapter)")
             seconds = r.get("seconds")
             grid.add_row("time", "-" if seconds is None else f"{seconds:.1f} s")
             result.update(grid)
