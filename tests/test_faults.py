@@ -154,6 +154,19 @@ def test_resume_at_last_step_never_trains_past_max_steps(tmp_path, tiny_llama, r
     assert [e["lr"] for e in later] == pytest.approx([first[3], first[4]])
 
 
+def test_resume_at_last_step_of_an_epoch_based_run(tmp_path, tiny_llama, runs_dir):
+    from loratui.train.engine import Engine
+
+    run = make_run(tmp_path, tiny_llama, runs_dir, data={"max_samples": 8, "max_length": 128},
+                   train={"max_steps": None, "epochs": 1, "save_steps": 2})
+    assert Engine(run, echo=lambda line: None).run() == 0
+    last = max(e["step"] for e in steps(run))
+    run.write_status(state="stopped")
+    assert Engine(run, resume=True, echo=lambda line: None).run() == 0
+    assert steps(run, "resumed") == []
+    assert [e for e in run.events() if e["kind"] == "finished"][-1]["step"] == last
+
+
 # -- 4: a second SIGTERM during the graceful save -----------------------------------------------------------------
 
 def test_second_sigterm_during_the_stop_save_is_ignored(tmp_path, tiny_llama, runs_dir):
