@@ -89,8 +89,7 @@ def main() -> None:
     trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=counter, callbacks=callbacks)
     torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    first_step_s = clock.marks[0][1] - t_start
-    print(json.dumps({"marks": clock.marks, "losses": clock.losses, "first_step_s": first_step_s,
+    print(json.dumps({"marks": clock.marks, "losses": clock.losses, "first_step_wall": clock.first_step_wall,
                       "torch_peak_gib": torch.cuda.max_memory_allocated() / 2**30}), flush=True)
 
 

@@ -63,13 +63,17 @@ class NvmlPeak(threading.Thread):
             time.sleep(0.05)
 
 
-def run_child(cmd: list[str], log: Path) -> tuple[int, float, float]:
+def run_child(cmd: list[str], log: Path, timeout: float = 300) -> tuple[int, float, float]:
     t0 = time.time()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         peak = NvmlPeak(proc.pid)
         peak.start()
-        proc.wait()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         peak.done = True
     return proc.returncode, t0, peak.peak / 2**30
 
@@ -104,7 +108,7 @@ def seed_side(args, model_dir: Path, data: Path, out: Path) -> dict:
     if rc == 0 and lines:
         got = json.loads(lines[-1])
         res.update(tokens_per_s=window(got["marks"]), torch_peak_gib=round(got["torch_peak_gib"], 2),
-                   final_loss=got["losses"][-1][1], first_step_s=round(got["first_step_s"], 1))
+                   final_loss=got["losses"][-1][1], first_step_s=round(got["first_step_wall"] - t0, 1))
     return res
 
 
@@ -163,6 +167,13 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
         res["speed"] = started[-1].get("speed")
     if failed:
         res["failed"] = failed[-1].get("message")
+    try:  # what Setup would have shown before launch
+        from loratui.core.config import load_config
+        from loratui.train.estimate import estimate_memory
+
+        res["estimate_gib"] = round(estimate_memory(load_config(cfg_path), compare=False).rows[0].total / 2**30, 2)
+    except Exception as err:  # noqa: BLE001
+        res["estimate_gib"] = f"error: {err}"
     return res
 
 
@@ -203,13 +214,14 @@ def main() -> int:
         pass
     (out / f"results-{args.shape}-{args.method}.json").write_text(json.dumps(results, indent=1))
     print(f"\n{args.shape} {args.method}, batch {args.batch}, {args.steps} steps, {device}")
-    print("| side | tokens/s | x seed | NVML peak GiB | x seed | torch peak GiB | MFU | final loss | first step s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| side | tokens/s | x seed | NVML peak GiB | x seed | torch peak GiB | estimate GiB | MFU | final loss | "
+          "first step s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         tps, mem = r.get("tokens_per_s"), r.get("nvml_peak_gib")
         m = mfu(tps, args.shape)
         print(f"| {r['side']} | {tps or 0:,.0f} | {tps / base if tps and base else 0:.2f} | {mem} | "
-              f"{mem / base_mem if mem and base_mem else 0:.2f} | {r.get('torch_peak_gib')} | "
+              f"{mem / base_mem if mem and base_mem else 0:.2f} | {r.get('torch_peak_gib')} | {r.get('estimate_gib', '-')} | "
               f"{100 * m if m else 0:.1f}% | {r.get('final_loss')} | {r.get('first_step_s')} |")
     return 0
 

@@ -19,8 +19,18 @@ MethodKind = Literal["lora", "qlora", "lora-8bit", "full", "head-only"]
 DataFormat = Literal["text", "alpaca", "chat", "classification"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Optimizer = Literal[
-    "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"
+    "auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adafactor",
+    "sgd",
 ]
+Switch = Literal["auto", "on", "off"]
+
+
+def switch_value(v: Any) -> Any:
+    """YAML reads a bare on/off (and true/false) as a bool: take it as the switch the user meant."""
+    return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
+Attention = Literal["auto", "varlen", "sdpa", "flex", "eager"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 
 #: longest string a config field may hold; largest count (steps, examples, sizes) a field may hold
@@ -149,8 +159,10 @@ class DataSection(Section):
     """Use only the first N training examples."""
     system_prompt: Optional[str] = None
     """System message prepended to chat/alpaca examples rendered with a chat template."""
-    packing: bool = False
-    """Padding-free batching for causal LM (examples concatenated, attention kept per example)."""
+    packing: Switch = "auto"
+    """Padding-free batching for causal LM (examples concatenated, attention kept per example); auto: on a GPU."""
+
+    _packing_bool = field_validator("packing", mode="before")(lambda v: switch_value(v))
 
     @field_validator("validation_fraction")
     @classmethod
@@ -188,7 +200,16 @@ class TrainSection(Section):
     gradient_checkpointing: bool = False
     precision: Precision = "auto"
     """auto picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
-    optimizer: Optimizer = "adamw_torch"
+    optimizer: Optimizer = "auto"
+    """auto: fused AdamW on a GPU, AdamW on CPU (paged 8-bit AdamW stays a choice for QLoRA)."""
+    attention: Attention = "auto"
+    """auto: variable-length attention over packed batches on a GPU (no attention across examples), else SDPA."""
+    liger: Switch = "auto"
+    """Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU); auto: on a GPU when installed."""
+    compile: bool = False
+    """torch.compile the model (slower start, recompiles as batch shapes change)."""
+
+    _liger_bool = field_validator("liger", mode="before")(lambda v: switch_value(v))
     seed: int = Field(42, ge=0, le=2**32 - 1)
     """Seeds Python, NumPy and torch before the model is built: the same config gives the same run."""
     dataloader_workers: int = Field(0, ge=0, le=1024)
@@ -217,6 +238,12 @@ class RunConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        """``method: qlora`` is short for ``method: {kind: qlora}``."""
+        return {"kind": value} if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _cross(self) -> "RunConfig":
         if self.model.task == "seq-cls" and self.data.format != "classification":
@@ -230,9 +257,19 @@ class RunConfig(Section):
     # -- YAML -------------------------------------------------------------------------------------------------
 
     def to_yaml(self) -> str:
-        """YAML with defaults left out and key order kept, so saved files stay short."""
+        """YAML with defaults left out and key order kept, so saved files stay short. The model and the data
+        source are always written (the file must say what it trains on by itself), and target modules that are
+        just the preset's are left to the preset."""
+        from loratui.core.presets import PRESETS, preset_modules
+
         data = self.model_dump(exclude_defaults=True, mode="json")
-        data = {k: v for k, v in data.items() if v}
+        data["model"] = {"name": self.model.name, **data.get("model", {})}
+        data["data"] = {"source": self.data.source, **data.get("data", {})}
+        lora = data.get("lora", {})
+        preset = lora.get("preset")
+        if preset in PRESETS and lora.get("target_modules") == preset_modules(preset):
+            del lora["target_modules"]
+        data = {k: data[k] for k in type(self).model_fields if data.get(k)}
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
     def full_yaml(self) -> str:

@@ -67,7 +67,8 @@ def make_callback(engine: "Engine"):
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = self.last_t = time.monotonic()
             self.start_step = state.global_step
-            self.last_tokens = state.num_input_tokens_seen or 0
+            self.last_tokens = 0
+            self.mark = None  # (time, tokens, step) of this process's first logged step
             engine.stop_request.training = True
             if args.eval_on_start and state.global_step == 0 and engine.n_eval:
                 engine.emit("phase", phase="evaluating the base model")
@@ -86,13 +87,18 @@ def make_callback(engine: "Engine"):
             logs = logs or {}
             now = time.monotonic()
             if "loss" in logs or "train_loss" not in logs and "eval_loss" not in logs and "learning_rate" in logs:
-                tokens = state.num_input_tokens_seen or 0
-                dt = now - self.last_t
-                tps = (tokens - self.last_tokens) / dt if dt > 0 and tokens > self.last_tokens else None
+                tokens = engine.trainer.tokens_seen() if engine.trainer is not None else 0
+                tps = eta = None
+                if self.mark is not None:  # rates from the second line on: the first step pays for warm-up
+                    t_mark, n_mark, step_mark = self.mark
+                    dt = now - self.last_t
+                    tps = (tokens - self.last_tokens) / dt if dt > 0 and tokens > self.last_tokens else None
+                    if state.global_step > step_mark:
+                        eta = (now - t_mark) / (state.global_step - step_mark) * (state.max_steps - state.global_step)
+                else:
+                    self.mark = (now, tokens, state.global_step)
                 self.last_t, self.last_tokens = now, tokens
-                done = state.global_step - self.start_step
                 elapsed = now - self.t0
-                eta = (elapsed / done) * (state.max_steps - state.global_step) if done > 0 else None
                 ev = engine.emit(
                     "step", step=state.global_step, max_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
                     loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
@@ -114,6 +120,9 @@ def make_callback(engine: "Engine"):
             engine.progress(ev)
             if state.global_step == 0:
                 engine.emit("phase", phase="training")
+                # tokens/s and the ETA count training time only
+                self.t0 = self.last_t = time.monotonic()
+                self.mark = None
 
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -140,6 +149,7 @@ class Engine:
         self.n_eval = 0
         self.last_eval: dict = {}
         self._cuda = False
+        self.speed = None  # the resolved fast-path levers (loratui.train.speed.Speed)
 
     # -- events ------------------------------------------------------------------------------------------------
     def emit(self, kind: str, **data) -> dict:
@@ -293,7 +303,7 @@ class Engine:
     def _train(self) -> int:
         import torch
 
-        from loratui.train import data, models, preflight
+        from loratui.train import data, models, preflight, speed
 
         run = self.run_dir
         self.cfg = cfg = run.config()
@@ -311,7 +321,12 @@ class Engine:
         train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
         self.emit("phase", phase="loading model")
         seed_everything(cfg.train.seed)  # before the model: a new head and the LoRA matrices start the same each run
-        model = models.load_model(cfg, pre.resolved, pre.precision, labels)
+        self.speed = sp = speed.resolve(cfg, self._cuda, models.load_model_config(cfg, pre.resolved).model_type)
+        if sp.attention == speed.VARLEN:
+            speed.register_varlen_attention()
+        explicit = cfg.train.attention != "auto" or sp.attention == speed.VARLEN
+        model = models.load_model(cfg, pre.resolved, pre.precision, labels,
+                                  attn_implementation=sp.attention if explicit else None)
         model.config.use_cache = False  # no KV cache in training (packed examples must not attend across)
         if cfg.train.gradient_checkpointing and not cfg.quantized:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -320,9 +335,9 @@ class Engine:
         self.model = model
         trainable, total = models.count_trainable(model)
         args = self._training_args(pre.precision, has_eval=val_ds is not None)
-        self.trainer = trainer = trainer_class(self)(
+        self.trainer = trainer = trainer_class(self, token_counting_trainer())(
             model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
-            data_collator=data.make_collator(cfg, tokenizer),
+            data_collator=data.make_collator(cfg, tokenizer, packing=sp.packing, varlen=sp.attention == speed.VARLEN),
             compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and val_ds is not None else None,
             callbacks=[make_callback(self)],
         )
@@ -337,7 +352,7 @@ class Engine:
                   trainable_params=trainable, total_params=total, train_examples=len(train_ds),
                   eval_examples=len(val_ds) if val_ds is not None else 0, max_steps=max_steps,
                   epochs=cfg.train.epochs if not cfg.train.max_steps else None, device=device, precision=pre.precision,
-                  labels=labels, data_stats=stats, resumed=checkpoint is not None)
+                  labels=labels, data_stats=stats, resumed=checkpoint is not None, speed=sp.as_event())
         self.echo(f"{run.name}: {cfg.method.kind} on {cfg.model.name}, trainable params: {trainable:,} of "
                   f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / "
                   f"{len(val_ds) if val_ds is not None else 0} eval examples, {max_steps} steps on {device}")
@@ -416,13 +431,17 @@ class Engine:
             bf16=precision == "bf16",
             fp16=precision == "fp16",
             use_cpu=not self._cuda,
-            optim=OPTIMIZERS[t.optimizer],
+            optim=OPTIMIZERS[self.speed.optimizer],
+            use_liger_kernel=self.speed.liger,
+            liger_kernel_config={"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
+                                 "fused_linear_cross_entropy": True} if self.speed.liger else None,
+            torch_compile=self.speed.compile,
             seed=t.seed,
             data_seed=t.seed,
             dataloader_num_workers=t.dataloader_workers,
             report_to="none",
             disable_tqdm=True,
-            include_num_input_tokens_seen="non_padding",
+            include_num_input_tokens_seen="no",  # counted on the device by the trainer: no host sync a step
             save_only_model=False,
         )
 
@@ -519,6 +538,34 @@ class Engine:
                 probe["same_process_logits"] = again(input_ids=ids.to(model.device)).logits.float().cpu()
                 probe["trained_again_logits"] = model(input_ids=ids.to(model.device)).logits.float().cpu()
         torch.save(probe, self.run_dir.path / "probe.pt")
+
+
+def token_counting_trainer():
+    """The Trainer, counting each training batch's real tokens on the device (read at logging time only).
+
+    transformers' own count (``include_num_input_tokens_seen``) calls ``.item()`` on every batch: a host sync that
+    stops the CPU from queueing the next step's kernels while the GPU works.
+    """
+    from transformers import Trainer
+
+    class LoratuiTrainer(Trainer):
+        _tokens = None
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+            self._tokens = n if self._tokens is None else self._tokens + n
+            return super().training_step(model, inputs, *args, **kwargs)
+
+        def tokens_seen(self) -> int:
+            """Real (non-padding) tokens trained on by this process since it started, all ranks together."""
+            if self._tokens is None:
+                return 0
+            import torch
+
+            total = torch.as_tensor(self._tokens, device=self.args.device, dtype=torch.int64)
+            return int(self.accelerator.gather(total.reshape(1)).sum().item())
+
+    return LoratuiTrainer
 
 
 def _steps_for(n_examples: int, cfg: RunConfig) -> int:
