@@ -36,10 +36,12 @@ def default_runs_dir() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loratui", description="LoRA / QLoRA fine-tuning from the terminal.")
+    p = argparse.ArgumentParser(prog="loratui", description="LoRA / QLoRA fine-tuning from the terminal. "
+                                "With no command, opens the app.")
     p.add_argument("--config", help="open the app with this config in Setup")
     p.add_argument("--runs-dir", default=None, help="runs folder (default: ./runs or $LORATUI_RUNS_DIR)")
-    sub = p.add_subparsers(dest="command")
+    # internal commands (engine, queue-runner) get no help text: argparse then leaves them out of --help
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     t = sub.add_parser("train", help="run training in the foreground")
     t.add_argument("config", nargs="?", help="YAML config")
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--detach", action="store_true", help="start the engine in the background and return")
     t.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run code hidden in the file, so only for files you trust")
 
-    e = sub.add_parser("engine", help=argparse.SUPPRESS)
+    e = sub.add_parser("engine")
     e.add_argument("run_dir")
     e.add_argument("--resume", action="store_true")
 
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     qu = sub.add_parser("queue", help="list the run queue")
     qu.add_argument("--runs-dir", default=None)
 
-    qr = sub.add_parser("queue-runner", help=argparse.SUPPRESS)
+    qr = sub.add_parser("queue-runner")
     qr.add_argument("runs_dir")
     qr.add_argument("--gpus")
 

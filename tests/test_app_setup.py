@@ -430,3 +430,20 @@ async def test_loaded_config_moves_runs_and_adapters_to_its_runs_folder(fake_cor
         pinned.screen.load_config(cfg)
         await settle(pilot)
         assert pinned.runs_dir == tmp_path / "cli"  # an explicit --runs-dir wins
+
+
+async def test_saved_yaml_reads_on_its_own(fake_core, tmp_path):
+    """Issue 9 defect 10: the YAML saved from Setup left out the model and the data source (defaults) and kept both
+    target_modules and preset."""
+    out = tmp_path / "mine.yaml"
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        await answer_prompt(pilot, str(out))
+    data = yaml.safe_load(out.read_text())
+    assert data["model"]["name"] == "smollm2-135m-instruct"
+    assert data["data"]["source"] == "sample:contacts-json.jsonl"
+    assert data["lora"]["preset"] == "minimal-qv" and "target_modules" not in data["lora"]
+    assert load_config(out).lora.preset == "minimal-qv"

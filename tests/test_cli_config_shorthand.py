@@ -1,0 +1,38 @@
+"""Issue 9 defect 10: the method shorthand, a --help without internal commands, and a saved Setup YAML that reads
+on its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from loratui.core.config import RunConfig, load_config
+
+
+def test_method_written_as_a_word(tmp_path):
+    path = tmp_path / "q.yaml"
+    path.write_text("model:\n  name: smollm2-135m-instruct\nmethod: qlora\n")
+    assert load_config(path).method.kind == "qlora"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: qlorra\n")
+    with pytest.raises(Exception, match="method.kind.*'lora', 'qlora'"):
+        load_config(bad)
+
+
+def test_help_lists_no_internal_commands():
+    out = subprocess.run([sys.executable, "-m", "loratui", "--help"], capture_output=True, text=True).stdout
+    assert "SUPPRESS" not in out and "engine" not in out and "queue-runner" not in out
+    assert "train" in out and "merge" in out
+
+
+def test_saved_yaml_names_model_and_data_and_keeps_the_preset_alone(tmp_path):
+    cfg = RunConfig.model_validate({"lora": {"preset": "minimal-qv", "target_modules": ["q_proj", "v_proj"]}})
+    data = yaml.safe_load(cfg.to_yaml())
+    assert data["model"]["name"] == cfg.model.name and data["data"]["source"] == cfg.data.source
+    assert data["lora"] == {"preset": "minimal-qv"}
+    assert list(data) == ["model", "lora", "data"]
+    assert RunConfig.model_validate(data) == cfg.model_copy(update={"lora": cfg.lora.model_copy(
+        update={"target_modules": None})})
