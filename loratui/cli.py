@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ly = sub.add_parser("layers", help="list a model's linear layers (LoRA target candidates)")
     ly.add_argument("model", help="alias, folder or hub id")
+    ly.add_argument("--task", choices=["causal-lm", "seq-cls"],
+                    help="the model as it is fine-tuned (default: seq-cls for encoders such as BERT, else causal-lm)")
+    ly.add_argument("--names", action="store_true", help="only the names, one a line")
 
     sub.add_parser("presets", help="list target-module presets and built-in models")
 
@@ -255,11 +258,24 @@ def cmd_estimate(args) -> int:
 def cmd_layers(args) -> int:
     _quiet_libraries()
     from loratui.core.config import RunConfig
-    from loratui.train.models import list_linear_layers
+    from loratui.core.fmt import format_count
+    from loratui.train.models import describe_linear_layers, guess_task
 
     cfg = RunConfig()
     cfg.model.name = args.model
-    print("\n".join(list_linear_layers(cfg)))
+    cfg.model.task = args.task or guess_task(cfg)
+    rows = describe_linear_layers(cfg)
+    if args.names:
+        print("\n".join(r["name"] for r in rows))
+        return 0
+    print(f"{args.model} as {cfg.model.task} (heads left out; --task to change)")
+    print(f"{'name':<16} {'layers':>6}  {'in -> out':<16} {'parameters':>12}")
+    for r in rows:
+        shapes = sorted(r["shapes"].items(), key=lambda kv: -kv[1])
+        first = f"{shapes[0][0][0]} -> {shapes[0][0][1]}" + (f" x{shapes[0][1]}" if len(shapes) > 1 else "")
+        print(f"{r['name']:<16} {r['count']:>6}  {first:<16} {r['params']:>12,}  ({format_count(r['params'])})")
+        for (n_in, n_out), n in shapes[1:]:
+            print(f"{'':<16} {'':>6}  {f'{n_in} -> {n_out} x{n}':<16}")
     return 0
 
 

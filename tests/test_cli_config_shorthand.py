@@ -36,3 +36,16 @@ def test_saved_yaml_names_model_and_data_and_keeps_the_preset_alone(tmp_path):
     assert list(data) == ["model", "lora", "data"]
     assert RunConfig.model_validate(data) == cfg.model_copy(update={"lora": cfg.lora.model_copy(
         update={"target_modules": None})})
+
+
+def test_layers_of_an_encoder_are_its_classifier_targets_with_shapes(tiny_bert, capsys):
+    """Issue 9 defect 12: `layers` on a classification base listed the masked-LM `decoder` and no shapes."""
+    from loratui.cli import main
+
+    assert main(["layers", str(tiny_bert)]) == 0
+    out = capsys.readouterr().out
+    assert "as seq-cls" in out and "decoder" not in out
+    query = next(line for line in out.splitlines() if line.startswith("query"))
+    assert query.split()[1:5] == ["2", "64", "->", "64"] and "8,320" in query  # 2 layers of 64x64 + 64 bias
+    assert main(["layers", str(tiny_bert), "--names"]) == 0
+    assert capsys.readouterr().out.split() == ["dense", "key", "query", "value"]

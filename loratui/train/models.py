@@ -283,6 +283,49 @@ def list_linear_layers(cfg: RunConfig) -> list[str]:
     return [n for n in linear_module_names(model) if n not in heads]
 
 
+#: encoder families: a bare checkpoint of these is a classifier base, not a causal LM
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "xlm-roberta", "albert",
+                 "modernbert", "mpnet", "camembert")
+
+
+def guess_task(cfg: RunConfig) -> str:
+    """'seq-cls' for an encoder checkpoint (BERT and friends, whose causal-LM or masked-LM heads are not what one
+    fine-tunes), else 'causal-lm'."""
+    model_config = load_model_config(cfg)
+    archs = getattr(model_config, "architectures", None) or []
+    if any(str(a).endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        return "causal-lm"
+    return "seq-cls" if getattr(model_config, "model_type", None) in ENCODER_TYPES else "causal-lm"
+
+
+def describe_linear_layers(cfg: RunConfig) -> list[dict]:
+    """Per target-module name (heads excluded): how many layers have it, their shape (in -> out features; the
+    most common one), and the parameters they hold together (weights and biases)."""
+    model = build_meta_model(cfg)
+    heads = set(head_names(model))
+    import torch.nn as nn
+
+    rows: dict[str, dict] = {}
+    for full, module in model.named_modules():
+        name = full.rsplit(".", 1)[-1]
+        linear = isinstance(module, nn.Linear) or type(module).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt")
+        if not linear or name in heads or full.split(".", 1)[0] in heads:
+            continue
+        weight = module.weight
+        shape = (weight.shape[0], weight.shape[1]) if type(module).__name__ == "Conv1D" else (
+            weight.shape[1], weight.shape[0])
+        row = rows.setdefault(name, {"name": name, "count": 0, "shapes": {}, "params": 0})
+        row["count"] += 1
+        row["shapes"][shape] = row["shapes"].get(shape, 0) + 1
+        row["params"] += sum(p.numel() for p in module.parameters(recurse=False))
+    out = []
+    for name in sorted(rows):
+        row = rows[name]
+        row["shape"] = max(row["shapes"], key=row["shapes"].get)
+        out.append(row)
+    return out
+
+
 def resolve_targets(cfg: RunConfig, model, model_type: str | None = None) -> list[str] | str:
     """The target_modules for LoraConfig: explicit list, preset, or the architecture default; checked against the model."""
     lora = cfg.lora
