@@ -126,3 +126,32 @@ async def test_runs_and_adapters_show_the_distinguishing_tail_and_follow_the_wid
         text = screen_text(app)
         for name in LONG:
             assert name[-4:] in text
+
+
+# -- defect 12: the log pane follows progress bars; train and eval legends differ ----------------------------------
+
+
+def test_log_pane_shows_the_newest_state_of_a_progress_line():
+    from loratui.ui.widgets.log_tail import shown_line
+
+    assert shown_line("Map:   0%|          | 0/80\rMap:  50%|#####     | 40/80\rMap: 100%|##########| 80/80\r") \
+        == "Map: 100%|##########| 80/80"
+    assert shown_line("step 20 loss 1.23") == "step 20 loss 1.23"
+
+
+async def test_monitor_legend_tells_train_from_eval_without_colour(runs, quiet_monitor):
+    from fixtures import host_app, screen_text
+    from loratui.ui.screens.monitor import MonitorScreen
+
+    app = host_app(lambda: MonitorScreen(runs / "smollm2-demo"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.state == "finished", what="finished")
+        await pilot.pause()
+        import re
+
+        markers = {}
+        for line in screen_text(app).splitlines():
+            m = re.search(r"[┤│] (\S+) (train|eval) ", line)  # the chart's legend: marker, then label
+            if m:
+                markers[m.group(2)] = m.group(1)
+        assert markers["eval"] == "●●" and "●" not in markers["train"], markers

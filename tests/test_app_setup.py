@@ -447,3 +447,29 @@ async def test_saved_yaml_reads_on_its_own(fake_core, tmp_path):
     assert data["data"]["source"] == "sample:contacts-json.jsonl"
     assert data["lora"]["preset"] == "minimal-qv" and "target_modules" not in data["lora"]
     assert load_config(out).lora.preset == "minimal-qv"
+
+
+async def test_choice_lists_open_above_the_footer_at_80x24(fake_core):
+    """Issue 9 defect 12: the Select dropdown covered the footer at 80x24."""
+    from textual.widgets import Footer, Select
+    from textual.widgets._select import SelectOverlay
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        footer = screen.query_one(Footer).region
+        for select in screen.query("#setup-form Select"):
+            if not select.display or not select.parent.parent.display:
+                continue
+            select.focus()
+            await pilot.pause()
+            await pilot.press("enter")
+            await pilot.pause()
+            overlay = select.query_one(SelectOverlay)
+            assert overlay.display, select.id
+            assert not overlay.region.overlaps(footer), (select.id, overlay.region, footer)
+            await pilot.press("escape")
+            await pilot.pause()
+        label = screen.field("data.validation_file").query_one(".field-label")
+        assert label.content_region.right < screen.field("data.validation_file").control.region.x  # a gap

@@ -78,8 +78,14 @@ def fake_core(monkeypatch) -> Calls:
 
 
 async def settle(pilot) -> None:
-    """Let messages, timers and workers finish (instead of sleeping)."""
+    """Let messages, timers and workers finish (instead of sleeping), and the Setup form finish mounting (its
+    first frame holds only the first section)."""
     app = pilot.app
+    setup = getattr(app, "mode_screens", {}).get("setup")
+    for _ in range(500):
+        if setup is None or not setup.is_mounted or setup.form_ready:
+            break
+        await pilot.pause(0.01)
     for _ in range(3):
         await pilot.pause()
         await app.workers.wait_for_complete()

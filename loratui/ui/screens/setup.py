@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -132,6 +132,7 @@ class SetupScreen(LoratuiScreen):
             with VerticalScroll(id="setup-form", can_focus=False):
                 yield Static("", id="form-status")
                 yield from self._section_widgets(FIRST_SECTIONS)
+                yield Static("", id="form-end")
             with VerticalScroll(id="setup-side"):
                 yield EstimatePanel(id="estimate")
         yield Footer(compact=True, show_command_palette=False)
@@ -167,9 +168,14 @@ class SetupScreen(LoratuiScreen):
             return
         section = self._pending_sections.pop(0)
         widgets = self._section_widgets((section,))
-        await self.query_one("#setup-form").mount_all(widgets)
+        await self.query_one("#setup-form").mount_all(widgets, before="#form-end")
         self._check_fields([w for w in widgets if isinstance(w, FormField)])
         self.call_after_refresh(self._mount_next_section)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """A choice field scrolls to the middle of the form, so its list opens below it and above the footer."""
+        if isinstance(event.widget, Select):
+            self.query_one("#setup-form").scroll_to_center(event.widget, animate=False, immediate=True)
 
     def on_resize(self) -> None:
         # the palette key only where the footer has room for it (ctrl+p works everywhere)

@@ -1,4 +1,5 @@
-"""The newest lines of a log, as many as fit (no scrolling, no growth)."""
+"""The newest lines of a log, as many as fit (no scrolling, no growth); a progress bar's line shows its newest
+state."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class LogTail(Widget):
         self.lines: list[str] = []
 
     def set_lines(self, lines: list[str]) -> None:
-        self.lines = list(lines)
+        self.lines = [shown_line(line) for line in lines]
         self.refresh()
 
     def render(self) -> RenderResult:
@@ -27,3 +28,12 @@ class LogTail(Widget):
         text = Text("\n".join(line.expandtabs(4) for line in shown), no_wrap=True, overflow="ellipsis")
         text.truncate(width * height + height, overflow="ellipsis")
         return text
+
+
+def shown_line(line: str) -> str:
+    """What a terminal shows for ``line``: progress bars rewrite themselves with carriage returns
+    ('Map: 10%\rMap: 55%\r'), and the whole string would show the oldest state first, so the pane looked stuck."""
+    if "\r" in line:
+        parts = [p for p in line.split("\r") if p.strip()]
+        line = parts[-1] if parts else ""
+    return line.rstrip()

@@ -38,7 +38,7 @@ def nice_ticks(top: int, count: int) -> list[int]:
 
 
 class LossChart(PlotextPlot):
-    """Train loss (line) and eval loss (line with markers) against the step.
+    """Train loss (braille line) and eval loss (line with ● markers) against the step.
 
     Call :meth:`set_data`; plotting happens at render time, once per change or resize, using the widget's own
     ``plt`` (never the global plotext module, never ``show()``).
@@ -72,9 +72,14 @@ class LossChart(PlotextPlot):
             plt.plot(tx, ty, marker="braille", color="cyan", label="train")
         ex, ey = downsample(*self.eval, target)
         if ex:
-            plt.plot(ex, ey, marker="braille" if len(ex) > 1 else "dot", color="orange", label="eval")
+            # the legend shows each series' marker: the eval line is unlabelled and its newest point carries the
+            # label, so the legend reads "⣿ train" and "● eval" (not one braille glyph in two colours, which a
+            # 256-colour or colour-blind reader can't tell apart)
+            if len(ex) > 1:
+                plt.plot(ex, ey, marker="braille", color="orange")
             if len(ex) <= width // 3:
-                plt.scatter(ex, ey, marker="●", color="orange")
+                plt.scatter(ex[:-1], ey[:-1], marker="●", color="orange")
+            plt.scatter(ex[-1:], ey[-1:], marker="●", color="orange", label="eval")
         xmax = max(self.max_steps, int(max(tx[-1] if tx else 0, ex[-1] if ex else 0)), 1)
         plt.xlim(0, xmax)
         ticks = nice_ticks(xmax, max(2, width // 12))
