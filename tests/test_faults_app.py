@@ -29,9 +29,8 @@ class AppOnPty:
         env = {**os.environ, "TERM": "xterm-256color", "TEXTUAL_ANIMATIONS": "none",
                "LORATUI_RUNS_DIR": str(cwd / "runs")}
 
-        def pre():
-            if ignore_hup:
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        def pre():  # as a login shell starts it (an engine run in this test process ignores SIGHUP, inherited)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hup else signal.SIG_DFL)
 
         self.proc = subprocess.Popen([sys.executable, "-m", "loratui"], stdin=slave, stdout=slave, stderr=slave,
                                      cwd=cwd, env=env, start_new_session=True, close_fds=True, preexec_fn=pre)
@@ -69,6 +68,22 @@ class AppOnPty:
             assert self.proc.poll() is None, bytes(self.seen[-2000:])
             time.sleep(0.2)
         raise AssertionError("the helper process never started")
+
+    def signals(self) -> str:
+        """The app's signal dispositions, for a failure message."""
+        try:
+            st = Path(f"/proc/{self.proc.pid}/status").read_text()
+            return " ".join(f"{k}={st.split(k + ':')[1].split()[0]}" for k in ("SigIgn", "SigBlk", "SigCgt"))
+        except (OSError, IndexError):
+            return "?"
+
+    def exit_code(self, timeout: float) -> int:
+        before = self.signals()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the app did not exit in {timeout:.0f}s (signals before: {before}; now "
+                                 f"{self.signals()}); screen tail: {bytes(self.seen[-600:])!r}") from None
 
     def close_terminal(self) -> None:
         self.closed = True
@@ -110,7 +125,7 @@ def test_signal_ends_the_app_and_its_helper(app_dir, sig):
         helper = app.helper()
         time.sleep(0.5)
         app.proc.send_signal(sig)
-        assert app.proc.wait(60) == 0  # generous: 2 shared cores under load
+        assert app.exit_code(60) == 0  # generous: 2 shared cores under load
         assert _gone(helper), "the helper process was left behind"
     finally:
         app.cleanup()
@@ -157,7 +172,7 @@ def test_engine_survives_the_app_hanging_up(app_dir, tiny_llama):
     try:
         app.helper()
         app.proc.send_signal(signal.SIGHUP)
-        assert app.proc.wait(60) == 0  # generous: 2 shared cores under load
+        assert app.exit_code(60) == 0  # generous: 2 shared cores under load
         n = sum(e["kind"] == "step" for e in run.events())
         end = time.monotonic() + 120
         while time.monotonic() < end and sum(e["kind"] == "step" for e in run.events()) <= n + 2:
