@@ -354,6 +354,23 @@ class Playground:
         names = self.labels or [str(i) for i in range(len(probs))]
         return sorted(zip(names, probs), key=lambda t: -t[1])
 
+    def classify_many(self, texts: list[str], side: str, batch_size: int = 16) -> list[str]:
+        """The top label of each text (padded batches; stops early when asked)."""
+        import torch
+
+        names = self.labels
+        out: list[str] = []
+        for start in range(0, len(texts), batch_size):
+            if self.stop.is_set():
+                break
+            enc = self.tokenizer(texts[start:start + batch_size], return_tensors="pt", truncation=True,
+                                 max_length=512, padding=True)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            with torch.no_grad(), self._side(side):
+                top = self.model(**enc).logits.float().argmax(-1).tolist()
+            out += [names[i] if names and i < len(names) else str(i) for i in top]
+        return out
+
     def classify(self, req: dict) -> None:
         self._need_model()
         for side in self.sides(req.get("sides")):
@@ -370,11 +387,17 @@ class Playground:
         sides = self.sides(req.get("sides"))
         answers: dict[str, list[str]] = {s: [] for s in sides}
         t0 = time.time()
+        predicted: dict[str, list[str]] = {}
+        if self.task == "seq-cls":  # classifiers take the examples in padded batches: one forward pass per 16
+            texts = [ex.get("text") or ex.get("prompt", "") for ex in examples]
+            predicted = {side: self.classify_many(texts, side) for side in sides}
         for i, ex in enumerate(examples):
+            if predicted and i >= min(len(v) for v in predicted.values()):
+                break  # stopped part way
             item: dict[str, Any] = {"id": req.get("id"), "index": i, "prompt": ex["shown"], "reference": ex["reference"]}
             for side in sides:
                 if self.task == "seq-cls":
-                    label = self.classify_one(ex.get("text") or ex.get("prompt", ""), side)[0][0]
+                    label = predicted[side][i]
                     answer, ok = label, label == ex["reference"]
                 else:
                     text = self.render(ex, req.get("chat_template", True), req.get("system"))
