@@ -1,29 +1,47 @@
 """Exact parameter counts and a memory estimate, before loading any weights.
 
 Parameter counts come from the real architecture built on the meta device with the real peft wrapping, so they are
-what ``print_trainable_parameters`` reports. The memory estimate counts, per component:
+what ``print_trainable_parameters`` reports. The memory estimate models the run the engine will actually start: the
+device and precision it will use (a CUDA GPU: bf16, what NVML shows for the process; no GPU: fp32, host RAM), the
+speed levers ``speed.resolve`` turns on there (packing, attention kernel, Liger kernels, fused AdamW), and the tokens
+the largest step really holds, measured on a sample of the training data with the run's tokenizer. Per component:
 
 - weights: each parameter at the bytes the engine will hold it in (fp32 master weights for full fine-tuning,
   16-bit frozen base for LoRA on a bf16 GPU, 4-bit NF4/FP4 + quantization constants for QLoRA, int8 for lora-8bit;
   ``prepare_model_for_kbit_training`` upcasts the non-quantized parameters (embeddings, norms, heads) to fp32);
 - gradients and optimizer states for the trainable parameters only (AdamW: 8 bytes, 8-bit AdamW: 2 bytes,
   Adafactor: factored row+column statistics, computed from the real shapes);
-- activations saved for backward, per token and layer, from the layer shapes and which weights need gradients
-  (a frozen linear layer does not keep its input), plus the logits and loss buffers (vocabulary x tokens in fp32,
-  often the largest single item), for ``batch_size x max_length`` tokens (padded worst case); gradient
-  checkpointing keeps only each layer's input plus one layer's activations;
-- overhead: the CUDA context and allocator slack (calibrated against measured peaks, see bench/RESULTS.md).
+- activations saved for backward, per token and layer, from the layer shapes, the dtype each tensor really has
+  (a quantized base casts its outputs back to the fp32 residual stream), which weights need gradients (a frozen
+  linear layer does not keep its input), which kernels run (Liger's RMSNorm and SwiGLU keep less than the eager
+  ones; SDPA over packed rows materializes a block mask per layer, the varlen kernel none), plus the loss: the
+  logits and their fp32 copies and gradients (vocabulary x tokens, often the largest item), or, with Liger's fused
+  linear cross-entropy, only a chunk and the hidden-state gradient. Gradient checkpointing keeps each layer's input
+  plus one layer's activations. Evaluation (no gradients, full logits even with Liger) is estimated too: the larger
+  of the two peaks counts;
+- tokens a step holds: packed, the sum over the batch at the size the largest of the planned steps reaches (drawn
+  from the sampled example lengths, with margin: the random order decides it); padded, batch x the longest example (capped at
+  ``max_length``, rounded up as the collator pads). Data that can't be read cheaply (a hub dataset): max_length,
+  and the report says so;
+- overhead: on a GPU the CUDA context (what NVML shows beyond torch's allocator) plus the caching allocator's slack
+  over its peak with expandable segments (the engine sets them); on a CPU the Python process itself (torch,
+  transformers, datasets loaded) plus malloc slack. Calibrated against measured peaks (tests/test_estimate.py,
+  bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from loratui.core.config import RunConfig
 
 GiB = 1024**3
-CUDA_CONTEXT = int(0.45 * GiB)  # CUDA context + cuBLAS workspace seen by NVML but not by torch's allocator
-ALLOC_SLACK = 0.08  # caching-allocator fragmentation over the peak allocated
+CUDA_CONTEXT = int(0.5 * GiB)  # CUDA context + cuBLAS workspace seen by NVML but not by torch's allocator
+ALLOC_SLACK = 0.05  # what the caching allocator (expandable segments) holds over its peak allocated
+HOST_BASE = int(0.9 * GiB)  # a CPU run's process before the model: Python, torch, transformers, datasets
+HOST_SLACK = 0.10  # malloc's slack over the tensors on a CPU run
 
 OPTIMIZER_BYTES = {
     "adamw_torch": 8, "adamw_torch_fused": 8, "paged_adamw_32bit": 8,
@@ -53,6 +71,8 @@ class MemoryRow:
     activations: int
     overhead: int
     trainable: int = 0
+    basis: str = ""  # "estimated for CPU, fp32, host memory" and the like
+    tokens_note: str = ""  # how the tokens a step holds were worked out
 
     @property
     def total(self) -> int:
@@ -65,6 +85,8 @@ class MemoryReport:
     tokens_per_step: int
     precision: str
     device: str
+    basis: str = ""
+    tokens_note: str = ""
 
     def format_table(self) -> str:
         head = f"{'':<26}{'weights':>9}{'grads':>8}{'optim':>8}{'activ':>8}{'other':>8}{'total':>9}"
@@ -73,7 +95,8 @@ class MemoryReport:
             lines.append(f"{r.label:<26}" + "".join(
                 f"{gib(v):>{w}}" for v, w in ((r.weights, 9), (r.grads, 8), (r.optimizer, 8),
                                                 (r.activations, 8), (r.overhead, 8), (r.total, 9))))
-        lines.append(f"GiB; {self.tokens_per_step:,} tokens a step ({self.precision} on {self.device})")
+        lines.append(f"GiB; {self.basis or f'{self.precision} on {self.device}'}")
+        lines.append(f"{self.tokens_per_step:,} tokens in the largest step ({self.tokens_note})")
         return "\n".join(lines)
 
 
@@ -118,6 +141,7 @@ class Shape:
     vocab: int
     gated: bool  # SwiGLU-style MLP (gate, up, down)
     causal: bool
+    heads: int = 1
 
 
 def model_shape(model_config, task: str) -> Shape:
@@ -137,57 +161,283 @@ def model_shape(model_config, task: str) -> Shape:
         gated=getattr(c, "hidden_act", "") in ("silu", "swiglu") or getattr(c, "model_type", "") in (
             "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"),
         causal=task == "causal-lm",
+        heads=heads,
     )
 
 
+@dataclass
+class StepTokens:
+    """How many tokens the largest training (and evaluation) step holds, and how that was worked out."""
+
+    train: int
+    eval: int
+    longest_row: int  # the longest example (tokens), for the attention mask of padded or packed rows
+    note: str
+    measured: bool  # False: no data sample, max_length assumed
+
+
+@dataclass
+class Levers:
+    """What the run will do, as the estimate needs it (speed.resolve's choices plus device and precision)."""
+
+    cuda: bool
+    precision: str
+    packing: bool
+    attention: str
+    liger: bool
+    optimizer: str
+
+
+# Calibrated constants (tests/test_estimate.py holds the measured points they were checked against)
+HEAD_BYTES_EXTRA = 10  # per logit beyond the compute-dtype logits: fp32 copy, log-softmax, and their gradients
+PACK_MARGIN = 8  # packed steps: the largest step of this many runs of the planned length (see _largest_sum)
+
+
 def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str], lora_width: float,
-                                full: bool, checkpointing: bool, int8_width: float = 0) -> tuple[float, float]:
-    """(bytes per token saved across all layers, bytes per token for the head/loss)."""
+                                full: bool, checkpointing: bool, int8_width: float = 0, *, resid: int | None = None,
+                                proj: int | None = None, liger: bool = False, attention: str = "sdpa",
+                                masked: bool = False) -> tuple[float, float, float]:
+    """(bytes per token saved across all layers, bytes per token for the head/loss, backward working set per token).
+
+    ``e``: the compute dtype's bytes (what matmuls produce under autocast); ``resid``: the residual stream's bytes
+    (fp32 when the embeddings are fp32: full fine-tuning, fp32 weights, or a quantized base after
+    prepare_model_for_kbit_training); ``proj``: what the frozen base projections return (bitsandbytes casts its
+    output back to the input's dtype, autocast gives ``e``). ``masked``: SDPA with GQA gets repeated keys/values.
+    """
     h, kv, i = shape.hidden, shape.kv_hidden, shape.intermediate
+    r = resid or e
+    p = proj or e
 
     def needs(*names: str) -> bool:
         return full or any(n in trainable_linear for n in names)
 
-    # norms: fp32 copy of the input for the variance (+ the 16-bit normed output when the norm weight trains)
-    per_layer = 2 * (4 * h + (e * h if full else 0))
-    # attention: q, k, v and output kept by SDPA, plus the inputs of projections whose weights train
-    per_layer += e * (2 * h + 2 * kv)
+    # norms (two a layer): eager RMSNorm keeps an fp32 copy of its input; Liger's keeps the input itself and rstd;
+    # a norm whose weight trains also keeps its normalized output
+    per_layer = 2 * ((r * h if liger else 4 * h) + 4 + (r * h if full else 0))
+    # attention: q, k, v (in the compute dtype) and the output kept by the kernel; eager SDPA with a mask repeats
+    # the key/value heads (transformers' repeat_kv) before the call
+    kv_saved = h if (masked and attention != "loratui_varlen") else kv
+    per_layer += e * (2 * h + 2 * kv_saved) + 4 * shape.heads
     per_layer += e * h if needs("q_proj", "k_proj", "v_proj", "query", "key", "value", "c_attn") else 0
     per_layer += e * h if needs("o_proj", "dense", "c_proj", "out_proj") else 0
-    # MLP: activation input, gated product inputs, and the inputs of trainable projections
+    # MLP: the activation's inputs (eager SiLU * up keeps three tensors, Liger's SwiGLU two), in the dtype the
+    # projections return, and the inputs of trainable projections
     if shape.gated:
-        per_layer += 3 * e * i  # silu(gate) input, and both factors of the product
+        per_layer += (2 if liger else 3) * p * i
         per_layer += e * h if needs("gate_proj", "up_proj") else 0
         per_layer += e * i if needs("down_proj") else 0
     else:
-        per_layer += e * i  # GELU input
+        per_layer += p * i  # GELU input
         per_layer += e * h if needs("fc1", "intermediate", "c_fc", "dense") else 0
         per_layer += e * i if needs("fc2", "output", "c_proj", "dense") else 0
         per_layer += 2 * h  # dropout masks (encoders)
-    # LoRA dropout makes its own copy of each adapted input (plus a 1-byte mask)
+    # LoRA dropout: a 1-byte mask and the adapted input in the compute dtype (the dropped copy, or autocast's cast)
     per_layer += (e + 1) * lora_width
     # bitsandbytes int8 matmuls keep their own fp16 copy and int8 copy of every input for backward
     per_layer += (2 + 1) * int8_width
     if checkpointing:
-        saved = shape.layers * e * h + per_layer  # layer inputs + one layer recomputed at a time
+        saved = shape.layers * r * h + per_layer  # layer inputs + one layer recomputed at a time
     else:
         saved = shape.layers * per_layer
-    # logits (16-bit) + fp32 upcast + log-softmax kept for backward; classifiers: tiny
-    head = (e + 8) * shape.vocab if shape.causal else 8 * shape.vocab
-    return saved, head
+    if not shape.causal:
+        head = 8 * shape.vocab + r * h
+    elif liger:
+        # fused linear cross-entropy: no logits; the final norm's input, the hidden-state gradient (computed in
+        # the forward pass) and one chunk of logits (about hidden-size wide per token) in fp32 + compute dtype
+        head = 2 * r * h + (e + 4) * h
+    else:
+        head = (e + HEAD_BYTES_EXTRA) * shape.vocab
+    # backward working set (one layer at a time): gradients of the residual stream and of the MLP's inner width
+    work = 2 * r * h + 2 * p * i
+    return saved, head, work
 
 
-def estimate_memory(cfg: RunConfig, *, compare: bool = True) -> MemoryReport:
-    """Memory for this config, and (``compare``) full fine-tuning and QLoRA beside it."""
+def _planned_steps(cfg: RunConfig, rows: int | None) -> int:
+    t = cfg.train
+    micro = max(1, t.grad_accum)
+    if t.max_steps:
+        return t.max_steps * micro
+    if rows:
+        return max(1, int(t.epochs * math.ceil(rows / t.batch_size)))
+    return 100
+
+
+_LENGTHS: dict[tuple, tuple[list[int], int, int] | str] = {}
+SAMPLE_ROWS = 384  # rows tokenized (evenly spaced) for the length distribution
+SCAN_ROWS = 20_000  # rows whose character length is read to find the longest ones
+LONGEST_ROWS = 12  # the longest rows by characters, tokenized exactly
+
+
+def _source_key(cfg: RunConfig) -> tuple | str:
+    """A cache key for the training source, or why it can't be read cheaply."""
+    from loratui.train import data
+
+    src = data.resolve_source(cfg.data.source)
+    path = Path(src)
+    if not path.is_absolute() or not path.exists():
+        return f"the data ({cfg.data.source}) is not a local file"
+    st = path.stat()
+    d = cfg.data
+    fields = (d.format, d.split, d.text_column, d.instruction_column, d.input_column, d.output_column,
+              d.messages_column, d.system_prompt, d.max_samples)
+    return (str(path), st.st_mtime_ns, st.st_size, cfg.model.name, cfg.model.task, fields, d.max_length)
+
+
+def sample_lengths(cfg: RunConfig) -> tuple[list[int], int, int] | str:
+    """Token lengths of a sample of the training rows as the engine encodes them (capped at max_length), the
+    longest row's length and the number of rows; or a sentence saying why not. Cached per source file and settings.
+    """
+    key = _source_key(cfg)
+    if isinstance(key, str):
+        return key
+    if key not in _LENGTHS:
+        try:
+            _LENGTHS[key] = _read_lengths(cfg)
+        except Exception as err:  # noqa: BLE001 - the estimate falls back to max_length and says why
+            from loratui.core.errors import LoratuiError
+
+            why = str(err) if isinstance(err, LoratuiError) else f"{type(err).__name__}: {err}"
+            return f"the data could not be sampled ({' '.join(why.split())[:120]})"
+        if len(_LENGTHS) > 32:
+            _LENGTHS.pop(next(iter(_LENGTHS)))
+    return _LENGTHS[key]
+
+
+def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int]:
+    from loratui.train import data, models
+
+    ds = data._load_train_source(cfg)
+    if cfg.data.max_samples is not None and cfg.data.max_samples < len(ds):
+        ds = ds.select(range(cfg.data.max_samples))
+    n = len(ds)
+    tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg))
+    max_length = data.effective_max_length(cfg, tokenizer)
+
+    def spaced(count: int) -> list[int]:
+        return sorted({int(k * n / count) for k in range(count)}) if n > count else list(range(n))
+
+    if cfg.model.task == "seq-cls":
+        col = cfg.data.text_column
+
+        def texts(idx: list[int]) -> list[str]:
+            return [str(t) for t in ds.select(idx)[col]]
+
+        def lengths(idx: list[int]) -> list[int]:
+            return [min(len(x), max_length) for x in tokenizer(texts(idx))["input_ids"]] if idx else []
+
+        scan = spaced(SCAN_ROWS)
+        chars = [len(t) for t in texts(scan)]
+    else:
+        # the text each row becomes (the engine's own rendering), tokenized in one batch: the same ids encode_row
+        # gets from a fast tokenizer, without its per-token label bookkeeping
+        bos = data._adds_bos(tokenizer) and not (cfg.data.format != "text" and data._has_chat_template(tokenizer))
+        scan = spaced(SCAN_ROWS if cfg.data.format == "text" else 2000)  # a chat template renders each row: fewer
+
+        def texts(idx: list[int]) -> list[str]:
+            return ["".join(s for s, _ in data.row_segments(cfg, tokenizer, row)) for row in ds.select(idx)]
+
+        def lengths(idx: list[int]) -> list[int]:
+            if not idx:
+                return []
+            ids = tokenizer(texts(idx), add_special_tokens=False)["input_ids"]
+            return [min(len(x) + bos, max_length) for x in ids]
+
+        if cfg.data.format == "text":
+            col = cfg.data.text_column
+            chars = [len(str(t)) for t in ds.select(scan)[col]]
+        else:
+            chars = [len(t) for t in texts(scan)]
+    longest_idx = [scan[j] for j in sorted(range(len(scan)), key=lambda j: -chars[j])[:LONGEST_ROWS]]
+    sample = lengths(spaced(SAMPLE_ROWS))
+    longest = max(lengths(longest_idx) + sample, default=0)
+    return sample, longest, n
+
+
+def _largest_sum(sample: list[int], batch: int, steps: int) -> float:
+    """The largest packed step among ``steps`` random batches, with margin: the sum of ``batch`` lengths drawn from the
+    sample (a fixed seed: the estimate is the same every time) at the quantile 1 - 1/(PACK_MARGIN x steps), i.e. the
+    longest step of PACK_MARGIN runs this long. Sums of a few long-tailed lengths are skewed: a normal approximation
+    sits well under the real largest step at small batches."""
+    q = min(1 - 1e-9, max(0.5, 1 - 1 / (PACK_MARGIN * max(steps, 1))))
+    draws = min(200_000, 8_000_000 // max(batch, 1))
+    if draws < 2_000:  # big batches: the sum is close to normal, and drawing it would cost too much
+        from statistics import NormalDist, fmean, pstdev
+
+        return batch * fmean(sample) + NormalDist().inv_cdf(q) * math.sqrt(batch) * pstdev(sample)
+    import numpy as np
+
+    sums = np.random.default_rng(0).choice(np.asarray(sample), size=(draws, batch)).sum(axis=1)
+    return float(np.quantile(sums, q))
+
+
+def step_tokens(cfg: RunConfig, packing: bool) -> StepTokens:
+    """Tokens in the largest training step (and evaluation step) this run will take."""
+    t, max_length = cfg.train, cfg.data.max_length
+    b, eb = t.batch_size, t.eval_batch_size or t.batch_size
+    got = sample_lengths(cfg)
+    if isinstance(got, str):
+        return StepTokens(b * max_length, eb * max_length, max_length,
+                          f"{got}: assumed {b} x max_length {max_length}", measured=False)
+    sample, longest, rows = got
+    if not sample:
+        return StepTokens(b * max_length, eb * max_length, max_length, "no rows: assumed max_length", False)
+    longest = min(max(longest, max(sample)), max_length)
+    mean = sum(sample) / len(sample)
+    if packing:
+        steps = _planned_steps(cfg, rows)
+
+        def packed(batch: int) -> int:
+            return int(min(batch * longest, max(longest, _largest_sum(sample, batch, steps))))
+
+        return StepTokens(packed(b), packed(eb), longest,
+                          f"packed: {b} examples of mean {mean:.0f} tokens, the largest of {steps:,} steps about "
+                          f"{packed(b):,} tokens (from {len(sample)} rows of the data)", True)
+    padded = min(max_length, -(-longest // 8) * 8)
+    return StepTokens(b * padded, eb * padded, longest,
+                      f"padded: {b} x {padded} tokens (the longest example, from the data)", True)
+
+
+def _levers(cfg: RunConfig, cuda: bool, model_type: str | None) -> Levers:
+    from loratui.train import models, speed
+
+    if cuda:
+        import torch
+
+        if torch.cuda.is_available():
+            precision = models.choose_precision(cfg)
+        else:  # estimating for a GPU from a machine without one (bench, tests): the engine's choice on a bf16 GPU
+            precision = "bf16" if cfg.train.precision == "auto" else cfg.train.precision
+    else:
+        precision = "fp32" if cfg.train.precision == "auto" else cfg.train.precision
+        if precision == "fp16":
+            precision = "fp32"  # refused at launch; estimate what a CPU could run
+    sp = speed.resolve(cfg, cuda, model_type)
+    return Levers(cuda=cuda, precision=precision, packing=sp.packing, attention=sp.attention, liger=sp.liger,
+                  optimizer=sp.optimizer)
+
+
+def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None = None) -> MemoryReport:
+    """Memory for this config, and (``compare``) full fine-tuning and QLoRA beside it.
+
+    ``cuda``: estimate for a CUDA GPU (True) or the CPU (False); default: what this machine has, which is where the
+    run will go.
+    """
     import torch
 
     from loratui.train import models
 
+    if cuda is None:
+        cuda = torch.cuda.is_available()
     model_config = models.load_model_config(cfg)
-    precision = models.choose_precision(cfg) if cfg.train.precision != "auto" or torch.cuda.is_available() else "bf16"
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "a CUDA GPU (estimated)"
+    lev = _levers(cfg, cuda, getattr(model_config, "model_type", None))
+    if cuda:
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "a CUDA GPU"
+        basis = f"estimated for {device}, {lev.precision}, GPU memory (as nvidia-smi shows it)"
+    else:
+        device = "CPU"
+        basis = f"estimated for CPU, {lev.precision}, host memory"
     shape = model_shape(model_config, cfg.model.task)
-    tokens = cfg.train.batch_size * cfg.data.max_length
+    tokens = step_tokens(cfg, lev.packing)
     variants: list[tuple[str, RunConfig]] = [(f"this config ({cfg.method.kind})", cfg)]
     if compare:
         for kind, label in (("full", "full fine-tuning"), ("qlora", "QLoRA 4-bit"), ("lora", "LoRA 16-bit")):
@@ -200,25 +450,38 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True) -> MemoryReport:
     rows = []
     for label, variant in variants:
         meta = models.build_meta_model(variant, model_config)
-        rows.append(_estimate_row(label, variant, meta, shape, precision, tokens))
-    return MemoryReport(rows=rows, tokens_per_step=tokens, precision=precision, device=device)
+        vlev = lev if variant is cfg else Levers(**{**lev.__dict__, "optimizer": _optimizer(variant, cuda)})
+        row = _estimate_row(label, variant, meta, shape, vlev, tokens)
+        row.basis, row.tokens_note = basis, tokens.note
+        rows.append(row)
+    return MemoryReport(rows=rows, tokens_per_step=tokens.train, precision=lev.precision, device=device,
+                        basis=basis, tokens_note=tokens.note)
 
 
-def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, precision: str, tokens: int) -> MemoryRow:
+def _optimizer(cfg: RunConfig, cuda: bool) -> str:
+    opt = cfg.train.optimizer
+    return ("adamw_torch_fused" if cuda else "adamw_torch") if opt == "auto" else opt
+
+
+def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Levers, tokens: StepTokens) -> MemoryRow:
     import torch.nn as nn
 
     from loratui.train import models
 
     kind = cfg.method.kind
+    precision = lev.precision
     e = 2 if precision in ("bf16", "fp16") else 4
     heads = set(models.head_names(meta_model))
     wrapped, trainable, _total = _meta_trainable(cfg, meta_model)
+    quantized = kind in ("qlora", "lora-8bit")
+    weights_16 = models_weight_16bit(cfg, precision, lev.cuda)
 
     weights = 0
     trainable_linear: set[str] = set()
     lora_width = 0  # summed input width of the adapted layers (LoRA dropout copies each input)
     grads = optimizer = 0
-    opt = cfg.train.optimizer
+    cast_cache = 0  # autocast's 16-bit copies of fp32 weights that train (kept for the step)
+    opt = lev.optimizer
     seen: set[int] = set()
     int8_width = 0  # summed input width of the layers an 8-bit base quantizes
     for name, module in wrapped.named_modules():
@@ -251,7 +514,7 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, precisio
         elif kind == "full":
             weights += 4 * n
         else:
-            weights += (2 if models_weight_16bit(cfg, precision) else 4) * n
+            weights += (2 if weights_16 else 4) * n
         if param.requires_grad:
             grads += 4 * n
             if opt == "adafactor":
@@ -260,20 +523,46 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, precisio
                 optimizer += OPTIMIZER_BYTES.get(opt, 8) * n
             if param.dim() == 2 and not is_lora:
                 trainable_linear.add(parts[-2] if parts[-1] in ("weight", "bias") else parts[-1])
-    per_token, head = _activation_bytes_per_token(
-        shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=kind == "full",
-        checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1))
-    activations = int(tokens * (per_token + head))
-    overhead = CUDA_CONTEXT + int(ALLOC_SLACK * (weights + grads + optimizer + activations))
+                if e == 2:
+                    cast_cache += 2 * n
+    full = kind == "full"
+    # the residual stream is fp32 when the embeddings are (fp32 weights, full fine-tuning's master weights, or a
+    # quantized base upcast by prepare_model_for_kbit_training); bitsandbytes returns its outputs in that dtype
+    resid = 4 if (quantized or full or not weights_16) else e
+    proj = resid if quantized else e
+    masked = lev.attention != "loratui_varlen"  # SDPA gets a mask (padding or packed rows): keys/values repeated
+    per_token, head, work = _activation_bytes_per_token(
+        shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,
+        checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1),
+        resid=resid, proj=proj, liger=lev.liger, attention=lev.attention, masked=masked)
+    train_act = tokens.train * (per_token + head + work) + cast_cache
+    if shape.causal and resid == 4 and e == 2 and not full:
+        # a frozen fp32 LM head (fp32 weights, or upcast for a quantized base) is cast to 16 bits for its matmul
+        # under autocast while every activation is held (each Liger chunk too): one transient copy
+        train_act += e * shape.vocab * shape.hidden
+    if shape.causal and lev.packing and lev.attention not in ("loratui_varlen", "flash_attention_2"):
+        # SDPA over a packed row: transformers builds a block mask over the whole row, and the kernel keeps a
+        # 16-bit copy of it per layer (quadratic in the packed length: why varlen is the default)
+        train_act += shape.layers * 2 * tokens.train ** 2
+    # evaluation: no gradients, one layer's activations at a time, and the full logits (Liger only fuses training)
+    eval_head = (e + HEAD_BYTES_EXTRA - 4) * shape.vocab if shape.causal else 8 * shape.vocab
+    eval_act = tokens.eval * (eval_head + 4 * resid * shape.hidden + 3 * proj * shape.intermediate)
+    activations = int(max(train_act, eval_act if cfg.data.validation_fraction or cfg.data.validation_file else 0))
+    static = weights + grads + optimizer
+    if lev.cuda:
+        overhead = CUDA_CONTEXT + int(ALLOC_SLACK * (static + activations))
+    else:
+        overhead = HOST_BASE + int(HOST_SLACK * (static + activations))
     return MemoryRow(label, weights, grads, optimizer, activations, overhead, trainable=trainable)
 
 
-def models_weight_16bit(cfg: RunConfig, precision: str) -> bool:
+def models_weight_16bit(cfg: RunConfig, precision: str, cuda: bool = True) -> bool:
+    """Whether the (unquantized) base is held in 16 bits, as models.weight_dtype decides on that device."""
     if cfg.model.dtype in ("bfloat16", "float16"):
         return True
     if cfg.model.dtype == "float32":
         return False
-    return cfg.method.kind == "lora" and precision in ("bf16", "fp16")
+    return cfg.method.kind == "lora" and (precision == "fp16" or precision == "bf16" and cuda)
 
 
 def rule_of_thumb_gb(n_params: int) -> float:
