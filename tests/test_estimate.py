@@ -204,3 +204,22 @@ def test_cpu_estimate_is_for_fp32_host_memory(tiny_llama, h200):
     assert gpu.precision == "bf16" and "GPU memory" in gpu.rows[0].basis
     # fp32 activations are twice the bf16 ones
     assert cpu.rows[0].activations > 1.5 * gpu.rows[0].activations
+
+
+def test_setup_panel_says_what_the_estimate_is_for(tiny_llama):
+    """The Setup panel shows the estimate's basis under the table (issue 9 defect 5: a CPU box showed a bf16 GPU
+    figure beside 'training runs on CPU')."""
+    from rich.console import Console
+
+    from loratui.ui.messages import EstimateResult
+    from loratui.ui.widgets.setup_panel import EstimatePanel
+
+    cfg = _cfg(tiny_llama)
+    report = estimate_memory(cfg, cuda=False)
+    panel = EstimatePanel()
+    panel.result, panel.config, panel.status = EstimateResult(rows=report.rows, gpus=[]), cfg, ""
+    console = Console(width=60, record=True)
+    console.print(panel.build(60))
+    text = console.export_text()
+    assert "estimated for CPU, fp32, host memory" in text
+    assert "no NVIDIA GPU found: training runs on CPU" in text

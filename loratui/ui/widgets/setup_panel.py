@@ -102,6 +102,13 @@ class EstimatePanel(Static):
             parts.append(Text(r.memory_error, style="red"))
         elif r.rows:
             parts.append(self._table(r.rows, r.gpus or [], wide=width >= 56))
+            # which device, precision and memory the numbers are for ("estimated for CPU, fp32, host memory")
+            basis = getattr(r.rows[0], "basis", "")
+            if basis:
+                parts.append(Text(basis, style="dim"))
+            note = getattr(r.rows[0], "tokens_note", "")
+            if "assumed" in note:  # the data could not be sampled: the batch was taken at max_length
+                parts.append(Text(note, style="yellow"))
         parts.append(Text(""))
         parts.append(Text("GPU", style="bold"))
         parts.extend(self._gpu_lines(r, cfg))
