@@ -136,3 +136,28 @@ async def test_reorder_and_cancel_in_the_screen(tmp_path, monkeypatch):
         await wait_until(pilot, lambda: any(e.state == "cancelled" for e in screen.entries), what="cancelled")
         cancelled = next(e for e in screen.entries if e.state == "cancelled")
         assert not (tmp_path / "runs" / cancelled.run).exists()
+
+
+def test_snapshot_queue(tmp_path, monkeypatch, snap_compare):
+    """Three runs of a study waiting (no runner), one finished before them; fixed times."""
+    import json
+
+    from fixtures import T0
+    from loratui.core.study import parse_study
+    from loratui.ui.screens.queue import QueueScreen
+
+    monkeypatch.chdir(tmp_path)
+    q = RunQueue(tmp_path / "runs")
+    q.add_study(parse_study({"study": "lora-vs-full", "config": {"model": {"name": "m"}},
+                             "grid": {"lora.r": [4, 8, 16]}}))
+    data = json.loads(q.path.read_text())
+    for i, e in enumerate(data["entries"]):
+        e["added"] = T0 + i
+    data["entries"][0].update(state="finished", started=T0 + 10, ended=T0 + 130)
+    q.path.write_text(json.dumps(data))
+
+    async def settle(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.loaded, what="queue")
+
+    app = host_app(lambda: QueueScreen(), runs_dir=Path("runs"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
