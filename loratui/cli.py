@@ -328,6 +328,9 @@ def cmd_study(args) -> int:
         return 0
     ids = {e.id for e in entries}
     seen: dict[str, str] = {}
+    last_progress: dict[str, float] = {}
+    import time
+
     try:
         while True:
             if q.runner_pid() is None:
@@ -343,15 +346,20 @@ def cmd_study(args) -> int:
                     seen[e.id] = e.state
                     if e.state == "running":
                         print(f"[{_now()}] {e.run}: running", flush=True)
+                        last_progress[e.id] = time.monotonic()
                     elif e.state not in ("waiting",):
                         row = compare.read_run(runs_dir / e.run)
                         metric = compare.fmt_metric(row.metric_name, row.final_metric)
                         print(f"[{_now()}] {e.run}: {e.state}, {row.metric_name} {metric}, "
                               f"{compare.fmt_seconds(row.train_time_s)}", flush=True)
+            for e in mine:  # a line every 30 s for a running run: where it is
+                if e.state == "running" and time.monotonic() - last_progress.get(e.id, 0) >= PROGRESS_EVERY:
+                    last_progress[e.id] = time.monotonic()
+                    line = _progress_line(runs_dir / e.run)
+                    if line:
+                        print(f"[{_now()}] {e.run}: {line}", flush=True)
             if all(e.state not in ("waiting", "running") for e in mine):
                 break
-            import time
-
             time.sleep(1.0)
     except KeyboardInterrupt:
         print("interrupted: stopping this study's running runs (adapters saved) and dropping the waiting ones")
@@ -370,6 +378,33 @@ def cmd_study(args) -> int:
         csv_path, md_path = compare.export(rows, args.export, title=f"study {study.name}", stem=study.name)
         print(f"exported {csv_path} and {md_path}")
     return 0 if all(r.state == "finished" for r in rows) else 1
+
+
+#: seconds between progress lines of a running run in ``loratui study``
+PROGRESS_EVERY = 30.0
+
+
+def _progress_line(run_path: Path) -> str:
+    """'step 40/150, loss 0.31, accuracy 0.92' for a running run ('' when it has not logged a step yet)."""
+    from loratui.core.compare import ev_get
+    from loratui.core.runs import RunDir
+
+    step = total = loss = metric = None
+    for ev in RunDir(run_path).events():
+        kind = ev_get(ev, "kind")
+        if kind == "step":
+            step, total, loss = ev_get(ev, "step"), ev_get(ev, "max_steps"), ev_get(ev, "loss") or loss
+        elif kind == "eval":
+            metric = ev_get(ev, "accuracy") if ev_get(ev, "accuracy") is not None else ev_get(ev, "eval_loss")
+            metric = ("accuracy" if ev_get(ev, "accuracy") is not None else "eval loss", metric)
+    if step is None:
+        return ""
+    parts = [f"step {step}/{total}" if total else f"step {step}"]
+    if loss is not None:
+        parts.append(f"loss {loss:.4f}")
+    if metric and metric[1] is not None:
+        parts.append(f"{metric[0]} {metric[1]:.4f}")
+    return ", ".join(parts)
 
 
 def _now() -> str:
