@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import inspect
 import json
 import os
 import shutil
@@ -274,8 +275,11 @@ class RunQueue:
                     echo(f"{e.run}: its run folder is gone")
                     continue
                 env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
+                kwargs: dict[str, Any] = {"env": env}
+                if gpu is not None and "processes" in inspect.signature(launch).parameters:
+                    kwargs["processes"] = 1  # pinned to one card: one process, whatever the config's plan says
                 try:
-                    pid = launch(run, env=env)
+                    pid = launch(run, **kwargs)
                 except (OSError, RunError) as err:
                     e.state, e.ended = "failed", round(now(), 3)
                     echo(f"{e.run}: could not start: {err}")
