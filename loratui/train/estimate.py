@@ -216,7 +216,7 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
     per_layer = 2 * ((r * h if liger else 4 * h) + 4 + (r * h if full else 0))
     # attention: q, k, v (in the compute dtype) and the output kept by the kernel; eager SDPA with a mask repeats
     # the key/value heads (transformers' repeat_kv) before the call
-    kv_saved = h if (masked and attention != "loratui_varlen") else kv
+    kv_saved = h if masked else kv
     per_layer += e * (2 * h + 2 * kv_saved) + 4 * shape.heads
     per_layer += e * h if needs("q_proj", "k_proj", "v_proj", "query", "key", "value", "c_attn") else 0
     per_layer += e * h if needs("o_proj", "dense", "c_proj", "out_proj") else 0
@@ -530,7 +530,7 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     # quantized base upcast by prepare_model_for_kbit_training); bitsandbytes returns its outputs in that dtype
     resid = 4 if (quantized or full or not weights_16) else e
     proj = resid if quantized else e
-    masked = lev.attention != "loratui_varlen"  # SDPA gets a mask (padding or packed rows): keys/values repeated
+    masked = lev.attention in ("sdpa", "eager")  # a mask (padding or packed rows): transformers repeats keys/values
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,
         checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1),
@@ -540,13 +540,20 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
         # a frozen fp32 LM head (fp32 weights, or upcast for a quantized base) is cast to 16 bits for its matmul
         # under autocast while every activation is held (each Liger chunk too): one transient copy
         train_act += e * shape.vocab * shape.hidden
-    if shape.causal and lev.packing and lev.attention not in ("loratui_varlen", "flash_attention_2"):
+    if shape.causal and lev.packing and lev.attention in ("sdpa", "eager"):
         # SDPA over a packed row: transformers builds a block mask over the whole row, and the kernel keeps a
         # 16-bit copy of it per layer (quadratic in the packed length: why varlen is the default)
         train_act += shape.layers * 2 * tokens.train ** 2
+    if lev.attention == "eager":  # eager attention keeps the probabilities: heads x length^2 per row and layer
+        rows_len = tokens.train if lev.packing else tokens.train // max(cfg.train.batch_size, 1)
+        rows_n = 1 if lev.packing else cfg.train.batch_size
+        train_act += shape.layers * rows_n * shape.heads * rows_len ** 2 * 2 * e
     # evaluation: no gradients, one layer's activations at a time, and the full logits (Liger only fuses training)
-    eval_head = (e + HEAD_BYTES_EXTRA - 4) * shape.vocab if shape.causal else 8 * shape.vocab
+    # (16-bit logits returned, their fp32 copy and its log-softmax)
+    eval_head = (e + (8 if e == 2 else 4)) * shape.vocab if shape.causal else 8 * shape.vocab
     eval_act = tokens.eval * (eval_head + 4 * resid * shape.hidden + 3 * proj * shape.intermediate)
+    if shape.causal and resid == 4 and e == 2 and not full:
+        eval_act += e * shape.vocab * shape.hidden
     activations = int(max(train_act, eval_act if cfg.data.validation_fraction or cfg.data.validation_file else 0))
     static = weights + grads + optimizer
     if lev.cuda:
