@@ -62,6 +62,30 @@ async def test_setup_letters_go_nowhere_while_a_choice_field_has_focus(fake_core
         await wait_until(pilot, lambda: app.current_mode == "runs", what="runs")
 
 
+async def test_keys_typed_in_one_burst_after_tab_reach_the_field(fake_core):
+    """Defect 9 as tmux showed it: `send-keys Tab x y` right after the first frame (the form still mounting) left
+    the field unchanged. The letters were sent to a widget before the Tab's binding had moved the focus, and the
+    Tab itself jumped into a section whose widgets had no position yet."""
+    from textual import events
+
+    def burst(*keys: tuple[str, str | None]) -> None:
+        """Keys queued together, as one terminal read delivers them (pilot.press waits after each key)."""
+        for key, char in keys:
+            event = events.Key(key, char)
+            event.set_sender(app)
+            app.post_message(event)
+
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        burst(("tab", "\t"), ("x", "x"), ("y", "y"))
+        await pilot.pause()
+        assert isinstance(app.focused, Input) and app.focused.id == "f-model-name"
+        assert app.focused.value == "smollm2-135m-instructxy"
+        await settle(pilot)
+        await pilot.press("tab", "shift+tab")  # once mounted, tab order is the form's order
+        assert app.focused.id == "f-model-name"
+
+
 async def test_first_keys_after_the_first_frame_are_kept(fake_core):
     """Defect 9: the first key after the first frame was ignored, and 'BSpace 4' in a number field left '8'."""
     app = LoratuiApp(pinned_config())

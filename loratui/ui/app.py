@@ -87,6 +87,11 @@ class LoratuiApp(App[None]):
         Binding("f9", "switch_mode('playground')", "Playground", show=False),
         Binding("f10", "switch_mode('compare')", "Compare", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        # priority: focus moves when the Tab is read, before the keys typed after it are sent to a widget (a
+        # non-priority Tab runs only once it has bubbled back, and letters already on their way went to the old
+        # focus: typing lost under load)
+        Binding("tab", "focus_next", show=False, priority=True),
+        Binding("shift+tab", "focus_previous", show=False, priority=True),
         Binding("ctrl+c", "help_quit", show=False, system=True),
     ]
 

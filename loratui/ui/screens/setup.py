@@ -16,7 +16,7 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.css.query import NoMatches
+from textual.css.query import NoMatches, QueryType
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Select, Static
@@ -574,6 +574,32 @@ class SetupScreen(LoratuiScreen):
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
+
+    def focus_next(self, selector: str | type[QueryType] = "*") -> Widget | None:
+        """Tab in form order (the app's tab binding calls this); see ``_step_focus``."""
+        return self._step_focus(1) if selector == "*" else super().focus_next(selector)
+
+    def focus_previous(self, selector: str | type[QueryType] = "*") -> Widget | None:
+        return self._step_focus(-1) if selector == "*" else super().focus_previous(selector)
+
+    def _step_focus(self, step: int) -> Widget | None:
+        """Focus the next / previous field in form order. Textual orders focus by screen position, and the
+        sections mounted after the first frame have no position until their first layout: a Tab typed then
+        jumped into them."""
+        def shown(widget: Widget) -> bool:
+            return all(node.display for node in widget.ancestors_with_self if node is not self)
+
+        chain = [w for w in self.query("#setup-form *") if w.focusable and shown(w)]
+        chain += [w for w in self.query("#setup-side") if w.focusable]
+        if not chain:
+            return self.focused
+        focused = self.focused
+        if focused in chain:
+            target = chain[(chain.index(focused) + step) % len(chain)]
+        else:
+            target = chain[0] if step > 0 else chain[-1]
+        self.set_focus(target)
+        return target
 
     def typing(self) -> bool:
         """A form field has the focus (escape leaves it, and the letter keys work again)."""
