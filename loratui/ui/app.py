@@ -336,6 +336,8 @@ def screen_commands(screen: Screen) -> Iterable[SystemCommand]:
     """One command per described binding of ``screen`` whose action can run now (its ``check_action``)."""
     seen: set[str] = set()
     for cls in type(screen).__mro__:
+        if not cls.__module__.startswith("loratui."):
+            continue  # Textual's own (focus next, copy text): keys, not things to do
         for binding in Binding.make_bindings(cls.__dict__.get("BINDINGS", [])):
             if not binding.description or binding.action in seen or binding.system:
                 continue
