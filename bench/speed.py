@@ -26,9 +26,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_engine import SHAPES, make_data, make_model  # noqa: E402
 
+CARD_PEAK = [0.0]
 PEAK_BF16 = 989.4e12  # H100 / H200 SXM dense bf16 FLOP/s
 SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "data.packing",
-         "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing"}
+         "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing",
+         "gpus": "train.gpus", "distributed": "train.distributed", "method": "method.kind"}
 
 
 class NvmlPeak(threading.Thread):
@@ -39,6 +41,7 @@ class NvmlPeak(threading.Thread):
         import pynvml
 
         self.nvml, self.pid, self.peak, self.done, self.handles = pynvml, pid, 0, False, []
+        self.card_peak = 0  # the busiest card (per-card peak under several processes)
         try:
             pynvml.nvmlInit()
             self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
@@ -49,21 +52,25 @@ class NvmlPeak(threading.Thread):
         from loratui.core.gpu import process_tree
 
         while not self.done:
-            pids, used, others = set(process_tree(self.pid) or [self.pid]), 0, []
+            pids, used, others, cards = set(process_tree(self.pid) or [self.pid]), 0, [], []
             for h in self.handles:
                 try:
                     procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(h)
                 except self.nvml.NVMLError:
                     continue
-                used += sum(p.usedGpuMemory or 0 for p in procs if p.pid in pids)
+                mine = sum(p.usedGpuMemory or 0 for p in procs if p.pid in pids)
+                used += mine
+                cards.append(mine or sum(p.usedGpuMemory or 0 for p in procs))
                 others += [p.usedGpuMemory or 0 for p in procs if p.pid not in pids]
             if not used and len(others) == 1:  # another pid namespace: the bench's child is the only process
                 used = others[0]
             self.peak = max(self.peak, used)
+            self.card_peak = max([self.card_peak, *cards])
             time.sleep(0.05)
 
 
 def run_child(cmd: list[str], log: Path, timeout: float = 300) -> tuple[int, float, float]:
+    """Exit code, start time, NVML peak GiB of the child's process tree (all cards); per-card peak in CARD_PEAK."""
     t0 = time.time()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -75,6 +82,7 @@ def run_child(cmd: list[str], log: Path, timeout: float = 300) -> tuple[int, flo
             proc.kill()
             proc.wait()
         peak.done = True
+    CARD_PEAK[0] = peak.card_peak / 2**30
     return proc.returncode, t0, peak.peak / 2**30
 
 
@@ -146,8 +154,10 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
         import shutil
 
         shutil.rmtree(run_dir)
-    rc, t0, nvml = run_child([sys.executable, "-m", "loratui", "train", str(cfg_path)], out / f"{name}.log")
-    res = {"side": f"loratui {variant}", "exit": rc, "nvml_peak_gib": round(nvml, 2)}
+    rc, t0, nvml = run_child([sys.executable, "-m", "loratui", "train", str(cfg_path)], out / f"{name}.log",
+                             args.timeout)
+    res = {"side": f"loratui {variant}", "exit": rc, "nvml_peak_gib": round(nvml, 2),
+           "nvml_card_peak_gib": round(CARD_PEAK[0], 2)}
     events = [json.loads(ln) for ln in (run_dir / "events.jsonl").read_text().splitlines() if ln.strip()] \
         if (run_dir / "events.jsonl").is_file() else []
     steps = [e for e in events if e.get("kind") == "step"]
@@ -165,6 +175,7 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
         res["torch_peak_gib"] = max(e["peak_allocated_gb"] for e in mem)
     if started:
         res["speed"] = started[-1].get("speed")
+        res.update({k: started[-1].get(k) for k in ("world_size", "distributed", "effective_batch")})
     if failed:
         res["failed"] = failed[-1].get("message")
     try:  # what Setup would have shown before launch
@@ -185,6 +196,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--variants", default="default")
     ap.add_argument("--no-seed", action="store_true")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds for each side before it is killed")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
     args = ap.parse_args()
     out = Path(os.environ.get("OUT", "/tmp/bench-out"))

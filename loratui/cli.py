@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("engine")
     e.add_argument("run_dir")
     e.add_argument("--resume", action="store_true")
+    e.add_argument("--nproc", type=int, default=1)  # several: supervise torchrun with one process a card
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir", default=None)
@@ -148,6 +149,9 @@ def cmd_train(args) -> int:
             cfg.output.runs_dir = args.runs_dir
         if args.name:
             cfg.output.name = runs.check_run_name(args.name)
+        from loratui.core.devices import plan_devices
+
+        os.environ.update(plan_devices(cfg).env())  # before anything touches CUDA: exactly the chosen cards
         _quiet_libraries()
         from loratui.train import preflight
 
@@ -155,10 +159,30 @@ def cmd_train(args) -> int:
         preflight.check(cfg)
         run = runs.create_run(cfg)
         print(f"run folder: {run.path}", flush=True)
+    from loratui.core.devices import plan_devices
+
+    plan = plan_devices(run.config())
+    print(f"devices: {plan.describe()}", flush=True)
+    for note in plan.notes:
+        print(note, flush=True)
+    if plan.nodes > 1:
+        from loratui.core.supervisor import other_node_command
+
+        endpoint = run.config().train.rdzv_endpoint or ""
+        print(f"this node joins a {plan.nodes}-node run at {endpoint}; on each other node, with the run folder on a "
+              f"shared filesystem and the same cards, run:\n  {other_node_command(run, plan.processes, plan.nodes, endpoint)}",
+              flush=True)
     if args.detach:
         pid = runs.launch_detached(run, resume=bool(args.resume))
         print(f"engine started (pid {pid}); watch it with: loratui, or tail -f {run.log_path}")
         return 0
+    os.environ.update(plan.env())  # exactly the chosen cards (no silent DataParallel over the others)
+    if plan.world_size > 1:
+        from loratui.core.supervisor import supervise
+
+        code = supervise(run, plan.processes, resume=bool(args.resume), nodes=plan.nodes,
+                         endpoint=run.config().train.rdzv_endpoint)
+        return 130 if run.state() == "stopped" else code
     _quiet_libraries()
     from loratui.train.engine import Engine
 
@@ -170,6 +194,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_engine(args) -> int:
+    from loratui.core.devices import running_under_torchrun
+
+    if not running_under_torchrun():
+        from loratui.core.runs import RunDir
+
+        run = RunDir(Path(args.run_dir))
+        train = run.config().train
+        if args.nproc > 1 or train.nodes > 1:
+            from loratui.core.supervisor import supervise
+
+            return supervise(run, args.nproc, resume=args.resume, nodes=train.nodes, endpoint=train.rdzv_endpoint)
     _quiet_libraries()
     from loratui.train.engine import main as engine_main
 

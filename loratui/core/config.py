@@ -210,6 +210,30 @@ class TrainSection(Section):
     """torch.compile the model (slower start, recompiles as batch shapes change)."""
 
     _liger_bool = field_validator("liger", mode="before")(lambda v: switch_value(v))
+    gpus: Union[Literal["auto"], int, list[int]] = "auto"
+    """Which cards: auto (every visible card), a count (the first N), or a list of indices (as nvidia-smi numbers
+    them). Several cards: one process a card under torchrun."""
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    """auto: one card = one process; several = DDP (a replica a card), FSDP (sharded) for full fine-tuning when
+    the model does not fit one card. none: one process on the first chosen card."""
+    nodes: int = Field(1, ge=1, le=1024)
+    """Machines taking part (each with the same cards); more than 1 needs rdzv_endpoint."""
+    rdzv_endpoint: Optional[str] = None
+    """host:port of the rendezvous (the first node) when nodes > 1."""
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("give auto, a count of cards, or a list of card indices")
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1 card (or auto)")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the list of cards is empty (or write auto)")
+            if any(i < 0 for i in v) or len(set(v)) != len(v):
+                raise ValueError("card indices must be distinct and >= 0, as nvidia-smi numbers them")
+        return v
     seed: int = Field(42, ge=0, le=2**32 - 1)
     """Seeds Python, NumPy and torch before the model is built: the same config gives the same run."""
     dataloader_workers: int = Field(0, ge=0, le=1024)
@@ -252,6 +276,8 @@ class RunConfig(Section):
             raise ValueError("model.task must be seq-cls when data.format is classification")
         if self.method.kind == "head-only" and self.model.task != "seq-cls":
             raise ValueError("method.kind head-only needs model.task seq-cls (a causal LM has no separate head)")
+        if self.train.nodes > 1 and not self.train.rdzv_endpoint:
+            raise ValueError("train.rdzv_endpoint (host:port of the first node) is needed when train.nodes > 1")
         return self
 
     # -- YAML -------------------------------------------------------------------------------------------------

@@ -399,19 +399,28 @@ def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> RunDir:
     return run
 
 
-def engine_command(run: RunDir, resume: bool = False) -> list[str]:
+def engine_command(run: RunDir, resume: bool = False, processes: int = 1) -> list[str]:
+    """The engine for ``run``; with several processes, the supervisor that starts them under torchrun."""
     cmd = [sys.executable, "-m", "loratui", "engine", str(run.path)]
     if resume:
         cmd.append("--resume")
+    if processes > 1:
+        cmd += ["--nproc", str(processes)]
     return cmd
 
 
-def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = None) -> int:
-    """Start the engine for ``run`` as its own process in its own session (survives the app and SSH hangups).
+def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = None,
+                    processes: int | None = None) -> int:
+    """Start the engine for ``run`` as its own process in its own session (survives the app and SSH hangups), on
+    exactly the cards its config chose (one process a card under torchrun when there are several).
 
     status.json stays the engine's: what was launched goes to launch.json, so a reader attaches at once."""
+    from loratui.core.devices import plan_devices
+
     launched = round(now(), 3)
-    cmd = engine_command(run, resume)
+    plan = plan_devices(run.config())
+    env = {**plan.env(), **(env or {})}
+    cmd = engine_command(run, resume, processes if processes is not None else plan.processes)
     log = open(run.log_path, "ab")
     proc = subprocess.Popen(
         cmd,

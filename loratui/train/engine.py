@@ -69,6 +69,9 @@ def make_callback(engine: "Engine"):
             self.start_step = state.global_step
             self.last_tokens = 0
             self.mark = None  # (time, tokens, step) of this process's first logged step
+            from loratui.train.distributed import Agreement
+
+            self.agree = Agreement(engine.world)
             engine.stop_request.training = True
             if args.eval_on_start and state.global_step == 0 and engine.n_eval:
                 engine.emit("phase", phase="evaluating the base model")
@@ -76,6 +79,8 @@ def make_callback(engine: "Engine"):
 
         def on_step_end(self, args, state, control, **kw):
             req = engine.stop_request
+            if engine.world is not None and engine.world.distributed:  # every rank stops / saves at the same step
+                req.stop, req.checkpoint = self.agree(req.stop, req.checkpoint)
             if req.checkpoint:
                 req.checkpoint = False
                 control.should_save = True
@@ -149,6 +154,9 @@ class Engine:
         self.n_eval = 0
         self.last_eval: dict = {}
         self._cuda = False
+        self.world = None  # loratui.train.distributed.World, set when the run starts
+        self.strategy = "none"  # none | ddp | fsdp
+        self._fsdp_args: tuple[bool, dict] | None = None
         self.speed = None  # the resolved fast-path levers (loratui.train.speed.Speed)
 
     # -- events ------------------------------------------------------------------------------------------------
@@ -211,11 +219,27 @@ class Engine:
         if not run.config_path.is_file():
             raise RunError(f"{run.path} is not a run folder (no config.yaml)", field="run",
                            hint="give a folder under your runs folder")
-        self.events = EventWriter(run.events_path)
+        from loratui.core.devices import plan_devices
+        from loratui.train.distributed import world
+
+        self.world = w = world()
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # NVML and CUDA number the cards alike
+        if not w.distributed and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            # one process sees one card: the Trainer would otherwise spread it with DataParallel, batch multiplied
+            os.environ.update(plan_devices(run.config()).env())
+        if not w.main:  # rank 0 alone writes the run folder; the others keep quiet (their errors: ranks/)
+            self.events = _SilentEvents()
+            self.echo = lambda line: None
+        else:
+            self.events = EventWriter(run.events_path)
         self.install_signals()
         started = time.time()
-        run.write_status(state="running", **process_identity(),
-                         started=run.read_status().get("started") or round(started, 3), ended=None)
+        if w.main:
+            # under torchrun the supervisor (loratui engine RUN --nproc N) is the run's process: stop and liveness go
+            # to it, and it forwards signals to every rank
+            sup = os.environ.get("LORATUI_SUPERVISOR_PID")
+            run.write_status(state="running", **process_identity(int(sup) if sup else None),
+                             started=run.read_status().get("started") or round(started, 3), ended=None)
         try:
             return self._train()
         except KeyboardInterrupt:
@@ -244,6 +268,16 @@ class Engine:
                 self.events.close()
 
     def _fail(self, info: dict, line: str) -> int:
+        if self.world.distributed:
+            from loratui.train.distributed import write_rank_error
+
+            try:
+                write_rank_error(self.run_dir.path, self.world, str(info.get("error") or "error"), line)
+            except OSError:
+                pass
+            if not self.world.main:
+                print(f"rank {self.world.rank} failed: {line}", file=sys.stderr, flush=True)
+                return 1
         # on a full disk even these small writes can fail: the run must still not be left 'running'
         for attempt in (lambda: self.emit("failed", step=self._step(), **info),
                         lambda: self.run_dir.write_status(state="failed", ended=round(time.time(), 3), error=line)):
@@ -297,6 +331,18 @@ class Engine:
                 "micro_batch": t.batch_size if t else None, "grad_accum": t.grad_accum if t else None,
                 "checkpoint": str(ck) if ck else None}
 
+    def _fused_ce(self) -> bool:
+        """Liger's fused linear cross-entropy reads lm_head's weight directly: under FSDP with a 4-bit base that
+        weight is still a sharded DTensor there (measured on 2x H200: "mixed torch.Tensor and DTensor"), so that
+        one kernel stays off; the others (RMSNorm, RoPE, SwiGLU) run inside the gathered decoder layers."""
+        return not (self.strategy == "fsdp" and self.cfg.quantized)
+
+    def _gpus(self) -> list[dict]:
+        """The cards of this run (this node), as NVML numbers and names them."""
+        from loratui.core.gpu import query_gpus
+
+        return [{"index": g.index, "name": g.name, "memory_total": g.memory_total} for g in query_gpus()]
+
     def _step(self) -> int:
         return self.trainer.state.global_step if self.trainer is not None else 0
 
@@ -308,7 +354,16 @@ class Engine:
         run = self.run_dir
         self.cfg = cfg = run.config()
         self._cuda = torch.cuda.is_available()
+        w = self.world
+        if self._cuda and w.distributed:
+            torch.cuda.set_device(w.local_rank)  # each rank on its own card (QLoRA's device_map follows it)
+        from loratui.train import distributed
+
+        card = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if self._cuda else None
+        self.strategy = distributed.strategy(cfg, w, card)
         checkpoint, skipped = self._pick_checkpoint()
+        if checkpoint is not None:
+            distributed.check_resume_world(next((e for e in run.events() if e.get("kind") == "started"), None), w)
         self.emit("phase", phase="checking")
         pre = preflight.check(cfg, data=False)
         self.emit("phase", phase="preparing data")
@@ -325,13 +380,18 @@ class Engine:
         if sp.attention == speed.VARLEN:
             speed.register_varlen_attention()
         explicit = cfg.train.attention != "auto" or sp.attention == speed.VARLEN
+        if self.strategy == "fsdp":  # FSDP's low-memory loading is switched on by TrainingArguments, before the load
+            self._fsdp_args = distributed.fsdp_settings(models.build_meta_model(cfg), cfg.train.gradient_checkpointing)
+            self._training_args(pre.precision, has_eval=val_raw is not None)
         model = models.load_model(cfg, pre.resolved, pre.precision, labels,
-                                  attn_implementation=sp.attention if explicit else None)
+                                  attn_implementation=sp.attention if explicit else None,
+                                  fsdp=self.strategy == "fsdp")
         model.config.use_cache = False  # no KV cache in training (packed examples must not attend across)
         if cfg.train.gradient_checkpointing and not cfg.quantized:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        model = models.apply_method(cfg, model, gradient_checkpointing=cfg.train.gradient_checkpointing)
+        model = models.apply_method(cfg, model, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                                    fsdp=self.strategy == "fsdp")
         self.model = model
         trainable, total = models.count_trainable(model)
         args = self._training_args(pre.precision, has_eval=val_ds is not None)
@@ -352,10 +412,14 @@ class Engine:
                   trainable_params=trainable, total_params=total, train_examples=len(train_ds),
                   eval_examples=len(val_ds) if val_ds is not None else 0, max_steps=max_steps,
                   epochs=cfg.train.epochs if not cfg.train.max_steps else None, device=device, precision=pre.precision,
-                  labels=labels, data_stats=stats, resumed=checkpoint is not None, speed=sp.as_event())
+                  labels=labels, data_stats=stats, resumed=checkpoint is not None, speed=sp.as_event() | {"fused_cross_entropy": sp.liger and self._fused_ce()},
+                  world_size=w.size, distributed=self.strategy, gpus=self._gpus(), per_device_batch=cfg.train.batch_size,
+                  grad_accum=cfg.train.grad_accum, effective_batch=cfg.train.batch_size * w.size * cfg.train.grad_accum)
         self.echo(f"{run.name}: {cfg.method.kind} on {cfg.model.name}, trainable params: {trainable:,} of "
                   f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / "
-                  f"{len(val_ds) if val_ds is not None else 0} eval examples, {max_steps} steps on {device}")
+                  f"{len(val_ds) if val_ds is not None else 0} eval examples, {max_steps} steps on {device}"
+                  + (f" x {w.size} ({self.strategy.upper()}), batch {cfg.train.batch_size} a card = "
+                     f"{cfg.train.batch_size * w.size * cfg.train.grad_accum} a step" if w.distributed else ""))
         done_already = False
         if checkpoint is not None:
             step = int(checkpoint.name.split("-")[-1])
@@ -386,6 +450,10 @@ class Engine:
         out = self.save_output()
         if os.environ.get("LORATUI_PROBE"):
             self.save_probe()
+        if os.environ.get("LORATUI_TEST_RANK_WEIGHTS") and self.world.distributed:
+            from loratui.train.distributed import dump_trainable
+
+            dump_trainable(trainer.model, run.path, self.world, trainer.state.global_step)
         step = trainer.state.global_step
         if stopped:
             ck = run.latest_checkpoint()
@@ -434,8 +502,11 @@ class Engine:
             optim=OPTIMIZERS[self.speed.optimizer],
             use_liger_kernel=self.speed.liger,
             liger_kernel_config={"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
-                                 "fused_linear_cross_entropy": True} if self.speed.liger else None,
+                                 "fused_linear_cross_entropy": self._fused_ce()} if self.speed.liger else None,
             torch_compile=self.speed.compile,
+            ddp_find_unused_parameters=False,  # LoRA freezes most weights; searching for unused ones costs a pass
+            fsdp=self._fsdp_args[0] if self._fsdp_args else False,
+            fsdp_config=self._fsdp_args[1] if self._fsdp_args else None,
             seed=t.seed,
             data_seed=t.seed,
             dataloader_num_workers=t.dataloader_workers,
@@ -540,6 +611,16 @@ class Engine:
         torch.save(probe, self.run_dir.path / "probe.pt")
 
 
+class _SilentEvents:
+    """Ranks other than 0 build their events (the callbacks read them) but write nothing."""
+
+    def emit(self, kind: str, **data) -> dict:
+        return {"kind": kind, "time": round(time.time(), 3), **data}
+
+    def close(self) -> None:
+        pass
+
+
 def token_counting_trainer():
     """The Trainer, counting each training batch's real tokens on the device (read at logging time only).
 
@@ -555,6 +636,26 @@ def token_counting_trainer():
             n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
             self._tokens = n if self._tokens is None else self._tokens + n
             return super().training_step(model, inputs, *args, **kwargs)
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            # CPU processes under torchrun (CI's gloo runs): transformers maps the optimizer state to "cpu:0",
+            # which torch.load cannot restore; plain "cpu" is the same memory
+            import torch
+
+            load = torch.load
+
+            def cpu_load(*args, **kwargs):
+                if str(kwargs.get("map_location", "")).startswith("cpu"):
+                    kwargs["map_location"] = "cpu"
+                return load(*args, **kwargs)
+
+            torch.load = cpu_load
+            try:
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            finally:
+                torch.load = load
 
         def tokens_seen(self) -> int:
             """Real (non-padding) tokens trained on by this process since it started, all ranks together."""

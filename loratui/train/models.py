@@ -379,16 +379,20 @@ def weight_dtype(cfg: RunConfig, precision: str):
     return torch.float32
 
 
-def quantization_config(cfg: RunConfig):
+def quantization_config(cfg: RunConfig, fsdp: bool = False):
+    """bitsandbytes settings. Under FSDP the 4-bit weights are stored in the compute dtype, so FSDP can shard them
+    like the other (bf16) parameters (the PEFT/bitsandbytes FSDP-QLoRA recipe)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     if cfg.method.kind == "qlora":
+        compute = getattr(torch, cfg.method.compute_dtype)
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=cfg.method.quant_type,
             bnb_4bit_use_double_quant=cfg.method.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, cfg.method.compute_dtype),
+            bnb_4bit_compute_dtype=compute,
+            **({"bnb_4bit_quant_storage": compute} if fsdp else {}),
         )
     if cfg.method.kind == "lora-8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -407,7 +411,7 @@ def load_tokenizer(cfg: RunConfig, resolved: ResolvedModel | None = None):
 
 
 def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_names: list[str] | None = None,
-               attn_implementation: str | None = None):
+               attn_implementation: str | None = None, fsdp: bool = False):
     """Load the base model as the method needs it (quantized for qlora / lora-8bit)."""
     import torch
 
@@ -415,10 +419,11 @@ def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_na
     kwargs: dict[str, Any] = dict(trust_remote_code=cfg.model.trust_remote_code, **resolved.kwargs())
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    qc = quantization_config(cfg) if cfg.quantized else None
+    qc = quantization_config(cfg, fsdp) if cfg.quantized else None
     if qc is not None:
         kwargs["quantization_config"] = qc
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        if not fsdp:  # FSDP places (and shards) the weights itself
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
         kwargs["dtype"] = getattr(torch, cfg.method.compute_dtype)
     else:
         kwargs["dtype"] = weight_dtype(cfg, precision)
@@ -445,8 +450,12 @@ def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_na
     return model
 
 
-def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False):
-    """Attach LoRA (or freeze for head-only; nothing for full). Returns the model to train."""
+def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False, fsdp: bool = False):
+    """Attach LoRA (or freeze for head-only; nothing for full). Returns the model to train.
+
+    Under FSDP a 4-bit base is not "prepared" for k-bit training (that upcasts norms to fp32, and FSDP needs one
+    dtype per shard); its inputs are made to require grads for checkpointing instead (as TRL does for sharded QLoRA).
+    """
     kind = cfg.method.kind
     if kind == "full":
         return model
@@ -460,7 +469,11 @@ def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False)
         return model
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-    if cfg.quantized:
+    if cfg.quantized and fsdp:
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    elif cfg.quantized:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
