@@ -236,3 +236,14 @@ def test_cpu_demo_estimate_matches_its_measured_peak(smol_dir):
     row = estimate_memory(cfg, compare=False, cuda=False).rows[0]
     assert abs(row.total / 2**30 / 3.54 - 1) <= 0.10
     assert row.basis == "estimated for CPU, fp32, host memory"
+
+
+def test_a_large_source_is_sampled_from_its_first_rows(bench_env, h200, monkeypatch):
+    from loratui.train import estimate
+
+    monkeypatch.setattr(estimate, "LARGE_SOURCE", 1000)  # the bench's 3,000 rows count as large
+    monkeypatch.setattr(estimate, "HEAD_ROWS", 500)
+    monkeypatch.setattr(estimate, "_LENGTHS", {})
+    report = estimate_memory(_bench_cfg(bench_env, "1b", "lora", 16, 50, "default"), compare=False, cuda=True)
+    assert "of the data's first 500 rows" in report.tokens_note
+    assert 16 * 250 < report.tokens_per_step < 16 * 600

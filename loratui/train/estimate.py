@@ -262,7 +262,9 @@ def _planned_steps(cfg: RunConfig, rows: int | None) -> int:
     return 100
 
 
-_LENGTHS: dict[tuple, tuple[list[int], int, int] | str] = {}
+_LENGTHS: dict[tuple, tuple[list[int], int, int, bool] | str] = {}
+LARGE_SOURCE = 64 * 2**20  # bytes: a bigger source is sampled from its first rows (streamed), not loaded whole
+HEAD_ROWS = 4000
 SAMPLE_ROWS = 384  # rows tokenized (evenly spaced) for the length distribution
 SCAN_ROWS = 20_000  # rows whose character length is read to find the longest ones
 LONGEST_ROWS = 12  # the longest rows by characters, tokenized exactly
@@ -283,9 +285,10 @@ def _source_key(cfg: RunConfig) -> tuple | str:
     return (str(path), st.st_mtime_ns, st.st_size, cfg.model.name, cfg.model.task, fields, d.max_length)
 
 
-def sample_lengths(cfg: RunConfig) -> tuple[list[int], int, int] | str:
+def sample_lengths(cfg: RunConfig) -> tuple[list[int], int, int, bool] | str:
     """Token lengths of a sample of the training rows as the engine encodes them (capped at max_length), the
-    longest row's length and the number of rows; or a sentence saying why not. Cached per source file and settings.
+    longest row's length, the number of rows and whether only the first rows were read (a large source); or a
+    sentence saying why not. Cached per source file and settings.
     """
     key = _source_key(cfg)
     if isinstance(key, str):
@@ -303,12 +306,43 @@ def sample_lengths(cfg: RunConfig) -> tuple[list[int], int, int] | str:
     return _LENGTHS[key]
 
 
-def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int]:
+def _train_rows(cfg: RunConfig):
+    """The training rows (datasets.Dataset), their number, and whether only the first rows were read."""
+    import itertools
+    import json
+
+    import datasets
+
+    from loratui.train import data
+
+    path = Path(data.resolve_source(cfg.data.source))
+    files = [path] if path.is_file() else [f for f in itertools.islice(path.rglob("*"), 10_000) if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    if size <= LARGE_SOURCE:
+        ds = data._load_train_source(cfg)
+        return ds, len(ds), False
+    builder = data.FILE_BUILDERS.get(path.suffix.lower()) if path.is_file() else None
+    if builder:
+        stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True)
+    else:
+        stream = datasets.load_dataset(str(path), cfg.data.subset, split=cfg.data.split, streaming=True)
+    rows = list(itertools.islice(stream, HEAD_ROWS))
+    ds = datasets.Dataset.from_list(rows)
+    where = path.name
+    data.check_columns(cfg, ds, where)
+    ds = data._drop_empty(cfg, ds, where, "data.source")
+    per_row = sum(len(json.dumps(r, default=str)) for r in rows) / max(len(rows), 1)
+    return ds, max(len(rows), int(size / max(per_row, 1))), True
+
+
+def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int, bool]:
     from loratui.train import data, models
 
-    ds = data._load_train_source(cfg)
+    ds, n_rows, head_only = _train_rows(cfg)
     if cfg.data.max_samples is not None and cfg.data.max_samples < len(ds):
         ds = ds.select(range(cfg.data.max_samples))
+    if cfg.data.max_samples is not None:
+        n_rows = min(n_rows, cfg.data.max_samples)
     n = len(ds)
     tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg))
     max_length = data.effective_max_length(cfg, tokenizer)
@@ -350,7 +384,7 @@ def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int]:
     longest_idx = [scan[j] for j in sorted(range(len(scan)), key=lambda j: -chars[j])[:LONGEST_ROWS]]
     sample = lengths(spaced(SAMPLE_ROWS))
     longest = max(lengths(longest_idx) + sample, default=0)
-    return sample, longest, n
+    return sample, longest, n_rows, head_only
 
 
 def _largest_sum(sample: list[int], batch: int, steps: int) -> float:
@@ -378,7 +412,8 @@ def step_tokens(cfg: RunConfig, packing: bool) -> StepTokens:
     if isinstance(got, str):
         return StepTokens(b * max_length, eb * max_length, max_length,
                           f"{got}: assumed {b} x max_length {max_length}", measured=False)
-    sample, longest, rows = got
+    sample, longest, rows, head_only = got
+    source = f"{len(sample)} of the data's first {HEAD_ROWS:,} rows" if head_only else f"{len(sample)} rows of the data"
     if not sample:
         return StepTokens(b * max_length, eb * max_length, max_length, "no rows: assumed max_length", False)
     longest = min(max(longest, max(sample)), max_length)
@@ -391,10 +426,10 @@ def step_tokens(cfg: RunConfig, packing: bool) -> StepTokens:
 
         return StepTokens(packed(b), packed(eb), longest,
                           f"packed: {b} examples of mean {mean:.0f} tokens, the largest of {steps:,} steps about "
-                          f"{packed(b):,} tokens (from {len(sample)} rows of the data)", True)
+                          f"{packed(b):,} tokens (from {source})", True)
     padded = min(max_length, -(-longest // 8) * 8)
     return StepTokens(b * padded, eb * padded, longest,
-                      f"padded: {b} x {padded} tokens (the longest example, from the data)", True)
+                      f"padded: {b} x {padded} tokens (the longest example, from {source})", True)
 
 
 def _levers(cfg: RunConfig, cuda: bool, model_type: str | None) -> Levers:
