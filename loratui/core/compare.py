@@ -287,11 +287,13 @@ def fmt_seconds(s: float | None) -> str:
 
 
 def fmt_bytes(n: int | None) -> str:
+    """Three or four significant characters: 87.3 MiB, 858 KiB, 1.0 MiB (not 1001 KiB)."""
     if n is None:
         return "-"
     for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.1f} {unit}"
+        if n >= 0.95 * div:
+            v = n / div
+            return f"{v:.1f} {unit}" if v < 100 else f"{v:.0f} {unit}"
     return f"{n} B"
 
 
@@ -323,7 +325,7 @@ FIELDS: list[tuple[str, Any]] = [
     ("wall time", lambda r: fmt_seconds(r.wall_s)),
     ("tokens/s", lambda r: f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "-"),
     ("peak GPU memory", lambda r: f"{r.peak_memory_gb:.2f} GiB" if r.peak_memory_gb else "-"),
-    ("size on disk", lambda r: f"{fmt_bytes(r.size_bytes)} ({r.saved_as})" if r.size_bytes is not None else "-"),
+    ("size on disk", lambda r: f"{fmt_bytes(r.size_bytes)} {r.saved_as}" if r.size_bytes is not None else "-"),
 ]
 
 
@@ -396,7 +398,7 @@ def sparkline(values: list[float]) -> str:
 
 def needs_log(values: list[float | None]) -> bool:
     known = [v for v in values if v]
-    return len(known) > 1 and max(known) / max(min(known), 1e-9) > 1000
+    return len(known) > 1 and max(known) / max(min(known), 1e-9) > 100
 
 
 # -- export -------------------------------------------------------------------------------------------------------
