@@ -136,6 +136,16 @@ class StartedEvent(Event):
     labels: Optional[list[Any]] = None
     data_stats: Optional[dict] = None
     resumed: bool = False
+    world_size: Optional[int] = None
+    """Processes training together (1: one process; several: one a card under torchrun)."""
+    distributed: Optional[str] = None
+    """none | ddp | fsdp"""
+    gpus: Optional[list[Any]] = None
+    """This node's cards: {index (as NVML numbers it), name, memory_total (bytes)}."""
+    per_device_batch: Optional[int] = None
+    grad_accum: Optional[int] = None
+    effective_batch: Optional[int] = None
+    """per_device_batch x world_size x grad_accum: sequences an optimizer step."""
 
 
 class ResumedEvent(Event):
@@ -485,6 +495,12 @@ class RunSummary:
     adapter: Optional[str] = None
     failure: Optional[dict] = None
     """The failed event: error, message, hint, field."""
+    world_size: int = 1
+    distributed: str = ""
+    """none | ddp | fsdp (the started event's; "" from an engine that did not say)."""
+    gpus: list = field(default_factory=list)
+    """The started event's cards: {index, name, memory_total}."""
+    effective_batch: Optional[int] = None
     error: Optional[str] = None
     """One line for a failed run."""
     resumes: int = 0
@@ -647,6 +663,14 @@ class RunFold:
             s.max_steps = ev.max_steps
         if ev.epochs is not None:
             s.epochs = ev.epochs
+        if ev.world_size:
+            s.world_size = int(ev.world_size)
+        if ev.distributed:
+            s.distributed = str(ev.distributed)
+        if ev.gpus is not None:
+            s.gpus = [g for g in ev.gpus if isinstance(g, dict)]
+        if ev.effective_batch:
+            s.effective_batch = int(ev.effective_batch)
         s.lifecycle = "started"
         s.failure = s.error = None
         s.ended = None
