@@ -247,3 +247,15 @@ def test_a_large_source_is_sampled_from_its_first_rows(bench_env, h200, monkeypa
     report = estimate_memory(_bench_cfg(bench_env, "1b", "lora", 16, 50, "default"), compare=False, cuda=True)
     assert "of the data's first 500 rows" in report.tokens_note
     assert 16 * 250 < report.tokens_per_step < 16 * 600
+
+
+def test_cpu_minilm_classifier_estimate_matches_its_measured_peak(minilm_dir):
+    """A MiniLM classifier on the CPU: sample_configs/minilm-sentiment.yaml with max_steps 20 (2 evaluations),
+    max RSS 1.115 GiB measured 2026-11-26 on this workplace's 2-core CPU (`/usr/bin/time -v loratui train`)."""
+    from loratui.core.config import load_config
+
+    cfg = load_config(__import__("pathlib").Path(__file__).resolve().parent.parent / "sample_configs"
+                      / "minilm-sentiment.yaml")
+    cfg.train.max_steps = 20
+    row = estimate_memory(cfg, compare=False, cuda=False).rows[0]
+    assert abs(row.total / 2**30 / 1.115 - 1) <= 0.10

@@ -40,7 +40,7 @@ from loratui.core.config import RunConfig
 GiB = 1024**3
 CUDA_CONTEXT = int(0.5 * GiB)  # CUDA context + cuBLAS workspace seen by NVML but not by torch's allocator
 ALLOC_SLACK = 0.05  # what the caching allocator (expandable segments) holds over its peak allocated
-HOST_BASE = int(0.9 * GiB)  # a CPU run's process before the model: Python, torch, transformers, datasets
+HOST_BASE = int(0.8 * GiB)  # a CPU run's process before the model: Python, torch, transformers, datasets (0.5 GiB RSS), data
 HOST_SLACK = 0.10  # malloc's slack over the tensors on a CPU run
 
 OPTIMIZER_BYTES = {
