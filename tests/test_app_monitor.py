@@ -376,3 +376,71 @@ async def test_time_and_eta_tick_between_steps(runs, monkeypatch):
         assert first.elapsed >= 60 and first.eta is not None
         await wait_until(pilot, lambda: screen.view.elapsed >= first.elapsed + 1.0, timeout=5, what="the clock")
         assert screen.view.eta < first.eta and screen.view.events == first.events
+
+
+# -- a run on several cards (issue 7) -------------------------------------------------------------------------------
+
+
+def _multi_runs(tmp_path, monkeypatch) -> Path:
+    from fixtures import MULTI_RUNS, copy_runs
+
+    monkeypatch.chdir(tmp_path)
+    return copy_runs(tmp_path, source=MULTI_RUNS)
+
+
+def test_two_rank_run_folds_world_and_batch():
+    from fixtures import MULTI_RUNS
+
+    m = RunModel()
+    m.apply([json.loads(line) for line in (MULTI_RUNS / "smollm2-ddp2" / "events.jsonl").read_text().splitlines()])
+    v = m.snapshot()
+    assert (v.world_size, v.distributed, v.effective_batch) == (2, "ddp", 16)
+    assert [g["index"] for g in v.gpus] == [0, 1]
+    assert monitor._world(v) == "DDP x 2 · batch 16"
+
+
+async def test_monitor_shows_every_card_and_rank_of_a_two_rank_run(tmp_path, monkeypatch):
+    """4 cards on the box, the run on 0 and 1: both shown (2 lines each), a row per rank with its process memory,
+    the other cards left out; the side panel's title says DDP x 2 and the effective batch."""
+    from fixtures import multi_gpu_snapshot
+
+    runs = _multi_runs(tmp_path, monkeypatch)
+    snap = multi_gpu_snapshot(4, ranks={201: 0, 202: 1})
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(snap))
+    app = _snap_app(runs / "smollm2-ddp2")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot, "finished")
+        screen = app.screen
+        text = screen_text(app)
+        assert screen.query_one("#mon-side").border_title == "GPU · DDP x 2 · batch 16"
+        assert "DDP x 2 · batch 16" in screen.query_one("#mon-title").render().plain
+        assert "GPU 0 H100 80GB HBM3" in text and "GPU 1 H100 80GB HBM3" in text
+        assert "GPU 2" not in text and "+2 more GPUs visible" in text
+        assert "rank 0" in text and "11.5/80.0 GiB" in text
+        assert "rank 1" in text and "12.5/80.0 GiB" in text
+        assert "97%" in text and "96%" in text
+
+
+async def test_monitor_lists_the_started_cards_before_any_rank_holds_memory(tmp_path, monkeypatch):
+    """No rank process on the cards (the run ended, or ranks not yet on the GPU): the started event's cards, each
+    with its memory."""
+    from fixtures import multi_gpu_snapshot
+
+    runs = _multi_runs(tmp_path, monkeypatch)
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(multi_gpu_snapshot(4)))
+    app = _snap_app(runs / "smollm2-ddp2")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot, "finished")
+        text = screen_text(app)
+        assert "GPU 0 H100" in text and "GPU 1 H100" in text and "GPU 3" not in text
+        assert text.count("mem ") >= 2 and "rank 0" not in text
+
+
+def test_snapshot_monitor_two_ranks_80x24(tmp_path, monkeypatch, snap_compare):
+    from fixtures import multi_gpu_snapshot
+
+    runs = _multi_runs(tmp_path, monkeypatch)
+    snap = multi_gpu_snapshot(4, ranks={201: 0, 202: 1})
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(snap))
+    assert snap_compare(_snap_app(runs / "smollm2-ddp2"), terminal_size=(80, 24),
+                        run_before=lambda pilot: _settle(pilot, "finished"))

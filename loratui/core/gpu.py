@@ -22,7 +22,7 @@ from loratui.core.fmt import format_bytes  # noqa: F401 - re-exported (one forma
 
 __all__ = [
     "GpuInfo", "GpuSnapshot", "GpuSampler", "HostMemory", "nvml_available", "nvml_error", "query_gpus",
-    "visible_physical_indices", "format_bytes", "shutdown",
+    "visible_physical_indices", "format_bytes", "shutdown", "process_ranks",
 ]
 
 _lock = threading.Lock()
@@ -305,6 +305,30 @@ def process_tree(pid: int | None) -> frozenset[int]:
     return frozenset(pids)
 
 
+def process_ranks(pids: frozenset[int] | set[int], cache: dict[int, int | None] | None = None) -> dict[int, int]:
+    """pid -> torch.distributed rank, from each process's ``RANK`` environment variable (torchrun sets it on the
+    rank processes); processes without it, or whose environment is not readable, are left out. ``cache`` keeps
+    what was read (a process's environment does not change), so sampling at 1 Hz reads each process once."""
+    out: dict[int, int] = {}
+    cache = {} if cache is None else cache
+    for pid in pids:
+        if pid not in cache:
+            rank = None
+            try:
+                import psutil
+
+                value = psutil.Process(pid).environ().get("RANK")
+                rank = int(value) if value is not None and value.strip().isdigit() else None
+            except Exception:  # gone, not ours, or no /proc
+                rank = None
+            cache[pid] = rank
+        if cache[pid] is not None:
+            out[pid] = cache[pid]  # type: ignore[assignment]
+    for pid in [p for p in cache if p not in pids]:
+        del cache[pid]
+    return out
+
+
 @dataclass
 class GpuSnapshot:
     """One sample: the visible GPUs, host memory, and why NVML is missing when it is."""
@@ -316,6 +340,8 @@ class GpuSnapshot:
     """Why there is no GPU data ("" when NVML works)."""
     run_pids: frozenset[int] = frozenset()
     """The watched run's process and its children at sampling time."""
+    run_ranks: dict[int, int] = field(default_factory=dict)
+    """pid -> rank for the run's rank processes (several cards under torchrun); empty for one process."""
 
     @property
     def available(self) -> bool:
@@ -341,6 +367,12 @@ class GpuSnapshot:
         """The GPUs the run's processes appear on."""
         return [g for g in self.gpus if any(pid in self.run_pids for pid, _ in g.processes)]
 
+    def run_processes(self, gpu: GpuInfo) -> list[tuple[str, int | None]]:
+        """The run's processes on ``gpu``: ("rank N" or "pid N", used bytes), the largest first."""
+        rows = [(f"rank {self.run_ranks[pid]}" if pid in self.run_ranks else f"pid {pid}", used)
+                for pid, used in gpu.processes if pid in self.run_pids]
+        return sorted(rows, key=lambda r: -(r[1] or 0))
+
 
 class GpuSampler:
     """Samples the visible GPUs and host memory; cheap enough for 1-2 Hz (NVML calls take microseconds)."""
@@ -348,12 +380,15 @@ class GpuSampler:
     def __init__(self, pid: int | None = None, *, query: Callable[[], list[GpuInfo]] = query_gpus):
         self.pid = pid
         self._query = query
+        self._ranks: dict[int, int | None] = {}
 
     def sample(self) -> GpuSnapshot:
         gpus = self._query()
         error = "" if gpus else nvml_error()
-        return GpuSnapshot(gpus=gpus, host=host_memory(), time=time.time(), error=error,
-                           run_pids=process_tree(self.pid))
+        pids = process_tree(self.pid)
+        on_gpu = {pid for g in gpus for pid, _ in g.processes if pid in pids}
+        return GpuSnapshot(gpus=gpus, host=host_memory(), time=time.time(), error=error, run_pids=pids,
+                           run_ranks=process_ranks(frozenset(on_gpu), self._ranks) if len(pids) > 1 else {})
 
     def run_memory(self, pid: int | None = None) -> int | None:
         """Used GPU memory of ``pid`` (default: the sampler's pid) and its children, summed over GPUs."""

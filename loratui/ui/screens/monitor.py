@@ -308,7 +308,7 @@ class MonitorScreen(LoratuiScreen):
         v, state = self.view, self.state
         name = v.name or (self.run_dir.name if self.run_dir else "")
         title = Text.assemble((name, "bold"), " ", (f" {state or 'loading'} ", _badge(state)))
-        desc = " · ".join(x for x in (_short_model(v.model), v.method, v.precision) if x)
+        desc = " · ".join(x for x in (_short_model(v.model), v.method, _world(v), v.precision) if x)
         if v.trainable_params:
             share = f" ({100 * v.trainable_params / v.total_params:.2f}%)" if v.total_params else " trainable"
             desc += f" · {format_count(v.trainable_params)}{share}"
@@ -346,7 +346,8 @@ class MonitorScreen(LoratuiScreen):
         self.query_one("#mon-lr", Sparkline).data = list(v.lr_points[1])
         self.query_one("#mon-lr-label", Static).update(
             Text.assemble(("lr ", "bold"), f"{v.lr:.2e}" if v.lr is not None else "-", (" (schedule)", "dim")))
-        self.query_one(GpuPanel).set_run_info(v.device, v.memory)
+        self.query_one(GpuPanel).set_run_info(v.device, v.memory, v.gpus)
+        self.query_one("#mon-side").border_title = _side_title(v)
 
     def _render_banner(self) -> None:
         banner = self.query_one("#mon-banner", Static)
@@ -386,7 +387,7 @@ class MonitorScreen(LoratuiScreen):
             if v.adapter:
                 text.append(" · ")
                 text.append("o", style="bold reverse")
-                text.append(" opens the adapter")
+                text.append(")")
             banner.update(text)
             banner.add_class("-shown", "-ok")
         elif state == "stopped":
@@ -487,6 +488,19 @@ class MonitorScreen(LoratuiScreen):
 
 def _badge(state: str) -> str:
     return f"{state_style(state)} reverse"
+
+
+def _world(v: RunView) -> str:
+    """'DDP x 2 · batch 64' for a run on several processes (the started event's strategy and effective batch)."""
+    if v.world_size <= 1:
+        return ""
+    text = f"{(v.distributed or 'ranks').upper()} x {v.world_size}"
+    return text + (f" · batch {v.effective_batch}" if v.effective_batch else "")
+
+
+def _side_title(v: RunView) -> str:
+    world = _world(v)
+    return f"GPU · {world}" if world else "GPU"
 
 
 def _short_model(model: str) -> str:

@@ -52,20 +52,30 @@ class GpuPanel(Widget):
         self.snapshot: GpuSnapshot | None = None
         self.device: str = ""
         self.torch_memory: dict | None = None
+        self.run_cards: tuple[int, ...] = ()
+        """NVML indices of the run's cards, from its ``started`` event (several cards: one rank a card)."""
 
     def update_snapshot(self, snapshot: GpuSnapshot) -> None:
         self.snapshot = snapshot
         self.refresh(layout=True)
 
-    def set_run_info(self, device: str = "", torch_memory: dict | None = None) -> None:
-        if (device, torch_memory) != (self.device, self.torch_memory):
-            self.device, self.torch_memory = device, torch_memory
+    def set_run_info(self, device: str = "", torch_memory: dict | None = None,
+                     cards: list[dict] | None = None) -> None:
+        """``cards``: the started event's gpus ({index, name, memory_total}); shown while no rank holds memory."""
+        run_cards = tuple(int(c["index"]) for c in cards or () if isinstance(c.get("index"), int))
+        if (device, torch_memory, run_cards) != (self.device, self.torch_memory, self.run_cards):
+            self.device, self.torch_memory, self.run_cards = device, torch_memory, run_cards
             self.refresh(layout=True)
 
     def _gpus_to_show(self) -> list[GpuInfo]:
         snap = self.snapshot
         assert snap is not None
         mine = snap.run_gpus()
+        if len(self.run_cards) > 1:  # every card of a several-card run, also those no rank has reached yet
+            mine_idx = {g.index for g in mine}
+            listed = [g for g in snap.gpus if g.index in self.run_cards or g.index in mine_idx]
+            if listed:
+                return listed
         if mine:
             return mine
         if self.device.startswith("cuda"):
@@ -90,7 +100,10 @@ class GpuPanel(Widget):
         if not snap.gpus:
             return self._no_gpu_lines(snap, width)
         lines: list[Text] = []
-        gpus = self._gpus_to_show()
+        shown = gpus = self._gpus_to_show()
+        if len(gpus) > 1 and (len(self.run_cards) > 1 or len(snap.run_gpus()) > 1):
+            lines = self._card_lines(snap, gpus, width)
+            gpus = []
         for n, g in enumerate(gpus):
             if n:
                 lines.append(Text(""))
@@ -109,14 +122,35 @@ class GpuPanel(Widget):
             lines.append(Text.assemble(
                 "util ", (_na(g.utilization, "{}%"), _level_style(g.utilization, 101, 101, "bold")),
                 "  ", (_na(g.temperature, "{}°C"), _level_style(g.temperature, 80, 88)), "  ", power))
-        hidden = len(snap.gpus) - len(gpus)
+        hidden = len(snap.gpus) - len(shown)
         if hidden > 0:
             lines.append(Text(f"+{hidden} more GPU{'s' if hidden > 1 else ''} visible", style="dim"))
-        if self.torch_memory and self.torch_memory.get("peak_allocated_gb") is not None:
+        cards_mode = shown and not gpus  # several cards: the ranks' own memory is shown, not rank 0's torch peak
+        if self.torch_memory and self.torch_memory.get("peak_allocated_gb") is not None and not cards_mode:
             text = f"torch peak {self.torch_memory['peak_allocated_gb']:.2f} GiB"
             if self.torch_memory.get("reserved_gb") is not None:
                 text += f" (rsv {self.torch_memory['reserved_gb']:.2f})"
             lines.append(Text(text, style="dim", overflow="ellipsis", no_wrap=True))
+        return lines
+
+    def _card_lines(self, snap: GpuSnapshot, gpus: list[GpuInfo], width: int) -> list[Text]:
+        """A run on several cards: two lines a card (name and utilisation; each rank's process memory, or the
+        card's memory while no rank holds any), so 4 cards fit the side panel at 80x24."""
+        lines: list[Text] = []
+        for g in gpus:
+            label = f"GPU {g.index}"
+            name = (g.name or "N/A").removeprefix("NVIDIA ")
+            util = f" {_na(g.utilization, '{}%')}"
+            room = max(0, width - len(label) - 1 - len(util))
+            head = Text.assemble((label, "bold"), " ", (name[:room].ljust(room), ""),
+                                 (util, _level_style(g.utilization, 101, 101, "bold")))
+            lines.append(head)
+            procs = snap.run_processes(g) if snap.run_pids else []
+            total = g.memory_total
+            for who, used in procs or [("mem", g.memory_used)]:
+                frac = used / total if used is not None and total else None
+                text = f" {_gib(used)}/{_gib(total)} GiB"
+                lines.append(Text.assemble(who + " ", bar(frac, width - len(who) - 1 - len(text)), text))
         return lines
 
     def _no_gpu_lines(self, snap: GpuSnapshot, width: int) -> list[Text]:
