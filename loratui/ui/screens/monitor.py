@@ -387,7 +387,7 @@ class MonitorScreen(LoratuiScreen):
             if v.adapter:
                 text.append(" · ")
                 text.append("o", style="bold reverse")
-                text.append(")")
+                text.append(" opens the adapter")
             banner.update(text)
             banner.add_class("-shown", "-ok")
         elif state == "stopped":
