@@ -81,7 +81,7 @@ class CompareScreen(LoratuiScreen):
 
     @property
     def runs_dir(self) -> Path:
-        return Path(getattr(self.app, "runs_dir", None) or "runs")
+        return Path(self.app.runs_dir)
 
     def compose(self) -> ComposeResult:
         yield Static(id="cmp-title")
@@ -208,9 +208,8 @@ class CompareScreen(LoratuiScreen):
             return
 
         def picked(path: str | None) -> None:
-            opener = getattr(self.app, "open_monitor", None)
-            if path and callable(opener):
-                opener(Path(path))
+            if path:
+                self.app.open_monitor(Path(path))
 
         self.app.push_screen(ChoiceModal("Open a run in the monitor",
                                          [(str(r.path), f"{column_title(r)}  ·  {r.name}  ·  {r.state}")

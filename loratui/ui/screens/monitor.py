@@ -385,9 +385,9 @@ class MonitorScreen(LoratuiScreen):
             elif final.get("eval_loss") is not None:
                 text.append(f" · eval {_num(final['eval_loss'])}")
             if v.adapter:
-                text.append(" · ")
+                text.append(" · adapter saved (")  # the journeys read these words; 'o' opens it, short for 80 cols
                 text.append("o", style="bold reverse")
-                text.append(" opens the adapter")
+                text.append(")")
             banner.update(text)
             banner.add_class("-shown", "-ok")
         elif state == "stopped":

@@ -118,7 +118,7 @@ class PlaygroundScreen(LoratuiScreen):
 
     @property
     def runs_dir(self) -> Path:
-        return Path(getattr(self.app, "runs_dir", None) or "runs")
+        return Path(self.app.runs_dir)
 
     def compose(self) -> ComposeResult:
         yield Static(id="pg-title")
@@ -438,7 +438,7 @@ class PlaygroundScreen(LoratuiScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground-pick", description="Finding adapters")
     def _list_adapters(self, runs_dir: Path) -> None:
-        folders = [runs_dir] + [Path(p) for p in getattr(self.app, "adapter_folders", []) or []]
+        folders = [runs_dir] + [Path(p) for p in self.app.adapter_folders]
         choices = [(str(a.path), f"{a.name}  ·  {Path(a.base_model or '-').name}  ·  adapter")
                    for a in find_adapters(folders) if a.kind != "checkpoint"]
         try:  # full and head-only runs save a whole model

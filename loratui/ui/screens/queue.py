@@ -83,7 +83,7 @@ class QueueScreen(LoratuiScreen):
 
     @property
     def runs_dir(self) -> Path:
-        return Path(getattr(self.app, "runs_dir", None) or "runs")
+        return Path(self.app.runs_dir)
 
     @property
     def queue(self) -> RunQueue:
@@ -267,18 +267,14 @@ class QueueScreen(LoratuiScreen):
 
     def action_open(self) -> None:
         e = self.selected
-        opener = getattr(self.app, "open_monitor", None)
-        if e is not None and callable(opener) and e.state not in ("waiting", "cancelled"):
-            opener(self.runs_dir / e.run)
+        if e is not None and e.state not in ("waiting", "cancelled"):
+            self.app.open_monitor(self.runs_dir / e.run)
 
     def action_compare(self) -> None:
         e = self.selected
         if e is None:
             return
-        opener = getattr(self.app, "open_compare", None)
-        if not callable(opener):
-            return
         if e.study:
-            opener(study=e.study)
+            self.app.open_compare(study=e.study)
         else:
-            opener(runs=[self.runs_dir / x.run for x in self.entries if x.state != "cancelled"])
+            self.app.open_compare(runs=[self.runs_dir / x.run for x in self.entries if x.state != "cancelled"])
