@@ -17,9 +17,14 @@ def test_presets_lists_presets_and_builtin_models(capsys):
 
 
 def test_layers_and_estimate(tmp_path, tiny_llama, capsys):
-    assert main(["layers", str(tiny_llama)]) == 0
+    assert main(["layers", str(tiny_llama), "--names"]) == 0
     assert capsys.readouterr().out.split() == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
                                               "v_proj"]
+    assert main(["layers", str(tiny_llama)]) == 0
+    table = capsys.readouterr().out
+    assert "as causal-lm" in table
+    assert next(line for line in table.splitlines() if line.startswith("k_proj")).split()[1:5] == [
+        "2", "64", "->", "32"]
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"model": {"name": str(tiny_llama)}, "lora": {"r": 4, "preset": "minimal-qv"}}))
     assert main(["estimate", str(cfg)]) == 0
