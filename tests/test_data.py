@@ -520,7 +520,7 @@ def test_hub_call_passes_subset_and_splits(monkeypatch):
         calls.append((name, subset, split))
         return datasets.Dataset.from_list(ALPACA_ROWS * (3 if split == "train" else 1))
 
-    monkeypatch.setattr(data.datasets, "load_dataset", fake_load)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
     train, val = data.load_splits(cfg_for(source="org/alpaca-like", subset="de", validation_file="test"))
     assert calls == [("org/alpaca-like", "de", "train"), ("org/alpaca-like", "de", "test")]
     assert (len(train), len(val)) == (6, 2)
@@ -563,3 +563,17 @@ def test_packed_batches_keep_examples_apart(smol, tmp_path):
     train, _, _ = data.tokenize_splits(cfg, smol, *data.load_splits(cfg))
     out = Trainer(model=model, args=args, train_dataset=train, data_collator=data.make_collator(cfg, smol)).train()
     assert out.global_step == 2 and out.training_loss > 0
+
+
+def test_float_and_bool_labels_become_class_ids_and_unknown_validation_names_are_named(mini, tmp_path):
+    path = tmp_path / "floats.csv"
+    path.write_text("text,label\ngood,1.0\nbad,0.0\nok,1.0\n")
+    cfg = cfg_for(source=str(path), format="classification", validation_fraction=0)
+    tok_train, _, _ = data.tokenize_splits(cfg, mini, *data.load_splits(cfg))
+    assert tok_train.features["labels"].dtype == "int64" and tok_train["labels"] == [1, 0, 1]
+    train, val = tmp_path / "t.csv", tmp_path / "v.csv"
+    train.write_text("text,label\ngood,pos\nbad,neg\n")
+    val.write_text("text,label\nfine, pos \nhm,meh\n")
+    cfg = cfg_for(source=str(train), format="classification", validation_file=str(val))
+    raises_data_error(lambda: data.tokenize_splits(cfg, mini, *data.load_splits(cfg)), "data.label_column",
+                      "'meh'", "validation data", "neg, pos")
