@@ -179,3 +179,29 @@ async def test_monitor_legend_tells_train_from_eval_without_colour(runs, quiet_m
             if m:
                 markers[m.group(2)] = m.group(1)
         assert markers["eval"] == "●●" and "●" not in markers["train"], markers
+
+
+async def test_a_preview_that_finishes_after_leaving_setup_does_not_cover_the_next_screen(fake_core, monkeypatch):
+    """Defect 1's last step: 'p' started a data preview and it opened over the Monitor the user had gone to."""
+    import threading
+
+    from loratui.ui.widgets import setup_core
+    from loratui.ui.widgets.setup_modals import PreviewModal
+
+    release = threading.Event()
+
+    def slow_preview(cfg, n=3):
+        release.wait(10)
+        return []
+
+    monkeypatch.setattr(setup_core, "preview", slow_preview)
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.current_mode == "runs", what="runs")
+        release.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.current_mode == "runs" and not isinstance(app.screen, PreviewModal)
