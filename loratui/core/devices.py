@@ -49,8 +49,13 @@ class DevicePlan:
         cards = f"{len(self.gpus)} card{'s' if len(self.gpus) > 1 else ''} ({', '.join(map(str, self.gpus))})"
         how = {"none": "one process", "ddp": "DDP", "fsdp": "FSDP", "auto": "DDP or FSDP"}[self.distributed]
         nodes = f" x {self.nodes} nodes" if self.nodes > 1 else ""
-        return (f"{cards}{nodes}, {how}; batch {self.per_device_batch} a card x {self.world_size} "
-                f"x {self.grad_accum} accumulation = {self.effective_batch} a step")
+        return f"{cards}{nodes}, {how}; {self.batch_line()}"
+
+    def batch_line(self) -> str:
+        """'batch 8 a card x 2 cards x 4 accumulation = 64 a step' (the effective batch, as Setup shows it)."""
+        n = self.world_size
+        return (f"batch {self.per_device_batch} a card x {n} card{'s' if n != 1 else ''} x {self.grad_accum} "
+                f"accumulation = {self.effective_batch} a step")
 
 
 def plan_devices(cfg: RunConfig, gpus: list[GpuInfo] | None = None) -> DevicePlan:

@@ -33,7 +33,7 @@ from loratui.ui.widgets.form import (
     extra_check, parse_value, validate_field,
 )
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
-from loratui.ui.widgets.setup_panel import EstimatePanel
+from loratui.ui.widgets.setup_panel import EstimatePanel, device_plan, short_gpus_problem
 
 HELP_TEXT = (
     "Every field is checked as you type; a red line under a field says what is wrong, and launch waits until "
@@ -119,6 +119,8 @@ class SetupScreen(LoratuiScreen):
         self._estimated_key: str | None = None
         self._launching = False
         self._pending_sections: list[str] = []
+        #: the cards the last estimate saw (None until it ran): train.gpus is checked against them
+        self.gpus_seen: list[Any] | None = None
         #: every section of the form is mounted (the first frame shows only the first ones)
         self.form_ready = False
 
@@ -205,8 +207,21 @@ class SetupScreen(LoratuiScreen):
         if err is None:
             self.values[spec.section][spec.key] = value
             err = extra_check(spec, value, self.known_layers())
+        if err is None and spec.path == "train.gpus":
+            err = self.gpus_problem()
         self._set_error(spec, err)
         return err
+
+    def gpus_problem(self) -> str | None:
+        """Why train.gpus cannot be met on this box's cards (the one-line ConfigError, without the field name)."""
+        if self.gpus_seen is None:
+            return None
+        try:
+            cfg = RunConfig.model_validate(self.values)
+        except ValidationError:
+            return None  # the form's own messages say what is wrong
+        _, problem = device_plan(cfg, self.gpus_seen)
+        return short_gpus_problem(problem) if problem else None
 
     def _set_error(self, spec: FieldSpec, err: str | None) -> None:
         if err:
@@ -370,6 +385,12 @@ class SetupScreen(LoratuiScreen):
                 self.layers_cache[msg.model_key] = msg.result.layers
         if msg.seq != self._seq:
             return
+        if msg.result.gpus is not None and msg.result.gpus != self.gpus_seen:
+            self.gpus_seen = list(msg.result.gpus)
+            ff = self.mounted_field("train.gpus")
+            if ff is not None:
+                self.check_field(ff.spec, ff.get_raw())
+                self._refresh_status()
         cfg = self.build_config()
         if cfg is not None:
             self.query_one(EstimatePanel).show_result(msg.result, cfg)

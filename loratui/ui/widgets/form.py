@@ -77,6 +77,8 @@ LAYOUT: list[tuple[str, str, str]] = [
     ("train", "max_steps", "Max steps"),
     ("train", "batch_size", "Batch size"),
     ("train", "grad_accum", "Grad accum"),
+    ("train", "gpus", "GPUs"),
+    ("train", "distributed", "Multi-GPU"),
     ("train", "lr", "Learning rate"),
     ("train", "scheduler", "Scheduler"),
     ("train", "warmup_ratio", "Warmup ratio"),
@@ -107,6 +109,7 @@ PLACEHOLDERS = {
     ("train", "save_steps"): "empty: each epoch",
     ("train", "save_total_limit"): "empty: keep all",
     ("train", "eval_batch_size"): "empty: batch size",
+    ("train", "gpus"): "auto, a count, or cards 0,2",
     ("output", "name"): "empty: model-method-time",
 }
 
@@ -202,6 +205,8 @@ def format_value(spec: FieldSpec, value: Any) -> Any:
         return Select.NULL if value is None else str(value)
     if value is None:
         return ""
+    if spec.path == "train.gpus" and isinstance(value, list) and len(value) == 1:
+        return f"[{value[0]}]"  # one card by its index; a bare number is a count
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     if isinstance(value, float):
@@ -216,6 +221,8 @@ def parse_value(spec: FieldSpec, raw: Any) -> Any:
     if spec.kind == "select":
         return None if raw is Select.NULL or raw is None else raw
     text = str(raw).strip()
+    if spec.path == "train.gpus":
+        return parse_gpus(text)
     if spec.kind == "list":
         return [s.strip() for s in text.split(",") if s.strip()]
     if text == "" and spec.optional:
@@ -223,8 +230,31 @@ def parse_value(spec: FieldSpec, raw: Any) -> Any:
     return text
 
 
+GPUS_HELP = "auto, a count of cards (2), or card indices (0,2 or [1] for card 1 alone)"
+
+
+def parse_gpus(text: str) -> Any:
+    """train.gpus as typed: '' or 'auto' -> 'auto'; '2' -> 2 (a count); '0,2', '[1]' -> [0, 2], [1] (indices).
+    Anything else comes back as the text (the field then says what to type)."""
+    low = text.strip().lower()
+    if low in ("", "auto"):
+        return "auto"
+    if low.isdigit():
+        return int(low)
+    parts = [p.strip() for p in low.strip("[]").split(",")]
+    if "," in low or low.startswith("["):
+        items = [p for p in parts if p]
+        if items and all(p.isdigit() for p in items):
+            return [int(p) for p in items]
+    return text
+
+
 def validate_field(spec: FieldSpec, section_values: dict[str, Any], raw: Any) -> tuple[Any, str | None]:
     """Validate ``raw`` for ``spec`` with its section's other (valid) values. Returns (value, error message)."""
+    if spec.path == "train.gpus" and isinstance(raw, str) and raw != "auto":
+        return None, GPUS_HELP
+    if spec.path == "train.gpus" and raw == 0:
+        return None, "a count of at least 1 ([0]: card 0 alone)"
     model = SECTION_MODELS[spec.section]
     try:
         obj = model.model_validate({**section_values, spec.key: raw})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -10,6 +11,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from loratui.core.config import RunConfig
+from loratui.core.devices import DevicePlan, plan_devices
+from loratui.core.errors import LoratuiError
 from loratui.ui.messages import EstimateResult
 
 GIB = 1024**3
@@ -111,13 +114,13 @@ class EstimatePanel(Static):
                 parts.append(Text(note, style="yellow"))
         parts.append(Text(""))
         parts.append(Text("GPU", style="bold"))
-        parts.extend(self._gpu_lines(r, cfg))
+        parts.extend(self._gpu_lines(r, cfg, width))
         return Group(*parts)
 
     def _table(self, rows: list[Any], gpus: list[Any], wide: bool) -> Table:
         """Rows: this config, full fine-tuning, QLoRA. Wide: the breakdown; narrow: weights and total.
         With a GPU, a last column says whether each fits its free memory."""
-        gpu = best_gpu(gpus)
+        cards, gpu = self._fit_cards(gpus), best_gpu(gpus)
         table = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False, expand=False,
                       header_style="dim")
         table.add_column("", no_wrap=True, overflow="ellipsis", max_width=13)
@@ -133,12 +136,87 @@ class EstimatePanel(Static):
             cells += [gib(getattr(row, attr)) for _, attr in columns]
             cells.append(gib(row.total))
             if gpu is not None:
-                fits = row.total <= gpu.memory_free
+                if cards:  # each chosen card holds this row's per-card share (DDP: all of it)
+                    need = per_card(row, row_strategy(self._plan, row, cards, self.config, first=i == 0),
+                                    len(cards))
+                    fits = all(need <= c.memory_free for c in cards)
+                else:
+                    fits = row.total <= gpu.memory_free
                 cells.append(Text("yes" if fits else "no", style="green" if fits else "red"))
             table.add_row(*cells, style="bold" if i == 0 else "")
         return table
 
-    def _gpu_lines(self, r: EstimateResult, cfg: RunConfig | None) -> list[Text]:
+    # -- the cards (issue 7) -------------------------------------------------------------------------------------
+
+    @property
+    def _plan(self) -> DevicePlan | None:
+        """The cards this config trains on, among the ones the estimate saw (None: no plan, or a bad train.gpus)."""
+        r, cfg = self.result, self.config
+        if r is None or cfg is None or not r.gpus:
+            return None
+        plan, _ = device_plan(cfg, r.gpus)
+        return plan if plan is not None and plan.gpus else None
+
+    def _fit_cards(self, gpus: list[Any]) -> list[Any]:
+        """The chosen cards that report their free memory (the 'fits' column compares against each)."""
+        plan = self._plan
+        if plan is None:
+            return []
+        by_index = {g.index: g for g in gpus}
+        cards = [by_index[i] for i in plan.gpus if i in by_index]
+        return cards if cards and all(getattr(c, "memory_free", None) is not None for c in cards) else []
+
+    def _gpu_lines(self, r: EstimateResult, cfg: RunConfig | None, width: int = 30) -> list[Text]:
+        """The box's cards (index, name, free memory), the ones this config trains on marked, each with whether
+        the per-card estimate fits it; the strategy and the effective batch."""
+        if r.gpu_error or not r.gpus or cfg is None:
+            return self._one_gpu_lines(r, cfg)
+        plan, problem = device_plan(cfg, r.gpus)
+        if len(r.gpus) == 1 and not problem:
+            return self._one_gpu_lines(r, cfg)
+        width = max(24, width)
+        lines: list[Text] = []
+        if problem:
+            lines.append(Text(short_gpus_problem(problem), style="bold red"))
+        chosen = set(plan.gpus) if plan is not None else set()
+        row0 = r.rows[0] if r.rows else None
+        cards = [g for g in r.gpus if g.index in chosen]
+        strategy = row_strategy(plan, row0, cards, cfg, first=True) if plan is not None else "none"
+        need = per_card(row0, strategy, len(cards)) if row0 is not None and cards else None
+        if plan is not None and need is not None:
+            how = "one process" if strategy == "none" else f"{strategy.upper()} x {len(cards)}"
+            lines.append(Text(f"{how}: {gib(need)} GiB a card", style="bold"))
+            if strategy != "none":
+                lines.append(Text("a full replica on each card" if strategy == "ddp" else
+                                  "weights, grads, optimizer sharded", style="dim"))
+        for g in r.gpus:
+            mine = g.index in chosen
+            free = f" {gib(g.memory_free)} free" if getattr(g, "memory_free", None) is not None else " free N/A"
+            verdict: Text = Text("")
+            if mine and need is not None and getattr(g, "memory_free", None) is not None:
+                ok = need <= g.memory_free
+                verdict = Text(" ✓" if ok else " ✗", style="green" if ok else "bold red")
+            head = f"{'▸' if mine else ' '}{g.index} "
+            name = (g.name or "N/A").removeprefix("NVIDIA ")
+            room = max(3, width - len(head) - len(free) - 2)  # 2: the fits mark of a chosen card
+            if len(name) > room:
+                name = name[: room - 1] + "…"
+            lines.append(Text.assemble((head, "bold" if mine else "dim"), (name.ljust(room), "" if mine else "dim"),
+                                       (free, "" if mine else "dim"), verdict))
+        if plan is not None:
+            for note in plan.notes:
+                lines.append(Text(note, style="yellow"))
+            lines.append(Text(plan.batch_line(), style="dim"))
+            short = [g for g in cards if need is not None and getattr(g, "memory_free", None) is not None
+                     and need > g.memory_free]
+            if short:
+                which = ", ".join(str(g.index) for g in short)
+                lines.append(Text(f"does not fit card{'s' if len(short) > 1 else ''} {which}: try qlora, a smaller "
+                                  "batch, gradient checkpointing" + (" or fsdp" if strategy == "ddp" else ""),
+                                  style="bold red"))
+        return lines
+
+    def _one_gpu_lines(self, r: EstimateResult, cfg: RunConfig | None) -> list[Text]:
         lines: list[Text] = []
         if r.gpu_error:
             return [Text(f"GPU query failed: {r.gpu_error}", style="yellow")]
@@ -165,3 +243,45 @@ class EstimatePanel(Static):
         if len(r.gpus) > 1:
             lines.append(Text(f"{len(r.gpus)} GPUs; shown: the one with most free memory", style="dim"))
         return lines
+
+
+def device_plan(cfg: RunConfig, gpus: list[Any]) -> tuple[DevicePlan | None, str | None]:
+    """The cards ``cfg`` trains on among ``gpus`` (:func:`loratui.core.devices.plan_devices`), or the one-line
+    reason train.gpus cannot be met."""
+    try:
+        return plan_devices(cfg, list(gpus)), None
+    except LoratuiError as err:
+        return None, str(err)
+    except Exception as err:  # a GPU object without an index: show the cards, not a crash
+        return None, f"GPU plan failed: {err}"
+
+
+def short_gpus_problem(problem: str) -> str:
+    """The ConfigError of a bad train.gpus without the field's name and the list of cards (Setup lists them)."""
+    text = re.sub(r" \((pick from: )?\d+: [^)]*\)", "", problem.removeprefix("train.gpus: "))
+    return text
+
+
+def row_strategy(plan: DevicePlan | None, row: Any, cards: list[Any], cfg: RunConfig | None, first: bool) -> str:
+    """none | ddp | fsdp for a row of the estimate on the chosen cards; ``auto`` decided as the engine does
+    (loratui.train.distributed.strategy): FSDP for full fine-tuning whose single-card estimate passes 90 % of a
+    card, else DDP."""
+    if plan is None or plan.world_size <= 1:
+        return "none"
+    if plan.distributed in ("ddp", "fsdp"):
+        return plan.distributed
+    full = (cfg is not None and cfg.method.kind == "full") if first else str(getattr(row, "label", "")).lower(
+    ).startswith("full")
+    sizes = [c.memory_total for c in cards if getattr(c, "memory_total", None)]
+    if full and row is not None and sizes and row.total > 0.9 * min(sizes):
+        return "fsdp"
+    return "ddp"
+
+
+def per_card(row: Any, strategy: str, cards: int) -> int:
+    """Bytes a card holds: DDP (and one process) a full replica, the single-card estimate; FSDP shards weights,
+    gradients and optimizer states over the cards (activations and overhead stay a card's own)."""
+    if strategy != "fsdp" or cards <= 1:
+        return int(row.total)
+    sharded = row.weights + row.grads + row.optimizer
+    return int(sharded / cards + row.activations + row.overhead)
