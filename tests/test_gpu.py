@@ -253,6 +253,34 @@ def test_run_memory_matches_pid_and_children(fake_nvml):
         child.wait()
 
 
+def test_rank_processes_are_labelled_by_their_rank(fake_nvml):
+    """Under torchrun the run's pid is the supervisor; its rank processes (RANK in their environment) hold the
+    cards. Each card lists its rank's memory as 'rank N'; a process without RANK is named by its pid."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    ranks = [subprocess.Popen(sleeper, env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}) for r in (0, 1)]
+    other = subprocess.Popen(sleeper, env={k: v for k, v in os.environ.items() if k != "RANK"})
+    try:
+        me = os.getpid()
+        fake_nvml(make_fake_pynvml([
+            device(0, procs=[(ranks[0].pid, 5 * GiB)]),
+            device(1, procs=[(ranks[1].pid, 6 * GiB), (other.pid, 1 * GiB)]),
+            device(2, procs=[(424242, 3 * GiB)]),
+        ]))
+        snap = gpu.GpuSampler(pid=me).sample()
+        assert snap.run_ranks == {ranks[0].pid: 0, ranks[1].pid: 1}
+        assert [g.index for g in snap.run_gpus()] == [0, 1]
+        assert snap.run_processes(snap.gpus[0]) == [("rank 0", 5 * GiB)]
+        assert snap.run_processes(snap.gpus[1]) == [("rank 1", 6 * GiB), (f"pid {other.pid}", 1 * GiB)]
+        assert snap.run_processes(snap.gpus[2]) == []
+        cache: dict = {}
+        assert gpu.process_ranks(frozenset({ranks[1].pid, 2**22 + 12345}), cache) == {ranks[1].pid: 1}
+        assert cache == {ranks[1].pid: 1, 2**22 + 12345: None}  # read once; a gone pid is remembered as unknown
+    finally:
+        for p in (*ranks, other):
+            p.kill()
+            p.wait()
+
+
 def test_format_bytes():
     assert gpu.format_bytes(None) == "N/A"
     assert gpu.format_bytes(512) == "512 B"
