@@ -83,7 +83,7 @@ def run_one(method: str, cfg_path: Path, out: Path) -> dict:
     run = RunDir(Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
     env = {**os.environ, "LORATUI_PROBE": os.environ.get("LORATUI_PROBE", "1")}
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "loratui", "train", str(cfg_path)], env=env,
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("probe_engine.py")), str(cfg_path)], env=env,
                             stdout=open(out / f"{method}-train.log", "w"), stderr=subprocess.STDOUT)
     sampler = gpu.GpuSampler(pid=proc.pid)
     card_peak = run_peak = 0

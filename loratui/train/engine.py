@@ -19,121 +19,13 @@ from typing import Callable
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError, RunError
-from loratui.core.fmt import format_duration
 from loratui.core.runs import EventWriter, RunDir, process_identity
+from loratui.train.callbacks import EventsCallback, StopRequest, progress_line
 
 OPTIMIZERS = {
     "adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "paged_adamw_8bit": "paged_adamw_8bit",
     "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "paged_adamw_32bit", "adafactor": "adafactor", "sgd": "sgd",
 }
-
-
-class StopRequest:
-    """Set from signal handlers; read by the Trainer callback at each step end."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.checkpoint = False
-        self.signal_name = ""
-        self.training = False
-        self.saving = False  # a checkpoint or the final adapter is being written
-        self.ignored: list[str] = []  # signals that arrived while stopping/saving (noted, not acted on)
-
-
-def progress_line(ev: dict) -> str:
-    parts = [f"step {ev['step']}/{ev.get('max_steps') or '?'}", f"epoch {ev.get('epoch', 0):.2f}"]
-    if ev.get("loss") is not None:
-        parts.append(f"loss {ev['loss']:.4f}")
-    if ev.get("lr") is not None:
-        parts.append(f"lr {ev['lr']:.2e}")
-    if ev.get("tokens_per_s"):
-        parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
-    if ev.get("eta_s") is not None:
-        parts.append(f"ETA {format_duration(ev['eta_s'])}")
-    return " | ".join(parts)
-
-
-def make_callback(engine: "Engine"):
-    from transformers import TrainerCallback
-
-    class EventsCallback(TrainerCallback):
-        def __init__(self) -> None:
-            self.t0 = time.monotonic()
-            self.last_t = self.t0
-            self.last_tokens = 0
-            self.last_step_t: float | None = None
-            self.start_step = 0
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.t0 = self.last_t = time.monotonic()
-            self.start_step = state.global_step
-            self.last_tokens = 0
-            self.mark = None  # (time, tokens, step) of this process's first logged step
-            from loratui.train.distributed import Agreement
-
-            self.agree = Agreement(engine.world)
-            engine.stop_request.training = True
-            if args.eval_on_start and state.global_step == 0 and engine.n_eval:
-                engine.emit("phase", phase="evaluating the base model")
-                engine.echo(f"evaluating the base model on {engine.n_eval} examples...")
-
-        def on_step_end(self, args, state, control, **kw):
-            req = engine.stop_request
-            if engine.world is not None and engine.world.distributed:  # every rank stops / saves at the same step
-                req.stop, req.checkpoint = self.agree(req.stop, req.checkpoint)
-            if req.checkpoint:
-                req.checkpoint = False
-                control.should_save = True
-            if req.stop:
-                control.should_save = True
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            now = time.monotonic()
-            if "loss" in logs or "train_loss" not in logs and "eval_loss" not in logs and "learning_rate" in logs:
-                tokens = engine.trainer.tokens_seen() if engine.trainer is not None else 0
-                tps = eta = None
-                if self.mark is not None:  # rates from the second line on: the first step pays for warm-up
-                    t_mark, n_mark, step_mark = self.mark
-                    dt = now - self.last_t
-                    tps = (tokens - self.last_tokens) / dt if dt > 0 and tokens > self.last_tokens else None
-                    if state.global_step > step_mark:
-                        eta = (now - t_mark) / (state.global_step - step_mark) * (state.max_steps - state.global_step)
-                else:
-                    self.mark = (now, tokens, state.global_step)
-                self.last_t, self.last_tokens = now, tokens
-                elapsed = now - self.t0
-                ev = engine.emit(
-                    "step", step=state.global_step, max_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
-                    loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                    tokens_per_s=round(tps, 1) if tps else None, tokens_seen=tokens, elapsed=round(elapsed, 2),
-                    eta_s=round(eta, 1) if eta is not None else None)
-                engine.progress(ev)
-                engine.emit_memory(state.global_step)
-
-        def on_evaluate(self, args, state, control, metrics=None, **kw):
-            metrics = metrics or {}
-            data = {k[len("eval_"):] if k.startswith("eval_") and k != "eval_loss" else k: v
-                    for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
-            loss = metrics.get("eval_loss")
-            if loss is not None and engine.cfg.model.task == "causal-lm":
-                data["perplexity"] = round(math.exp(min(loss, 50)), 4)
-            engine.last_eval_step = state.global_step
-            engine.last_eval = data  # the finished event carries the last evaluation's metrics
-            ev = engine.emit("eval", step=state.global_step, epoch=round(state.epoch or 0, 4), **data)
-            engine.progress(ev)
-            if state.global_step == 0:
-                engine.emit("phase", phase="training")
-                # tokens/s and the ETA count training time only
-                self.t0 = self.last_t = time.monotonic()
-                self.mark = None
-
-        def on_save(self, args, state, control, **kw):
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            engine.emit("checkpoint", step=state.global_step, path=str(path))
-
-    return EventsCallback()
 
 
 class Engine:
@@ -347,122 +239,172 @@ class Engine:
         return self.trainer.state.global_step if self.trainer is not None else 0
 
     def _train(self) -> int:
+        """The recipe: place this process, set up data, model and method, build the Trainer, train, save."""
+        checkpoint, skipped = self._place()
+        self.emit("phase", phase="checking")
+        pre = self._preflight()
+        self.emit("phase", phase="preparing data")
+        train_ds, val_ds, stats = self._setup_data(pre)
+        self.emit("phase", phase="loading model")
+        model = self._setup_model(pre, has_eval=val_ds is not None)
+        trainer = self._build_trainer(model, pre.precision, train_ds, val_ds)
+        max_steps = self._announce(checkpoint, pre.precision, train_ds, val_ds, stats)
+        done = checkpoint is not None and self._resumed(checkpoint, skipped, max_steps)
+        self.emit("phase", phase="training")
+        t0 = time.time()
+        result = self._finish_from(checkpoint, max_steps) if done else \
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if val_ds is not None and not self.stop_request.stop and self.last_eval_step != trainer.state.global_step:
+            trainer.evaluate()
+        self.emit("phase", phase="saving")
+        out = self.save_output()
+        if os.environ.get("LORATUI_TEST_RANK_WEIGHTS") and self.world.distributed:
+            from loratui.train.distributed import dump_trainable
+
+            dump_trainable(trainer.model, self.run_dir.path, self.world, trainer.state.global_step)
+        return self._report(out, result, time.time() - t0)
+
+    # -- the recipe's steps ------------------------------------------------------------------------------------
+    def _place(self):
+        """This process's card and strategy (DDP / FSDP under torchrun), and the checkpoint to resume from."""
         import torch
 
-        from loratui.train import data, models, preflight, speed
+        from loratui.train import distributed
 
-        run = self.run_dir
-        self.cfg = cfg = run.config()
+        self.cfg = self.run_dir.config()
         self._cuda = torch.cuda.is_available()
         w = self.world
         if self._cuda and w.distributed:
             torch.cuda.set_device(w.local_rank)  # each rank on its own card (QLoRA's device_map follows it)
-        from loratui.train import distributed
-
         card = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if self._cuda else None
-        self.strategy = distributed.strategy(cfg, w, card)
+        self.strategy = distributed.strategy(self.cfg, w, card)
         checkpoint, skipped = self._pick_checkpoint()
         if checkpoint is not None:
-            distributed.check_resume_world(next((e for e in run.events() if e.get("kind") == "started"), None), w)
-        self.emit("phase", phase="checking")
-        pre = preflight.check(cfg, data=False)
-        self.emit("phase", phase="preparing data")
-        tokenizer = models.load_tokenizer(cfg, pre.resolved)
-        data.prepare_tokenizer(tokenizer)
-        self.tokenizer = tokenizer
+            first = next((e for e in self.run_dir.events() if e.get("kind") == "started"), None)
+            distributed.check_resume_world(first, w)
+        return checkpoint, skipped
+
+    def _preflight(self):
+        from loratui.train import preflight
+
+        return preflight.check(self.cfg, data=False)
+
+    def _setup_data(self, pre):
+        """Tokenizer, the train / validation splits tokenized with their loss masks, and their stats."""
+        from loratui.train import data, models
+
+        cfg = self.cfg
+        self.tokenizer = tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg, pre.resolved))
         train_raw, val_raw = data.load_splits(cfg)
-        labels = data.label_names(cfg, train_raw) if cfg.model.task == "seq-cls" else None
-        self.labels = labels
+        self.labels = data.label_names(cfg, train_raw) if cfg.model.task == "seq-cls" else None
         train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
-        self.emit("phase", phase="loading model")
+        self.n_eval = len(val_ds) if val_ds is not None else 0
+        return train_ds, val_ds, stats
+
+    def _setup_model(self, pre, has_eval: bool):
+        """The base model as the method and the fast path need it, then the method (LoRA, QLoRA, ...) on top.
+        The KV cache and gradient checkpointing are configured here and nowhere else."""
+        from loratui.train import distributed, models, speed
+
+        cfg = self.cfg
         seed_everything(cfg.train.seed)  # before the model: a new head and the LoRA matrices start the same each run
         self.speed = sp = speed.resolve(cfg, self._cuda, models.load_model_config(cfg, pre.resolved).model_type)
         if sp.attention == speed.VARLEN:
             speed.register_varlen_attention()
-        explicit = cfg.train.attention != "auto" or sp.attention == speed.VARLEN
-        if self.strategy == "fsdp":  # FSDP's low-memory loading is switched on by TrainingArguments, before the load
+        fsdp = self.strategy == "fsdp"
+        if fsdp:  # FSDP's low-memory loading is switched on by TrainingArguments, before the load
             self._fsdp_args = distributed.fsdp_settings(models.build_meta_model(cfg), cfg.train.gradient_checkpointing)
-            self._training_args(pre.precision, has_eval=val_raw is not None)
-        model = models.load_model(cfg, pre.resolved, pre.precision, labels,
-                                  attn_implementation=sp.attention if explicit else None,
-                                  fsdp=self.strategy == "fsdp")
+            self._training_args(pre.precision, has_eval=has_eval)
+        explicit = cfg.train.attention != "auto" or sp.attention == speed.VARLEN
+        model = models.load_model(cfg, pre.resolved, pre.precision, self.labels,
+                                  attn_implementation=sp.attention if explicit else None, fsdp=fsdp)
         model.config.use_cache = False  # no KV cache in training (packed examples must not attend across)
-        if cfg.train.gradient_checkpointing and not cfg.quantized:
+        checkpointing = cfg.train.gradient_checkpointing
+        if checkpointing and not cfg.quantized:  # a quantized base gets it from its k-bit preparation
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
-        model = models.apply_method(cfg, model, gradient_checkpointing=cfg.train.gradient_checkpointing,
-                                    fsdp=self.strategy == "fsdp")
-        self.model = model
-        trainable, total = models.count_trainable(model)
-        args = self._training_args(pre.precision, has_eval=val_ds is not None)
-        self.trainer = trainer = trainer_class(self, token_counting_trainer())(
-            model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
-            data_collator=data.make_collator(cfg, tokenizer, packing=sp.packing, varlen=sp.attention == speed.VARLEN),
-            compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and val_ds is not None else None,
-            callbacks=[make_callback(self)],
-        )
+        self.model = models.apply_method(cfg, model, gradient_checkpointing=checkpointing, fsdp=fsdp)
+        return self.model
+
+    def _build_trainer(self, model, precision: str, train_ds, val_ds):
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+        from loratui.train import data, speed
+
+        cfg, sp = self.cfg, self.speed
+        self.args = args = self._training_args(precision, has_eval=val_ds is not None)
+        self.trainer = trainer = trainer_class(self, token_counting_trainer())(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=self.tokenizer,
+            data_collator=data.make_collator(cfg, self.tokenizer, packing=sp.packing,
+                                             varlen=sp.attention == speed.VARLEN),
+            compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and val_ds is not None else None,
+            callbacks=[EventsCallback(self)],
+        )
         trainer.remove_callback(PrinterCallback)  # our own progress line replaces its raw dict prints
         trainer.remove_callback(ProgressCallback)
-        self.n_eval = len(val_ds) if val_ds is not None else 0
-        max_steps = args.max_steps if args.max_steps > 0 else _steps_for(len(train_ds), cfg)
+        return trainer
+
+    def _announce(self, checkpoint, precision: str, train_ds, val_ds, stats) -> int:
+        """The ``started`` event and line: what runs, where, on how many cards, with which batch. Returns the
+        planned optimizer steps, as the Trainer counts them (per process under torchrun)."""
+        import torch
+
+        from loratui.train import models
+
+        cfg, w, sp, run = self.cfg, self.world, self.speed, self.run_dir
+        trainable, total = models.count_trainable(self.model)
+        max_steps = self._planned_steps(self.trainer, self.args,
+                                        cfg.train.max_steps or _steps_for(len(train_ds), cfg, w.size))
         device = torch.cuda.get_device_name() if self._cuda else "cpu"
+        effective = cfg.train.batch_size * w.size * cfg.train.grad_accum
+        n_val = len(val_ds) if val_ds is not None else 0
         self.emit("started", run=run.name, model=cfg.model.name, method=cfg.method.kind, task=cfg.model.task,
                   trainable_params=trainable, total_params=total, train_examples=len(train_ds),
-                  eval_examples=len(val_ds) if val_ds is not None else 0, max_steps=max_steps,
-                  epochs=cfg.train.epochs if not cfg.train.max_steps else None, device=device, precision=pre.precision,
-                  labels=labels, data_stats=stats, resumed=checkpoint is not None, speed=sp.as_event() | {"fused_cross_entropy": sp.liger and self._fused_ce()},
-                  world_size=w.size, distributed=self.strategy, gpus=self._gpus(), per_device_batch=cfg.train.batch_size,
-                  grad_accum=cfg.train.grad_accum, effective_batch=cfg.train.batch_size * w.size * cfg.train.grad_accum)
+                  eval_examples=n_val, max_steps=max_steps,
+                  epochs=cfg.train.epochs if not cfg.train.max_steps else None, device=device, precision=precision,
+                  labels=self.labels, data_stats=stats, resumed=checkpoint is not None,
+                  speed=sp.as_event() | {"fused_cross_entropy": sp.liger and self._fused_ce()},
+                  world_size=w.size, distributed=self.strategy, gpus=self._gpus(),
+                  per_device_batch=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, effective_batch=effective)
         self.echo(f"{run.name}: {cfg.method.kind} on {cfg.model.name}, trainable params: {trainable:,} of "
-                  f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / "
-                  f"{len(val_ds) if val_ds is not None else 0} eval examples, {max_steps} steps on {device}"
+                  f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / {n_val} eval examples, "
+                  f"{max_steps} steps on {device}"
                   + (f" x {w.size} ({self.strategy.upper()}), batch {cfg.train.batch_size} a card = "
-                     f"{cfg.train.batch_size * w.size * cfg.train.grad_accum} a step" if w.distributed else ""))
-        done_already = False
-        if checkpoint is not None:
-            step = int(checkpoint.name.split("-")[-1])
-            self.emit("resumed", checkpoint=str(checkpoint), step=step,
-                      skipped=[{"path": str(p), "reason": why} for p, why in skipped])
-            for p, why in skipped:
-                self.echo(f"skipping {p.name}: {why}")
-            self.echo(f"resuming from {checkpoint}")
-            done_already = step >= self._planned_steps(trainer, args, max_steps)
-        self.emit("phase", phase="training")
-        t0 = time.time()
-        if done_already:
-            # the checkpoint is at the last planned step: training again would run past max_steps and restart
-            # the schedule. Take its weights and state, and finish.
-            from transformers.trainer_callback import TrainerState
+                     f"{effective} a step" if w.distributed else ""))
+        return max_steps
 
-            self.echo(f"{checkpoint.name} is already at the last step ({step}/{max_steps}): nothing left to train")
-            trainer._load_from_checkpoint(str(checkpoint))
-            trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-            result = None
-        else:
-            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        stopped = self.stop_request.stop
-        eval_metrics = {}
-        if val_ds is not None and not stopped and self.last_eval_step != trainer.state.global_step:
-            eval_metrics = trainer.evaluate()
-        self.emit("phase", phase="saving")
-        out = self.save_output()
-        if os.environ.get("LORATUI_PROBE"):
-            self.save_probe()
-        if os.environ.get("LORATUI_TEST_RANK_WEIGHTS") and self.world.distributed:
-            from loratui.train.distributed import dump_trainable
+    def _resumed(self, checkpoint: Path, skipped, max_steps: int) -> bool:
+        """Say where the run resumes from (and which newer checkpoints were passed over). True when that
+        checkpoint is already at the last planned step."""
+        step = int(checkpoint.name.split("-")[-1])
+        self.emit("resumed", checkpoint=str(checkpoint), step=step,
+                  skipped=[{"path": str(p), "reason": why} for p, why in skipped])
+        for p, why in skipped:
+            self.echo(f"skipping {p.name}: {why}")
+        self.echo(f"resuming from {checkpoint}")
+        return step >= max_steps
 
-            dump_trainable(trainer.model, run.path, self.world, trainer.state.global_step)
-        step = trainer.state.global_step
-        if stopped:
+    def _finish_from(self, checkpoint: Path, max_steps: int):
+        """The checkpoint is at the last planned step: training again would run past max_steps and restart the
+        schedule. Take its weights and state, and finish."""
+        from transformers.trainer_callback import TrainerState
+
+        trainer = self.trainer
+        self.echo(f"{checkpoint.name} is already at the last step ({max_steps}/{max_steps}): nothing left to train")
+        trainer._load_from_checkpoint(str(checkpoint))
+        trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        return None
+
+    def _report(self, out: Path, result, seconds: float) -> int:
+        """The closing event and status: ``stopped`` (resumable) or ``finished`` with the last evaluation."""
+        run, step = self.run_dir, self.trainer.state.global_step
+        if self.stop_request.stop:
             ck = run.latest_checkpoint()
             self.emit("stopped", step=step, adapter=str(out), checkpoint=str(ck) if ck else None,
                       message=f"stopped by {self.stop_request.signal_name or 'request'} at step {step}")
             run.write_status(state="stopped", ended=round(time.time(), 3), step=step)
             self.echo(f"stopped at step {step}: adapter saved to {out}; resume with: loratui train --resume {run.path}")
             return 0
-        self.emit("finished", step=step, adapter=str(out), runtime_s=round(time.time() - t0, 2),
+        self.emit("finished", step=step, adapter=str(out), runtime_s=round(seconds, 2),
                   train_loss=result.training_loss if result is not None else None,
                   eval_loss=self.last_eval.get("eval_loss"), eval=self.last_eval or None)
         run.write_status(state="finished", ended=round(time.time(), 3), step=step)
@@ -518,8 +460,6 @@ class Engine:
 
     def save_output(self) -> Path:
         """Save the adapter (LoRA methods) or the trained model (full / head-only) plus tokenizer and metadata."""
-        import json
-
         from loratui.train.models import count_trainable
 
         import shutil
@@ -582,35 +522,6 @@ class Engine:
         (out / "loratui.json").write_text(json.dumps(meta, indent=1))
 
 
-    def save_probe(self) -> None:
-        """Logits of the trained model on a fixed input (bench/tests compare a reloaded adapter against them)."""
-        import torch
-
-        # accelerate wraps forward in autocast for mixed precision: unwrap to compare like-for-like with a reload
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model, keep_fp32_wrapper=False).eval()
-        ids = torch.arange(1, 33).unsqueeze(0) * 37 % max(8, model.config.vocab_size - 1) + 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device)).logits.float().cpu()
-        probe = {"input_ids": ids, "logits": logits}
-        if os.environ.get("LORATUI_PROBE") == "reload":  # diagnostics: reload the adapter in this same process
-            from peft import PeftModel
-
-            from loratui.train import models
-
-            base = models.load_model(self.cfg, models.resolve_model(self.cfg.model), models.choose_precision(self.cfg))
-            if not self.cfg.quantized:
-                base = base.to(model.device)
-            if self.cfg.quantized:
-                from peft import prepare_model_for_kbit_training
-
-                base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-            again = PeftModel.from_pretrained(base, str(self.run_dir.adapter_dir)).eval()
-            with torch.no_grad():
-                probe["same_process_logits"] = again(input_ids=ids.to(model.device)).logits.float().cpu()
-                probe["trained_again_logits"] = model(input_ids=ids.to(model.device)).logits.float().cpu()
-        torch.save(probe, self.run_dir.path / "probe.pt")
-
-
 class _SilentEvents:
     """Ranks other than 0 build their events (the callbacks read them) but write nothing."""
 
@@ -669,8 +580,9 @@ def token_counting_trainer():
     return LoratuiTrainer
 
 
-def _steps_for(n_examples: int, cfg: RunConfig) -> int:
-    per_epoch = math.ceil(n_examples / cfg.train.batch_size)
+def _steps_for(n_examples: int, cfg: RunConfig, world_size: int = 1) -> int:
+    """Optimizer steps for the configured epochs (the fallback when the Trainer cannot count its dataloader)."""
+    per_epoch = math.ceil(n_examples / (cfg.train.batch_size * world_size))
     updates = max(1, math.ceil(per_epoch / cfg.train.grad_accum))
     return max(1, math.ceil(updates * cfg.train.epochs))
 

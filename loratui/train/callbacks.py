@@ -1,0 +1,125 @@
+"""The engine's Trainer callback and the stop request it reads (signals set it; every rank agrees on it)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from transformers import TrainerCallback
+
+from loratui.core.fmt import format_duration
+
+if TYPE_CHECKING:
+    from loratui.train.engine import Engine
+
+
+class StopRequest:
+    """Set from signal handlers; read by the Trainer callback at each step end."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.checkpoint = False
+        self.signal_name = ""
+        self.training = False
+        self.saving = False  # a checkpoint or the final adapter is being written
+        self.ignored: list[str] = []  # signals that arrived while stopping/saving (noted, not acted on)
+
+
+def progress_line(ev: dict) -> str:
+    parts = [f"step {ev['step']}/{ev.get('max_steps') or '?'}", f"epoch {ev.get('epoch', 0):.2f}"]
+    if ev.get("loss") is not None:
+        parts.append(f"loss {ev['loss']:.4f}")
+    if ev.get("lr") is not None:
+        parts.append(f"lr {ev['lr']:.2e}")
+    if ev.get("tokens_per_s"):
+        parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
+    if ev.get("eta_s") is not None:
+        parts.append(f"ETA {format_duration(ev['eta_s'])}")
+    return " | ".join(parts)
+
+
+class EventsCallback(TrainerCallback):
+    """Turns the Trainer's progress into events (step, eval, checkpoint) and applies stop / checkpoint-now requests.
+
+    Only cheap work here (a dict, a JSON line): heavy Python in the training process slows every step (GIL).
+    max_steps comes from the Trainer's state, never recomputed.
+    """
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.t0 = time.monotonic()
+        self.last_t = self.t0
+        self.last_tokens = 0
+        self.last_step_t: float | None = None
+        self.start_step = 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = self.last_t = time.monotonic()
+        self.start_step = state.global_step
+        self.last_tokens = 0
+        self.mark = None  # (time, tokens, step) of this process's first logged step
+        from loratui.train.distributed import Agreement
+
+        self.agree = Agreement(self.engine.world)
+        self.engine.stop_request.training = True
+        if args.eval_on_start and state.global_step == 0 and self.engine.n_eval:
+            self.engine.emit("phase", phase="evaluating the base model")
+            self.engine.echo(f"evaluating the base model on {self.engine.n_eval} examples...")
+
+    def on_step_end(self, args, state, control, **kw):
+        req = self.engine.stop_request
+        if self.engine.world is not None and self.engine.world.distributed:  # every rank stops / saves at the same step
+            req.stop, req.checkpoint = self.agree(req.stop, req.checkpoint)
+        if req.checkpoint:
+            req.checkpoint = False
+            control.should_save = True
+        if req.stop:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        now = time.monotonic()
+        if "loss" in logs or "train_loss" not in logs and "eval_loss" not in logs and "learning_rate" in logs:
+            tokens = self.engine.trainer.tokens_seen() if self.engine.trainer is not None else 0
+            tps = eta = None
+            if self.mark is not None:  # rates from the second line on: the first step pays for warm-up
+                t_mark, n_mark, step_mark = self.mark
+                dt = now - self.last_t
+                tps = (tokens - self.last_tokens) / dt if dt > 0 and tokens > self.last_tokens else None
+                if state.global_step > step_mark:
+                    eta = (now - t_mark) / (state.global_step - step_mark) * (state.max_steps - state.global_step)
+            else:
+                self.mark = (now, tokens, state.global_step)
+            self.last_t, self.last_tokens = now, tokens
+            elapsed = now - self.t0
+            ev = self.engine.emit(
+                "step", step=state.global_step, max_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
+                loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                tokens_per_s=round(tps, 1) if tps else None, tokens_seen=tokens, elapsed=round(elapsed, 2),
+                eta_s=round(eta, 1) if eta is not None else None)
+            self.engine.progress(ev)
+            self.engine.emit_memory(state.global_step)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        metrics = metrics or {}
+        data = {k[len("eval_"):] if k.startswith("eval_") and k != "eval_loss" else k: v
+                for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
+        loss = metrics.get("eval_loss")
+        if loss is not None and self.engine.cfg.model.task == "causal-lm":
+            data["perplexity"] = round(math.exp(min(loss, 50)), 4)
+        self.engine.last_eval_step = state.global_step
+        self.engine.last_eval = data  # the finished event carries the last evaluation's metrics
+        ev = self.engine.emit("eval", step=state.global_step, epoch=round(state.epoch or 0, 4), **data)
+        self.engine.progress(ev)
+        if state.global_step == 0:
+            self.engine.emit("phase", phase="training")
+            # tokens/s and the ETA count training time only
+            self.t0 = self.last_t = time.monotonic()
+            self.mark = None
+
+    def on_save(self, args, state, control, **kw):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.engine.emit("checkpoint", step=state.global_step, path=str(path))
