@@ -188,7 +188,7 @@ class EstimatePanel(Static):
             lines.append(Text(f"{how}: {gib(need)} GiB a card", style="bold"))
             if strategy != "none":
                 lines.append(Text("a full replica on each card" if strategy == "ddp" else
-                                  "weights, grads, optimizer sharded", style="dim"))
+                                  "weights, grads, optim. sharded", style="dim"))
         for g in r.gpus:
             mine = g.index in chosen
             free = f" {gib(g.memory_free)} free" if getattr(g, "memory_free", None) is not None else " free N/A"
