@@ -15,7 +15,13 @@ def test_every_sample_config_loads():
     files = sorted((REPO / "sample_configs").glob("*.yaml"))
     assert {f.stem for f in files} >= {"smollm2-demo", "minilm-sentiment", "llama3-8b-qlora", "mistral-7b-qlora",
                                        "gpt2-qlora"}
+    from loratui.core.study import is_study_file, load_study
+
     for f in files:
+        if is_study_file(f):  # a study: a base config and a grid, each expanded run a valid config
+            study = load_study(f)
+            assert study.runs and study.base.model.name
+            continue
         cfg = load_config(f)
         assert cfg.model.name
 
