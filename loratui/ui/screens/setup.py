@@ -39,6 +39,8 @@ HELP_TEXT = (
     "Every field is checked as you type; a red line under a field says what is wrong, and launch waits until "
     "nothing is. The panel on the right recomputes half a second after you stop typing: trainable parameters, "
     "the memory this config needs next to full fine-tuning and QLoRA, and whether it fits the GPU's free memory. "
+    "On a box with several cards it lists them: the ones GPUs (train.gpus: auto, a count, or indices like 0,2) "
+    "chooses are marked, each with whether the per-card need fits it, and the effective batch a step. "
     "Preview shows the first training examples as the model sees them, with the tokens that carry the loss "
     "highlighted. Launch checks the config (preflight), creates the run folder, starts the engine as its own "
     "process and opens the monitor."
