@@ -66,3 +66,31 @@ def test_linear_layers_per_architecture(tiny_llama, tiny_gpt2, tiny_bert):
     assert layers(tiny_gpt2) == ["c_attn", "c_fc", "c_proj"]
     bert = layers(tiny_bert, task="seq-cls")
     assert {"query", "key", "value", "dense"} <= set(bert) and "classifier" not in bert
+
+
+def test_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(monkeypatch):
+    """Without HF_HUB_OFFLINE an unreachable hub used to cost the hub client's five retries (29 s) per lookup."""
+    import socket
+    import time
+
+    from loratui.core.config import RunConfig
+    from loratui.core.errors import ModelError
+    from loratui.train import models
+
+    calls = []
+
+    def no_network(address, timeout=None):
+        calls.append(address)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(models, "_HUB_REACHABLE", {})
+    cfg = RunConfig.model_validate({"model": {"name": "someone/not-cached-model-xyz"}})
+    t = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(ModelError) as err:
+            models.load_model_config(cfg)
+        assert err.value.field == "model.name" and "hub is offline" in str(err.value)
+        assert "Network is unreachable" in str(err.value) and "local folder" in err.value.hint
+    assert time.monotonic() - t < 5 and len(calls) == 1  # asked once, remembered

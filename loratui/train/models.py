@@ -205,6 +205,38 @@ def _hub_error(resolved: ResolvedModel, err: Exception) -> ModelError:
 
 
 _CONFIG_CACHE: dict[tuple, object] = {}
+_HUB_REACHABLE: dict[str, str | None] = {}
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the model hub cannot be reached (None when it can), found with one TCP connection and remembered for the
+    process: without it, an offline machine waits through the hub client's five retries (about 30 s) per lookup."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return None  # the hub client then fails at once by itself, from its local cache
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    if host not in _HUB_REACHABLE:
+        import socket
+
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _HUB_REACHABLE[host] = None
+        except OSError as err:
+            _HUB_REACHABLE[host] = f"{host}:{port} cannot be reached ({err.strerror or type(err).__name__})"
+    return _HUB_REACHABLE[host]
+
+
+def _cached_on_disk(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id, or no cache
+        return False
 
 
 def load_model_config(cfg: RunConfig, resolved: ResolvedModel | None = None):
@@ -215,6 +247,11 @@ def load_model_config(cfg: RunConfig, resolved: ResolvedModel | None = None):
 
     resolved = resolved or resolve_model(cfg.model)
     key = (resolved.path, resolved.gguf_file, cfg.model.trust_remote_code)
+    if key not in _CONFIG_CACHE and not resolved.local and not _cached_on_disk(resolved.path):
+        why = hub_unreachable()
+        if why:
+            raise ModelError(f"'{resolved.path}' is not a local folder and the hub is offline: {why}",
+                             field="model.name", hint="give a local folder (or a .gguf file), or connect and retry")
     if key not in _CONFIG_CACHE:
         try:
             _CONFIG_CACHE[key] = AutoConfig.from_pretrained(
