@@ -444,3 +444,19 @@ def test_snapshot_monitor_two_ranks_80x24(tmp_path, monkeypatch, snap_compare):
     monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(snap))
     assert snap_compare(_snap_app(runs / "smollm2-ddp2"), terminal_size=(80, 24),
                         run_before=lambda pilot: _settle(pilot, "finished"))
+
+
+async def test_eight_ranks_take_a_line_a_card(tmp_path, monkeypatch):
+    """8 cards: one line a card (utilisation, rank, memory), so the lr sparkline still shows at 80x24."""
+    from fixtures import multi_gpu_snapshot
+
+    runs = _multi_runs(tmp_path, monkeypatch)
+    snap = multi_gpu_snapshot(8, ranks={300 + r: r for r in range(8)})
+    monkeypatch.setattr(monitor, "make_sampler", lambda pid: FixedSampler(snap))
+    app = _snap_app(runs / "smollm2-ddp2")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot, "finished")
+        text = screen_text(app)
+        for r in range(8):
+            assert f"GPU {r}  {97 - r}% rank {r} {11.5 + r:.1f}/80 GiB" in text
+        assert "lr 0.00e+00" in text and "▁▁▁" in text

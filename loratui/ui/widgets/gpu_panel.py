@@ -137,6 +137,17 @@ class GpuPanel(Widget):
         """A run on several cards: two lines a card (name and utilisation; each rank's process memory, or the
         card's memory while no rank holds any), so 4 cards fit the side panel at 80x24."""
         lines: list[Text] = []
+        if len(gpus) > 4:  # 8 cards: one line a card (memory as text), so the panel still fits 80x24
+            for g in gpus:
+                procs = snap.run_processes(g) if snap.run_pids else []
+                who, used = procs[0] if procs else ("mem", g.memory_used)
+                total = "N/A" if g.memory_total is None else f"{g.memory_total / 1024**3:.0f}"
+                line = Text.assemble((f"GPU {g.index} ", "bold"),
+                                     (f"{_na(g.utilization, '{}%'):>4}", _level_style(g.utilization, 101, 101)),
+                                     f" {who} {_gib(used)}/{total} GiB", no_wrap=True, overflow="ellipsis")
+                line.truncate(width, overflow="ellipsis")
+                lines.append(line)
+            return lines
         for g in gpus:
             label = f"GPU {g.index}"
             name = (g.name or "N/A").removeprefix("NVIDIA ")
