@@ -148,7 +148,8 @@ def test_launch_records_what_it_started_and_the_app_can_attach_at_once(tmp_path,
     run = make_run(tmp_path)
     run.events_path.unlink()
     monkeypatch.setattr(runs, "engine_command",
-                        lambda r, resume=False: [sys.executable, "-c", STANDIN, "loratui", "engine", str(r.path)])
+                        lambda r, resume=False, processes=1: [sys.executable, "-c", STANDIN, "loratui", "engine",
+                                                               str(r.path)])
     pid = runs.launch_detached(run)
     procs.append(_Adopt(pid))
     launch = json.loads(run.launch_path.read_text())
