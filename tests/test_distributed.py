@@ -198,3 +198,43 @@ def test_device_plan_uses_exactly_the_chosen_cards():
     with pytest.raises(ConfigError):
         plan(gpus=[7])
     assert plan_devices(RunConfig(), []).processes == 1  # CPU
+
+
+def test_two_nodes_rendezvous_and_train_as_one_run(tmp_path, tiny_llama):
+    """Multi-node on one machine: two 'nodes' of one process each meet at a c10d rendezvous (gloo on CPU)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = make_run(tmp_path, tiny_llama, "nodes", nodes=2, rdzv_endpoint=f"127.0.0.1:{port}")
+    # what `loratui train` prints for the other nodes names the same rendezvous and run folder
+    from loratui.core.supervisor import other_node_command
+
+    line = other_node_command(run, 1, 2, f"127.0.0.1:{port}")
+    assert "--nnodes=2" in line and f"--rdzv-endpoint=127.0.0.1:{port}" in line and str(run.path) in line
+    nodes = [engine(run, 1, wait=False) for _ in range(2)]
+    assert [p.wait(240) for p in nodes] == [0, 0], run.log_path.read_text()[-3000:]
+    assert len(events(run, "started")) == 1 and events(run, "started")[0]["world_size"] == 2
+    assert events(run, "finished")[-1]["step"] == 6 and run.state() == "finished"
+
+
+def test_the_failed_rank_is_the_one_that_died_not_the_one_that_noticed(tmp_path):
+    """A rank killed by a signal writes no report; the survivor reports a broken connection. The event names the
+    dead rank (torchrun's root cause), and otherwise the earliest report."""
+    import json
+
+    from loratui.core.supervisor import rank_failure
+
+    run = runs.RunDir(tmp_path / "r")
+    (run.path / "ranks").mkdir(parents=True)
+    (run.path / "ranks" / "rank-0.json").write_text(json.dumps(
+        {"rank": 0, "error": "RuntimeError", "message": "Connection reset by peer", "time": 10.0}))
+    run.log_path.write_text("Failures:\n[1]:\n  time      : x\n  host      : localhost\n"
+                            "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 42)\n")
+    cause = rank_failure(run)
+    assert cause["rank"] == 1 and "SIGKILL" in cause["message"]
+    run.log_path.write_text("")
+    (run.path / "ranks" / "rank-1.json").write_text(json.dumps(
+        {"rank": 1, "error": "OutOfMemoryError", "message": "CUDA out of memory", "time": 9.0}))
+    assert rank_failure(run)["rank"] == 1 and rank_failure(run)["error"] == "OutOfMemoryError"
