@@ -238,3 +238,29 @@ def test_the_failed_rank_is_the_one_that_died_not_the_one_that_noticed(tmp_path)
     (run.path / "ranks" / "rank-1.json").write_text(json.dumps(
         {"rank": 1, "error": "OutOfMemoryError", "message": "CUDA out of memory", "time": 9.0}))
     assert rank_failure(run)["rank"] == 1 and rank_failure(run)["error"] == "OutOfMemoryError"
+
+
+def test_a_launch_pinned_to_one_card_starts_one_process(tmp_path, tiny_llama, monkeypatch):
+    """The queue pins a run to a free card: the launcher plans among the pinned cards, not every visible one."""
+    from loratui.core import gpu as gpu_mod
+
+    cards = [GpuInfo(index=i, name="NVIDIA H100") for i in range(4)]
+    from loratui.core import devices
+
+    fake = lambda visible_only=True, env=...: cards  # noqa: E731
+    monkeypatch.setattr(gpu_mod, "query_gpus", fake)
+    monkeypatch.setattr(devices, "query_gpus", fake)
+    run = make_run(tmp_path, tiny_llama, "pinned")
+    started = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None, **kw):
+            started.append((cmd, env))
+            self.pid = os.getpid()
+
+    monkeypatch.setattr(runs.subprocess, "Popen", FakePopen)
+    runs.launch_detached(run, env={"CUDA_VISIBLE_DEVICES": "2"})
+    runs.launch_detached(run)
+    (pinned_cmd, pinned_env), (all_cmd, all_env) = started
+    assert "--nproc" not in pinned_cmd and pinned_env["CUDA_VISIBLE_DEVICES"] == "2"
+    assert all_cmd[-2:] == ["--nproc", "4"] and all_env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"

@@ -417,8 +417,14 @@ def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = Non
     status.json stays the engine's: what was launched goes to launch.json, so a reader attaches at once."""
     from loratui.core.devices import plan_devices
 
+    from loratui.core.gpu import query_gpus
+
     launched = round(now(), 3)
-    plan = plan_devices(run.config())
+    pinned = (env or {}).get("CUDA_VISIBLE_DEVICES")
+    # a caller that pins cards (the queue: one run a free card) plans among those cards only
+    cards = None if pinned is None else [g for g in query_gpus(visible_only=False)
+                                         if str(g.index) in pinned.split(",")]
+    plan = plan_devices(run.config(), cards)
     env = {**plan.env(), **(env or {})}
     cmd = engine_command(run, resume, processes if processes is not None else plan.processes)
     log = open(run.log_path, "ab")
