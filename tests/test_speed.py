@@ -88,3 +88,26 @@ def test_packed_rows_through_varlen_attention_match_each_example_alone(monkeypat
         model.set_attn_implementation("sdpa")
         alone = torch.cat([model(input_ids=torch.tensor([e])).logits[0] for e in examples])
     torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_the_engine_builds_its_trainer_arguments_from_the_fast_path(tmp_path):
+    """Guards the defaults: the TrainingArguments the engine builds carry the levers speed.resolve chose."""
+    from loratui.core.runs import RunDir
+    from loratui.train.engine import Engine
+
+    engine = Engine(RunDir(tmp_path))
+    engine.cfg = cfg()
+    engine._cuda = False
+    engine.speed = speed.Speed(packing=True, attention=speed.VARLEN, liger=False, optimizer="adamw_torch_fused",
+                               compile=False)
+    args = engine._training_args("fp32", has_eval=False)
+    assert args.optim == "adamw_torch_fused"
+    assert args.include_num_input_tokens_seen in ("no", False)  # no host sync a step: the trainer counts tokens
+    assert args.ddp_find_unused_parameters is False and not args.torch_compile and not args.use_liger_kernel
+    engine.speed = speed.Speed(packing=True, attention=speed.VARLEN, liger=True, optimizer="adamw_torch_fused",
+                               compile=False)
+    try:
+        args = engine._training_args("fp32", has_eval=False)
+    except ImportError:  # transformers checks liger-kernel is installed (GPU boxes only)
+        return
+    assert args.use_liger_kernel and args.liger_kernel_config["fused_linear_cross_entropy"] is True
