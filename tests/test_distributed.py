@@ -264,3 +264,25 @@ def test_a_launch_pinned_to_one_card_starts_one_process(tmp_path, tiny_llama, mo
     (pinned_cmd, pinned_env), (all_cmd, all_env) = started
     assert "--nproc" not in pinned_cmd and pinned_env["CUDA_VISIBLE_DEVICES"] == "2"
     assert all_cmd[-2:] == ["--nproc", "4"] and all_env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+
+
+def test_loratui_train_on_several_cards_goes_through_torchrun_never_one_process(tmp_path, tiny_llama, monkeypatch):
+    """The defect this guards: with two cards visible, one process trained with DataParallel and a doubled batch."""
+    from loratui.cli import main as cli_main
+    from loratui.core import devices, supervisor
+    from loratui.core.devices import DevicePlan
+    from loratui.train import engine as engine_mod
+
+    plan = DevicePlan(gpus=(0, 1), names=("H100", "H100"), processes=2, distributed="auto", per_device_batch=2)
+    monkeypatch.setattr(devices, "plan_devices", lambda cfg, gpus=None: plan)
+    calls = []
+    monkeypatch.setattr(supervisor, "supervise", lambda run, n, **kw: calls.append((run.name, n)) or 0)
+    monkeypatch.setattr(engine_mod.Engine, "run", lambda self: pytest.fail("trained in one process"))
+    for var in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):  # the CLI sets them: restored after the test
+        monkeypatch.setenv(var, "")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name": str(tiny_llama)}, "data": {"source": "sample:text-sample.jsonl",
+                                                                            "format": "text"},
+                                   "output": {"runs_dir": str(tmp_path / "runs"), "name": "two"}}))
+    assert cli_main(["train", str(cfg)]) == 0
+    assert calls == [("two", 2)] and os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
