@@ -58,6 +58,21 @@ def make_data(path: Path, n: int = 3000) -> None:
             fh.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(words))}) + "\n")
 
 
+def workspace(shape: str, tokenizer: str) -> tuple[Path, Path, Path, Path]:
+    """$OUT, the work folder, the random-init model of ``shape`` and the synthetic data (made once per machine)."""
+    out = Path(os.environ.get("OUT", "/tmp/bench-out"))
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path("/tmp/bench-work")
+    work.mkdir(exist_ok=True)
+    model_dir = work / f"llama-{shape}"
+    t = time.time()
+    make_model(shape, model_dir, Path(tokenizer))
+    print(f"model {shape} ready in {time.time() - t:.0f}s", flush=True)
+    data = work / "data.jsonl"
+    make_data(data)
+    return out, work, model_dir, data
+
+
 def config_for(method: str, model_dir: Path, data: Path, runs: Path, args) -> dict:
     lora_all = method == "qlora"
     return {
@@ -176,16 +191,7 @@ def main() -> int:
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
-    out = Path(os.environ.get("OUT", "/tmp/bench-out"))
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/bench-work")
-    work.mkdir(exist_ok=True)
-    model_dir = work / f"llama-{args.shape}"
-    t = time.time()
-    make_model(args.shape, model_dir, Path(args.tokenizer))
-    print(f"model {args.shape} ready in {time.time() - t:.0f}s", flush=True)
-    data = work / "data.jsonl"
-    make_data(data)
+    out, work, model_dir, data = workspace(args.shape, args.tokenizer)
     results = []
     for method in args.methods.split(","):
         runs = work / f"runs-{args.shape}{'-packed' if args.packing else ''}{args.tag}"

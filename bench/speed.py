@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_engine import SHAPES, make_data, make_model  # noqa: E402
+from gpu_engine import SHAPES, workspace  # noqa: E402
 
 CARD_PEAK = [0.0]
 PEAK_BF16 = 989.4e12  # H100 / H200 SXM dense bf16 FLOP/s
@@ -199,16 +199,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each side before it is killed")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
     args = ap.parse_args()
-    out = Path(os.environ.get("OUT", "/tmp/bench-out"))
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/bench-work")
-    work.mkdir(exist_ok=True)
-    model_dir = work / f"llama-{args.shape}"
-    t = time.time()
-    make_model(args.shape, model_dir, Path(args.tokenizer))
-    print(f"model {args.shape} ready in {time.time() - t:.0f}s", flush=True)
-    data = work / "data.jsonl"
-    make_data(data)
+    out, _, model_dir, data = workspace(args.shape, args.tokenizer)
     results = [] if args.no_seed else [seed_side(args, model_dir, data, out)]
     if results:
         print(json.dumps(results[-1]), flush=True)

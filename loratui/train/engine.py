@@ -43,7 +43,9 @@ class Engine:
         self.tokenizer = None
         self.last_eval_step = -1
         self.labels: list[str] | None = None
-        self.n_eval = 0
+        self.n_eval = 0  # examples in each evaluation during training (the curve)
+        self.full_eval = None  # the whole held-out set when the curve uses a slice of it (data.eval_samples)
+        self.eval_final = False  # set while the closing evaluation on the whole held-out set runs
         self.last_eval: dict = {}
         self._cuda = False
         self.world = None  # loratui.train.distributed.World, set when the run starts
@@ -254,8 +256,9 @@ class Engine:
         t0 = time.time()
         result = self._finish_from(checkpoint, max_steps) if done else \
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if val_ds is not None and not self.stop_request.stop and self.last_eval_step != trainer.state.global_step:
-            trainer.evaluate()
+        if val_ds is not None and not self.stop_request.stop and (
+                self.full_eval is not None or self.last_eval_step != trainer.state.global_step):
+            self._final_eval(trainer)
         self.emit("phase", phase="saving")
         out = self.save_output()
         if os.environ.get("LORATUI_TEST_RANK_WEIGHTS") and self.world.distributed:
@@ -298,8 +301,22 @@ class Engine:
         train_raw, val_raw = data.load_splits(cfg)
         self.labels = data.label_names(cfg, train_raw) if cfg.model.task == "seq-cls" else None
         train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
+        n = cfg.data.eval_samples
+        if val_ds is not None and n is not None and n < len(val_ds):
+            self.full_eval, val_ds = val_ds, val_ds.select(range(n))  # the curve on a slice, the end on all
         self.n_eval = len(val_ds) if val_ds is not None else 0
         return train_ds, val_ds, stats
+
+    def _final_eval(self, trainer) -> None:
+        """The closing evaluation: on the whole held-out set when the curve used a slice of it (its ``eval``
+        event says ``final`` and how many examples), else on the curve's set at a step it has not seen."""
+        if self.full_eval is not None:
+            self.echo(f"evaluating on all {len(self.full_eval)} held-out examples...")
+        self.eval_final = True
+        try:
+            trainer.evaluate(eval_dataset=self.full_eval)  # None: the trainer's own eval set
+        finally:
+            self.eval_final = False
 
     def _setup_model(self, pre, has_eval: bool):
         """The base model as the method and the fast path need it, then the method (LoRA, QLoRA, ...) on top.
@@ -357,16 +374,18 @@ class Engine:
         device = torch.cuda.get_device_name() if self._cuda else "cpu"
         effective = cfg.train.batch_size * w.size * cfg.train.grad_accum
         n_val = len(val_ds) if val_ds is not None else 0
+        n_final = len(self.full_eval) if self.full_eval is not None else n_val
         self.emit("started", run=run.name, model=cfg.model.name, method=cfg.method.kind, task=cfg.model.task,
                   trainable_params=trainable, total_params=total, train_examples=len(train_ds),
-                  eval_examples=n_val, max_steps=max_steps,
+                  eval_examples=n_val, final_eval_examples=n_final, max_steps=max_steps,
                   epochs=cfg.train.epochs if not cfg.train.max_steps else None, device=device, precision=precision,
                   labels=self.labels, data_stats=stats, resumed=checkpoint is not None,
                   speed=sp.as_event() | {"fused_cross_entropy": sp.liger and self._fused_ce()},
                   world_size=w.size, distributed=self.strategy, gpus=self._gpus(),
                   per_device_batch=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, effective_batch=effective)
         self.echo(f"{run.name}: {cfg.method.kind} on {cfg.model.name}, trainable params: {trainable:,} of "
-                  f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / {n_val} eval examples, "
+                  f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / {n_val} eval examples"
+                  f"{f' (all {n_final} at the end)' if n_final != n_val else ''}, "
                   f"{max_steps} steps on {device}"
                   + (f" x {w.size} ({self.strategy.upper()}), batch {cfg.train.batch_size} a card = "
                      f"{effective} a step" if w.distributed else ""))
@@ -693,23 +712,10 @@ def disk_full_error(folder: Path, what: str, needed_bytes: int) -> DiskFullError
                               + str(folder.parent if folder.name == "checkpoints" else folder))
 
 
-def _fsync_tree(folder: Path) -> None:
-    for p in [*sorted(folder.rglob("*")), folder]:
-        try:
-            fd = os.open(p, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush one file's or folder's entry to disk (best effort: some filesystems refuse)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -718,6 +724,15 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in [*sorted(folder.rglob("*")), folder]:
+        _fsync(p)
+
+
+def _fsync_dir(folder: Path) -> None:
+    _fsync(folder)
 
 
 def batch_shape(inputs) -> dict:
