@@ -66,6 +66,55 @@ def test_lora_run_on_tiny_llama_writes_events_and_adapter(tmp_path, tiny_llama, 
     assert runs.RunDir(run.path).config().lora.r == 4
 
 
+def test_eval_samples_cuts_the_curve_and_the_final_eval_uses_every_held_out_example(tmp_path, tiny_llama, runs_dir):
+    """data.eval_samples: the base model and the in-training evals see the first N held-out examples; the whole
+    held-out set is evaluated once at the end, and that is the finished event's (and the summary's) eval."""
+    from loratui.train import engine as engine_mod
+
+    seen: list[int] = []
+    original = engine_mod.Engine._build_trainer
+
+    def spy(self, model, precision, train_ds, val_ds):
+        trainer = original(self, model, precision, train_ds, val_ds)
+        evaluate = trainer.evaluate
+
+        def counting(eval_dataset=None, *args, **kwargs):
+            seen.append(len(eval_dataset if eval_dataset is not None else trainer.eval_dataset))
+            return evaluate(eval_dataset, *args, **kwargs)
+
+        trainer.evaluate = counting
+        return trainer
+
+    cfg = write_config(tmp_path, tiny_llama, runs_dir, data={"eval_samples": 5})
+    engine_mod.Engine._build_trainer = spy
+    try:
+        assert cli_main(["train", str(cfg)]) == 0
+    finally:
+        engine_mod.Engine._build_trainer = original
+    run = runs.RunDir(runs_dir / "r1")
+    started = next(e for e in run.events() if e["kind"] == "started")
+    n_all = started["final_eval_examples"]
+    assert started["eval_examples"] == 5 and n_all == 12  # 48 examples, a quarter held out
+    evals = [e for e in run.events() if e["kind"] == "eval"]
+    # steps 0 (base model), 3 and 6 on the slice, then step 6 again on all 12
+    assert [(e["step"], e["examples"]) for e in evals] == [(0, 5), (3, 5), (6, 5), (6, 12)]
+    assert seen == [5, 5, 5, 12]
+    assert evals[-1]["final"] is True and not any(e.get("final") for e in evals[:-1])
+    assert evals[-1]["eval_loss"] != evals[-2]["eval_loss"]
+    finished = next(e for e in run.events() if e["kind"] == "finished")
+    assert finished["eval_loss"] == evals[-1]["eval_loss"]
+    summary = runs.summarize(run)
+    assert summary.final_eval["eval_loss"] == evals[-1]["eval_loss"]
+    assert "examples" not in summary.final_eval and "final" not in summary.final_eval
+
+
+def test_eval_samples_default_evaluates_everything_once_at_the_last_step(tmp_path, tiny_llama, runs_dir):
+    cfg = write_config(tmp_path, tiny_llama, runs_dir, data={"eval_samples": 100})  # more than held out: all
+    assert cli_main(["train", str(cfg)]) == 0
+    evals = [e for e in runs.RunDir(runs_dir / "r1").events() if e["kind"] == "eval"]
+    assert [(e["step"], e["examples"]) for e in evals] == [(0, 12), (3, 12), (6, 12)]
+
+
 def test_adapter_reload_gives_the_same_outputs(tmp_path, tiny_llama, runs_dir):
     import torch
     from peft import PeftModel

@@ -157,6 +157,9 @@ class DataSection(Section):
     """Longest example in tokens; longer ones are truncated."""
     max_samples: Optional[int] = Field(None, ge=1, le=10**12)
     """Use only the first N training examples."""
+    eval_samples: Optional[int] = Field(None, ge=1, le=10**12)
+    """Evaluate on only the first N held-out examples during training (the curve, base model included); the whole
+    held-out set is evaluated once at the end and that is the final eval. Empty: all of them every time."""
     system_prompt: Optional[str] = None
     """System message prepended to chat/alpaca examples rendered with a chat template."""
     packing: Switch = "auto"

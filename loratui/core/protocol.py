@@ -129,6 +129,9 @@ class StartedEvent(Event):
     total_params: Optional[int] = None
     train_examples: Optional[int] = None
     eval_examples: Optional[int] = None
+    """Held-out examples in each evaluation during training (``data.eval_samples`` may cut the curve's set)."""
+    final_eval_examples: Optional[int] = None
+    """Held-out examples in the closing evaluation (the whole held-out set)."""
     max_steps: Optional[int] = None
     epochs: Optional[float] = None
     device: Optional[str] = None
@@ -563,7 +566,7 @@ class RunSummary:
         })
 
 
-_EVAL_SKIP = ("kind", "time", "step", "epoch")
+_EVAL_SKIP = ("kind", "time", "step", "epoch", "examples", "final")
 
 
 class RunFold:

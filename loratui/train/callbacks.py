@@ -110,6 +110,11 @@ class EventsCallback(TrainerCallback):
         loss = metrics.get("eval_loss")
         if loss is not None and self.engine.cfg.model.task == "causal-lm":
             data["perplexity"] = round(math.exp(min(loss, 50)), 4)
+        final = self.engine.eval_final
+        data["examples"] = len(self.engine.full_eval) if final and self.engine.full_eval is not None \
+            else self.engine.n_eval
+        if final:
+            data["final"] = True
         self.engine.last_eval_step = state.global_step
         self.engine.last_eval = data  # the finished event carries the last evaluation's metrics
         ev = self.engine.emit("eval", step=state.global_step, epoch=round(state.epoch or 0, 4), **data)
