@@ -66,7 +66,8 @@ def test_lora_run_on_tiny_llama_writes_events_and_adapter(tmp_path, tiny_llama, 
     assert runs.RunDir(run.path).config().lora.r == 4
 
 
-def test_eval_samples_cuts_the_curve_and_the_final_eval_uses_every_held_out_example(tmp_path, tiny_llama, runs_dir):
+def test_eval_samples_cuts_the_curve_and_the_final_eval_uses_every_held_out_example(tmp_path, tiny_llama, runs_dir,
+                                                                                    capsys):
     """data.eval_samples: the base model and the in-training evals see the first N held-out examples; the whole
     held-out set is evaluated once at the end, and that is the finished event's (and the summary's) eval."""
     from loratui.train import engine as engine_mod
@@ -106,6 +107,8 @@ def test_eval_samples_cuts_the_curve_and_the_final_eval_uses_every_held_out_exam
     summary = runs.summarize(run)
     assert summary.final_eval["eval_loss"] == evals[-1]["eval_loss"]
     assert "examples" not in summary.final_eval and "final" not in summary.final_eval
+    out = capsys.readouterr().out
+    assert "5 eval examples (all 12 at the end)" in out and "final eval on all 12 held-out examples" in out
 
 
 def test_eval_samples_default_evaluates_everything_once_at_the_last_step(tmp_path, tiny_llama, runs_dir):

@@ -63,7 +63,9 @@ class Engine:
             self.echo(progress_line(ev))
         elif ev["kind"] == "eval":
             shown = {k: ev[k] for k in ("eval_loss", "perplexity", "accuracy", "f1") if ev.get(k) is not None}
-            self.echo(f"eval at step {ev['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+            where = f"final eval on all {ev['examples']} held-out examples" if ev.get("final") and self.full_eval \
+                is not None else f"eval at step {ev['step']}"
+            self.echo(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
 
     def emit_memory(self, step: int) -> None:
         if not self._cuda:
