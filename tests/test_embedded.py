@@ -32,7 +32,7 @@ def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 8
     assert evals[-1]["eval_loss"] < 0.7 * evals[0]["eval_loss"], evals
     started = _events(run, "started")[0]
-    assert started["model"] == "smollm2-135m-instruct" and started["trainable_params"] == 921_600
+    assert started["model"] == "smollm2-135m-instruct" and started["trainable_params"] == 4_884_480
 
     from loratui.train.generate import complete, load_for_inference
 
