@@ -385,7 +385,7 @@ async def test_real_estimate_for_the_demo(monkeypatch):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         text = panel_text(app)
-        assert "trainable 921,600 of 135,436,608" in text
+        assert "trainable 4,884,480 of 139,399,488" in text
         assert app.screen.known_layers() and "q_proj" in app.screen.known_layers()
 
 
