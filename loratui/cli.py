@@ -161,6 +161,7 @@ def cmd_train(args) -> int:
         print(f"run folder: {run.path}", flush=True)
     from loratui.core.devices import plan_devices
 
+    endpoint = run.config().train.rdzv_endpoint or ""
     plan = plan_devices(run.config())
     print(f"devices: {plan.describe()}", flush=True)
     for note in plan.notes:
@@ -168,7 +169,6 @@ def cmd_train(args) -> int:
     if plan.nodes > 1:
         from loratui.core.supervisor import other_node_command
 
-        endpoint = run.config().train.rdzv_endpoint or ""
         print(f"this node joins a {plan.nodes}-node run at {endpoint}; on each other node, with the run folder on a "
               f"shared filesystem and the same cards, run:\n  {other_node_command(run, plan.processes, plan.nodes, endpoint)}",
               flush=True)
@@ -180,8 +180,7 @@ def cmd_train(args) -> int:
     if plan.world_size > 1:
         from loratui.core.supervisor import supervise
 
-        code = supervise(run, plan.processes, resume=bool(args.resume), nodes=plan.nodes,
-                         endpoint=run.config().train.rdzv_endpoint)
+        code = supervise(run, plan.processes, resume=bool(args.resume), nodes=plan.nodes, endpoint=endpoint or None)
         return 130 if run.state() == "stopped" else code
     _quiet_libraries()
     from loratui.train.engine import Engine

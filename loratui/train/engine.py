@@ -513,7 +513,7 @@ class Engine:
                     old = out.with_name(f".{out.name}.old-{os.getpid()}")
                     os.replace(out, old)
                 os.replace(tmp, out)
-                _fsync_dir(out.parent)
+                _fsync(out.parent)
                 if old is not None:
                     shutil.rmtree(old, ignore_errors=True)
         except Exception as err:
@@ -733,10 +733,6 @@ def _fsync_tree(folder: Path) -> None:
         _fsync(p)
 
 
-def _fsync_dir(folder: Path) -> None:
-    _fsync(folder)
-
-
 def batch_shape(inputs) -> dict:
     """Shapes of the tensors in a batch, for an out-of-memory report."""
     out = {}
@@ -820,7 +816,7 @@ def trainer_class(engine: "Engine", base=None):
                     shutil.rmtree(staging, ignore_errors=True)
                     if old is not None:
                         shutil.rmtree(old, ignore_errors=True)
-                    _fsync_dir(root)
+                    _fsync(root)
                     ck.rotate(root, self.args.save_total_limit)
             except Exception as err:
                 written = ck.folder_bytes(staging) if main else 0
