@@ -22,12 +22,12 @@ def test_auto_turns_the_fast_path_on_for_a_gpu_only(monkeypatch):
     monkeypatch.setattr(speed, "liger_supports", lambda model_type: model_type == "llama")
     gpu = speed.resolve(cfg(), cuda=True, model_type="llama")
     assert gpu == speed.Speed(packing=True, attention=speed.VARLEN, liger=True, optimizer="adamw_torch_fused",
-                              compile=False)
+                              compile=False, lean=True)
     cpu = speed.resolve(cfg(), cuda=False, model_type="llama")
     assert cpu == speed.Speed(packing=False, attention="sdpa", liger=False, optimizer="adamw_torch", compile=False)
     # every lever has an off switch
-    off = speed.resolve(cfg(liger="off", attention="sdpa", optimizer="adamw_torch", data={"packing": False}),
-                        cuda=True, model_type="llama")
+    off = speed.resolve(cfg(liger="off", attention="sdpa", optimizer="adamw_torch", lean_activations="off",
+                            data={"packing": False}), cuda=True, model_type="llama")
     assert off == speed.Speed(packing=False, attention="sdpa", liger=False, optimizer="adamw_torch", compile=False)
     # a model liger does not cover keeps the rest of the fast path
     assert speed.resolve(cfg(), cuda=True, model_type="gpt2").liger is False

@@ -211,8 +211,11 @@ class TrainSection(Section):
     """Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU); auto: on a GPU when installed."""
     compile: bool = False
     """torch.compile the model (slower start, recompiles as batch shapes change)."""
+    lean_activations: Switch = "auto"
+    """LoRA keeps only what its backward pass needs: a 4-bit/8-bit base keeps its norms and embeddings in the compute
+    dtype (bf16), and LoRA dropout is recomputed in the backward pass instead of stored; auto: on a GPU."""
 
-    _liger_bool = field_validator("liger", mode="before")(lambda v: switch_value(v))
+    _liger_bool = field_validator("liger", "lean_activations", mode="before")(lambda v: switch_value(v))
     gpus: Union[Literal["auto"], int, list[int]] = "auto"
     """Which cards: auto (every visible card), a count (the first N), or a list of indices (as nvidia-smi numbers
     them). Several cards: one process a card under torchrun."""

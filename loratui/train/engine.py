@@ -341,7 +341,15 @@ class Engine:
         checkpointing = cfg.train.gradient_checkpointing
         if checkpointing and not cfg.quantized:  # a quantized base gets it from its k-bit preparation
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model = models.apply_method(cfg, model, gradient_checkpointing=checkpointing, fsdp=fsdp)
+        self.model = models.apply_method(cfg, model, gradient_checkpointing=checkpointing, fsdp=fsdp,
+                                         lean=sp.lean)
+        if sp.lean and cfg.method.kind in models.LORA_METHODS:
+            from loratui.train.lean import lean_lora
+
+            # under autocast the adapters take their input as it is; whole-layer checkpointing already recomputes
+            # the dropout
+            lean_lora(self.model, keep_input_dtype=pre.precision in ("bf16", "fp16"),
+                      recompute_dropout=not checkpointing)
         return self.model
 
     def _build_trainer(self, model, precision: str, train_ds, val_ds):

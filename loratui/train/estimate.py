@@ -186,6 +186,7 @@ class Levers:
     attention: str
     liger: bool
     optimizer: str
+    lean: bool = False  # train.lean_activations (loratui.train.lean)
 
 
 # Calibrated constants (tests/test_estimate.py holds the measured points they were checked against)
@@ -448,7 +449,7 @@ def _levers(cfg: RunConfig, cuda: bool, model_type: str | None) -> Levers:
             precision = "fp32"  # refused at launch; estimate what a CPU could run
     sp = speed.resolve(cfg, cuda, model_type)
     return Levers(cuda=cuda, precision=precision, packing=sp.packing, attention=sp.attention, liger=sp.liger,
-                  optimizer=sp.optimizer)
+                  optimizer=sp.optimizer, lean=sp.lean)
 
 
 def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None = None) -> MemoryReport:
@@ -510,6 +511,10 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     wrapped, trainable, _total = _meta_trainable(cfg, meta_model)
     quantized = kind in ("qlora", "lora-8bit")
     weights_16 = models_weight_16bit(cfg, precision, lev.cuda)
+    lean = lev.lean and kind in ("lora", "qlora", "lora-8bit")
+    # a quantized base keeps its norms, embeddings and head in bf16 when lean (else prepare_model_for_kbit_training
+    # upcasts them to fp32)
+    upcast = quantized and not (lean and cfg.method.compute_dtype == "bfloat16")
 
     weights = 0
     trainable_linear: set[str] = set()
@@ -545,7 +550,7 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
         elif is_lora or kind in ("full", "head-only") and param.requires_grad:
             weights += 4 * n  # adapters and trained weights in fp32
         elif cfg.quantized:
-            weights += 4 * n  # prepare_model_for_kbit_training upcasts the rest to fp32
+            weights += (4 if upcast else 2) * n
         elif kind == "full":
             weights += 4 * n
         else:
@@ -563,8 +568,10 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     full = kind == "full"
     # the residual stream is fp32 when the embeddings are (fp32 weights, full fine-tuning's master weights, or a
     # quantized base upcast by prepare_model_for_kbit_training); bitsandbytes returns its outputs in that dtype
-    resid = 4 if (quantized or full or not weights_16) else e
+    resid = 4 if (upcast or full or not weights_16 and not quantized) else e
     proj = resid if quantized else e
+    if lean and not cfg.train.gradient_checkpointing:
+        lora_width = 0  # the adapters keep their input itself, the tensor the frozen projection keeps
     masked = lev.attention in ("sdpa", "eager")  # a mask (padding or packed rows): transformers repeats keys/values
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,

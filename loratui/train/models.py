@@ -487,11 +487,15 @@ def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_na
     return model
 
 
-def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False, fsdp: bool = False):
+def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False, fsdp: bool = False,
+                 lean: bool = False):
     """Attach LoRA (or freeze for head-only; nothing for full). Returns the model to train.
 
     Under FSDP a 4-bit base is not "prepared" for k-bit training (that upcasts norms to fp32, and FSDP needs one
     dtype per shard); its inputs are made to require grads for checkpointing instead (as TRL does for sharded QLoRA).
+    ``lean`` (train.lean_activations) with a bf16 compute dtype skips the fp32 upcast too: the norms, embeddings
+    and head stay bf16, so the residual stream and everything kept from it is half the size (an fp16 compute dtype
+    keeps the upcast: fp16 overflows where bf16 does not).
     """
     kind = cfg.method.kind
     if kind == "full":
@@ -506,7 +510,8 @@ def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False,
         return model
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-    if cfg.quantized and fsdp:
+    keep_dtype = fsdp or (lean and cfg.method.compute_dtype == "bfloat16")
+    if cfg.quantized and keep_dtype:
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -1,7 +1,7 @@
 """The fast path: what the engine turns on for speed, decided once from the config and the machine.
 
 Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
-`train.compile`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
+`train.compile`, `train.lean_activations`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
 (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what each
 lever bought on the lent GPU.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from loratui.core.config import RunConfig
+from loratui.core.config import LORA_METHODS, RunConfig
 from loratui.core.errors import ConfigError
 
 #: our name for torch's variable-length (FlashAttention) kernel over packed batches, registered with transformers
@@ -24,6 +24,7 @@ class Speed:
     liger: bool
     optimizer: str  # our optimizer name (engine.OPTIMIZERS maps it to the Trainer's)
     compile: bool
+    lean: bool = False  # lean LoRA activations (loratui.train.lean)
 
     def as_event(self) -> dict:
         return asdict(self)
@@ -86,8 +87,10 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     optimizer = t.optimizer
     if optimizer == "auto":
         optimizer = "adamw_torch_fused" if cuda else "adamw_torch"
+    lean = t.lean_activations == "on" or (t.lean_activations == "auto" and cuda)
+    lean = lean and cfg.method.kind in LORA_METHODS
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
-                 optimizer=optimizer, compile=t.compile)
+                 optimizer=optimizer, compile=t.compile, lean=lean)
 
 
 def register_varlen_attention() -> None:
