@@ -286,3 +286,45 @@ def test_loratui_train_on_several_cards_goes_through_torchrun_never_one_process(
                                    "output": {"runs_dir": str(tmp_path / "runs"), "name": "two"}}))
     assert cli_main(["train", str(cfg)]) == 0
     assert calls == [("two", 2)] and os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def _agree_worker(rank: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from loratui.train.distributed import Agreement, World
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    agree = Agreement(World(rank=rank, local_rank=rank, size=2))
+    seen = []
+    for step in range(1, 9):
+        # rank 1 alone asks for a checkpoint at step 3 (once) and for a stop from step 5 on (it stays asked)
+        mine = (rank == 1 and step >= 5, rank == 1 and step == 3)
+        stop, checkpoint = agree(*mine)
+        seen.append((step, stop, checkpoint))
+    agree.wait()
+    out.put((rank, seen))
+    dist.destroy_process_group()
+
+
+def test_ranks_act_on_a_request_at_the_same_step_one_step_later():
+    """The stop/checkpoint agreement is pipelined (no host barrier a step): a request made by one rank at step N
+    reaches every rank at step N+1, a checkpoint-now exactly once."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_agree_worker, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(30)
+    assert results[0] == results[1]
+    seen = results[0]
+    assert [s for s, _, ck in seen if ck] == [4]
+    assert [s for s, stop, _ in seen if stop] == [6, 7, 8]

@@ -70,14 +70,19 @@ class EventsCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         req = self.engine.stop_request
+        checkpoint, req.checkpoint = req.checkpoint, False  # taken (a signal may set it again at any time)
+        stop = req.stop
         if self.engine.world is not None and self.engine.world.distributed:  # every rank stops / saves at the same step
-            req.stop, req.checkpoint = self.agree(req.stop, req.checkpoint)
-        if req.checkpoint:
-            req.checkpoint = False
+            stop, checkpoint = self.agree(stop, checkpoint)  # what all ranks asked for by the previous step end
+            req.stop = req.stop or stop
+        if checkpoint:
             control.should_save = True
-        if req.stop:
+        if stop:
             control.should_save = True
             control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kw):
+        self.agree.wait()  # the last reduction in flight: every rank started it
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}

@@ -70,13 +70,20 @@ def fsdp_settings(model, gradient_checkpointing: bool) -> tuple[bool, dict]:
 
 
 class Agreement:
-    """Every rank's stop / checkpoint-now flags, OR-ed across ranks at each step end (gloo, CPU tensors)."""
+    """Every rank's stop / checkpoint-now flags, OR-ed across ranks (gloo, CPU tensors), one step behind.
+
+    The reduction of the flags a rank holds at the end of step N is started without waiting and read at the end of
+    step N+1: no rank waits on the host for the others every step (a CPU barrier a step held back each rank's
+    kernel launches), and every rank still acts on the same result at the same step, one step after the request.
+    """
 
     def __init__(self, w: World):
         self.w = w
         self.group = None
+        self.pending = None  # (work, flags) of the reduction started at the previous step end
 
     def __call__(self, stop: bool, checkpoint: bool) -> tuple[bool, bool]:
+        """Send this step's flags; return what every rank agreed on at the previous step."""
         if not self.w.distributed:
             return stop, checkpoint
         import torch
@@ -84,8 +91,18 @@ class Agreement:
 
         if self.group is None:
             self.group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        agreed = self.wait()
         flags = torch.tensor([int(stop), int(checkpoint)], dtype=torch.int32)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group)
+        self.pending = (dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flags)
+        return agreed
+
+    def wait(self) -> tuple[bool, bool]:
+        """The result of the reduction in flight (every rank has started the same number of them)."""
+        if self.pending is None:
+            return False, False
+        work, flags = self.pending
+        self.pending = None
+        work.wait()
         return bool(flags[0]), bool(flags[1])
 
 
