@@ -33,7 +33,7 @@ SHAPES = {
 GIB = 2**30
 
 
-def build(shape: str, r: int, device: str, dtype):
+def build(shape: str, r: int, device: str, dtype, tokenizer: str | None = None):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -41,7 +41,7 @@ def build(shape: str, r: int, device: str, dtype):
     from loratui.core.config import ModelSection
     from loratui.train.models import resolve_model
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(ModelSection(name="smollm2-135m-instruct")).path)
+    tok = AutoTokenizer.from_pretrained(tokenizer or resolve_model(ModelSection(name="smollm2-135m-instruct")).path)
     hidden, inter, layers, heads, kv = SHAPES[shape]
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
@@ -66,7 +66,7 @@ def build(shape: str, r: int, device: str, dtype):
     return model, tok
 
 
-def measure(shape: str, r: int, new: int, device: str, repeats: int) -> dict:
+def measure(shape: str, r: int, new: int, device: str, repeats: int, tokenizer: str | None = None) -> dict:
     import torch
 
     from loratui.train.playground_worker import Playground, memory_now
@@ -78,7 +78,7 @@ def measure(shape: str, r: int, new: int, device: str, repeats: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
     before = memory_now(device)
     t0 = time.perf_counter()
-    model, tok = build(shape, r, device, dtype)
+    model, tok = build(shape, r, device, dtype, tokenizer)
     load_s = time.perf_counter() - t0
     after = memory_now(device)
     pg = Playground(emit=lambda kind, **data: None)
@@ -125,13 +125,14 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="answers per side (the median is reported)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--tokenizer", help="a folder with the SmolLM2 tokenizer (default: the embedded model's)")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     shapes = args.shape or (["llama-1b", "llama-8b"] if device == "cuda" else ["tiny"])
     results = []
     for shape in shapes:
-        res = measure(shape, args.r, args.new, device, args.repeats)
+        res = measure(shape, args.r, args.new, device, args.repeats, args.tokenizer)
         results.append(res)
         print(json.dumps(res), flush=True)
     print()

@@ -212,18 +212,21 @@ class Engine:
     def _oom_report(self, err: BaseException) -> dict:
         """What hit out-of-memory: the step, the batch shape, the batch settings, the checkpoint to retry from."""
         t = self.cfg.train if self.cfg else None
-        shape = getattr(self.trainer, "last_batch_shape", None) or {}
+        evaluating = getattr(self.trainer, "evaluating", False)
+        shape = getattr(self.trainer, "last_eval_shape" if evaluating else "last_batch_shape", None) or {}
         main = shape.get("input_ids") or next(iter(shape.values()), None)
-        step = self._step() + 1
+        step = self._step() + (0 if evaluating else 1)
         ck = self.run_dir.latest_checkpoint()
         text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        message = (f"out of GPU memory at step {step} with a batch of shape {main or '?'}"
-                   f" (micro-batch {t.batch_size if t else '?'}, grad_accum {t.grad_accum if t else '?'}): {text}")
+        where = (f"in the evaluation at step {step} with an eval batch of shape {main or '?'} (eval batch "
+                 f"{(t.eval_batch_size or t.batch_size) if t else '?'}" if evaluating
+                 else f"at step {step} with a batch of shape {main or '?'} (micro-batch {t.batch_size if t else '?'}")
+        message = f"out of GPU memory {where}, grad_accum {t.grad_accum if t else '?'}): {text}"
         hint = ("retry with half the micro-batch and twice the grad_accum (same effective batch)"
                 + (f" from {ck.name}" if ck else "") + ", or enable train.gradient_checkpointing, lower "
                 "data.max_length, or use method qlora")
         return {"error": "OutOfMemoryError", "message": message, "hint": hint, "field": "train.batch_size",
-                "oom": True, "oom_step": step, "batch_shape": shape,
+                "oom": True, "oom_step": step, "batch_shape": shape, "oom_in": "eval" if evaluating else "train",
                 "micro_batch": t.batch_size if t else None, "grad_accum": t.grad_accum if t else None,
                 "checkpoint": str(ck) if ck else None}
 
@@ -838,6 +841,20 @@ def trainer_class(engine: "Engine", base=None):
             finally:
                 self._staging = None
             self.accelerator.wait_for_everyone()
+
+        evaluating = False
+        last_eval_shape: dict | None = None
+
+        def evaluate(self, *args, **kwargs):
+            self.evaluating = True
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self.evaluating = False
+
+        def prediction_step(self, model, inputs, *args, **kwargs):
+            self.last_eval_shape = batch_shape(inputs)
+            return super().prediction_step(model, inputs, *args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             self.last_batch_shape = batch_shape(inputs)
