@@ -524,7 +524,10 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     opt = lev.optimizer
     seen: set[int] = set()
     int8_width = 0  # summed input width of the layers an 8-bit base quantizes
+    adapted: set[str] = set()  # LoRA-adapted projections (lean: each keeps its input, shared with its siblings)
     for name, module in wrapped.named_modules():
+        if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
+            adapted.add(name.split(".")[-1])
         if hasattr(module, "lora_A") and hasattr(module, "base_layer") and cfg.lora.dropout > 0:
             base = module.base_layer
             lora_width += getattr(base, "in_features", None) or base.weight.shape[0]
@@ -570,8 +573,10 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     # quantized base upcast by prepare_model_for_kbit_training); bitsandbytes returns its outputs in that dtype
     resid = 4 if (upcast or full or not weights_16 and not quantized) else e
     proj = resid if quantized else e
-    if lean and not cfg.train.gradient_checkpointing:
-        lora_width = 0  # the adapters keep their input itself, the tensor the frozen projection keeps
+    if lean and not cfg.train.gradient_checkpointing and cfg.lora.dropout > 0:
+        # no dropped copies or masks: each adapted projection keeps its input itself (q, k and v one tensor)
+        lora_width = 0
+        trainable_linear = trainable_linear | adapted
     masked = lev.attention in ("sdpa", "eager")  # a mask (padding or packed rows): transformers repeats keys/values
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,

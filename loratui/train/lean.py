@@ -6,25 +6,62 @@ of q, k and v keeps its own copies of the same input, so on a QLoRA run of a Lla
 projections adapted these copies are about 40% of the step's activations (bench/RESULTS.md, memory estimate).
 
 Here, under autocast (bf16/fp16 training), the input is handed to the adapter as it is (autocast casts it for the
-matmul anyway; ``cast_input_dtype_enabled`` is peft's own switch for this), and ``A(dropout(x))`` runs under
-torch's activation checkpointing: the only tensor kept is ``x`` itself, the same tensor the frozen projection
-keeps, and the backward pass regenerates the dropout mask from the saved RNG state, so the gradients are the same.
-The cost is one small matmul (rank r) and one dropout per adapted projection in the backward pass.
+matmul anyway; ``cast_input_dtype_enabled`` is peft's own switch for this), and ``A(dropout(x))`` is one autograd
+function that keeps ``x`` itself (one tensor for q, k and v, which share it) and redraws the dropout mask from the
+saved RNG state in the backward pass, so the gradients are the same. The cost is one dropout and two element-wise
+multiplies per adapted projection in the backward pass.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 
-def _dropout_linear(x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
-    return F.linear(F.dropout(x, p, True), weight)
+def _rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+class _DropoutLinear(torch.autograd.Function):
+    """``linear(dropout(x), weight)`` keeping only ``x`` (and the RNG state the mask was drawn from).
+
+    The backward pass redraws the same mask (the same dropout call on the same shape, from the same generator
+    state) instead of reading a stored copy. A plain autograd function rather than torch.utils.checkpoint: measured
+    on the QLoRA 8B shape (224 adapters a step), checkpoint's per-call bookkeeping cost 17% of the step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
+        ctx.state = _rng_state(x.device)
+        ctx.p = p
+        out = F.linear(F.dropout(x, p, True), weight)  # under autocast: in the autocast dtype, as peft's path
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        now = _rng_state(x.device)
+        _set_rng_state(x.device, ctx.state)
+        try:  # the forward's mask, scaled: dropout of ones draws exactly what dropout of x drew
+            scale = F.dropout(torch.ones_like(x, dtype=grad_out.dtype), ctx.p, True)
+        finally:
+            _set_rng_state(x.device, now)
+        dropped = x.to(grad_out.dtype) * scale
+        grad_x = (grad_out @ weight.to(grad_out.dtype)) * scale
+        grad_w = grad_out.reshape(-1, grad_out.shape[-1]).T @ dropped.reshape(-1, dropped.shape[-1])
+        return grad_x.to(x.dtype), grad_w.to(weight.dtype), None
 
 
 class RecomputedDropoutLinear(torch.nn.Linear):
-    """LoRA's A matrix with the adapter's input dropout folded in, recomputed in the backward pass.
+    """LoRA's A matrix with the adapter's input dropout folded in, its mask redrawn in the backward pass.
 
     The same parameters (and state-dict keys) as the ``nn.Linear`` it replaces: saved adapters are unchanged.
     """
@@ -34,9 +71,9 @@ class RecomputedDropoutLinear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.dropout_p == 0:
             return F.linear(x, self.weight)
-        if not torch.is_grad_enabled():
-            return _dropout_linear(x, self.weight, self.dropout_p)
-        return checkpoint(_dropout_linear, x, self.weight, self.dropout_p, use_reentrant=False)
+        if not torch.is_grad_enabled() or not (x.requires_grad or self.weight.requires_grad):
+            return F.linear(F.dropout(x, self.dropout_p, True), self.weight)
+        return _DropoutLinear.apply(x, self.weight, self.dropout_p)
 
 
 def lean_lora(model, *, keep_input_dtype: bool, recompute_dropout: bool = True) -> int:
