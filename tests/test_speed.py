@@ -22,7 +22,13 @@ def test_auto_turns_the_fast_path_on_for_a_gpu_only(monkeypatch):
     monkeypatch.setattr(speed, "liger_supports", lambda model_type: model_type == "llama")
     gpu = speed.resolve(cfg(), cuda=True, model_type="llama")
     assert gpu == speed.Speed(packing=True, attention=speed.VARLEN, liger=True, optimizer="adamw_torch_fused",
-                              compile=False, lean=True)
+                              compile=False, lean=False)
+    # lean activations: on for a quantized base (chosen to save memory), and when asked
+    assert speed.resolve(cfg(data={}, **{}), cuda=True, model_type="llama").lean is False
+    qlora = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"}, "method": {"kind": "qlora"}})
+    assert speed.resolve(qlora, cuda=True, model_type="llama").lean is True
+    assert speed.resolve(qlora, cuda=False, model_type="llama").lean is False
+    assert speed.resolve(cfg(lean_activations="on"), cuda=True, model_type="llama").lean is True
     cpu = speed.resolve(cfg(), cuda=False, model_type="llama")
     assert cpu == speed.Speed(packing=False, attention="sdpa", liger=False, optimizer="adamw_torch", compile=False)
     # every lever has an off switch

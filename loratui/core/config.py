@@ -213,7 +213,8 @@ class TrainSection(Section):
     """torch.compile the model (slower start, recompiles as batch shapes change)."""
     lean_activations: Switch = "auto"
     """LoRA keeps only what its backward pass needs: a 4-bit/8-bit base keeps its norms and embeddings in the compute
-    dtype (bf16), and LoRA dropout is recomputed in the backward pass instead of stored; auto: on a GPU."""
+    dtype (bf16), and LoRA dropout is recomputed in the backward pass instead of stored; auto: on for QLoRA and 8-bit
+    LoRA on a GPU (less memory for a little speed)."""
 
     _liger_bool = field_validator("liger", "lean_activations", mode="before")(lambda v: switch_value(v))
     gpus: Union[Literal["auto"], int, list[int]] = "auto"

@@ -18,28 +18,25 @@ import torch
 import torch.nn.functional as F
 
 
-def _rng_state(device: torch.device) -> torch.Tensor:
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-
-
-def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+def _generator(device: torch.device) -> torch.Generator:
     if device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
-    else:
-        torch.set_rng_state(state)
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.default_generator
 
 
 class _DropoutLinear(torch.autograd.Function):
-    """``linear(dropout(x), weight)`` keeping only ``x`` (and the RNG state the mask was drawn from).
+    """``linear(dropout(x), weight)`` keeping only ``x`` (and the generator state the mask was drawn from).
 
-    The backward pass redraws the same mask (the same dropout call on the same shape, from the same generator
-    state) instead of reading a stored copy. A plain autograd function rather than torch.utils.checkpoint: measured
-    on the QLoRA 8B shape (224 adapters a step), checkpoint's per-call bookkeeping cost 17% of the step.
+    The backward pass redraws the same mask (``native_dropout``, which ``F.dropout`` runs on a GPU and whose CPU
+    draws are the same, on the same shape from the same generator state) instead of reading a stored copy. A plain
+    autograd function rather than torch.utils.checkpoint: on the QLoRA 8B shape (224 adapters a step) checkpoint's
+    per-call bookkeeping cost 17% of the step.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
-        ctx.state = _rng_state(x.device)
+        gen = _generator(x.device)
+        ctx.state = gen.get_state()
         ctx.p = p
         out = F.linear(F.dropout(x, p, True), weight)  # under autocast: in the autocast dtype, as peft's path
         ctx.save_for_backward(x, weight)
@@ -48,15 +45,16 @@ class _DropoutLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
-        now = _rng_state(x.device)
-        _set_rng_state(x.device, ctx.state)
-        try:  # the forward's mask, scaled: dropout of ones draws exactly what dropout of x drew
-            scale = F.dropout(torch.ones_like(x, dtype=grad_out.dtype), ctx.p, True)
+        gen = _generator(x.device)
+        now = gen.get_state()
+        gen.set_state(ctx.state)
+        try:
+            dropped, mask = torch.native_dropout(x, ctx.p, True)  # the forward's mask, drawn again
         finally:
-            _set_rng_state(x.device, now)
-        dropped = x.to(grad_out.dtype) * scale
-        grad_x = (grad_out @ weight.to(grad_out.dtype)) * scale
-        grad_w = grad_out.reshape(-1, grad_out.shape[-1]).T @ dropped.reshape(-1, dropped.shape[-1])
+            gen.set_state(now)
+        dtype = grad_out.dtype
+        grad_x = torch.ops.aten.native_dropout_backward(grad_out @ weight.to(dtype), mask, 1.0 / (1.0 - ctx.p))
+        grad_w = grad_out.reshape(-1, grad_out.shape[-1]).T @ dropped.to(dtype).reshape(-1, x.shape[-1])
         return grad_x.to(x.dtype), grad_w.to(weight.dtype), None
 
 
