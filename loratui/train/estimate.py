@@ -38,7 +38,8 @@ from pathlib import Path
 from loratui.core.config import RunConfig
 
 GiB = 1024**3
-CUDA_CONTEXT = int(0.5 * GiB)  # CUDA context + cuBLAS workspace seen by NVML but not by torch's allocator
+CUDA_CONTEXT = int(0.75 * GiB)  # CUDA context, cuBLAS workspace, kernel modules: NVML minus torch's peak measured
+# 0.77-0.88 GiB on an H200 with torch 2.11 for runs from a 22M-parameter MiniLM to an 8B QLoRA
 ALLOC_SLACK = 0.05  # what the caching allocator (expandable segments) holds over its peak allocated
 HOST_BASE = int(0.8 * GiB)  # a CPU run's process before the model: Python, torch, transformers, datasets (0.5 GiB RSS), data
 HOST_SLACK = 0.10  # malloc's slack over the tensors on a CPU run
@@ -388,12 +389,12 @@ def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int, bool]:
     return sample, longest, n_rows, head_only
 
 
-def _largest_sum(sample: list[int], batch: int, steps: int) -> float:
+def _largest_sum(sample: list[int], batch: int, steps: int, margin: int = PACK_MARGIN) -> float:
     """The largest packed step among ``steps`` random batches, with margin: the sum of ``batch`` lengths drawn from the
     sample (a fixed seed: the estimate is the same every time) at the quantile 1 - 1/(PACK_MARGIN x steps), i.e. the
     longest step of PACK_MARGIN runs this long. Sums of a few long-tailed lengths are skewed: a normal approximation
     sits well under the real largest step at small batches."""
-    q = min(1 - 1e-9, max(0.5, 1 - 1 / (PACK_MARGIN * max(steps, 1))))
+    q = min(1 - 1e-9, max(0.5, 1 - 1 / (margin * max(steps, 1))))
     draws = min(200_000, 8_000_000 // max(batch, 1))
     if draws < 2_000:  # big batches: the sum is close to normal, and drawing it would cost too much
         from statistics import NormalDist, fmean, pstdev
@@ -403,6 +404,18 @@ def _largest_sum(sample: list[int], batch: int, steps: int) -> float:
 
     sums = np.random.default_rng(0).choice(np.asarray(sample), size=(draws, batch)).sum(axis=1)
     return float(np.quantile(sums, q))
+
+
+def _eval_batches(cfg: RunConfig, rows: int | None, eval_batch: int) -> int | None:
+    """How many evaluation batches one evaluation takes (the largest packed one is among these), when known."""
+    d = cfg.data
+    if d.eval_samples:
+        n = d.eval_samples
+    elif d.validation_fraction and rows and not d.validation_file:
+        n = max(1, int(rows * d.validation_fraction))
+    else:
+        return None
+    return max(1, math.ceil(n / max(eval_batch, 1)))
 
 
 def step_tokens(cfg: RunConfig, packing: bool) -> StepTokens:
@@ -422,10 +435,13 @@ def step_tokens(cfg: RunConfig, packing: bool) -> StepTokens:
     if packing:
         steps = _planned_steps(cfg, rows)
 
-        def packed(batch: int) -> int:
-            return int(min(batch * longest, max(longest, _largest_sum(sample, batch, steps))))
+        def packed(batch: int, n: int = steps, margin: int = PACK_MARGIN) -> int:
+            return int(min(batch * longest, max(longest, _largest_sum(sample, batch, n, margin))))
 
-        return StepTokens(packed(b), packed(eb), longest,
+        # evaluation: the largest of the evaluation's own batches, which are the same at every evaluation (no
+        # margin for other runs' shuffles; measured: 1B with 150 held-out rows, bench/RESULTS.md)
+        n_eval = _eval_batches(cfg, rows, eb)
+        return StepTokens(packed(b), packed(eb, n_eval, 1) if n_eval else packed(eb), longest,
                           f"packed: {b} examples of mean {mean:.0f} tokens, the largest of {steps:,} steps about "
                           f"{packed(b):,} tokens (from {source})", True)
     padded = min(max_length, -(-longest // 8) * 8)
