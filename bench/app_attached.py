@@ -60,6 +60,21 @@ def headless(args, model_dir, data, out: Path, i: int) -> float | None:
     return rate(runs / name)
 
 
+def detached(args, model_dir, data, out: Path, i: int) -> float | None:
+    """The engine started as the app starts it (`--detach`, its own session), nobody watching."""
+    runs = Path("/tmp/bench-work") / f"app-runs-detached-{i}"
+    name = f"detached-{i}"
+    cfg = config(args, model_dir, data, runs, name)
+    subprocess.run([sys.executable, "-m", "loratui", "train", str(cfg), "--detach"], check=True,
+                   stdout=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.timeout:
+        if any(e["kind"] in ("finished", "failed", "stopped") for e in events(runs / name)):
+            break
+        time.sleep(0.5)
+    return rate(runs / name)
+
+
 def watched(args, model_dir, data, out: Path, i: int) -> tuple[float | None, dict]:
     runs = Path("/tmp/bench-work") / f"app-runs-{i}"  # one run in the folder: Enter on Runs opens it
     name = f"watched-{i}"
@@ -73,6 +88,10 @@ def watched(args, model_dir, data, out: Path, i: int) -> tuple[float | None, dic
                            stderr=slave, env=env, start_new_session=True, close_fds=True)
     os.close(slave)
     seen = bytearray()
+    import psutil
+
+    app_cpu: dict = {}
+    watch = psutil.Process(app.pid)
     sent: list[tuple[float, bytes]] = []
     t0 = time.monotonic()
     plan = [(4.0, F4), (7.0, ENTER)]  # after the first frame: Runs, then open the run in the Monitor
@@ -97,14 +116,22 @@ def watched(args, model_dir, data, out: Path, i: int) -> tuple[float | None, dic
             if any(k in ("finished", "failed", "stopped") for k in state):
                 time.sleep(2)
                 break
+            try:  # the app's CPU time (its helper process included) while it watches
+                procs = [watch, *watch.children(recursive=True)]
+                app_cpu["s"] = sum(sum(p.cpu_times()[:2]) for p in procs)
+                app_cpu["wall"] = time.monotonic() - t0
+            except psutil.Error:
+                pass
         os.write(master, CTRL_Q)
         app.wait(20)
     except Exception:  # noqa: BLE001
         app.kill()
     text = bytes(seen)
+    cpu = app_cpu.get("s")
     (out / f"{name}.screen").write_bytes(text)
     proof = {"run_name_on_screen": name.encode() in text, "tok_s_on_screen": b"tok/s" in text,
-             "bytes_after_enter": after_enter}
+             "bytes_after_enter": after_enter,
+             "app_cpu_share": round(cpu / app_cpu["wall"], 3) if cpu and app_cpu.get("wall") else None}
     return rate(runs / name), proof
 
 
@@ -122,8 +149,10 @@ def main() -> int:
     rows = []
     for i in range(args.pairs):
         h = headless(args, model_dir, data, out, i)
+        d = detached(args, model_dir, data, out, i)
         w, proof = watched(args, model_dir, data, out, i)
-        rows.append({"pair": i, "headless_tokens_per_s": h, "watched_tokens_per_s": w, **proof})
+        rows.append({"pair": i, "headless_tokens_per_s": h, "detached_tokens_per_s": d, "watched_tokens_per_s": w,
+                     **proof})
         print(json.dumps(rows[-1]), flush=True)
     (out / "results-app-attached.json").write_text(json.dumps(rows, indent=1))
     hs = [r["headless_tokens_per_s"] for r in rows if r["headless_tokens_per_s"]]

@@ -7,7 +7,7 @@ the bench records the engine's `failed` event. The other process ends, and `lora
 (what the Monitor's `b` does) halves the micro-batch, doubles the accumulation and resumes from the newest complete
 checkpoint; the bench waits for the run to finish and prints the events that tell the story.
 
-    python bench/oom_gpu.py --steps 20 --batch 32
+    python bench/oom_gpu.py --steps 60 --batch 32
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from speed import loratui_config  # noqa: E402
 
 HOG = """
 import sys, time, torch
+torch.cuda.init(); torch.empty(1, device="cuda")  # CUDA ready before the run starts: it takes seconds
+print("hog ready", flush=True)
+sys.stdin.readline()  # go
 free, total = torch.cuda.mem_get_info()
 keep = int(float(sys.argv[1]) * 2**30)
 x = torch.empty(max(free - keep, 0), dtype=torch.uint8, device="cuda")
@@ -53,7 +56,7 @@ def wait_for(pred, timeout: float, what: str):
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--leave-gib", type=float, default=0.25, help="free memory the other process leaves")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
@@ -63,7 +66,7 @@ def main() -> int:
     cfg = loratui_config(SimpleNamespace(method="lora", steps=args.steps, batch=args.batch), model_dir, data, runs,
                          "oom", "default")
     cfg["data"]["validation_fraction"] = 0.02
-    cfg["train"].update(save_steps=5, eval_steps=10, eval_on_start=False, logging_steps=1)
+    cfg["train"].update(save_steps=5, eval_steps=20, eval_on_start=False, logging_steps=1)
     cfg_path = work / "oom.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = runs / "oom"
@@ -72,12 +75,17 @@ def main() -> int:
 
         shutil.rmtree(run_dir)
     log = open(out / "oom-train.log", "w")
+    hog = subprocess.Popen([sys.executable, "-c", HOG, str(args.leave_gib)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    assert hog.stdout.readline().strip() == "hog ready"
     t0 = time.time()
     engine = subprocess.Popen([sys.executable, "-m", "loratui", "train", str(cfg_path)], stdout=log,
                               stderr=subprocess.STDOUT)
     wait_for(lambda: any(e["kind"] == "checkpoint" and e["step"] == 5 for e in events(run_dir)), 300,
              "checkpoint-5")
-    hog = subprocess.Popen([sys.executable, "-c", HOG, str(args.leave_gib)], stdout=log, stderr=subprocess.STDOUT)
+    hog.stdin.write("go\n")
+    hog.stdin.flush()
+    print(hog.stdout.readline().strip(), flush=True)
     rc = engine.wait(600)
     hog.kill()
     hog.wait()
