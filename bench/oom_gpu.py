@@ -98,12 +98,13 @@ def main() -> int:
         from loratui.core.runs import RunDir
 
         run = RunDir(run_dir)
+        before = len(events(run_dir))
         pid = retry_after_oom(run)
         print(f"retry: engine pid {pid}, config now batch {run.config().train.batch_size} x accum "
               f"{run.config().train.grad_accum}", flush=True)
-        end = wait_for(lambda: [e for e in events(run_dir)[len(events(run_dir)) - 3:]
-                                if e["kind"] in ("finished", "failed", "stopped")], 600, "the retried run to end")
-        evs = events(run_dir)
+        end = wait_for(lambda: [e for e in events(run_dir)[before:]
+                                if e["kind"] in ("finished", "failed", "stopped")], 300, "the retried run to end")
+        evs = events(run_dir)[before:]
         resumed = [e for e in evs if e["kind"] == "resumed"]
         steps = [e["step"] for e in evs if e["kind"] == "step"]
         result.update(resumed=resumed[-1] if resumed else None, end=end[-1], steps_logged=steps)
