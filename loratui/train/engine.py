@@ -346,7 +346,7 @@ class Engine:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = models.apply_method(cfg, model, gradient_checkpointing=checkpointing, fsdp=fsdp,
                                          lean=sp.lean)
-        if sp.lean and cfg.method.kind in models.LORA_METHODS:
+        if sp.lean:  # speed.resolve grants it to LoRA methods only
             from loratui.train.lean import lean_lora
 
             # under autocast the adapters take their input as it is; whole-layer checkpointing already recomputes
