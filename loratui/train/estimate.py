@@ -476,7 +476,7 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None =
     """
     import torch
 
-    from loratui.train import models
+    from loratui.train import models, speed
 
     if cuda is None:
         cuda = torch.cuda.is_available()
@@ -502,7 +502,8 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None =
     rows = []
     for label, variant in variants:
         meta = models.build_meta_model(variant, model_config)
-        vlev = lev if variant is cfg else Levers(**{**lev.__dict__, "optimizer": _optimizer(variant, cuda)})
+        vlev = lev if variant is cfg else Levers(**{**lev.__dict__, "optimizer": _optimizer(variant, cuda),
+                                                    "lean": speed.lean_activations(variant, lev.cuda)})
         row = _estimate_row(label, variant, meta, shape, vlev, tokens)
         row.basis, row.tokens_note = basis, tokens.note
         rows.append(row)
@@ -527,10 +528,8 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     wrapped, trainable, _total = _meta_trainable(cfg, meta_model)
     quantized = kind in ("qlora", "lora-8bit")
     weights_16 = models_weight_16bit(cfg, precision, lev.cuda)
-    lean = lev.lean and kind in ("lora", "qlora", "lora-8bit")
-    # a quantized base keeps its norms, embeddings and head in bf16 when lean (else prepare_model_for_kbit_training
-    # upcasts them to fp32)
-    upcast = quantized and not (lean and cfg.method.compute_dtype == "bfloat16")
+    lean = lev.lean
+    upcast = models.upcasts_frozen_weights(cfg, lean=lean)
 
     weights = 0
     trainable_linear: set[str] = set()
@@ -544,9 +543,9 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     for name, module in wrapped.named_modules():
         if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
             adapted.add(name.split(".")[-1])
-        if hasattr(module, "lora_A") and hasattr(module, "base_layer") and cfg.lora.dropout > 0:
-            base = module.base_layer
-            lora_width += getattr(base, "in_features", None) or base.weight.shape[0]
+            if cfg.lora.dropout > 0:
+                base = module.base_layer
+                lora_width += getattr(base, "in_features", None) or base.weight.shape[0]
         if kind == "lora-8bit" and isinstance(module, nn.Linear) and "lora_" not in name \
                 and not any(p in heads for p in name.split(".")[:3]):
             int8_width += module.in_features

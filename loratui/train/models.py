@@ -487,6 +487,13 @@ def load_model(cfg: RunConfig, resolved: ResolvedModel, precision: str, label_na
     return model
 
 
+def upcasts_frozen_weights(cfg: RunConfig, *, lean: bool, fsdp: bool = False) -> bool:
+    """Whether a quantized base's non-quantized weights (embeddings, norms, head) go to fp32, as
+    prepare_model_for_kbit_training does: not under FSDP (one dtype a shard) nor with lean activations and a bf16
+    compute dtype (fp16 keeps the upcast: it overflows where bf16 does not)."""
+    return cfg.quantized and not (fsdp or lean and cfg.method.compute_dtype == "bfloat16")
+
+
 def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False, fsdp: bool = False,
                  lean: bool = False):
     """Attach LoRA (or freeze for head-only; nothing for full). Returns the model to train.
@@ -510,8 +517,7 @@ def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False,
         return model
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-    keep_dtype = fsdp or (lean and cfg.method.compute_dtype == "bfloat16")
-    if cfg.quantized and keep_dtype:
+    if cfg.quantized and not upcasts_frozen_weights(cfg, lean=lean, fsdp=fsdp):
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -563,5 +569,5 @@ def cuda_available() -> bool:
 __all__ = [
     "ALIASES", "PRESETS", "ResolvedModel", "resolve_model", "load_model_config", "build_meta_model",
     "list_linear_layers", "resolve_targets", "load_model", "load_tokenizer", "apply_method", "count_trainable",
-    "model_max_length", "choose_precision", "LORA_METHODS",
+    "model_max_length", "choose_precision", "LORA_METHODS", "upcasts_frozen_weights",
 ]

@@ -87,12 +87,17 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     optimizer = t.optimizer
     if optimizer == "auto":
         optimizer = "adamw_torch_fused" if cuda else "adamw_torch"
-    # auto: for a quantized base on a GPU, whose users chose it to save memory (on the 8B QLoRA shape: -43% memory
-    # for -14% speed; on 16-bit LoRA of the 1B shape only -7% memory for -6% speed: bench/RESULTS.md)
-    lean = t.lean_activations == "on" or (t.lean_activations == "auto" and cuda and cfg.quantized)
-    lean = lean and cfg.method.kind in LORA_METHODS
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
-                 optimizer=optimizer, compile=t.compile, lean=lean)
+                 optimizer=optimizer, compile=t.compile, lean=lean_activations(cfg, cuda))
+
+
+def lean_activations(cfg: RunConfig, cuda: bool) -> bool:
+    """Whether the run keeps lean LoRA activations (loratui.train.lean). auto: for a quantized base on a GPU, whose
+    users chose it to save memory (8B QLoRA shape: -43% memory and faster; 16-bit LoRA of the 1B shape: -7% memory
+    for -6% speed: bench/RESULTS.md)."""
+    t = cfg.train.lean_activations
+    wanted = t == "on" or (t == "auto" and cuda and cfg.quantized)
+    return wanted and cfg.method.kind in LORA_METHODS
 
 
 def register_varlen_attention() -> None:
