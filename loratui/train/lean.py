@@ -8,8 +8,8 @@ projections adapted these copies are about 40% of the step's activations (bench/
 Here, under autocast (bf16/fp16 training), the input is handed to the adapter as it is (autocast casts it for the
 matmul anyway; ``cast_input_dtype_enabled`` is peft's own switch for this), and ``A(dropout(x))`` is one autograd
 function that keeps ``x`` itself (one tensor for q, k and v, which share it) and redraws the dropout mask from the
-saved RNG state in the backward pass, so the gradients are the same. The cost is one dropout and two element-wise
-multiplies per adapted projection in the backward pass.
+saved RNG state in the backward pass, so the gradients are the same. The cost is one more dropout kernel per
+adapted projection in the backward pass.
 """
 
 from __future__ import annotations
