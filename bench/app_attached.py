@@ -27,19 +27,14 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import loratui_config, window  # noqa: E402
+from speed import loratui_config, run_events, window  # noqa: E402
 from gpu_engine import workspace  # noqa: E402
 
 F4, ENTER, CTRL_Q = b"\x1bOS", b"\r", b"\x11"
 
 
-def events(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
-
-
 def rate(run_dir: Path) -> float | None:
-    steps = [e for e in events(run_dir) if e.get("kind") == "step"]
+    steps = [e for e in run_events(run_dir) if e.get("kind") == "step"]
     return window([(e["step"], e["elapsed"], e["tokens_seen"]) for e in steps])
 
 
@@ -69,7 +64,7 @@ def detached(args, model_dir, data, out: Path, i: int) -> float | None:
                    stdout=subprocess.DEVNULL)
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.timeout:
-        if any(e["kind"] in ("finished", "failed", "stopped") for e in events(runs / name)):
+        if any(e["kind"] in ("finished", "failed", "stopped") for e in run_events(runs / name)):
             break
         time.sleep(0.5)
     return rate(runs / name)
@@ -112,7 +107,7 @@ def watched(args, model_dir, data, out: Path, i: int) -> tuple[float | None, dic
                 os.write(master, plan[0][1])
                 sent.append((now, plan[0][1]))
                 plan.pop(0)
-            state = [e["kind"] for e in events(runs / name)]
+            state = [e["kind"] for e in run_events(runs / name)]
             if any(k in ("finished", "failed", "stopped") for k in state):
                 time.sleep(2)
                 break

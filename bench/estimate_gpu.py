@@ -22,7 +22,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpu_engine import workspace  # noqa: E402
-from speed import loratui_config, run_child  # noqa: E402
+from speed import loratui_config, run_child, run_events  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,7 @@ def measure(name: str, cfg: dict, work: Path, out: Path) -> dict:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     rc, _, nvml = run_child([sys.executable, "-m", "loratui", "train", str(path)], out / f"est-{name}.log", 600)
-    mem = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()
-           if '"memory"' in x] if (run_dir / "events.jsonl").is_file() else []
+    mem = [e for e in run_events(run_dir) if e["kind"] == "memory"]
     torch_peak = max((e["peak_allocated_gb"] for e in mem), default=None)
     res = {"run": name, "exit": rc, "estimate_gib": round(est, 2), "nvml_peak_gib": round(nvml, 2),
            "torch_peak_gib": torch_peak, "estimate_vs_nvml": round(est / nvml - 1, 3) if nvml else None}

@@ -24,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_engine import workspace  # noqa: E402
-from speed import loratui_config  # noqa: E402
+from speed import loratui_config, run_events  # noqa: E402
 
 HOG = """
 import sys, time, torch
@@ -37,11 +37,6 @@ x = torch.empty(max(free - keep, 0), dtype=torch.uint8, device="cuda")
 print(f"hog holds {x.numel() / 2**30:.1f} GiB; {keep / 2**30:.2f} GiB left free", flush=True)
 time.sleep(900)
 """
-
-
-def events(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def wait_for(pred, timeout: float, what: str):
@@ -81,7 +76,7 @@ def main() -> int:
     t0 = time.time()
     engine = subprocess.Popen([sys.executable, "-m", "loratui", "train", str(cfg_path)], stdout=log,
                               stderr=subprocess.STDOUT)
-    wait_for(lambda: any(e["kind"] == "checkpoint" and e["step"] == 5 for e in events(run_dir)), 300,
+    wait_for(lambda: any(e["kind"] == "checkpoint" and e["step"] == 5 for e in run_events(run_dir)), 300,
              "checkpoint-5")
     hog.stdin.write("go\n")
     hog.stdin.flush()
@@ -89,7 +84,7 @@ def main() -> int:
     rc = engine.wait(600)
     hog.kill()
     hog.wait()
-    failed = [e for e in events(run_dir) if e["kind"] == "failed"]
+    failed = [e for e in run_events(run_dir) if e["kind"] == "failed"]
     print(f"first attempt: exit {rc} after {time.time() - t0:.0f}s", flush=True)
     print(json.dumps(failed[-1] if failed else {"no failed event": True}, indent=1), flush=True)
     result = {"exit": rc, "failed": failed[-1] if failed else None}
@@ -98,13 +93,13 @@ def main() -> int:
         from loratui.core.runs import RunDir
 
         run = RunDir(run_dir)
-        before = len(events(run_dir))
+        before = len(run_events(run_dir))
         pid = retry_after_oom(run)
         print(f"retry: engine pid {pid}, config now batch {run.config().train.batch_size} x accum "
               f"{run.config().train.grad_accum}", flush=True)
-        end = wait_for(lambda: [e for e in events(run_dir)[before:]
+        end = wait_for(lambda: [e for e in run_events(run_dir)[before:]
                                 if e["kind"] in ("finished", "failed", "stopped")], 300, "the retried run to end")
-        evs = events(run_dir)[before:]
+        evs = run_events(run_dir)[before:]
         resumed = [e for e in evs if e["kind"] == "resumed"]
         steps = [e["step"] for e in evs if e["kind"] == "step"]
         result.update(resumed=resumed[-1] if resumed else None, end=end[-1], steps_logged=steps)

@@ -70,6 +70,13 @@ class NvmlPeak(threading.Thread):
             time.sleep(0.05)
 
 
+def run_events(run_dir: Path) -> list[dict]:
+    """The run's events as plain dicts, read through the app's own reader (none yet: an empty list)."""
+    from loratui.core.runs import RunDir
+
+    return [e.to_dict() for e in RunDir(run_dir).events()]
+
+
 def run_child(cmd: list[str], log: Path, timeout: float = 300) -> tuple[int, float, float]:
     """Exit code, start time, NVML peak GiB of the child's process tree (all cards); per-card peak in CARD_PEAK."""
     t0 = time.time()
@@ -159,8 +166,7 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
                              args.timeout)
     res = {"side": f"loratui {variant}", "exit": rc, "nvml_peak_gib": round(nvml, 2),
            "nvml_card_peak_gib": round(CARD_PEAK[0], 2)}
-    events = [json.loads(ln) for ln in (run_dir / "events.jsonl").read_text().splitlines() if ln.strip()] \
-        if (run_dir / "events.jsonl").is_file() else []
+    events = run_events(run_dir)
     steps = [e for e in events if e.get("kind") == "step"]
     mem = [e for e in events if e.get("kind") == "memory"]
     started = [e for e in events if e.get("kind") == "started"]
