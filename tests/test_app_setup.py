@@ -59,6 +59,13 @@ async def answer_prompt(pilot, text: str) -> None:
     await settle(pilot)
 
 
+async def save_as(pilot, path: Path) -> None:
+    """ctrl+s, then the path typed into the prompt it opens."""
+    await pilot.press("ctrl+s")
+    await settle(pilot)
+    await answer_prompt(pilot, str(path))
+
+
 def runs_in(tmp_path: Path) -> list[Path]:
     d = tmp_path / "runs"
     return sorted(p for p in d.iterdir()) if d.is_dir() else []
@@ -189,9 +196,7 @@ async def test_fill_save_and_reload(fake_core, tmp_path):
         await type_into(pilot, screen, "lora.target_modules", "q_proj, k_proj, v_proj")
         await settle(pilot)
         assert not screen.errors
-        await pilot.press("ctrl+s")
-        await settle(pilot)
-        await answer_prompt(pilot, str(out))
+        await save_as(pilot, out)
         assert out.is_file() and app.screen is screen
         saved = yaml.safe_load(out.read_text())
         assert saved["lora"]["r"] == 16 and saved["lora"]["alpha"] == 32
@@ -220,16 +225,12 @@ async def test_save_asks_before_overwriting(fake_core, tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("ctrl+s")
-        await settle(pilot)
-        await answer_prompt(pilot, str(out))
+        await save_as(pilot, out)
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("n")
         await settle(pilot)
         assert out.read_text() == "# mine\n"
-        await pilot.press("ctrl+s")
-        await settle(pilot)
-        await answer_prompt(pilot, str(out))
+        await save_as(pilot, out)
         await pilot.press("y")
         await settle(pilot)
         assert "lora" in yaml.safe_load(out.read_text())
@@ -439,9 +440,7 @@ async def test_saved_yaml_reads_on_its_own(fake_core, tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("ctrl+s")
-        await settle(pilot)
-        await answer_prompt(pilot, str(out))
+        await save_as(pilot, out)
     data = yaml.safe_load(out.read_text())
     assert data["model"]["name"] == "smollm2-135m-instruct"
     assert data["data"]["source"] == "sample:contacts-json.jsonl"
@@ -451,7 +450,7 @@ async def test_saved_yaml_reads_on_its_own(fake_core, tmp_path):
 
 async def test_choice_lists_open_above_the_footer_at_80x24(fake_core):
     """Issue 9 defect 12: the Select dropdown covered the footer at 80x24."""
-    from textual.widgets import Footer, Select
+    from textual.widgets import Footer
     from textual.widgets._select import SelectOverlay
 
     app = make_app()

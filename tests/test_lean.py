@@ -11,14 +11,20 @@ import torch
 from loratui.train.lean import RecomputedDropoutLinear, lean_lora
 
 
-def _model(dtype=torch.float32, dropout=0.1):
-    from peft import LoraConfig, get_peft_model
+def _base(layers: int = 2):
+    """A random-init Llama small enough for a CPU step (seeded: the same weights each call)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    base = LlamaForCausalLM(cfg).to(dtype)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160,
+                                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=128))
+
+
+def _model(dtype=torch.float32, dropout=0.1):
+    from peft import LoraConfig, get_peft_model
+
+    base = _base().to(dtype)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, task_type="CAUSAL_LM",
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     model = get_peft_model(base, lora)
@@ -84,7 +90,6 @@ def test_lean_lora_under_autocast_keeps_the_16bit_input():
 
 def test_lean_adapter_saves_and_reloads_as_a_plain_peft_adapter(tmp_path):
     from peft import PeftModel
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     model = _model()
     lean_lora(model, keep_input_dtype=False)
@@ -98,10 +103,7 @@ def test_lean_adapter_saves_and_reloads_as_a_plain_peft_adapter(tmp_path):
     ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         want = model(input_ids=ids).logits
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
-    reloaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    reloaded = PeftModel.from_pretrained(_base(), str(tmp_path / "adapter")).eval()
     assert not any(isinstance(m, RecomputedDropoutLinear) for m in reloaded.modules())
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids).logits, want)
@@ -110,11 +112,8 @@ def test_lean_adapter_saves_and_reloads_as_a_plain_peft_adapter(tmp_path):
 def test_no_dropout_or_dora_is_left_as_peft_builds_it():
     assert lean_lora(_model(dropout=0.0), keep_input_dtype=False) == 0
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=1,
-                                        num_attention_heads=4, num_key_value_heads=2))
-    dora = get_peft_model(base, LoraConfig(r=4, lora_dropout=0.1, use_dora=True, target_modules=["q_proj"]))
+    dora = get_peft_model(_base(layers=1), LoraConfig(r=4, lora_dropout=0.1, use_dora=True, target_modules=["q_proj"]))
     assert lean_lora(dora, keep_input_dtype=False) == 0
 
 
