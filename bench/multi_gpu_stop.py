@@ -14,6 +14,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import run_events  # noqa: E402
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--gpus", type=int, default=2)
 ap.add_argument("--steps", type=int, default=60)
@@ -30,8 +33,7 @@ loratui = [sys.executable, "-m", "loratui"]
 
 
 def events():
-    p = run / "events.jsonl"
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
+    return run_events(run)
 
 
 print(subprocess.run(loratui + ["train", str(path), "--detach"], capture_output=True, text=True).stdout, flush=True)
