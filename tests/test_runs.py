@@ -326,3 +326,37 @@ async def test_cli_runs_screen_and_monitor_show_the_same_numbers(tmp_path, monke
         assert (v.step, v.max_steps, v.elapsed) == (20, 30, 201.0)
         text = screen_text(app)
         assert "step 20/30" in text and "67%" in text and "time 3:21" in text
+
+
+def test_two_overlapping_refreshes_count_a_runs_time_once(tmp_path, monkeypatch):
+    """CI caught the Runs screen showing a stopped run's time doubled (402 s for 201 s): a refresh in a thread
+    worker outlived the next one and both folded the same event lines. Here every read is slow, as on a busy box."""
+    import threading
+
+    from loratui.core.protocol import EventTail
+    from loratui.ui.screens.runs import SummaryCache
+
+    run = make_run(tmp_path, "half", state="stopped", pid=4_194_301, updated=1000.0)
+    events = [{"kind": "started", "time": 100.0, "max_steps": 30, "model": "m", "method": "lora"}]
+    events += [{"kind": "step", "time": 100.0 + 10 * i, "step": i, "max_steps": 30, "loss": 1.0}
+               for i in range(3, 19, 3)]
+    events += [{"kind": "stopped", "time": 301.0, "step": 20, "adapter": "adapter"}]
+    run.events_path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+    original = EventTail.poll
+
+    def slow_poll(self):
+        start = self.offset
+        time.sleep(0.05)  # the read takes a while: another refresh starts meanwhile
+        self.offset = start
+        return original(self)
+
+    monkeypatch.setattr(EventTail, "poll", slow_poll)
+    cache = SummaryCache()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.summaries(tmp_path))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [(s.step, s.elapsed) for [s] in results] == [(20, 201.0)] * 3

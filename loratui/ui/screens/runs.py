@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,8 +53,14 @@ class SummaryCache:
 
     def __init__(self) -> None:
         self._readers: dict[Path, RunReader] = {}
+        self._lock = threading.Lock()
 
     def summaries(self, runs_dir: Path) -> list[RunSummary]:
+        # refreshes run in thread workers; one that outlives the next must not fold the same lines twice
+        with self._lock:
+            return self._summaries(runs_dir)
+
+    def _summaries(self, runs_dir: Path) -> list[RunSummary]:
         out: list[RunSummary] = []
         try:
             folders = [p for p in Path(runs_dir).iterdir() if p.is_dir()]
