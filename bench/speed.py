@@ -31,7 +31,7 @@ PEAK_BF16 = 989.4e12  # H100 / H200 SXM dense bf16 FLOP/s
 SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "data.packing",
          "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing",
          "gpus": "train.gpus", "distributed": "train.distributed", "method": "method.kind",
-         "lean": "train.lean_activations"}
+         "lean": "train.lean_activations", "lean_mlp": "train.lean_mlp"}
 
 
 class NvmlPeak(threading.Thread):

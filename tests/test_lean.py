@@ -143,3 +143,49 @@ def test_the_engine_trains_the_same_with_lean_on_and_off(tmp_path, tiny_llama):
         losses[lean] = [e["loss"] for e in events if e["kind"] == "step"]
     assert len(losses["on"]) == 4
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-5)
+
+
+def test_gated_mlp_down_adapter_keeps_the_activation_inputs_not_its_own():
+    """A gated MLP's down projection: its adapter's input (act(gate) * up, intermediate-size wide) is computed again
+    in the backward pass from what the activation keeps anyway, so it is not kept twice; gradients unchanged."""
+    from loratui.train.lean import lean_gated_mlps
+
+    ids = torch.randint(0, 256, (4, 96), generator=torch.Generator().manual_seed(0))
+    plain = _model()
+    lean_lora(plain, keep_input_dtype=False)
+    parts = copy.deepcopy(plain)
+    assert lean_gated_mlps(parts) == 2  # one MLP a layer
+    g_plain, kept_plain, loss_plain = _step(plain, ids)
+    g_parts, kept_parts, loss_parts = _step(parts, ids)
+    assert loss_parts == pytest.approx(loss_plain, rel=1e-6)
+    for name in g_plain:
+        torch.testing.assert_close(g_parts[name], g_plain[name], rtol=1e-5, atol=1e-7, msg=name)
+    # each layer's down-projection input (4 x 96 tokens x 160 wide, fp32) is no longer kept
+    saved = 2 * 4 * 96 * 160 * 4
+    assert kept_plain - kept_parts >= saved, (kept_plain, kept_parts, saved)
+    # nothing is held between steps: the parts are taken by the adapter's call
+    assert all(m.parts.g is None and m.parts.u is None for m in parts.modules()
+               if isinstance(m, RecomputedDropoutLinear) and m.parts is not None)
+
+
+def test_gated_parts_that_do_not_rebuild_the_input_are_not_used():
+    """If the down projection's input is not exactly act(gate) * up (a model whose MLP does something else), the
+    check on the first step finds it and that MLP keeps its input as before: same gradients as plain lean."""
+    from loratui.train.lean import lean_gated_mlps
+
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    plain = _model()
+    lean_lora(plain, keep_input_dtype=False)
+    odd = copy.deepcopy(plain)
+    for layer in odd.base_model.model.model.layers:  # the MLP scales its activation: no longer act(g) * u
+        mlp = layer.mlp
+        mlp.forward = (lambda m: lambda x: m.down_proj(m.act_fn(m.gate_proj(x)) * m.up_proj(x) * 0.5))(mlp)
+    for layer in plain.base_model.model.model.layers:
+        mlp = layer.mlp
+        mlp.forward = (lambda m: lambda x: m.down_proj(m.act_fn(m.gate_proj(x)) * m.up_proj(x) * 0.5))(mlp)
+    assert lean_gated_mlps(odd) == 2
+    g_plain, _, _ = _step(plain, ids)
+    g_odd, _, _ = _step(odd, ids)
+    for name in g_plain:
+        torch.testing.assert_close(g_odd[name], g_plain[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert all(m.parts.disabled for m in odd.modules() if isinstance(m, RecomputedDropoutLinear) and m.parts)

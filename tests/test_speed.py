@@ -27,6 +27,11 @@ def test_auto_turns_the_fast_path_on_for_a_gpu_only(monkeypatch):
     assert speed.resolve(cfg(data={}, **{}), cuda=True, model_type="llama").lean is False
     qlora = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"}, "method": {"kind": "qlora"}})
     assert speed.resolve(qlora, cuda=True, model_type="llama").lean is True
+    assert speed.resolve(qlora, cuda=True, model_type="llama").lean_mlp is True  # follows lean, has its own switch
+    qlora.train.lean_mlp = "off"
+    assert speed.resolve(qlora, cuda=True, model_type="llama").lean_mlp is False
+    qlora.train.lean_mlp, qlora.train.gradient_checkpointing = "auto", True  # layers recomputed whole: nothing to do
+    assert speed.resolve(qlora, cuda=True, model_type="llama").lean_mlp is False
     assert speed.resolve(qlora, cuda=False, model_type="llama").lean is False
     assert speed.resolve(cfg(lean_activations="on"), cuda=True, model_type="llama").lean is True
     cpu = speed.resolve(cfg(), cuda=False, model_type="llama")
@@ -49,6 +54,9 @@ def test_choices_that_cannot_work_here_are_one_line_errors():
     with pytest.raises(ConfigError) as err:
         speed.resolve(cfg(liger="on"), cuda=False)
     assert err.value.field == "train.liger"
+    with pytest.raises(ConfigError) as err:
+        speed.resolve(cfg(lean_mlp="on"), cuda=False)
+    assert err.value.field == "train.lean_mlp" and "lean_activations" in err.value.hint
 
 
 def test_packing_accepts_the_old_true_false():

@@ -216,7 +216,12 @@ class TrainSection(Section):
     dtype (bf16), and LoRA dropout is recomputed in the backward pass instead of stored; auto: on for QLoRA and 8-bit
     LoRA on a GPU (less memory for a little speed)."""
 
-    _liger_bool = field_validator("liger", "lean_activations", mode="before")(lambda v: switch_value(v))
+    lean_mlp: Switch = "auto"
+    """With lean activations, a gated MLP's (Llama, Mistral, Qwen) down-projection adapter rebuilds its input from
+    what the activation keeps instead of keeping its own copy; auto: on wherever lean_activations is on (8B QLoRA
+    shape: -2.1 GiB, -16% tokens/s: bench/RESULTS.md). Ignored with gradient checkpointing or compile."""
+
+    _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", mode="before")(lambda v: switch_value(v))
     gpus: Union[Literal["auto"], int, list[int]] = "auto"
     """Which cards: auto (every visible card), a count (the first N), or a list of indices (as nvidia-smi numbers
     them). Several cards: one process a card under torchrun."""

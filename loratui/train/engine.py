@@ -347,12 +347,14 @@ class Engine:
         self.model = models.apply_method(cfg, model, gradient_checkpointing=checkpointing, fsdp=fsdp,
                                          lean=sp.lean)
         if sp.lean:  # speed.resolve grants it to LoRA methods only
-            from loratui.train.lean import lean_lora
+            from loratui.train.lean import lean_gated_mlps, lean_lora
 
             # under autocast the adapters take their input as it is; whole-layer checkpointing already recomputes
             # the dropout
             lean_lora(self.model, keep_input_dtype=pre.precision in ("bf16", "fp16"),
                       recompute_dropout=not checkpointing)
+            if sp.lean_mlp:
+                lean_gated_mlps(self.model)
         return self.model
 
     def _build_trainer(self, model, precision: str, train_ds, val_ds):

@@ -188,6 +188,7 @@ class Levers:
     liger: bool
     optimizer: str
     lean: bool = False  # train.lean_activations (loratui.train.lean)
+    lean_mlp: bool = False
 
 
 # Calibrated constants (tests/test_estimate.py holds the measured points they were checked against)
@@ -465,7 +466,7 @@ def _levers(cfg: RunConfig, cuda: bool, model_type: str | None) -> Levers:
             precision = "fp32"  # refused at launch; estimate what a CPU could run
     sp = speed.resolve(cfg, cuda, model_type)
     return Levers(cuda=cuda, precision=precision, packing=sp.packing, attention=sp.attention, liger=sp.liger,
-                  optimizer=sp.optimizer, lean=sp.lean)
+                  optimizer=sp.optimizer, lean=sp.lean, lean_mlp=sp.lean_mlp)
 
 
 def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None = None) -> MemoryReport:
@@ -502,8 +503,12 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None =
     rows = []
     for label, variant in variants:
         meta = models.build_meta_model(variant, model_config)
-        vlev = lev if variant is cfg else Levers(**{**lev.__dict__, "optimizer": _optimizer(variant, cuda),
-                                                    "lean": speed.lean_activations(variant, lev.cuda)})
+        if variant is cfg:
+            vlev = lev
+        else:
+            vlean = speed.lean_activations(variant, lev.cuda)
+            vlev = Levers(**{**lev.__dict__, "optimizer": _optimizer(variant, cuda), "lean": vlean,
+                             "lean_mlp": speed.lean_mlp(variant, vlean)})
         row = _estimate_row(label, variant, meta, shape, vlev, tokens)
         row.basis, row.tokens_note = basis, tokens.note
         rows.append(row)
@@ -592,6 +597,9 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
         # no dropped copies or masks: each adapted projection keeps its input itself (q, k and v one tensor)
         lora_width = 0
         trainable_linear = trainable_linear | adapted
+        if shape.gated and lev.lean_mlp:
+            # a gated MLP's down projection rebuilds its input from the activation's kept inputs (lean_gated_mlps)
+            trainable_linear = trainable_linear - {"down_proj"}
     masked = lev.attention in ("sdpa", "eager")  # a mask (padding or packed rows): transformers repeats keys/values
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,

@@ -25,6 +25,7 @@ class Speed:
     optimizer: str  # our optimizer name (engine.OPTIMIZERS maps it to the Trainer's)
     compile: bool
     lean: bool = False  # lean LoRA activations (loratui.train.lean)
+    lean_mlp: bool = False  # ... and gated MLPs' down-projection adapters rebuild their input (lean_gated_mlps)
 
     def as_event(self) -> dict:
         return asdict(self)
@@ -87,8 +88,20 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     optimizer = t.optimizer
     if optimizer == "auto":
         optimizer = "adamw_torch_fused" if cuda else "adamw_torch"
+    lean = lean_activations(cfg, cuda)
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
-                 optimizer=optimizer, compile=t.compile, lean=lean_activations(cfg, cuda))
+                 optimizer=optimizer, compile=t.compile, lean=lean, lean_mlp=lean_mlp(cfg, lean))
+
+
+def lean_mlp(cfg: RunConfig, lean: bool) -> bool:
+    """Whether gated MLPs' down-projection adapters rebuild their input (loratui.train.lean.lean_gated_mlps): only
+    on top of lean activations whose dropout is recomputed (not with gradient checkpointing or compile)."""
+    t = cfg.train
+    if t.lean_mlp == "on" and not lean:
+        raise ConfigError("train.lean_mlp on needs lean activations", field="train.lean_mlp",
+                          hint="set train.lean_activations: on, or train.lean_mlp: auto")
+    return (lean and t.lean_mlp != "off" and not t.gradient_checkpointing and not t.compile
+            and cfg.lora.dropout > 0)
 
 
 def lean_activations(cfg: RunConfig, cuda: bool) -> bool:
