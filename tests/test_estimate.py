@@ -283,3 +283,32 @@ def test_minilm_classifier_estimate_within_10_percent_of_the_nvml_peak(minilm_di
     cfg["model"]["name"] = str(minilm_dir)
     report = estimate_memory(RunConfig.model_validate(cfg), compare=False, cuda=True)
     assert abs(report.rows[0].total / 2**30 / 1.04 - 1) <= 0.10, report.rows[0].total / 2**30
+
+
+@pytest.mark.parametrize("fmt,source,packing", [("alpaca", "sample:contacts-json.jsonl", True),
+                                                ("alpaca", "sample:contacts-json.jsonl", False),
+                                                ("text", None, True)])
+def test_the_evaluation_batches_are_the_engines_own(tmp_path, tiny_llama, bench_env, fmt, source, packing):
+    """The held-out rows are the same at every evaluation and read in order: the estimate counts the evaluation's
+    largest batch from those rows themselves (the bench's 1B run with 150 held out: 4,911 tokens, where drawing
+    10 batches from the length distribution said 5,421), and it is the batch the engine will build."""
+    from loratui.train import data, estimate, models
+
+    work, _ = bench_env
+    cfg = RunConfig.model_validate({
+        "model": {"name": str(tiny_llama)},
+        "data": {"source": source or str(work / "data.jsonl"), "format": fmt, "validation_fraction": 0.1,
+                 "max_length": 256, "packing": "on" if packing else "off"},
+        "train": {"max_steps": 10, "batch_size": 8, "seed": 7}})
+    tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg))
+    train_raw, val_raw = data.load_splits(cfg)
+    _, val_ds, _ = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
+    engine_lengths = [len(r["input_ids"]) for r in val_ds]
+    assert estimate.eval_lengths(cfg) == engine_lengths
+    tokens = estimate.step_tokens(cfg, packing)
+    assert tokens.eval == estimate.eval_batch_tokens(engine_lengths, 8, packing)
+    if packing:
+        assert tokens.eval == max(sum(engine_lengths[i:i + 8]) for i in range(0, len(engine_lengths), 8))
+    # another seed holds out other rows: not served from the cache
+    cfg.train.seed = 8
+    assert estimate.eval_lengths(cfg) != engine_lengths

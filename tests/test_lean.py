@@ -138,8 +138,13 @@ def test_the_engine_trains_the_same_with_lean_on_and_off(tmp_path, tiny_llama):
         assert engine.run() == 0
         folded = sum(isinstance(m, RecomputedDropoutLinear) for m in engine.model.modules())
         assert folded == (14 if lean == "on" else 0)
+        # and each layer's MLP hands its down projection the activation's inputs (train.lean_mlp: auto)
+        parts = [m.parts for m in engine.model.modules() if isinstance(m, RecomputedDropoutLinear) and m.parts]
+        assert len(parts) == (2 if lean == "on" else 0)
+        assert all(p.combine is not None and not p.disabled for p in parts)  # checked bit for bit, then used
         events = [json.loads(line) for line in run.events_path.read_text().splitlines()]
-        assert [e for e in events if e["kind"] == "started"][0]["speed"]["lean"] is (lean == "on")
+        started = [e for e in events if e["kind"] == "started"][0]["speed"]
+        assert (started["lean"], started["lean_mlp"]) == ((True, True) if lean == "on" else (False, False))
         losses[lean] = [e["loss"] for e in events if e["kind"] == "step"]
     assert len(losses["on"]) == 4
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-5)

@@ -338,6 +338,40 @@ def _train_rows(cfg: RunConfig):
     return ds, max(len(rows), int(size / max(per_row, 1))), True
 
 
+def _length_fn(cfg: RunConfig, ds, tokenizer, max_length: int):
+    """(lengths(idx), chars(idx)): the token lengths the engine gives rows ``idx`` of ``ds`` (capped at max_length),
+    and a cheap character length to find the longest rows by."""
+    from loratui.train import data
+
+    if cfg.model.task == "seq-cls":
+        col = cfg.data.text_column
+
+        def texts(idx: list[int]) -> list[str]:
+            return [str(t) for t in ds.select(idx)[col]]
+
+        def lengths(idx: list[int]) -> list[int]:
+            return [min(len(x), max_length) for x in tokenizer(texts(idx))["input_ids"]] if idx else []
+
+        return lengths, lambda idx: [len(t) for t in texts(idx)]
+    # the text each row becomes (the engine's own rendering), tokenized in one batch: the same ids encode_row gets
+    # from a fast tokenizer, without its per-token label bookkeeping
+    bos = data._adds_bos(tokenizer) and not (cfg.data.format != "text" and data._has_chat_template(tokenizer))
+
+    def texts(idx: list[int]) -> list[str]:
+        return ["".join(s for s, _ in data.row_segments(cfg, tokenizer, row)) for row in ds.select(idx)]
+
+    def lengths(idx: list[int]) -> list[int]:
+        if not idx:
+            return []
+        ids = tokenizer(texts(idx), add_special_tokens=False)["input_ids"]
+        return [min(len(x) + bos, max_length) for x in ids]
+
+    if cfg.data.format == "text":
+        col = cfg.data.text_column
+        return lengths, lambda idx: [len(str(t)) for t in ds.select(idx)[col]]
+    return lengths, lambda idx: [len(t) for t in texts(idx)]
+
+
 def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int, bool]:
     from loratui.train import data, models
 
@@ -349,45 +383,68 @@ def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int, bool]:
     n = len(ds)
     tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg))
     max_length = data.effective_max_length(cfg, tokenizer)
+    lengths, chars_of = _length_fn(cfg, ds, tokenizer, max_length)
 
     def spaced(count: int) -> list[int]:
         return sorted({int(k * n / count) for k in range(count)}) if n > count else list(range(n))
 
-    if cfg.model.task == "seq-cls":
-        col = cfg.data.text_column
-
-        def texts(idx: list[int]) -> list[str]:
-            return [str(t) for t in ds.select(idx)[col]]
-
-        def lengths(idx: list[int]) -> list[int]:
-            return [min(len(x), max_length) for x in tokenizer(texts(idx))["input_ids"]] if idx else []
-
-        scan = spaced(SCAN_ROWS)
-        chars = [len(t) for t in texts(scan)]
-    else:
-        # the text each row becomes (the engine's own rendering), tokenized in one batch: the same ids encode_row
-        # gets from a fast tokenizer, without its per-token label bookkeeping
-        bos = data._adds_bos(tokenizer) and not (cfg.data.format != "text" and data._has_chat_template(tokenizer))
-        scan = spaced(SCAN_ROWS if cfg.data.format == "text" else 2000)  # a chat template renders each row: fewer
-
-        def texts(idx: list[int]) -> list[str]:
-            return ["".join(s for s, _ in data.row_segments(cfg, tokenizer, row)) for row in ds.select(idx)]
-
-        def lengths(idx: list[int]) -> list[int]:
-            if not idx:
-                return []
-            ids = tokenizer(texts(idx), add_special_tokens=False)["input_ids"]
-            return [min(len(x) + bos, max_length) for x in ids]
-
-        if cfg.data.format == "text":
-            col = cfg.data.text_column
-            chars = [len(str(t)) for t in ds.select(scan)[col]]
-        else:
-            chars = [len(t) for t in texts(scan)]
+    # a chat template renders each row: fewer rows scanned
+    scan = spaced(SCAN_ROWS if cfg.model.task == "seq-cls" or cfg.data.format == "text" else 2000)
+    chars = chars_of(scan)
     longest_idx = [scan[j] for j in sorted(range(len(scan)), key=lambda j: -chars[j])[:LONGEST_ROWS]]
     sample = lengths(spaced(SAMPLE_ROWS))
     longest = max(lengths(longest_idx) + sample, default=0)
     return sample, longest, n_rows, head_only
+
+
+_EVAL_LENGTHS: dict[tuple, list[int] | None] = {}
+EVAL_ROWS = 5000  # a held-out split up to this size is measured row by row (its batches exactly)
+
+
+def eval_lengths(cfg: RunConfig) -> list[int] | None:
+    """Token lengths of the held-out rows in the order evaluation reads them (sequentially, every evaluation the
+    same), when the run holds a split out of its source (``validation_fraction``, with the run's seed); None when
+    that can't be known cheaply (a validation file, a large source read by its head, a very large split)."""
+    d = cfg.data
+    key = _source_key(cfg)
+    if isinstance(key, str) or d.validation_file or not d.validation_fraction:
+        return None
+    key = (key, d.validation_fraction, cfg.train.seed)
+    if key not in _EVAL_LENGTHS:
+        _EVAL_LENGTHS[key] = None
+        try:
+            _EVAL_LENGTHS[key] = _read_eval_lengths(cfg)
+        except Exception:  # noqa: BLE001 - the estimate falls back to the sampled distribution
+            pass
+        if len(_EVAL_LENGTHS) > 32:
+            _EVAL_LENGTHS.pop(next(iter(_EVAL_LENGTHS)))
+    return _EVAL_LENGTHS[key]
+
+
+def _read_eval_lengths(cfg: RunConfig) -> list[int] | None:
+    from loratui.train import data, models
+
+    ds, _rows, head_only = _train_rows(cfg)
+    if head_only:
+        return None
+    if cfg.data.max_samples is not None and cfg.data.max_samples < len(ds):
+        ds = ds.select(range(cfg.data.max_samples))
+    n_val = max(1, round(len(ds) * cfg.data.validation_fraction))  # as data.load_splits holds it out
+    if n_val > EVAL_ROWS or len(ds) - n_val < 1:
+        return None
+    val = ds.train_test_split(test_size=n_val, seed=cfg.train.seed, shuffle=True)["test"]
+    tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg))
+    lengths, _ = _length_fn(cfg, val, tokenizer, data.effective_max_length(cfg, tokenizer))
+    return lengths(list(range(len(val))))
+
+
+def eval_batch_tokens(lengths: list[int], batch: int, packing: bool) -> int:
+    """Tokens in the largest evaluation batch: consecutive rows, packed into one row or padded to the longest (to a
+    multiple of 8, as the collator pads)."""
+    chunks = [lengths[i:i + batch] for i in range(0, len(lengths), max(batch, 1))]
+    if packing:
+        return max((sum(c) for c in chunks), default=0)
+    return max((len(c) * (-(-max(c) // 8) * 8) for c in chunks), default=0)
 
 
 def _largest_sum(sample: list[int], batch: int, steps: int, margin: int = PACK_MARGIN) -> float:
@@ -439,14 +496,17 @@ def step_tokens(cfg: RunConfig, packing: bool) -> StepTokens:
         def packed(batch: int, n: int = steps, margin: int = PACK_MARGIN) -> int:
             return int(min(batch * longest, max(longest, _largest_sum(sample, batch, n, margin))))
 
-        # evaluation: the largest of the evaluation's own batches, which are the same at every evaluation (no
-        # margin for other runs' shuffles; measured: 1B with 150 held-out rows, bench/RESULTS.md)
+        # evaluation: the largest of the evaluation's own batches, which are the same at every evaluation: counted
+        # from the held-out rows themselves when known, else drawn (no margin for other runs' shuffles)
+        held = eval_lengths(cfg)
         n_eval = _eval_batches(cfg, rows, eb)
-        return StepTokens(packed(b), packed(eb, n_eval, 1) if n_eval else packed(eb), longest,
+        ev = eval_batch_tokens(held, eb, True) if held else packed(eb, n_eval, 1) if n_eval else packed(eb)
+        return StepTokens(packed(b), ev, longest,
                           f"packed: {b} examples of mean {mean:.0f} tokens, the largest of {steps:,} steps about "
                           f"{packed(b):,} tokens (from {source})", True)
     padded = min(max_length, -(-longest // 8) * 8)
-    return StepTokens(b * padded, eb * padded, longest,
+    held = eval_lengths(cfg)
+    return StepTokens(b * padded, eval_batch_tokens(held, eb, False) if held else eb * padded, longest,
                       f"padded: {b} x {padded} tokens (the longest example, from {source})", True)
 
 
