@@ -312,3 +312,20 @@ def test_the_evaluation_batches_are_the_engines_own(tmp_path, tiny_llama, bench_
     # another seed holds out other rows: not served from the cache
     cfg.train.seed = 8
     assert estimate.eval_lengths(cfg) != engine_lengths
+
+
+def test_a_validation_file_is_measured_row_by_row(tiny_llama):
+    """The embedded demo holds out a file (80 contacts): the estimate's evaluation batches are that file's."""
+    from loratui.train import data, estimate, models
+
+    cfg = RunConfig.model_validate({
+        "model": {"name": str(tiny_llama)},
+        "data": {"source": "sample:contacts-json.jsonl", "validation_file": "sample:contacts-json-eval.jsonl",
+                 "format": "alpaca", "max_length": 256, "packing": "on"},
+        "train": {"max_steps": 10, "batch_size": 8, "eval_batch_size": 16}})
+    tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg))
+    train_raw, val_raw = data.load_splits(cfg)
+    _, val_ds, _ = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
+    lengths = [len(r["input_ids"]) for r in val_ds]
+    assert len(lengths) == 80 and estimate.eval_lengths(cfg) == lengths
+    assert estimate.step_tokens(cfg, True).eval == max(sum(lengths[i:i + 16]) for i in range(0, 80, 16))

@@ -403,13 +403,22 @@ EVAL_ROWS = 5000  # a held-out split up to this size is measured row by row (its
 
 def eval_lengths(cfg: RunConfig) -> list[int] | None:
     """Token lengths of the held-out rows in the order evaluation reads them (sequentially, every evaluation the
-    same), when the run holds a split out of its source (``validation_fraction``, with the run's seed); None when
-    that can't be known cheaply (a validation file, a large source read by its head, a very large split)."""
+    same): the split the run holds out of its source (``validation_fraction``, with the run's seed) or its local
+    validation file, as the engine loads them (``data.load_splits``); None when that can't be known cheaply (a
+    large or remote source, a very large held-out set)."""
+    from loratui.train import data
+
     d = cfg.data
     key = _source_key(cfg)
-    if isinstance(key, str) or d.validation_file or not d.validation_fraction:
+    if isinstance(key, str) or not (d.validation_file or d.validation_fraction):
         return None
-    key = (key, d.validation_fraction, cfg.train.seed)
+    if d.validation_file:
+        val = Path(data.resolve_source(d.validation_file))
+        if not val.is_file() or val.stat().st_size > LARGE_SOURCE:
+            return None
+        key = (key, str(val), val.stat().st_mtime_ns)
+    else:
+        key = (key, d.validation_fraction, cfg.train.seed)
     if key not in _EVAL_LENGTHS:
         _EVAL_LENGTHS[key] = None
         try:
@@ -424,15 +433,12 @@ def eval_lengths(cfg: RunConfig) -> list[int] | None:
 def _read_eval_lengths(cfg: RunConfig) -> list[int] | None:
     from loratui.train import data, models
 
-    ds, _rows, head_only = _train_rows(cfg)
-    if head_only:
+    path = Path(data.resolve_source(cfg.data.source))
+    if not path.is_file() or path.stat().st_size > LARGE_SOURCE:
         return None
-    if cfg.data.max_samples is not None and cfg.data.max_samples < len(ds):
-        ds = ds.select(range(cfg.data.max_samples))
-    n_val = max(1, round(len(ds) * cfg.data.validation_fraction))  # as data.load_splits holds it out
-    if n_val > EVAL_ROWS or len(ds) - n_val < 1:
+    _train, val = data.load_splits(cfg)
+    if val is None or len(val) > EVAL_ROWS:
         return None
-    val = ds.train_test_split(test_size=n_val, seed=cfg.train.seed, shuffle=True)["test"]
     tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg))
     lengths, _ = _length_fn(cfg, val, tokenizer, data.effective_max_length(cfg, tokenizer))
     return lengths(list(range(len(val))))
