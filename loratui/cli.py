@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="run training in the foreground")
     t.add_argument("config", nargs="?", help="YAML config")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its newest checkpoint")
+    t.add_argument("--resume", metavar="RUN", help="continue a stopped run from its newest checkpoint (its folder, "
+                   "or its name in the runs folder)")
     t.add_argument("--runs-dir", default=None, help="runs folder (overrides output.runs_dir)")
     t.add_argument("--name", help="run folder name (overrides output.name)")
     t.add_argument("--detach", action="store_true", help="start the engine in the background and return")
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
 
     s = sub.add_parser("stop", help="stop a running run gracefully (adapter saved)")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="the run's folder, or its name in the runs folder (as `loratui runs` lists it)")
+    s.add_argument("--runs-dir", default=None, help="runs folder for a name (default: ./runs or $LORATUI_RUNS_DIR)")
 
     m = sub.add_parser("merge", help="merge an adapter into its base model")
     m.add_argument("adapter")
@@ -129,9 +131,7 @@ def cmd_train(args) -> int:
     from loratui.core.config import load_config
 
     if args.resume:
-        run = runs.RunDir(Path(args.resume))
-        if not run.config_path.is_file():
-            raise LoratuiError(f"{run.path} is not a run folder", field="--resume", hint="give runs/NAME")
+        run = find_run(args.resume, args.runs_dir, "--resume")
         state = run.state()
         if state.active:
             raise LoratuiError(f"{run.name} is still running", field="--resume", hint="stop it first: loratui stop")
@@ -235,10 +235,27 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def cmd_stop(args) -> int:
-    from loratui.core.runs import RunDir, stop_run
+def find_run(spec: str, runs_dir: str | None, field: str):
+    """A run named on the command line: its folder, or its name in the runs folder (``loratui runs`` lists names)."""
+    from loratui.core.runs import RunDir
 
-    run = RunDir(Path(args.run_dir))
+    folder = Path(spec).expanduser()
+    candidates = [folder]
+    if len(folder.parts) == 1:
+        candidates.append(Path(runs_dir or default_runs_dir()).expanduser() / spec)
+    for path in candidates:
+        run = RunDir(path)
+        if run.config_path.is_file():
+            return run
+    where = " or ".join(str(c) for c in candidates)
+    raise LoratuiError(f"no run folder at {where}", field=field,
+                       hint="give a run's folder or a name from `loratui runs` (--runs-dir for another runs folder)")
+
+
+def cmd_stop(args) -> int:
+    from loratui.core.runs import stop_run
+
+    run = find_run(args.run_dir, args.runs_dir, "run_dir")
     if stop_run(run):
         print(f"asked {run.name} to stop; it saves its adapter and checkpoint first")
         return 0

@@ -55,6 +55,28 @@ def test_stop_of_a_run_that_is_not_running(tmp_path, capsys):
     assert "is not running" in capsys.readouterr().err
 
 
+def test_stop_and_resume_take_a_run_name_from_the_listing(tmp_path, capsys, monkeypatch):
+    """`loratui runs` lists names; `loratui stop NAME` and `train --resume NAME` find them in the runs folder, and
+    a name that is nowhere says where it looked (it used to say "not running (state: created)")."""
+    from loratui.core.runs import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    run = RunDir(tmp_path / "runs" / "mine")
+    run.path.mkdir(parents=True)
+    run.config_path.write_text("{}\n")
+    run.write_status(state="finished")
+    assert main(["stop", "mine"]) == 2
+    assert "mine is not running (state: finished)" in capsys.readouterr().err
+    assert main(["train", "--resume", "mine"]) == 2
+    assert "already finished" in capsys.readouterr().err
+    assert main(["stop", "nothere"]) == 2
+    err = capsys.readouterr().err
+    assert "no run folder at nothere or runs/nothere" in err and "loratui runs" in err
+    other = tmp_path / "elsewhere"
+    assert main(["stop", "mine", "--runs-dir", str(other)]) == 2
+    assert f"{other}/mine" in capsys.readouterr().err
+
+
 def test_resume_needs_a_stopped_run(tmp_path, capsys):
     from loratui.core.runs import RunDir
 
