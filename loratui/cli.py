@@ -302,8 +302,33 @@ def cmd_estimate(args) -> int:
 
     cfg = load_config(args.config)
     print(count_params(cfg))
-    print(estimate_memory(cfg).format_table())
+    report = estimate_memory(cfg)
+    print(report.format_table())
+    line = _per_card_line(cfg, report.rows[0])
+    if line:
+        print(line)
     return 0
+
+
+def _per_card_line(cfg, row) -> str | None:
+    """On several cards, what each one holds (as Setup shows it): the strategy the engine would pick there."""
+    from loratui.core.devices import plan_devices
+    from loratui.core.gpu import query_gpus
+    from loratui.train.distributed import World, strategy
+    from loratui.train.estimate import gib
+
+    try:
+        visible = list(query_gpus())
+        plan = plan_devices(cfg, visible)
+    except (LoratuiError, ImportError):
+        return None  # no NVML, or train.gpus can't be met here: the run itself says so at launch
+    if plan.processes <= 1:
+        return None
+    cards = plan.gpus
+    sizes = [g.memory_total for g in visible if g.index in cards and getattr(g, "memory_total", None)]
+    how = strategy(cfg, World(size=len(cards)), min(sizes) if sizes else None)
+    share = "a full replica" if how == "ddp" else "weights, grads and optimizer states sharded"
+    return f"on {len(cards)} cards ({how.upper()}, {share}): {gib(row.per_card(how, len(cards)))} GiB a card"
 
 
 def cmd_layers(args) -> int:

@@ -176,6 +176,29 @@ def test_estimate_within_10_percent_of_the_nvml_peak(bench_env, h200, shape, met
     assert "the data" in row.tokens_note  # measured from the data, not max_length
 
 
+# per card under FSDP, NVML's figure for the cards together divided by their number (bench/RESULTS.md, "Several GPUs"):
+# full fine-tuning of the 8B shape on 4x H200 (round 1: bench/speed.py's 8B config with method full, batch 4 a card,
+# 20 steps: the single-card estimate of that config, 155.6 GiB, is what picked FSDP), and QLoRA on 2x H200 (round
+# 3, 15 steps, before train.lean_mlp existed).
+MEASURED_FSDP = [  # method, variant, steps, cards, NVML GiB a card
+    ("lora", "method=full+gpus=4", 20, 4, 45.5),
+    ("qlora", "gpus=2+distributed=fsdp+lean_mlp=off", 15, 2, 20.6),
+]
+
+
+@pytest.mark.parametrize("method,variant,steps,cards,nvml", MEASURED_FSDP, ids=[m[1] for m in MEASURED_FSDP])
+def test_fsdp_per_card_estimate_within_10_percent(bench_env, h200, method, variant, steps, cards, nvml):
+    """FSDP splits weights, gradients and optimizer states over the cards; each card keeps its own activations
+    (with a 16-bit residual stream: parameters are gathered in the compute dtype, so no autocast copies of them)
+    and gathers the root unit and two decoder layers whole. Dividing the single-card estimate instead said 66 GiB a
+    card for the full fine-tuning run that measured 45.5."""
+    cfg = _bench_cfg(bench_env, "8b", method, 4, steps, variant)
+    row = estimate_memory(cfg, compare=False, cuda=True).rows[0]
+    got = row.per_card("fsdp", cards) / 2**30
+    assert abs(got / nvml - 1) <= 0.10, f"{got:.2f} GiB a card estimated, {nvml} measured"
+    assert row.per_card("ddp", cards) == row.total  # DDP: a whole replica on every card
+
+
 def test_tutorial_recipe_shape_matches_torch_peak(bench_env, h200):
     """The tutorial's recipe (fp32 weights, fp16 autocast, padded, adamw_torch) as a loratui config: torch's peak was
     52.24 GiB (same file and date). Its NVML peak, 110.77 GiB, came from the caching allocator without expandable
@@ -329,3 +352,23 @@ def test_a_validation_file_is_measured_row_by_row(tiny_llama):
     lengths = [len(r["input_ids"]) for r in val_ds]
     assert len(lengths) == 80 and estimate.eval_lengths(cfg) == lengths
     assert estimate.step_tokens(cfg, True).eval == max(sum(lengths[i:i + 16]) for i in range(0, 80, 16))
+
+
+def test_cli_estimate_says_what_each_card_holds(bench_env, h200, monkeypatch):
+    """`loratui estimate` on a box of four 80 GiB cards: full fine-tuning of the 8B shape does not fit one, so the
+    engine would shard it (FSDP), and the line says each card's share, the number Setup shows."""
+    from fixtures import h100_cards
+    from loratui import cli
+    from loratui.core import gpu
+
+    monkeypatch.setattr(gpu, "query_gpus", lambda *a, **k: h100_cards(4))
+    cfg = _bench_cfg(bench_env, "8b", "lora", 4, 20, "method=full")
+    row = estimate_memory(cfg, compare=False, cuda=True).rows[0]
+    line = cli._per_card_line(cfg, row)
+    assert line.startswith("on 4 cards (FSDP, weights, grads and optimizer states sharded): ")
+    assert line.endswith(f"{row.per_card('fsdp', 4) / 2**30:.1f} GiB a card")
+    cfg.train.gpus = 1
+    assert cli._per_card_line(cfg, row) is None  # one card: the table's total is the card's
+    lora = _bench_cfg(bench_env, "1b", "lora", 16, 50, "default")
+    row = estimate_memory(lora, compare=False, cuda=True).rows[0]
+    assert cli._per_card_line(lora, row).startswith("on 4 cards (DDP, a full replica): ")

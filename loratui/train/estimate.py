@@ -74,10 +74,22 @@ class MemoryRow:
     trainable: int = 0
     basis: str = ""  # "estimated for CPU, fp32, host memory" and the like
     tokens_note: str = ""  # how the tokens a step holds were worked out
+    gathered: int = 0  # FSDP: the units gathered whole at once (the root's weights and two decoder layers)
+    sharded: "MemoryRow | None" = None  # this row as FSDP holds it (weights, grads, optimizer to split over cards)
 
     @property
     def total(self) -> int:
-        return self.weights + self.grads + self.optimizer + self.activations + self.overhead
+        return self.weights + self.grads + self.optimizer + self.activations + self.gathered + self.overhead
+
+    def per_card(self, strategy: str, cards: int) -> int:
+        """Bytes each card holds: one process or DDP a whole replica (``total``); FSDP its share of the weights,
+        gradients and optimizer states, its own activations, the units it gathers whole, and its overhead."""
+        if strategy != "fsdp" or cards <= 1:
+            return self.total
+        s = self.sharded or self
+        static = (s.weights + s.grads + s.optimizer) / cards
+        slack = ALLOC_SLACK if s.sharded is None and self.sharded is not None else 0
+        return int(static * (1 + slack) + s.activations + s.gathered + s.overhead)
 
 
 @dataclass
@@ -199,7 +211,7 @@ PACK_MARGIN = 8  # packed steps: the largest step of this many runs of the plann
 def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str], lora_width: float,
                                 full: bool, checkpointing: bool, int8_width: float = 0, *, resid: int | None = None,
                                 proj: int | None = None, liger: bool = False, attention: str = "sdpa",
-                                masked: bool = False) -> tuple[float, float, float]:
+                                masked: bool = False, fused_ce: bool | None = None) -> tuple[float, float, float]:
     """(bytes per token saved across all layers, bytes per token for the head/loss, backward working set per token).
 
     ``e``: the compute dtype's bytes (what matmuls produce under autocast); ``resid``: the residual stream's bytes
@@ -244,7 +256,7 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
         saved = shape.layers * per_layer
     if not shape.causal:
         head = 8 * shape.vocab + r * h
-    elif liger:
+    elif liger if fused_ce is None else fused_ce:
         # fused linear cross-entropy: no logits; the final norm's input, the hidden-state gradient (computed in
         # the forward pass) and one chunk of logits (about hidden-size wide per token) in fp32 + compute dtype
         head = 2 * r * h + (e + 4) * h
@@ -577,6 +589,9 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None =
                              "lean_mlp": speed.lean_mlp(variant, vlean)})
         row = _estimate_row(label, variant, meta, shape, vlev, tokens)
         row.basis, row.tokens_note = basis, tokens.note
+        if cuda:  # the same row under FSDP (Setup shows it per card when the run shards over several)
+            row.sharded = _estimate_row(label, variant, models.build_meta_model(variant, model_config), shape, vlev,
+                                        tokens, fsdp=True)
         rows.append(row)
     return MemoryReport(rows=rows, tokens_per_step=tokens.train, precision=lev.precision, device=device,
                         basis=basis, tokens_note=tokens.note)
@@ -587,7 +602,19 @@ def _optimizer(cfg: RunConfig, cuda: bool) -> str:
     return ("adamw_torch_fused" if cuda else "adamw_torch") if opt == "auto" else opt
 
 
-def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Levers, tokens: StepTokens) -> MemoryRow:
+def _layer_index(parts: list[str]) -> int | None:
+    """The decoder layer a parameter belongs to (``...layers.7.mlp...``: 7), None outside the layers."""
+    for a, b in zip(parts, parts[1:]):
+        if a in ("layers", "h", "layer", "blocks") and b.isdigit():
+            return int(b)
+    return None
+
+
+def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Levers, tokens: StepTokens,
+                  *, fsdp: bool = False) -> MemoryRow:
+    """One row of the estimate; ``fsdp``: as FSDP holds it on each card (weights, gradients and optimizer states
+    whole here, for the caller to split; parameters gathered in the compute dtype, so no autocast copies of them and
+    a 16-bit residual stream; the root unit and two decoder layers gathered at once)."""
     import torch.nn as nn
 
     from loratui.train import models
@@ -600,7 +627,9 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     quantized = kind in ("qlora", "lora-8bit")
     weights_16 = models_weight_16bit(cfg, precision, lev.cuda)
     lean = lev.lean
-    upcast = models.upcasts_frozen_weights(cfg, lean=lean)
+    upcast = models.upcasts_frozen_weights(cfg, lean=lean, fsdp=fsdp)
+    mixed = fsdp and e == 2  # FSDP's mixed precision gathers every parameter in the compute dtype
+    unit_bytes: dict[int | None, int] = {}  # what FSDP gathers of each decoder layer (None: the root unit)
 
     weights = 0
     trainable_linear: set[str] = set()
@@ -630,12 +659,15 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
         is_head = any(p in heads for p in parts[:3])
         is_quantizable = param.dim() == 2 and not is_lora and not is_head and "embed" not in name and "wte" not in name \
             and "wpe" not in name and not name.endswith("embeddings.weight")
+        quant_bytes = None  # a quantized weight's bytes (stored and gathered as such)
         if kind == "qlora" and is_quantizable:
             blocks = n / 64
             const = blocks * (1 + 4 / 256) if cfg.method.double_quant else blocks * 4
-            weights += int(n * 0.5 + const)
+            quant_bytes = int(n * 0.5 + const)
         elif kind == "lora-8bit" and is_quantizable:
-            weights += n + 4 * param.shape[0]
+            quant_bytes = n + 4 * param.shape[0]
+        if quant_bytes is not None:
+            weights += quant_bytes
         elif is_lora or kind in ("full", "head-only") and param.requires_grad:
             weights += 4 * n  # adapters and trained weights in fp32
         elif cfg.quantized:
@@ -644,6 +676,9 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
             weights += 4 * n
         else:
             weights += (2 if weights_16 else 4) * n
+        if fsdp:
+            unit = _layer_index(parts)
+            unit_bytes[unit] = unit_bytes.get(unit, 0) + (quant_bytes if quant_bytes is not None else e * n)
         if param.requires_grad:
             grads += 4 * n
             if opt == "adafactor":
@@ -652,12 +687,12 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
                 optimizer += OPTIMIZER_BYTES.get(opt, 8) * n
             if param.dim() == 2 and not is_lora:
                 trainable_linear.add(parts[-2] if parts[-1] in ("weight", "bias") else parts[-1])
-                if e == 2:
+                if e == 2 and not mixed:
                     cast_cache += 2 * n
     full = kind == "full"
     # the residual stream is fp32 when the embeddings are (fp32 weights, full fine-tuning's master weights, or a
     # quantized base upcast by prepare_model_for_kbit_training); bitsandbytes returns its outputs in that dtype
-    resid = 4 if (upcast or full or not weights_16 and not quantized) else e
+    resid = e if mixed else 4 if (upcast or full or not weights_16 and not quantized) else e
     proj = resid if quantized else e
     if lean and not cfg.train.gradient_checkpointing and cfg.lora.dropout > 0:
         # no dropped copies or masks: each adapted projection keeps its input itself (q, k and v one tensor)
@@ -670,7 +705,8 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,
         checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1),
-        resid=resid, proj=proj, liger=lev.liger, attention=lev.attention, masked=masked)
+        resid=resid, proj=proj, liger=lev.liger, attention=lev.attention, masked=masked,
+        fused_ce=lev.liger and not (fsdp and quantized))  # (engine._fused_ce: off under FSDP with a 4-bit base)
     train_act = tokens.train * (per_token + head + work) + cast_cache
     if shape.causal and resid == 4 and e == 2 and not full:
         # a frozen fp32 LM head (fp32 weights, or upcast for a quantized base) is cast to 16 bits for its matmul
@@ -692,6 +728,11 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
         eval_act += e * shape.vocab * shape.hidden
     activations = int(max(train_act, eval_act if cfg.data.validation_fraction or cfg.data.validation_file else 0))
     static = weights + grads + optimizer
+    if fsdp:  # the static share's slack is added per card (MemoryRow.per_card)
+        gathered = unit_bytes.get(None, 0) + 2 * max((b for u, b in unit_bytes.items() if u is not None), default=0)
+        overhead = CUDA_CONTEXT + int(ALLOC_SLACK * (activations + gathered))
+        return MemoryRow(label, weights, grads, optimizer, activations, overhead, trainable=trainable,
+                         gathered=gathered)
     if lev.cuda:
         overhead = CUDA_CONTEXT + int(ALLOC_SLACK * (static + activations))
     else:

@@ -280,8 +280,10 @@ def row_strategy(plan: DevicePlan | None, row: Any, cards: list[Any], cfg: RunCo
 
 def per_card(row: Any, strategy: str, cards: int) -> int:
     """Bytes a card holds: DDP (and one process) a full replica, the single-card estimate; FSDP shards weights,
-    gradients and optimizer states over the cards (activations and overhead stay a card's own)."""
+    gradients and optimizer states over the cards (the estimate's own rule: ``MemoryRow.per_card``, which knows
+    what FSDP gathers whole and keeps per card)."""
+    if hasattr(row, "per_card"):
+        return int(row.per_card(strategy, cards))
     if strategy != "fsdp" or cards <= 1:
         return int(row.total)
-    sharded = row.weights + row.grads + row.optimizer
-    return int(sharded / cards + row.activations + row.overhead)
+    return int((row.weights + row.grads + row.optimizer) / cards + row.activations + row.overhead)
