@@ -40,6 +40,9 @@ def rate(run_dir: Path) -> float | None:
 
 def config(args, model_dir: Path, data: Path, runs: Path, name: str) -> Path:
     cfg = loratui_config(args, model_dir, data, runs, name, "default")
+    import shutil
+
+    shutil.rmtree(runs / name, ignore_errors=True)  # a run of an earlier call on this machine
     path = Path("/tmp/bench-work") / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -115,6 +118,9 @@ def watched(args, model_dir, data, out: Path, i: int) -> tuple[float | None, dic
                 procs = [watch, *watch.children(recursive=True)]
                 app_cpu["s"] = sum(sum(p.cpu_times()[:2]) for p in procs)
                 app_cpu["wall"] = time.monotonic() - t0
+                if "watch_s" not in app_cpu and sent and sent[-1][1] == ENTER and now - sent[-1][0] >= 2:
+                    # the Monitor is up: from here on the app only watches (start-up and first frames excluded)
+                    app_cpu["watch_s"], app_cpu["watch_wall"] = app_cpu["s"], app_cpu["wall"]
             except psutil.Error:
                 pass
         os.write(master, CTRL_Q)
@@ -126,7 +132,9 @@ def watched(args, model_dir, data, out: Path, i: int) -> tuple[float | None, dic
     (out / f"{name}.screen").write_bytes(text)
     proof = {"run_name_on_screen": name.encode() in text, "tok_s_on_screen": b"tok/s" in text,
              "bytes_after_enter": after_enter,
-             "app_cpu_share": round(cpu / app_cpu["wall"], 3) if cpu and app_cpu.get("wall") else None}
+             "app_cpu_share": round(cpu / app_cpu["wall"], 3) if cpu and app_cpu.get("wall") else None,
+             "app_cpu_share_watching": round((cpu - app_cpu["watch_s"]) / (app_cpu["wall"] - app_cpu["watch_wall"]), 3)
+             if cpu and "watch_s" in app_cpu and app_cpu["wall"] > app_cpu["watch_wall"] else None}
     return rate(runs / name), proof
 
 
