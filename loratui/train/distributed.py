@@ -69,6 +69,35 @@ def fsdp_settings(model, gradient_checkpointing: bool) -> tuple[bool, dict]:
     return True, config
 
 
+def unshard_head_for_fused_ce(model) -> bool:
+    """Let Liger's fused linear cross-entropy read the LM head's weight under FSDP2.
+
+    The fused loss takes ``lm_head.weight`` directly instead of calling the head, so FSDP's pre-forward hook of the
+    head's unit never runs. accelerate puts the head in one unit with the final norm, which gathers both when the
+    norm runs, but for a PEFT model it does not find the norm (it looks one level too high: accelerate 1.15) and the
+    head is gathered alone, only when called: the loss then meets a sharded DTensor ("mixed torch.Tensor and
+    DTensor", seen on 2x H200 with QLoRA). Here the final norm's pre-forward hook gathers the head's unit when it
+    is still sharded; FSDP reshards it and reduces its gradients at the end of backward as for any unit whose
+    forward output did not reach the loss. Returns False when the model has no head and final norm to hook.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    decoder = getattr(base, getattr(base, "base_model_prefix", "") or "", None)
+    norms = [m for _, m in decoder.named_children() if "Norm" in type(m).__name__] if decoder is not None else []
+    if head is None or not norms:
+        return False
+
+    def gather_head(_module, _args) -> None:
+        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(head, FSDPModule) and isinstance(head.weight, DTensor):
+            head.unshard()
+
+    norms[-1].register_forward_pre_hook(gather_head)
+    return True
+
+
 class Agreement:
     """Every rank's stop / checkpoint-now flags, OR-ed across ranks (gloo, CPU tensors), one step behind.
 

@@ -51,6 +51,7 @@ class Engine:
         self.world = None  # loratui.train.distributed.World, set when the run starts
         self.strategy = "none"  # none | ddp | fsdp
         self._fsdp_args: tuple[bool, dict] | None = None
+        self._head_gathered = False  # FSDP: the final norm gathers the LM head for the fused loss
         self.speed = None  # the resolved fast-path levers (loratui.train.speed.Speed)
 
     # -- events ------------------------------------------------------------------------------------------------
@@ -231,10 +232,11 @@ class Engine:
                 "checkpoint": str(ck) if ck else None}
 
     def _fused_ce(self) -> bool:
-        """Liger's fused linear cross-entropy reads lm_head's weight directly: under FSDP with a 4-bit base that
-        weight is still a sharded DTensor there (measured on 2x H200: "mixed torch.Tensor and DTensor"), so that
-        one kernel stays off; the others (RMSNorm, RoPE, SwiGLU) run inside the gathered decoder layers."""
-        return not (self.strategy == "fsdp" and self.cfg.quantized)
+        """Liger's fused linear cross-entropy reads lm_head's weight directly: under FSDP a PEFT model's head is
+        gathered by the final norm's hook (distributed.unshard_head_for_fused_ce); without that hook the weight
+        would still be a sharded DTensor there (measured on 2x H200: "mixed torch.Tensor and DTensor"), so that one
+        kernel stays off; the others (RMSNorm, RoPE, SwiGLU) run inside the gathered decoder layers."""
+        return self.strategy != "fsdp" or self._head_gathered or not self.cfg.uses_lora
 
     def _gpus(self) -> list[dict]:
         """The cards of this run (this node), as NVML numbers and names them."""
@@ -346,6 +348,8 @@ class Engine:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = models.apply_method(cfg, model, gradient_checkpointing=checkpointing, fsdp=fsdp,
                                          lean=sp.lean)
+        if fsdp and sp.liger and cfg.uses_lora:
+            self._head_gathered = distributed.unshard_head_for_fused_ce(self.model)
         if sp.lean:  # speed.resolve grants it to LoRA methods only
             from loratui.train.lean import lean_gated_mlps, lean_lora
 

@@ -211,7 +211,7 @@ PACK_MARGIN = 8  # packed steps: the largest step of this many runs of the plann
 def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str], lora_width: float,
                                 full: bool, checkpointing: bool, int8_width: float = 0, *, resid: int | None = None,
                                 proj: int | None = None, liger: bool = False, attention: str = "sdpa",
-                                masked: bool = False, fused_ce: bool | None = None) -> tuple[float, float, float]:
+                                masked: bool = False) -> tuple[float, float, float]:
     """(bytes per token saved across all layers, bytes per token for the head/loss, backward working set per token).
 
     ``e``: the compute dtype's bytes (what matmuls produce under autocast); ``resid``: the residual stream's bytes
@@ -256,7 +256,7 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
         saved = shape.layers * per_layer
     if not shape.causal:
         head = 8 * shape.vocab + r * h
-    elif liger if fused_ce is None else fused_ce:
+    elif liger:
         # fused linear cross-entropy: no logits; the final norm's input, the hidden-state gradient (computed in
         # the forward pass) and one chunk of logits (about hidden-size wide per token) in fp32 + compute dtype
         head = 2 * r * h + (e + 4) * h
@@ -705,8 +705,7 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,
         checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1),
-        resid=resid, proj=proj, liger=lev.liger, attention=lev.attention, masked=masked,
-        fused_ce=lev.liger and not (fsdp and quantized))  # (engine._fused_ce: off under FSDP with a 4-bit base)
+        resid=resid, proj=proj, liger=lev.liger, attention=lev.attention, masked=masked)
     train_act = tokens.train * (per_token + head + work) + cast_cache
     if shape.causal and resid == 4 and e == 2 and not full:
         # a frozen fp32 LM head (fp32 weights, or upcast for a quantized base) is cast to 16 bits for its matmul
