@@ -326,7 +326,7 @@ def _per_card_line(cfg, row) -> str | None:
         return None
     cards = plan.gpus
     sizes = [g.memory_total for g in visible if g.index in cards and getattr(g, "memory_total", None)]
-    how = strategy(cfg, World(size=len(cards)), min(sizes) if sizes else None)
+    how = strategy(cfg, World(size=len(cards)), min(sizes) if sizes else None, single_card_bytes=row.total)
     share = "a full replica" if how == "ddp" else "weights, grads and optimizer states sharded"
     return f"on {len(cards)} cards ({how.upper()}, {share}): {gib(row.per_card(how, len(cards)))} GiB a card"
 

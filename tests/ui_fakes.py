@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 
 from loratui.core.config import RunConfig
+from loratui.train.estimate import MemoryRow
 from loratui.ui.screens.setup import SetupScreen
 from loratui.ui.widgets import setup_core
 
@@ -15,24 +15,10 @@ GIB = 1024**3
 LAYERS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
-@dataclass
-class Row:
-    label: str
-    weights: int
-    grads: int
-    optimizer: int
-    activations: int
-    overhead: int
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.grads + self.optimizer + self.activations + self.overhead
-
-
-ROWS = [
-    Row("this config (lora)", int(0.25 * GIB), int(0.01 * GIB), int(0.02 * GIB), int(1.2 * GIB), int(0.5 * GIB)),
-    Row("full fine-tuning", int(0.5 * GIB), int(0.5 * GIB), int(1.0 * GIB), int(1.4 * GIB), int(0.5 * GIB)),
-    Row("QLoRA 4-bit", int(0.16 * GIB), int(0.01 * GIB), int(0.02 * GIB), int(1.2 * GIB), int(0.5 * GIB)),
+ROWS = [  # the estimate's own rows (a light module: no torch at import), with fixed numbers
+    MemoryRow("this config (lora)", int(0.25 * GIB), int(0.01 * GIB), int(0.02 * GIB), int(1.2 * GIB), int(0.5 * GIB)),
+    MemoryRow("full fine-tuning", int(0.5 * GIB), int(0.5 * GIB), int(1.0 * GIB), int(1.4 * GIB), int(0.5 * GIB)),
+    MemoryRow("QLoRA 4-bit", int(0.16 * GIB), int(0.01 * GIB), int(0.02 * GIB), int(1.2 * GIB), int(0.5 * GIB)),
 ]
 
 

@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -300,26 +299,22 @@ class RunReader:
     """Follows one run folder: reads only new event lines on each call, folds them once, and answers a fresh
     :class:`RunSummary` (state re-checked, elapsed and ETA ticking). The Runs screen keeps one per run.
 
-    Safe to share between threads: a refresh that outlives the next one (a thread worker can't be cancelled) must
-    not read the same lines twice, which would count their time and steps twice."""
+    Not thread-safe: its owner serializes the calls (two polls at once would fold the same lines twice)."""
 
     def __init__(self, run: RunDir):
         self.run = run
         self.tail = EventTail(run.events_path)
         self.fold = RunFold()
-        self._lock = threading.Lock()
 
     def poll(self) -> list[Event]:
-        with self._lock:
-            batch = self.tail.poll()
-            if self.tail.reset:
-                self.fold = RunFold()
-            self.fold.add_all(batch)
-            return batch
+        batch = self.tail.poll()
+        if self.tail.reset:
+            self.fold = RunFold()
+        self.fold.add_all(batch)
+        return batch
 
     def summary(self, now: float | None = None) -> RunSummary:
-        with self._lock:
-            return summarize(self.run, self.fold, now=now, tail=self.tail)
+        return summarize(self.run, self.fold, now=now, tail=self.tail)
 
 
 def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = None,

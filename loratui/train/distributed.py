@@ -41,18 +41,20 @@ def world() -> World:
                  size=int(env.get("WORLD_SIZE", 1)))
 
 
-def strategy(cfg: RunConfig, w: World, card_bytes: int | None) -> str:
+def strategy(cfg: RunConfig, w: World, card_bytes: int | None, single_card_bytes: int | None = None) -> str:
     """none | ddp | fsdp. auto: DDP for the LoRA methods (a replica a card); FSDP for full fine-tuning when the
-    estimate says the model does not fit one card."""
+    estimate (``single_card_bytes`` when the caller has it) says the model does not fit one card."""
     if not w.distributed:
         return "none"
     choice = cfg.train.distributed
     if choice in ("ddp", "fsdp"):
         return choice
     if cfg.method.kind == "full" and card_bytes:
-        from loratui.train.estimate import estimate_memory
+        if single_card_bytes is None:
+            from loratui.train.estimate import estimate_memory
 
-        if estimate_memory(cfg, compare=False).rows[0].total > 0.9 * card_bytes:
+            single_card_bytes = estimate_memory(cfg, compare=False).rows[0].total
+        if single_card_bytes > 0.9 * card_bytes:
             return "fsdp"
     return "ddp"
 

@@ -88,7 +88,7 @@ class MemoryRow:
             return self.total
         s = self.sharded or self
         static = (s.weights + s.grads + s.optimizer) / cards
-        slack = ALLOC_SLACK if s.sharded is None and self.sharded is not None else 0
+        slack = ALLOC_SLACK if self.sharded is not None else 0  # a sharded row's overhead leaves the static share out
         return int(static * (1 + slack) + s.activations + s.gathered + s.overhead)
 
 

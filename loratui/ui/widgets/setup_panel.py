@@ -282,8 +282,4 @@ def per_card(row: Any, strategy: str, cards: int) -> int:
     """Bytes a card holds: DDP (and one process) a full replica, the single-card estimate; FSDP shards weights,
     gradients and optimizer states over the cards (the estimate's own rule: ``MemoryRow.per_card``, which knows
     what FSDP gathers whole and keeps per card)."""
-    if hasattr(row, "per_card"):
-        return int(row.per_card(strategy, cards))
-    if strategy != "fsdp" or cards <= 1:
-        return int(row.total)
-    return int((row.weights + row.grads + row.optimizer) / cards + row.activations + row.overhead)
+    return int(row.per_card(strategy, cards))
