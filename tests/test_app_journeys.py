@@ -295,7 +295,7 @@ async def test_quit_while_training_then_reattach_from_a_new_app(tmp_path, tiny_l
             await poll(pilot, lambda: isinstance(second.screen, RunsScreen) and second.screen.loaded, "the runs",
                        timeout=20)
             runs_screen = second.screen
-            assert [(s.run.name, s.state) for s in runs_screen.summaries] == [("survivor", "running")]
+            assert [(s.name, s.state) for s in runs_screen.summaries] == [("survivor", "running")]
             text = screen_text(second)
             assert "survivor" in text and "running" in text
             await pilot.press("enter")

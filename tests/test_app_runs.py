@@ -29,7 +29,7 @@ def runs(runs) -> Path:
 
 
 def states(screen: RunsScreen) -> dict[str, str]:
-    return {s.run.name: s.state for s in screen.summaries}
+    return {s.name: s.state for s in screen.summaries}
 
 
 async def test_lists_every_run_with_state(runs):
@@ -40,7 +40,7 @@ async def test_lists_every_run_with_state(runs):
         assert states(screen) == {"smollm2-live": "running", "smollm2-crashed": "crashed",
                                   "smollm2-demo": "finished", "smollm2-stopped": "stopped",
                                   "smollm2-bs64-oom": "failed"}
-        demo = next(s for s in screen.summaries if s.run.name == "smollm2-demo")
+        demo = next(s for s in screen.summaries if s.name == "smollm2-demo")
         assert demo.best_eval_loss == pytest.approx(1.0324) and demo.method == "lora"
         table = screen.query_one("#runs-table")
         assert table.row_count == 5
@@ -58,7 +58,7 @@ async def test_refresh_picks_up_changes(runs, monkeypatch):
         (live / "status.json").write_text(json.dumps({**status, "state": "failed"}))
         await pilot.press("f5")
         await wait_until(pilot, lambda: states(screen)["smollm2-live"] == "failed", what="refresh")
-        s = next(s for s in screen.summaries if s.run.name == "smollm2-live")
+        s = next(s for s in screen.summaries if s.name == "smollm2-live")
         assert s.error == "boom"
 
 
@@ -68,7 +68,7 @@ async def test_enter_opens_the_monitor(runs):
         screen = app.screen
         await wait_until(pilot, lambda: screen.loaded, what="runs")
         await pilot.press("down", "down", "down")  # live, crashed, stopped, demo
-        assert screen.selected.run.name == "smollm2-demo"
+        assert screen.selected.name == "smollm2-demo"
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.state == "finished",
                          what="monitor")
@@ -161,7 +161,7 @@ async def test_flow_inside_the_real_app(runs):
         await pilot.pause()
         await pilot.press("r")
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded, what="runs")
-        while app.screen.selected.run.name != "smollm2-demo":
+        while app.screen.selected.name != "smollm2-demo":
             await pilot.press("down")
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.state == "finished",

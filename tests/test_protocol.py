@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from loratui.core import protocol
-from loratui.core.protocol import (
-    EventTail, EventWriter, ProtocolError, RunFold, RunState, RunStatus, fold, parse_line,
-)
+from loratui.core.fold import RunFold, fold
+from loratui.core.protocol import EventTail, EventWriter, ProtocolError, RunState, RunStatus, parse_line
 
 REPO = Path(__file__).resolve().parents[1]
 

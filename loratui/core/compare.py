@@ -35,9 +35,9 @@ def ev_get(ev: Any, key: str) -> Any:
 
 
 def summary_path(s: Any) -> Path:
-    """The run folder of a run summary (``s.path``, or ``s.run.path`` in older summaries)."""
+    """The run folder of a run summary (``s.path``; its name under the working folder when it has none)."""
     path = getattr(s, "path", None)
-    return Path(path) if path is not None else Path(s.run.path)
+    return Path(path) if path is not None else Path(s.name)
 
 
 def state_text(state: Any) -> str:

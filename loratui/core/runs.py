@@ -32,9 +32,10 @@ import psutil
 from loratui.core.config import RunConfig, load_config
 from loratui.core.errors import RunError
 from loratui.core.fileio import atomic_write_json
+from loratui.core.fold import RunFold, RunSummary  # noqa: F401 - re-exported
 from loratui.core.protocol import (  # noqa: F401 - re-exported: the run protocol lives in loratui.core.protocol
-    TERMINAL_KINDS, Event, EventTail, EventWriter, LaunchRecord, ProtocolError, RunFold, RunState, RunStatus,
-    RunSummary, parse_status, to_json_value,
+    TERMINAL_KINDS, Event, EventTail, EventWriter, LaunchRecord, ProtocolError, RunState, RunStatus, parse_status,
+    to_json_value,
 )
 
 STATES = tuple(s.value for s in RunState)
@@ -269,7 +270,7 @@ class RunDir:
 
     def state(self) -> RunState:
         """created | starting | running | finished | stopped | failed | crashed | unreadable (see
-        :meth:`loratui.core.protocol.RunFold.state`)."""
+        :meth:`loratui.core.fold.RunFold.state`)."""
         return summarize(self).state
 
     def events(self) -> list[Event]:

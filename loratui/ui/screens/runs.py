@@ -16,8 +16,10 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, get_current_worker
 
+from loratui.core.compare import summary_path
 from loratui.core.fmt import format_duration
-from loratui.core.protocol import RunState, RunSummary, state_style
+from loratui.core.fold import RunSummary
+from loratui.core.protocol import RunState, state_style
 from loratui.core.runs import RunDir, RunReader, launch_detached, stop_run
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
@@ -194,12 +196,12 @@ class RunsScreen(LoratuiScreen):
         self.loaded = True
         table = self.query_one(DataTable)
         selected = self.selected
-        keys = [str(s.run.path) for s in self.summaries]
+        keys = [str(summary_path(s)) for s in self.summaries]
         rows = [self._marked_cells(s) for s in self.summaries]
         with self.app.batch_update():
             if rows != self._rows:
                 self._rows = rows
-                self._fill(select=str(selected.run.path) if selected is not None else None)
+                self._fill(select=str(summary_path(selected)) if selected is not None else None)
             self.set_class(not self.summaries, "-empty")
             self._update_title()
             self._show_detail()
@@ -207,7 +209,7 @@ class RunsScreen(LoratuiScreen):
 
     def _fill(self, select: str | None = None) -> None:
         fill_table(self.query_one(DataTable), list(self.COLUMNS), self._rows,
-                   [str(s.run.path) for s in self.summaries], select=select, flex="name")
+                   [str(summary_path(s)) for s in self.summaries], select=select, flex="name")
 
     def on_resize(self) -> None:
         # the name column takes what the others leave: measure again once the table has its new width
@@ -241,7 +243,7 @@ class RunsScreen(LoratuiScreen):
         if row is None or not 0 <= row < table.row_count:
             return None
         key = table.coordinate_to_cell_key((row, 0)).row_key.value
-        return next((s for s in self.summaries if str(s.run.path) == key), None)
+        return next((s for s in self.summaries if str(summary_path(s)) == key), None)
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:
@@ -254,7 +256,7 @@ class RunsScreen(LoratuiScreen):
         if s is None:
             detail.update("")
             return
-        text = Text.assemble((str(s.run.path), "dim"))
+        text = Text.assemble((str(summary_path(s)), "dim"))
         if s.max_steps:
             text.append(f"  step {s.step}/{s.max_steps}")
         if s.last_loss is not None:
@@ -337,14 +339,14 @@ class RunsScreen(LoratuiScreen):
         s = self.selected
         if s is None:
             return
-        self.app.open_monitor(s.run.path)
+        self.app.open_monitor(summary_path(s))
 
     def action_copy_config(self) -> None:
         s = self.selected
         if s is None:
             return
         try:
-            cfg = s.run.config()
+            cfg = RunDir(summary_path(s)).config()
         except Exception as err:  # ConfigError: one line with the field
             self.notify(str(err), title="Can't read this run's config", severity="error")
             return
@@ -356,7 +358,7 @@ class RunsScreen(LoratuiScreen):
         if s is None or s.state not in RESUMABLE:
             self.notify("Only a stopped or crashed run can be resumed.", severity="warning")
             return
-        run = s.run
+        run = RunDir(summary_path(s))
         checkpoint = run.latest_checkpoint()
         where = (f"from {Path(checkpoint).name}" if checkpoint is not None
                  else "from step 0 (it has no checkpoint yet)")
@@ -384,7 +386,7 @@ class RunsScreen(LoratuiScreen):
         s = self.selected
         if s is None or not s.state.active:
             return
-        run = s.run
+        run = RunDir(summary_path(s))
 
         def confirmed(yes: bool | None) -> None:
             if yes:

@@ -1,6 +1,6 @@
 """What the monitor knows about a run (no textual, no torch: testable on its own).
 
-The numbers come from the one fold of the run protocol (:class:`loratui.core.protocol.RunFold`), the same one the
+The numbers come from the one fold of the run protocol (:class:`loratui.core.fold.RunFold`), the same one the
 Runs screen and ``loratui runs`` show; this module adds the curves. The run worker thread owns a :class:`RunModel`,
 applies every event to it, and posts ``RunModel.snapshot(summary)``: a :class:`RunView` whose curves are already
 downsampled, so a 100k-step history costs the UI thread no more than a 200-step one.
@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from loratui.core.fmt import format_count, format_duration  # noqa: F401 - re-exported for the screens
-from loratui.core.protocol import TERMINAL_KINDS, Event, RunFold, RunSummary
+from loratui.core.fold import RunFold, RunSummary
+from loratui.core.protocol import TERMINAL_KINDS, Event
 
 TERMINAL = TERMINAL_KINDS
 

@@ -1,0 +1,430 @@
+"""The one fold of the run protocol: a stream of events (and status.json) in, a :class:`RunSummary` out.
+
+:class:`RunFold` folds a stream into a :class:`RunSummary`: state, progress, elapsed over the whole run (resumed parts
+included, ticking between steps), ETA, tokens/s, eval metrics, train loss, error. The CLI (``loratui runs``), the
+Runs screen, the Monitor and Compare all show what it computes, so they cannot disagree.
+
+Light module (pydantic only, through :mod:`loratui.core.protocol`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from loratui.core.protocol import (
+    LIFECYCLE_KINDS, TERMINAL_KINDS, CheckpointEvent, EvalEvent, Event, FailedEvent, FinishedEvent, MemoryEvent, PhaseEvent,
+    ProtocolError, ResumedEvent, RunState, RunStatus, StartedEvent, StepEvent, StoppedEvent, parse_event, parse_status,
+    state_style, to_json_value,
+)
+
+# -- the fold ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """Everything a view shows about a run, computed once by :class:`RunFold`."""
+
+    name: str = ""
+    path: Optional[Path] = None
+    state: RunState = RunState.CREATED
+    problem: Optional[str] = None
+    """Why (part of) the run could not be read: skipped event lines, a broken status.json."""
+    pid: Optional[int] = None
+    lifecycle: Optional[str] = None
+    """Kind of the newest started/resumed/finished/stopped/failed event."""
+    model: str = ""
+    method: str = ""
+    task: str = ""
+    device: str = ""
+    precision: str = ""
+    trainable_params: Optional[int] = None
+    total_params: Optional[int] = None
+    train_examples: Optional[int] = None
+    eval_examples: Optional[int] = None
+    phase: str = ""
+    step: int = 0
+    max_steps: int = 0
+    epoch: Optional[float] = None
+    epochs: Optional[float] = None
+    loss: Optional[float] = None
+    """The newest logged training loss."""
+    lr: Optional[float] = None
+    grad_norm: Optional[float] = None
+    tokens_per_s: Optional[float] = None
+    elapsed: Optional[float] = None
+    """Wall seconds over the whole run (every engine process's part), ticking while it runs."""
+    eta: Optional[float] = None
+    """Seconds left while it runs, else None."""
+    eval_metrics: dict = field(default_factory=dict)
+    """The newest evaluation's metrics (eval_loss, perplexity, accuracy, f1, ...)."""
+    eval_step: Optional[int] = None
+    best_eval_loss: Optional[float] = None
+    best_eval_step: Optional[int] = None
+    best_accuracy: Optional[float] = None
+    final_eval: dict = field(default_factory=dict)
+    """A finished run's final metrics (the last evaluation's when the engine did not evaluate again)."""
+    train_loss: Optional[float] = None
+    """Mean of the logged training losses of the steps that count (steps redone after a resume replace the old)."""
+    memory: Optional[dict] = None
+    checkpoint: Optional[str] = None
+    adapter: Optional[str] = None
+    failure: Optional[dict] = None
+    """The failed event: error, message, hint, field."""
+    world_size: int = 1
+    distributed: str = ""
+    """none | ddp | fsdp (the started event's; "" from an engine that did not say)."""
+    gpus: list = field(default_factory=list)
+    """The started event's cards: {index, name, memory_total}."""
+    effective_batch: Optional[int] = None
+    error: Optional[str] = None
+    """One line for a failed run."""
+    resumes: int = 0
+    started: Optional[float] = None
+    ended: Optional[float] = None
+    events: int = 0
+    skipped: int = 0
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+    @property
+    def eval_loss(self) -> Optional[float]:
+        return self.eval_metrics.get("eval_loss")
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        return self.eval_metrics.get("accuracy")
+
+    @property
+    def perplexity(self) -> Optional[float]:
+        return self.eval_metrics.get("perplexity")
+
+    @property
+    def last_loss(self) -> Optional[float]:  # the name the runs list used
+        return self.loss
+
+    @property
+    def runtime_s(self) -> Optional[float]:
+        return self.elapsed
+
+    @property
+    def state_style(self) -> str:
+        return state_style(self.state)
+
+    @property
+    def progress_text(self) -> str:
+        return f"{self.step}/{self.max_steps}" if self.max_steps else (str(self.step) if self.step else "-")
+
+    @property
+    def started_text(self) -> str:
+        return datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M") if self.started else "-"
+
+    def to_json(self) -> dict:
+        return to_json_value({
+            "name": self.name, "state": self.state.value, "model": self.model, "method": self.method,
+            "step": self.step, "max_steps": self.max_steps, "progress": round(self.progress, 4),
+            "elapsed_s": self.elapsed, "eta_s": self.eta, "tokens_per_s": self.tokens_per_s,
+            "best_eval_loss": self.best_eval_loss, "eval": self.eval_metrics or None,
+            "final_eval": self.final_eval or None, "train_loss": self.train_loss, "error": self.error,
+            "problem": self.problem,
+        })
+
+
+_EVAL_SKIP = ("kind", "time", "step", "epoch", "examples", "final")
+
+
+class RunFold:
+    """Folds events into a :class:`RunSummary`. Incremental (``add`` each event once); one owner at a time."""
+
+    def __init__(self) -> None:
+        self.s = RunSummary()
+        # wall time: closed parts plus the open one
+        self._closed = 0.0
+        self._seg_start: float | None = None
+        self._seg_last: float | None = None
+        self._seg_started = False  # the open part had a 'started' event
+        self._last_work: float | None = None  # newest non-phase event time of the open part
+        self._phase_from: float | None = None  # first phase event since the newest non-phase event
+        self._terminal_time: float | None = None
+        self._lifecycle_time: float | None = None
+        # rate and ETA
+        self._origin: tuple[float, int] | None = None
+        self._step_time: float | None = None
+        self._eta_at_step: float | None = None
+        # train loss over the steps that count
+        self._losses: list[tuple[int, float]] = []
+        self._loss_sum = 0.0
+        self._finished_train_loss: float | None = None
+        self._finished_eval: dict = {}
+
+    # -- input -----------------------------------------------------------------------------------------------------
+
+    def add_all(self, events: Iterable[Event | dict]) -> "RunFold":
+        for ev in events:
+            self.add(ev)
+        return self
+
+    def add(self, ev: Event | dict) -> Event | None:
+        """Fold one event (a dict is parsed first; one that does not fit is counted in ``skipped``)."""
+        if not isinstance(ev, Event):
+            try:
+                ev = parse_event(ev)
+            except ProtocolError:
+                self.s.skipped += 1
+                return None
+        self.s.events += 1
+        self._clock(ev)
+        handler = getattr(self, f"_on_{ev.kind}", None)
+        if handler is not None:
+            handler(ev)
+        if ev.kind in LIFECYCLE_KINDS:
+            self._lifecycle_time = ev.time
+        return ev
+
+    def _clock(self, ev: Event) -> None:
+        t = ev.time
+        if t is None:
+            return
+        if self.s.started is None:
+            self.s.started = t
+        if ev.kind == "started" and self._seg_start is not None and self._seg_started:
+            # a new engine process without a final event from the previous one (it crashed): close that part
+            end = self._last_work if self._last_work is not None else self._seg_start
+            self._closed += max(0.0, end - self._seg_start)
+            self._seg_start = self._phase_from if self._phase_from is not None and self._phase_from >= end else t
+            self._seg_last = t
+        if self._seg_start is None:
+            self._seg_start = self._seg_last = t
+            self._seg_started = False
+        self._seg_last = max(self._seg_last or t, t)
+        if ev.kind == "phase":
+            if self._phase_from is None:
+                self._phase_from = t
+        else:
+            self._phase_from = None
+            self._last_work = t
+        if ev.kind == "started":
+            self._seg_started = True
+        if ev.kind in TERMINAL_KINDS:
+            self._closed += max(0.0, self._seg_last - self._seg_start)
+            self._seg_start = self._seg_last = self._last_work = self._phase_from = None
+            self._seg_started = False
+            self._terminal_time = t
+            self.s.ended = t
+
+    def _on_phase(self, ev: PhaseEvent) -> None:
+        self.s.phase = ev.phase
+
+    def _on_started(self, ev: StartedEvent) -> None:
+        s = self.s
+        for key in ("model", "method", "task", "device", "precision"):
+            value = getattr(ev, key)
+            if value is not None:
+                setattr(s, key, str(value))
+        if ev.run:
+            s.name = s.name or ev.run
+        for key in ("trainable_params", "total_params", "train_examples", "eval_examples"):
+            if getattr(ev, key) is not None:
+                setattr(s, key, getattr(ev, key))
+        if ev.max_steps:
+            s.max_steps = ev.max_steps
+        if ev.epochs is not None:
+            s.epochs = ev.epochs
+        if ev.world_size:
+            s.world_size = int(ev.world_size)
+        if ev.distributed:
+            s.distributed = str(ev.distributed)
+        if ev.gpus is not None:
+            s.gpus = [g for g in ev.gpus if isinstance(g, dict)]
+        if ev.effective_batch:
+            s.effective_batch = int(ev.effective_batch)
+        s.lifecycle = "started"
+        s.failure = s.error = None
+        s.ended = None
+        self._origin = None
+        self._eta_at_step = None
+
+    def _on_resumed(self, ev: ResumedEvent) -> None:
+        s = self.s
+        s.lifecycle = "resumed"
+        s.resumes += 1
+        s.failure = s.error = None
+        if ev.step is not None:
+            s.step = ev.step
+            while self._losses and self._losses[-1][0] > ev.step:  # those steps are trained again
+                self._loss_sum -= self._losses.pop()[1]
+        self._origin = None
+        self._eta_at_step = None
+
+    def _on_step(self, ev: StepEvent) -> None:
+        s = self.s
+        if ev.max_steps:
+            s.max_steps = ev.max_steps
+        s.step = ev.step
+        for key in ("epoch", "lr", "grad_norm", "tokens_per_s"):
+            if getattr(ev, key) is not None:
+                setattr(s, key, getattr(ev, key))
+        if ev.loss is not None:
+            s.loss = ev.loss
+            while self._losses and self._losses[-1][0] >= ev.step:  # re-logged after a resume
+                self._loss_sum -= self._losses.pop()[1]
+            self._losses.append((ev.step, ev.loss))
+            self._loss_sum += ev.loss
+        t = ev.time
+        if t is None:
+            return
+        if self._origin is None:
+            self._origin = (t, ev.step)
+        self._step_time = t
+        if ev.eta_s is not None:
+            self._eta_at_step = max(0.0, ev.eta_s)
+        else:
+            t0, s0 = self._origin
+            if s.max_steps and ev.step > s0 and t > t0:
+                self._eta_at_step = max(0.0, (s.max_steps - ev.step) * (t - t0) / (ev.step - s0))
+
+    def _on_eval(self, ev: EvalEvent) -> None:
+        s = self.s
+        metrics = {k: v for k, v in ev.model_dump().items()
+                   if k not in _EVAL_SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        s.eval_metrics = metrics
+        s.eval_step = ev.step
+        loss = ev.eval_loss
+        if loss is not None and (s.best_eval_loss is None or loss < s.best_eval_loss):
+            s.best_eval_loss, s.best_eval_step = loss, ev.step
+        acc = ev.accuracy
+        if acc is not None and (s.best_accuracy is None or acc > s.best_accuracy):
+            s.best_accuracy = acc
+
+    def _on_memory(self, ev: MemoryEvent) -> None:
+        self.s.memory = {k: getattr(ev, k) for k in ("device", "allocated_gb", "reserved_gb", "peak_allocated_gb")}
+
+    def _on_checkpoint(self, ev: CheckpointEvent) -> None:
+        self.s.checkpoint = ev.path or ""
+
+    def _on_finished(self, ev: FinishedEvent) -> None:
+        s = self.s
+        s.lifecycle = "finished"
+        if ev.step is not None:
+            s.step = max(s.step, ev.step)
+        if ev.adapter:
+            s.adapter = ev.adapter
+        self._finished_train_loss = ev.train_loss
+        extra = {k: v for k, v in (ev.__pydantic_extra__ or {}).items()
+                 if k.startswith("eval_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {k: v for k, v in (ev.eval or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _EVAL_SKIP}
+        self._finished_eval = {**extra, **metrics,
+                               **({"eval_loss": ev.eval_loss} if ev.eval_loss is not None else {})}
+
+    def _on_stopped(self, ev: StoppedEvent) -> None:
+        s = self.s
+        s.lifecycle = "stopped"
+        if ev.step is not None:  # the engine saved at this step, past the last logged one
+            s.step = max(s.step, ev.step)
+        if ev.adapter:
+            s.adapter = ev.adapter
+        if ev.checkpoint:
+            s.checkpoint = ev.checkpoint
+
+    def _on_failed(self, ev: FailedEvent) -> None:
+        s = self.s
+        s.lifecycle = "failed"
+        s.failure = {k: getattr(ev, k) for k in ("error", "message", "hint", "field")}
+        s.error = ev.message or ev.error or "failed"
+
+    # -- output ----------------------------------------------------------------------------------------------------
+
+    @property
+    def terminal_time(self) -> float | None:
+        """Time of the newest finished/stopped/failed event (None when the newest part has none)."""
+        return self._terminal_time if self.s.lifecycle in TERMINAL_KINDS else None
+
+    def summary(self, status: RunStatus | dict | None = None, *, live_pid: int | None = None,
+                live_since: float | None = None, now: float | None = None, name: str | None = None,
+                path: Path | None = None, problem: str | None = None, events_only: bool = False) -> RunSummary:
+        """The run as of ``now`` (None: as of its newest event; no ticking).
+
+        ``live_pid``/``live_since``: the run's engine process when one is proven alive, and its start time.
+        ``events_only``: nothing is known about processes; a part that started and did not end counts as running.
+        """
+        s = self.s
+        if isinstance(status, dict):
+            try:
+                status = parse_status(status)
+            except ProtocolError as err:
+                problem = problem or str(err)
+                status = None
+        out = RunSummary(**{f: getattr(s, f) for f in RunSummary.__dataclass_fields__})
+        out.eval_metrics = dict(s.eval_metrics)
+        out.name = name or s.name
+        out.path = path
+        out.problem = problem
+        out.state = self.state(status, live_pid=live_pid, live_since=live_since, broken=status is None and
+                               problem is not None and problem.startswith("status.json"))
+        if events_only and out.state == RunState.CRASHED and live_pid is None:
+            out.state = RunState.RUNNING
+        out.pid = live_pid if live_pid is not None else (status.pid if status else None)
+        if status is not None:
+            out.started = status.started or out.started
+            if out.state in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED):
+                out.ended = out.ended or status.ended
+            if out.state == RunState.FAILED and not out.error:
+                out.error = status.error
+            if not out.step and status.step:
+                out.step = status.step
+        active = out.state.active
+        elapsed = self._closed
+        if self._seg_start is not None:
+            end = self._seg_last or self._seg_start
+            if active and now is not None:
+                end = max(end, now)
+            elapsed += max(0.0, end - self._seg_start)
+        out.elapsed = elapsed if s.started is not None else None
+        out.eta = None
+        if active and self._eta_at_step is not None and s.lifecycle in ("started", "resumed"):
+            eta = self._eta_at_step
+            if now is not None and self._step_time is not None:
+                eta = max(0.0, eta - max(0.0, now - self._step_time))
+            out.eta = eta
+        elif out.state == RunState.FINISHED:
+            out.eta = 0.0
+        out.train_loss = (self._loss_sum / len(self._losses)) if self._losses else self._finished_train_loss
+        if out.lifecycle == "finished":
+            out.final_eval = {**s.eval_metrics, **self._finished_eval}
+        return out
+
+    def state(self, status: RunStatus | None = None, *, live_pid: int | None = None,
+              live_since: float | None = None, broken: bool = False) -> RunState:
+        """The newest truth wins: a live engine process newer than the last final event, else the events' own
+        final event, else status.json; a part that started and whose process is gone crashed. A status.json that
+        can't be read (``broken``) makes the run unreadable: the listing says why instead of guessing."""
+        lifecycle = self.s.lifecycle
+        if broken:
+            return RunState.UNREADABLE  # status.json can't be trusted: say so (with the reason) rather than guess
+        if live_pid is not None:
+            ended = self.terminal_time
+            if ended is None or live_since is None or live_since > ended:
+                return RunState.RUNNING if lifecycle in ("started", "resumed") else RunState.STARTING
+        if lifecycle in TERMINAL_KINDS:
+            return RunState(lifecycle)
+        st = status.state if status is not None else None
+        if lifecycle in ("started", "resumed"):
+            said = (status.updated or status.ended) if status is not None else None
+            if st in TERMINAL_KINDS and (self._lifecycle_time is None or (said or 0) >= self._lifecycle_time):
+                return RunState(st)  # the engine's last word is in status.json (its event line is still partial)
+            return RunState.CRASHED
+        if st == "running":
+            return RunState.CRASHED  # launched (or announced) and gone before a word
+        if st in TERMINAL_KINDS:
+            return RunState(st)
+        return RunState.CREATED
+
+
+def fold(events: Iterable[Event | dict], status: RunStatus | dict | None = None, **kw: Any) -> RunSummary:
+    """Fold a whole stream at once (see :meth:`RunFold.summary` for the keywords)."""
+    return RunFold().add_all(events).summary(status, **kw)
