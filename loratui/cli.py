@@ -130,8 +130,11 @@ def cmd_train(args) -> int:
     from loratui.core import runs
     from loratui.core.config import load_config
 
+    lock = None
     if args.resume:
         run = find_run(args.resume, args.runs_dir, "--resume")
+        # one engine per run: the lock before anything else (a second resume is told who holds it, and touches nothing)
+        lock = runs.RunLock.acquire(run.path)
         state = run.state()
         if state.active:
             raise LoratuiError(f"{run.name} is still running", field="--resume", hint="stop it first: loratui stop")
@@ -158,6 +161,7 @@ def cmd_train(args) -> int:
         print("checking config, model and data...", flush=True)
         preflight.check(cfg)
         run = runs.create_run(cfg)
+        lock = runs.RunLock.acquire(run.path)
         print(f"run folder: {run.path}", flush=True)
     from loratui.core.devices import plan_devices
 
@@ -173,7 +177,7 @@ def cmd_train(args) -> int:
               f"shared filesystem and the same cards, run:\n  {other_node_command(run, plan.processes, plan.nodes, endpoint)}",
               flush=True)
     if args.detach:
-        pid = runs.launch_detached(run, resume=bool(args.resume))
+        pid = runs.launch_detached(run, resume=bool(args.resume), lock=lock)
         print(f"engine started (pid {pid}); watch it with: loratui, or tail -f {run.log_path}")
         return 0
     os.environ.update(plan.env())  # exactly the chosen cards (no silent DataParallel over the others)

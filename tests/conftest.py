@@ -18,6 +18,16 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _release_run_locks():
+    """A test that stood in for an engine (held a run's lock) lets go of it when it ends."""
+    yield
+    from loratui.core import identity
+
+    for lock in list(identity._HELD.values()):
+        lock.release()
+
+
 @pytest.fixture(scope="session")
 def smol_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted once from GGUF to a cached safetensors folder."""

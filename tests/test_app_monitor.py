@@ -173,18 +173,29 @@ async def test_attach_switches_runs(runs):
 
 ENGINE_STANDIN = """
 import signal, sys, time, pathlib
+from loratui.core.identity import RunLock
 out = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGUSR1, lambda *a: out.write_text("checkpoint"))
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 print("ready", flush=True)
+lock = RunLock.acquire(pathlib.Path(sys.stdin.readline().strip()))  # the run it stands in for, as an engine does
+print("locked", flush=True)
 time.sleep(60)
 """
+
+
+def take_lock(proc: subprocess.Popen, run) -> None:
+    """The stand-in engine holds ``run``'s lock from now on."""
+    proc.stdin.write(f"{run}\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "locked"
 
 
 @pytest.fixture
 def engine_standin(tmp_path):
     flag = tmp_path / "signals.txt"
-    proc = subprocess.Popen([sys.executable, "-c", ENGINE_STANDIN, str(flag)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", ENGINE_STANDIN, str(flag)], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     yield proc, flag
     if proc.poll() is None:
@@ -196,6 +207,7 @@ async def test_stop_asks_first_then_signals(runs, engine_standin):
     proc, flag = engine_standin
     events = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 20]
     run = make_live_run(runs, "live", pid=proc.pid, events=events)
+    take_lock(proc, run)
     app = host_app(lambda: MonitorScreen(run))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -220,6 +232,7 @@ async def test_stop_asks_first_then_signals(runs, engine_standin):
 async def test_detach_leaves_run_going(runs, engine_standin):
     proc, _ = engine_standin
     run = make_live_run(runs, "live", pid=proc.pid, events=recorded_events()[:3])
+    take_lock(proc, run)
     app = host_app(lambda: MonitorScreen(run))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -317,7 +330,9 @@ def test_snapshot_monitor_gpu_120x40(runs, snap_compare, monkeypatch):
 
 RESUMER = """
 import json, sys, time, pathlib, psutil
+from loratui.core.identity import RunLock
 run = pathlib.Path(sys.argv[-1])
+lock = RunLock.acquire(run)  # as the engine does, before anything else
 me = psutil.Process()
 status = json.loads((run / "status.json").read_text())
 status.update(state="running", pid=me.pid, pid_started=me.create_time(), cmdline=me.cmdline(), updated=time.time())

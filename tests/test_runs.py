@@ -22,9 +22,12 @@ from loratui.core.config import RunConfig, load_config
 from loratui.core.errors import RunError
 from loratui.core.protocol import RunState
 
-# a stand-in engine: its command line reads "... loratui engine RUN"; SIGTERM writes a flag file and exits
+# a stand-in engine: its command line reads "... loratui engine RUN", it holds the run's lock as an engine does;
+# SIGTERM writes a flag file and exits
 STANDIN = """
 import pathlib, signal, sys, time
+from loratui.core.identity import RunLock
+lock = RunLock.acquire(pathlib.Path(sys.argv[-1]))
 flag = pathlib.Path(sys.argv[-1] + ".signals")
 signal.signal(signal.SIGTERM, lambda *a: (flag.write_text("SIGTERM"), sys.exit(0)))
 signal.signal(signal.SIGUSR1, lambda *a: flag.write_text("SIGUSR1"))

@@ -11,6 +11,7 @@ from loratui.core.errors import ConfigError
 from loratui.core.queue import RunQueue
 from loratui.core.runs import RunDir
 from loratui.core.study import load_study, parse_study, read_study_tag, study_runs
+from fixtures import hold_run_lock
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "sample_configs"
@@ -102,6 +103,7 @@ class FakeLaunch:
         self.started.append((run.name, (env or {}).get("CUDA_VISIBLE_DEVICES")))
         me = psutil.Process(os.getpid())  # this live process stands in for the engine
         run.write_status(state="running", pid=me.pid, pid_started=me.create_time(), cmdline=me.cmdline())
+        hold_run_lock(run.path)
         return me.pid
 
 

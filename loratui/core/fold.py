@@ -134,6 +134,9 @@ class RunSummary:
         })
 
 
+#: how well a process's start time is known (psutil: boot time in whole seconds plus clock ticks)
+START_TIME_SLACK = 1.0
+
 _EVAL_SKIP = ("kind", "time", "step", "epoch", "examples", "final")
 
 
@@ -408,7 +411,9 @@ class RunFold:
             return RunState.UNREADABLE  # status.json can't be trusted: say so (with the reason) rather than guess
         if live_pid is not None:
             ended = self.terminal_time
-            if ended is None or live_since is None or live_since > ended:
+            # a process's start time is known to about a second (boot time in whole seconds): one started just after
+            # the last final event (a quick resume) is newer; an engine lives far longer than that before it ends
+            if ended is None or live_since is None or live_since + START_TIME_SLACK > ended:
                 return RunState.RUNNING if lifecycle in ("started", "resumed") else RunState.STARTING
         if lifecycle in TERMINAL_KINDS:
             return RunState(lifecycle)

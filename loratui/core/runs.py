@@ -33,6 +33,9 @@ from loratui.core.config import RunConfig, load_config
 from loratui.core.errors import RunError
 from loratui.core.fileio import atomic_write_json
 from loratui.core.fold import RunFold, RunSummary  # noqa: F401 - re-exported
+from loratui.core.identity import (  # noqa: F401 - re-exported: a run's engine, proven, lives in loratui.core.identity
+    RunBusy, RunLock, engine_process, names_run, pid_alive, process_identity, process_start_time,
+)
 from loratui.core.protocol import (  # noqa: F401 - re-exported: the run protocol lives in loratui.core.protocol
     TERMINAL_KINDS, Event, EventTail, EventWriter, LaunchRecord, ProtocolError, RunState, RunStatus, parse_status,
     to_json_value,
@@ -40,117 +43,10 @@ from loratui.core.protocol import (  # noqa: F401 - re-exported: the run protoco
 
 STATES = tuple(s.value for s in RunState)
 TERMINAL_EVENTS = TERMINAL_KINDS
-#: seconds of slack when comparing a process's start time with the recorded one
-START_TIME_SLACK = 1.0
 
 
 def now() -> float:
     return time.time()
-
-
-# -- processes -------------------------------------------------------------------------------------------------------
-
-
-def process_start_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.Error, ValueError, OverflowError):
-        return None
-
-
-def process_identity(pid: int | None = None) -> dict:
-    """pid, start time and command line of this process (or ``pid``): what status.json and launch.json record."""
-    try:
-        proc = psutil.Process(pid or os.getpid())
-        with proc.oneshot():
-            return {"pid": proc.pid, "pid_started": proc.create_time(), "cmdline": proc.cmdline()}
-    except (psutil.Error, ValueError, OverflowError):
-        return {"pid": pid or os.getpid(), "pid_started": None, "cmdline": None}
-
-
-def _loratui_token(token: str) -> bool:
-    base = os.path.basename(token)
-    return base == "loratui" or token in ("loratui.cli", "loratui.__main__") or token.endswith(
-        ("loratui/__main__.py", "loratui/cli.py"))
-
-
-def names_run(cmdline: list[str], run_path: Path, cwd: str | None = None) -> bool:
-    """True when ``cmdline`` runs loratui's engine for ``run_path``: ``... loratui engine RUN`` (directly, through
-    ``python -m loratui``, or under ``torchrun``/``torch.distributed.run``) or ``loratui train --resume RUN``."""
-    target = _resolved(run_path, None)
-
-    def same(arg: str) -> bool:
-        return _resolved(Path(arg), cwd) == target
-
-    for i, token in enumerate(cmdline[:-1]):
-        if not _loratui_token(token):
-            continue
-        rest = cmdline[i + 1:]
-        args = [a for a in rest[1:] if not a.startswith("-")]
-        if rest[0] == "engine" and args and same(args[0]):
-            return True
-        if rest[0] == "train":
-            for j, a in enumerate(rest):
-                if a == "--resume" and j + 1 < len(rest) and same(rest[j + 1]):
-                    return True
-                if a.startswith("--resume=") and same(a.split("=", 1)[1]):
-                    return True
-    return False
-
-
-def _resolved(path: Path, cwd: str | None) -> str:
-    path = Path(path).expanduser()
-    if not path.is_absolute():
-        path = Path(cwd or os.getcwd()) / path
-    try:
-        return str(path.resolve())
-    except (OSError, RuntimeError):
-        return os.path.normpath(str(path))
-
-
-def engine_process(run_path: Path, pid: Any, started: Any, cmdline: Any = None) -> psutil.Process | None:
-    """The process ``pid`` when it is proven to be this run's engine, else None.
-
-    Proof: pid > 1; the process lives (not a zombie); its start time matches the recorded one; and its command line
-    runs loratui's engine for this run folder, or is exactly the one the engine recorded about itself (a foreground
-    ``loratui train CONFIG``). A pid without a recorded start time must name the run on its command line.
-    """
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            created = proc.create_time()
-            cmd = proc.cmdline()
-            try:
-                cwd = proc.cwd()
-            except psutil.Error:
-                cwd = None
-    except (psutil.Error, ValueError, OverflowError):
-        return None
-    has_start = isinstance(started, (int, float)) and not isinstance(started, bool)
-    if has_start and abs(created - started) > START_TIME_SLACK:
-        return None  # the pid was reused
-    if names_run(cmd, run_path, cwd):
-        return proc
-    if has_start and isinstance(cmdline, list) and cmdline and cmd == cmdline:
-        return proc
-    return None
-
-
-def pid_alive(pid: int | None, started: float | None = None) -> bool:
-    """True if ``pid`` (> 1) runs, is not a zombie and (when known) started at ``started`` (no identity check)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return not started or abs(proc.create_time() - started) <= START_TIME_SLACK
-    except (psutil.Error, ValueError, OverflowError):
-        return False
 
 
 # -- run folders -----------------------------------------------------------------------------------------------------
@@ -413,40 +309,56 @@ def engine_command(run: RunDir, resume: bool = False, processes: int = 1) -> lis
 
 
 def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = None,
-                    processes: int | None = None) -> int:
+                    processes: int | None = None, lock: RunLock | None = None) -> int:
     """Start the engine for ``run`` as its own process in its own session (survives the app and SSH hangups), on
     exactly the cards its config chose (one process a card under torchrun when there are several).
 
-    status.json stays the engine's: what was launched goes to launch.json, so a reader attaches at once."""
+    The run's lock is taken first (or ``lock``, already held, is used) and handed to the engine, so a second launch
+    of the same run says :class:`RunBusy` and touches nothing. status.json stays the engine's: what was launched goes
+    to launch.json, so a reader attaches at once."""
     from loratui.core.devices import plan_devices
 
     from loratui.core.gpu import query_gpus
 
-    launched = round(now(), 3)
-    pinned = (env or {}).get("CUDA_VISIBLE_DEVICES")
-    # a caller that pins cards (the queue: one run a free card) plans among those cards only
-    cards = None if pinned is None else [g for g in query_gpus(visible_only=False)
-                                         if str(g.index) in pinned.split(",")]
-    plan = plan_devices(run.config(), cards)
-    env = {**plan.env(), **(env or {})}
-    cmd = engine_command(run, resume, processes if processes is not None else plan.processes)
-    log = open(run.log_path, "ab")
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        close_fds=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        cwd=os.getcwd(),
-    )
-    log.close()
-    ident = process_identity(proc.pid)
-    atomic_write_json(run.launch_path, to_json_value({
-        "pid": proc.pid, "pid_started": ident["pid_started"], "cmdline": ident["cmdline"] or cmd,
-        "launched": launched, "resume": resume}))
-    return proc.pid
+    lock = lock or RunLock.acquire(run.path)
+    try:
+        launched = round(now(), 3)
+        pinned = (env or {}).get("CUDA_VISIBLE_DEVICES")
+        # a caller that pins cards (the queue: one run a free card) plans among those cards only
+        cards = None if pinned is None else [g for g in query_gpus(visible_only=False)
+                                             if str(g.index) in pinned.split(",")]
+        plan = plan_devices(run.config(), cards)
+        env = {**plan.env(), **(env or {})}
+        cmd = engine_command(run, resume, processes if processes is not None else plan.processes)
+        lock_env, lock_fds = lock.hand_over()
+        try:
+            log = open(run.log_path, "ab")
+        except OSError as err:
+            raise RunError(f"cannot write {run.log_path}: {err.strerror or err}", field="run",
+                           hint="the runs folder must be writable") from None
+        with log:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=lock_fds,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), **lock_env},
+                cwd=os.getcwd(),
+            )
+        lock.record(proc.pid)
+        ident = process_identity(proc.pid)
+        try:
+            atomic_write_json(run.launch_path, to_json_value({
+                "pid": proc.pid, "pid_started": ident["pid_started"], "cmdline": ident["cmdline"] or cmd,
+                "launched": launched, "resume": resume}))
+        except OSError:
+            pass  # the engine runs and writes status.json itself; a reader attaches a moment later
+        return proc.pid
+    finally:
+        lock.release()  # the engine holds it now (or, if it could not start, nobody does)
 
 
 def _signal_run(run: RunDir, sig: int) -> bool:

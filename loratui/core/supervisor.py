@@ -67,6 +67,14 @@ def workers(root: int) -> list[psutil.Process]:
 def supervise(run: RunDir, processes: int, *, resume: bool = False, nodes: int = 1, endpoint: str | None = None,
               env: dict | None = None) -> int:
     """Run torchrun for ``run`` and wait; returns its exit code. Forwards stop/checkpoint signals to the ranks."""
+    from loratui.core.identity import RunBusy, RunLock
+
+    try:  # this process stands for the run: it holds the run's lock for every rank
+        lock = RunLock.adopt(run.path)
+    except RunBusy:
+        if nodes <= 1:
+            raise
+        lock = None  # several nodes on one shared run folder: another node's supervisor holds it
     cmd = torchrun_command(run, processes, resume=resume, nodes=nodes, endpoint=endpoint)
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {}), "LORATUI_SUPERVISOR_PID": str(os.getpid()),
                                       "PYTHONUNBUFFERED": "1"})
@@ -93,6 +101,8 @@ def supervise(run: RunDir, processes: int, *, resume: bool = False, nodes: int =
             signal.signal(sig, handler)
     if rc != 0:
         record_failure(run, rc)
+    if lock is not None:
+        lock.release()
     return rc
 
 

@@ -37,6 +37,7 @@ class Engine:
         self.echo = echo or (lambda line: print(line, flush=True))
         self.stop_request = StopRequest()
         self.events: EventWriter | None = None
+        self.lock = None  # the run's lock (core.identity.RunLock), held while this engine runs
         self.cfg: RunConfig | None = None
         self.trainer = None
         self.model = None
@@ -120,6 +121,12 @@ class Engine:
         from loratui.train.distributed import world
 
         self.world = w = world()
+        if not w.distributed:
+            # one engine per run: the lock first (handed over by the launcher, or taken now), before anything is written;
+            # under torchrun the supervisor holds it for every rank
+            from loratui.core.identity import RunLock
+
+            self.lock = RunLock.adopt(run.path)
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # NVML and CUDA number the cards alike
         if not w.distributed and "CUDA_VISIBLE_DEVICES" not in os.environ:
             # one process sees one card: the Trainer would otherwise spread it with DataParallel, batch multiplied
@@ -163,6 +170,8 @@ class Engine:
         finally:
             if self.events:
                 self.events.close()
+            if getattr(self, "lock", None) is not None:
+                self.lock.release()
 
     def _fail(self, info: dict, line: str) -> int:
         if self.world.distributed:

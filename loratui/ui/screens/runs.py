@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, get_current_worker
 
 from loratui.core.compare import summary_path
+from loratui.core.errors import LoratuiError
 from loratui.core.fmt import format_duration
 from loratui.core.fold import RunSummary
 from loratui.core.protocol import RunState, state_style
@@ -281,7 +282,6 @@ class RunsScreen(LoratuiScreen):
     # -- actions -------------------------------------------------------------------------------------------------
 
     def _marked_cells(self, s) -> tuple:
-        from loratui.core.compare import summary_path
 
         cells = self._cells(s)
         if summary_path(s) in self.marked:
@@ -290,7 +290,6 @@ class RunsScreen(LoratuiScreen):
 
     def action_mark(self) -> None:
         """Mark or unmark the run under the cursor for Compare."""
-        from loratui.core.compare import summary_path
 
         s = self.selected
         if s is None:
@@ -305,7 +304,6 @@ class RunsScreen(LoratuiScreen):
 
     def action_compare(self) -> None:
         """Compare the marked runs side by side (or the run under the cursor with its study)."""
-        from loratui.core.compare import summary_path
         from loratui.core.study import read_study_tag
 
         if self.marked:
@@ -373,7 +371,11 @@ class RunsScreen(LoratuiScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="launch", description="Resuming run")
     def _resume(self, run_dir: Path) -> None:
-        pid = launch_detached(RunDir(run_dir), resume=True)
+        try:
+            pid = launch_detached(RunDir(run_dir), resume=True)
+        except LoratuiError as err:  # already running elsewhere (another app, the CLI), or a folder we can't write
+            self.app.call_from_thread(self.notify, str(err), title="Not resumed", severity="error")
+            return
         self.post_message(RunResumed(run_dir, pid))
 
     @on(RunResumed)
