@@ -274,7 +274,7 @@ def test_cpu_demo_estimate_matches_its_measured_peak(smol_dir):
 
 
 def test_a_large_source_is_sampled_from_its_first_rows(bench_env, h200, monkeypatch):
-    from loratui.train import estimate
+    from loratui.train import step_tokens as estimate  # token counting lives in step_tokens
 
     monkeypatch.setattr(estimate, "LARGE_SOURCE", 1000)  # the bench's 3,000 rows count as large
     monkeypatch.setattr(estimate, "HEAD_ROWS", 500)

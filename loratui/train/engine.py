@@ -21,6 +21,10 @@ from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError, RunError
 from loratui.core.runs import EventWriter, RunDir, process_identity
 from loratui.train.callbacks import EventsCallback, StopRequest, progress_line
+from loratui.train.failures import (  # noqa: F401 - DiskFullError re-exported
+    DiskFullError, disk_full_error, explain, is_disk_full, is_out_of_memory,
+)
+from loratui.train.trainers import _fsync, _fsync_tree, _test_hook, token_counting_trainer, trainer_class
 
 OPTIMIZERS = {
     "adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -579,54 +583,6 @@ class _SilentEvents:
         pass
 
 
-def token_counting_trainer():
-    """The Trainer, counting each training batch's real tokens on the device (read at logging time only).
-
-    transformers' own count (``include_num_input_tokens_seen``) calls ``.item()`` on every batch: a host sync that
-    stops the CPU from queueing the next step's kernels while the GPU works.
-    """
-    from transformers import Trainer
-
-    class LoratuiTrainer(Trainer):
-        _tokens = None
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
-            self._tokens = n if self._tokens is None else self._tokens + n
-            return super().training_step(model, inputs, *args, **kwargs)
-
-        def _load_optimizer_and_scheduler(self, checkpoint):
-            if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
-                return super()._load_optimizer_and_scheduler(checkpoint)
-            # CPU processes under torchrun (CI's gloo runs): transformers maps the optimizer state to "cpu:0",
-            # which torch.load cannot restore; plain "cpu" is the same memory
-            import torch
-
-            load = torch.load
-
-            def cpu_load(*args, **kwargs):
-                if str(kwargs.get("map_location", "")).startswith("cpu"):
-                    kwargs["map_location"] = "cpu"
-                return load(*args, **kwargs)
-
-            torch.load = cpu_load
-            try:
-                return super()._load_optimizer_and_scheduler(checkpoint)
-            finally:
-                torch.load = load
-
-        def tokens_seen(self) -> int:
-            """Real (non-padding) tokens trained on by this process since it started, all ranks together."""
-            if self._tokens is None:
-                return 0
-            import torch
-
-            total = torch.as_tensor(self._tokens, device=self.args.device, dtype=torch.int64)
-            return int(self.accelerator.gather(total.reshape(1)).sum().item())
-
-    return LoratuiTrainer
-
-
 def _steps_for(n_examples: int, cfg: RunConfig, world_size: int = 1) -> int:
     """Optimizer steps for the configured epochs (the fallback when the Trainer cannot count its dataloader)."""
     per_epoch = math.ceil(n_examples / (cfg.train.batch_size * world_size))
@@ -654,22 +610,6 @@ def classification_metrics(cfg: RunConfig):
     return compute
 
 
-def explain(err: Exception, cfg: RunConfig | None) -> tuple[str, str | None]:
-    """One-line message and a hint for an unexpected failure."""
-    name = type(err).__name__
-    text = str(err).strip().splitlines()[0][:300] if str(err).strip() else name
-    if "OutOfMemory" in name or "out of memory" in text.lower():
-        bs = cfg.train.batch_size if cfg else "?"
-        hint = (f"halve train.batch_size (now {bs}) and double train.grad_accum, enable "
-                "train.gradient_checkpointing, lower data.max_length, or use method qlora")
-        return f"out of GPU memory: {text}", hint
-    if "CUDA" in text and "device-side" in text:
-        return text, "check labels are within model.num_labels and token ids within the vocabulary"
-    if isinstance(err, (ValueError, TypeError, KeyError)):
-        return f"{name}: {text}", "see engine.log for the traceback"
-    return f"{name}: {text}", "see engine.log for the traceback"
-
-
 def main(run_path: str, resume: bool = False) -> int:
     """Entry for the detached engine process."""
     run = RunDir(Path(run_path))
@@ -680,15 +620,6 @@ def main(run_path: str, resume: bool = False) -> int:
         return 2
 
 
-# -- crash-safe saves, disk full, out of memory ------------------------------------------------------------------
-
-class DiskFullError(RunError):
-    """The disk filled up while saving: one line with the folder and the free space needed."""
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    return any("OutOfMemory" in type(e).__name__ or "out of memory" in str(e).lower() for e in _error_chain(err))
-
 
 def seed_everything(seed: int) -> None:
     """Python, NumPy and torch (CPU and every GPU) from one seed, as the plain PEFT recipe does with set_seed first.
@@ -696,186 +627,3 @@ def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
-
-
-def _error_chain(err: BaseException):
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
-
-
-def is_disk_full(err: BaseException, folder: Path | None = None) -> bool:
-    import errno
-    import shutil
-
-    for e in _error_chain(err):
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        text = str(e)
-        if "No space left" in text or "StorageFull" in text or "os error 28" in text or "Disk quota" in text:
-            return True
-    if folder is not None and any(isinstance(e, (OSError, RuntimeError)) for e in _error_chain(err)):
-        try:  # torch.save says only "file write failed": look at the disk itself
-            return shutil.disk_usage(folder).free < 4 * 2**20
-        except OSError:
-            return False
-    return False
-
-
-def disk_full_error(folder: Path, what: str, needed_bytes: int) -> DiskFullError:
-    import shutil
-
-    from loratui.core.checkpoints import fmt_bytes
-
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        free = 0
-    more = max(needed_bytes - free, 0) + 2**20
-    return DiskFullError(f"disk full while saving {what} in {folder}: free at least {fmt_bytes(more)} more "
-                         f"({fmt_bytes(free)} free now, about {fmt_bytes(needed_bytes)} needed)", field="disk",
-                         hint="the last complete checkpoint is kept; free space, then resume: loratui train --resume "
-                              + str(folder.parent if folder.name == "checkpoints" else folder))
-
-
-def _fsync(path: Path) -> None:
-    """Flush one file's or folder's entry to disk (best effort: some filesystems refuse)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in [*sorted(folder.rglob("*")), folder]:
-        _fsync(p)
-
-
-def batch_shape(inputs) -> dict:
-    """Shapes of the tensors in a batch, for an out-of-memory report."""
-    out = {}
-    for key, value in (inputs or {}).items():
-        shape = getattr(value, "shape", None)
-        if shape is not None:
-            out[key] = list(shape)
-    return out
-
-
-def _test_hook(name: str, step: int | str) -> float | None:
-    """``LORATUI_TEST_<NAME>=STEP[:VALUE]``: fault injection for tests (never set in normal use)."""
-    spec = os.environ.get(f"LORATUI_TEST_{name}")
-    if not spec:
-        return None
-    at, _, value = spec.partition(":")
-    if at not in ("*", str(step)):
-        return None
-    return float(value) if value else 0.0
-
-
-def trainer_class(engine: "Engine", base=None):
-    """Trainer whose checkpoints appear only whole: written to ``.staging-checkpoint-N``, marked complete, renamed;
-    rotation keeps complete checkpoints and deletes by rename-then-remove. It also records each batch's shape for an
-    out-of-memory report."""
-    import shutil
-
-    import torch
-    from transformers import Trainer
-
-    from loratui.core import checkpoints as ck
-
-    class SafeSaveTrainer(base or Trainer):
-        _staging: Path | None = None
-        last_batch_shape: dict | None = None
-
-        def _get_output_dir(self, trial):
-            return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
-
-        def _save_checkpoint(self, model, trial):
-            req = engine.stop_request
-            req.saving = True
-            try:
-                self._save_checkpoint_whole(model, trial)
-            finally:
-                req.saving = False
-            if req.ignored:
-                engine.echo(f"checkpoint-{self.state.global_step} saved; ignored while saving: {', '.join(req.ignored)}")
-
-        def _save_checkpoint_whole(self, model, trial):
-            root = Path(super()._get_output_dir(trial))
-            name = f"checkpoint-{self.state.global_step}"
-            staging = root / f"{ck.STAGING_PREFIX}{name}"
-            final = root / name
-            main = self.args.should_save
-            if main:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True, exist_ok=True)
-            self.accelerator.wait_for_everyone()
-            self._staging = staging
-            try:
-                super()._save_checkpoint(model, trial)
-                if main:
-                    nap = _test_hook("SAVE_SLEEP", self.state.global_step)
-                    if nap:
-                        engine.echo(f"test hook: sleeping {nap:g}s inside the save of {name}")
-                        time.sleep(nap)
-                    if _test_hook("ENOSPC", self.state.global_step) is not None:
-                        import errno
-
-                        raise OSError(errno.ENOSPC, "No space left on device (LORATUI_TEST_ENOSPC)")
-                    ck.write_marker(staging / name)
-                    _fsync_tree(staging / name)
-                self.accelerator.wait_for_everyone()
-                if main:
-                    old = None
-                    if final.exists():  # the same step saved twice (save-now, or a resumed run): swap
-                        old = final.with_name(f"{ck.DELETING_PREFIX}{name}-{os.getpid()}")
-                        os.replace(final, old)
-                    os.replace(staging / name, final)
-                    shutil.rmtree(staging, ignore_errors=True)
-                    if old is not None:
-                        shutil.rmtree(old, ignore_errors=True)
-                    _fsync(root)
-                    ck.rotate(root, self.args.save_total_limit)
-            except Exception as err:
-                written = ck.folder_bytes(staging) if main else 0
-                if main:
-                    shutil.rmtree(staging, ignore_errors=True)
-                if is_disk_full(err, root):
-                    previous = ck.latest_complete(root)[0]
-                    needed = max(ck.folder_bytes(previous) if previous else 0, written)
-                    raise disk_full_error(root, name, needed) from None
-                raise
-            finally:
-                self._staging = None
-            self.accelerator.wait_for_everyone()
-
-        evaluating = False
-        last_eval_shape: dict | None = None
-
-        def evaluate(self, *args, **kwargs):
-            self.evaluating = True
-            try:
-                return super().evaluate(*args, **kwargs)
-            finally:
-                self.evaluating = False
-
-        def prediction_step(self, model, inputs, *args, **kwargs):
-            self.last_eval_shape = batch_shape(inputs)
-            return super().prediction_step(model, inputs, *args, **kwargs)
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            self.last_batch_shape = batch_shape(inputs)
-            if _test_hook("OOM_AT_STEP", self.state.global_step + 1) is not None:
-                raise torch.cuda.OutOfMemoryError(
-                    "CUDA out of memory. Tried to allocate 2.00 GiB (simulated by LORATUI_TEST_OOM_AT_STEP)")
-            return super().training_step(model, inputs, num_items_in_batch)
-
-    return SafeSaveTrainer

@@ -1,0 +1,202 @@
+"""The engine's Trainer classes: checkpoints that appear only whole, real tokens counted on the device, and the
+batch shapes an out-of-memory report names. Torch side (imports transformers lazily)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loratui.train.failures import disk_full_error, is_disk_full
+
+if TYPE_CHECKING:
+    from loratui.train.engine import Engine
+
+
+def token_counting_trainer():
+    """The Trainer, counting each training batch's real tokens on the device (read at logging time only).
+
+    transformers' own count (``include_num_input_tokens_seen``) calls ``.item()`` on every batch: a host sync that
+    stops the CPU from queueing the next step's kernels while the GPU works.
+    """
+    from transformers import Trainer
+
+    class LoratuiTrainer(Trainer):
+        _tokens = None
+        def training_step(self, model, inputs, *args, **kwargs):
+            n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+            self._tokens = n if self._tokens is None else self._tokens + n
+            return super().training_step(model, inputs, *args, **kwargs)
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            # CPU processes under torchrun (CI's gloo runs): transformers maps the optimizer state to "cpu:0",
+            # which torch.load cannot restore; plain "cpu" is the same memory
+            import torch
+
+            load = torch.load
+
+            def cpu_load(*args, **kwargs):
+                if str(kwargs.get("map_location", "")).startswith("cpu"):
+                    kwargs["map_location"] = "cpu"
+                return load(*args, **kwargs)
+
+            torch.load = cpu_load
+            try:
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            finally:
+                torch.load = load
+
+        def tokens_seen(self) -> int:
+            """Real (non-padding) tokens trained on by this process since it started, all ranks together."""
+            if self._tokens is None:
+                return 0
+            import torch
+
+            total = torch.as_tensor(self._tokens, device=self.args.device, dtype=torch.int64)
+            return int(self.accelerator.gather(total.reshape(1)).sum().item())
+
+    return LoratuiTrainer
+
+
+def _fsync(path: Path) -> None:
+    """Flush one file's or folder's entry to disk (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in [*sorted(folder.rglob("*")), folder]:
+        _fsync(p)
+
+
+def batch_shape(inputs) -> dict:
+    """Shapes of the tensors in a batch, for an out-of-memory report."""
+    out = {}
+    for key, value in (inputs or {}).items():
+        shape = getattr(value, "shape", None)
+        if shape is not None:
+            out[key] = list(shape)
+    return out
+
+
+def _test_hook(name: str, step: int | str) -> float | None:
+    """``LORATUI_TEST_<NAME>=STEP[:VALUE]``: fault injection for tests (never set in normal use)."""
+    spec = os.environ.get(f"LORATUI_TEST_{name}")
+    if not spec:
+        return None
+    at, _, value = spec.partition(":")
+    if at not in ("*", str(step)):
+        return None
+    return float(value) if value else 0.0
+
+
+def trainer_class(engine: "Engine", base=None):
+    """Trainer whose checkpoints appear only whole: written to ``.staging-checkpoint-N``, marked complete, renamed;
+    rotation keeps complete checkpoints and deletes by rename-then-remove. It also records each batch's shape for an
+    out-of-memory report."""
+    import shutil
+
+    import torch
+    from transformers import Trainer
+
+    from loratui.core import checkpoints as ck
+
+    class SafeSaveTrainer(base or Trainer):
+        _staging: Path | None = None
+        last_batch_shape: dict | None = None
+
+        def _get_output_dir(self, trial):
+            return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            req = engine.stop_request
+            req.saving = True
+            try:
+                self._save_checkpoint_whole(model, trial)
+            finally:
+                req.saving = False
+            if req.ignored:
+                engine.echo(f"checkpoint-{self.state.global_step} saved; ignored while saving: {', '.join(req.ignored)}")
+
+        def _save_checkpoint_whole(self, model, trial):
+            root = Path(super()._get_output_dir(trial))
+            name = f"checkpoint-{self.state.global_step}"
+            staging = root / f"{ck.STAGING_PREFIX}{name}"
+            final = root / name
+            main = self.args.should_save
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True, exist_ok=True)
+            self.accelerator.wait_for_everyone()
+            self._staging = staging
+            try:
+                super()._save_checkpoint(model, trial)
+                if main:
+                    nap = _test_hook("SAVE_SLEEP", self.state.global_step)
+                    if nap:
+                        engine.echo(f"test hook: sleeping {nap:g}s inside the save of {name}")
+                        time.sleep(nap)
+                    if _test_hook("ENOSPC", self.state.global_step) is not None:
+                        import errno
+
+                        raise OSError(errno.ENOSPC, "No space left on device (LORATUI_TEST_ENOSPC)")
+                    ck.write_marker(staging / name)
+                    _fsync_tree(staging / name)
+                self.accelerator.wait_for_everyone()
+                if main:
+                    old = None
+                    if final.exists():  # the same step saved twice (save-now, or a resumed run): swap
+                        old = final.with_name(f"{ck.DELETING_PREFIX}{name}-{os.getpid()}")
+                        os.replace(final, old)
+                    os.replace(staging / name, final)
+                    shutil.rmtree(staging, ignore_errors=True)
+                    if old is not None:
+                        shutil.rmtree(old, ignore_errors=True)
+                    _fsync(root)
+                    ck.rotate(root, self.args.save_total_limit)
+            except Exception as err:
+                written = ck.folder_bytes(staging) if main else 0
+                if main:
+                    shutil.rmtree(staging, ignore_errors=True)
+                if is_disk_full(err, root):
+                    previous = ck.latest_complete(root)[0]
+                    needed = max(ck.folder_bytes(previous) if previous else 0, written)
+                    raise disk_full_error(root, name, needed) from None
+                raise
+            finally:
+                self._staging = None
+            self.accelerator.wait_for_everyone()
+
+        evaluating = False
+        last_eval_shape: dict | None = None
+
+        def evaluate(self, *args, **kwargs):
+            self.evaluating = True
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self.evaluating = False
+
+        def prediction_step(self, model, inputs, *args, **kwargs):
+            self.last_eval_shape = batch_shape(inputs)
+            return super().prediction_step(model, inputs, *args, **kwargs)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.last_batch_shape = batch_shape(inputs)
+            if _test_hook("OOM_AT_STEP", self.state.global_step + 1) is not None:
+                raise torch.cuda.OutOfMemoryError(
+                    "CUDA out of memory. Tried to allocate 2.00 GiB (simulated by LORATUI_TEST_OOM_AT_STEP)")
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return SafeSaveTrainer
