@@ -50,11 +50,12 @@ def make_model(shape: str, folder: Path, tokenizer_dir: Path) -> None:
     torch.cuda.empty_cache()
 
 
-def make_data(path: Path, n: int = 3000) -> None:
+def make_data(path: Path, n: int = 3000, long: bool = False) -> None:
+    """Synthetic rows: ``long``, 1,500..3,600 words (most reach a 4,096-token max_length); else 24..900 words."""
     rng = random.Random(0)
     with open(path, "w") as fh:
         for _ in range(n):
-            words = max(24, min(900, int(rng.lognormvariate(5.4, 0.6))))
+            words = int(rng.uniform(1500, 3600)) if long else max(24, min(900, int(rng.lognormvariate(5.4, 0.6))))
             fh.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(words))}) + "\n")
 
 
@@ -68,8 +69,9 @@ def workspace(shape: str, tokenizer: str) -> tuple[Path, Path, Path, Path]:
     t = time.time()
     make_model(shape, model_dir, Path(tokenizer))
     print(f"model {shape} ready in {time.time() - t:.0f}s", flush=True)
-    data = work / "data.jsonl"
-    make_data(data)
+    long = os.environ.get("BENCH_LONG_ROWS") == "1"
+    data = work / ("data-long.jsonl" if long else "data.jsonl")
+    make_data(data, n=600 if long else 3000, long=long)
     return out, work, model_dir, data
 
 

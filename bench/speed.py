@@ -31,7 +31,8 @@ PEAK_BF16 = 989.4e12  # H100 / H200 SXM dense bf16 FLOP/s
 SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "data.packing",
          "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing",
          "gpus": "train.gpus", "distributed": "train.distributed", "method": "method.kind",
-         "lean": "train.lean_activations", "lean_mlp": "train.lean_mlp"}
+         "lean": "train.lean_activations", "lean_mlp": "train.lean_mlp", "offload": "train.activation_offload",
+         "budget": "train.memory_budget", "fit": "train.fit"}
 
 
 class NvmlPeak(threading.Thread):
@@ -128,6 +129,23 @@ def seed_side(args, model_dir: Path, data: Path, out: Path) -> dict:
     return res
 
 
+def unsloth_side(args, model_dir: Path, data: Path, out: Path) -> dict:
+    """Unsloth's recommended recipe (bench/unsloth_recipe.py) in its own install (/tmp/usite, or $UNSLOTH_SITE)."""
+    site = os.environ.get("UNSLOTH_SITE", "/tmp/usite")
+    cmd = ["env", f"PYTHONPATH={site}", sys.executable, str(Path(__file__).with_name("unsloth_recipe.py")),
+           "--model", str(model_dir), "--data", str(data), "--method", args.method, "--steps", str(args.steps),
+           "--batch", str(args.batch), "--max-length", str(args.max_length)]
+    rc, t0, nvml = run_child(cmd, out / "unsloth.log", args.timeout)
+    res = {"side": "unsloth", "exit": rc, "nvml_peak_gib": round(nvml, 2)}
+    lines = [ln for ln in (out / "unsloth.log").read_text().splitlines() if ln.startswith('{"marks"')]
+    if rc == 0 and lines:
+        got = json.loads(lines[-1])
+        res.update(tokens_per_s=window(got["marks"]), torch_peak_gib=round(got["torch_peak_gib"], 2),
+                   final_loss=got["losses"][-1][1] if got["losses"] else None,
+                   first_step_s=round(got["first_step_wall"] - t0, 1), padding_free=got.get("padding_free"))
+    return res
+
+
 def apply_override(cfg: dict, item: str) -> None:
     key, _, value = item.partition("=")
     key = SHORT.get(key, key)
@@ -142,7 +160,8 @@ def loratui_config(args, model_dir: Path, data: Path, runs: Path, name: str, var
         "method": {"kind": args.method},
         "lora": {"r": 16 if qlora else 8, "alpha": 32 if qlora else 16, "dropout": 0.05,
                  "preset": "llama-all" if qlora else "minimal-qv"},
-        "data": {"source": str(data), "format": "text", "max_length": 1024, "validation_fraction": 0.0},
+        "data": {"source": str(data), "format": "text", "max_length": getattr(args, "max_length", 1024),
+                 "validation_fraction": 0.0},
         "train": {"max_steps": args.steps, "batch_size": args.batch, "lr": 2e-4, "logging_steps": 5,
                   "save_steps": 10 * args.steps, "seed": 42},
         "output": {"runs_dir": str(runs), "name": name},
@@ -203,18 +222,22 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--variants", default="default")
     ap.add_argument("--no-seed", action="store_true")
+    ap.add_argument("--unsloth", action="store_true", help="Unsloth's recipe first; the x columns compare with it")
+    ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each side before it is killed")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
     args = ap.parse_args()
     out, _, model_dir, data = workspace(args.shape, args.tokenizer)
     results = [] if args.no_seed else [seed_side(args, model_dir, data, out)]
-    if results:
-        print(json.dumps(results[-1]), flush=True)
+    if args.unsloth:
+        results.insert(0, unsloth_side(args, model_dir, data, out))
+    for r in results:
+        print(json.dumps(r), flush=True)
     for variant in args.variants.split(","):
         results.append(loratui_side(args, model_dir, data, out, variant))
         print(json.dumps(results[-1]), flush=True)
-    base = results[0].get("tokens_per_s") if not args.no_seed else None
-    base_mem = results[0].get("nvml_peak_gib") if not args.no_seed else None
+    base = results[0].get("tokens_per_s") if not args.no_seed or args.unsloth else None
+    base_mem = results[0].get("nvml_peak_gib") if not args.no_seed or args.unsloth else None
     device = ""
     try:
         import torch
@@ -224,7 +247,8 @@ def main() -> int:
         pass
     (out / f"results-{args.shape}-{args.method}.json").write_text(json.dumps(results, indent=1))
     print(f"\n{args.shape} {args.method}, batch {args.batch}, {args.steps} steps, {device}")
-    print("| side | tokens/s | x seed | NVML peak GiB | x seed | torch peak GiB | estimate GiB | MFU | final loss | "
+    print(f"baseline (x columns): {results[0]['side'] if base else '-'}")
+    print("| side | tokens/s | x base | NVML peak GiB | x base | torch peak GiB | estimate GiB | MFU | final loss | "
           "first step s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -201,6 +201,18 @@ class TrainSection(Section):
     """Checkpoint every N steps (empty: once per epoch)."""
     save_total_limit: Optional[int] = Field(2, ge=1, le=1_000_000)
     gradient_checkpointing: bool = False
+    """Recompute every layer's activations in the backward pass (keeps only layer inputs): less memory, about 30%
+    slower. Left off, the memory fit (train.fit) may still checkpoint some layers when the run would not fit."""
+    activation_offload: Switch = "auto"
+    """Move the activations saved for backward to pinned host memory in the forward pass and back in the backward
+    pass, overlapped with compute on a second CUDA stream (TRL's offloader); auto: when the memory fit picks it."""
+    fit: Literal["auto", "off"] = "auto"
+    """auto: before training, the engine estimates this run's GPU memory and, when it exceeds the budget, adds the
+    cheapest savers that make it fit (checkpointing some or all layers, activation offload, a smaller micro-batch
+    with more accumulation: the same effective batch); it says what it chose and why. off: run exactly as written."""
+    memory_budget: Union[Literal["auto"], float] = "auto"
+    """GiB of GPU memory the run may use (as nvidia-smi shows it); auto: what is free on the card at launch. A number
+    also caps the process (a 16 GiB budget on an 80 GiB card behaves like a 16 GiB card)."""
     precision: Precision = "auto"
     """auto picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
     optimizer: Optimizer = "auto"
@@ -221,7 +233,15 @@ class TrainSection(Section):
     what the activation keeps instead of keeping its own copy; auto: on wherever lean_activations is on (8B QLoRA
     shape: -2.1 GiB, -16% tokens/s: bench/RESULTS.md). Ignored with gradient checkpointing or compile."""
 
-    _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", mode="before")(lambda v: switch_value(v))
+    _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", mode="before")(
+        lambda v: switch_value(v))
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        if v != "auto" and not 1 <= v <= 100_000:
+            raise ValueError("give GiB between 1 and 100000 (e.g. 16 for a 16 GB card), or auto")
+        return v
     gpus: Union[Literal["auto"], int, list[int]] = "auto"
     """Which cards: auto (every visible card), a count (the first N), or a list of indices (as nvidia-smi numbers
     them). Several cards: one process a card under torchrun."""

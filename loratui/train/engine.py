@@ -41,6 +41,7 @@ class Engine:
         self.echo = echo or (lambda line: print(line, flush=True))
         self.stop_request = StopRequest()
         self.events: EventWriter | None = None
+        self.fit = None  # the memory fit (loratui.train.fit.Fit) when the engine fitted the run to its card
         self.lock = None  # the run's lock (core.identity.RunLock), held while this engine runs
         self.cfg: RunConfig | None = None
         self.trainer = None
@@ -265,6 +266,7 @@ class Engine:
         checkpoint, skipped = self._place()
         self.emit("phase", phase="checking")
         pre = self._preflight()
+        self._fit_memory()
         self.emit("phase", phase="preparing data")
         train_ds, val_ds, stats = self._setup_data(pre)
         self.emit("phase", phase="loading model")
@@ -306,6 +308,14 @@ class Engine:
             first = next((e for e in self.run_dir.events() if e.get("kind") == "started"), None)
             distributed.check_resume_world(first, w)
         return checkpoint, skipped
+
+    def _fit_memory(self) -> None:
+        """The config as it runs on this card: the memory fit's savers when the estimate exceeds the budget."""
+        from loratui.train import fit
+
+        self.cfg, self.fit = fit.for_run(self.cfg, distributed=self.world.distributed)
+        if self.fit is not None and (self.fit.changed or not self.fit.fits):
+            self.echo(self.fit.message())
 
     def _preflight(self):
         from loratui.train import preflight
@@ -372,6 +382,10 @@ class Engine:
                       recompute_dropout=not checkpointing)
             if sp.lean_mlp:
                 lean_gated_mlps(self.model)
+        if checkpointing and self.fit is not None and self.fit.ckpt_layers is not None:
+            from loratui.train.fit import limit_checkpointing
+
+            limit_checkpointing(self.model, self.fit.ckpt_layers)
         return self.model
 
     def _build_trainer(self, model, precision: str, train_ds, val_ds):
@@ -388,6 +402,10 @@ class Engine:
             compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and val_ds is not None else None,
             callbacks=[EventsCallback(self)],
         )
+        if sp.offload:
+            from trl.models.activation_offloading import get_act_offloading_ctx_manager
+
+            trainer.offload = get_act_offloading_ctx_manager(trainer.model, warn_if_no_head=False)
         trainer.remove_callback(PrinterCallback)  # our own progress line replaces its raw dict prints
         trainer.remove_callback(ProgressCallback)
         return trainer
@@ -414,7 +432,8 @@ class Engine:
                   labels=self.labels, data_stats=stats, resumed=checkpoint is not None,
                   speed=sp.as_event() | {"fused_cross_entropy": sp.liger and self._fused_ce()},
                   world_size=w.size, distributed=self.strategy, gpus=self._gpus(),
-                  per_device_batch=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, effective_batch=effective)
+                  per_device_batch=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, effective_batch=effective,
+                  fit=self.fit.as_event() if self.fit is not None else None)
         self.echo(f"{run.name}: {cfg.method.kind} on {cfg.model.name}, trainable params: {trainable:,} of "
                   f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / {n_val} eval examples"
                   f"{f' (all {n_final} at the end)' if n_final != n_val else ''}, "
@@ -487,7 +506,10 @@ class Engine:
             save_strategy="steps" if t.save_steps else "epoch",
             save_steps=t.save_steps or 500,
             save_total_limit=t.save_total_limit,
-            gradient_checkpointing=t.gradient_checkpointing and not self.cfg.quantized,
+            # the model enables it itself (a quantized base in its k-bit preparation; some layers only, when the
+            # memory fit chose that: the Trainer would switch every layer back on)
+            gradient_checkpointing=t.gradient_checkpointing and not self.cfg.quantized and (
+                self.fit is None or self.fit.ckpt_layers is None),
             gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
             bf16=precision == "bf16",
             fp16=precision == "fp16",

@@ -191,16 +191,21 @@ class Levers:
     optimizer: str
     lean: bool = False  # train.lean_activations (loratui.train.lean)
     lean_mlp: bool = False
+    ckpt_layers: int | None = None  # with gradient checkpointing: how many layers (None: all; the memory fit's choice)
+    offload: bool = False  # activation offload to host memory (train.activation_offload, or the memory fit's choice)
 
 
 # Calibrated constants (tests/test_estimate.py holds the measured points they were checked against)
+#: layers' worth of activations on the card at a time under activation offload (calibrated: bench/RESULTS.md)
+OFFLOAD_LAYERS_ON_CARD = 3
 HEAD_BYTES_EXTRA = 10  # per logit beyond the compute-dtype logits: fp32 copy, log-softmax, and their gradients
 
 
 def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str], lora_width: float,
                                 full: bool, checkpointing: bool, int8_width: float = 0, *, resid: int | None = None,
                                 proj: int | None = None, liger: bool = False, attention: str = "sdpa",
-                                masked: bool = False) -> tuple[float, float, float]:
+                                masked: bool = False, ckpt_layers: int | None = None,
+                                offload: bool = False) -> tuple[float, float, float]:
     """(bytes per token saved across all layers, bytes per token for the head/loss, backward working set per token).
 
     ``e``: the compute dtype's bytes (what matmuls produce under autocast); ``resid``: the residual stream's bytes
@@ -239,10 +244,18 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
     per_layer += (e + 1) * lora_width
     # bitsandbytes int8 matmuls keep their own fp16 copy and int8 copy of every input for backward
     per_layer += (2 + 1) * int8_width
+    layers = shape.layers
     if checkpointing:
-        saved = shape.layers * r * h + per_layer  # layer inputs + one layer recomputed at a time
+        # the first ``ckpt_layers`` (all by default) keep their input only, the rest everything; one layer is
+        # recomputed at a time in the backward pass
+        k = layers if ckpt_layers is None else max(0, min(ckpt_layers, layers))
+        saved = k * r * h + (layers - k) * per_layer + (per_layer if k else 0)
+    elif offload:
+        # saved activations go to host memory as they are made and come back a layer ahead of the backward pass:
+        # a few layers' worth is on the card at a time (the forward stash, the prefetch, the layer in flight)
+        saved = min(layers, OFFLOAD_LAYERS_ON_CARD) * per_layer
     else:
-        saved = shape.layers * per_layer
+        saved = layers * per_layer
     if not shape.causal:
         head = 8 * shape.vocab + r * h
     elif liger:
@@ -272,7 +285,8 @@ def _levers(cfg: RunConfig, cuda: bool, model_type: str | None) -> Levers:
             precision = "fp32"  # refused at launch; estimate what a CPU could run
     sp = speed.resolve(cfg, cuda, model_type)
     return Levers(cuda=cuda, precision=precision, packing=sp.packing, attention=sp.attention, liger=sp.liger,
-                  optimizer=sp.optimizer, lean=sp.lean, lean_mlp=sp.lean_mlp)
+                  optimizer=sp.optimizer, lean=sp.lean, lean_mlp=sp.lean_mlp,
+                  offload=cuda and cfg.train.activation_offload == "on")
 
 
 def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None = None) -> MemoryReport:
@@ -433,7 +447,8 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,
         checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1),
-        resid=resid, proj=proj, liger=lev.liger, attention=lev.attention, masked=masked)
+        resid=resid, proj=proj, liger=lev.liger, attention=lev.attention, masked=masked, ckpt_layers=lev.ckpt_layers,
+        offload=lev.offload)
     train_act = tokens.train * (per_token + head + work) + cast_cache
     if shape.causal and resid == 4 and e == 2 and not full:
         # a frozen fp32 LM head (fp32 weights, or upcast for a quantized base) is cast to 16 bits for its matmul

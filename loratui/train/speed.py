@@ -1,7 +1,7 @@
 """The fast path: what the engine turns on for speed, decided once from the config and the machine.
 
 Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
-`train.compile`, `train.lean_activations`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
+`train.compile`, `train.lean_activations`, `train.activation_offload`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
 (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what each
 lever bought on the lent GPU.
 """
@@ -26,6 +26,7 @@ class Speed:
     compile: bool
     lean: bool = False  # lean LoRA activations (loratui.train.lean)
     lean_mlp: bool = False  # ... and gated MLPs' down-projection adapters rebuild their input (lean_gated_mlps)
+    offload: bool = False  # activations saved for backward go to pinned host memory (TRL's offloader)
 
     def as_event(self) -> dict:
         return asdict(self)
@@ -89,8 +90,12 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     if optimizer == "auto":
         optimizer = "adamw_torch_fused" if cuda else "adamw_torch"
     lean = lean_activations(cfg, cuda)
+    offload = t.activation_offload == "on"
+    if offload and not cuda:
+        raise ConfigError("train.activation_offload on needs a CUDA GPU (it moves activations from the card to host "
+                          "memory)", field="train.activation_offload", hint="set train.activation_offload: auto")
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
-                 optimizer=optimizer, compile=t.compile, lean=lean, lean_mlp=lean_mlp(cfg, lean))
+                 optimizer=optimizer, compile=t.compile, lean=lean, lean_mlp=lean_mlp(cfg, lean), offload=offload)
 
 
 def lean_mlp(cfg: RunConfig, lean: bool) -> bool:

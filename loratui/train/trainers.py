@@ -24,6 +24,19 @@ def token_counting_trainer():
 
     class LoratuiTrainer(Trainer):
         _tokens = None
+        offload = None  # TRL's activation offloader (train.activation_offload), set by the engine
+
+        def compute_loss_context_manager(self):
+            ctx = super().compute_loss_context_manager()
+            if self.offload is None or not self.model.training:  # evaluation saves nothing for a backward pass
+                return ctx
+            import contextlib
+
+            stack = contextlib.ExitStack()
+            stack.enter_context(ctx)
+            stack.enter_context(self.offload)
+            return stack
+
         def training_step(self, model, inputs, *args, **kwargs):
             n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
             self._tokens = n if self._tokens is None else self._tokens + n

@@ -1,0 +1,243 @@
+"""The memory fit: the fastest way to run this config inside a memory budget, chosen from the estimate.
+
+A run that fits its budget as written runs as written. One that does not gets the cheapest memory savers that make it
+fit, each priced by what it costs in step time (measured on an H200, bench/RESULTS.md):
+
+- gradient checkpointing of the first k decoder layers (k as small as fits: a layer checkpointed keeps its input only
+  and is recomputed in the backward pass);
+- activation offload (everything saved for backward goes to pinned host memory and comes back a layer ahead of the
+  backward pass, on a second CUDA stream; TRL's offloader);
+- a smaller micro-batch with more gradient accumulation (the same effective batch, the same learning rate).
+
+What the user set explicitly stays: ``gradient_checkpointing: true`` stays on for every layer, ``activation_offload:
+off`` is never turned on, ``fit: off`` runs exactly as written. The budget is ``train.memory_budget`` (GiB) or, with
+``auto``, what is free on the card at launch. Torch side (the estimate builds the model on the meta device).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from loratui.core.config import RunConfig
+from loratui.core.errors import LoratuiError
+
+GiB = 1024**3
+#: extra step time of each saver, as a fraction of the step without it (bench/RESULTS.md, 8B QLoRA shape, H200)
+CKPT_ALL_COST = 0.55  # every layer recomputed (QLoRA dequantizes its weights again too)
+OFFLOAD_COST = 0.15  # copies overlapped with compute; what does not overlap
+HALF_BATCH_COST = 0.15  # the same tokens in twice the micro-steps (more launches, smaller matmuls)
+#: of the free memory "auto" plans for (the estimate is within about 10%; other processes may grow)
+AUTO_SHARE = 0.92
+
+
+@dataclass
+class Fit:
+    budget: int  # bytes the run may use (NVML's view)
+    source: str  # where the budget came from
+    needed: int  # the estimate as written
+    estimate: int  # the estimate of what was chosen
+    fits: bool
+    batch_size: int
+    grad_accum: int
+    checkpointing: bool = False
+    ckpt_layers: int | None = None  # with checkpointing: the first k layers (None: all)
+    layers: int = 0
+    offload: bool = False
+    cost: float = 0.0  # the chosen savers' estimated extra step time
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def message(self) -> str:
+        need, have = self.needed / GiB, self.budget / GiB
+        if not self.changed:
+            if self.fits:
+                return f"memory: needs about {need:.1f} GiB of {have:.1f} GiB ({self.source}): runs as configured"
+            return (f"memory: needs about {need:.1f} GiB but {have:.1f} GiB is the budget ({self.source}) and no "
+                    "saver is left to add: it may run out of memory (lower data.max_length or train.batch_size)")
+        what = ", ".join(self.changes)
+        verdict = "fits" if self.fits else "still over the budget: it may run out of memory"
+        return (f"memory: as configured it needs about {need:.1f} GiB, {have:.1f} GiB is the budget ({self.source}); "
+                f"using {what} (about {self.estimate / GiB:.1f} GiB, {verdict}; about +{100 * self.cost:.0f}% step "
+                "time; train.fit: off runs as configured)")
+
+    def as_event(self) -> dict:
+        return {"budget_gib": round(self.budget / GiB, 2), "source": self.source,
+                "needed_gib": round(self.needed / GiB, 2), "estimate_gib": round(self.estimate / GiB, 2),
+                "fits": self.fits, "changes": self.changes, "batch_size": self.batch_size,
+                "grad_accum": self.grad_accum, "checkpointing": self.checkpointing, "ckpt_layers": self.ckpt_layers,
+                "offload": self.offload, "cost": round(self.cost, 3)}
+
+    def apply(self, cfg: RunConfig) -> RunConfig:
+        """A copy of ``cfg`` with the chosen savers (the run folder's config.yaml keeps what the user wrote)."""
+        out = cfg.model_copy(deep=True)
+        out.train.batch_size, out.train.grad_accum = self.batch_size, self.grad_accum
+        out.train.gradient_checkpointing = self.checkpointing
+        if self.offload:
+            out.train.activation_offload = "on"
+        return out
+
+
+def budget_bytes(cfg: RunConfig, free: int) -> tuple[int, str]:
+    """The run's budget: train.memory_budget, or (auto) a share of what is free on the card now."""
+    b = cfg.train.memory_budget
+    if b != "auto":
+        return int(b * GiB), "train.memory_budget"
+    return int(free * AUTO_SHARE), f"{AUTO_SHARE:.0%} of the {free / GiB:.1f} GiB free on the card"
+
+
+def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, estimator=None) -> Fit:
+    """The cheapest set of savers under which the estimate of ``cfg`` is at most ``budget`` bytes.
+
+    ``estimator(cfg, ckpt_layers, offload) -> (bytes, layers)`` defaults to the real estimate (meta model, sampled
+    data); tests give their own."""
+    estimator = estimator or _estimator(cfg)
+    t = cfg.train
+    needed, layers = estimator(cfg, None, t.activation_offload == "on")
+    base = Fit(budget=budget, source=source, needed=needed, estimate=needed, fits=needed <= budget,
+               batch_size=t.batch_size, grad_accum=t.grad_accum, checkpointing=t.gradient_checkpointing,
+               layers=layers, offload=t.activation_offload == "on")
+    if base.fits or t.fit == "off":
+        return base
+    best: Fit | None = None
+    leanest: Fit | None = None
+    for halvings in range(0, 1 + int(math.log2(max(t.batch_size, 1)))):
+        micro = max(1, t.batch_size >> halvings)
+        accum = t.grad_accum * math.ceil(t.batch_size / micro)
+        trial = cfg.model_copy(deep=True)
+        trial.train.batch_size, trial.train.grad_accum = micro, accum
+        batch_cost = (1 + HALF_BATCH_COST) ** halvings - 1
+        for option in _options(trial, estimator, layers, budget):
+            total, ckpt, k, offload, saver_cost = option
+            cost = (1 + batch_cost) * (1 + saver_cost) - 1
+            fit = Fit(budget=budget, source=source, needed=needed, estimate=total, fits=total <= budget,
+                      batch_size=micro, grad_accum=accum, checkpointing=ckpt, ckpt_layers=k, layers=layers,
+                      offload=offload, cost=cost)
+            if fit.fits and (best is None or cost < best.cost):
+                best = fit
+            if leanest is None or total < leanest.estimate:
+                leanest = fit
+        if best is not None and (1 + HALF_BATCH_COST) ** (halvings + 1) - 1 >= best.cost:
+            break  # a smaller micro-batch alone would cost more than what fits already
+    chosen = best or leanest or base
+    chosen.changes = _describe(cfg, chosen)
+    return chosen
+
+
+def _options(cfg: RunConfig, estimator, layers: int, budget: int):
+    """(estimate, checkpointing, first k layers, offload, extra step time) for each way to save at this batch."""
+    t = cfg.train
+    offload_allowed = t.activation_offload != "off"
+    if t.gradient_checkpointing:  # the user's: every layer, nothing to choose but the batch
+        total, _ = estimator(cfg, None, False)
+        yield total, True, None, False, CKPT_ALL_COST
+        return
+    none, _ = estimator(cfg, None, t.activation_offload == "on")
+    yield none, False, None, t.activation_offload == "on", OFFLOAD_COST if t.activation_offload == "on" else 0.0
+    if offload_allowed and t.activation_offload != "on":
+        total, _ = estimator(cfg, None, True)
+        yield total, False, None, True, OFFLOAD_COST
+    # the fewest layers checkpointed that fit: the estimate falls by the same amount for each layer added
+    full, _ = estimator(cfg, layers, False)
+    yield full, True, None, False, CKPT_ALL_COST
+    if layers < 2 or full > budget:
+        return
+    one, _ = estimator(cfg, 1, False)
+    step = (one - full) / (layers - 1)
+    k = layers if step <= 0 else max(1, min(layers, 1 + math.ceil((one - budget) / step)))
+    while k < layers:
+        total, _ = estimator(cfg, k, False)
+        if total <= budget:
+            yield total, True, k, False, CKPT_ALL_COST * k / layers
+            return
+        k += 1
+
+
+def _describe(cfg: RunConfig, fit: Fit) -> list[str]:
+    t, out = cfg.train, []
+    if fit.batch_size != t.batch_size:
+        out.append(f"micro-batch {fit.batch_size} x {fit.grad_accum} accumulation (was {t.batch_size} x "
+                   f"{t.grad_accum}: the same {t.batch_size * t.grad_accum} examples a step)")
+    if fit.checkpointing and not t.gradient_checkpointing:
+        out.append(f"gradient checkpointing on {fit.ckpt_layers} of {fit.layers} layers" if fit.ckpt_layers
+                   else f"gradient checkpointing on all {fit.layers} layers")
+    if fit.offload and t.activation_offload != "on":
+        out.append("activation offload to host memory")
+    return out
+
+
+def _estimator(cfg: RunConfig):
+    """The real estimate, with the model built once: (bytes, decoder layers) for a config and savers."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from loratui.train import estimate as est
+    from loratui.train import models
+
+    model_config = models.load_model_config(cfg)
+    shape = est.model_shape(model_config, cfg.model.task)
+    cuda = torch.cuda.is_available()
+    lev = est._levers(cfg, cuda, getattr(model_config, "model_type", None))
+    meta = models.build_meta_model(cfg, model_config)
+    tokens_by_batch: dict[tuple[int, int], object] = {}
+
+    def run(c: RunConfig, ckpt_layers: int | None, offload: bool) -> tuple[int, int]:
+        key = (c.train.batch_size, c.train.grad_accum)
+        if key not in tokens_by_batch:
+            tokens_by_batch[key] = est.step_tokens(c, lev.packing)
+        checkpointing = c.train.gradient_checkpointing or ckpt_layers is not None
+        c2 = c
+        if checkpointing != c.train.gradient_checkpointing:
+            c2 = c.model_copy(deep=True)
+            c2.train.gradient_checkpointing = checkpointing
+        vlev = dataclasses.replace(lev, ckpt_layers=ckpt_layers, offload=offload and cuda,
+                                   lean_mlp=lev.lean_mlp and not checkpointing)
+        # the estimate wraps the model in peft: each row gets its own copy of the unwrapped meta model
+        row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens_by_batch[key])
+        return row.total, shape.layers
+
+    return run
+
+
+def for_run(cfg: RunConfig, *, distributed: bool) -> tuple[RunConfig, Fit | None]:
+    """What the engine runs: ``cfg`` fitted to the card (CUDA, one process), and the fit (None when there is none).
+
+    A numeric ``train.memory_budget`` also caps this process's allocator, so a 16 GiB budget on a larger card
+    behaves like a 16 GiB card (an out-of-memory error where that card would have one)."""
+    import torch
+
+    from loratui.train.estimate import CUDA_CONTEXT
+
+    if not torch.cuda.is_available():
+        return cfg, None
+    free, total = torch.cuda.mem_get_info()
+    if cfg.train.memory_budget != "auto":
+        cap = int(cfg.train.memory_budget * GiB) - CUDA_CONTEXT
+        torch.cuda.set_per_process_memory_fraction(max(0.01, min(1.0, cap / total)))
+    if distributed or cfg.train.fit == "off":
+        return cfg, None  # several processes must agree on one batch: they run as configured
+    budget, source = budget_bytes(cfg, free)
+    try:
+        chosen = plan(cfg, budget, source)
+    except LoratuiError:
+        raise
+    except Exception as err:  # noqa: BLE001 - an estimate that can't be made never stops a run
+        print(f"memory fit skipped ({type(err).__name__}: {str(err)[:200]}): running as configured", flush=True)
+        return cfg, None
+    return chosen.apply(cfg), chosen
+
+
+def limit_checkpointing(model, layers: int | None) -> int:
+    """Keep gradient checkpointing on the first ``layers`` decoder layers only (None: all); returns how many are."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    on = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    if layers is not None:
+        for m in on[layers:]:
+            m.gradient_checkpointing = False
+    return min(len(on), layers) if layers is not None else len(on)

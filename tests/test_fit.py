@@ -1,0 +1,137 @@
+"""The memory fit (issue 16): a run that does not fit its budget gets the cheapest savers that make it fit, keeps its
+effective batch, says what it chose; what the user set stays; checkpointing some layers really checkpoints those."""
+
+from __future__ import annotations
+
+import pytest
+
+from loratui.core.config import RunConfig
+from loratui.train import fit
+
+GiB = 1024**3
+LAYERS = 32
+
+
+def toy(cfg: RunConfig, ckpt_layers, offload) -> tuple[int, int]:
+    """6 GiB static; 0.5 GiB of activations a layer per micro-batch of 4; a checkpointed layer keeps a tenth."""
+    per = 0.5 * GiB * cfg.train.batch_size / 4
+    if cfg.train.gradient_checkpointing or ckpt_layers is not None:
+        k = LAYERS if ckpt_layers is None else ckpt_layers
+        act = k * per / 10 + (LAYERS - k) * per + per
+    elif offload:
+        act = 3 * per
+    else:
+        act = LAYERS * per
+    return int(6 * GiB + act), LAYERS
+
+
+def cfg(**train) -> RunConfig:
+    return RunConfig.model_validate({"train": {"batch_size": 4, **train}})
+
+
+def test_a_run_that_fits_runs_as_written():
+    f = fit.plan(cfg(), 40 * GiB, estimator=toy)
+    assert f.fits and not f.changed and f.batch_size == 4 and not f.checkpointing and not f.offload
+    assert "runs as configured" in f.message()
+
+
+def test_the_fewest_layers_are_checkpointed_when_offload_is_off():
+    f = fit.plan(cfg(activation_offload="off"), 13 * GiB, estimator=toy)
+    assert f.fits and f.checkpointing and f.ckpt_layers is not None and not f.offload
+    k, at = f.ckpt_layers, cfg(batch_size=f.batch_size)
+    assert toy(at, k, False)[0] <= 13 * GiB < toy(at, k - 1, False)[0]  # one layer fewer would not fit
+    assert f"gradient checkpointing on {k} of 32 layers" in f.message()
+    run_cfg = f.apply(cfg(activation_offload="off"))
+    assert run_cfg.train.gradient_checkpointing and run_cfg.train.batch_size * run_cfg.train.grad_accum == 4
+
+
+def test_the_cheapest_saver_wins_and_the_effective_batch_is_kept(monkeypatch):
+    monkeypatch.setattr(fit, "OFFLOAD_COST", 0.10)
+    f = fit.plan(cfg(), 9 * GiB, estimator=toy)
+    assert f.offload and not f.checkpointing and f.batch_size == 4  # offload (+10%) beats 20 of 32 layers (+34%)
+    monkeypatch.setattr(fit, "OFFLOAD_COST", 0.60)
+    f = fit.plan(cfg(), 9 * GiB, estimator=toy)
+    assert f.checkpointing and not f.offload
+    # too small for any saver at micro-batch 4: a smaller micro-batch, the same examples a step
+    f = fit.plan(cfg(grad_accum=2), 7 * GiB, estimator=toy)
+    assert f.fits and f.batch_size < 4 and f.batch_size * f.grad_accum == 8
+    assert "the same 8 examples a step" in f.message()
+    run_cfg = f.apply(cfg(grad_accum=2))
+    assert (run_cfg.train.batch_size, run_cfg.train.grad_accum) == (f.batch_size, f.grad_accum)
+
+
+def test_nothing_fits_says_so_and_takes_the_leanest():
+    f = fit.plan(cfg(), 5 * GiB, estimator=toy)
+    assert not f.fits and f.batch_size == 1 and f.estimate < f.needed
+    assert "may run out of memory" in f.message()
+
+
+def test_what_the_user_set_stays():
+    assert not fit.plan(cfg(fit="off"), 8 * GiB, estimator=toy).changed  # fit: off runs as written
+    f = fit.plan(cfg(gradient_checkpointing=True), 7 * GiB, estimator=toy)
+    assert f.checkpointing and f.ckpt_layers is None and not f.offload  # the user's checkpointing: every layer
+    f = fit.plan(cfg(activation_offload="off"), 9 * GiB, estimator=toy)
+    assert not f.offload
+
+
+def test_budget_from_config_or_free_memory():
+    assert fit.budget_bytes(cfg(memory_budget=16), 80 * GiB) == (16 * GiB, "train.memory_budget")
+    got, source = fit.budget_bytes(cfg(), 20 * GiB)
+    assert got == int(20 * GiB * fit.AUTO_SHARE) and "free on the card" in source
+
+
+def test_bad_budget_is_one_line():
+    from loratui.core.errors import ConfigError
+    from loratui.core.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="train.memory_budget"):
+        config_from_dict({"train": {"memory_budget": 0.5}})
+
+
+def test_the_real_estimate_checkpoints_layers_on_a_tiny_llama(tiny_llama, tmp_path):
+    """The estimator the engine uses (meta model, sampled data): checkpointing more layers never costs memory,
+    and the plan it makes fits what it says."""
+    c = RunConfig.model_validate({
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_length": 64},
+        "train": {"batch_size": 4, "activation_offload": "off"}})
+    est = fit._estimator(c)
+    none, layers = est(c, None, False)
+    one, _ = est(c, 1, False)
+    full, _ = est(c, layers, False)
+    assert layers == 2 and full < none and full <= one
+    budget = (full + none) // 2
+    f = fit.plan(c, budget, estimator=est)
+    assert f.fits and f.estimate <= budget and f.changed
+
+
+def test_checkpointing_some_layers_recomputes_only_those(tiny_llama):
+    """limit_checkpointing keeps the first k decoder layers checkpointed: their forward runs again in backward,
+    the others' does not; the gradients are the same as without checkpointing."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.float32)
+    ids = torch.randint(0, 1000, (2, 16))
+
+    def grads_and_calls(k):
+        model.zero_grad()
+        model.gradient_checkpointing_disable()
+        if k is not None:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            assert fit.limit_checkpointing(model, k) == k
+        model.train()
+        calls = [0] * len(model.model.layers)
+        hooks = [layer.input_layernorm.register_forward_pre_hook(lambda m, i, j=j: calls.__setitem__(j, calls[j] + 1))
+                 for j, layer in enumerate(model.model.layers)]
+        model(input_ids=ids, labels=ids).loss.backward()
+        for h in hooks:
+            h.remove()
+        return [p.grad.clone() for p in model.parameters()], calls
+
+    plain, calls = grads_and_calls(None)
+    assert calls == [1, 1]
+    partial, calls = grads_and_calls(1)
+    assert calls == [2, 1]  # layer 0 recomputed in the backward pass, layer 1 not
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, partial))
