@@ -311,6 +311,11 @@ def cmd_estimate(args) -> int:
     line = _per_card_line(cfg, report.rows[0])
     if line:
         print(line)
+    from loratui.train.fit import preview
+
+    fitted = preview(cfg)  # on a GPU box: what the engine's memory fit would choose on this card now
+    if fitted:
+        print(fitted)
     return 0
 
 

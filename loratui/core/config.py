@@ -233,8 +233,8 @@ class TrainSection(Section):
     what the activation keeps instead of keeping its own copy; auto: on wherever lean_activations is on (8B QLoRA
     shape: -2.1 GiB, -16% tokens/s: bench/RESULTS.md). Ignored with gradient checkpointing or compile."""
 
-    _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", mode="before")(
-        lambda v: switch_value(v))
+    _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", "fit",
+                                  mode="before")(lambda v: switch_value(v))
 
     @field_validator("memory_budget")
     @classmethod

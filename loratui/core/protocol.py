@@ -145,6 +145,9 @@ class StartedEvent(Event):
     grad_accum: Optional[int] = None
     effective_batch: Optional[int] = None
     """per_device_batch x world_size x grad_accum: sequences an optimizer step."""
+    fit: Optional[dict] = None
+    """The memory fit: budget_gib, source, needed_gib, estimate_gib, fits, changes (what it added), batch_size,
+    grad_accum, checkpointing, ckpt_layers, offload, cost (estimated extra step time)."""
 
 
 class ResumedEvent(Event):

@@ -196,8 +196,9 @@ class Levers:
 
 
 # Calibrated constants (tests/test_estimate.py holds the measured points they were checked against)
-#: layers' worth of activations on the card at a time under activation offload (calibrated: bench/RESULTS.md)
-OFFLOAD_LAYERS_ON_CARD = 3
+#: share of the (uncheckpointed) activations that stays on the card under activation offload: 8B QLoRA shape, batch
+#: 4, H200: NVML 16.38 -> 13.61 GiB of which about 9.3 GiB were activations (bench/RESULTS.md, round 5)
+OFFLOAD_KEPT = 0.7
 HEAD_BYTES_EXTRA = 10  # per logit beyond the compute-dtype logits: fp32 copy, log-softmax, and their gradients
 
 
@@ -249,11 +250,15 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
         # the first ``ckpt_layers`` (all by default) keep their input only, the rest everything; one layer is
         # recomputed at a time in the backward pass
         k = layers if ckpt_layers is None else max(0, min(ckpt_layers, layers))
-        saved = k * r * h + (layers - k) * per_layer + (per_layer if k else 0)
+        # with offload, the checkpointed layers' inputs go to host memory (two on the card: one in flight, one
+        # prefetched for the backward pass)
+        inputs = min(k, 2) if offload else k
+        rest = (layers - k) * per_layer * (OFFLOAD_KEPT if offload else 1)
+        saved = inputs * r * h + rest + (per_layer if k else 0)
     elif offload:
-        # saved activations go to host memory as they are made and come back a layer ahead of the backward pass:
-        # a few layers' worth is on the card at a time (the forward stash, the prefetch, the layer in flight)
-        saved = min(layers, OFFLOAD_LAYERS_ON_CARD) * per_layer
+        # everything saved for backward is offered to the offloader, but much stays (small tensors, the stash
+        # kept for overlap, what the fast path saves outside autograd's hooks): measured
+        saved = layers * per_layer * OFFLOAD_KEPT
     else:
         saved = layers * per_layer
     if not shape.causal:

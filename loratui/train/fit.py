@@ -5,8 +5,9 @@ fit, each priced by what it costs in step time (measured on an H200, bench/RESUL
 
 - gradient checkpointing of the first k decoder layers (k as small as fits: a layer checkpointed keeps its input only
   and is recomputed in the backward pass);
-- activation offload (everything saved for backward goes to pinned host memory and comes back a layer ahead of the
-  backward pass, on a second CUDA stream; TRL's offloader);
+- activation offload (what is saved for backward goes to pinned host memory and comes back ahead of the backward
+  pass, on a second CUDA stream; TRL's offloader): with checkpointing, the layers' inputs only (offloaded
+  checkpointing, as Unsloth does); alone, everything (slow: picked only when nothing else fits);
 - a smaller micro-batch with more gradient accumulation (the same effective batch, the same learning rate).
 
 What the user set explicitly stays: ``gradient_checkpointing: true`` stays on for every layer, ``activation_offload:
@@ -24,9 +25,11 @@ from loratui.core.errors import LoratuiError
 
 GiB = 1024**3
 #: extra step time of each saver, as a fraction of the step without it (bench/RESULTS.md, 8B QLoRA shape, H200)
-CKPT_ALL_COST = 0.55  # every layer recomputed (QLoRA dequantizes its weights again too)
-OFFLOAD_COST = 0.15  # copies overlapped with compute; what does not overlap
-HALF_BATCH_COST = 0.15  # the same tokens in twice the micro-steps (more launches, smaller matmuls)
+CKPT_ALL_COST = 0.30  # every layer recomputed: 0.97x -> 0.75x Unsloth's tokens/s in two calls (round 5)
+OFFLOAD_COST = 1.70  # every saved activation through the offloader: 2,038 -> 755 tokens/s (round 5, one call)
+CKPT_OFFLOAD_COST = 0.09  # on top of checkpointing, only the layer inputs travel: 1,684 -> 1,551 (one call)
+HALF_BATCH_COST = 1.0  # half the tokens a micro-step for the same fixed cost (a 4-bit base dequantizes its weights
+# every micro-step): micro-batch 4 -> 1 took 4.3x the time (1,551 -> 361 tokens/s, one call)
 #: of the free memory "auto" plans for (the estimate is within about 10%; other processes may grow)
 AUTO_SHARE = 0.92
 
@@ -131,9 +134,12 @@ def _options(cfg: RunConfig, estimator, layers: int, budget: int):
     """(estimate, checkpointing, first k layers, offload, extra step time) for each way to save at this batch."""
     t = cfg.train
     offload_allowed = t.activation_offload != "off"
-    if t.gradient_checkpointing:  # the user's: every layer, nothing to choose but the batch
-        total, _ = estimator(cfg, None, False)
-        yield total, True, None, False, CKPT_ALL_COST
+    if t.gradient_checkpointing:  # the user's: every layer, nothing to choose but the batch and the offload
+        total, _ = estimator(cfg, None, t.activation_offload == "on")
+        yield total, True, None, t.activation_offload == "on", CKPT_ALL_COST
+        if offload_allowed and t.activation_offload != "on":
+            total, _ = estimator(cfg, None, True)
+            yield total, True, None, True, CKPT_ALL_COST + CKPT_OFFLOAD_COST
         return
     none, _ = estimator(cfg, None, t.activation_offload == "on")
     yield none, False, None, t.activation_offload == "on", OFFLOAD_COST if t.activation_offload == "on" else 0.0
@@ -143,6 +149,9 @@ def _options(cfg: RunConfig, estimator, layers: int, budget: int):
     # the fewest layers checkpointed that fit: the estimate falls by the same amount for each layer added
     full, _ = estimator(cfg, layers, False)
     yield full, True, None, False, CKPT_ALL_COST
+    if offload_allowed:  # offloaded checkpointing: the layer inputs wait in host memory
+        total, _ = estimator(cfg, layers, True)
+        yield total, True, None, True, CKPT_ALL_COST + CKPT_OFFLOAD_COST
     if layers < 2 or full > budget:
         return
     one, _ = estimator(cfg, 1, False)
@@ -241,3 +250,14 @@ def limit_checkpointing(model, layers: int | None) -> int:
         for m in on[layers:]:
             m.gradient_checkpointing = False
     return min(len(on), layers) if layers is not None else len(on)
+
+
+def preview(cfg: RunConfig) -> str | None:
+    """What the engine's fit would do on this machine's first card now (``loratui estimate``); None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available() or cfg.train.fit == "off":
+        return None
+    free, _total = torch.cuda.mem_get_info()
+    budget, source = budget_bytes(cfg, free)
+    return plan(cfg, budget, source).message()
