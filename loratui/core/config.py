@@ -221,8 +221,9 @@ class TrainSection(Section):
     """auto: variable-length attention over packed batches on a GPU (no attention across examples), else SDPA."""
     liger: Switch = "auto"
     """Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU); auto: on a GPU when installed."""
-    compile: bool = False
-    """torch.compile the model (slower start, recompiles as batch shapes change)."""
+    compile: Union[bool, Literal["regional"]] = False
+    """torch.compile the model (slower start, recompiles as batch shapes change); regional: each decoder layer
+    compiled on its own with dynamic shapes (what Unsloth does), the loss and the rest left eager."""
     lean_activations: Switch = "auto"
     """LoRA keeps only what its backward pass needs: a 4-bit/8-bit base keeps its norms and embeddings in the compute
     dtype (bf16), and LoRA dropout is recomputed in the backward pass instead of stored; auto: on for QLoRA and 8-bit

@@ -382,6 +382,10 @@ class Engine:
                       recompute_dropout=not checkpointing)
             if sp.lean_mlp:
                 lean_gated_mlps(self.model)
+        if sp.compile == "regional":
+            from loratui.train.speed import compile_layers
+
+            self.echo(f"compiling {compile_layers(self.model)} decoder layers (each on its own, dynamic shapes)")
         if checkpointing and self.fit is not None and self.fit.ckpt_layers is not None:
             from loratui.train.fit import limit_checkpointing
 
@@ -518,7 +522,7 @@ class Engine:
             use_liger_kernel=self.speed.liger,
             liger_kernel_config={"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
                                  "fused_linear_cross_entropy": self._fused_ce()} if self.speed.liger else None,
-            torch_compile=self.speed.compile,
+            torch_compile=self.speed.compile is True,
             ddp_find_unused_parameters=False,  # LoRA freezes most weights; searching for unused ones costs a pass
             fsdp=self._fsdp_args[0] if self._fsdp_args else False,
             fsdp_config=self._fsdp_args[1] if self._fsdp_args else None,

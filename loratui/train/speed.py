@@ -23,7 +23,7 @@ class Speed:
     attention: str  # the attn_implementation the model is loaded with
     liger: bool
     optimizer: str  # our optimizer name (engine.OPTIMIZERS maps it to the Trainer's)
-    compile: bool
+    compile: bool | str  # True: the whole model (the Trainer's torch_compile); "regional": each decoder layer
     lean: bool = False  # lean LoRA activations (loratui.train.lean)
     lean_mlp: bool = False  # ... and gated MLPs' down-projection adapters rebuild their input (lean_gated_mlps)
     offload: bool = False  # activations saved for backward go to pinned host memory (TRL's offloader)
@@ -161,3 +161,14 @@ def register_varlen_attention() -> None:
         return out.to(dtype).unsqueeze(0), None  # (1, tokens, heads, dim), as the other implementations return
 
     AttentionInterface.register(VARLEN, forward)
+
+
+def compile_layers(model) -> int:
+    """Regional compilation: each decoder layer (transformers' GradientCheckpointingLayer) compiled in place with
+    dynamic shapes, so packed batches of new lengths do not recompile; returns how many."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
