@@ -49,6 +49,7 @@ class Fit:
     offload: bool = False
     cost: float = 0.0  # the chosen savers' estimated extra step time
     changes: list[str] = field(default_factory=list)
+    faster: list[str] = field(default_factory=list)  # memory-for-speed levers switched off because there is room
 
     @property
     def changed(self) -> bool:
@@ -56,6 +57,10 @@ class Fit:
 
     def message(self) -> str:
         need, have = self.needed / GiB, self.budget / GiB
+        if self.faster:
+            what = " and ".join(FASTER[k][0] for k in self.faster)
+            return (f"memory: {have:.1f} GiB is the budget ({self.source}) and there is room: {what} off for speed "
+                    f"(about {self.estimate / GiB:.1f} GiB instead of {need:.1f}; train.fit: off keeps them)")
         if not self.changed:
             if self.fits:
                 return f"memory: needs about {need:.1f} GiB of {have:.1f} GiB ({self.source}): runs as configured"
@@ -72,7 +77,7 @@ class Fit:
                 "needed_gib": round(self.needed / GiB, 2), "estimate_gib": round(self.estimate / GiB, 2),
                 "fits": self.fits, "changes": self.changes, "batch_size": self.batch_size,
                 "grad_accum": self.grad_accum, "checkpointing": self.checkpointing, "ckpt_layers": self.ckpt_layers,
-                "offload": self.offload, "cost": round(self.cost, 3)}
+                "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster}
 
     def apply(self, cfg: RunConfig) -> RunConfig:
         """A copy of ``cfg`` with the chosen savers (the run folder's config.yaml keeps what the user wrote)."""
@@ -81,6 +86,8 @@ class Fit:
         out.train.gradient_checkpointing = self.checkpointing
         if self.offload:
             out.train.activation_offload = "on"
+        for key in self.faster:
+            setattr(out.train, key, "off")
         return out
 
 
@@ -103,8 +110,10 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
     base = Fit(budget=budget, source=source, needed=needed, estimate=needed, fits=needed <= budget,
                batch_size=t.batch_size, grad_accum=t.grad_accum, checkpointing=t.gradient_checkpointing,
                layers=layers, offload=t.activation_offload == "on")
-    if base.fits or t.fit == "off":
+    if t.fit == "off":
         return base
+    if base.fits:
+        return _faster(cfg, base, estimator)
     best: Fit | None = None
     leanest: Fit | None = None
     for halvings in range(0, 1 + int(math.log2(max(t.batch_size, 1)))):
@@ -128,6 +137,34 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
     chosen = best or leanest or base
     chosen.changes = _describe(cfg, chosen)
     return chosen
+
+
+def _faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
+    """With room to spare, a 4-bit or 8-bit base turns off the levers that buy memory with speed (those left on auto),
+    the most valuable first, as long as the run still fits."""
+    if not cfg.quantized:
+        return base
+    off: list[str] = []
+    trial = cfg
+    for key in FASTER:
+        if getattr(cfg.train, key) != "auto":
+            continue
+        candidate = trial.model_copy(deep=True)
+        setattr(candidate.train, key, "off")
+        total, _ = estimator(candidate, None, cfg.train.activation_offload == "on")
+        if total <= base.budget:
+            trial, off, base.estimate = candidate, [*off, key], total
+    base.faster = off
+    base.changes = [f"{FASTER[k][0]} off" for k in off]
+    return base
+
+
+#: levers a quantized run leaves on auto that cost speed for memory: what they are and what they cost (one H200,
+#: 8B QLoRA shape, batch 4, bench/RESULTS.md round 5)
+FASTER = {
+    "liger": ("Liger's kernels", "2,303 -> 2,975 tokens/s off (+29%), +7.8 GiB"),
+    "lean_mlp": ("the lean MLP", "2,058 -> 2,432 tokens/s off (+18%), +2.1 GiB"),
+}
 
 
 def _options(cfg: RunConfig, estimator, layers: int, budget: int):
@@ -204,8 +241,10 @@ def _estimator(cfg: RunConfig):
         if checkpointing != c.train.gradient_checkpointing:
             c2 = c.model_copy(deep=True)
             c2.train.gradient_checkpointing = checkpointing
-        vlev = dataclasses.replace(lev, ckpt_layers=ckpt_layers, offload=offload and cuda,
-                                   lean_mlp=lev.lean_mlp and not checkpointing)
+        own = lev if (c.train.liger, c.train.lean_mlp) == (cfg.train.liger, cfg.train.lean_mlp) else \
+            est._levers(c, cuda, getattr(model_config, "model_type", None))
+        vlev = dataclasses.replace(own, ckpt_layers=ckpt_layers, offload=offload and cuda,
+                                   lean_mlp=own.lean_mlp and not checkpointing)
         # the estimate wraps the model in peft: each row gets its own copy of the unwrapped meta model
         row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens_by_batch[key])
         return row.total, shape.layers
