@@ -75,7 +75,7 @@ def test_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(monkeypatch):
 
     from loratui.core.config import RunConfig
     from loratui.core.errors import ModelError
-    from loratui.train import models
+    from loratui.train import models, resolve
 
     calls = []
 
@@ -85,7 +85,7 @@ def test_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(models, "_HUB_REACHABLE", {})
+    monkeypatch.setattr(resolve, "_HUB_REACHABLE", {})
     cfg = RunConfig.model_validate({"model": {"name": "someone/not-cached-model-xyz"}})
     t = time.monotonic()
     for _ in range(2):
