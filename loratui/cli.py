@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return COMMANDS[args.command](args)
     except LoratuiError as err:
-        print(f"error: {err}", file=sys.stderr)
+        from loratui.core.fmt import printable
+
+        print(f"error: {printable(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -215,7 +217,7 @@ def cmd_engine(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from loratui.core.fmt import format_duration
+    from loratui.core.fmt import format_duration, printable
     from loratui.core.runs import list_runs
 
     items = list_runs(args.runs_dir or default_runs_dir())
@@ -226,16 +228,16 @@ def cmd_runs(args) -> int:
         print("no runs")
         return 0
     print(f"{'name':<40} {'state':<10} {'method':<9} {'progress':>13} {'time':>8} {'ETA':>8} {'best eval':>9}  started")
-    for s in items:
+    for s in items:  # names, errors and problems come from files: escaped, never sent to the terminal raw
         prog = f"{s.progress_text} {s.progress * 100:3.0f}%" if s.max_steps else s.progress_text
         best = f"{s.best_eval_loss:.4f}" if s.best_eval_loss is not None else "-"
         eta = format_duration(s.eta) if s.state.active else "-"
-        print(f"{s.name:<40} {s.state:<10} {s.method or '-':<9} {prog:>13} {format_duration(s.elapsed):>8} "
-              f"{eta:>8} {best:>9}  {s.started_text}")
+        print(f"{printable(s.name):<40} {s.state:<10} {printable(s.method or '-'):<9} {prog:>13} "
+              f"{format_duration(s.elapsed):>8} {eta:>8} {best:>9}  {s.started_text}")
         if s.problem:
-            print(f"  ! {s.problem}")
+            print(f"  ! {printable(s.problem, 300)}")
         elif s.error and s.state == "failed":
-            print(f"  ✖ {s.error}")
+            print(f"  ✖ {printable(s.error, 300)}")
     return 0
 
 

@@ -36,6 +36,8 @@ Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cos
 #: longest string a config field may hold; largest count (steps, examples, sizes) a field may hold
 MAX_TEXT = 4096
 BIG = 10**9
+#: learning rates above this diverge for every model and optimizer loratui offers (the weights go to inf or NaN)
+MAX_LR = 1.0
 #: LoRA ranks above this are typos (r=8000 would dwarf the layers it adapts)
 MAX_LORA_R = 4096
 
@@ -50,6 +52,15 @@ class Section(BaseModel):
     # a path can be (a 100k-character name must be a one-line error, not a traceback from the file system)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
                               allow_inf_nan=False, str_max_length=MAX_TEXT)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        """A NUL byte fits no path, name or prompt: the file system would raise deep inside a load."""
+        for item in (v if isinstance(v, list) else [v]):
+            if isinstance(item, str) and "\0" in item:
+                raise ValueError("contains a NUL byte (\\0); paths, names and texts cannot: remove it")
+        return v
 
 
 class ModelSection(Section):
@@ -187,6 +198,14 @@ class TrainSection(Section):
     """Gradient accumulation steps."""
     lr: float = Field(2e-4, gt=0)
     """Peak learning rate (LoRA: 1e-4 to 3e-4; full fine-tuning: about 2e-5)."""
+
+    @field_validator("lr")
+    @classmethod
+    def _sane_lr(cls, v: float) -> float:
+        if v > MAX_LR:
+            raise ValueError(f"{v:g} is far above any learning rate that trains (LoRA: 1e-4 to 3e-4; full "
+                             f"fine-tuning: about 2e-5); at most {MAX_LR:g} is accepted")
+        return v
     scheduler: Scheduler = "cosine"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     warmup_steps: int = Field(0, ge=0, le=BIG)

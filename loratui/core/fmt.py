@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_bytes", "format_duration", "format_count"]
+__all__ = ["format_bytes", "format_duration", "format_count", "printable", "shorten_list"]
 
 
 def format_bytes(n: int | float | None, unit: str | None = None) -> str:
@@ -42,3 +42,19 @@ def format_count(n: int | float | None) -> str:
         if abs(n) >= div:
             return f"{n / div:.1f}{unit}"
     return str(int(n)) if float(n).is_integer() else f"{n:.1f}"
+
+
+def printable(text: object, limit: int | None = None) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences, newlines, bells) shown escaped, never
+    sent; cut to ``limit`` characters. Every CLI line that shows what loratui did not write goes through this."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+    if limit is not None and len(out) > limit:
+        out = f"{out[:max(limit - 15, 1)]}... ({len(out)} chars)"
+    return out
+
+
+def shorten_list(items: list, most: int = 5) -> str:
+    """'a, b, c' or 'a, b, c, d, e and 9,995 more': hostile lists make short messages."""
+    shown = [printable(i, 80) for i in items[:most]]
+    rest = len(items) - len(shown)
+    return ", ".join(shown) + (f" and {rest:,} more" if rest > 0 else "")

@@ -55,6 +55,11 @@ def now() -> float:
 def check_run_name(name: Any, field: str = "output.name") -> str:
     """A run name is one path component: no separators, not absolute, not '.' or '..'."""
     text = str(name)
+    if not text.isprintable():
+        from loratui.core.fmt import printable
+
+        raise RunError(f"'{printable(text, 80)}' is not a run name: names are printable and on one line (no control "
+                       "characters or escape sequences)", field=field, hint="e.g. my-run-1")
     if (not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
             or os.path.isabs(text) or len(text) > 255):
         raise RunError(f"{text[:80]!r} is not a run name: names are a single path component inside the runs "

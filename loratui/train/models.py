@@ -157,8 +157,10 @@ def resolve_targets(cfg: RunConfig, model, model_type: str | None = None) -> lis
     available = [n for n in linear_module_names(model) if n not in set(head_names(model))]
     missing = [t for t in targets if t not in available]
     if missing:
-        raise ModelError(f"{', '.join(missing)} not in this model", field=field,
-                         hint=f"this model's linear layers: {', '.join(available)}")
+        from loratui.core.fmt import shorten_list
+
+        raise ModelError(f"{shorten_list(missing)} not in this model", field=field,
+                         hint=f"this model's linear layers: {shorten_list(available, 12)}")
     return list(targets)
 
 

@@ -41,7 +41,9 @@ def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
         models.resolve_targets(cfg, meta)
         for name in cfg.lora.modules_to_save:
             if not any(n.rsplit(".", 1)[-1] == name for n, _ in meta.named_modules()):
-                raise ModelError(f"{name} not in this model", field="lora.modules_to_save",
+                from loratui.core.fmt import printable
+
+                raise ModelError(f"{printable(name, 80)} not in this model", field="lora.modules_to_save",
                                  hint="name a module such as " + ", ".join(models.head_names(meta) or ["classifier"]))
     if cfg.method.kind == "head-only" and cfg.model.task != "seq-cls":
         raise ConfigError("head-only needs model.task seq-cls", field="method.kind", hint="use lora or full")

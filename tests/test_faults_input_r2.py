@@ -1,0 +1,81 @@
+"""Issue 15, round 2 of hostile input: a NUL byte in a path, a learning rate of 1e30, control characters in run
+names and in what the listing shows, 10,000 unknown target modules. Each is one short line, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from loratui.cli import main as cli_main
+from loratui.core.config import RunConfig
+
+ESC = "\x1b"
+
+
+def _config(tmp_path: Path, **sections) -> Path:
+    data = {"model": {"name": "smollm2-135m-instruct"}, "output": {"runs_dir": str(tmp_path / "runs")}}
+    for k, v in sections.items():
+        data.setdefault(k, {}).update(v)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_nul_byte_in_a_path_is_one_line(tmp_path, capsys):
+    for key in ("source", "validation_file"):
+        cfg = _config(tmp_path, data={key: "contacts\0.jsonl"})
+        for cmd in (["estimate", str(cfg)], ["train", str(cfg)]):
+            assert cli_main(cmd) == 2
+            assert f"data.{key}: contains a NUL byte" in _one_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_learning_rate_far_out_of_range_is_refused_with_the_range(tmp_path, capsys):
+    assert cli_main(["train", str(_config(tmp_path, train={"lr": 1e30}))]) == 2
+    err = _one_line(capsys)
+    assert "train.lr: 1e+30 is far above" in err and "1e-4 to 3e-4" in err
+    assert RunConfig.model_validate({"train": {"lr": 0.5}}).train.lr == 0.5  # high but possible stays allowed
+
+
+def test_run_names_are_printable_and_single_line(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    for name in ("ok\x1b[2J\x1b]0;pwned\x07", "two\nlines", "tab\there"):
+        assert cli_main(["train", str(cfg), "--name", name]) == 2
+        err = _one_line(capsys)
+        assert "is not a run name: names are printable and on one line" in err and ESC not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_listing_escapes_what_it_did_not_write(tmp_path, capsys):
+    """A folder made by hand (or an older loratui) with escapes in its name, and a failed event whose message holds a
+    newline and a terminal title sequence: `loratui runs` shows them escaped on their own lines."""
+    runs = tmp_path / "runs"
+    bad = runs / "evil\x1b[2Jname"
+    bad.mkdir(parents=True)
+    RunConfig().save(bad / "config.yaml")
+    (bad / "events.jsonl").write_text(
+        json.dumps({"kind": "started", "time": 1.0, "max_steps": 4}) + "\n"
+        + json.dumps({"kind": "failed", "time": 2.0, "step": 1, "message": "boom\nforged-run running 4/4\x1b]0;t\x07"})
+        + "\n")
+    (bad / "status.json").write_text(json.dumps({"state": "failed", "error": "boom\nforged\x1b]0;t\x07"}))
+    assert cli_main(["runs", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert ESC not in out and "\x07" not in out
+    assert "evil\\x1b[2Jname" in out
+    assert not any(line.startswith("forged") for line in out.splitlines())  # no forged line of the listing
+
+
+def test_ten_thousand_unknown_targets_make_a_short_line(tmp_path, capsys, tiny_llama):
+    cfg = _config(tmp_path, model={"name": str(tiny_llama)},
+                  lora={"target_modules": [f"nope_{i}" for i in range(10_000)]})
+    assert cli_main(["estimate", str(cfg)]) == 2
+    err = _one_line(capsys)
+    assert len(err) < 600 and "and 9,995 more not in this model" in err
