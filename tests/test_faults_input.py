@@ -299,3 +299,30 @@ def test_fuzz_estimate_is_a_number_or_one_line(tiny_llama, r, alpha, targets, pr
         assert "\n" not in line and len(line) < 700 and ":" in line, line
         return
     assert counts.trainable >= 0 and report.rows and all(math.isfinite(row.total) for row in report.rows)
+
+
+# -- issue 15 round 2, items 5 and 9: merge onto a malicious base, merge into a link to an empty folder ------------
+
+def test_merge_onto_a_malicious_pickle_base_and_into_a_linked_folder(tmp_path, tiny_llama, capsys):
+    adapter = _train_adapter(tmp_path, tiny_llama)
+    capsys.readouterr()  # the training's own output
+    evil = tmp_path / "evil-base"
+    shutil.copytree(tiny_llama, evil)
+    (evil / "model.safetensors").unlink()
+    with open(evil / "pytorch_model.bin", "wb") as fh:
+        pickle.dump({"model.embed_tokens.weight": _Evil()}, fh)
+    assert cli_main(["merge", str(adapter), str(tmp_path / "m1"), "--base", str(evil), "--allow-pickle"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: base: ") and "malicious" in err and "\n" not in err, err
+    assert not Path("/tmp/loratui-pwned").exists() and not (tmp_path / "m1").exists()
+    # a link to an empty folder: the merge lands in the folder the link points to
+    target = tmp_path / "real"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert cli_main(["merge", str(adapter), str(link), "--dtype", "fp32"]) == 0
+    assert (target / "model.safetensors").is_file() and link.is_symlink()
+    # an output whose place cannot be written fails before the work (a file where its parent folder should be)
+    (tmp_path / "afile").write_text("x")
+    assert cli_main(["merge", str(adapter), str(tmp_path / "afile" / "out")]) == 2
+    assert "cannot write the merged model" in capsys.readouterr().err

@@ -79,3 +79,55 @@ def test_ten_thousand_unknown_targets_make_a_short_line(tmp_path, capsys, tiny_l
     assert cli_main(["estimate", str(cfg)]) == 2
     err = _one_line(capsys)
     assert len(err) < 600 and "and 9,995 more not in this model" in err
+
+
+def test_a_read_only_runs_folder_is_one_line(tmp_path, capsys):
+    """Item 3: a read-only runs folder (a read-only bind mount: root ignores permission bits) for a new run, a resume
+    and a detached resume: one line each, and nothing in the folder changes."""
+    import subprocess
+
+    import pytest
+
+    from fixtures import copy_runs
+
+    src = copy_runs(tmp_path / "src", ["smollm2-stopped"])
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(src), str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        before = sorted((p.name, p.stat().st_mtime) for p in (ro / "smollm2-stopped").iterdir())
+        for cmd in (["train", "--resume", "smollm2-stopped", "--runs-dir", str(ro)],
+                    ["train", "--resume", "smollm2-stopped", "--runs-dir", str(ro), "--detach"]):
+            assert cli_main(cmd) == 2
+            err = _one_line(capsys)
+            assert "cannot lock the run smollm2-stopped" in err and "Read-only file system" in err
+        cfg = _config(tmp_path, data={"source": "sample:contacts-json.jsonl", "format": "alpaca"})
+        assert cli_main(["train", str(cfg), "--runs-dir", str(ro), "--name", "fresh"]) == 2
+        err = _one_line(capsys)
+        assert "cannot write the run folder" in err and "Read-only file system" in err
+        assert sorted((p.name, p.stat().st_mtime) for p in (ro / "smollm2-stopped").iterdir()) == before
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_files_without_rows_and_single_label_data_are_one_line(tmp_path, capsys):
+    """Item 13: a JSON lines file of blank lines, a CSV header alone: 'no rows in FILE'; classification data with one
+    label: said so, before any training."""
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n\n")
+    header = tmp_path / "header.csv"
+    header.write_text("text,label\n")
+    for f in (blank, header):
+        cfg = _config(tmp_path, data={"source": str(f), "format": "text"})
+        assert cli_main(["train", str(cfg)]) == 2
+        assert f"data.source: no rows in {f.name}" in _one_line(capsys)
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\n" + "".join(f"review {i},pos\n" for i in range(40)))
+    cfg = _config(tmp_path, model={"name": "minilm-l6-v2", "task": "seq-cls", "num_labels": 2},
+                  data={"source": str(one), "format": "classification"})
+    assert cli_main(["train", str(cfg)]) == 2
+    err = _one_line(capsys)
+    assert "data.label_column" in err and "holds only 'pos'" in err and "at least two labels" in err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -295,11 +296,19 @@ def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> RunDir:
                        hint="choose another output.name, or resume it with: loratui train --resume " + str(run.path))
     if run.path.exists() and any(run.path.iterdir()):
         raise RunError(f"{run.path} exists and is not empty", field="output.name", hint="choose another output.name")
-    run.path.mkdir(parents=True, exist_ok=True)
     cfg = cfg.model_copy(deep=True)
     cfg.output.runs_dir = str(runs_dir.resolve())
     cfg.output.name = name
-    cfg.save(run.config_path, full=True)
+    made = not run.path.exists()
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        cfg.save(run.config_path, full=True)
+    except OSError as err:
+        if made:
+            shutil.rmtree(run.path, ignore_errors=True)  # nothing half-made is left behind
+        raise RunError(f"cannot write the run folder {run.path}: {err.strerror or err}", field="output.runs_dir",
+                       hint="the runs folder must be writable: check its permissions or mount, or use --runs-dir "
+                            "(or $LORATUI_RUNS_DIR) for another folder") from None
     return run
 
 

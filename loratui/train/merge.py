@@ -119,11 +119,21 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     adapter, output = Path(adapter).expanduser(), Path(output).expanduser()
     if dtype not in DTYPES:
         raise MergeError(f"unknown dtype {dtype}", field="dtype", hint="choose fp16, bf16 or fp32")
+    if output.is_symlink():
+        output = output.resolve()  # a link to an (empty) folder: the merge goes into that folder
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise MergeError(f"{output} already exists and is not empty", field="output",
                          hint="choose a new folder; nothing was overwritten")
     if output.parent.is_dir():
         clean_stale_partials(output.parent)  # a killed merge's half output (0.5 GB each)
+    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:  # the output's place is checked before the work, not after it
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        tmp.rmdir()
+    except OSError as err:
+        raise MergeError(f"cannot write the merged model beside {output}: {err.strerror or err}", field="output",
+                         hint="choose a folder on a writable disk") from None
     check_adapter(adapter, allow_pickle=allow_pickle)
     section, info = adapter_base(adapter, base)
     base_name, task = section.name, section.task
@@ -142,9 +152,11 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
         kwargs["use_safetensors"] = True
     try:
         base_model = cls.from_pretrained(resolved.path, dtype=torch_dtype, **resolved.kwargs(), **kwargs)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - a refused pickle raises whatever the loader raises
         if models.is_unsafe_pickle_error(err):
             raise models.unsafe_pickle_error(resolved.path, field="base") from None
+        if not isinstance(err, (OSError, ValueError)):
+            raise
         raise MergeError(f"cannot load base model {base_name}: {str(err).splitlines()[0][:160]}", field="base",
                          hint="give the base model folder or hub id with --base") from None
     tokenizer = adapter_tokenizer(adapter, resolved)
@@ -162,7 +174,6 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
         expected = model(**probe).logits.float()
     progress("merging", 0.5)
     merged = model.merge_and_unload()
-    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress("saving", 0.65)

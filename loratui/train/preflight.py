@@ -50,5 +50,7 @@ def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
     if data:
         from loratui.train import data as data_mod
 
-        data_mod.load_splits(cfg)
+        train, _val = data_mod.load_splits(cfg)
+        if cfg.model.task == "seq-cls":
+            data_mod.label_names(cfg, train)  # one label only (nothing to learn) is said here, before a run exists
     return Preflight(resolved=resolved, model_config=model_config, precision=precision, max_length_limit=limit)

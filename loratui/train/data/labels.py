@@ -92,10 +92,16 @@ def _cast_like_train(val: Dataset, train: Dataset, col: str, names: list[str]) -
 def label_names(cfg: RunConfig, train: Dataset) -> list[str]:
     """Class names in id order: a ClassLabel's names, the sorted unique strings, or "0".."num_labels-1" for ints."""
     col = cfg.data.label_column
+    values = [v for v in train[col] if v is not None]
+    seen = {v.strip() if isinstance(v, str) else v for v in values}
+    if len(seen) < 2:
+        only = f"only {next(iter(seen))!r}" if seen else "no labels"
+        raise DataError(f"the training data's '{col}' column holds {only}: a classifier needs examples of at least "
+                        "two labels to learn anything", field="data.label_column",
+                        hint="add examples of the other labels, or point data.label_column at the right column")
     if _is_class_label(train, col):
         return list(train.features[col].names)
-    values = [v for v in train[col] if v is not None]
     if values and all(isinstance(v, str) for v in values):
-        return sorted(set(v.strip() for v in values))
+        return sorted(seen)
     _check_ints(values, "the training data", None)
     return [str(i) for i in range(cfg.model.num_labels)]

@@ -96,12 +96,19 @@ def _read_file(path_str: str, field: str, original: str) -> Dataset:
     if path.stat().st_size == 0:
         raise DataError(f"{path.name} is empty", field=field, hint="point it at a file with rows")
     builder = FILE_BUILDERS[ext]
+    no_rows = DataError(f"no rows in {path.name}", field=field,
+                        hint="the file holds no records (only blank lines, or a CSV header alone)")
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as err:  # noqa: BLE001 - any parser failure is a user-facing data problem
+        if "corresponds to no data" in str(err):
+            raise no_rows from None
         kind = {"json": "JSON / JSON lines", "csv": "CSV", "parquet": "Parquet"}[builder]
         raise DataError(f"cannot read {path.name} as {kind}: {_first_cause(err)}", field=field,
                         hint="fix or re-export the file") from None
+    if len(ds) == 0:
+        raise no_rows
+    return ds
 
 
 def _load_named(name: str, subset: str | None, split: str, field: str, split_field: str) -> Dataset:
