@@ -234,6 +234,14 @@ def cmd_runs(args) -> int:
         eta = format_duration(s.eta) if s.state.active else "-"
         print(f"{printable(s.name):<40} {s.state:<10} {printable(s.method or '-'):<9} {prog:>13} "
               f"{format_duration(s.elapsed):>8} {eta:>8} {best:>9}  {s.started_text}")
+        if s.state == "stalled":
+            print(f"  ! no progress for {format_duration(s.stalled_for)} (its engine lives; it counts as stalled "
+                  f"after {format_duration(s.stall_after)} of silence): a hung collective, a stuck data loader, a "
+                  f"frozen filesystem or a stopped process; `loratui stop {printable(s.name)}` asks it to stop")
+        if s.alerts:
+            last = s.alerts[-1]
+            more = f" ({len(s.alerts)} alerts)" if len(s.alerts) > 1 else ""
+            print(f"  ⚠ {printable(last.get('message') or last.get('alert'), 300)}{more}")
         if s.problem:
             print(f"  ! {printable(s.problem, 300)}")
         elif s.error and s.state == "failed":

@@ -211,6 +211,16 @@ class TrainSection(Section):
     warmup_steps: int = Field(0, ge=0, le=BIG)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)
+    early_stopping_patience: Optional[int] = Field(None, ge=1, le=1_000_000)
+    """Stop gracefully after this many evaluations without improvement; the adapter then holds the best
+    evaluation's weights (LoRA methods). Empty: train to the end (a plateau is still reported as an alert)."""
+    early_stopping_metric: Literal["auto", "eval_loss", "accuracy", "f1"] = "auto"
+    """auto: accuracy for classifiers, the eval loss otherwise."""
+    early_stopping_min_delta: float = Field(0.0, ge=0)
+    """The smallest change that counts as an improvement."""
+    max_bad_steps: int = Field(3, ge=1, le=1_000_000)
+    """Logged steps in a row with a non-finite loss or gradient norm before the run stops as failed (diverged),
+    keeping its checkpoints from before the first bad step."""
     logging_steps: int = Field(5, ge=1, le=BIG)
     eval_steps: Optional[int] = Field(None, ge=1, le=BIG)
     """Evaluate every N steps (empty: once per epoch)."""

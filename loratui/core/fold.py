@@ -58,6 +58,14 @@ class RunSummary:
     """Wall seconds over the whole run (every engine process's part), ticking while it runs."""
     eta: Optional[float] = None
     """Seconds left while it runs, else None."""
+    stalled_for: Optional[float] = None
+    """A stalled run: seconds since its engine last said anything."""
+    alerts: list = field(default_factory=list)
+    """The run's alert events (spike, plateau, early_stop), oldest first: {step, alert, message}."""
+    best_step: Optional[int] = None
+    """Early stopping: the step whose weights the adapter holds."""
+    stall_after: Optional[float] = None
+    """A running run: the silence after which it counts as stalled (seconds)."""
     eval_metrics: dict = field(default_factory=dict)
     """The newest evaluation's metrics (eval_loss, perplexity, accuracy, f1, ...)."""
     eval_step: Optional[int] = None
@@ -130,9 +138,15 @@ class RunSummary:
             "elapsed_s": self.elapsed, "eta_s": self.eta, "tokens_per_s": self.tokens_per_s,
             "best_eval_loss": self.best_eval_loss, "eval": self.eval_metrics or None,
             "final_eval": self.final_eval or None, "train_loss": self.train_loss, "error": self.error,
+            "stalled_for_s": self.stalled_for,
             "problem": self.problem,
         })
 
+
+#: a running run counts as stalled after this many seconds without an event, or STALL_FACTOR times the longest
+#: silence its training has had so far (a step, an evaluation, a save), whichever is longer
+STALL_MIN_S = 120.0
+STALL_FACTOR = 10.0
 
 #: how well a process's start time is known (psutil: boot time in whole seconds plus clock ticks)
 START_TIME_SLACK = 1.0
@@ -151,6 +165,9 @@ class RunFold:
         self._seg_last: float | None = None
         self._seg_started = False  # the open part had a 'started' event
         self._last_work: float | None = None  # newest non-phase event time of the open part
+        self._stepped = False  # the open part has trained a step (silences before that are loading, not stalls)
+        self._max_gap = 0.0  # the open part's longest silence between two events once it stepped
+        self._final_ratio = 1.0  # the final evaluation's examples over the curve's
         self._phase_from: float | None = None  # first phase event since the newest non-phase event
         self._terminal_time: float | None = None
         self._lifecycle_time: float | None = None
@@ -203,6 +220,10 @@ class RunFold:
         if self._seg_start is None:
             self._seg_start = self._seg_last = t
             self._seg_started = False
+        if self._stepped and self._seg_last is not None:
+            self._max_gap = max(self._max_gap, t - self._seg_last)
+        if ev.kind == "step":
+            self._stepped = True
         self._seg_last = max(self._seg_last or t, t)
         if ev.kind == "phase":
             if self._phase_from is None:
@@ -212,12 +233,19 @@ class RunFold:
             self._last_work = t
         if ev.kind == "started":
             self._seg_started = True
+            self._stepped, self._max_gap = False, 0.0
+            n, final = ev.get("eval_examples"), ev.get("final_eval_examples")
+            self._final_ratio = max(1.0, final / n) if n and final else 1.0
         if ev.kind in TERMINAL_KINDS:
             self._closed += max(0.0, self._seg_last - self._seg_start)
             self._seg_start = self._seg_last = self._last_work = self._phase_from = None
             self._seg_started = False
             self._terminal_time = t
             self.s.ended = t
+
+    def _on_alert(self, ev: Event) -> None:
+        self.s.alerts = [*self.s.alerts, {"step": ev.get("step"), "alert": ev.get("alert"),
+                                          "message": ev.get("message")}][-50:]
 
     def _on_phase(self, ev: PhaseEvent) -> None:
         self.s.phase = ev.phase
@@ -316,6 +344,8 @@ class RunFold:
             s.step = max(s.step, ev.step)
         if ev.adapter:
             s.adapter = ev.adapter
+        if ev.get("best_step") is not None:
+            s.best_step = ev.get("best_step")
         self._finished_train_loss = ev.train_loss
         extra = {k: v for k, v in (ev.__pydantic_extra__ or {}).items()
                  if k.startswith("eval_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -380,6 +410,14 @@ class RunFold:
                 out.error = status.error
             if not out.step and status.step:
                 out.step = status.step
+        if out.state == RunState.RUNNING and now is not None and self._stepped and self._seg_last is not None:
+            allowed = max(STALL_MIN_S, STALL_FACTOR * self._max_gap)
+            if s.phase.startswith("final evaluation"):
+                allowed *= self._final_ratio  # the whole held-out set after a curve on a slice of it
+            out.stall_after = allowed
+            quiet = now - self._seg_last
+            if quiet > allowed:
+                out.state, out.stalled_for = RunState.STALLED, quiet
         active = out.state.active
         elapsed = self._closed
         if self._seg_start is not None:

@@ -27,11 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class RunState(str, Enum):
-    """What a run is doing now. ``starting``: its engine process lives but has not announced the run yet."""
+    """What a run is doing now. ``starting``: its engine process lives but has not announced the run yet;
+    ``stalled``: its engine lives but has made no progress for far longer than its steps, evaluations and saves take
+    (a hung collective, a stuck data loader, a frozen filesystem, a stopped process); it is ``running`` again as
+    soon as events come."""
 
     CREATED = "created"
     STARTING = "starting"
     RUNNING = "running"
+    STALLED = "stalled"
     FINISHED = "finished"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -51,7 +55,7 @@ class RunState(str, Enum):
     @property
     def active(self) -> bool:
         """An engine process works on it (stop and checkpoint-now make sense)."""
-        return self in (RunState.STARTING, RunState.RUNNING)
+        return self in (RunState.STARTING, RunState.RUNNING, RunState.STALLED)
 
     @property
     def resumable(self) -> bool:
@@ -61,6 +65,7 @@ class RunState(str, Enum):
 #: Rich styles of each state: the one place every view takes its colours from
 STATE_STYLES: dict[str, str] = {
     RunState.CREATED: "dim", RunState.STARTING: "bold cyan", RunState.RUNNING: "bold green",
+    RunState.STALLED: "bold reverse yellow",
     RunState.FINISHED: "bold blue", RunState.STOPPED: "bold yellow", RunState.FAILED: "bold red",
     RunState.CRASHED: "bold red", RunState.UNREADABLE: "bold magenta",
 }
@@ -243,9 +248,20 @@ class FailedEvent(Event):
     field: Optional[str] = None
 
 
+class AlertEvent(Event):
+    """Something a user should look at, the run going on (or stopping early): a loss spike, a plateau, early
+    stopping."""
+
+    kind: Literal["alert"] = "alert"
+    step: Optional[int] = None
+    alert: str = ""
+    """spike | plateau | early_stop"""
+    message: Optional[str] = None
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     StartedEvent, PhaseEvent, ResumedEvent, StepEvent, EvalEvent, CheckpointEvent, MemoryEvent, StoppedEvent,
-    FinishedEvent, FailedEvent,
+    FinishedEvent, FailedEvent, AlertEvent,
 )
 EVENT_KINDS: dict[str, type[Event]] = {t.model_fields["kind"].default: t for t in EVENT_TYPES}
 AnyEvent = Annotated[Union[tuple(EVENT_TYPES)], Field(discriminator="kind")]  # type: ignore[valid-type]

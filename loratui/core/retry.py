@@ -33,7 +33,7 @@ def halved_batch(batch_size: int, grad_accum: int) -> tuple[int, int]:
 def retry_after_oom(run: RunDir, *, env: dict | None = None) -> int:
     """Rewrite the run's config (micro-batch halved, grad_accum doubled) and start the engine again, resuming from
     the newest complete checkpoint (from the start when there is none). Returns the engine's pid."""
-    if run.state() == "running":
+    if run.state().active:
         raise RunError(f"{run.name} is still running", field="run", hint="stop it first")
     if oom_failure(run) is None:
         raise RunError(f"{run.name} did not fail with out-of-memory", field="run",

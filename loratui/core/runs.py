@@ -173,7 +173,7 @@ class RunDir:
     def state(self) -> RunState:
         """created | starting | running | finished | stopped | failed | crashed | unreadable (see
         :meth:`loratui.core.fold.RunFold.state`)."""
-        return summarize(self).state
+        return summarize(self, now=now()).state
 
     def events(self) -> list[Event]:
         return EventTail(self.events_path).poll()

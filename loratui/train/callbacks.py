@@ -84,8 +84,31 @@ class EventsCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kw):
         self.agree.wait()  # the last reduction in flight: every rank started it
 
+    def _watch_finite(self, state, control, logs: dict) -> None:
+        """Divergence: the logged loss or gradient norm (host floats already: no extra sync) is not finite for
+        train.max_bad_steps logged steps in a row: training stops and the engine fails the run naming the step."""
+        values = [v for v in (logs.get("loss"), logs.get("grad_norm")) if isinstance(v, (int, float))]
+        if not values or all(math.isfinite(v) for v in values):
+            self.bad_logs, self.first_bad = 0, None
+            return
+        self.bad_logs = getattr(self, "bad_logs", 0) + 1
+        self.first_bad = getattr(self, "first_bad", None) or state.global_step
+        if self.bad_logs >= self.engine.cfg.train.max_bad_steps:
+            self.engine.diverged = {"step": state.global_step, "first_bad_step": self.first_bad,
+                                    "loss": logs.get("loss"), "grad_norm": logs.get("grad_norm")}
+            control.should_training_stop = True
+            control.should_save = False
+
+    def alert(self, step: int, kind: str, message: str) -> None:
+        self.engine.emit("alert", step=step, alert=kind, message=message)
+        self.engine.echo(f"alert: {message}")
+
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
+        self._watch_finite(state, control, logs)
+        spike = self.engine.spikes.observe(state.global_step, logs.get("loss")) if "loss" in logs else None
+        if spike:
+            self.alert(state.global_step, "spike", spike)
         now = time.monotonic()
         if "loss" in logs or "train_loss" not in logs and "eval_loss" not in logs and "learning_rate" in logs:
             tokens = self.engine.trainer.tokens_seen() if self.engine.trainer is not None else 0
@@ -124,6 +147,18 @@ class EventsCallback(TrainerCallback):
         self.engine.last_eval = data  # the finished event carries the last evaluation's metrics
         ev = self.engine.emit("eval", step=state.global_step, epoch=round(state.epoch or 0, 4), **data)
         self.engine.progress(ev)
+        es = self.engine.early
+        if es is not None and not final and state.global_step > 0:  # the base model is a reference, never "best"
+            verdict = es.observe(state.global_step, data)
+            if verdict == "improved":
+                self.engine.keep_best(state.global_step)
+            elif verdict == "plateau":
+                self.alert(state.global_step, "plateau", es.message())
+            elif verdict == "stop":
+                self.engine.early_stopped = state.global_step
+                self.alert(state.global_step, "early_stop", f"early stopping at step {state.global_step}: "
+                           f"{es.message()}")
+                control.should_training_stop = True
         if state.global_step == 0:
             self.engine.emit("phase", phase="training")
             # tokens/s and the ETA count training time only

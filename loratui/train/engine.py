@@ -41,6 +41,13 @@ class Engine:
         self.echo = echo or (lambda line: print(line, flush=True))
         self.stop_request = StopRequest()
         self.events: EventWriter | None = None
+        from loratui.train.watch import SpikeWatch
+
+        self.spikes = SpikeWatch()  # loss spikes -> alert events
+        self.early = None  # train.watch.EarlyStop when there is a held-out set
+        self.early_stopped: int | None = None  # the step early stopping ended training at
+        self._best: tuple[int, dict] | None = None  # (step, trainable weights on the CPU) of the best evaluation
+        self.diverged: dict | None = None  # set by the callback when the loss or gradients stopped being finite
         self.fit = None  # the memory fit (loratui.train.fit.Fit) when the engine fitted the run to its card
         self.lock = None  # the run's lock (core.identity.RunLock), held while this engine runs
         self.cfg: RunConfig | None = None
@@ -278,6 +285,10 @@ class Engine:
         t0 = time.time()
         result = self._finish_from(checkpoint, max_steps) if done else \
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if self.diverged is not None:
+            return self._fail_diverged()
+        if self.early_stopped is not None:
+            self._restore_best()
         if val_ds is not None and not self.stop_request.stop and (
                 self.full_eval is not None or self.last_eval_step != trainer.state.global_step):
             self._final_eval(trainer)
@@ -309,6 +320,55 @@ class Engine:
             distributed.check_resume_world(first, w)
         return checkpoint, skipped
 
+    def keep_best(self, step: int) -> None:
+        """Early stopping: a copy of the trainable weights at the best evaluation (LoRA: megabytes, on the CPU),
+        so the adapter can hold them. Full fine-tuning and sharded runs keep none (the last weights are saved)."""
+        if self.cfg.train.early_stopping_patience is None or not self.cfg.uses_lora or self.strategy == "fsdp":
+            return
+        self._best = (step, {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()
+                             if p.requires_grad})
+
+    def _restore_best(self) -> None:
+        import torch
+
+        if self._best is None:
+            self.echo(f"early stopping at step {self.early_stopped}: the last weights are saved (no copy of the best "
+                      "is kept for this method)")
+            return
+        step, weights = self._best
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in weights:
+                    param.copy_(weights[name].to(param.device))
+        self.echo(f"early stopping at step {self.early_stopped}: the adapter holds step {step}'s weights (its best "
+                  "evaluation)")
+
+    def _fail_diverged(self) -> int:
+        """Training diverged (the callback stopped it): checkpoints from the first bad step on hold non-finite
+        weights and go; the run fails naming the step and the likely cause; no adapter is saved."""
+        from loratui.core import checkpoints as ck
+
+        d, t = self.diverged, self.cfg.train
+        for path in sorted(self.run_dir.checkpoints_dir.glob("checkpoint-*")):
+            step = ck.checkpoint_step(path)
+            if step is not None and step >= d["first_bad_step"]:
+                ck.remove_folder(path)  # renamed away first: never a visible checkpoint without its weights
+        what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (("loss", d["loss"]), ("grad_norm", d["grad_norm"]))
+                         if v is not None)
+        if self.args.fp16:
+            cause = "fp16 overflowed (set train.precision: bf16 on a card that has it, or fp32)"
+        elif t.lr > 1e-3:
+            cause = f"the learning rate {t.lr:g} is likely too high (LoRA trains at 1e-4 to 3e-4: lower train.lr)"
+        else:
+            cause = (f"a data row near step {d['first_bad_step']} or the learning rate {t.lr:g} (lower train.lr, or "
+                     "check the data)")
+        good = self.run_dir.latest_checkpoint()
+        keep = f"; {good.name} is kept (resume from it with a lower train.lr)" if good else ""
+        message = (f"training diverged at step {d['first_bad_step']}: {what} for {t.max_bad_steps} logged step(s) in a "
+                   f"row; {cause}{keep}")
+        return self._fail({"error": "Diverged", "message": message, "hint": cause, "field": "train.lr",
+                           "first_bad_step": d["first_bad_step"]}, message)
+
     def _fit_memory(self) -> None:
         """The config as it runs on this card: the memory fit's savers when the estimate exceeds the budget."""
         from loratui.train import fit
@@ -335,11 +395,19 @@ class Engine:
         if val_ds is not None and n is not None and n < len(val_ds):
             self.full_eval, val_ds = val_ds, val_ds.select(range(n))  # the curve on a slice, the end on all
         self.n_eval = len(val_ds) if val_ds is not None else 0
+        if val_ds is not None:
+            from loratui.train.watch import EarlyStop, metric_for
+
+            t = cfg.train
+            self.early = EarlyStop(metric_for(cfg.model.task, t.early_stopping_metric), t.early_stopping_patience,
+                                   t.early_stopping_min_delta)
         return train_ds, val_ds, stats
 
     def _final_eval(self, trainer) -> None:
         """The closing evaluation: on the whole held-out set when the curve used a slice of it (its ``eval``
         event says ``final`` and how many examples), else on the curve's set at a step it has not seen."""
+        n = len(self.full_eval) if self.full_eval is not None else self.n_eval
+        self.emit("phase", phase=f"final evaluation ({n} examples)")  # the watchdog allows for its length
         if self.full_eval is not None:
             self.echo(f"evaluating on all {len(self.full_eval)} held-out examples...")
         self.eval_final = True
@@ -478,7 +546,9 @@ class Engine:
             run.write_status(state="stopped", ended=round(time.time(), 3), step=step)
             self.echo(f"stopped at step {step}: adapter saved to {out}; resume with: loratui train --resume {run.path}")
             return 0
-        self.emit("finished", step=step, adapter=str(out), runtime_s=round(seconds, 2),
+        best = self._best[0] if self.early_stopped is not None and self._best is not None else None
+        self.emit("finished", step=step, adapter=str(out), runtime_s=round(seconds, 2), best_step=best,
+                  early_stopped=self.early_stopped,
                   train_loss=result.training_loss if result is not None else None,
                   eval_loss=self.last_eval.get("eval_loss"), eval=self.last_eval or None)
         run.write_status(state="finished", ended=round(time.time(), 3), step=step)
@@ -531,7 +601,8 @@ class Engine:
             dataloader_num_workers=t.dataloader_workers,
             report_to="none",
             disable_tqdm=True,
-            include_num_input_tokens_seen="no",  # counted on the device by the trainer: no host sync a step
+            include_num_input_tokens_seen="no",
+            logging_nan_inf_filter=False,  # a non-finite loss is logged as it is: the watchdog must see it  # counted on the device by the trainer: no host sync a step
             save_only_model=False,
         )
 

@@ -210,6 +210,10 @@ def trainer_class(engine: "Engine", base=None):
             if _test_hook("OOM_AT_STEP", self.state.global_step + 1) is not None:
                 raise torch.cuda.OutOfMemoryError(
                     "CUDA out of memory. Tried to allocate 2.00 GiB (simulated by LORATUI_TEST_OOM_AT_STEP)")
+            nan_at = os.environ.get("LORATUI_TEST_NAN_AT_STEP")  # fault injection for tests (never set in normal use)
+            if nan_at and self.state.global_step + 1 >= int(nan_at):
+                with torch.no_grad():  # weights that blew up, as a learning rate far too high leaves them
+                    next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
             return super().training_step(model, inputs, num_items_in_batch)
 
     return SafeSaveTrainer

@@ -397,6 +397,13 @@ class MonitorScreen(LoratuiScreen):
             text.append(" · resume it from Runs (u)", style="dim")
             banner.update(text)
             banner.add_class("-shown", "-warn")
+        elif state == "stalled":
+            text = Text.assemble(("⏸ stalled", "bold yellow"), f" at step {v.step}: no progress for "
+                                 f"{format_duration(v.stalled_for)}")
+            text.append(" · its engine lives but says nothing (a hung collective, a stuck loader, a frozen disk)",
+                        style="dim")
+            banner.update(text)
+            banner.add_class("-shown", "-warn")
         else:
             banner.update("")
 
@@ -404,7 +411,7 @@ class MonitorScreen(LoratuiScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("stop", "checkpoint"):
-            return self.state in ("running", "starting")
+            return self.state in ("running", "starting", "stalled")
         if action == "open_adapter":
             return self._adapter_path() is not None and self.state in ("finished", "stopped")
         if action == "retry_smaller":

@@ -186,7 +186,7 @@ class PlaygroundScreen(LoratuiScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground-load", description="Loading model")
     def _load(self, model: str, runs_dir: Path, base: str | None = None) -> None:
-        busy = [summary_path(s).name for s in list_runs(runs_dir) if state_text(s.state) == "running"]
+        busy = [summary_path(s).name for s in list_runs(runs_dir) if state_text(s.state) in ("running", "stalled")]
         client = self._client()
         client.start()
         self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None, base=base)

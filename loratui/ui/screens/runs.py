@@ -272,6 +272,10 @@ class RunsScreen(LoratuiScreen):
             pass
         elif s.state == "failed" and s.error:
             text.append("\n✖ " + s.error, style="red")
+        elif s.state == "stalled":
+            text.append(f"\n⏸ no progress for {format_duration(s.stalled_for)}: its engine lives but says nothing "
+                        "(a hung collective, a stuck data loader, a frozen filesystem); x asks it to stop",
+                        style="yellow")
         elif s.state == "crashed":
             text.append("\n✖ the engine process is gone without a final event; u resumes from the newest checkpoint",
                         style="red")

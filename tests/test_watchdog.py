@@ -1,0 +1,181 @@
+"""Issue 18: a run whose engine lives but makes no progress is 'stalled' (in the fold, so in Runs, the Monitor and
+`loratui runs` alike), and 'running' again by itself when steps resume; a real engine is SIGSTOPped and SIGCONTed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from loratui.core import fold as fold_mod
+from loratui.core.fold import RunFold
+from loratui.core.protocol import RunState
+
+
+def _events(n_steps: int, gap: float = 1.0, t0: float = 1000.0) -> list[dict]:
+    evs = [{"kind": "started", "time": t0, "max_steps": 100, "eval_examples": 16, "final_eval_examples": 80}]
+    evs += [{"kind": "step", "time": t0 + gap * (i + 1), "step": i + 1, "max_steps": 100, "loss": 1.0}
+            for i in range(n_steps)]
+    return evs
+
+
+def test_silence_far_beyond_the_runs_own_pace_is_stalled_then_running_again():
+    f = RunFold().add_all(_events(5))
+    last = 1005.0
+    live = dict(live_pid=4242, live_since=999.0)
+    assert f.summary(now=last + 30, **live).state == RunState.RUNNING
+    s = f.summary(now=last + fold_mod.STALL_MIN_S + 5, **live)
+    assert s.state == RunState.STALLED and s.stalled_for == pytest.approx(fold_mod.STALL_MIN_S + 5)
+    assert s.state.active  # stop and checkpoint-now still reach it
+    f.add({"kind": "step", "time": last + 200, "step": 6, "max_steps": 100, "loss": 1.0})
+    assert f.summary(now=last + 201, **live).state == RunState.RUNNING
+    # a run whose steps take long gets a longer allowance: ten times its longest silence
+    slow = RunFold().add_all(_events(3, gap=60.0))
+    assert slow.summary(now=1180 + 500, **live).state == RunState.RUNNING
+    assert slow.summary(now=1180 + 601, **live).state == RunState.STALLED
+
+
+def test_loading_and_the_final_evaluation_are_not_stalls():
+    live = dict(live_pid=4242, live_since=999.0)
+    loading = RunFold().add_all(_events(0))  # before the first step: loading a model can take minutes
+    assert loading.summary(now=5000, **live).state == RunState.RUNNING
+    f = RunFold().add_all(_events(5, gap=20.0))  # longest silence 20 s: stalled after 200 s
+    f.add({"kind": "phase", "time": 1101.0, "phase": "final evaluation (80 examples)"})
+    # the whole held-out set is 5x the curve's: 1,000 s allowed
+    assert f.summary(now=1101 + 900, **live).state == RunState.RUNNING
+    assert f.summary(now=1101 + 1001, **live).state == RunState.STALLED
+
+
+def test_a_stopped_engine_is_stalled_and_comes_back(tmp_path, tiny_llama, monkeypatch, capsys):
+    from loratui.cli import main as cli_main
+    from loratui.core import runs
+
+    monkeypatch.setattr(fold_mod, "STALL_MIN_S", 2.0)
+    monkeypatch.setattr(fold_mod, "STALL_FACTOR", 3.0)
+    data = {
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 48,
+                 "validation_fraction": 0.0, "max_length": 64},
+        "train": {"max_steps": 100000, "batch_size": 2, "logging_steps": 1, "save_steps": 100000},
+        "output": {"runs_dir": str(tmp_path / "runs"), "name": "hang"},
+    }
+    from loratui.core.config import RunConfig
+
+    run = runs.create_run(RunConfig.model_validate(data))
+    pid = runs.launch_detached(run)
+    try:
+        deadline = time.monotonic() + 120
+        while len([e for e in run.events() if e["kind"] == "step"]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run.state() == RunState.RUNNING
+        os.kill(pid, signal.SIGSTOP)  # a hung collective, a stuck loader, a frozen filesystem look the same
+        deadline = time.monotonic() + 30
+        while run.state() != RunState.STALLED and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert run.state() == RunState.STALLED
+        assert cli_main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
+        out = capsys.readouterr().out
+        assert "stalled" in out and "no progress for" in out
+        os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while run.state() != RunState.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run.state() == RunState.RUNNING
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        runs.stop_run(run)
+    assert runs.wait_for_state(run, timeout=120) == "stopped"
+
+
+def test_a_diverging_run_fails_naming_the_step_and_keeps_its_good_checkpoint(tmp_path, tiny_llama, monkeypatch):
+    """Weights blow up at step 5 (LORATUI_TEST_NAN_AT_STEP: what a far too high learning rate does): the loss is
+    logged as NaN, three bad logged steps in a row stop the run as failed, naming step 5 and the learning rate; the
+    checkpoint from before (step 4) stays, the one after is removed, no adapter of NaNs is saved."""
+    from loratui.core import checkpoints as ck
+    from loratui.core import runs
+    from loratui.core.config import RunConfig
+    from loratui.train.engine import Engine
+
+    monkeypatch.setenv("LORATUI_TEST_NAN_AT_STEP", "5")
+    data = {
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 48,
+                 "validation_fraction": 0.0, "max_length": 64},
+        "train": {"max_steps": 20, "batch_size": 2, "lr": 5e-3, "logging_steps": 1, "save_steps": 2,
+                  "save_total_limit": 5},
+        "output": {"runs_dir": str(tmp_path / "runs"), "name": "boom"},
+    }
+    run = runs.create_run(RunConfig.model_validate(data))
+    assert Engine(run, echo=lambda line: None).run() == 1
+    failed = [e for e in run.events() if e["kind"] == "failed"][-1]
+    assert failed["error"] == "Diverged" and failed["step"] == 7 and failed["first_bad_step"] == 5
+    assert "diverged at step 5" in failed["message"] and "learning rate 0.005 is likely too high" in failed["message"]
+    assert "checkpoint-4 is kept" in failed["message"]
+    steps = [e for e in run.events() if e["kind"] == "step"]
+    assert [e["loss"] for e in steps[4:7]] == [None, None, None]  # logged as they were (NaN is written as null)
+    assert run.state() == "failed" and run.latest_checkpoint().name == "checkpoint-4"
+    assert all(ck.checkpoint_step(p) < 5 for p in run.checkpoints_dir.glob("checkpoint-*"))
+    assert not run.adapter_dir.exists()
+
+
+def _tiny_run(tmp_path, tiny_llama, name, **train):
+    from loratui.core import runs
+    from loratui.core.config import RunConfig
+
+    data = {
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 40,
+                 "validation_fraction": 0.2, "max_length": 256},
+        "train": {"max_steps": 20, "batch_size": 2, "logging_steps": 1, "eval_steps": 1, "save_steps": 1,
+                  "save_total_limit": 30, **train},
+        "output": {"runs_dir": str(tmp_path / "runs"), "name": name},
+    }
+    return runs.create_run(RunConfig.model_validate(data))
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights(tmp_path, tiny_llama, capsys):
+    """An evaluation that stops improving (by more than min_delta) for `patience` evaluations stops the run
+    gracefully: finished, an early_stop alert, and the adapter holds the best evaluation's weights (its step said)."""
+    from safetensors.torch import load_file
+
+    from loratui.cli import main as cli_main
+    from loratui.train.engine import Engine
+
+    run = _tiny_run(tmp_path, tiny_llama, "plateau", lr=1e-8, early_stopping_patience=2,
+                    early_stopping_min_delta=0.01)
+    assert Engine(run, echo=lambda line: None).run() == 0
+    finished = [e for e in run.events() if e["kind"] == "finished"][-1]
+    assert finished["early_stopped"] == 3 and finished["best_step"] == 1 and finished["step"] == 3
+    alerts = [e for e in run.events() if e["kind"] == "alert"]
+    assert [a["alert"] for a in alerts] == ["early_stop"] and "best" in alerts[0]["message"]
+    adapter = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+    best = load_file(str(run.checkpoints_dir / "checkpoint-1" / "adapter_model.safetensors"))
+    last = load_file(str(run.checkpoints_dir / "checkpoint-3" / "adapter_model.safetensors"))
+    assert all((adapter[k] == best[k]).all() for k in best)
+    assert any((adapter[k] != last[k]).any() for k in last)
+    summary = runs_summary(run)
+    assert summary.state == "finished" and summary.best_step == 1 and summary.alerts[-1]["alert"] == "early_stop"
+    assert cli_main(["runs", "--runs-dir", str(run.path.parent)]) == 0
+    assert "early stopping at step 3" in capsys.readouterr().out
+
+
+def runs_summary(run):
+    from loratui.core.runs import summarize
+
+    return summarize(run)
+
+
+def test_spike_and_plateau_alerts():
+    from loratui.train.watch import EarlyStop, SpikeWatch
+
+    w = SpikeWatch()
+    assert [w.observe(i, 1.0 + 0.01 * i) for i in range(8)] == [None] * 8
+    msg = w.observe(9, 9.0)
+    assert msg and "loss spike at step 9" in msg and "8.7x its recent level" in msg
+    es = EarlyStop("eval_loss", patience=None)
+    verdicts = [es.observe(s, {"eval_loss": v}) for s, v in enumerate([2.0, 1.5, 1.6, 1.6, 1.7, 1.6, 1.55], 1)]
+    assert verdicts == ["improved", "improved", "waiting", "waiting", "waiting", "waiting", "plateau"]
+    acc = EarlyStop("accuracy", patience=1)
+    assert [acc.observe(s, {"accuracy": v}) for s, v in enumerate([0.5, 0.7, 0.7], 1)] == ["improved", "improved", "stop"]
