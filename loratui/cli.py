@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "With no command, opens the app.")
     p.add_argument("--config", help="open the app with this config in Setup")
     p.add_argument("--runs-dir", default=None, help="runs folder (default: ./runs or $LORATUI_RUNS_DIR)")
+    p.add_argument("--no-notify", action="store_true",
+                   help="no bell or desktop notification when a run finishes, fails, stalls or alerts "
+                        "(or LORATUI_NOTIFY=off)")
     # internal commands (engine, queue-runner) get no help text: argparse then leaves them out of --help
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
@@ -114,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command is None:
             from loratui.ui.app import run_app
+
+            if args.no_notify:
+                os.environ["LORATUI_NOTIFY"] = "off"
 
             # an explicit --runs-dir (or $LORATUI_RUNS_DIR) wins; otherwise the config's output.runs_dir
             run_app(args.config, args.runs_dir or os.environ.get("LORATUI_RUNS_DIR"))

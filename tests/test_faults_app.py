@@ -212,3 +212,40 @@ async def test_monitor_offers_one_key_retry_after_out_of_memory(runs, monkeypatc
     after = run.config().train
     assert launched == [run.latest_checkpoint() is not None]
     assert (after.batch_size, after.grad_accum) == (before.batch_size // 2, before.grad_accum * 2)
+
+
+@pytest.mark.parametrize("notify", ["on", "off"])
+def test_a_run_ending_rings_the_bell_and_notifies_the_desktop(app_dir, notify, monkeypatch):
+    """Issue 18: whichever screen is open, a run that finishes rings the bell and sends OSC 9 and OSC 777 (they
+    travel over SSH to the user's terminal); LORATUI_NOTIFY=off sends nothing."""
+    import json
+
+    from fixtures import make_live_run, recorded_events
+
+    monkeypatch.setenv("LORATUI_NOTIFY", notify)
+    events = [e for e in recorded_events() if e["kind"] in ("started", "step") and e.get("step", 0) <= 10]
+    run = make_live_run(app_dir / "runs", "live", pid=os.getpid(), events=events)  # this process holds its lock
+    app = AppOnPty(app_dir)
+    try:
+        end = time.monotonic() + 60
+        while b"Setup" not in app.seen and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(4)  # the watcher has seen the run running
+        with open(run / "events.jsonl", "a") as fh:
+            fh.write(json.dumps({"kind": "finished", "time": time.time(), "step": 10, "adapter": None}) + "\n")
+        from loratui.core import identity
+
+        for lock in list(identity._HELD.values()):
+            lock.release()
+        end = time.monotonic() + 15
+        while b"\x1b]9;" not in app.seen and time.monotonic() < end:
+            time.sleep(0.2)
+        seen = bytes(app.seen)
+        if notify == "on":
+            assert b"\x1b]9;loratui live: finished at step 10\x07" in seen
+            assert b"\x1b]777;notify;loratui live;finished at step 10\x07" in seen
+            assert seen.count(b"\x07") >= 3  # the two notifications' terminators and the bell
+        else:
+            assert b"\x1b]9;" not in seen and b"\x1b]777;" not in seen
+    finally:
+        app.cleanup()

@@ -8,22 +8,24 @@ into the error modal (actions) or a toast and a retry (pollers). Screens move be
 
 from __future__ import annotations
 
-import ast
 import importlib
 import logging
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from textual import on
+from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
-from loratui.core.config import RunConfig, load_config
+from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError
+from loratui.ui.app_support import (  # noqa: F401 - re-exported
+    initial_config, partial_call, partial_factory, screen_commands, terminal_gone,
+)
 from loratui.ui.screens.help import ErrorModal, HelpScreen
 
 log = logging.getLogger("loratui.ui.app")
@@ -38,6 +40,9 @@ LAZY_SCREENS: dict[str, tuple[str, str, str]] = {
     "compare": ("loratui.ui.screens.compare", "CompareScreen", "Compare"),
     "queue": ("loratui.ui.screens.queue", "QueueScreen", "Queue"),
 }
+
+#: seconds between looks at the runs folder for notifications
+NOTIFY_POLL_S = 3.0
 
 MODE_TITLES = {"setup": "Setup", **{m: t for m, (_, _, t) in LAZY_SCREENS.items()}}
 
@@ -148,6 +153,7 @@ class LoratuiApp(App[None]):
 
     async def on_mount(self) -> None:
         self._install_shutdown()
+        self._watch_runs()
         await self.switch_mode("setup")
         self._started = True
         for err in self.startup_errors:
@@ -172,6 +178,36 @@ class LoratuiApp(App[None]):
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
         self.set_interval(1.0, self._check_terminal, name="terminal-watch")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="notify", description="Watching runs")
+    def _watch_runs(self) -> None:
+        """Bell and desktop notification when a run finishes, fails, stalls or alerts (loratui.ui.notify)."""
+        import time
+
+        from textual.worker import get_current_worker
+
+        from loratui.ui import notify
+
+        if self.is_headless or not notify.enabled():
+            return
+        watch, worker = notify.RunWatch(self.runs_dir), get_current_worker()
+        while not worker.is_cancelled:
+            news = watch.poll()
+            if news:
+                self.call_from_thread(self._tell, news)
+            end = time.monotonic() + NOTIFY_POLL_S
+            while not worker.is_cancelled and time.monotonic() < end:
+                time.sleep(0.1)
+
+    def _tell(self, news: list[tuple[str, str]]) -> None:
+        from loratui.ui import notify
+
+        driver = self._driver
+        if driver is not None:
+            notify.tell(driver.write, self.bell, news)
+        for name, what in news:
+            self.notify(what, title=name, severity="error" if "failed" in what or "stalled" in what else
+                        "warning" if what.startswith("alert") else "information")
 
     def _exit_on_signal(self, name: str) -> None:
         log.info("%s: leaving", name)
@@ -330,60 +366,6 @@ class LoratuiApp(App[None]):
                                     partial_call(self.action_switch_mode, mode))
         yield SystemCommand("Help", "Keys and tips", self.action_help)
         yield from screen_commands(screen)
-
-
-def screen_commands(screen: Screen) -> Iterable[SystemCommand]:
-    """One command per described binding of ``screen`` whose action can run now (its ``check_action``)."""
-    seen: set[str] = set()
-    for cls in type(screen).__mro__:
-        if not cls.__module__.startswith("loratui."):
-            continue  # Textual's own (focus next, copy text): keys, not things to do
-        for binding in Binding.make_bindings(cls.__dict__.get("BINDINGS", [])):
-            if not binding.description or binding.action in seen or binding.system:
-                continue
-            seen.add(binding.action)
-            name, _, args = binding.action.partition("(")
-            params = tuple(ast.literal_eval(f"({args[:-1]},)")) if args else ()
-            if not screen.check_action(name, params):
-                continue
-            yield SystemCommand(binding.description, binding.tooltip or binding.description,
-                                partial_call(screen.run_action, binding.action))
-
-
-def partial_factory(app: LoratuiApp, mode: str) -> Callable[[], Screen]:
-    return lambda: app.make_screen(mode)
-
-
-def partial_call(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-    return lambda: fn(*args)
-
-
-def initial_config(config_path: str | None) -> tuple[RunConfig, str | None, list[BaseException]]:
-    """The config the setup screen opens with: the given file, else the SmolLM2 demo, else the defaults."""
-    from loratui.ui.widgets.setup_core import demo_config_path
-
-    errors: list[BaseException] = []
-    path = config_path or demo_config_path()
-    if path:
-        try:
-            return load_config(path), str(path), errors
-        except LoratuiError as err:
-            errors.append(err)
-    return RunConfig(), None, errors
-
-
-def terminal_gone(fd: int | None = None) -> bool:
-    """Whether the app's terminal hung up (poll reports HUP/ERR/NVAL on it); never reads from it."""
-    import select
-    import sys
-
-    try:
-        fd = sys.__stdin__.fileno() if fd is None else fd
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in poller.poll(0))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def run_app(config_path: str | None = None, runs_dir: str | None = None) -> int:
