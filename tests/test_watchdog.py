@@ -179,3 +179,33 @@ def test_spike_and_plateau_alerts():
     assert verdicts == ["improved", "improved", "waiting", "waiting", "waiting", "waiting", "plateau"]
     acc = EarlyStop("accuracy", patience=1)
     assert [acc.observe(s, {"accuracy": v}) for s, v in enumerate([0.5, 0.7, 0.7], 1)] == ["improved", "improved", "stop"]
+
+
+def test_tensorboard_logs_are_written_into_the_run_folder(tmp_path, tiny_llama):
+    """train.report_to: [tensorboard]: the Trainer's own TensorBoard callback writes event files under the run
+    folder, readable by tensorboard's own reader, one train/loss point per logged step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from loratui.train.engine import Engine
+
+    run = _tiny_run(tmp_path, tiny_llama, "tb", max_steps=4, eval_steps=2, save_steps=4, report_to=["tensorboard"])
+    assert Engine(run, echo=lambda line: None).run() == 0
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in acc.Scalars("eval/loss")][-2:] == [2, 4]
+    logged = [e["loss"] for e in run.events() if e["kind"] == "step"]
+    assert [round(e.value, 4) for e in acc.Scalars("train/loss")] == [round(v, 4) for v in logged]
+
+
+def test_a_missing_reporter_package_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from loratui.cli import main as cli_main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train: {report_to: [wandb]}\noutput: {runs_dir: %s}\n" % (tmp_path / "runs"))
+    assert cli_main(["train", str(cfg)]) == 2
+    assert "train.report_to: wandb reporting needs the wandb package" in capsys.readouterr().err

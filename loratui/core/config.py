@@ -218,6 +218,9 @@ class TrainSection(Section):
     """auto: accuracy for classifiers, the eval loss otherwise."""
     early_stopping_min_delta: float = Field(0.0, ge=0)
     """The smallest change that counts as an improvement."""
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    """Also log to TensorBoard (event files in the run folder's tensorboard/: `tensorboard --logdir runs/`) and/or
+    Weights & Biases (offline unless WANDB_API_KEY is set), through the Trainer's own reporting."""
     max_bad_steps: int = Field(3, ge=1, le=1_000_000)
     """Logged steps in a row with a non-finite loss or gradient norm before the run stops as failed (diverged),
     keeping its checkpoints from before the first bad step."""

@@ -418,6 +418,13 @@ class Engine(Closing):
         from loratui.train import data, speed
 
         cfg, sp = self.cfg, self.speed
+        if "tensorboard" in cfg.train.report_to:  # the Trainer's TensorBoard callback writes where this says
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.run_dir.path / "tensorboard")
+        if "wandb" in cfg.train.report_to:
+            os.environ.setdefault("WANDB_DIR", str(self.run_dir.path))
+            os.environ.setdefault("WANDB_NAME", self.run_dir.name)
+            if not os.environ.get("WANDB_API_KEY"):
+                os.environ.setdefault("WANDB_MODE", "offline")  # a GPU box without a network still records it
         self.args = args = self._training_args(precision, has_eval=val_ds is not None)
         self.trainer = trainer = trainer_class(self, token_counting_trainer())(
             model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=self.tokenizer,
@@ -532,7 +539,7 @@ class Engine(Closing):
             seed=t.seed,
             data_seed=t.seed,
             dataloader_num_workers=t.dataloader_workers,
-            report_to="none",
+            report_to=list(t.report_to) or "none",
             disable_tqdm=True,
             include_num_input_tokens_seen="no",
             logging_nan_inf_filter=False,  # a non-finite loss is logged as it is: the watchdog must see it  # counted on the device by the trainer: no host sync a step

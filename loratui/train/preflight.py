@@ -45,6 +45,12 @@ def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
 
                 raise ModelError(f"{printable(name, 80)} not in this model", field="lora.modules_to_save",
                                  hint="name a module such as " + ", ".join(models.head_names(meta) or ["classifier"]))
+    import importlib.util
+
+    for tool, packages in (("tensorboard", ("tensorboard", "tensorboardX")), ("wandb", ("wandb",))):
+        if tool in cfg.train.report_to and not any(importlib.util.find_spec(p) for p in packages):
+            raise ConfigError(f"{tool} reporting needs the {packages[0]} package", field="train.report_to",
+                              hint=f"pip install {packages[0]}, or remove {tool} from train.report_to")
     if cfg.method.kind == "head-only" and cfg.model.task != "seq-cls":
         raise ConfigError("head-only needs model.task seq-cls", field="method.kind", hint="use lora or full")
     if data:
