@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     qu = sub.add_parser("queue", help="list the run queue")
     qu.add_argument("--runs-dir", default=None)
+    qu.add_argument("--start", action="store_true", help="start the queue runner when runs wait and none runs")
+    qu.add_argument("--gpus", default=None, help="with --start: cards for the runner (0,1 or auto)")
 
     qr = sub.add_parser("queue-runner")
     qr.add_argument("runs_dir")
@@ -517,12 +519,21 @@ def _now() -> str:
 def cmd_queue(args) -> int:
     from loratui.core.queue import RunQueue
 
+    from loratui.core.fmt import printable
+
     q = RunQueue(args.runs_dir or default_runs_dir())
-    state = q.read()
+    state = q.reconcile()  # runs that ended while no runner watched are recorded first
     pid = q.runner_pid()
+    if args.start and state.waiting and pid is None:
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+        pid = q.ensure_runner(gpus)
+        print(f"started the queue runner (pid {pid})")
     print(f"queue of {q.runs_dir}: runner {'pid ' + str(pid) if pid else 'not running'}")
     for e in state.entries:
-        print(f"  {e.id}  {e.state:<9} {e.run:<40} {e.study or ''} {e.label}")
+        print(f"  {e.id}  {e.state:<9} {printable(e.run):<40} {printable(e.study or '')} {printable(e.label)}")
+    if pid is None and state.waiting:
+        print(f"{len(state.waiting)} waiting and no runner (it ended or was killed): start it with "
+              "`loratui queue --start` (or p in the app's Queue)")
     return 0
 
 

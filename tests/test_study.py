@@ -223,3 +223,41 @@ def test_auto_waits_while_every_gpu_is_busy(tmp_path, study):
     launch = FakeLaunch()
     assert q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: [])
     assert launch.started == [] and [e.state for e in q.read().entries] == ["waiting"] * 3
+
+
+def test_a_killed_runner_is_shown_its_ended_runs_recorded_and_the_cli_restarts_it(tmp_path, study, capsys):
+    """Issue 15 item 10: SIGKILL the runner; `loratui queue` records the run that ended meanwhile instead of showing
+    it running forever, says no runner runs while runs wait, and `loratui queue --start` starts one."""
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    from loratui.cli import main as cli_main
+
+    q = RunQueue(tmp_path / "runs")
+    first, second, third = q.add_study(study)
+    sleeper = subprocess.Popen(["sleep", "60"])  # stands in for the runner, then dies the hard way
+    from loratui.core.runs import process_start_time
+
+    q.runner_path.write_text(json.dumps({"pid": sleeper.pid, "pid_started": process_start_time(sleeper.pid)}))
+    with q.edit() as state:
+        state.find(first.id).state = "running"
+    finish(tmp_path / "runs" / first.run)  # its run ended while the runner was gone
+    os.kill(sleeper.pid, signal.SIGKILL)
+    sleeper.wait()
+    assert cli_main(["queue", "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "runner not running" in out and f"{first.id}  finished" in out
+    assert "2 waiting and no runner" in out and "loratui queue --start" in out
+    # the two waiting runs' folders are gone: the restarted runner records that and ends
+    for e in (second, third):
+        shutil.rmtree(tmp_path / "runs" / e.run)
+    assert cli_main(["queue", "--runs-dir", str(tmp_path / "runs"), "--start"]) == 0
+    assert "started the queue runner (pid " in capsys.readouterr().out
+    deadline = time.monotonic() + 60
+    while [e.state for e in q.read().entries] != ["finished", "failed", "failed"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [e.state for e in q.read().entries] == ["finished", "failed", "failed"]

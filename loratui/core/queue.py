@@ -237,6 +237,18 @@ class RunQueue:
                 "pid": proc.pid, "pid_started": process_start_time(proc.pid), "started": round(now(), 3)}))
             return proc.pid
 
+    def reconcile(self) -> QueueState:
+        """The queue as it is now, when no runner keeps it: runs that ended since the runner died are recorded
+        (a runner killed with SIGKILL would otherwise leave them 'running' forever)."""
+        if self.runner_pid() is not None:
+            return self.read()
+        try:
+            with self.edit() as state:
+                self._update(state, lambda line: None)
+        except OSError:  # a read-only runs folder: show it as it is
+            pass
+        return self.read()
+
     def _update(self, state: QueueState, echo: Callable[[str], None]) -> None:
         for e in state.running:
             run = RunDir(self.runs_dir / e.run)
