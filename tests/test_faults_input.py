@@ -326,3 +326,22 @@ def test_merge_onto_a_malicious_pickle_base_and_into_a_linked_folder(tmp_path, t
     (tmp_path / "afile").write_text("x")
     assert cli_main(["merge", str(adapter), str(tmp_path / "afile" / "out")]) == 2
     assert "cannot write the merged model" in capsys.readouterr().err
+
+
+def test_an_adapter_on_the_wrong_base_says_which_base_it_was_trained_on(tmp_path, tiny_llama, capsys):
+    """Issue 15 item 6: merging onto a base of other shapes names both bases in one line."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    adapter = _train_adapter(tmp_path, tiny_llama)
+    capsys.readouterr()
+    other = tmp_path / "wider"
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=96, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(str(other))
+    for f in tiny_llama.glob("tokenizer*"):
+        shutil.copy(f, other / f.name)
+    assert cli_main(["merge", str(adapter), str(tmp_path / "m"), "--base", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "was trained on" in err and str(tiny_llama) in err and f"this base is {other}" in err

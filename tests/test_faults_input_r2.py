@@ -131,3 +131,27 @@ def test_files_without_rows_and_single_label_data_are_one_line(tmp_path, capsys)
     assert cli_main(["train", str(cfg)]) == 2
     err = _one_line(capsys)
     assert "data.label_column" in err and "holds only 'pos'" in err and "at least two labels" in err
+
+
+def test_a_hand_edited_adapter_config_is_not_incomplete(tmp_path):
+    """Item 6: a one-byte edit of adapter_config.json (a trailing '/' on the base path) leaves the adapter whole;
+    a truncated weights file is still incomplete."""
+    from loratui.core import checkpoints as ck
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/models/base"}))
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(64, 64)}, str(folder / "adapter_model.safetensors"))
+    ck.write_marker(folder)
+    cfg = folder / "adapter_config.json"
+    cfg.write_text(cfg.read_text().replace('/models/base"', '/models/base/"'))
+    assert ck.adapter_problem(folder) is None
+    cfg.write_text("{not json")
+    assert "adapter_config.json is unreadable" in ck.adapter_problem(folder)
+    cfg.write_text(json.dumps({"base_model_name_or_path": "/models/base"}))
+    w = folder / "adapter_model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    assert "adapter_model.safetensors" in ck.adapter_problem(folder)

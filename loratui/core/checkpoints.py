@@ -96,8 +96,24 @@ def marker_problem(folder: Path) -> str | None:
         if not p.is_file():
             return f"{rel} is missing"
         if p.stat().st_size != size:
+            if p.suffix in EDITABLE and _readable(p):
+                continue  # a config edited by hand (a path fixed, a trailing '/'): whole, just not as written
             return f"{rel} is {p.stat().st_size} bytes, {size} were written"
     return None
+
+
+#: text files a user may edit by hand: a size change is not a cut-short copy when they still parse
+EDITABLE = (".json", ".jinja", ".txt", ".md", ".yaml")
+
+
+def _readable(path: Path) -> bool:
+    try:
+        text = path.read_text()
+        if path.suffix == ".json":
+            json.loads(text)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def checkpoint_problem(folder: Path) -> str | None:

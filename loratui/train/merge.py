@@ -166,6 +166,12 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     except Exception as err:
         if models.is_unsafe_pickle_error(err):
             raise models.unsafe_pickle_error(adapter, field="adapter") from None
+        meta = read_adapter_meta(adapter)
+        trained_on = meta.get("loratui", {}).get("base_model") or meta.get("base_model_name_or_path") or ""
+        if "size mismatch" in str(err) or "shape" in str(err).lower():
+            raise MergeError(f"the adapter in {adapter} was trained on {trained_on or 'another base'}, this base is "
+                             f"{base_name}: their layer shapes differ", field="base",
+                             hint="merge it onto the base it was trained on (leave --base out to use it)") from None
         raise MergeError(f"cannot load the adapter in {adapter}: {str(err).strip()[:160] or type(err).__name__}",
                          field="adapter", hint="the adapter may be incomplete or damaged") from None
     model.eval()
