@@ -249,3 +249,25 @@ def test_a_run_ending_rings_the_bell_and_notifies_the_desktop(app_dir, notify, m
             assert b"\x1b]9;" not in seen and b"\x1b]777;" not in seen
     finally:
         app.cleanup()
+
+
+def test_an_app_hung_up_in_its_first_second_does_not_live_on(app_dir):
+    """Issue 15 item 11: tmux killed (an SSH connection dropping) while the app is still starting; the app used to
+    sleep on with no terminal, deaf to SIGHUP and SIGTERM. It now ends within a few seconds, every time."""
+    import shutil
+    import uuid
+
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    cmd = f"cd {app_dir} && LORATUI_RUNS_DIR={app_dir / 'runs'} exec {sys.executable} -m loratui"
+    for delay in (0.8, 0.9, 1.0, 1.1, 1.2, 1.4):
+        name = f"lt-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", cmd], check=True)
+        pane = subprocess.run(["tmux", "list-panes", "-t", name, "-F", "#{pane_pid}"], capture_output=True,
+                              text=True).stdout.split()
+        app = [psutil.Process(int(p)) for p in pane]  # exec: the pane's process is the app itself
+        assert app, "no tmux pane"
+        time.sleep(delay)
+        subprocess.run(["tmux", "kill-session", "-t", name], check=False)
+        for proc in app:
+            assert _gone(proc, 10), f"the app (pid {proc.pid}) lived on after its terminal went ({delay}s)"

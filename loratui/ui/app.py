@@ -41,6 +41,8 @@ LAZY_SCREENS: dict[str, tuple[str, str, str]] = {
     "queue": ("loratui.ui.screens.queue", "QueueScreen", "Queue"),
 }
 
+#: seconds an app that was told to leave (a signal, a terminal gone) has to exit before it is ended outright
+LEAVE_GRACE_S = 3.0
 #: seconds between looks at the runs folder for notifications
 NOTIFY_POLL_S = 3.0
 
@@ -223,6 +225,18 @@ class LoratuiApp(App[None]):
 
         offload.shutdown()  # first: a worker waiting on the helper would otherwise hold the exit until it answers
         self.exit(return_code=0)
+        # an app hung up while it was still starting (a dropped SSH connection in its first second) never got to
+        # process that exit and slept on forever with no terminal: whatever state it is in, it ends now
+        import os
+        import threading
+
+        def last_resort() -> None:
+            import time
+
+            time.sleep(LEAVE_GRACE_S)
+            os._exit(0)
+
+        threading.Thread(target=last_resort, name="leave", daemon=True).start()
 
     def on_unmount(self) -> None:
         if not self.is_headless:  # ctrl+q too: the helper goes before asyncio waits for the worker threads
