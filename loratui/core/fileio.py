@@ -9,13 +9,34 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "respect_umask"]
+
+#: the process's umask, read once at import (reading it means setting it: not something to do from threads)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def respect_umask(folder: str | Path) -> None:
+    """Give the files and folders under ``folder`` the modes a plain ``open`` would have (0644 / 0755 under umask
+    022): temporary files are created 0600, and a teammate or a serving process running as another user must be
+    able to read the weights."""
+    folder = Path(folder)
+    for p in [folder, *folder.rglob("*")]:
+        try:
+            if p.is_symlink():
+                continue
+            want = (0o777 if p.is_dir() else 0o666) & ~_UMASK
+            if (p.stat().st_mode & 0o777) != want:
+                os.chmod(p, want)
+        except OSError:
+            pass
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it 0600: give it the mode a plain open would
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

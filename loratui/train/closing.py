@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from loratui.core.fileio import respect_umask
 from loratui.train.failures import disk_full_error, is_disk_full
 from loratui.train.trainers import _fsync, _fsync_tree, _test_hook
 
@@ -108,6 +109,7 @@ class Closing:
                     self.echo(f"test hook: sleeping {nap:g}s inside the save of {out.name}")
                     time.sleep(nap)
                 ck.write_marker(tmp)
+                respect_umask(tmp)
                 _fsync_tree(tmp)
             self.trainer.accelerator.wait_for_everyone()
             if main:

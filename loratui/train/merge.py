@@ -194,6 +194,9 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
             got = reloaded(**probe).logits.float()
         max_diff = float((got - expected).abs().max())
         check = compare_logits(expected, got, dtype, task)
+        from loratui.core.fileio import respect_umask
+
+        respect_umask(tmp)
         if output.exists():
             output.rmdir()
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,9 @@ def trainer_class(engine: "Engine", base=None):
 
                         raise OSError(errno.ENOSPC, "No space left on device (LORATUI_TEST_ENOSPC)")
                     ck.write_marker(staging / name)
+                    from loratui.core.fileio import respect_umask
+
+                    respect_umask(staging / name)
                     _fsync_tree(staging / name)
                 self.accelerator.wait_for_everyone()
                 if main:
