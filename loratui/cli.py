@@ -235,13 +235,19 @@ def cmd_runs(args) -> int:
     if not items:
         print("no runs")
         return 0
-    print(f"{'name':<40} {'state':<10} {'method':<9} {'progress':>13} {'time':>8} {'ETA':>8} {'best eval':>9}  started")
+    width = min(64, max(4, *(len(printable(s.name)) for s in items)))  # names never push the columns
+    print(f"{'name':<{width}} {'state':<10} {'method':<9} {'progress':>13} {'time':>8} {'ETA':>8} {'best':>11}  "
+          "started")
     for s in items:  # names, errors and problems come from files: escaped, never sent to the terminal raw
         prog = f"{s.progress_text} {s.progress * 100:3.0f}%" if s.max_steps else s.progress_text
-        best = f"{s.best_eval_loss:.4f}" if s.best_eval_loss is not None else "-"
+        # the task's metric: accuracy for a classifier, the eval loss otherwise (never the base model's own)
+        best = f"acc {s.best_accuracy:.3f}" if s.best_accuracy is not None else \
+            f"loss {s.best_eval_loss:.4f}" if s.best_eval_loss is not None else "-"
         eta = format_duration(s.eta) if s.state.active else "-"
-        print(f"{printable(s.name):<40} {s.state:<10} {printable(s.method or '-'):<9} {prog:>13} "
-              f"{format_duration(s.elapsed):>8} {eta:>8} {best:>9}  {s.started_text}")
+        name = printable(s.name)
+        name = name if len(name) <= width else name[:width - 1] + "…"
+        print(f"{name:<{width}} {str(s.state):<10} {printable(s.method or '-'):<9} {prog:>13} "
+              f"{format_duration(s.elapsed):>8} {eta:>8} {best:>11}  {s.started_text}")
         if s.state == "stalled":
             print(f"  ! no progress for {format_duration(s.stalled_for)} (its engine lives; it counts as stalled "
                   f"after {format_duration(s.stall_after)} of silence): a hung collective, a stuck data loader, a "

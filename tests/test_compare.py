@@ -75,3 +75,40 @@ def test_text_bars_use_a_log_scale_for_wide_ranges():
     full, lora, head = (line.count("█") for line in text.splitlines())
     assert full == 20 and 0 < head < lora < full
     assert "22.7M" in text and "770" in text
+
+
+def test_a_stopped_and_resumed_run_shows_one_time_everywhere(tmp_path, capsys):
+    """Issue 19 items 1 and 11: Compare's training time is the one fold's (both engine parts), not the resumed
+    part's runtime; the base model's step-0 evaluation is never 'best'."""
+    import json
+
+    from loratui.cli import main as cli_main
+    from loratui.core import compare
+    from loratui.core.config import RunConfig
+    from loratui.core.fmt import format_duration
+    from loratui.core.runs import RunDir, summarize
+
+    run = RunDir(tmp_path / "runs" / "resumed")
+    run.path.mkdir(parents=True)
+    RunConfig().save(run.config_path)
+    t = 1000.0
+    evs = [{"kind": "started", "time": t, "max_steps": 20},
+           {"kind": "eval", "time": t + 5, "step": 0, "eval_loss": 0.30},  # the base model: lowest, not "best"
+           *[{"kind": "step", "time": t + 10 * i, "step": i, "max_steps": 20, "loss": 1.0, "elapsed": 10 * i}
+             for i in range(1, 11)],
+           {"kind": "eval", "time": t + 101, "step": 10, "eval_loss": 0.5},
+           {"kind": "stopped", "time": t + 110, "step": 10},
+           {"kind": "started", "time": t + 5000, "max_steps": 20, "resumed": True},
+           {"kind": "resumed", "time": t + 5001, "step": 10},
+           *[{"kind": "step", "time": t + 5001 + 10 * (i - 10), "step": i, "max_steps": 20, "loss": 0.5,
+              "elapsed": 10 * (i - 10)} for i in range(11, 21)],
+           {"kind": "eval", "time": t + 5105, "step": 20, "eval_loss": 0.4},
+           {"kind": "finished", "time": t + 5110, "step": 20, "runtime_s": 109.0}]
+    run.events_path.write_text("".join(json.dumps(e) + "\n" for e in evs))
+    run.status_path.write_text(json.dumps({"state": "finished", "pid": 4_194_301, "started": t, "ended": t + 5110}))
+    folded = summarize(run)
+    row = compare.read_run(run.path)
+    assert folded.elapsed == pytest.approx(110 + 110) and row.train_time_s == folded.elapsed
+    assert folded.best_eval_loss == 0.4 and folded.best_eval_step == 20 and row.best_eval_loss == 0.4
+    assert cli_main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert format_duration(folded.elapsed) in capsys.readouterr().out

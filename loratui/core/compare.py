@@ -164,11 +164,13 @@ def read_run(path: str | Path) -> RunRow:
                 row.train_time_s = float(ev_get(ev, "elapsed"))
         elif kind == "eval":
             loss = ev_get(ev, "eval_loss")
+            trained = ev_get(ev, "step") != 0  # step 0 is the base model: the curve's start, never "best"
             if loss is not None:
+                row.eval_curve.append((int(ev_get(ev, "step") or 0), float(loss)))
+            if loss is not None and trained:
                 row.final_eval_loss = loss
                 row.best_eval_loss = loss if row.best_eval_loss is None else min(row.best_eval_loss, loss)
-                row.eval_curve.append((int(ev_get(ev, "step") or 0), float(loss)))
-            value = ev_get(ev, row.metric_name)
+            value = ev_get(ev, row.metric_name) if trained else None
             if value is not None:
                 row.final_metric = value
                 if row.best_metric is None:
@@ -188,6 +190,13 @@ def read_run(path: str | Path) -> RunRow:
             row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
     if tps:
         row.tokens_per_s = sum(tps) / len(tps)
+    # time is the one fold's (every engine process's part, as Monitor, Runs and `loratui runs` show it); the
+    # finished event's runtime_s counts only the last part of a stopped-and-resumed run
+    from loratui.core.runs import summarize
+
+    folded = summarize(run)
+    if folded.elapsed is not None:
+        row.train_time_s = folded.elapsed
     try:  # start to end of the engine process: loading, training, evaluating and saving
         status = run.read_status()
         if isinstance(status.get("started"), (int, float)) and isinstance(status.get("ended"), (int, float)):

@@ -324,6 +324,8 @@ class RunFold:
                    if k not in _EVAL_SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
         s.eval_metrics = metrics
         s.eval_step = ev.step
+        if ev.step == 0:
+            return  # the base model's evaluation (step 0) is the curve's reference, never the run's "best"
         loss = ev.eval_loss
         if loss is not None and (s.best_eval_loss is None or loss < s.best_eval_loss):
             s.best_eval_loss, s.best_eval_step = loss, ev.step
