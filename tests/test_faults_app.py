@@ -237,7 +237,7 @@ def test_a_run_ending_rings_the_bell_and_notifies_the_desktop(app_dir, notify, m
 
         for lock in list(identity._HELD.values()):
             lock.release()
-        end = time.monotonic() + 15
+        end = time.monotonic() + (15 if notify == "on" else 7)  # the watcher looks every 3 s
         while b"\x1b]9;" not in app.seen and time.monotonic() < end:
             time.sleep(0.2)
         seen = bytes(app.seen)
@@ -260,7 +260,7 @@ def test_an_app_hung_up_in_its_first_second_does_not_live_on(app_dir):
     if not shutil.which("tmux"):
         pytest.skip("tmux is not installed")
     cmd = f"cd {app_dir} && LORATUI_RUNS_DIR={app_dir / 'runs'} exec {sys.executable} -m loratui"
-    for delay in (0.8, 0.9, 1.0, 1.1, 1.2, 1.4):
+    for delay in (0.8, 1.0, 1.2):
         name = f"lt-{uuid.uuid4().hex[:8]}"
         subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", cmd], check=True)
         pane = subprocess.run(["tmux", "list-panes", "-t", name, "-F", "#{pane_pid}"], capture_output=True,

@@ -157,10 +157,7 @@ def _stopped_run(tmp_path: Path, model: Path) -> runs.RunDir:
         time.sleep(0.05)
     assert runs.stop_run(run)
     assert runs.wait_for_state(run, timeout=120) == "stopped"
-    stopped = _kinds(run, "stopped")[-1]["step"]
-    cfg = yaml.safe_load(run.config_path.read_text())
-    cfg["train"]["max_steps"] = stopped + 6
-    run.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    _more_steps(run, 6)
     return run
 
 
@@ -168,34 +165,21 @@ def _kinds(run: runs.RunDir, kind: str) -> list[dict]:
     return [e for e in run.events() if e["kind"] == kind]
 
 
-def test_two_resumes_at_once_run_one_engine(tmp_path, tiny_llama, procs):
-    run = _stopped_run(tmp_path, tiny_llama)
-    before = len(run.events())
-    slow = {"LORATUI_TEST_SAVE_SLEEP": "*:1"}  # keeps the engine alive while the second launch tries
-    # two detached resumes at the same moment
-    a, b = _cli("train", "--resume", str(run.path), "--detach", env=slow), \
-        _cli("train", "--resume", str(run.path), "--detach", env=slow)
-    outs = [p.communicate(timeout=120) for p in (a, b)]
-    codes = sorted([a.returncode, b.returncode])
-    assert codes == [0, 2], outs
-    refused = next(err for (out, err), p in zip(outs, (a, b)) if p.returncode == 2)
-    assert "twice is already running (pid " in refused and "Traceback" not in refused
-    engine_pid = json.loads(run.launch_path.read_text())["pid"]
-    # a foreground resume while it runs: refused the same way, naming the engine
-    fg = _cli("train", "--resume", str(run.path))
-    out, err = fg.communicate(timeout=120)
-    assert fg.returncode == 2 and f"twice is already running (pid {engine_pid})" in err, (out, err)
-    assert runs.wait_for_state(run, timeout=180) == "finished", "\n".join(run.log_tail(40))
-    new = run.events()[before:]
-    assert [e["kind"] for e in new].count("resumed") == 1 and [e["kind"] for e in new].count("finished") == 1
-    steps = [e["step"] for e in new if e["kind"] == "step"]
-    assert steps == sorted(set(steps)) and steps[-1] == _kinds(run, "stopped")[-1]["step"] + 6  # none twice
-    assert not [p.name for p in run.checkpoints_dir.iterdir() if p.name.startswith(".")]
+def _more_steps(run: runs.RunDir, n: int) -> int:
+    """Let a stopped run train n steps more when resumed; returns the step it stopped at."""
+    stopped = _kinds(run, "stopped")[-1]["step"]
+    cfg = yaml.safe_load(run.config_path.read_text())
+    cfg["train"]["max_steps"] = stopped + n
+    run.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return stopped
 
 
-def test_a_foreground_resume_then_a_detached_one(tmp_path, tiny_llama, procs):
+def test_two_engines_never_run_one_run(tmp_path, tiny_llama, procs):
+    """A foreground resume, then a detached one beside it: refused, naming the foreground engine. Then two detached
+    resumes at the same moment: one engine; the other refused; one resumed and one finished event, no step twice."""
     run = _stopped_run(tmp_path, tiny_llama)
-    fg = _cli("train", "--resume", str(run.path), env={"LORATUI_TEST_SAVE_SLEEP": "*:1"})
+    slow = {"LORATUI_TEST_SAVE_SLEEP": "*:1"}  # keeps an engine alive while the second launch tries
+    fg = _cli("train", "--resume", str(run.path), env=slow)
     procs.append(fg)
     deadline = time.monotonic() + 120
     while run.state() != "running" and time.monotonic() < deadline:
@@ -204,5 +188,25 @@ def test_a_foreground_resume_then_a_detached_one(tmp_path, tiny_llama, procs):
     det = _cli("train", "--resume", str(run.path), "--detach")
     out, err = det.communicate(timeout=120)
     assert det.returncode == 2 and f"twice is already running (pid {fg.pid})" in err, (out, err)
-    assert fg.wait(timeout=180) == 0
-    assert len(_kinds(run, "finished")) == 1 and len(_kinds(run, "resumed")) == 1  # nothing from the refused one
+    assert "Traceback" not in err
+    assert runs.stop_run(run)
+    assert fg.wait(timeout=120) in (0, 130) and runs.wait_for_state(run, timeout=60) == "stopped"
+    # two detached resumes at the same moment
+    stopped = _more_steps(run, 6)
+    before = len(run.events())
+    a, b = _cli("train", "--resume", str(run.path), "--detach", env=slow), \
+        _cli("train", "--resume", str(run.path), "--detach", env=slow)
+    outs = [p.communicate(timeout=120) for p in (a, b)]
+    assert sorted([a.returncode, b.returncode]) == [0, 2], outs
+    refused = next(err for (out, err), p in zip(outs, (a, b)) if p.returncode == 2)
+    assert "twice is already running (pid " in refused and "Traceback" not in refused
+    engine_pid = json.loads(run.launch_path.read_text())["pid"]
+    fg2 = _cli("train", "--resume", str(run.path))  # and a foreground one while it runs: refused the same way
+    out, err = fg2.communicate(timeout=120)
+    assert fg2.returncode == 2 and f"twice is already running (pid {engine_pid})" in err, (out, err)
+    assert runs.wait_for_state(run, timeout=180) == "finished", "\n".join(run.log_tail(40))
+    new = run.events()[before:]
+    assert [e["kind"] for e in new].count("resumed") == 1 and [e["kind"] for e in new].count("finished") == 1
+    steps = [e["step"] for e in new if e["kind"] == "step"]
+    assert steps == sorted(set(steps)) and steps[-1] == stopped + 6  # no step logged twice
+    assert not [p.name for p in run.checkpoints_dir.iterdir() if p.name.startswith(".")]

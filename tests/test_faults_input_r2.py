@@ -157,34 +157,32 @@ def test_a_hand_edited_adapter_config_is_not_incomplete(tmp_path):
     assert "adapter_model.safetensors" in ck.adapter_problem(folder)
 
 
-def test_files_others_can_read_under_umask_022(tmp_path, tiny_llama):
-    """Issue 19 item 3: under umask 022 the weights, checkpoints, status.json and launch.json and a merged model are
-    0644 (folders 0755): a teammate or a serving process of another user can read them."""
+def test_files_others_can_read_under_umask_022(tmp_path, tiny_llama, monkeypatch):
+    """Issue 19 item 3: under umask 022 the weights, checkpoints, status.json and a merged model are 0644 (folders
+    0755): a teammate or a serving process of another user can read them."""
     import os
     import stat
-    import subprocess
-    import sys
 
-    runs_dir = tmp_path / "runs"
-    data = {"model": {"name": str(tiny_llama)}, "lora": {"r": 4},
-            "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 24,
-                     "validation_fraction": 0.0, "max_length": 64},
-            "train": {"max_steps": 2, "batch_size": 2, "save_steps": 2}, "output": {"runs_dir": str(runs_dir)}}
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(data))
-    code = ("import os, sys; os.umask(0o022); from loratui.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    assert subprocess.run([sys.executable, "-c", code, "train", str(cfg), "--name", "r"], cwd=repo, env=env,
-                          capture_output=True).returncode == 0
-    run = runs_dir / "r"
-    assert subprocess.run([sys.executable, "-c", code, "merge", str(run / "adapter"), str(tmp_path / "merged"),
-                           "--dtype", "fp32"], cwd=repo, env=env, capture_output=True).returncode == 0
-    files = [run / "status.json", run / "adapter" / "adapter_model.safetensors",
-             run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors",
-             tmp_path / "merged" / "model.safetensors"]
+    from loratui.core import fileio, runs
+    from loratui.train.engine import Engine
+    from loratui.train.merge import merge_adapter
+
+    old = os.umask(0o022)
+    monkeypatch.setattr(fileio, "_UMASK", 0o022)
+    try:
+        data = {"model": {"name": str(tiny_llama)}, "lora": {"r": 4},
+                "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 24,
+                         "validation_fraction": 0.0, "max_length": 64},
+                "train": {"max_steps": 2, "batch_size": 2, "save_steps": 2},
+                "output": {"runs_dir": str(tmp_path / "runs"), "name": "r"}}
+        run = runs.create_run(RunConfig.model_validate(data))
+        assert Engine(run, echo=lambda line: None).run() == 0
+        merge_adapter(run.adapter_dir, tmp_path / "merged", dtype="fp32")
+    finally:
+        os.umask(old)
+    files = [run.status_path, run.adapter_dir / "adapter_model.safetensors",
+             run.checkpoints_dir / "checkpoint-2" / "adapter_model.safetensors", tmp_path / "merged" / "model.safetensors"]
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, (f, oct(f.stat().st_mode))
-    for d in (run / "adapter", run / "checkpoints" / "checkpoint-2", tmp_path / "merged"):
+    for d in (run.adapter_dir, run.checkpoints_dir / "checkpoint-2", tmp_path / "merged"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o755, (d, oct(d.stat().st_mode))
