@@ -288,3 +288,10 @@ def test_format_bytes():
     assert gpu.format_bytes(80 * GiB) == "80.0 GiB"
     assert gpu.format_bytes(200 * GiB) == "200 GiB"
     assert gpu.format_bytes(3 * GiB, "GiB") == "3.0 GiB"
+
+
+def test_no_driver_library_is_said_plainly(fake_nvml):
+    """Issue 19 item 18: NVML's 'NVML Shared Library Not Found' (a machine without the NVIDIA driver) reads as such."""
+    fake_nvml(make_fake_pynvml([], init_error=FakeNVMLError("NVML Shared Library Not Found")))
+    assert gpu.nvml_error() == "no NVIDIA driver on this machine"
+    assert gpu.GpuSampler().sample().error == "no NVIDIA driver on this machine"

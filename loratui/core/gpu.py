@@ -91,7 +91,10 @@ def nvml_error() -> str:
     """Why NVML is unavailable ("" when it works)."""
     nv = _init()
     if nv is None:
-        return _reason or "NVML unavailable"
+        reason = _reason or "NVML unavailable"
+        if "Shared Library Not Found" in reason or "libnvidia-ml" in reason:
+            return "no NVIDIA driver on this machine"  # what NVML's own words mean to a user
+        return reason
     if not _call(nv, "nvmlDeviceGetCount"):
         return "NVML found no GPU"
     return ""

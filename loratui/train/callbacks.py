@@ -168,3 +168,4 @@ class EventsCallback(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.engine.emit("checkpoint", step=state.global_step, path=str(path))
+        self.engine.echo(f"{path.name} saved")  # engine.log and the Monitor's log say so, not only a toast
