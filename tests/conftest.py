@@ -18,6 +18,19 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def procs():
+    """Processes a test starts (stand-in engines, strangers): killed and reaped when it ends."""
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
 @pytest.fixture(autouse=True)
 def _recorded_runs_are_not_stalled(request, monkeypatch):
     """Recorded run folders replay events from January at a live stand-in's pid: only the watchdog's own tests

@@ -43,16 +43,6 @@ def _spawn(code: str, *args: str) -> subprocess.Popen:
     return proc
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-
-
 def _bare_run(root: Path, name: str) -> runs.RunDir:
     run = runs.RunDir(root / name)
     run.path.mkdir(parents=True)

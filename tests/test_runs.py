@@ -47,16 +47,6 @@ def standin(run_dir: Path, *prefix: str) -> subprocess.Popen:
     return proc
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-
-
 def make_run(root: Path, name: str = "r", **status) -> runs.RunDir:
     run = runs.RunDir(root / name)
     run.path.mkdir(parents=True)
