@@ -189,7 +189,9 @@ def test_tensorboard_logs_are_written_into_the_run_folder(tmp_path, tiny_llama):
     from loratui.train.engine import Engine
 
     run = _tiny_run(tmp_path, tiny_llama, "tb", max_steps=4, eval_steps=2, save_steps=4, report_to=["tensorboard"])
-    assert Engine(run, echo=lambda line: None).run() == 0
+    lines: list[str] = []
+    assert Engine(run, echo=lines.append).run() == 0
+    assert "checkpoint-4 saved" in lines  # engine.log (and the Monitor's log) say so, not only a toast
     acc = EventAccumulator(str(run.path / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
