@@ -475,3 +475,20 @@ async def test_eight_ranks_take_a_line_a_card(tmp_path, monkeypatch):
         for r in range(8):
             assert f"GPU {r}  {97 - r}% rank {r} {11.5 + r:.1f}/80 GiB" in text
         assert "lr 0.00e+00" in text and "▁▁▁" in text
+
+
+async def test_the_final_evaluation_says_so_instead_of_eta_0(runs):
+    """Issue 19 item 15: during the closing evaluation the Monitor says 'final eval: N examples' (whole at 80
+    columns), not ETA 0:00."""
+    t = time.time()
+    events = [{"kind": "started", "time": t - 60, "max_steps": 10, "eval_examples": 16, "final_eval_examples": 80},
+              *[{"kind": "step", "time": t - 50 + i, "step": i, "max_steps": 10, "loss": 1.0, "eta_s": 10 - i}
+                for i in range(1, 11)],
+              {"kind": "phase", "time": t - 30, "phase": "final eval: 80 examples"}]
+    run = make_live_run(runs, "closing", pid=os.getpid(), events=events)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.state == "running", what="running")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "final eval: 80 examples" in text and "ETA" not in text

@@ -42,7 +42,7 @@ def test_loading_and_the_final_evaluation_are_not_stalls():
     loading = RunFold().add_all(_events(0))  # before the first step: loading a model can take minutes
     assert loading.summary(now=5000, **live).state == RunState.RUNNING
     f = RunFold().add_all(_events(5, gap=20.0))  # longest silence 20 s: stalled after 200 s
-    f.add({"kind": "phase", "time": 1101.0, "phase": "final evaluation (80 examples)"})
+    f.add({"kind": "phase", "time": 1101.0, "phase": "final eval: 80 examples"})
     # the whole held-out set is 5x the curve's: 1,000 s allowed
     assert f.summary(now=1101 + 900, **live).state == RunState.RUNNING
     assert f.summary(now=1101 + 1001, **live).state == RunState.STALLED

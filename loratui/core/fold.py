@@ -414,7 +414,7 @@ class RunFold:
                 out.step = status.step
         if out.state == RunState.RUNNING and now is not None and self._stepped and self._seg_last is not None:
             allowed = max(STALL_MIN_S, STALL_FACTOR * self._max_gap)
-            if s.phase.startswith("final evaluation"):
+            if s.phase.startswith("final eval"):
                 allowed *= self._final_ratio  # the whole held-out set after a curve on a slice of it
             out.stall_after = allowed
             quiet = now - self._seg_last

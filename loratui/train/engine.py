@@ -359,7 +359,7 @@ class Engine(Closing):
         """The closing evaluation: on the whole held-out set when the curve used a slice of it (its ``eval``
         event says ``final`` and how many examples), else on the curve's set at a step it has not seen."""
         n = len(self.full_eval) if self.full_eval is not None else self.n_eval
-        self.emit("phase", phase=f"final evaluation ({n} examples)")  # the watchdog allows for its length
+        self.emit("phase", phase=f"final eval: {n} examples")  # the watchdog allows for its length
         if self.full_eval is not None:
             self.echo(f"evaluating on all {len(self.full_eval)} held-out examples...")
         self.eval_final = True

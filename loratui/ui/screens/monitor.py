@@ -337,8 +337,8 @@ class MonitorScreen(LoratuiScreen):
         _stat(stats, "lr", f"{v.lr:.1e}" if v.lr else "0" if v.lr == 0 else "-")
         _stat(stats, "tok/s", format_count(int(v.tokens_per_s)) if v.tokens_per_s else "-")
         _stat(stats, "time", format_duration(v.elapsed))
-        if state in ("running", "starting"):
-            _stat(stats, "ETA", format_duration(v.eta))
+        if state in ("running", "starting") and not v.phase.startswith("final eval"):
+            _stat(stats, "ETA", format_duration(v.eta))  # the final evaluation says itself what it is doing
         self.query_one("#mon-stats", Static).update(stats)
 
         self._render_banner()
