@@ -284,12 +284,12 @@ def holds_open(pid: int, path: Path) -> bool:
         return False
 
 
-def engine_process(run_path: Path, pid: Any, started: Any = None, cmdline: Any = None) -> psutil.Process | None:
+def engine_process(run_path: Path, pid: Any, started: Any = None) -> psutil.Process | None:
     """The process ``pid`` when it is proven to be this run's engine, else None.
 
     Proof: pid > 1; the process lives (not a zombie); its start time matches the recorded one when there is one; the
-    run's lock is held; and this process holds the lock file open. ``cmdline`` is accepted for older callers and
-    ignored: a command line can be copied into a file, an open lock cannot."""
+    run's lock is held; and this process holds the lock file open. The recorded command line is not asked for: it
+    can be copied into a file, an open lock cannot."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return None
     try:

@@ -160,14 +160,14 @@ class RunDir:
         or the one launch.json names when it was launched after status.json was last written."""
         status, _ = self.load_status()
         if status is not None and status.state == "running":
-            proc = engine_process(self.path, status.pid, status.pid_started, status.cmdline)
+            proc = engine_process(self.path, status.pid, status.pid_started)
             if proc is not None:
                 return proc
         launch = self.read_launch()
         if launch is not None and launch.pid is not None:
             newer = status is None or status.updated is None or (launch.launched or 0) >= status.updated
             if newer:
-                return engine_process(self.path, launch.pid, launch.pid_started, launch.cmdline)
+                return engine_process(self.path, launch.pid, launch.pid_started)
         return None
 
     def state(self) -> RunState:

@@ -18,7 +18,7 @@ from loratui.core.fmt import printable
 from loratui.core.runs import RunDir, RunReader
 
 #: states a run reaching them is told about
-TOLD = {"finished": "finished", "failed": "failed", "stalled": "stalled", "crashed": "crashed"}
+TOLD = frozenset({"finished", "failed", "stalled", "crashed"})
 
 
 def enabled() -> bool:
