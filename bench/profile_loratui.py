@@ -1,10 +1,13 @@
 """Trace a few steps of a loratui run (the real engine, in this process) with bench/profiling.py's callback.
 
 Usage: python bench/profile_loratui.py CONFIG.yaml   (a fresh run folder from the config; prints PROFILE lines)
+PROFILE_START=N traces steps N+1..N+5 (default 20); PROFILE_SAME_NAME=1 keeps the config's run name (bench/speed.py
+--profile reads the run's events for its tokens/s as usual).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,12 +28,14 @@ def profiled_trainer():
     class Profiled(base):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            self.add_callback(StepProfiler(f"loratui-{Path(sys.argv[1]).stem}"))
+            self.add_callback(StepProfiler(f"loratui-{Path(sys.argv[1]).stem}",
+                                           start=int(os.environ.get("PROFILE_START", "20"))))
 
     return Profiled
 
 
 engine.token_counting_trainer = profiled_trainer
 cfg = load_config(sys.argv[1])
-cfg.output.name = (cfg.output.name or "run") + "-profile"
+if not os.environ.get("PROFILE_SAME_NAME"):
+    cfg.output.name = (cfg.output.name or "run") + "-profile"
 raise SystemExit(engine.Engine(create_run(cfg)).run())

@@ -21,7 +21,7 @@ class StepProfiler(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kw):
         if state.global_step == self.start and self.prof is None:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize() if torch.cuda.is_available() else None
             self.prof = torch.profiler.profile(
                 activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
             self.prof.__enter__()
@@ -29,7 +29,7 @@ class StepProfiler(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         if self.prof is not None and state.global_step == self.start + self.steps:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize() if torch.cuda.is_available() else None
             wall = (time.perf_counter() - self.t0) / self.steps
             self.prof.__exit__(None, None, None)
             events = self.prof.events()

@@ -134,7 +134,7 @@ def unsloth_side(args, model_dir: Path, data: Path, out: Path) -> dict:
     site = os.environ.get("UNSLOTH_SITE", "/tmp/usite")
     cmd = ["env", f"PYTHONPATH={site}", sys.executable, str(Path(__file__).with_name("unsloth_recipe.py")),
            "--model", str(model_dir), "--data", str(data), "--method", args.method, "--steps", str(args.steps),
-           "--batch", str(args.batch), "--max-length", str(args.max_length)]
+           "--batch", str(args.batch), "--max-length", str(args.max_length)] + (["--profile"] if args.profile else [])
     rc, t0, nvml = run_child(cmd, out / "unsloth.log", args.timeout)
     res = {"side": "unsloth", "exit": rc, "nvml_peak_gib": round(nvml, 2)}
     lines = [ln for ln in (out / "unsloth.log").read_text().splitlines() if ln.startswith('{"marks"')]
@@ -162,7 +162,7 @@ def loratui_config(args, model_dir: Path, data: Path, runs: Path, name: str, var
                  "preset": "llama-all" if qlora else "minimal-qv"},
         "data": {"source": str(data), "format": "text", "max_length": getattr(args, "max_length", 1024),
                  "validation_fraction": 0.0},
-        "train": {"max_steps": args.steps, "batch_size": args.batch, "lr": 2e-4, "logging_steps": 5,
+        "train": {"max_steps": args.steps + (6 if getattr(args, "profile", False) else 0), "batch_size": args.batch, "lr": 2e-4, "logging_steps": 5,
                   "save_steps": 10 * args.steps, "seed": 42},
         "output": {"runs_dir": str(runs), "name": name},
     }
@@ -181,8 +181,11 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
         import shutil
 
         shutil.rmtree(run_dir)
-    rc, t0, nvml = run_child([sys.executable, "-m", "loratui", "train", str(cfg_path)], out / f"{name}.log",
-                             args.timeout)
+    cmd = [sys.executable, "-m", "loratui", "train", str(cfg_path)]
+    if args.profile:  # the same engine in this script's process, 5 steps traced after the timed ones
+        os.environ.update(PROFILE_START=str(args.steps), PROFILE_SAME_NAME="1")
+        cmd = [sys.executable, str(Path(__file__).with_name("profile_loratui.py")), str(cfg_path)]
+    rc, t0, nvml = run_child(cmd, out / f"{name}.log", args.timeout)
     res = {"side": f"loratui {variant}", "exit": rc, "nvml_peak_gib": round(nvml, 2),
            "nvml_card_peak_gib": round(CARD_PEAK[0], 2)}
     events = run_events(run_dir)
@@ -191,7 +194,7 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
     started = [e for e in events if e.get("kind") == "started"]
     failed = [e for e in events if e.get("kind") == "failed"]
     if steps:
-        marks = [(e["step"], e["elapsed"], e["tokens_seen"]) for e in steps]
+        marks = [(e["step"], e["elapsed"], e["tokens_seen"]) for e in steps if e["step"] <= args.steps]
         res.update(tokens_per_s=window(marks), final_loss=steps[-1].get("loss"),
                    first_step_s=round(steps[0]["time"] - t0, 1),
                    first_line_tokens_per_s=steps[1].get("tokens_per_s") if len(steps) > 1 else None,
@@ -226,6 +229,8 @@ def main() -> int:
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each side before it is killed")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
+    ap.add_argument("--profile", action="store_true",
+                    help="trace 5 steps after the timed ones on every side (PROFILE lines; profile-*.txt under $OUT)")
     args = ap.parse_args()
     out, _, model_dir, data = workspace(args.shape, args.tokenizer)
     results = [] if args.no_seed else [seed_side(args, model_dir, data, out)]

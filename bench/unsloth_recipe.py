@@ -30,13 +30,14 @@ ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pro
 
 
 class Clock(TrainerCallback):
-    def __init__(self):
+    def __init__(self, end: int):
+        self.end = end
         self.marks, self.losses, self.tokens, self.first_step_wall = [], [], None, None
 
     def on_step_end(self, args, state, control, **kw):
         if state.global_step == 1:
             self.first_step_wall = time.time()
-        if state.global_step in (10, state.max_steps):  # the window's ends: one sync each
+        if state.global_step in (10, self.end):  # the window's ends: one sync each
             torch.cuda.synchronize()
             self.marks.append((state.global_step, time.perf_counter(), int(self.tokens)))
 
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=1024)
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed steps, trace 5 more with torch.profiler (bench/profiling.py)")
     args = ap.parse_args()
     qlora = args.method == "qlora"
     model, tok = FastLanguageModel.from_pretrained(model_name=args.model, max_seq_length=args.max_length,
@@ -62,12 +65,20 @@ def main() -> None:
         target_modules=ALL if qlora else ["q_proj", "v_proj"],
         use_gradient_checkpointing="unsloth" if qlora else False, random_state=3407)
     ds = load_dataset("json", data_files=args.data, split="train")
-    clock = Clock()
+    clock = Clock(args.steps)
+    callbacks = [clock]
+    if args.profile:
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from profiling import StepProfiler
+
+        callbacks.append(StepProfiler(f"unsloth-{args.method}", start=args.steps))
     trainer = SFTTrainer(
-        model=model, processing_class=tok, train_dataset=ds, callbacks=[clock],
+        model=model, processing_class=tok, train_dataset=ds, callbacks=callbacks,
         args=SFTConfig(output_dir="/tmp/unsloth-out", dataset_text_field="text", max_length=args.max_length,
                        per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
-                       max_steps=args.steps, learning_rate=2e-4, logging_steps=5, optim="adamw_8bit",
+                       max_steps=args.steps + (6 if args.profile else 0), learning_rate=2e-4, logging_steps=5, optim="adamw_8bit",
                        bf16=True, save_strategy="no", report_to="none", seed=3407, dataset_num_proc=1))
     step = trainer.training_step
 
