@@ -17,9 +17,9 @@ from profiling import StepProfiler  # noqa: E402
 
 from loratui.core.config import load_config  # noqa: E402
 from loratui.core.runs import create_run  # noqa: E402
-from loratui.train import engine  # noqa: E402
+from loratui.train import engine, recipe  # noqa: E402
 
-make = engine.token_counting_trainer
+make = recipe.token_counting_trainer
 
 
 def profiled_trainer():
@@ -34,7 +34,7 @@ def profiled_trainer():
     return Profiled
 
 
-engine.token_counting_trainer = profiled_trainer
+recipe.token_counting_trainer = profiled_trainer
 cfg = load_config(sys.argv[1])
 if not os.environ.get("PROFILE_SAME_NAME"):
     cfg.output.name = (cfg.output.name or "run") + "-profile"
