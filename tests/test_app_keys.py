@@ -205,3 +205,39 @@ async def test_a_preview_that_finishes_after_leaving_setup_does_not_cover_the_ne
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert app.current_mode == "runs" and not isinstance(app.screen, PreviewModal)
+
+
+# -- issue 19 item 2: function keys inside the Playground's prompt -------------------------------------------------
+
+
+async def test_function_keys_leave_the_playground_prompt_without_touching_it(runs, quiet_monitor):
+    """TextArea binds F6 (select the line) and F7 (select all): they selected the prompt instead of switching
+    screens, and the next letter typed replaced it. Every function key now switches (or opens Help) and the prompt
+    comes back as it was, the cursor where it was."""
+    from textual.widgets import TextArea
+
+    from loratui.ui.screens.help import HelpScreen
+
+    app = LoratuiApp(pinned_config(), runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("t")
+        await wait_until(pilot, lambda: app.current_mode == "playground", what="playground")
+        prompt = app.screen.query_one("#pg-prompt", TextArea)
+        await wait_until(pilot, lambda: app.focused is prompt, what="prompt focused")
+        await pilot.press(*"two words")
+        for key, mode in (("f6", "adapters"), ("f7", "merge"), ("f2", "setup"), ("f3", "monitor"),
+                          ("f4", "runs"), ("f10", "compare")):
+            await pilot.press(key)
+            await wait_until(pilot, lambda: app.current_mode == mode, what=f"{mode} via {key}")
+            await pilot.press("f9")
+            await wait_until(pilot, lambda: app.current_mode == "playground", what="back via f9")
+            assert prompt.text == "two words" and prompt.selected_text == "", key
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help via f1")
+        await pilot.press("f1")  # and F1 closes it again
+        await wait_until(pilot, lambda: app.current_mode == "playground" and not isinstance(app.screen, HelpScreen),
+                         what="help closed")
+        prompt.focus()
+        await pilot.press(*"!?")  # '?' is a character here, not Help
+        assert prompt.text == "two words!?" and not isinstance(app.screen, HelpScreen)

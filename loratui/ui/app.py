@@ -73,26 +73,28 @@ class LoratuiApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
 
     #: letters switch screens and quit, except while the user types (a form field, a wizard step: see
-    #: ``LoratuiScreen.typing``); the function keys always do
+    #: ``LoratuiScreen.typing``); the function keys always do, so they are priority bindings: a text box's own
+    #: F-keys (TextArea's f6 selects the line, f7 everything, and the next letter replaced the prompt) never see them
     BINDINGS = [
         # help and quit first: the footer shows bindings in this order, and at 80 columns the last are cut off
-        Binding("question_mark,f1", "help", "Help", tooltip="Keys and tips"),
+        Binding("question_mark", "help", "Help", tooltip="Keys and tips"),
+        Binding("f1", "help", "Help", show=False, priority=True),
         Binding("q", "quit_key", "Quit", tooltip="Quit (runs keep going)"),
         Binding("s", "go('setup')", "Setup", tooltip="Set up and launch a run"),
         Binding("m", "go('monitor')", "Monitor", tooltip="Watch the current run"),
         Binding("r", "go('runs')", "Runs", tooltip="Every run, running or done"),
         Binding("a", "go('adapters')", "Adapters", tooltip="Browse trained adapters"),
         Binding("g", "go('merge')", "Merge", tooltip="Merge an adapter into its base"),
-        Binding("f2", "switch_mode('setup')", "Setup", show=False),
-        Binding("f3", "switch_mode('monitor')", "Monitor", show=False),
-        Binding("f4", "switch_mode('runs')", "Runs", show=False),
-        Binding("f6", "switch_mode('adapters')", "Adapters", show=False),
-        Binding("f7", "switch_mode('merge')", "Merge", show=False),
+        Binding("f2", "switch_mode('setup')", "Setup", show=False, priority=True),
+        Binding("f3", "switch_mode('monitor')", "Monitor", show=False, priority=True),
+        Binding("f4", "switch_mode('runs')", "Runs", show=False, priority=True),
+        Binding("f6", "switch_mode('adapters')", "Adapters", show=False, priority=True),
+        Binding("f7", "switch_mode('merge')", "Merge", show=False, priority=True),
         Binding("t", "go('playground')", "Try", tooltip="Playground: base model vs adapter, side by side"),
         Binding("v", "go('compare')", "Compare", tooltip="Runs side by side, with charts"),
         Binding("w", "go('queue')", "Queue", tooltip="Runs waiting their turn (studies)"),
-        Binding("f9", "switch_mode('playground')", "Playground", show=False),
-        Binding("f10", "switch_mode('compare')", "Compare", show=False),
+        Binding("f9", "switch_mode('playground')", "Playground", show=False, priority=True),
+        Binding("f10", "switch_mode('compare')", "Compare", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         # priority: focus moves when the Tab is read, before the keys typed after it are sent to a widget (a
         # non-priority Tab runs only once it has bubbled back, and letters already on their way went to the old
@@ -268,6 +270,8 @@ class LoratuiApp(App[None]):
             return False  # the key for the screen you are on is hidden
         if action in ("go", "quit_key") and self.user_is_typing():
             return False  # letters belong to what the user is typing
+        if action == "help" and isinstance(self.screen, (HelpScreen, ErrorModal)):
+            return False  # F1 (a priority key) reaches Help's own binding: it closes
         return True
 
     def action_help(self) -> None:
