@@ -3,6 +3,8 @@
 core  (config, protocol, runs, adapters, gpu): no torch and friends, no Textual, nothing from train or ui
 train (models, data, engine, merge, ...):     core only; never Textual or the UI
 ui    (app, screens, widgets):                core only; the training side is reached through processes
+commands (the command line's subcommands):   core, and train inside the functions; never Textual (the app is
+                                             opened by loratui/cli.py)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ FORBIDDEN = {
     "core": ("loratui.train", "loratui.ui", "textual", "textual_plotext", "plotext") + HEAVY,
     "train": ("loratui.ui", "textual", "textual_plotext", "plotext"),
     "ui": ("loratui.train",) + HEAVY,
+    "commands": ("loratui.ui", "textual", "textual_plotext", "plotext"),
 }
 
 

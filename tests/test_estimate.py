@@ -357,7 +357,7 @@ def test_cli_estimate_says_what_each_card_holds(bench_env, h200, monkeypatch):
     """`loratui estimate` on a box of four 80 GiB cards: full fine-tuning of the 8B shape does not fit one, so the
     engine would shard it (FSDP), and the line says each card's share, the number Setup shows."""
     from fixtures import h100_cards
-    from loratui import cli
+    from loratui.commands import models as cli
     from loratui.core import gpu
 
     monkeypatch.setattr(gpu, "query_gpus", lambda *a, **k: h100_cards(4))
