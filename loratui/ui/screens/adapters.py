@@ -58,7 +58,7 @@ class AdaptersScreen(LoratuiScreen):
         Binding("g", "merge", "Merge"),
         Binding("delete,x", "delete", "Delete"),
         Binding("y", "copy_path", "Copy path"),
-        Binding("f", "add_folder", "Add folder"),
+        Binding("f", "add_folder", "Add folder", priority=True),
         Binding("f5,ctrl+r", "refresh", "Refresh"),
     ]
 

@@ -60,7 +60,7 @@ class QueueScreen(LoratuiScreen):
     POLLERS = {"queue": "action_refresh"}
 
     BINDINGS = [
-        Binding("n", "add", "Add"),
+        Binding("n", "add", "Add", priority=True),  # priority: see LoratuiScreen
         Binding("x,delete", "cancel", "Cancel"),
         Binding("K,ctrl+up", "move(-1)", "Up"),
         Binding("J,ctrl+down", "move(1)", "Down"),

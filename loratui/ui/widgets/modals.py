@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -57,9 +57,15 @@ class ConfirmModal(ModalScreen[bool]):
 
 
 class PromptModal(ModalScreen[str | None]):
-    """Ask for one line of text (a folder path). Enter accepts, escape cancels (None)."""
+    """Ask for one line of text (a folder path). Enter accepts, escape cancels (None).
 
-    DEFAULT_CSS = MODAL_CSS
+    The placeholder is shown as an example ("e.g. ..."), and Enter on an empty box says so instead of closing:
+    a dialog that looked filled in and closed silently queued nothing. Keys that arrive before the box has the focus
+    (typed right after the key that opened the dialog, on a busy app) go into the box, in order."""
+
+    DEFAULT_CSS = MODAL_CSS + """
+    PromptModal #prompt-note { color: $warning; height: auto; }
+    """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, *, value: str = "", placeholder: str = "", body: str = ""):
@@ -71,18 +77,42 @@ class PromptModal(ModalScreen[str | None]):
             yield Label(self.title_text, classes="title")
             if self.body:
                 yield Static(self.body, classes="body", markup=False)
-            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Input(self.value, placeholder=f"e.g. {self.placeholder}" if self.placeholder else "",
+                        id="prompt-input")
+            yield Static("", id="prompt-note", markup=False)
             with Horizontal():
                 yield Button("Cancel [esc]", id="cancel")
                 yield Button("OK [enter]", id="ok", variant="primary")
 
+    def on_key(self, event: events.Key) -> None:
+        """A key sent to the dialog itself: the box did not have the focus yet when it was read."""
+        box = self.query_one(Input)
+        if event.key == "enter":
+            self._accept(box.value)
+        elif event.key == "backspace":
+            box.action_delete_left()
+        elif event.is_printable and event.character:
+            box.insert_text_at_cursor(event.character)
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+
+    def _accept(self, value: str) -> None:
+        if value.strip():
+            self.dismiss(value.strip())
+            return
+        example = f" (e.g. {self.placeholder})" if self.placeholder else ""
+        self.query_one("#prompt-note", Static).update(f"Nothing typed yet: type a value{example}, or esc to cancel.")
+        self.query_one(Input).focus()
+
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        self._accept(event.value)
 
     @on(Button.Pressed, "#ok")
     def _ok(self) -> None:
-        self.dismiss(self.query_one(Input).value.strip() or None)
+        self._accept(self.query_one(Input).value)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
