@@ -1,5 +1,7 @@
 """Run setup: the config form, validated as you type, with a live estimate beside it; presets; preview; launch.
 
+Loading and saving configs, the target picker, the preview and launch live in the layer under this screen
+(``loratui.ui.screens.setup_actions``); what the form shows for a config in ``loratui.ui.widgets.setup_values``.
 Heavy work (parameter counting, memory estimate, layer listing, data preview, preflight, launch) runs in thread
 workers started on this screen; ``LoratuiScreen`` turns their errors into the error modal.
 Results come back as messages (``loratui.ui.messages``) posted to this screen.
@@ -19,21 +21,19 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches, QueryType
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Select, Static
+from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
 from textual.worker import get_current_worker
 
-from loratui.core.config import LORA_METHODS, RunConfig, format_validation_error, load_config
-from loratui.core.errors import LoratuiError
-from loratui.ui.messages import EstimateReady, FieldRejected, LayersReady, PreviewReady, RunLaunched
-from loratui.core.presets import PRESETS, preset_modules
-from loratui.ui.screens.base import LoratuiScreen
+from loratui.core.config import RunConfig, format_validation_error
+from loratui.core.presets import preset_modules
+from loratui.ui.messages import EstimateReady
+from loratui.ui.screens.setup_actions import SetupActions
 from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.form import (
-    DATA_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle,
-    extra_check, parse_value, validate_field,
+    SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle, extra_check, parse_value, validate_field,
 )
-from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.setup_panel import EstimatePanel, device_plan, short_gpus_problem
+from loratui.ui.widgets.setup_values import FIRST_SECTIONS, config_values, model_key, section_title, shown_fields
 
 HELP_TEXT = (
     "Every field is checked as you type; a red line under a field says what is wrong, and launch waits until "
@@ -47,52 +47,7 @@ HELP_TEXT = (
 )
 
 
-def config_values(cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """Section -> field -> value, with a preset's modules written out so the targets field shows them."""
-    values = {s: getattr(cfg, s).model_dump() for s in SECTION_MODELS}
-    lora = values["lora"]
-    if lora["preset"] in PRESETS and not lora["target_modules"]:
-        lora["target_modules"] = preset_modules(lora["preset"])
-    return values
-
-
-#: the sections in the first frame (they fill 80x24); the others are mounted right after it
-FIRST_SECTIONS = ("model",)
-
-
-def shown_fields(values: dict[str, dict[str, Any]]) -> dict[str, bool]:
-    """Fields that show only for some values of others: path -> shown."""
-    kind = values["method"]["kind"]
-    task = values["model"]["task"]
-    shown: dict[str, bool] = {
-        "model.num_labels": task == "seq-cls",
-        "method.quant_type": kind == "qlora",
-        "method.double_quant": kind == "qlora",
-        "method.compute_dtype": kind in ("qlora", "lora-8bit"),
-    }
-    uses_lora = kind in LORA_METHODS
-    cols = DATA_COLUMNS.get(values["data"]["format"], ())
-    for spec in SPECS:
-        if spec.section == "lora":
-            shown[spec.path] = uses_lora
-        if spec.section == "data" and spec.key.endswith("_column"):
-            shown[spec.path] = spec.key in cols
-    return shown
-
-
-def section_title(section: str, values: dict[str, dict[str, Any]]) -> str:
-    kind = values["method"]["kind"]
-    if section == "lora" and kind not in LORA_METHODS:
-        return f"LoRA (not used by {kind})"
-    return SECTION_TITLES[section]
-
-
-def model_key(values: dict[str, dict[str, Any]]) -> str:
-    m = values["model"]
-    return f"{m['name']}|{m['task']}|{m['trust_remote_code']}"
-
-
-class SetupScreen(LoratuiScreen):
+class SetupScreen(SetupActions):
     """The run setup form and its live estimate panel."""
 
     HELP_TITLE = "Setup"
@@ -400,199 +355,6 @@ class SetupScreen(LoratuiScreen):
             self.recheck_targets()
             self._refresh_status()
 
-    # -- loading and saving -------------------------------------------------------------------------------------
-
-    def load_config(self, cfg: RunConfig, source: str | Path | None = None) -> None:
-        """Show ``cfg`` in the form (values are re-validated; the estimate recomputes)."""
-        self.values = config_values(cfg)
-        override = self.app.runs_dir_override
-        if override:
-            self.values["output"]["runs_dir"] = str(override)
-        else:  # Runs and Adapters follow the loaded config's runs folder
-            self.app.runs_dir = Path(str(self.values["output"]["runs_dir"])).expanduser()
-        with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
-            for ff in self.query(FormField):
-                ff.set_value(self.values[ff.spec.section][ff.spec.key])
-        self.source = str(source) if source else None
-        self._estimated_key = None
-        self._update_title()
-        self.validate_all()
-
-    def load_path(self, path: str | Path) -> bool:
-        try:
-            cfg = load_config(Path(path).expanduser())
-        except LoratuiError as err:
-            self.app.show_error(err)
-            return False
-        self.load_config(cfg, source=path)
-        self.notify(f"loaded {path}", timeout=3)
-        return True
-
-    def action_open_config(self) -> None:
-        def picked(choice: str | None) -> None:
-            if choice == setup_modals().OTHER_FILE:
-                self.app.push_screen(PromptModal("Load a config from a YAML file",
-                                                 placeholder="path/to/config.yaml"),
-                                     lambda p: p and self.load_path(p))
-            elif choice:
-                self.load_path(choice)
-
-        self.app.push_screen(setup_modals().ConfigPicker(setup_core.list_sample_configs()), picked)
-
-    def action_save_config(self) -> None:
-        cfg = self.build_config()
-        if cfg is None or self.visible_errors():
-            self.notify("fix the form before saving", severity="error")
-            return
-        default = self.source if self.source and not _is_sample(self.source) else f"configs/{_default_name(cfg)}.yaml"
-
-        def chosen(path: str | None) -> None:
-            if not path:
-                return
-            target = Path(path).expanduser()
-            if target.suffix not in (".yaml", ".yml"):
-                target = target.with_suffix(".yaml")
-            if target.exists():
-                self.app.push_screen(ConfirmModal(f"{target} exists. Overwrite it?", yes="Overwrite", no="Keep"),
-                                     lambda ok: ok and self.save_to(cfg, target))
-            else:
-                self.save_to(cfg, target)
-
-        self.app.push_screen(PromptModal("Save this config as", value=default, placeholder="path/to/config.yaml"),
-                             chosen)
-
-    def save_to(self, cfg: RunConfig, path: Path) -> None:
-        try:
-            cfg.save(path)
-        except OSError as err:
-            self.app.show_error(LoratuiError(f"cannot write {path}: {err.strerror or err}", field="save",
-                                             hint="choose a folder you can write to"))
-            return
-        self.source = str(path)
-        self._update_title()
-        self.notify(f"saved {path}", timeout=3)
-
-    # -- target picker ---------------------------------------------------------------------------------------------
-
-    @on(Button.Pressed, "#pick-targets")
-    def _pick_pressed(self) -> None:
-        self.action_pick_targets()
-
-    def action_pick_targets(self) -> None:
-        if self.values["method"]["kind"] not in LORA_METHODS:
-            self.notify("target modules are only used by LoRA methods", severity="warning")
-            return
-        layers = self.known_layers()
-        if layers is not None:
-            self._open_picker(layers)
-            return
-        cfg = self.build_config()
-        if cfg is None:
-            self.notify("fix the form first", severity="error")
-            return
-        self.notify(f"reading the layers of {cfg.model.name}...", timeout=3)
-        self.run_worker(partial(self._layers_thread, cfg, model_key(self.values)), name="layers",
-                            group="setup-layers", description="Listing the model's linear layers",
-                            thread=True, exclusive=True, exit_on_error=False)
-
-    def _layers_thread(self, cfg: RunConfig, mkey: str) -> None:
-        layers = setup_core.list_linear_layers(cfg)
-        self.post_message(LayersReady(mkey, layers))
-
-    @on(LayersReady)
-    def _layers_ready(self, msg: LayersReady) -> None:
-        self.layers_cache[msg.model_key] = msg.layers
-        self.recheck_targets()
-        self.after_change()
-        if msg.model_key == model_key(self.values):
-            self._open_picker(msg.layers)
-
-    def _open_picker(self, layers: list[str]) -> None:
-        current = self.values["lora"]["target_modules"]
-
-        def picked(selected: list[str] | None) -> None:
-            if selected is None:
-                return
-            self.field("lora.target_modules").set_value(selected)
-            self.field("lora.target_modules").control.focus()
-
-        self.app.push_screen(setup_modals().TargetPicker(layers, current, self.values["model"]["name"]), picked)
-
-    # -- preview -----------------------------------------------------------------------------------------------
-
-    def action_preview(self) -> None:
-        cfg = self.current_config()
-        if cfg is None:
-            self._blocked("preview")
-            return
-        self.notify("loading the tokenizer and rendering examples...", timeout=3)
-        self.run_worker(partial(self._preview_thread, cfg), name="preview", group="setup-preview",
-                            description="Rendering the data preview", thread=True, exclusive=True,
-                            exit_on_error=False)
-
-    def _preview_thread(self, cfg: RunConfig) -> None:
-        examples = setup_core.preview(cfg, 3)
-        self.post_message(PreviewReady(examples))
-
-    @on(PreviewReady)
-    def _preview_ready(self, msg: PreviewReady) -> None:
-        if not self.is_current:  # the user went to another screen meanwhile: don't cover it
-            self.notify("the data preview is ready in Setup (p shows it)", timeout=4)
-            return
-        self.app.push_screen(setup_modals().PreviewModal(msg.examples,
-                                                         f"Data preview: {self.values['data']['source']}"))
-
-    # -- launch --------------------------------------------------------------------------------------------------
-
-    def _blocked(self, what: str) -> None:
-        errors = self.visible_errors()
-        if errors:
-            path, msg = next(iter(errors.items()))
-            ff = self.field(path)
-            ff.control.focus()
-            self.query_one("#setup-form").scroll_to_widget(ff, animate=False)
-            self.notify(f"cannot {what}: {path}: {msg}", severity="error", timeout=6)
-        elif self.cross_error:
-            self.notify(f"cannot {what}: {self.cross_error}", severity="error", timeout=6)
-
-    def action_launch(self) -> None:
-        if self._launching:
-            self.notify("already launching", severity="warning")
-            return
-        cfg = self.current_config()
-        if cfg is None:
-            self._blocked("launch")
-            return
-        self._launching = True
-        self.notify("checking the config and starting the run...", timeout=3)
-        self.run_worker(partial(self._launch_thread, cfg), name="launch", group="setup-launch",
-                            description="Launching the run", thread=True, exit_on_error=False)
-
-    def _launch_thread(self, cfg: RunConfig) -> None:
-        try:
-            run, pid = setup_core.launch(cfg, cfg.output.runs_dir)
-        except LoratuiError as err:
-            self.post_message(FieldRejected(err.field or "", err.message))
-            raise
-        except BaseException as err:
-            self.post_message(FieldRejected("", str(err)))
-            raise
-        self.post_message(RunLaunched(Path(run.path), pid))
-
-    @on(FieldRejected)
-    def _rejected(self, msg: FieldRejected) -> None:
-        self._launching = False
-        spec = SPECS_BY_PATH.get(msg.field)
-        if spec is not None:
-            self._set_error(spec, msg.message)
-            self.after_change()
-
-    @on(RunLaunched)
-    def _launched(self, msg: RunLaunched) -> None:
-        self._launching = False
-        self.notify(f"started {msg.run_path.name}", timeout=4)
-        self.app.open_monitor(msg.run_path)
-
     # -- misc --------------------------------------------------------------------------------------------------
 
     def action_leave_field(self) -> None:
@@ -633,23 +395,3 @@ class SetupScreen(LoratuiScreen):
         if action == "launch" and self._launching:
             return None  # shown, greyed out
         return True
-
-
-def setup_modals() -> Any:
-    """The setup dialogs' module, imported when a dialog first opens (not before the first frame)."""
-    from loratui.ui.widgets import setup_modals as module
-
-    return module
-
-
-def _is_sample(path: str) -> bool:
-    try:
-        return any(Path(path).resolve().is_relative_to(d.resolve()) for d in setup_core.sample_configs_dirs())
-    except Exception:
-        return False
-
-
-def _default_name(cfg: RunConfig) -> str:
-    from loratui.core.runs import slug
-
-    return cfg.output.name or f"{slug(cfg.model.name)}-{cfg.method.kind}"

@@ -1,0 +1,246 @@
+"""What Setup does with its form: load and save configs, pick target modules, preview the data, launch.
+
+``SetupActions`` is the layer under ``SetupScreen`` (loratui.ui.screens.setup), which owns the form, its values and
+their validation (``values``, ``build_config``, ``current_config``, ``visible_errors``, ``field``...). The heavy work
+runs in thread workers and comes back as messages (``loratui.ui.messages``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.widgets import Button, Checkbox, Input, Select
+
+from loratui.core.config import LORA_METHODS, RunConfig, load_config
+from loratui.core.errors import LoratuiError
+from loratui.ui.messages import FieldRejected, LayersReady, PreviewReady, RunLaunched
+from loratui.ui.screens.base import LoratuiScreen
+from loratui.ui.widgets import setup_core
+from loratui.ui.widgets.form import SPECS_BY_PATH, FormField
+from loratui.ui.widgets.modals import ConfirmModal, PromptModal
+from loratui.ui.widgets.setup_values import config_values, model_key
+
+
+class SetupActions(LoratuiScreen):
+    """Loading, saving, the target picker, the preview and launch of the Setup screen."""
+
+    values: dict[str, dict[str, Any]]
+    source: str | None
+    _launching: bool
+    _estimated_key: str | None
+
+    # -- loading and saving -------------------------------------------------------------------------------------
+
+    def load_config(self, cfg: RunConfig, source: str | Path | None = None) -> None:
+        """Show ``cfg`` in the form (values are re-validated; the estimate recomputes)."""
+        self.values = config_values(cfg)
+        override = self.app.runs_dir_override
+        if override:
+            self.values["output"]["runs_dir"] = str(override)
+        else:  # Runs and Adapters follow the loaded config's runs folder
+            self.app.runs_dir = Path(str(self.values["output"]["runs_dir"])).expanduser()
+        with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
+            for ff in self.query(FormField):
+                ff.set_value(self.values[ff.spec.section][ff.spec.key])
+        self.source = str(source) if source else None
+        self._estimated_key = None
+        self._update_title()
+        self.validate_all()
+
+    def load_path(self, path: str | Path) -> bool:
+        try:
+            cfg = load_config(Path(path).expanduser())
+        except LoratuiError as err:
+            self.app.show_error(err)
+            return False
+        self.load_config(cfg, source=path)
+        self.notify(f"loaded {path}", timeout=3)
+        return True
+
+    def action_open_config(self) -> None:
+        def picked(choice: str | None) -> None:
+            if choice == setup_modals().OTHER_FILE:
+                self.app.push_screen(PromptModal("Load a config from a YAML file",
+                                                 placeholder="path/to/config.yaml"),
+                                     lambda p: p and self.load_path(p))
+            elif choice:
+                self.load_path(choice)
+
+        self.app.push_screen(setup_modals().ConfigPicker(setup_core.list_sample_configs()), picked)
+
+    def action_save_config(self) -> None:
+        cfg = self.build_config()
+        if cfg is None or self.visible_errors():
+            self.notify("fix the form before saving", severity="error")
+            return
+        default = self.source if self.source and not _is_sample(self.source) else f"configs/{_default_name(cfg)}.yaml"
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            target = Path(path).expanduser()
+            if target.suffix not in (".yaml", ".yml"):
+                target = target.with_suffix(".yaml")
+            if target.exists():
+                self.app.push_screen(ConfirmModal(f"{target} exists. Overwrite it?", yes="Overwrite", no="Keep"),
+                                     lambda ok: ok and self.save_to(cfg, target))
+            else:
+                self.save_to(cfg, target)
+
+        self.app.push_screen(PromptModal("Save this config as", value=default, placeholder="path/to/config.yaml"),
+                             chosen)
+
+    def save_to(self, cfg: RunConfig, path: Path) -> None:
+        try:
+            cfg.save(path)
+        except OSError as err:
+            self.app.show_error(LoratuiError(f"cannot write {path}: {err.strerror or err}", field="save",
+                                             hint="choose a folder you can write to"))
+            return
+        self.source = str(path)
+        self._update_title()
+        self.notify(f"saved {path}", timeout=3)
+
+    # -- target picker ---------------------------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#pick-targets")
+    def _pick_pressed(self) -> None:
+        self.action_pick_targets()
+
+    def action_pick_targets(self) -> None:
+        if self.values["method"]["kind"] not in LORA_METHODS:
+            self.notify("target modules are only used by LoRA methods", severity="warning")
+            return
+        layers = self.known_layers()
+        if layers is not None:
+            self._open_picker(layers)
+            return
+        cfg = self.build_config()
+        if cfg is None:
+            self.notify("fix the form first", severity="error")
+            return
+        self.notify(f"reading the layers of {cfg.model.name}...", timeout=3)
+        self.run_worker(partial(self._layers_thread, cfg, model_key(self.values)), name="layers",
+                            group="setup-layers", description="Listing the model's linear layers",
+                            thread=True, exclusive=True, exit_on_error=False)
+
+    def _layers_thread(self, cfg: RunConfig, mkey: str) -> None:
+        layers = setup_core.list_linear_layers(cfg)
+        self.post_message(LayersReady(mkey, layers))
+
+    @on(LayersReady)
+    def _layers_ready(self, msg: LayersReady) -> None:
+        self.layers_cache[msg.model_key] = msg.layers
+        self.recheck_targets()
+        self.after_change()
+        if msg.model_key == model_key(self.values):
+            self._open_picker(msg.layers)
+
+    def _open_picker(self, layers: list[str]) -> None:
+        current = self.values["lora"]["target_modules"]
+
+        def picked(selected: list[str] | None) -> None:
+            if selected is None:
+                return
+            self.field("lora.target_modules").set_value(selected)
+            self.field("lora.target_modules").control.focus()
+
+        self.app.push_screen(setup_modals().TargetPicker(layers, current, self.values["model"]["name"]), picked)
+
+    # -- preview -----------------------------------------------------------------------------------------------
+
+    def action_preview(self) -> None:
+        cfg = self.current_config()
+        if cfg is None:
+            self._blocked("preview")
+            return
+        self.notify("loading the tokenizer and rendering examples...", timeout=3)
+        self.run_worker(partial(self._preview_thread, cfg), name="preview", group="setup-preview",
+                            description="Rendering the data preview", thread=True, exclusive=True,
+                            exit_on_error=False)
+
+    def _preview_thread(self, cfg: RunConfig) -> None:
+        examples = setup_core.preview(cfg, 3)
+        self.post_message(PreviewReady(examples))
+
+    @on(PreviewReady)
+    def _preview_ready(self, msg: PreviewReady) -> None:
+        if not self.is_current:  # the user went to another screen meanwhile: don't cover it
+            self.notify("the data preview is ready in Setup (p shows it)", timeout=4)
+            return
+        self.app.push_screen(setup_modals().PreviewModal(msg.examples,
+                                                         f"Data preview: {self.values['data']['source']}"))
+
+    # -- launch --------------------------------------------------------------------------------------------------
+
+    def _blocked(self, what: str) -> None:
+        errors = self.visible_errors()
+        if errors:
+            path, msg = next(iter(errors.items()))
+            ff = self.field(path)
+            ff.control.focus()
+            self.query_one("#setup-form").scroll_to_widget(ff, animate=False)
+            self.notify(f"cannot {what}: {path}: {msg}", severity="error", timeout=6)
+        elif self.cross_error:
+            self.notify(f"cannot {what}: {self.cross_error}", severity="error", timeout=6)
+
+    def action_launch(self) -> None:
+        if self._launching:
+            self.notify("already launching", severity="warning")
+            return
+        cfg = self.current_config()
+        if cfg is None:
+            self._blocked("launch")
+            return
+        self._launching = True
+        self.notify("checking the config and starting the run...", timeout=3)
+        self.run_worker(partial(self._launch_thread, cfg), name="launch", group="setup-launch",
+                            description="Launching the run", thread=True, exit_on_error=False)
+
+    def _launch_thread(self, cfg: RunConfig) -> None:
+        try:
+            run, pid = setup_core.launch(cfg, cfg.output.runs_dir)
+        except LoratuiError as err:
+            self.post_message(FieldRejected(err.field or "", err.message))
+            raise
+        except BaseException as err:
+            self.post_message(FieldRejected("", str(err)))
+            raise
+        self.post_message(RunLaunched(Path(run.path), pid))
+
+    @on(FieldRejected)
+    def _rejected(self, msg: FieldRejected) -> None:
+        self._launching = False
+        spec = SPECS_BY_PATH.get(msg.field)
+        if spec is not None:
+            self._set_error(spec, msg.message)
+            self.after_change()
+
+    @on(RunLaunched)
+    def _launched(self, msg: RunLaunched) -> None:
+        self._launching = False
+        self.notify(f"started {msg.run_path.name}", timeout=4)
+        self.app.open_monitor(msg.run_path)
+
+
+def setup_modals() -> Any:
+    """The setup dialogs' module, imported when a dialog first opens (not before the first frame)."""
+    from loratui.ui.widgets import setup_modals as module
+
+    return module
+
+
+def _is_sample(path: str) -> bool:
+    try:
+        return any(Path(path).resolve().is_relative_to(d.resolve()) for d in setup_core.sample_configs_dirs())
+    except Exception:
+        return False
+
+
+def _default_name(cfg: RunConfig) -> str:
+    from loratui.core.runs import slug
+
+    return cfg.output.name or f"{slug(cfg.model.name)}-{cfg.method.kind}"

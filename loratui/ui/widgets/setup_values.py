@@ -1,0 +1,55 @@
+"""What the Setup form shows for a config: its values by section, which fields show for which choices, the
+section titles, and the key under which a model's layer names are cached. No widgets: pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loratui.core.config import LORA_METHODS, RunConfig
+from loratui.core.presets import PRESETS, preset_modules
+from loratui.ui.widgets.form import DATA_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS
+
+
+def config_values(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Section -> field -> value, with a preset's modules written out so the targets field shows them."""
+    values = {s: getattr(cfg, s).model_dump() for s in SECTION_MODELS}
+    lora = values["lora"]
+    if lora["preset"] in PRESETS and not lora["target_modules"]:
+        lora["target_modules"] = preset_modules(lora["preset"])
+    return values
+
+
+#: the sections in the first frame (they fill 80x24); the others are mounted right after it
+FIRST_SECTIONS = ("model",)
+
+
+def shown_fields(values: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """Fields that show only for some values of others: path -> shown."""
+    kind = values["method"]["kind"]
+    task = values["model"]["task"]
+    shown: dict[str, bool] = {
+        "model.num_labels": task == "seq-cls",
+        "method.quant_type": kind == "qlora",
+        "method.double_quant": kind == "qlora",
+        "method.compute_dtype": kind in ("qlora", "lora-8bit"),
+    }
+    uses_lora = kind in LORA_METHODS
+    cols = DATA_COLUMNS.get(values["data"]["format"], ())
+    for spec in SPECS:
+        if spec.section == "lora":
+            shown[spec.path] = uses_lora
+        if spec.section == "data" and spec.key.endswith("_column"):
+            shown[spec.path] = spec.key in cols
+    return shown
+
+
+def section_title(section: str, values: dict[str, dict[str, Any]]) -> str:
+    kind = values["method"]["kind"]
+    if section == "lora" and kind not in LORA_METHODS:
+        return f"LoRA (not used by {kind})"
+    return SECTION_TITLES[section]
+
+
+def model_key(values: dict[str, dict[str, Any]]) -> str:
+    m = values["model"]
+    return f"{m['name']}|{m['task']}|{m['trust_remote_code']}"
