@@ -107,37 +107,19 @@ def adapter_tokenizer(adapter: Path, resolved):
     return AutoTokenizer.from_pretrained(resolved.path, **resolved.kwargs())
 
 
-def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None = None,
-                  dtype: str = DEFAULT_MERGE_DTYPE,
-                  progress: Callable[[str, float], None] = lambda step, frac: None,
-                  allow_pickle: bool = False) -> dict:
+def load_adapter_model(adapter: Path, *, base: str | None = None, dtype: str = DEFAULT_MERGE_DTYPE,
+                       progress: Callable[[str, float], None] = lambda step, frac: None,
+                       allow_pickle: bool = False):
+    """Base model (unquantized, in ``dtype``) + adapter, ready to merge: (peft model in eval mode, tokenizer,
+    {cls, base_name, task, torch_dtype, section, info}). Every failure is a one-line MergeError."""
     import torch
     from peft import PeftModel
 
     from loratui.train import models
 
-    adapter, output = Path(adapter).expanduser(), Path(output).expanduser()
-    if dtype not in DTYPES:
-        raise MergeError(f"unknown dtype {dtype}", field="dtype", hint="choose fp16, bf16 or fp32")
-    if output.is_symlink():
-        output = output.resolve()  # a link to an (empty) folder: the merge goes into that folder
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise MergeError(f"{output} already exists and is not empty", field="output",
-                         hint="choose a new folder; nothing was overwritten")
-    if output.parent.is_dir():
-        clean_stale_partials(output.parent)  # a killed merge's half output (0.5 GB each)
-    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    try:  # the output's place is checked before the work, not after it
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-        tmp.rmdir()
-    except OSError as err:
-        raise MergeError(f"cannot write the merged model beside {output}: {err.strerror or err}", field="output",
-                         hint="choose a folder on a writable disk") from None
     check_adapter(adapter, allow_pickle=allow_pickle)
     section, info = adapter_base(adapter, base)
     base_name, task = section.name, section.task
-    t0 = time.time()
     progress("loading base model", 0.05)
     resolved = models.resolve_model(section)
     torch_dtype = getattr(torch, DTYPES[dtype])
@@ -175,6 +157,38 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
         raise MergeError(f"cannot load the adapter in {adapter}: {str(err).strip()[:160] or type(err).__name__}",
                          field="adapter", hint="the adapter may be incomplete or damaged") from None
     model.eval()
+    return model, tokenizer, {"cls": cls, "base_name": base_name, "task": task, "torch_dtype": torch_dtype,
+                              "section": section, "info": info}
+
+
+def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None = None,
+                  dtype: str = DEFAULT_MERGE_DTYPE,
+                  progress: Callable[[str, float], None] = lambda step, frac: None,
+                  allow_pickle: bool = False) -> dict:
+    import torch
+
+    adapter, output = Path(adapter).expanduser(), Path(output).expanduser()
+    if dtype not in DTYPES:
+        raise MergeError(f"unknown dtype {dtype}", field="dtype", hint="choose fp16, bf16 or fp32")
+    if output.is_symlink():
+        output = output.resolve()  # a link to an (empty) folder: the merge goes into that folder
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise MergeError(f"{output} already exists and is not empty", field="output",
+                         hint="choose a new folder; nothing was overwritten")
+    if output.parent.is_dir():
+        clean_stale_partials(output.parent)  # a killed merge's half output (0.5 GB each)
+    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:  # the output's place is checked before the work, not after it
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        tmp.rmdir()
+    except OSError as err:
+        raise MergeError(f"cannot write the merged model beside {output}: {err.strerror or err}", field="output",
+                         hint="choose a folder on a writable disk") from None
+    t0 = time.time()
+    model, tokenizer, loaded = load_adapter_model(adapter, base=base, dtype=dtype, progress=progress,
+                                                  allow_pickle=allow_pickle)
+    cls, base_name, task, torch_dtype = loaded["cls"], loaded["base_name"], loaded["task"], loaded["torch_dtype"]
     probe = tokenizer(PROBE, return_tensors="pt")
     with torch.no_grad():
         expected = model(**probe).logits.float()

@@ -77,6 +77,30 @@ def macro_f1(preds: list[str], refs: list[str]) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
+def render_example(tok, example: dict, chat_template: bool = True, system: str | None = None) -> str:
+    """An example (messages, alpaca fields or a prompt) as the model sees it: its chat template when it has one
+    (``system`` first), else the prompt the engine trained on."""
+    has_template = bool(getattr(tok, "chat_template", None))
+    if "messages" in example:
+        msgs = list(example["messages"])
+        if has_template and chat_template:
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return "\n".join(m["content"] for m in msgs)
+    if "instruction" in example:
+        from loratui.train.data import _user_text, alpaca_prompt
+
+        if has_template and chat_template:
+            msgs = ([{"role": "system", "content": system}] if system else [])
+            msgs.append({"role": "user", "content": _user_text(example["instruction"], example.get("input"))})
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return alpaca_prompt(example["instruction"], example.get("input"))
+    prompt = example.get("prompt", "")
+    if chat_template and has_template:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
 # -- held-out files -----------------------------------------------------------------------------------------------
 
 def read_examples(path: str, n: int) -> list[dict]:
@@ -240,27 +264,8 @@ class Playground:
 
     # -- prompts --------------------------------------------------------------------------------------------------
     def render(self, example: dict, chat_template: bool = True, system: str | None = None) -> str:
-        tok = self.tokenizer
-        has_template = bool(getattr(tok, "chat_template", None))
         system = system or (self.run_cfg.data.system_prompt if self.run_cfg is not None else None)
-        if "messages" in example:
-            msgs = list(example["messages"])
-            if has_template and chat_template:
-                return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            return "\n".join(m["content"] for m in msgs)
-        if "instruction" in example:
-            from loratui.train.data import _user_text, alpaca_prompt
-
-            if has_template and chat_template:
-                msgs = ([{"role": "system", "content": system}] if system else [])
-                msgs.append({"role": "user", "content": _user_text(example["instruction"], example.get("input"))})
-                return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            return alpaca_prompt(example["instruction"], example.get("input"))
-        prompt = example.get("prompt", "")
-        if chat_template and has_template:
-            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return prompt
+        return render_example(self.tokenizer, example, chat_template, system)
 
     # -- generation -----------------------------------------------------------------------------------------------
     def _side(self, side: str):

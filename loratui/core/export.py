@@ -1,0 +1,150 @@
+"""GGUF export, the light half: the types a user can ask for, the names of what lands in the output folder, the
+README written beside the files, the report's table, and the exports the Adapters screen lists. The heavy half
+(merge, convert, quantize, verify) is ``loratui.train.export``. Light module: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from loratui.core.errors import LoratuiError
+from loratui.core.fmt import format_bytes
+
+
+@dataclass(frozen=True)
+class GgufType:
+    name: str
+    bits: float          # bits per weight, about (for the disk-space check)
+    converter: bool      # written by llama.cpp's converter directly; else quantized by llama.cpp from f16
+    about: str
+
+
+GGUF_TYPES: dict[str, GgufType] = {t.name: t for t in (
+    GgufType("f16", 16, True, "half precision, the reference"),
+    GgufType("bf16", 16, True, "bfloat16, as most models are trained"),
+    GgufType("q8_0", 8.5, True, "8-bit, near-lossless"),
+    GgufType("q6_k", 6.6, False, "6-bit k-quant"),
+    GgufType("q5_k_m", 5.7, False, "5-bit k-quant"),
+    GgufType("q4_k_m", 4.9, False, "4-bit k-quant, what Ollama users pick"),
+    GgufType("q4_0", 4.5, False, "4-bit, legacy"),
+)}
+REPORT = "export.json"
+HF_DIR = "hf-merged"     # the merged model the converter reads, inside the temporary folder only
+
+
+def parse_types(text: str | list[str] | None) -> list[str]:
+    """'f16,q4_k_m' -> ['f16', 'q4_k_m'] (case and spaces forgiven, duplicates dropped, order kept)."""
+    items = text if isinstance(text, list) else str(text or "").split(",")
+    out: list[str] = []
+    for raw in items:
+        name = str(raw).strip().lower().replace("-", "_")
+        if not name:
+            continue
+        if name not in GGUF_TYPES:
+            raise LoratuiError(f"unknown GGUF type '{str(raw).strip()[:40]}'", field="--gguf",
+                               hint="choose from " + ", ".join(GGUF_TYPES) + " (several: --gguf f16,q4_k_m)")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise LoratuiError("no GGUF type given", field="--gguf", hint="e.g. --gguf q4_k_m or --gguf f16,q8_0,q4_k_m")
+    return out
+
+
+def gguf_name(kind: str) -> str:
+    return f"model-{kind}.gguf"
+
+
+def modelfile_name(kind: str, first: bool) -> str:
+    """``Modelfile`` for the first type asked for, ``Modelfile.q8_0`` for the others."""
+    return "Modelfile" if first else f"Modelfile.{kind}"
+
+
+def readme(report: dict) -> str:
+    """How to run what was exported, with llama.cpp and with Ollama, and what the check found."""
+    files = report.get("files", [])
+    first = files[0]["file"] if files else "model-f16.gguf"
+    lines = [f"# {report.get('name', 'model')}: GGUF export", "",
+             f"Exported by `loratui export` from `{report.get('source', '?')}` (base model "
+             f"`{report.get('base_model', '?')}`) on {report.get('date', '?')}.", "",
+             "| file | type | size | same greedy answers as the merged model | top-1 agreement | tokens/s (CPU) |",
+             "|---|---|---|---|---|---|"]
+    for f in files:
+        v = f.get("verify") or {}
+        same = f"{v.get('same_answers', '-')}/{v.get('prompts', '-')}"
+        agree = f"{v['top1']:.1%}" if v.get("top1") is not None else "-"
+        tps = f"{v['tokens_per_s']:.0f}" if v.get("tokens_per_s") else "-"
+        lines.append(f"| `{f['file']}` | {f['type']} | {format_bytes(f['size_bytes'])} | {same} | {agree} | {tps} |")
+    lines += ["", "## llama.cpp", "", "```bash", f"llama-cli -m {first} -cnv", "```", "",
+              "## Ollama", "", "```bash", f"ollama create {report.get('name', 'mymodel')} -f Modelfile",
+              f"ollama run {report.get('name', 'mymodel')}", "```", ""]
+    others = [f for f in files[1:]]
+    if others:
+        lines.append("`Modelfile` uses " + first + "; " + ", ".join(
+            f"`{f['modelfile']}` uses {f['file']}" for f in others) + ".")
+        lines.append("")
+    tpl = report.get("template", {})
+    if tpl.get("note"):
+        lines += [f"Chat template: {tpl['note']}.", ""]
+    lines += ["`export.json` holds every figure above and each prompt's answers.", ""]
+    return "\n".join(lines)
+
+
+def format_report(report: dict) -> str:
+    """The table ``loratui export`` prints at the end."""
+    rows = [f"{'type':<8} {'size':>10} {'same answers':>13} {'top-1':>7} {'tok/s':>7}  {'exact':>7}  verdict"]
+    ref = report.get("reference") or {}
+    if ref.get("exact") is not None:
+        rows.append(f"{'HF':<8} {'':>10} {'':>13} {'':>7} {'':>7}  {ref['exact']:>3}/{ref['with_reference']:<3}  "
+                    "the merged model (transformers), the reference")
+    for f in report.get("files", []):
+        v = f.get("verify") or {}
+        same = f"{v.get('same_answers', 0)}/{v.get('prompts', 0)}"
+        top1 = f"{v['top1']:.1%}" if v.get("top1") is not None else "-"
+        tps = f"{v['tokens_per_s']:.0f}" if v.get("tokens_per_s") else "-"
+        exact = f"{v['exact']:>3}/{v['with_reference']:<3}" if v.get("exact") is not None else f"{'-':>7}"
+        rows.append(f"{f['type']:<8} {format_bytes(f['size_bytes']):>10} {same:>13} {top1:>7} {tps:>7}  {exact}  "
+                    f"{v.get('verdict', '')}")
+    return "\n".join(rows)
+
+
+def verdict(same: int, prompts: int, top1: float | None, tokenizer_ok: bool) -> str:
+    """One plain sentence per file: does llama.cpp answer as the merged model does?"""
+    if not tokenizer_ok:
+        return "✖ llama.cpp tokenizes the prompts differently from the model's own tokenizer"
+    if same == prompts:
+        return "✔ the same greedy answers as the merged model"
+    agree = f", top-1 agreement {top1:.1%}" if top1 is not None else ""
+    return f"⚠ changes {prompts - same} of {prompts} greedy answers{agree}"
+
+
+@dataclass
+class Exported:
+    path: Path
+    size: int
+    kind: str
+
+
+def list_exports(folder: str | Path) -> list[Exported]:
+    """The .gguf files in an export folder (or beside an adapter), largest first; [] when there are none."""
+    folder = Path(folder)
+    out = []
+    try:
+        entries = sorted(folder.glob("*.gguf"))
+    except OSError:
+        return []
+    for p in entries:
+        try:
+            out.append(Exported(p, p.stat().st_size, p.stem.removeprefix("model-")))
+        except OSError:
+            continue
+    return sorted(out, key=lambda e: -e.size)
+
+
+def read_report(folder: str | Path) -> dict | None:
+    try:
+        data = json.loads((Path(folder) / REPORT).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
