@@ -30,6 +30,7 @@ def burst(app, text: str, first: str | None = None) -> None:
 @pytest.mark.parametrize("mode_key,open_key,screen_ready", [
     ("w", "n", lambda s: s.loaded),  # Queue: add a config or a study
     ("a", "f", lambda s: s.loaded),  # Adapters: add a folder
+    (None, "ctrl+s", lambda s: s.form_ready),  # Setup: save as (typed after the default name)
 ])
 async def test_keys_typed_right_after_a_dialog_key_land_in_the_dialog(runs, fake_core, mode_key, open_key,
                                                                        screen_ready):

@@ -212,6 +212,9 @@ async def test_fill_save_and_reload(fake_core, tmp_path):
         await pilot.press("end", "enter")  # the last entry: Other file...
         await settle(pilot)
         await answer_prompt(pilot, str(out))
+        assert isinstance(app.screen, ConfirmModal)  # the edits since saving are in no file: replace them?
+        await pilot.press("y")
+        await settle(pilot)
         assert app.screen is screen
         assert screen.field("lora.r").get_raw() == "16"
         assert screen.field("lora.alpha").get_raw() == "32"

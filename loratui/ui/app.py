@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError
 from loratui.ui.app_support import (  # noqa: F401 - re-exported
-    initial_config, partial_call, partial_factory, screen_commands, terminal_gone,
+    ask_before_quitting, initial_config, partial_call, partial_factory, screen_commands, terminal_gone,
 )
 from loratui.ui.screens.help import ErrorModal, HelpScreen
 
@@ -256,6 +256,11 @@ class LoratuiApp(App[None]):
         if not self.user_is_typing():
             self.action_switch_mode(mode)
 
+    async def action_quit(self) -> None:
+        """ctrl+q and q: leave (runs keep going), after asking when Setup holds unsaved edits."""
+        if not ask_before_quitting(self):
+            self.exit()
+
     async def action_quit_key(self) -> None:
         if not self.user_is_typing():
             await self.action_quit()
@@ -329,8 +334,8 @@ class LoratuiApp(App[None]):
 
     def open_setup_with(self, cfg: RunConfig, source: str | Path | None = None) -> None:
         """Switch to setup with the form filled from ``cfg`` (e.g. 'new run like this one')."""
-        self.setup_screen.load_config(cfg, source=source)
         self.switch_mode("setup")
+        self.setup_screen.replace_form(cfg, source=source)
 
     def _existing(self, mode: str, **kwargs: Any) -> Any:
         """The screen ``make_screen`` made for ``mode`` when it exists (re-point it); else None, and it is made

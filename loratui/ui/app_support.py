@@ -35,6 +35,21 @@ def screen_commands(screen: Screen) -> Iterable[SystemCommand]:
                                 partial_call(screen.run_action, binding.action))
 
 
+def ask_before_quitting(app: LoratuiApp) -> bool:
+    """When Setup holds edits that are in no file, ask before quitting (y or a second ctrl+q quits); True when
+    the question is on screen (do not exit yet)."""
+    from loratui.ui.widgets.modals import ConfirmModal
+
+    setup = app.mode_screens.get("setup")
+    if setup is None or not getattr(setup, "modified", False) or getattr(app.screen, "asks_to_quit", False):
+        return False
+    modal = ConfirmModal("Quit with unsaved Setup edits?", "The Setup form has edits that are in no file: "
+                         "ctrl+s in Setup saves them. Runs keep going either way.", yes="Quit", no="Stay")
+    modal.asks_to_quit = True  # type: ignore[attr-defined]
+    app.push_screen(modal, lambda yes: app.exit() if yes else None)
+    return True
+
+
 def partial_factory(app: LoratuiApp, mode: str) -> Callable[[], Screen]:
     return lambda: app.make_screen(mode)
 

@@ -58,8 +58,9 @@ class SetupScreen(SetupActions):
     BINDINGS = [
         Binding("ctrl+l,f5", "launch", "Launch", tooltip="Check the config, start the run, open the monitor"),
         Binding("p,f8", "preview", "Preview", tooltip="The first examples as the model sees them"),
-        Binding("ctrl+o", "open_config", "Open", tooltip="Load a sample config or a YAML file"),
-        Binding("ctrl+s", "save_config", "Save", show=False, tooltip="Save the form as YAML"),
+        # priority: the dialog is up before the keys typed after these are routed (they land in it, not the form)
+        Binding("ctrl+o", "open_config", "Open", tooltip="Load a sample config or a YAML file", priority=True),
+        Binding("ctrl+s", "save_config", "Save", show=False, tooltip="Save the form as YAML", priority=True),
         Binding("ctrl+t", "pick_targets", "Targets", show=False, tooltip="Pick target modules from the model"),
         Binding("escape", "leave_field", "Leave field", show=False),
     ]
@@ -124,6 +125,8 @@ class SetupScreen(SetupActions):
         if not self._pending_sections:
             self.form_ready = True
             self.validate_all()
+            if self._baseline is None:
+                self.mark_saved()  # the form as it first shows is the loaded config
             return
         section = self._pending_sections.pop(0)
         widgets = self._section_widgets((section,))
@@ -139,9 +142,6 @@ class SetupScreen(SetupActions):
     def on_resize(self) -> None:
         # the palette key only where the footer has room for it (ctrl+p works everywhere)
         self.query_one(Footer).show_command_palette = self.size.width >= 110
-
-    def _update_title(self) -> None:
-        self.sub_title = f"Setup: {Path(self.source).name}" if self.source else "Setup"
 
     # -- values and validation --------------------------------------------------------------------------------
 
@@ -230,6 +230,7 @@ class SetupScreen(SetupActions):
         """Refresh the form status line and the panel note, and schedule an estimate when the config holds."""
         cfg = self.build_config()
         self._refresh_status()
+        self._update_title()
         if cfg is not None:
             self.schedule_estimate()
 

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from textual import on
 from textual.widgets import Button, Checkbox, Input, Select
 
@@ -32,7 +33,49 @@ class SetupActions(LoratuiScreen):
     _launching: bool
     _estimated_key: str | None
 
-    # -- loading and saving -------------------------------------------------------------------------------------
+    # -- saved or modified --------------------------------------------------------------------------------------
+
+    #: the form's config as last loaded, saved or launched (normalised JSON): what 'modified' compares with
+    _baseline: str | None = None
+
+    def _normalised(self) -> str | None:
+        try:
+            return RunConfig.model_validate(self.values).model_dump_json()
+        except ValidationError:
+            return None
+
+    def mark_saved(self) -> None:
+        """The form as it is now is in a file (or a run's folder): not 'modified'."""
+        self._baseline = self._normalised()
+        self._update_title()
+
+    @property
+    def modified(self) -> bool:
+        """Edits since the form was loaded, saved or launched (a field left invalid counts): the title says
+        'modified', and quitting or loading another config asks first."""
+        return bool(self.visible_errors()) or self._normalised() != self._baseline
+
+    def _update_title(self) -> None:
+        title = f"Setup: {Path(self.source).name}" if self.source else "Setup"
+        self.sub_title = f"{title} · modified" if self._baseline is not None and self.modified else title
+
+    def replace_form(self, cfg: RunConfig, source: str | Path | None = None, note: str | None = None) -> None:
+        """``load_config`` (then the toast ``note``), after asking when the form holds unsaved edits (Open, Runs'
+        'new run like this one')."""
+        def load() -> None:
+            self.load_config(cfg, source)
+            if note:
+                self.notify(note, timeout=3)
+
+        if not self.modified:
+            load()
+            return
+        self.app.push_screen(
+            ConfirmModal("Replace the unsaved edits?", "The form has edits that are in no file (ctrl+s saves "
+                         "them). Loading this config replaces them.", yes="Replace", no="Keep editing"),
+            lambda yes: load() if yes else None)
+
+    # -- loading and saving ----------------------------------------------------------------------------------------
 
     def load_config(self, cfg: RunConfig, source: str | Path | None = None) -> None:
         """Show ``cfg`` in the form (values are re-validated; the estimate recomputes)."""
@@ -47,8 +90,9 @@ class SetupActions(LoratuiScreen):
                 ff.set_value(self.values[ff.spec.section][ff.spec.key])
         self.source = str(source) if source else None
         self._estimated_key = None
-        self._update_title()
+        self._baseline = self._normalised()
         self.validate_all()
+        self._update_title()
 
     def load_path(self, path: str | Path) -> bool:
         try:
@@ -56,8 +100,7 @@ class SetupActions(LoratuiScreen):
         except LoratuiError as err:
             self.app.show_error(err)
             return False
-        self.load_config(cfg, source=path)
-        self.notify(f"loaded {path}", timeout=3)
+        self.replace_form(cfg, source=path, note=f"loaded {path}")
         return True
 
     def action_open_config(self) -> None:
@@ -101,7 +144,7 @@ class SetupActions(LoratuiScreen):
                                              hint="choose a folder you can write to"))
             return
         self.source = str(path)
-        self._update_title()
+        self.mark_saved()
         self.notify(f"saved {path}", timeout=3)
 
     # -- target picker ---------------------------------------------------------------------------------------------
@@ -222,6 +265,7 @@ class SetupActions(LoratuiScreen):
     @on(RunLaunched)
     def _launched(self, msg: RunLaunched) -> None:
         self._launching = False
+        self.mark_saved()  # the run's folder holds this config (config.yaml)
         self.notify(f"started {msg.run_path.name}", timeout=4)
         self.app.open_monitor(msg.run_path)
 

@@ -1,0 +1,86 @@
+"""Unsaved Setup edits (issue 19 item 14): the title says 'modified', and quitting or loading another config over
+them asks first; saving or launching makes the form clean again."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures import wait_until
+from loratui.ui.app import LoratuiApp
+from loratui.ui.widgets.modals import ConfirmModal
+
+from ui_fakes import fake_core, pinned_config, settle  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("utc")
+
+
+async def edit_rank(pilot, value: str = "4") -> None:
+    rank = pilot.app.screen.field("lora.r").control
+    rank.focus()
+    await pilot.press("end", "backspace", *value, "escape")
+    await settle(pilot)
+
+
+async def test_edits_mark_the_title_and_quitting_asks_first(fake_core):
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        assert not setup.modified and "modified" not in setup.sub_title
+        await edit_rank(pilot)
+        assert setup.modified and setup.sub_title == "Setup · modified"
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="quit question")
+        assert "unsaved Setup edits" in app.screen.title_text
+        await pilot.press("n")  # stay: nothing lost
+        await pilot.pause()
+        assert app.is_running and app.screen is setup and setup.values["lora"]["r"] == 4
+        await edit_rank(pilot, "8")  # back to the loaded value: nothing to lose
+        assert not setup.modified and "modified" not in setup.sub_title
+        await edit_rank(pilot, "16")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="quit question")
+        await pilot.press("ctrl+q")  # a second ctrl+q quits
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_saving_makes_the_form_clean_and_quit_asks_nothing(fake_core, tmp_path):
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        await edit_rank(pilot)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is not setup, what="save dialog")
+        box = app.screen.query_one("#prompt-input")
+        box.value = str(tmp_path / "mine.yaml")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: (tmp_path / "mine.yaml").exists(), what="saved")
+        await pilot.pause()
+        assert not setup.modified and setup.sub_title == "Setup: mine.yaml"
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_opening_a_config_over_edits_asks_first(fake_core, tmp_path):
+    other = tmp_path / "other.yaml"
+    cfg = pinned_config()
+    cfg.lora.r = 32
+    cfg.save(other)
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        await edit_rank(pilot)
+        setup.load_path(other)
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="replace question")
+        await pilot.press("n")
+        await pilot.pause()
+        assert setup.values["lora"]["r"] == 4 and setup.modified  # kept
+        setup.load_path(other)
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="replace question")
+        await pilot.press("y")
+        await settle(pilot)
+        assert setup.values["lora"]["r"] == 32 and not setup.modified and setup.sub_title == "Setup: other.yaml"
