@@ -59,6 +59,8 @@ def _model_config(kind: str, folder: Path, base: str | None) -> tuple[dict, str,
 
     if kind == "adapter":
         section, _info = adapter_base(folder, base)
+        if section.task == "seq-cls":
+            return {}, section.task, section.name  # refused next, before any base is looked up
         resolved = models.resolve_model(section)
         cfg_file = Path(resolved.path) / "config.json"
         if resolved.local and cfg_file.is_file():

