@@ -6,11 +6,7 @@ out of the app); a thread worker reads its JSON lines and posts them as messages
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -19,69 +15,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RadioButton, RadioSet, Static
+from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RadioSet, Static
 from textual.worker import Worker, get_current_worker
 
 from loratui.core.adapters import AdapterInfo, read_adapter
 from loratui.core.fmt import format_bytes
 from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
 from loratui.ui.screens.base import LoratuiScreen
+from loratui.ui.screens.merge_parts import (DtypeChoice, MergeExited, MergeLine, default_output, dir_size,
+                                            failure_text, merge_command, merged_table, stream_jsonl)
 from loratui.ui.widgets.log_tail import LogTail
 
 STEPS = ("adapter", "base", "dtype", "output", "confirm")
 STEP_LABELS = ("Adapter", "Base model", "Dtype", "Output", "Confirm")
-
-
-def merge_command(adapter: Path, output: Path, base: str | None, dtype: str) -> list[str]:
-    """The merge subprocess command (tests replace it with a fake script)."""
-    cmd = [sys.executable, "-m", "loratui", "merge", str(adapter), str(output)]
-    if base:
-        cmd += ["--base", base]
-    return cmd + ["--dtype", dtype, "--jsonl"]
-
-
-def default_output(adapter: Path) -> Path:
-    """runs/<run>/adapter -> runs/<run>/merged; anything else -> <folder>-merged beside it."""
-    adapter = Path(adapter)
-    if adapter.name == "adapter":
-        return adapter.parent / "merged"
-    return adapter.parent / f"{adapter.name}-merged"
-
-
-def dir_size(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for fn in files:
-            try:
-                total += os.lstat(os.path.join(root, fn)).st_size
-            except OSError:
-                pass
-    return total
-
-
-class DtypeChoice(RadioButton):
-    """A radio button whose dot shows only when chosen (the default draws a dim dot either way, which reads as
-    chosen in a 256-colour terminal)."""
-
-    @property
-    def BUTTON_INNER(self) -> str:  # type: ignore[override]
-        return "●" if self.value else " "
-
-
-@dataclass
-class MergeLine(Message):
-    """One JSON object printed by the merge process (``kind``: progress | done | failed), or a plain text line."""
-
-    data: dict | None
-    text: str = ""
-
-
-@dataclass
-class MergeExited(Message):
-    returncode: int
-    disk_size: int | None = None
-    tail: list[str] = field(default_factory=list)
 
 
 class MergeScreen(LoratuiScreen):
@@ -386,35 +332,8 @@ class MergeScreen(LoratuiScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="Merging adapter")
     def _run(self, cmd: list[str], output: Path) -> None:
         worker = get_current_worker()
-        tail: list[str] = []
-        try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        except OSError as err:
-            self.post_message(MergeLine({"kind": "failed", "message": f"could not start the merge: {err}",
-                                         "hint": "check that loratui is installed in this Python environment"}))
-            self.post_message(MergeExited(127))
-            return
-        self._proc = proc
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if worker.is_cancelled:
-                break
-            line = line.rstrip("\n")
-            data = None
-            if line.startswith("{"):
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError:
-                    data = None
-            if isinstance(data, dict) and "kind" in data:
-                self.post_message(MergeLine(data))
-            elif line.strip():
-                tail = (tail + [line])[-20:]
-                self.post_message(MergeLine(None, line))
-        if worker.is_cancelled and proc.poll() is None:
-            proc.terminate()
-        rc = proc.wait()
+        rc, tail = stream_jsonl(cmd, self.post_message, lambda: worker.is_cancelled,
+                                lambda proc: setattr(self, "_proc", proc))
         size = dir_size(output) if rc == 0 and output.is_dir() else None
         self.post_message(MergeExited(rc, size, tail))
 
@@ -457,40 +376,10 @@ class MergeScreen(LoratuiScreen):
         result.remove_class("-ok", "-error")
         if message.returncode == 0 and self.result is not None and self.failure is None:
             self.phase = "done"
-            r = self.result
-            grid = Table.grid(padding=(0, 2))
-            grid.add_column(style="dim", no_wrap=True)
-            grid.add_column(overflow="fold")
-            grid.add_row(Text("✔ merged", style="bold green"), "")
-            grid.add_row("output", str(r.get("output") or self.output))
-            size = message.disk_size if message.disk_size is not None else r.get("size_bytes")
-            grid.add_row("size on disk", format_bytes(size))
-            check = r.get("check") or {}
-            if check.get("summary"):
-                grid.add_row("check", Text(check["summary"], style="" if check.get("ok") else "bold yellow"))
-            max_diff = r.get("max_diff")
-            grid.add_row("max difference", "-" if max_diff is None else
-                         f"{max_diff:.3g} in the probe's logits (merged vs base + adapter)")
-            seconds = r.get("seconds")
-            grid.add_row("time", "-" if seconds is None else f"{seconds:.1f} s")
-            result.update(grid)
+            result.update(merged_table(self.result, message.disk_size, self.output))
             result.add_class("-ok")
         else:
             self.phase = "failed"
-            f = self.failure or {}
-            msg = f.get("message") or (message.tail[-1] if message.tail else "")
-            if not f:
-                msg = f"the merge process exited with code {message.returncode}" + (f": {msg}" if msg else "")
-            msg = " ".join(str(msg).split())
-            if f.get("hint") and msg.endswith(f"({f['hint']})"):  # str(LoratuiError) carries the hint already
-                msg = msg[: -len(f"({f['hint']})")].rstrip()
-            text = Text.assemble(("✖ merge failed", "bold red"), "  ", msg)
-            hint = f.get("hint") or ("its last output is below; `loratui merge ADAPTER OUT` in a shell shows all"
-                                     if not f else None)
-            if hint:
-                text.append("\n→ " + str(hint), style="bold")
-            if not f and message.tail:
-                text.append("\n" + "\n".join(message.tail[-4:]), style="dim")
-            result.update(text)
+            result.update(failure_text("merge", self.failure, message.returncode, message.tail))
             result.add_class("-error")
         self._show()
