@@ -142,6 +142,18 @@ def list_exports(folder: str | Path) -> list[Exported]:
     return sorted(out, key=lambda e: -e.size)
 
 
+def exports_near(adapter: str | Path) -> list[tuple[str, Exported]]:
+    """The GGUF files exported from an adapter, as the Adapters screen lists them: in the adapter folder and in the
+    folders beside it (runs/NAME/gguf, runs/NAME/merged-gguf, ADAPTER-gguf), each with its folder's name."""
+    folder = Path(adapter)
+    try:
+        dirs = [folder] + sorted(d for d in folder.parent.iterdir()
+                                 if d.is_dir() and d != folder and not d.name.startswith("."))
+    except OSError:
+        return []
+    return [(d.name, e) for d in dirs for e in list_exports(d)]
+
+
 def read_report(folder: str | Path) -> dict | None:
     try:
         data = json.loads((Path(folder) / REPORT).read_text())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from loratui.core.adapters import AdapterInfo, delete_adapter, find_adapters
+from loratui.core.export import exports_near
 from loratui.core.fmt import format_bytes, format_count
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
@@ -25,6 +26,7 @@ from loratui.ui.widgets.tables import fill_table
 @dataclass
 class AdaptersLoaded(Message):
     adapters: list[AdapterInfo]
+    exports: dict = field(default_factory=dict)  # adapter path -> [(folder name, Exported)]: its GGUF files
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, AdaptersLoaded)
@@ -56,6 +58,7 @@ class AdaptersScreen(LoratuiScreen):
     BINDINGS = [
         Binding("t", "try_it", "Try it"),
         Binding("g", "merge", "Merge"),
+        Binding("e", "export", "Export GGUF"),
         Binding("delete,x", "delete", "Delete"),
         Binding("y", "copy_path", "Copy path"),
         Binding("f", "add_folder", "Add folder", priority=True),
@@ -71,6 +74,7 @@ class AdaptersScreen(LoratuiScreen):
         self._folders = [Path(f) for f in folders] if folders is not None else None
         self.extra_folders: list[Path] = []
         self.adapters: list[AdapterInfo] = []
+        self.exports: dict = {}
         self._select: str | None = str(select) if select else None
         self._rows: list[tuple] = []
         self.loaded = False
@@ -136,14 +140,16 @@ class AdaptersScreen(LoratuiScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="adapters", description="Finding adapters")
     def _load(self, folders: list[Path]) -> None:
         adapters = find_adapters(folders)
+        exports = {str(a.path): exports_near(a.path) for a in adapters if a.kind == "adapter"}
         if not get_current_worker().is_cancelled:
-            self.post_message(AdaptersLoaded(adapters))
+            self.post_message(AdaptersLoaded(adapters, exports))
 
     @on(AdaptersLoaded)
     def _loaded(self, message: AdaptersLoaded) -> None:
         table = self.query_one(DataTable)
         current = self.selected
         self.adapters = message.adapters
+        self.exports = message.exports
         self.loaded = True
         keys = [str(a.path) for a in self.adapters]
         rows = [self._cells(a) for a in self.adapters]
@@ -224,12 +230,17 @@ class AdaptersScreen(LoratuiScreen):
         for fname, size in a.files:
             ft.add_row(fname, format_bytes(size))
         ft.add_row(Text(f"{len(a.files)} files", style="bold"), Text(format_bytes(a.size), style="bold"))
+        exported = self.exports.get(str(a.path)) or []
+        if exported:
+            ft.add_row(Text("GGUF exports (e: export again)", style="bold"), "")
+            for folder, e in exported:
+                ft.add_row(f"{folder}/{e.path.name}", format_bytes(e.size))
         files.update(ft)
 
     # -- actions -------------------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("merge", "delete", "copy_path", "try_it"):
+        if action in ("merge", "delete", "copy_path", "try_it", "export"):
             return self.is_mounted and self.selected is not None
         return True
 
@@ -244,6 +255,14 @@ class AdaptersScreen(LoratuiScreen):
         if a is None:
             return
         self.app.open_merge(a.path)
+
+    def action_export(self) -> None:
+        """GGUF for llama.cpp and Ollama: the adapter merged in memory, converted, checked by llama.cpp."""
+        from loratui.ui.screens.merge_export import ExportScreen
+
+        a = self.selected
+        if a is not None:
+            self.app.push_screen(ExportScreen(a.path))
 
     def action_copy_path(self) -> None:
         a = self.selected

@@ -53,6 +53,8 @@ class MergeScreen(LoratuiScreen):
         Binding("ctrl+n", "next", "Next"),
         Binding("escape", "back", "Back"),
         Binding("ctrl+x", "cancel_merge", "Cancel merge"),
+        Binding("ctrl+e", "export", "Export GGUF"),
+        Binding("f8", "export", "Export GGUF", show=False, priority=True),  # ctrl+e is end-of-line in a field
     ]
 
     def __init__(self, adapter: Path | None = None, *, name: str | None = None, id: str | None = None):
@@ -222,8 +224,9 @@ class MergeScreen(LoratuiScreen):
             back.display = True
             back.disabled = False
             back.label = "Back" if self.phase == "failed" else "Merge another"
-            nxt.display = False
-            back.focus()
+            nxt.display = self.phase == "done"  # the next step for a merged model: GGUF for llama.cpp, Ollama
+            nxt.label = "Export GGUF"
+            (nxt if self.phase == "done" else back).focus()
         self.refresh_bindings()
 
     def _adapter_note(self) -> None:
@@ -271,7 +274,10 @@ class MergeScreen(LoratuiScreen):
 
     @on(Button.Pressed, "#mg-next")
     def _next_pressed(self) -> None:
-        self.action_next()
+        if self.phase == "done":
+            self.action_export()
+        else:
+            self.action_next()
 
     @on(Button.Pressed, "#mg-back")
     def _back_pressed(self) -> None:
@@ -288,7 +294,21 @@ class MergeScreen(LoratuiScreen):
             return self.phase in ("wizard", "done", "failed")
         if action == "cancel_merge":
             return self.phase == "running"
+        if action == "export":
+            return self.phase == "done" or (self.phase == "wizard" and self.adapter is not None)
         return True
+
+    def action_export(self) -> None:
+        """GGUF for llama.cpp and Ollama: of the merged model after a merge, else of the adapter (merged in memory)."""
+        from loratui.ui.screens.merge_export import ExportScreen
+
+        if self.phase == "done":
+            source = Path((self.result or {}).get("output") or self.output)
+        elif self.phase == "wizard" and self.adapter is not None:
+            source = self.adapter
+        else:
+            return
+        self.app.push_screen(ExportScreen(source))
 
     def action_next(self) -> None:
         if self.phase != "wizard":

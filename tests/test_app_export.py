@@ -1,0 +1,118 @@
+"""GGUF export screen (from the merge wizard and Adapters): types, output, confirm before replacing, the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures import host_app, screen_text, wait_until
+from loratui.ui.screens import merge_export as export_mod
+from loratui.ui.screens.adapters import AdaptersScreen
+from loratui.ui.screens.merge import MergeScreen
+from loratui.ui.screens.merge_export import ExportScreen, default_export_output, export_command
+
+FAKE = Path(__file__).resolve().parent / "fixtures" / "fake_export.py"
+
+
+@pytest.fixture
+def fake_export(monkeypatch, tmp_path):
+    args_file = tmp_path / "export-args.json"
+    monkeypatch.setenv("FAKE_EXPORT_ARGS", str(args_file))
+
+    def command(source, output, types, force):
+        return [sys.executable, str(FAKE), *export_command(source, output, types, force)[3:]]
+
+    monkeypatch.setattr(export_mod, "export_command", command)
+    return args_file
+
+
+def test_command_and_default_output():
+    assert export_command(Path("r/x/adapter"), Path("o"), ["q8_0", "q4_k_m"], True)[1:] == [
+        "-m", "loratui", "export", "r/x/adapter", "o", "--gguf", "q8_0,q4_k_m", "--force", "--jsonl"]
+    assert default_export_output(Path("runs/x/adapter")) == Path("runs/x/gguf")
+    assert default_export_output(Path("runs/x/merged")) == Path("runs/x/gguf")
+    assert default_export_output(Path("some/thing")) == Path("some/thing-gguf")
+
+
+async def test_export_from_the_merge_wizard_shows_the_report(runs, fake_export):
+    adapter = runs / "smollm2-demo" / "adapter"
+    app = host_app(lambda: MergeScreen(adapter))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f8")  # straight from the adapter (merged in memory); ctrl+e once out of the field
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ExportScreen) and screen.output == runs / "smollm2-demo" / "gguf"
+        text = screen_text(app)
+        assert "an adapter: merged in memory" in text and "q4_k_m" in text
+        screen.query_one("#ex-t-f16").value = True
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: screen.phase == "done", what="export done")
+        assert json.loads(fake_export.read_text()) == ["export", str(adapter), str(runs / "smollm2-demo" / "gguf"),
+                                                       "--gguf", "f16,q8_0,q4_k_m", "--jsonl"]
+        text = screen_text(app)
+        assert "✔ exported" in text and "⚠ changes 2 of 5 greedy answers" in text and "3/5" in text
+        assert "ollama create demo -f runs/smollm2-demo/gguf/Modelfile" in text
+        assert "ChatML" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, MergeScreen)
+
+
+async def test_a_taken_output_is_replaced_only_after_a_confirm(runs, fake_export):
+    out = runs / "smollm2-demo" / "gguf"
+    out.mkdir()
+    (out / "old.gguf").write_text("x")
+    app = host_app(lambda: ExportScreen(runs / "smollm2-demo" / "adapter"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert "is not empty: Export asks before replacing it" in screen_text(app)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert "Replace gguf?" in screen_text(app)
+        await pilot.press("escape")  # no
+        await pilot.pause()
+        assert screen.phase == "form" and not fake_export.exists()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(pilot, lambda: screen.phase == "done", what="export done")
+        assert "--force" in json.loads(fake_export.read_text())
+
+
+async def test_a_failed_export_says_why(runs, fake_export, monkeypatch):
+    monkeypatch.setenv("FAKE_EXPORT", "fail")
+    app = host_app(lambda: ExportScreen(runs / "smollm2-demo" / "adapter"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: screen.phase == "failed", what="export failed")
+        text = " ".join(screen_text(app).replace("┃", " ").split())
+        assert "✖ export failed ADAPTER_OR_MODEL: a classifier (seq-cls) cannot be exported to GGUF" in text
+        assert "use loratui merge for a standalone classifier" in text
+
+
+async def test_adapters_lists_exported_files_with_sizes(runs):
+    out = runs / "smollm2-demo" / "gguf"
+    out.mkdir()
+    (out / "model-q4_k_m.gguf").write_bytes(b"\0" * 3 * 2**20)
+    app = host_app(lambda: AdaptersScreen(folders=[runs]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="adapters listed")
+        screen.select((runs / "smollm2-demo" / "adapter").resolve())
+        await pilot.pause()
+        if screen.selected is None or screen.selected.name != "smollm2-demo":
+            keys = [a.name for a in screen.adapters]
+            screen.query_one("DataTable").move_cursor(row=keys.index("smollm2-demo"))
+            await pilot.pause()
+        text = screen_text(app)
+        assert "GGUF exports" in text and "gguf/model-q4_k_m.gguf" in text and "3.0 MiB" in text
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, ExportScreen)
