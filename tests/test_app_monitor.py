@@ -411,7 +411,9 @@ def test_two_rank_run_folds_world_and_batch():
     v = m.snapshot()
     assert (v.world_size, v.distributed, v.effective_batch) == (2, "ddp", 16)
     assert [g["index"] for g in v.gpus] == [0, 1]
-    assert monitor._world(v) == "DDP x 2 · batch 16"
+    from loratui.ui.widgets.monitor_text import side_title
+
+    assert side_title(v) == "GPU · DDP x 2 · batch 16"
 
 
 async def test_monitor_shows_every_card_and_rank_of_a_two_rank_run(tmp_path, monkeypatch):

@@ -12,6 +12,8 @@ from typing import Any
 
 from textual.message import Message
 
+from loratui.ui.widgets.run_state import RunView
+
 
 # -- Setup screen -------------------------------------------------------------------------------------------------
 
@@ -79,3 +81,50 @@ class ConfigChanged(Message, bubble=True):
 
     config: Any
     errors: int = 0
+
+
+# -- Monitor (posted from its watcher thread) -------------------------------------------------------------------
+
+
+@dataclass
+class RunUpdated(Message):
+    """A new picture of the watched run; a backlog collapses into the newest."""
+
+    run_dir: Path
+    generation: int
+    view: RunView
+    state: str
+    """a :class:`RunState`: running | starting | finished | stopped | failed | crashed | ..."""
+    pid: int | None = None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunUpdated) and message.generation == self.generation
+
+
+@dataclass
+class LogUpdated(Message):
+    """The engine log's newest lines."""
+
+    run_dir: Path
+    generation: int
+    lines: list[str]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, LogUpdated) and message.generation == self.generation
+
+
+@dataclass
+class WatchEnded(Message):
+    """The watcher saw the run end (terminal event, or the process vanished); it keeps following, slowly."""
+
+    run_dir: Path
+    generation: int
+    state: str
+
+
+@dataclass
+class RunResumedElsewhere(Message):
+    """The ended run is active again (resumed by this app, another one, or ``loratui train --resume``)."""
+
+    run_dir: Path
+    generation: int

@@ -10,7 +10,6 @@ ends (slowly), so a resume from anywhere (``loratui train --resume``, another ap
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -18,19 +17,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import Footer, ProgressBar, Sparkline, Static
 from textual.worker import Worker, get_current_worker
 
 from loratui.core.gpu import GpuSampler
-from loratui.core.fmt import format_count, format_duration
-from loratui.core.protocol import EventTail, state_style
+from loratui.core.protocol import EventTail
 from loratui.core.runs import RunDir, request_checkpoint, stop_run, summarize
+from loratui.ui.messages import LogUpdated, RunResumedElsewhere, RunUpdated, WatchEnded
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.gpu_panel import GpuPanel, GpuSampled
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.loss_chart import LossChart
 from loratui.ui.widgets.modals import ConfirmModal
+from loratui.ui.widgets.monitor_text import banner_text, side_title, stats_text, steps_text, title_text
 from loratui.ui.widgets.run_state import RunModel, RunView
 
 #: seconds between polls of events.jsonl / status.json (tests may lower it)
@@ -46,53 +45,6 @@ LOG_LINES = 40
 def make_sampler(pid: int | None) -> GpuSampler:
     """The GPU sampler the monitor uses (tests replace it with a fixed one)."""
     return GpuSampler(pid)
-
-
-# -- messages (posted from the watcher thread) ----------------------------------------------------------------------
-
-
-@dataclass
-class RunUpdated(Message):
-    """A new picture of the watched run; a backlog collapses into the newest."""
-
-    run_dir: Path
-    generation: int
-    view: RunView
-    state: str
-    """a :class:`RunState`: running | starting | finished | stopped | failed | crashed | ..."""
-    pid: int | None = None
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, RunUpdated) and message.generation == self.generation
-
-
-@dataclass
-class LogUpdated(Message):
-    """The engine log's newest lines."""
-
-    run_dir: Path
-    generation: int
-    lines: list[str]
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, LogUpdated) and message.generation == self.generation
-
-
-@dataclass
-class WatchEnded(Message):
-    """The watcher saw the run end (terminal event, or the process vanished); it keeps following, slowly."""
-
-    run_dir: Path
-    generation: int
-    state: str
-
-
-@dataclass
-class RunResumedElsewhere(Message):
-    """The ended run is active again (resumed by this app, another one, or ``loratui train --resume``)."""
-
-    run_dir: Path
-    generation: int
 
 
 class MonitorScreen(LoratuiScreen):
@@ -306,106 +258,26 @@ class MonitorScreen(LoratuiScreen):
 
     def _render_view(self) -> None:
         v, state = self.view, self.state
-        name = v.name or (self.run_dir.name if self.run_dir else "")
-        title = Text.assemble((name, "bold"), " ", (f" {state or 'loading'} ", _badge(state)))
-        desc = " · ".join(x for x in (_short_model(v.model), v.method, _world(v), v.precision) if x)
-        if v.trainable_params:
-            share = f" ({100 * v.trainable_params / v.total_params:.2f}%)" if v.total_params else " trainable"
-            desc += f" · {format_count(v.trainable_params)}{share}"
-        if desc:
-            title.append("  " + desc, style="dim")
-        self.query_one("#mon-title", Static).update(title)
-
+        self.query_one("#mon-title", Static).update(title_text(v, state, self.run_dir.name if self.run_dir else ""))
         bar = self.query_one("#mon-progress", ProgressBar)
         bar.update(total=v.max_steps or None, progress=v.step)
-        steps = f"step {v.step}/{v.max_steps}" if v.max_steps else f"step {v.step}"
-        if v.epoch is not None:
-            steps += f" · epoch {v.epoch:.2f}" + (f"/{v.epochs:g}" if v.epochs else "")
-        if v.phase and state in ("running", "starting") and v.phase != "training":
-            steps += f" · {v.phase}…"
-        self.query_one("#mon-steps", Static).update(steps)
-
-        stats = Text()
-        _stat(stats, "loss", _num(v.loss))
-        if v.eval_loss is not None:
-            value = _num(v.eval_loss)
-            if v.best_eval_loss is not None and v.best_eval_loss < v.eval_loss:
-                value += f" (best {_num(v.best_eval_loss)}@{v.best_eval_step})"
-            _stat(stats, "eval", value)
-        if v.best_accuracy is not None:
-            _stat(stats, "acc", f"{v.best_accuracy:.3f}")
-        _stat(stats, "lr", f"{v.lr:.1e}" if v.lr else "0" if v.lr == 0 else "-")
-        _stat(stats, "tok/s", format_count(int(v.tokens_per_s)) if v.tokens_per_s else "-")
-        _stat(stats, "time", format_duration(v.elapsed))
-        if state in ("running", "starting") and not v.phase.startswith("final eval"):
-            _stat(stats, "ETA", format_duration(v.eta))  # the final evaluation says itself what it is doing
-        self.query_one("#mon-stats", Static).update(stats)
-
+        self.query_one("#mon-steps", Static).update(steps_text(v, state))
+        self.query_one("#mon-stats", Static).update(stats_text(v, state))
         self._render_banner()
         self.query_one(LossChart).set_data(v.loss_points, v.eval_points, v.max_steps)
         self.query_one("#mon-lr", Sparkline).data = list(v.lr_points[1])
         self.query_one("#mon-lr-label", Static).update(
             Text.assemble(("lr ", "bold"), f"{v.lr:.2e}" if v.lr is not None else "-", (" (schedule)", "dim")))
         self.query_one(GpuPanel).set_run_info(v.device, v.memory, v.gpus)
-        self.query_one("#mon-side").border_title = _side_title(v)
+        self.query_one("#mon-side").border_title = side_title(v)
 
     def _render_banner(self) -> None:
         banner = self.query_one("#mon-banner", Static)
-        v, state = self.view, self.state
+        text, kind = banner_text(self.view, self.state, self.pid, self._oom_failure())
         banner.remove_class("-shown", "-error", "-ok", "-warn")
-        if state == "failed":
-            f = v.failure or {}
-            text = Text.assemble(("✖ failed", "bold red"), "  ",
-                                 (f"{f.get('error')}: " if f.get("error") else "", "bold"), f.get("message") or "")
-            if f.get("hint"):
-                text.append("\n→ ", style="bold")
-                text.append(str(f["hint"]), style="bold")
-            if f.get("field"):
-                text.append(f"  (field {f['field']})", style="dim")
-            if self._oom_failure():
-                text.append("\n")
-                text.append("b", style="bold reverse")
-                text.append(" retries with half the micro-batch and twice the grad accumulation, from the last "
-                            "checkpoint")
-            banner.update(text)
-            banner.add_class("-shown", "-error")
-        elif state == "crashed":
-            pid = f" (pid {self.pid})" if self.pid else ""
-            text = Text.assemble(("✖ crashed", "bold red"), f"  the engine process{pid} ended without a final event")
-            text.append("\n→ read the log below; resume from the newest checkpoint in Runs (u)", style="bold")
-            banner.update(text)
-            banner.add_class("-shown", "-error")
-        elif state == "finished":
-            text = Text.assemble(("✔ finished", "bold green"), f" in {format_duration(v.elapsed)}")
-            if v.train_loss is not None:
-                text.append(f" · train loss {_num(v.train_loss)}")
-            final = v.final_eval
-            if final.get("accuracy") is not None:
-                text.append(f" · accuracy {final['accuracy']:.3f}")
-            elif final.get("eval_loss") is not None:
-                text.append(f" · eval {_num(final['eval_loss'])}")
-            if v.adapter:
-                text.append(" · adapter saved (")  # the journeys read these words; 'o' opens it, short for 80 cols
-                text.append("o", style="bold reverse")
-                text.append(")")
-            banner.update(text)
-            banner.add_class("-shown", "-ok")
-        elif state == "stopped":
-            text = Text.assemble(("■ stopped", "bold yellow"), f" at step {v.step}")
-            if v.adapter:
-                text.append(" · adapter saved")
-            text.append(" · resume it from Runs (u)", style="dim")
-            banner.update(text)
-            banner.add_class("-shown", "-warn")
-        elif state == "stalled":
-            text = Text.assemble(("⏸ stalled", "bold yellow"), f" at step {v.step}: no progress for "
-                                 f"{format_duration(v.stalled_for)}")
-            text.append(" · its engine lives but says nothing (a hung collective, a stuck loader, a frozen disk)",
-                        style="dim")
-            banner.update(text)
-            banner.add_class("-shown", "-warn")
-        else:
-            banner.update("")
+        banner.update(text)
+        if kind:
+            banner.add_class("-shown", f"-{kind}")
 
     # -- actions -------------------------------------------------------------------------------------------------
 
@@ -488,38 +360,3 @@ class MonitorScreen(LoratuiScreen):
         if self.run_dir is not None and self.state in ("running", "starting"):
             self.notify(f"Detached: {self.run_dir.name} keeps running. Reattach from Runs.")
         self.app.switch_mode("runs")
-
-
-# -- formatting helpers ---------------------------------------------------------------------------------------------
-
-
-def _badge(state: str) -> str:
-    return f"{state_style(state)} reverse"
-
-
-def _world(v: RunView) -> str:
-    """'DDP x 2 · batch 64' for a run on several processes (the started event's strategy and effective batch)."""
-    if v.world_size <= 1:
-        return ""
-    text = f"{(v.distributed or 'ranks').upper()} x {v.world_size}"
-    return text + (f" · batch {v.effective_batch}" if v.effective_batch else "")
-
-
-def _side_title(v: RunView) -> str:
-    world = _world(v)
-    return f"GPU · {world}" if world else "GPU"
-
-
-def _short_model(model: str) -> str:
-    return model.rstrip("/").split("/")[-1] if model else ""
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
-
-
-def _stat(text: Text, label: str, value: str) -> None:
-    if text:
-        text.append("  ")
-    text.append(f"{label} ", style="dim")
-    text.append(value, style="bold")
