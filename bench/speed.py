@@ -32,7 +32,7 @@ SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "dat
          "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing",
          "gpus": "train.gpus", "distributed": "train.distributed", "method": "method.kind",
          "lean": "train.lean_activations", "lean_mlp": "train.lean_mlp", "offload": "train.activation_offload",
-         "budget": "train.memory_budget", "fit": "train.fit"}
+         "budget": "train.memory_budget", "fit": "train.fit", "fused": "train.fused_lora"}
 
 
 class NvmlPeak(threading.Thread):

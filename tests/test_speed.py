@@ -28,6 +28,9 @@ def test_auto_turns_the_fast_path_on_for_a_gpu_only(monkeypatch):
     qlora = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"}, "method": {"kind": "qlora"}})
     assert speed.resolve(qlora, cuda=True, model_type="llama").lean is True
     assert speed.resolve(qlora, cuda=True, model_type="llama").lean_mlp is True  # follows lean, has its own switch
+    qlora.train.fused_lora = "on"
+    assert speed.resolve(qlora, cuda=True, model_type="llama").lean_mlp is False  # a fused projection keeps x
+    qlora.train.fused_lora = "auto"
     qlora.train.lean_mlp = "off"
     assert speed.resolve(qlora, cuda=True, model_type="llama").lean_mlp is False
     qlora.train.lean_mlp, qlora.train.gradient_checkpointing = "auto", True  # layers recomputed whole: nothing to do
@@ -38,7 +41,7 @@ def test_auto_turns_the_fast_path_on_for_a_gpu_only(monkeypatch):
     assert cpu == speed.Speed(packing=False, attention="sdpa", liger=False, optimizer="adamw_torch", compile=False)
     # every lever has an off switch
     off = speed.resolve(cfg(liger="off", attention="sdpa", optimizer="adamw_torch", lean_activations="off",
-                            data={"packing": False}), cuda=True, model_type="llama")
+                            fused_lora="off", data={"packing": False}), cuda=True, model_type="llama")
     assert off == speed.Speed(packing=False, attention="sdpa", liger=False, optimizer="adamw_torch", compile=False)
     # a model liger does not cover keeps the rest of the fast path
     assert speed.resolve(cfg(), cuda=True, model_type="gpt2").liger is False
@@ -54,6 +57,9 @@ def test_choices_that_cannot_work_here_are_one_line_errors():
     with pytest.raises(ConfigError) as err:
         speed.resolve(cfg(liger="on"), cuda=False)
     assert err.value.field == "train.liger"
+    with pytest.raises(ConfigError) as err:
+        speed.resolve(cfg(fused_lora="on", compile=True), cuda=False)
+    assert err.value.field == "train.fused_lora"
     with pytest.raises(ConfigError) as err:
         speed.resolve(cfg(lean_mlp="on"), cuda=False)
     assert err.value.field == "train.lean_mlp" and "lean_activations" in err.value.hint

@@ -91,7 +91,12 @@ class TrainSection(Section):
     what the activation keeps instead of keeping its own copy; auto: on wherever lean_activations is on (8B QLoRA
     shape: -2.1 GiB, -16% tokens/s: bench/RESULTS.md). Ignored with gradient checkpointing or compile."""
 
-    _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", "fit",
+    fused_lora: Switch = "auto"
+    """Each adapted projection (frozen layer + LoRA) runs as one autograd function that keeps only its input and
+    redraws the dropout mask: 8B bf16 LoRA on all linear layers -24% memory, +3% speed; 1B LoRA on q,v -11% speed;
+    8B QLoRA no change (bench/RESULTS.md, round 6). auto: off until it pays everywhere. Plain LoRA only."""
+
+    _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", "fit", "fused_lora",
                                   mode="before")(lambda v: switch_value(v))
 
     @field_validator("memory_budget")

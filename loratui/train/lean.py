@@ -202,7 +202,7 @@ def lean_lora(model, *, keep_input_dtype: bool, recompute_dropout: bool = True) 
             continue
         if keep_input_dtype:
             module.cast_input_dtype_enabled = False
-        if not recompute_dropout:
+        if not recompute_dropout or getattr(module, "loratui_fused", False):  # fused: its function redraws it
             continue
         variants = getattr(module, "lora_variant", {}) or {}
         for name, drop in list(module.lora_dropout.items()):

@@ -110,6 +110,10 @@ class Recipe:
                                          lean=sp.lean)
         if fsdp and sp.liger and cfg.uses_lora:
             self._head_gathered = distributed.unshard_head_for_fused_ce(self.model)
+        if sp.fused_lora:  # before lean_lora, which leaves fused projections' dropout to the fused function
+            from loratui.train.fused_lora import fuse_lora
+
+            self.echo(f"fused LoRA: {fuse_lora(self.model)} adapted projections run as one function each")
         if sp.lean:  # speed.resolve grants it to LoRA methods only
             from loratui.train.lean import lean_gated_mlps, lean_lora
 

@@ -1,7 +1,7 @@
 """The fast path: what the engine turns on for speed, decided once from the config and the machine.
 
 Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
-`train.compile`, `train.lean_activations`, `train.activation_offload`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
+`train.compile`, `train.lean_activations`, `train.activation_offload`, `train.fused_lora`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
 (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what each
 lever bought on the lent GPU.
 """
@@ -27,6 +27,7 @@ class Speed:
     lean: bool = False  # lean LoRA activations (loratui.train.lean)
     lean_mlp: bool = False  # ... and gated MLPs' down-projection adapters rebuild their input (lean_gated_mlps)
     offload: bool = False  # activations saved for backward go to pinned host memory (TRL's offloader)
+    fused_lora: bool = False  # each adapted projection one autograd function (loratui.train.fused_lora)
 
     def as_event(self) -> dict:
         return asdict(self)
@@ -90,12 +91,31 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     if optimizer == "auto":
         optimizer = "adamw_torch_fused" if cuda else "adamw_torch"
     lean = lean_activations(cfg, cuda)
+    fused = fused_lora(cfg, cuda)
+    if fused and t.lean_mlp == "on":
+        raise ConfigError("train.lean_mlp on needs train.fused_lora: off (a fused projection keeps its input itself)",
+                          field="train.lean_mlp", hint="set train.lean_mlp: auto, or train.fused_lora: off")
     offload = t.activation_offload == "on"
     if offload and not cuda:
         raise ConfigError("train.activation_offload on needs a CUDA GPU (it moves activations from the card to host "
                           "memory)", field="train.activation_offload", hint="set train.activation_offload: auto")
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
-                 optimizer=optimizer, compile=t.compile, lean=lean, lean_mlp=lean_mlp(cfg, lean), offload=offload)
+                 optimizer=optimizer, compile=t.compile, lean=lean, lean_mlp=lean_mlp(cfg, lean) and not fused,
+                 offload=offload,
+                 fused_lora=fused)
+
+
+def fused_lora(cfg: RunConfig, cuda: bool) -> bool:
+    """Whether adapted projections run fused (loratui.train.fused_lora): LoRA methods, not under compile (dynamo
+    would trace peft's own path) nor FSDP (sharded base weights). auto is off: measured on one H200 it saved memory
+    (8B bf16, all linear layers) but cost speed on the 1B shape (q, v only) and bought none on 8B QLoRA."""
+    t = cfg.train
+    if cfg.method.kind not in LORA_METHODS or t.compile or t.distributed == "fsdp":
+        if t.fused_lora == "on":
+            raise ConfigError("train.fused_lora on needs a LoRA method without train.compile and FSDP",
+                              field="train.fused_lora", hint="set train.fused_lora: auto")
+        return False
+    return t.fused_lora == "on"
 
 
 def lean_mlp(cfg: RunConfig, lean: bool) -> bool:
