@@ -143,6 +143,11 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys, k_llama):
     line = _one_error_line(capsys, str(k_llama), str(taken))
     assert line.startswith("error: OUT:") and "already exists and is not empty" in line and "--force" in line
     assert (taken / "mine.txt").read_text() == "keep"
+    # --force never replaces the folder being exported (nor one that holds it)
+    for out in (k_llama, k_llama.parent):
+        line = _one_error_line(capsys, str(k_llama), str(out), "--force")
+        assert line.startswith(f"error: OUT: {out} holds the model it would export from")
+    assert (k_llama / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cls", "odd", "taken"]
 
 

@@ -97,9 +97,13 @@ def check_supported(config: dict, task: str) -> str:
     return arch
 
 
-def _check_output(out: Path, force: bool) -> Path:
+def _check_output(out: Path, force: bool, source: Path) -> Path:
     if out.is_symlink():
         out = out.resolve()
+    src, dst = source.resolve(), out.resolve()
+    if dst == src or dst in src.parents:
+        raise ExportError(f"{out} holds the model it would export from", field="OUT",
+                          hint="choose a new folder, e.g. " + str(source.parent / "gguf"))
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file", field="OUT", hint="give a folder for the exported files")
     if out.exists() and any(out.iterdir()) and not force:
@@ -187,7 +191,7 @@ def export_gguf(source: str | Path, out: str | Path, types: str | list[str], *, 
     arch = check_supported(config, task)
     examples, system, prompt_file = find_examples(folder, prompts, n_prompts)
     out = Path(out).expanduser()
-    tmp = _check_output(out, force)
+    tmp = _check_output(out, force, folder)
     t0 = time.time()
     try:
         report = _export(kind, folder, tmp, kinds, base=base, dtype=dtype, examples=examples, system=system,
