@@ -27,16 +27,16 @@ async def test_table_and_charts(runs):
         await wait_until(pilot, lambda: screen.loaded, what="compare")
         text = screen_text(app)
         assert "smollm2-demo" in text and "smollm2-bs64-oom" in text
-        for label in ("trainable share", "final eval loss", "training time", "tokens/s", "peak GPU memory",
+        for label in ("trainable share", "final eval loss", "active time", "wall time", "tokens/s", "peak GPU memory",
                       "size on disk", "train.batch_size"):
             assert label in text
-        assert "0.341%" in text and "3.21 GiB" in text and "93 s" in text
+        assert "0.341%" in text and "3.21 GiB" in text and "1:33" in text
         assert "train.max_steps" in text and "lora.r" not in text  # only what differs
         titles = []
         for _ in range(5):
             titles.append(screen.query_one("#cmp-chart-title").render().plain.split("   ")[0])
             await pilot.press("t")
-        assert titles == ["final eval loss", "training time (s)", "trainable params", "peak GPU memory (GiB)",
+        assert titles == ["final eval loss", "active time (s)", "trainable params", "peak GPU memory (GiB)",
                           "eval loss by step"]
 
 
@@ -57,7 +57,7 @@ async def test_a_study_and_export(runs):
     assert [r["label"] for r in rows] == ["variant 0", "variant 1", "variant 2"]
     assert rows[0]["study"] == "demo-study" and rows[0]["final_metric"] == "1.0324"
     md = md_path.read_text()
-    assert md.startswith("# Study demo-study") and "## training time" in md and "## eval loss by step" in md
+    assert md.startswith("# Study demo-study") and "## active time" in md and "## eval loss by step" in md
 
 
 async def test_nothing_to_compare(tmp_path):

@@ -61,7 +61,7 @@ def test_export_csv_and_markdown(tmp_path, rows):
     assert md.startswith("# Demo runs\n")
     assert "| final eval loss | 1.0324 | 1.4617 | - |" in md
     assert "| train.batch_size | 8 | 8 | 64 |" in md
-    for chart in ("## final eval loss", "## training time", "## trainable params", "## peak GPU memory",
+    for chart in ("## final eval loss", "## active time", "## trainable params", "## peak GPU memory",
                   "## eval loss by step"):
         assert chart in md
     assert "smollm2-demo     │" in md and "█" in md  # bars drawn as text

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
+from loratui.core.fmt import format_duration, format_rate
 from loratui.core.compare_rows import (  # noqa: F401 - re-exported: the rows are read there
     IGNORED_KEYS, RowCache, RunRow, config_differences, ev_get, flatten, folder_size, read_run, read_runs, state_text,
     summary_path,
@@ -47,14 +48,8 @@ def fmt_metric(name: str, v: float | None) -> str:
     return f"{v:.3f}" if name == "accuracy" else f"{v:.4f}"
 
 
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 120:
-        return f"{s:.0f} s"
-    m, sec = divmod(int(s), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+#: durations as every view writes them (the one formatter; the name other modules used)
+fmt_seconds = format_duration
 
 
 def fmt_bytes(n: int | None) -> str:
@@ -92,9 +87,9 @@ FIELDS: list[tuple[str, Any]] = [
     ("final metric", lambda r: fmt_metric(r.metric_name, r.final_metric)),
     ("best metric", lambda r: fmt_metric(r.metric_name, r.best_metric)),
     ("best eval loss", lambda r: fmt_metric("eval_loss", r.best_eval_loss)),
-    ("training time", lambda r: fmt_seconds(r.train_time_s)),
-    ("wall time", lambda r: fmt_seconds(r.wall_s)),
-    ("tokens/s", lambda r: f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "-"),
+    ("active time", lambda r: format_duration(r.train_time_s)),  # the 'time' of Monitor, Runs and the Queue
+    ("wall time", lambda r: format_duration(r.wall_s)),  # first start to last end, pauses included
+    ("tokens/s", lambda r: format_rate(r.tokens_per_s)),
     ("peak GPU memory", lambda r: f"{r.peak_memory_gb:.2f} GiB" if r.peak_memory_gb else "-"),
     ("size on disk", lambda r: f"{fmt_bytes(r.size_bytes)} {r.saved_as}" if r.size_bytes is not None else "-"),
 ]
@@ -127,7 +122,7 @@ def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None]]
     metric = metric_title(rows)
     return [
         (f"final {metric}", "", [r.final_metric for r in rows]),
-        ("training time", "s", [r.train_time_s for r in rows]),
+        ("active time", "s", [r.train_time_s for r in rows]),
         ("trainable params", "", [float(r.trainable) if r.trainable is not None else None for r in rows]),
         ("peak GPU memory", "GiB", [r.peak_memory_gb for r in rows]),
     ]
@@ -152,7 +147,8 @@ def text_bars(labels: list[str], values: list[float | None], width: int = 40, un
             continue
         eighths = round(8 * width * max(0.0, scale(v)) / top)
         bar = "█" * (eighths // 8) + ("▏▎▍▌▋▊▉"[eighths % 8 - 1] if eighths % 8 else "")
-        text = fmt_count(int(v)) if unit == "" and v >= 1000 else (f"{v:.4g}" + (f" {unit}" if unit else ""))
+        text = (format_duration(v) if unit == "s" else fmt_count(int(v)) if unit == "" and v >= 1000
+                else f"{v:.4g}" + (f" {unit}" if unit else ""))
         lines.append(f"{label:<{lw}} │{bar} {text}")
     return "\n".join(lines)
 

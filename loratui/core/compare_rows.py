@@ -63,7 +63,9 @@ class RunRow:
     best_eval_loss: float | None = None
     f1: float | None = None
     train_time_s: float | None = None
+    """Active time (the fold's ``elapsed``)."""
     wall_s: float | None = None
+    """Wall time, first event to last (the fold's ``wall``)."""
     tokens_per_s: float | None = None
     peak_memory_gb: float | None = None
     size_bytes: int | None = None
@@ -143,7 +145,6 @@ def read_run(path: str | Path) -> RunRow:
             flat = {k: ("-" if k.startswith("lora.") else v) for k, v in flat.items()}
         row.config = {k: v for k, v in flat.items() if k not in IGNORED_KEYS}
     row.metric_name = "accuracy" if row.task == "seq-cls" else "eval_loss"
-    tps: list[float] = []
     for ev in run.events():
         kind = ev_get(ev, "kind")
         if kind == "started":
@@ -153,10 +154,6 @@ def read_run(path: str | Path) -> RunRow:
             row.model = row.model or (ev_get(ev, "model") or "")
         elif kind == "step":
             row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
-            if ev_get(ev, "tokens_per_s"):
-                tps.append(float(ev_get(ev, "tokens_per_s")))
-            if ev_get(ev, "elapsed") is not None:
-                row.train_time_s = float(ev_get(ev, "elapsed"))
         elif kind == "eval":
             loss = ev_get(ev, "eval_loss")
             trained = ev_get(ev, "step") != 0  # step 0 is the base model: the curve's start, never "best"
@@ -180,24 +177,13 @@ def read_run(path: str | Path) -> RunRow:
             if peak is not None:
                 row.peak_memory_gb = max(row.peak_memory_gb or 0.0, float(peak))
         elif kind == "finished":
-            if ev_get(ev, "runtime_s") is not None:
-                row.train_time_s = float(ev_get(ev, "runtime_s"))
             row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
-    if tps:
-        row.tokens_per_s = sum(tps) / len(tps)
-    # time is the one fold's (every engine process's part, as Monitor, Runs and `loratui runs` show it); the
-    # finished event's runtime_s counts only the last part of a stopped-and-resumed run
+    # time and throughput are the one fold's (every engine process's part, as Monitor, Runs, the Queue and
+    # `loratui runs` show them): the finished event's runtime_s and the steps' own rates count only a part
     from loratui.core.runs import summarize
 
     folded = summarize(run)
-    if folded.elapsed is not None:
-        row.train_time_s = folded.elapsed
-    try:  # start to end of the engine process: loading, training, evaluating and saving
-        status = run.read_status()
-        if isinstance(status.get("started"), (int, float)) and isinstance(status.get("ended"), (int, float)):
-            row.wall_s = float(status["ended"]) - float(status["started"])
-    except Exception:  # noqa: BLE001 - a status file being rewritten: no wall time this once
-        pass
+    row.train_time_s, row.wall_s, row.tokens_per_s = folded.elapsed, folded.wall, folded.tokens_per_s
     for what, folder in (("adapter", run.adapter_dir), ("model", run.path / "model")):
         if folder.is_dir():
             row.saved_as, row.size_bytes = what, folder_size(folder)

@@ -1,10 +1,10 @@
-"""One formatter each for bytes, durations and counts (every screen and command uses these)."""
+"""One formatter each for bytes, durations, counts and rates (every screen and command uses these)."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["format_bytes", "format_duration", "format_count", "printable", "shorten_list"]
+__all__ = ["format_bytes", "format_duration", "format_count", "format_rate", "printable", "shorten_list"]
 
 
 def format_bytes(n: int | float | None, unit: str | None = None) -> str:
@@ -32,6 +32,13 @@ def format_duration(seconds: float | None) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_rate(per_s: float | None) -> str:
+    """Tokens (or examples) a second, as every view shows them: 28 / 9,493 / - (none yet)."""
+    if per_s is None or not math.isfinite(per_s) or per_s <= 0:
+        return "-"
+    return f"{per_s:,.0f}"
 
 
 def format_count(n: int | float | None) -> str:

@@ -50,6 +50,10 @@ class RunFold:
         self._origin: tuple[float, int] | None = None
         self._step_time: float | None = None
         self._eta_at_step: float | None = None
+        # throughput: tokens and training seconds of the closed parts, the open part's first and newest step
+        self._rate_done = (0.0, 0.0)
+        self._rate_first: tuple[float, float] | None = None
+        self._rate_last: tuple[float, float] | None = None
         # train loss over the steps that count
         self._losses: list[tuple[int, float]] = []
         self._loss_sum = 0.0
@@ -153,11 +157,21 @@ class RunFold:
         s.ended = None
         self._origin = None
         self._eta_at_step = None
+        self._close_rate()
+
+    def _close_rate(self) -> None:
+        """A new engine process counts its tokens and seconds from zero: keep the part that ended."""
+        tokens, secs = self._rate_done
+        if self._rate_first is not None and self._rate_last is not None:
+            tokens += self._rate_last[0] - self._rate_first[0]
+            secs += self._rate_last[1] - self._rate_first[1]
+        self._rate_done, self._rate_first, self._rate_last = (tokens, secs), None, None
 
     def _on_resumed(self, ev: ResumedEvent) -> None:
         s = self.s
         s.lifecycle = "resumed"
         s.resumes += 1
+        self._close_rate()
         s.failure = s.error = None
         if ev.step is not None:
             s.step = ev.step
@@ -180,6 +194,12 @@ class RunFold:
                 self._loss_sum -= self._losses.pop()[1]
             self._losses.append((ev.step, ev.loss))
             self._loss_sum += ev.loss
+        if ev.tokens_seen is not None and ev.elapsed is not None:
+            point = (float(ev.tokens_seen), float(ev.elapsed))
+            if self._rate_first is None or point[1] < self._rate_first[1]:
+                self._rate_first, self._rate_last = point, None  # the part's first line: warm-up, not counted
+            else:
+                self._rate_last = point
         t = ev.time
         if t is None:
             return
@@ -311,6 +331,18 @@ class RunFold:
             out.eta = eta
         elif out.state == RunState.FINISHED:
             out.eta = 0.0
+        out.wall = None
+        if s.started is not None:
+            last = out.ended if out.ended is not None and not active else (self._seg_last or out.ended or s.started)
+            if active and now is not None:
+                last = max(last, now)
+            out.wall = max(elapsed, last - s.started)
+        tokens, secs = self._rate_done
+        if self._rate_first is not None and self._rate_last is not None:
+            tokens += self._rate_last[0] - self._rate_first[0]
+            secs += self._rate_last[1] - self._rate_first[1]
+        if secs > 0 and tokens > 0:
+            out.tokens_per_s = tokens / secs
         out.train_loss = (self._loss_sum / len(self._losses)) if self._losses else self._finished_train_loss
         if out.lifecycle == "finished":
             out.final_eval = {**s.eval_metrics, **self._finished_eval}

@@ -44,8 +44,13 @@ class RunSummary:
     lr: Optional[float] = None
     grad_norm: Optional[float] = None
     tokens_per_s: Optional[float] = None
+    """Training throughput: tokens trained over the seconds spent training them, every engine process's part
+    (each part's first logged step, its warm-up, left out); the newest logged rate for events without counts."""
     elapsed: Optional[float] = None
-    """Wall seconds over the whole run (every engine process's part), ticking while it runs."""
+    """Active time: the seconds the engine processes worked, summed over every part (the pause between a stop and
+    a resume left out), ticking while it runs. What every view calls 'time'."""
+    wall: Optional[float] = None
+    """Wall time: from the run's first event to its last (now, while it runs), the pauses between parts included."""
     eta: Optional[float] = None
     """Seconds left while it runs, else None."""
     stalled_for: Optional[float] = None
@@ -125,7 +130,7 @@ class RunSummary:
         return to_json_value({
             "name": self.name, "state": self.state.value, "model": self.model, "method": self.method,
             "step": self.step, "max_steps": self.max_steps, "progress": round(self.progress, 4),
-            "elapsed_s": self.elapsed, "eta_s": self.eta, "tokens_per_s": self.tokens_per_s,
+            "elapsed_s": self.elapsed, "wall_s": self.wall, "eta_s": self.eta, "tokens_per_s": self.tokens_per_s,
             "best_eval_loss": self.best_eval_loss, "eval": self.eval_metrics or None,
             "final_eval": self.final_eval or None, "train_loss": self.train_loss, "error": self.error,
             "stalled_for_s": self.stalled_for,

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from loratui.core.config import load_config
+from loratui.core.fmt import format_duration
 from loratui.core.queue import Entry, RunQueue, default_gpus
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
@@ -37,6 +38,8 @@ class QueueLoaded(Message):
     entries: list[Entry]
     progress: dict[str, str]
     runner: int | None
+    spent: dict[str, float | None]
+    """entry id -> its run's active time (the fold's)"""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, QueueLoaded)
@@ -78,6 +81,7 @@ class QueueScreen(LoratuiScreen):
         super().__init__(name=name, id=id)
         self.entries: list[Entry] = []
         self.progress: dict[str, str] = {}
+        self.spent: dict[str, float | None] = {}
         self.runner: int | None = None
         self.loaded = False
 
@@ -112,18 +116,23 @@ class QueueScreen(LoratuiScreen):
     def _load(self, runs_dir: Path) -> None:
         q = RunQueue(runs_dir)
         state = q.read()
-        progress = {}
+        progress, spent = {}, {}
+        now = time.time()
         for e in state.entries:
+            if not e.started:
+                continue
+            s = summarize(RunDir(runs_dir / e.run), now=now)
+            spent[e.id] = s.elapsed  # the one fold's active time, as Runs, Monitor and Compare show it
             if e.state == "running":
-                s = summarize(RunDir(runs_dir / e.run))
                 step, total = getattr(s, "step", 0) or 0, getattr(s, "max_steps", 0) or 0
                 progress[e.id] = f"{step}/{total}" if total else "starting"
         if not get_current_worker().is_cancelled:
-            self.post_message(QueueLoaded(state.entries, progress, q.runner_pid()))
+            self.post_message(QueueLoaded(state.entries, progress, q.runner_pid(), spent))
 
     @on(QueueLoaded)
     def _loaded(self, message: QueueLoaded) -> None:
         self.entries, self.progress, self.runner = message.entries, message.progress, message.runner
+        self.spent = message.spent
         self.loaded = True
         table = self.query_one(DataTable)
         current = self.selected
@@ -137,12 +146,7 @@ class QueueScreen(LoratuiScreen):
         self.refresh_bindings()
 
     def _cells(self, e: Entry) -> tuple:
-        if e.started:
-            seconds = (e.ended or time.time()) - e.started
-            m, s = divmod(int(seconds), 60)
-            spent = f"{m}:{s:02d}"
-        else:
-            spent = "-"
+        spent = format_duration(self.spent.get(e.id)) if e.started else "-"
         progress = self.progress.get(e.id, "done" if e.state == "finished" else "-")
         return (e.id.lstrip("q0") or "0", Text(e.state, style=STATE_STYLES.get(e.state, "")),
                 Text(e.run, style="bold" if e.state == "running" else ""), e.study or "-", progress, spent)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from loratui.core.fmt import format_count, format_duration
+from loratui.core.fmt import format_count, format_duration, format_rate
 from loratui.core.protocol import state_style
 from loratui.ui.widgets.run_state import RunView
 
@@ -45,7 +45,7 @@ def stats_text(v: RunView, state: str) -> Text:
     if v.best_accuracy is not None:
         _stat(stats, "acc", f"{v.best_accuracy:.3f}")
     _stat(stats, "lr", f"{v.lr:.1e}" if v.lr else "0" if v.lr == 0 else "-")
-    _stat(stats, "tok/s", format_count(int(v.tokens_per_s)) if v.tokens_per_s else "-")
+    _stat(stats, "tok/s", format_rate(v.tokens_per_s))  # the run's throughput, as Compare shows it
     _stat(stats, "time", format_duration(v.elapsed))
     if state in ("running", "starting") and not v.phase.startswith("final eval"):
         _stat(stats, "ETA", format_duration(v.eta))  # the final evaluation says itself what it is doing
