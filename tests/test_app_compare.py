@@ -82,3 +82,25 @@ def test_snapshot_compare_curves(runs, snap_compare):
 
     app = compare_app(runs, runs=[runs / n for n in ORDER])
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+async def test_at_80_columns_the_columns_and_bars_show_what_tells_runs_apart(runs):
+    """Issue 19 item 6: default names share 'smollm2-135m-instruct-lora-2026...': every header, bar label and
+    legend read 'smollm2-135m-'. The columns and bars show the part that differs; the shared head is said once."""
+    import shutil
+
+    names = [f"smollm2-135m-instruct-lora-20261204-{t}" for t in ("0912", "0931", "0950")]
+    for name, source in zip(names, ORDER):
+        shutil.copytree(runs / source, runs / name)
+    app = compare_app(runs, runs=[runs / n for n in names])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        lines = screen_text(app).splitlines()
+        assert "smollm2-135m-instruct-lora-20261204-…" in lines[0]
+        header = lines[1]
+        assert all(t in header for t in ("0912", "0931", "0950")), header
+        await pilot.press("t")  # active time: a bar a run, labelled
+        await pilot.pause()
+        bars = [ln for ln in screen_text(app).splitlines() if "┤" in ln]
+        assert sorted(ln.split("┤")[0].strip() for ln in bars) == ["0912", "0931", "0950"], bars

@@ -115,6 +115,43 @@ def column_title(r: RunRow) -> str:
     return r.label or r.name
 
 
+SEPARATORS = "-_./ "
+
+
+def distinct_names(names: list[str]) -> tuple[list[str], str]:
+    """The part of each name that tells it from the others, and the head they all share: the common head and tail
+    are cut at a separator ('smollm2-135m-instruct-lora-20261204-0912' and '...-0931' become '0912' and '0931',
+    sharing 'smollm2-135m-instruct-lora-20261204-'). Names left empty (equal names) stay whole."""
+    if len(names) < 2 or len(set(names)) < 2:
+        return list(names), ""
+    head = 0
+    first = names[0]
+    for i in range(min(len(n) for n in names)):
+        if any(n[i] != first[i] for n in names):
+            break
+        if first[i] in SEPARATORS:
+            head = i + 1
+    tail = 0
+    for i in range(1, min(len(n) for n in names) - head + 1):
+        if any(n[-i] != first[-i] for n in names):
+            break
+        if first[-i] in SEPARATORS:
+            tail = i
+    parts = [n[head:len(n) - tail] for n in names]
+    if any(not p for p in parts):
+        return list(names), ""
+    return parts, first[:head]
+
+
+def short_titles(rows: list[RunRow]) -> tuple[list[str], str]:
+    """Column titles where width is short (the Compare screen): a study's labels, else the part of the run names
+    that differs; and the names' common head (said once, in the screen's title)."""
+    if rows and all(r.label for r in rows):
+        return [r.label for r in rows], ""
+    parts, head = distinct_names([r.name for r in rows])
+    return [r.label or p for r, p in zip(rows, parts)], head
+
+
 # -- charts as text -----------------------------------------------------------------------------------------------
 
 def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None]]]:

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.core.compare import RowCache, RunRow, column_title, export, summary_path, table_rows
+from loratui.core.compare import RowCache, RunRow, column_title, export, short_titles, summary_path, table_rows
 from loratui.core.runs import list_runs
 from loratui.core.study import list_studies, study_runs
 from loratui.ui.screens.base import LoratuiScreen
@@ -78,6 +78,8 @@ class CompareScreen(LoratuiScreen):
         #: the study shown (chosen, or the newest one when nothing was chosen)
         self.shown_study: str | None = None
         self._cache = RowCache()
+        #: the head every compared run's name shares (the columns show the rest)
+        self.common_head = ""
 
     @property
     def runs_dir(self) -> Path:
@@ -137,7 +139,7 @@ class CompareScreen(LoratuiScreen):
         self.rows, self.heading, self.loaded = message.rows, message.title, True
         self.shown_study = message.study
         table = self.query_one(DataTable)
-        titles = [column_title(r) for r in self.rows]
+        titles, self.common_head = short_titles(self.rows)
         body = table_rows(self.rows) if self.rows else []
         if titles != [r.name for r in self.rows]:
             body.insert(0, ("run", [r.name for r in self.rows]))
@@ -154,6 +156,8 @@ class CompareScreen(LoratuiScreen):
         n = len(self.rows)
         live = sum(1 for r in self.rows if r.state in LIVE_STATES)
         text = Text.assemble(("Compare", "bold"), f"  {self.heading}", (f"  ·  {n} run{'s' * (n != 1)}", "dim"))
+        if self.common_head:  # the columns show what tells the runs apart; what they share is said once
+            text.append(f"  ·  {self.common_head}…", style="dim")
         if live:
             text.append(f" · {live} not done yet", style="green")
         self.query_one("#cmp-title", Static).update(text)

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from loratui.core.compare import RunRow, chart_series, column_title, fmt_count, needs_log
+from loratui.core.compare import RunRow, chart_series, fmt_count, needs_log, short_titles
 from loratui.ui.widgets.loss_chart import downsample
 
 #: the charts, in the order ``t`` cycles through them
@@ -52,7 +52,7 @@ class CompareChart(PlotextPlot):
     def _replot(self, width: int) -> bool:
         plt = self.plt
         plt.clear_figure()  # bars set their own y ticks: start each chart from a blank figure (render sets size)
-        labels = [column_title(r) for r in self.rows]
+        labels = short_titles(self.rows)[0]  # the part of the names that differs: 80 columns tell them apart
         if self.chart == "curves":
             drawn = False
             for i, (label, r) in enumerate(zip(labels, self.rows)):
