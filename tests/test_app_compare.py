@@ -36,7 +36,7 @@ async def test_table_and_charts(runs):
         for _ in range(5):
             titles.append(screen.query_one("#cmp-chart-title").render().plain.split("   ")[0])
             await pilot.press("t")
-        assert titles == ["final eval loss", "active time (s)", "trainable params", "peak GPU memory (GiB)",
+        assert titles == ["eval loss: final, or so far", "active time (s)", "trainable params", "peak GPU memory (GiB)",
                           "eval loss by step"]
 
 
@@ -104,3 +104,15 @@ async def test_at_80_columns_the_columns_and_bars_show_what_tells_runs_apart(run
         await pilot.pause()
         bars = [ln for ln in screen_text(app).splitlines() if "┤" in ln]
         assert sorted(ln.split("┤")[0].strip() for ln in bars) == ["0912", "0931", "0950"], bars
+
+
+async def test_a_run_not_finished_has_no_final_metric_only_its_latest(runs):
+    """Issue 19 item 7: a running (or stopped) run's last evaluation, on the curve's slice of the held-out set, was
+    called 'final'. Only a finished run's closing evaluation is; the others read 'so far'."""
+    app = compare_app(runs, runs=[runs / n for n in ORDER])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        row = next(ln for ln in screen_text(app).splitlines() if ln.lstrip().startswith("final eval loss"))
+        assert "1.0324 " in row and "1.0324 so far" not in row  # smollm2-demo finished
+        assert "1.4617 so far" in row  # smollm2-stopped: its newest evaluation, not a final one

@@ -71,6 +71,19 @@ def fmt_value(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+def fmt_final(r: RunRow) -> str:
+    """A finished run's final metric; a run not finished has only its latest evaluation: 'so far'."""
+    text = fmt_metric(r.metric_name, r.final_metric)
+    return text if r.final_metric is None or r.state == "finished" else f"{text} so far"
+
+
+def final_title(rows: list[RunRow], metric: str) -> str:
+    """'final eval loss', or what the values are when some runs are not finished."""
+    if all(r.state == "finished" or r.final_metric is None for r in rows):
+        return f"final {metric}"
+    return f"{metric}: final, or so far"
+
+
 def metric_title(rows: list[RunRow]) -> str:
     names = {r.metric_name for r in rows}
     return "accuracy" if names == {"accuracy"} else "eval loss"
@@ -84,7 +97,7 @@ FIELDS: list[tuple[str, Any]] = [
     ("targets", lambda r: r.targets),
     ("trainable params", lambda r: fmt_count(r.trainable)),
     ("trainable share", lambda r: fmt_share(r.share)),
-    ("final metric", lambda r: fmt_metric(r.metric_name, r.final_metric)),
+    ("final metric", lambda r: fmt_final(r)),
     ("best metric", lambda r: fmt_metric(r.metric_name, r.best_metric)),
     ("best eval loss", lambda r: fmt_metric("eval_loss", r.best_eval_loss)),
     ("active time", lambda r: format_duration(r.train_time_s)),  # the 'time' of Monitor, Runs and the Queue
@@ -158,7 +171,7 @@ def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None]]
     """(title, unit, value per run) for the bar charts: metric, time, trainable params, memory."""
     metric = metric_title(rows)
     return [
-        (f"final {metric}", "", [r.final_metric for r in rows]),
+        (final_title(rows, metric), "", [r.final_metric for r in rows]),
         ("active time", "s", [r.train_time_s for r in rows]),
         ("trainable params", "", [float(r.trainable) if r.trainable is not None else None for r in rows]),
         ("peak GPU memory", "GiB", [r.peak_memory_gb for r in rows]),
