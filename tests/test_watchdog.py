@@ -211,3 +211,41 @@ def test_a_missing_reporter_package_is_one_line(tmp_path, capsys, monkeypatch):
     cfg.write_text("train: {report_to: [wandb]}\noutput: {runs_dir: %s}\n" % (tmp_path / "runs"))
     assert cli_main(["train", str(cfg)]) == 2
     assert "train.report_to: wandb reporting needs the wandb package" in capsys.readouterr().err
+
+
+def test_one_bad_batch_is_skipped_and_the_run_goes_on(tmp_path, tiny_llama):
+    """A single non-finite loss (one bad batch, LORATUI_TEST_NAN_LOSS_AT_STEP) leaves the weights as they were: the
+    run says the update was skipped and finishes with a finite adapter. Without the skip, AdamW writes NaN into
+    every adapted weight and the run fails three steps later."""
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    from loratui.train.engine import Engine
+
+    from loratui.core import runs
+    from loratui.core.config import RunConfig
+
+    data = {
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 32,
+                 "validation_fraction": 0.0, "max_length": 64},
+        "train": {"max_steps": 8, "batch_size": 2, "lr": 5e-3, "logging_steps": 1},
+        "output": {"runs_dir": str(tmp_path / "runs"), "name": "one-bad"},
+    }
+    run = runs.create_run(RunConfig.model_validate(data))
+    os.environ["LORATUI_TEST_NAN_LOSS_AT_STEP"] = "3"
+    try:
+        assert Engine(run, echo=lambda line: None).run() == 0
+    finally:
+        del os.environ["LORATUI_TEST_NAN_LOSS_AT_STEP"]
+    steps = [e for e in run.events() if e["kind"] == "step"]
+    assert steps[2]["step"] == 3 and steps[2]["loss"] is None  # logged as it was
+    assert all(e["loss"] is not None for e in steps if e["step"] != 3)  # the weights stayed finite after it
+    alerts = [e for e in run.events() if e["kind"] == "alert"]
+    assert [(a["step"], a["alert"]) for a in alerts] == [(3, "skipped")]
+    assert "update was skipped" in alerts[0]["message"]
+    assert run.state() == "finished"
+    weights = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())

@@ -93,11 +93,16 @@ class EventsCallback(TrainerCallback):
             return
         self.bad_logs = getattr(self, "bad_logs", 0) + 1
         self.first_bad = getattr(self, "first_bad", None) or state.global_step
-        if self.bad_logs >= self.engine.cfg.train.max_bad_steps:
+        limit = self.engine.cfg.train.max_bad_steps
+        if self.bad_logs >= limit:
             self.engine.diverged = {"step": state.global_step, "first_bad_step": self.first_bad,
                                     "loss": logs.get("loss"), "grad_norm": logs.get("grad_norm")}
             control.should_training_stop = True
             control.should_save = False
+        else:  # the trainer skipped the update (trainers.skip_bad_update): say so, the run goes on
+            self.alert(state.global_step, "skipped",
+                       f"step {state.global_step}: the loss or gradients are not finite, the update was skipped "
+                       f"({self.bad_logs} of {limit} bad logged steps in a row stop the run)")
 
     def alert(self, step: int, kind: str, message: str) -> None:
         self.engine.emit("alert", step=step, alert=kind, message=message)

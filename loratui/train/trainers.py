@@ -42,6 +42,20 @@ def token_counting_trainer():
             self._tokens = n if self._tokens is None else self._tokens + n
             return super().training_step(model, inputs, *args, **kwargs)
 
+        def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
+            logging = self.control.should_log
+            out = super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+            # the Trainer resets its running loss by subtracting it from itself: a NaN logged once would stay NaN
+            # for the rest of the run, after the bad batch was skipped (a logging step reads the loss anyway)
+            if logging and not bool(tr_loss.isfinite()):
+                tr_loss.zero_()
+            return out
+
+        def _get_grad_norm(self, model, grad_norm=None):
+            grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+            skip_bad_update(self, model, grad_norm)
+            return grad_norm
+
         def _load_optimizer_and_scheduler(self, checkpoint):
             if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
                 return super()._load_optimizer_and_scheduler(checkpoint)
@@ -101,6 +115,23 @@ def batch_shape(inputs) -> dict:
         if shape is not None:
             out[key] = list(shape)
     return out
+
+
+def skip_bad_update(trainer, model, grad_norm) -> None:
+    """A step whose gradients are not finite changes nothing (issue 18): the watchdog counts it, the weights and the
+    optimizer's moments stay as they were. Fused AdamW (the GPU default) skips it on the device from a ``found_inf``
+    flag, as it does under fp16's GradScaler: no host sync. On a CPU the norm is read (no sync to pay) and the
+    gradients dropped, so the optimizer passes over every parameter. fp16 runs: the GradScaler already skips."""
+    import torch
+
+    if not torch.is_tensor(grad_norm) or trainer.args.fp16:
+        return
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    if (getattr(opt, "defaults", None) or {}).get("fused"):
+        opt.found_inf = (~torch.isfinite(grad_norm)).float()
+    elif grad_norm.device.type == "cpu" and not bool(torch.isfinite(grad_norm)):
+        for p in model.parameters():
+            p.grad = None
 
 
 def _test_hook(name: str, step: int | str) -> float | None:
@@ -203,6 +234,13 @@ def trainer_class(engine: "Engine", base=None):
                 return super().evaluate(*args, **kwargs)
             finally:
                 self.evaluating = False
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            out = super().compute_loss(model, inputs, *args, **kwargs)
+            if model.training and _test_hook("NAN_LOSS_AT_STEP", self.state.global_step + 1) is not None:
+                # fault injection for tests: one bad batch (a non-finite loss and gradients at that step only)
+                out = (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+            return out
 
         def prediction_step(self, model, inputs, *args, **kwargs):
             self.last_eval_shape = batch_shape(inputs)
