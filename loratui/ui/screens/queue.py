@@ -136,7 +136,7 @@ class QueueScreen(LoratuiScreen):
         self.loaded = True
         table = self.query_one(DataTable)
         current = self.selected
-        rows = [self._cells(e) for e in self.entries]
+        rows = [self._cells(e, i + 1) for i, e in enumerate(self.entries)]
         with self.app.batch_update():
             fill_table(table, self.COLUMNS, rows, [e.id for e in self.entries],
                        select=current.id if current else None, flex="run")
@@ -145,10 +145,11 @@ class QueueScreen(LoratuiScreen):
             self._show_detail()
         self.refresh_bindings()
 
-    def _cells(self, e: Entry) -> tuple:
+    def _cells(self, e: Entry, position: int) -> tuple:
+        """``position``: the entry's place in the queue's order (what '#' reads; the id stays in the detail)."""
         spent = format_duration(self.spent.get(e.id)) if e.started else "-"
         progress = self.progress.get(e.id, "done" if e.state == "finished" else "-")
-        return (e.id.lstrip("q0") or "0", Text(e.state, style=STATE_STYLES.get(e.state, "")),
+        return (str(position), Text(e.state, style=STATE_STYLES.get(e.state, "")),
                 Text(e.run, style="bold" if e.state == "running" else ""), e.study or "-", progress, spent)
 
     def _update_title(self) -> None:
@@ -184,7 +185,7 @@ class QueueScreen(LoratuiScreen):
         if e is None:
             detail.update("")
             return
-        text = Text.assemble((str(self.runs_dir / e.run), "dim"))
+        text = Text.assemble((str(self.runs_dir / e.run), "dim"), (f"  ·  id {e.id}", "dim"))
         if e.label:
             text.append(f"  ·  {e.label}")
         if e.added:
@@ -209,10 +210,11 @@ class QueueScreen(LoratuiScreen):
         return True
 
     def action_move(self, delta: int) -> None:
+        """Move the highlighted waiting run up (-1) or down (+1); the highlight goes with it (the cursor stays on
+        its row until the queue is read again, and the new order is shown with the cursor on the same run)."""
         e = self.selected
-        if e is not None and self.queue.move(e.id, delta):
-            table = self.query_one(DataTable)
-            table.move_cursor(row=max(0, table.cursor_row + delta), animate=False)
+        if e is not None:
+            self.queue.move(e.id, delta)
         self.action_refresh()
 
     def action_cancel(self) -> None:
