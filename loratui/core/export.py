@@ -95,9 +95,11 @@ def format_report(report: dict) -> str:
     """The table ``loratui export`` prints at the end."""
     rows = [f"{'type':<8} {'size':>10} {'same answers':>13} {'top-1':>7} {'tok/s':>7}  {'exact':>7}  verdict"]
     ref = report.get("reference") or {}
-    if ref.get("exact") is not None:
-        rows.append(f"{'HF':<8} {'':>10} {'':>13} {'':>7} {'':>7}  {ref['exact']:>3}/{ref['with_reference']:<3}  "
-                    "the merged model (transformers), the reference")
+    if ref:
+        exact = f"{ref['exact']:>3}/{ref['with_reference']:<3}" if ref.get("exact") is not None else f"{'-':>7}"
+        tps = f"{ref['tokens_per_s']:.0f}" if ref.get("tokens_per_s") else "-"
+        rows.append(f"{'merged':<8} {'':>10} {'':>13} {'':>7} {tps:>7}  {exact}  "
+                    f"the reference: the merged model in transformers ({report.get('dtype', '?')})")
     for f in report.get("files", []):
         v = f.get("verify") or {}
         same = f"{v.get('same_answers', 0)}/{v.get('prompts', 0)}"
