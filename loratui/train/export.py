@@ -280,8 +280,8 @@ def _load_merged(kind: str, folder: Path, *, base, dtype, allow_pickle, progress
     if kind == "adapter":
         from loratui.train.merge import load_adapter_model
 
-        model, tok, _loaded = load_adapter_model(folder, base=base, dtype=dtype, progress=progress,
-                                                 allow_pickle=allow_pickle)
+        model, tok, _loaded = load_adapter_model(folder, base=base, dtype=dtype, allow_pickle=allow_pickle,
+                                                 progress=lambda step, frac: progress(step, frac / 2))
         progress("merging in memory", 0.25)
         model = model.merge_and_unload()
     else:
