@@ -249,3 +249,55 @@ def test_one_bad_batch_is_skipped_and_the_run_goes_on(tmp_path, tiny_llama):
     assert run.state() == "finished"
     weights = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
     assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+
+
+def _diverging_run(tmp_path, tiny_llama, name, monkeypatch, above_lr: str, **train):
+    from loratui.core import runs
+    from loratui.core.config import RunConfig
+    from loratui.train.engine import Engine
+
+    monkeypatch.setenv("LORATUI_TEST_NAN_ABOVE_LR", above_lr)  # weights blow up while the lr is too high
+    data = {
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 48,
+                 "validation_fraction": 0.0, "max_length": 64},
+        "train": {"max_steps": 12, "batch_size": 2, "lr": 5e-3, "logging_steps": 1, "save_steps": 2,
+                  "save_total_limit": 5, "on_diverge": "rollback", **train},
+        "output": {"runs_dir": str(tmp_path / "runs"), "name": name},
+    }
+    run = runs.create_run(RunConfig.model_validate(data))
+    return run, Engine(run, echo=lambda line: None).run()
+
+
+def test_rollback_goes_back_to_the_last_good_checkpoint_at_a_lower_learning_rate(tmp_path, tiny_llama, monkeypatch):
+    """train.on_diverge: rollback. The weights blow up from step 5 while the lr is above 3e-3 (the run's 5e-3 is
+    too high): three bad steps, then back to checkpoint-4 at half the learning rate (its schedule too), and the run
+    finishes with finite weights; the Monitor's fold counts it as a resume from step 4."""
+    import torch
+    from safetensors.torch import load_file
+
+    run, code = _diverging_run(tmp_path, tiny_llama, "rollback", monkeypatch, "5:0.003")
+    assert code == 0 and run.state() == "finished"
+    events = run.events()
+    alerts = [e for e in events if e["kind"] == "alert" and e["alert"] == "rollback"]
+    assert len(alerts) == 1 and "rolled back to checkpoint-4" in alerts[0]["message"]
+    assert "learning rate 0.0025 (x0.5), roll-back 1 of 2" in alerts[0]["message"]
+    resumed = [e for e in events if e["kind"] == "resumed"]
+    assert [(e["step"], e["checkpoint"].rsplit("/", 1)[-1]) for e in resumed] == [(4, "checkpoint-4")]
+    steps = [e for e in events if e["kind"] == "step"]
+    after = steps[[e["kind"] for e in events if e["kind"] in ("step", "resumed")].index("resumed"):]
+    before = {e["step"]: e["lr"] for e in steps[:7]}
+    assert after[0]["step"] == 5 and after[0]["lr"] == pytest.approx(before[5] / 2, rel=1e-6)
+    assert all(e["loss"] is not None for e in after) and after[-1]["step"] == 12
+    weights = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+    summary = fold_mod.fold(events)
+    assert summary.step == 12 and summary.resumes == 1
+
+
+def test_a_run_that_keeps_diverging_fails_after_its_rollbacks(tmp_path, tiny_llama, monkeypatch):
+    run, code = _diverging_run(tmp_path, tiny_llama, "hopeless", monkeypatch, "5:0", max_rollbacks=1)
+    assert code == 1 and run.state() == "failed"
+    failed = [e for e in run.events() if e["kind"] == "failed"][-1]
+    assert "after 1 roll-back(s) to a lower learning rate" in failed["message"]
+    assert [e["alert"] for e in run.events() if e["kind"] == "alert"].count("rollback") == 1

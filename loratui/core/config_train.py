@@ -49,6 +49,13 @@ class TrainSection(Section):
     max_bad_steps: int = Field(3, ge=1, le=1_000_000)
     """Logged steps in a row with a non-finite loss or gradient norm before the run stops as failed (diverged),
     keeping its checkpoints from before the first bad step."""
+    on_diverge: Literal["fail", "rollback"] = "fail"
+    """What a diverged run does: fail (keeping its good checkpoints), or rollback: go back to the last checkpoint
+    from before the first bad step and go on at the learning rate times rollback_lr_factor."""
+    rollback_lr_factor: float = Field(0.5, gt=0, lt=1)
+    """Each roll-back multiplies the learning rate (its whole schedule) by this."""
+    max_rollbacks: int = Field(2, ge=1, le=100)
+    """Roll-backs before a run that keeps diverging fails."""
     logging_steps: int = Field(5, ge=1, le=BIG)
     eval_steps: Optional[int] = Field(None, ge=1, le=BIG)
     """Evaluate every N steps (empty: once per epoch)."""

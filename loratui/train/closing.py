@@ -38,16 +38,49 @@ class Closing:
         self.echo(f"early stopping at step {self.early_stopped}: the adapter holds step {step}'s weights (its best "
                   "evaluation)")
 
+    def _drop_bad_checkpoints(self) -> None:
+        """Checkpoints from the first bad step on hold non-finite weights: they go."""
+        from loratui.core import checkpoints as ck
+
+        for path in sorted(self.run_dir.checkpoints_dir.glob("checkpoint-*")):
+            step = ck.checkpoint_step(path)
+            if step is not None and step >= self.diverged["first_bad_step"]:
+                ck.remove_folder(path)  # renamed away first: never a visible checkpoint without its weights
+
+    def _roll_back(self):
+        """train.on_diverge: rollback. Back to the last good checkpoint, the learning rate (its schedule) times
+        rollback_lr_factor, training again from there; None when there is nothing to roll back to (or no roll-back
+        left), and the run fails as it would have. Otherwise the Trainer's result."""
+        t, d = self.cfg.train, self.diverged
+        if t.on_diverge != "rollback" or self.rollbacks >= t.max_rollbacks or self.world.distributed:
+            return None
+        self._drop_bad_checkpoints()
+        good = self.run_dir.latest_checkpoint()
+        if good is None:
+            return None
+        from loratui.core import checkpoints as ck
+
+        self.rollbacks += 1
+        trainer = self.trainer
+        trainer.lr_factor *= t.rollback_lr_factor
+        lr = t.lr * trainer.lr_factor
+        step = ck.checkpoint_step(good)
+        message = (f"training diverged at step {d['first_bad_step']}: rolled back to {good.name}, learning rate "
+                   f"{lr:g} (x{trainer.lr_factor:g}), roll-back {self.rollbacks} of {t.max_rollbacks}")
+        self.emit("alert", step=d["step"], alert="rollback", message=message)
+        self.emit("resumed", checkpoint=str(good), step=step, skipped=[])
+        self.echo(f"alert: {message}")
+        self.diverged = None
+        for cb in trainer.callback_handler.callbacks:
+            if hasattr(cb, "bad_logs"):
+                cb.bad_logs, cb.first_bad = 0, None
+        return trainer.train(resume_from_checkpoint=str(good))
+
     def _fail_diverged(self) -> int:
         """Training diverged (the callback stopped it): checkpoints from the first bad step on hold non-finite
         weights and go; the run fails naming the step and the likely cause; no adapter is saved."""
-        from loratui.core import checkpoints as ck
-
         d, t = self.diverged, self.cfg.train
-        for path in sorted(self.run_dir.checkpoints_dir.glob("checkpoint-*")):
-            step = ck.checkpoint_step(path)
-            if step is not None and step >= d["first_bad_step"]:
-                ck.remove_folder(path)  # renamed away first: never a visible checkpoint without its weights
+        self._drop_bad_checkpoints()
         what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (("loss", d["loss"]), ("grad_norm", d["grad_norm"]))
                          if v is not None)
         if self.args.fp16:
@@ -59,6 +92,10 @@ class Closing:
                      "check the data)")
         good = self.run_dir.latest_checkpoint()
         keep = f"; {good.name} is kept (resume from it with a lower train.lr)" if good else ""
+        if self.rollbacks:
+            keep += f"; after {self.rollbacks} roll-back(s) to a lower learning rate"
+        elif t.on_diverge == "rollback" and good is None:
+            keep += "; no checkpoint from before it to roll back to (save more often: train.save_steps)"
         message = (f"training diverged at step {d['first_bad_step']}: {what} for {t.max_bad_steps} logged step(s) in a "
                    f"row; {cause}{keep}")
         return self._fail({"error": "Diverged", "message": message, "hint": cause, "field": "train.lr",

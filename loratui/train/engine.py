@@ -45,6 +45,7 @@ class Engine(Recipe, Closing):
         self.early_stopped: int | None = None  # the step early stopping ended training at
         self._best: tuple[int, dict] | None = None  # (step, trainable weights on the CPU) of the best evaluation
         self.diverged: dict | None = None  # set by the callback when the loss or gradients stopped being finite
+        self.rollbacks = 0  # train.on_diverge: rollback, how many so far
         self.fit = None  # the memory fit (loratui.train.fit.Fit) when the engine fitted the run to its card
         self.lock = None  # the run's lock (core.identity.RunLock), held while this engine runs
         self.cfg: RunConfig | None = None
@@ -282,6 +283,11 @@ class Engine(Recipe, Closing):
         t0 = time.time()
         result = self._finish_from(checkpoint, max_steps) if done else \
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        while self.diverged is not None and not self.stop_request.stop:
+            again = self._roll_back()
+            if again is None:
+                break
+            result = again
         if self.diverged is not None:
             return self._fail_diverged()
         if self.early_stopped is not None:

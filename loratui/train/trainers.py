@@ -56,7 +56,15 @@ def token_counting_trainer():
             skip_bad_update(self, model, grad_norm)
             return grad_norm
 
+        lr_factor = 1.0  # a roll-back's learning-rate multiplier (train.on_diverge: rollback), set by the engine
+
         def _load_optimizer_and_scheduler(self, checkpoint):
+            out = self._load_state(checkpoint)
+            if checkpoint is not None and self.lr_factor != 1.0:
+                scale_lr(self.optimizer, self.lr_scheduler, self.lr_factor)
+            return out
+
+        def _load_state(self, checkpoint):
             if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
                 return super()._load_optimizer_and_scheduler(checkpoint)
             # CPU processes under torchrun (CI's gloo runs): transformers maps the optimizer state to "cpu:0",
@@ -115,6 +123,21 @@ def batch_shape(inputs) -> dict:
         if shape is not None:
             out[key] = list(shape)
     return out
+
+
+def scale_lr(optimizer, scheduler, factor: float) -> None:
+    """The learning rate and its whole schedule times ``factor``, after a checkpoint's optimizer and scheduler were
+    loaded (their saved state carries the old rates: a resumed schedule would otherwise climb back to them)."""
+    opt = getattr(optimizer, "optimizer", optimizer)
+    for group in opt.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    sched = getattr(scheduler, "scheduler", scheduler)
+    if sched is not None and hasattr(sched, "base_lrs"):
+        sched.base_lrs = [b * factor for b in sched.base_lrs]
+        if hasattr(sched, "_last_lr"):
+            sched._last_lr = [group["lr"] for group in opt.param_groups]
 
 
 def skip_bad_update(trainer, model, grad_norm) -> None:
@@ -252,6 +275,11 @@ def trainer_class(engine: "Engine", base=None):
                 raise torch.cuda.OutOfMemoryError(
                     "CUDA out of memory. Tried to allocate 2.00 GiB (simulated by LORATUI_TEST_OOM_AT_STEP)")
             nan_at = os.environ.get("LORATUI_TEST_NAN_AT_STEP")  # fault injection for tests (never set in normal use)
+            above = os.environ.get("LORATUI_TEST_NAN_ABOVE_LR")  # STEP:LR: from STEP on, while the lr is above LR
+            if above:
+                at, _, lr = above.partition(":")
+                if self.state.global_step + 1 >= int(at) and self.optimizer.param_groups[0]["lr"] > float(lr):
+                    nan_at = "1"
             if nan_at and self.state.global_step + 1 >= int(nan_at):
                 with torch.no_grad():  # weights that blew up, as a learning rate far too high leaves them
                     next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
