@@ -352,3 +352,33 @@ def test_fsdp_gathers_the_head_for_the_fused_loss(tmp_path, hook, head):
     assert len(result["losses"]) == 2
     if head == "trained":
         assert result["head_grad_matches"]
+
+
+def test_a_hung_rank_shows_the_whole_run_stalled_and_running_again(tmp_path, tiny_llama, monkeypatch):
+    """One rank frozen (SIGSTOP: a hung collective, a stuck loader) holds the others in their next collective: no
+    step comes, and the run reads 'stalled' as a single-process run does; SIGCONT and it is 'running' again."""
+    import signal
+
+    from loratui.core import fold as fold_mod
+    from loratui.core.protocol import RunState
+
+    monkeypatch.setattr(fold_mod, "STALL_MIN_S", 2.0)
+    monkeypatch.setattr(fold_mod, "STALL_FACTOR", 3.0)
+    run = make_run(tmp_path, tiny_llama, "hung-rank", max_steps=100000, save_steps=100000, eval_steps=100000)
+    proc = engine(run, 2, wait=False)
+    try:
+        wait_for(lambda: len(events(run, "step")) >= 3, what="training steps")
+        rank1 = rank_pids(proc.pid)[1]
+        assert run.state() == RunState.RUNNING
+        rank1.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: run.state() == RunState.STALLED, timeout=60, what="stalled")
+        finally:
+            rank1.send_signal(signal.SIGCONT)
+        wait_for(lambda: run.state() == RunState.RUNNING, timeout=60, what="running again")
+        assert runs.stop_run(run)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run.state() == "stopped"
