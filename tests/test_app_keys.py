@@ -175,10 +175,9 @@ async def test_monitor_legend_tells_train_from_eval_without_colour(runs, quiet_m
 
         markers = {}
         for line in screen_text(app).splitlines():
-            m = re.search(r"[┤│] (\S+) (train|eval) ", line)  # the chart's legend: marker, then label
-            if m:
+            for m in re.finditer(r" (\S+) (train|eval)\b", line):  # the chart's legend: marker, then label
                 markers[m.group(2)] = m.group(1)
-        assert markers["eval"] == "●●" and "●" not in markers["train"], markers
+        assert markers["eval"] == "●" and "●" not in markers["train"], markers
 
 
 async def test_a_preview_that_finishes_after_leaving_setup_does_not_cover_the_next_screen(fake_core, monkeypatch):

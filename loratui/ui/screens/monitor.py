@@ -17,7 +17,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, ProgressBar, Sparkline, Static
+from textual.widgets import Footer, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
 from loratui.core.gpu import GpuSampler
@@ -28,6 +28,7 @@ from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.gpu_panel import GpuPanel, GpuSampled
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.loss_chart import LossChart
+from loratui.ui.widgets.lr_schedule import LrSchedule
 from loratui.ui.widgets.modals import ConfirmModal
 from loratui.ui.widgets.monitor_text import banner_text, side_title, stats_text, steps_text, title_text
 from loratui.ui.widgets.run_state import RunModel, RunView
@@ -115,12 +116,13 @@ class MonitorScreen(LoratuiScreen):
                 with Vertical(id="mon-side"):
                     yield GpuPanel(id="mon-gpu")
                     yield Static("lr", id="mon-lr-label")
-                    yield Sparkline([], id="mon-lr")
+                    yield LrSchedule(id="mon-lr")
             yield LogTail(id="mon-log")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#mon-chart").border_title = "loss"
+        # the legend lives in the border: inside the plot it covered the base model's step-0 evaluation
+        self.query_one("#mon-chart").border_title = LossChart.LEGEND
         self.query_one("#mon-side").border_title = "GPU"
         self._sample_gpus()
         if self.run_dir is not None:
@@ -169,6 +171,10 @@ class MonitorScreen(LoratuiScreen):
         run = RunDir(run_dir)
         tail = EventTail(run.events_path)
         model = RunModel()
+        try:  # the planned learning rate (the lr panel draws it whole)
+            schedule = run.config().train.model_dump(include={"lr", "scheduler", "warmup_ratio", "warmup_steps"})
+        except Exception:  # noqa: BLE001 - no config (or not one this version reads): no plan, the rest still shows
+            schedule = {}
         log_sig: tuple | None = None
         last_state: tuple | None = None
         last_post = 0.0
@@ -190,7 +196,9 @@ class MonitorScreen(LoratuiScreen):
             state, pid = summary.state, summary.pid
             tick = state.active and time.monotonic() - last_post >= TICK_INTERVAL
             if batch or (state, pid) != last_state or tick:
-                self.post_message(RunUpdated(run_dir, generation, model.snapshot(summary), state, pid))
+                view = model.snapshot(summary)
+                view.schedule = schedule
+                self.post_message(RunUpdated(run_dir, generation, view, state, pid))
                 last_state, last_post = (state, pid), time.monotonic()
             try:
                 st = run.log_path.stat()
@@ -265,9 +273,10 @@ class MonitorScreen(LoratuiScreen):
         self.query_one("#mon-stats", Static).update(stats_text(v, state))
         self._render_banner()
         self.query_one(LossChart).set_data(v.loss_points, v.eval_points, v.max_steps)
-        self.query_one("#mon-lr", Sparkline).data = list(v.lr_points[1])
+        self.query_one("#mon-lr", LrSchedule).show(v.schedule, v.max_steps, v.step)
+        plan = f" · {v.schedule.get('scheduler')} plan" if v.schedule and v.max_steps else ""
         self.query_one("#mon-lr-label", Static).update(
-            Text.assemble(("lr ", "bold"), f"{v.lr:.2e}" if v.lr is not None else "-", (" (schedule)", "dim")))
+            Text.assemble(("lr ", "bold"), f"{v.lr:.2e}" if v.lr is not None else "-", (plan, "dim")))
         self.query_one(GpuPanel).set_run_info(v.device, v.memory, v.gpus)
         self.query_one("#mon-side").border_title = side_title(v)
 

@@ -45,8 +45,13 @@ class LossChart(PlotextPlot):
     """
 
     DEFAULT_CSS = """
-    LossChart { width: 1fr; height: 1fr; min-height: 6; }
+    LossChart { width: 1fr; height: 1fr; min-height: 6; padding-right: 1; }
     """
+
+    #: the legend, for the border title of the box the chart sits in: each series' marker (not only its colour,
+    #: which a 256-colour or colour-blind reader can't tell apart). Inside the plot it covered the top-left corner,
+    #: where the base model's step-0 evaluation is.
+    LEGEND = Text.assemble("loss: ", ("⢕", "cyan"), " train ", ("●", "orange1"), " eval")  # whole at 60 columns
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
                  placeholder: str = "waiting for the first logged step"):
@@ -69,17 +74,14 @@ class LossChart(PlotextPlot):
         target = max(8, 2 * width)  # braille: two dots per cell
         tx, ty = downsample(*self.train, target)
         if tx:
-            plt.plot(tx, ty, marker="braille", color="cyan", label="train")
+            plt.plot(tx, ty, marker="braille", color="cyan")
         ex, ey = downsample(*self.eval, target)
-        if ex:
-            # the legend shows each series' marker: the eval line is unlabelled and its newest point carries the
-            # label, so the legend reads "⣿ train" and "● eval" (not one braille glyph in two colours, which a
-            # 256-colour or colour-blind reader can't tell apart)
+        if ex:  # no labels: the legend is the border title (LEGEND), off the data
             if len(ex) > 1:
                 plt.plot(ex, ey, marker="braille", color="orange")
             if len(ex) <= width // 3:
                 plt.scatter(ex[:-1], ey[:-1], marker="●", color="orange")
-            plt.scatter(ex[-1:], ey[-1:], marker="●", color="orange", label="eval")
+            plt.scatter(ex[-1:], ey[-1:], marker="●", color="orange")
         xmax = max(self.max_steps, int(max(tx[-1] if tx else 0, ex[-1] if ex else 0)), 1)
         plt.xlim(0, xmax)
         ticks = nice_ticks(xmax, max(2, width // 12))

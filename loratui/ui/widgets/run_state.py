@@ -75,6 +75,8 @@ class RunView(RunSummary):
     loss_points: tuple[list[float], list[float]] = ([], [])
     eval_points: tuple[list[float], list[float]] = ([], [])
     lr_points: tuple[list[float], list[float]] = ([], [])
+    schedule: dict = dataclasses.field(default_factory=dict)
+    """The run's planned learning rate (config train.lr, scheduler, warmup_ratio, warmup_steps); {} when unknown."""
 
 
 class RunModel:

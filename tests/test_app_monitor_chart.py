@@ -1,0 +1,67 @@
+"""The Monitor's chart and lr panel (issue 19 item 4): the legend never covers the base model's step-0 evaluation,
+the plot keeps off its box's border, and the lr panel draws the planned schedule with a marker at the current step
+(it stretched the logged history across its width: at step 1, a full bar)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fixtures import host_app, make_live_run, screen_text, wait_until
+from loratui.ui.screens.monitor import MonitorScreen
+
+pytestmark = pytest.mark.usefixtures("utc", "quiet_monitor")
+
+T = 1_700_000_000.0
+
+
+def early_run(runs):
+    """Step 1 of 30 of the demo config (cosine, peak 2e-4), the base model evaluated first: the highest loss."""
+    events = [{"kind": "started", "time": T, "max_steps": 30, "model": "smollm2-135m-instruct", "method": "lora"},
+              {"kind": "eval", "time": T + 5, "step": 0, "eval_loss": 3.2},
+              {"kind": "step", "time": T + 10, "step": 1, "max_steps": 30, "loss": 2.9, "lr": 2e-4},
+              {"kind": "step", "time": T + 15, "step": 2, "max_steps": 30, "loss": 2.1, "lr": 1.99e-4}]
+    return make_live_run(runs, "early", pid=os.getpid(), events=events)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+async def test_the_step_0_evaluation_shows_and_the_lr_panel_draws_the_plan(runs, size):
+    app = host_app(lambda: MonitorScreen(early_run(runs)), runs_dir=runs)
+    async with app.run_test(size=size) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.view.step == 2, what="two steps")
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        top = next(i for i, ln in enumerate(lines) if "┤" in ln and "3.2" in ln.split("┤")[0])
+        assert "●" in lines[top].split("┤")[1][:4], lines[top]  # the base model's point, top left, not hidden
+        assert any("loss: ⢕ train ● eval" in ln and "╭" in ln for ln in lines)  # the legend: in the border
+        frame = next(ln for ln in lines if "┘" in ln)
+        assert frame.split("┘")[1].startswith(" "), frame  # the plot's frame keeps off the box's border
+        if size[1] < 24:
+            return  # 60x20: the side panel has no room left for the lr panel
+        label = next(i for i, ln in enumerate(lines) if "cosine plan" in ln)
+        plan = lines[label + 1].split("│")[-2].strip() if "│" in lines[label + 1] else lines[label + 1].strip()
+        assert plan[0] == "█" and plan[-1] == "▁" and len(set(plan)) >= 5, plan  # the whole cosine, not a bar
+        row = screen.query_one("#mon-lr").render()
+        marked = [i for i, span in enumerate(row.spans) if "reverse" in str(span.style)]
+        assert marked == [round(2 / 30 * (len(row.plain) - 1))]  # step 2 of 30: the marker near the start
+
+
+def test_the_planned_schedule_follows_the_trainer():
+    """The recorded demo's logged learning rates are the plan's (cosine, 200 steps), and warm-up ramps."""
+    import json
+
+    from fixtures import RUNS
+    from loratui.core.runs import RunDir
+    from loratui.core.schedule import lr_factor, planned_lr, warmup_steps
+
+    run = RunDir(RUNS / "smollm2-demo")
+    train = run.config().train.model_dump()
+    steps = [e for e in map(json.loads, run.events_path.read_text().splitlines()) if e["kind"] == "step"]
+    for e in steps:
+        assert train["lr"] * lr_factor(train["scheduler"], e["step"], 200, 0) == pytest.approx(e["lr"], rel=1e-6)
+    ramp = {"lr": 1e-3, "scheduler": "linear", "warmup_ratio": 0.1}
+    assert warmup_steps(ramp, 100) == 10
+    plan = dict(planned_lr(ramp, 100, 11))
+    assert plan[0] == 0 and plan[10] == pytest.approx(1e-3) and plan[100] == pytest.approx(0)
