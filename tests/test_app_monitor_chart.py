@@ -65,3 +65,30 @@ def test_the_planned_schedule_follows_the_trainer():
     assert warmup_steps(ramp, 100) == 10
     plan = dict(planned_lr(ramp, 100, 11))
     assert plan[0] == 0 and plan[10] == pytest.approx(1e-3) and plan[100] == pytest.approx(0)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+async def test_the_log_pane_wraps_a_long_line_instead_of_cutting_it(runs, size):
+    """Issue 19 item 5: 'finished at step 30: saved to' never showed the path."""
+    path = "/home/ana/loratui-runs/smollm2-135m-instruct-lora-20261204-0912/adapter"
+    run = runs / "smollm2-demo"
+    with open(run / "engine.log", "a") as fh:
+        fh.write(f"finished at step 30: saved to {path}\n")
+    app = host_app(lambda: MonitorScreen(run), runs_dir=runs)
+    async with app.run_test(size=size) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "finished" and screen.log_lines, what="log")
+        await pilot.pause()
+        rows = screen_text(app).splitlines()[-6:-1]  # the pane's rows (the footer below)
+        joined = "".join("".join(ln.split()) for ln in rows)
+        assert "".join(f"finished at step 30: saved to {path}".split()) in joined, rows
+
+
+async def test_the_newest_log_row_shows_under_a_tall_banner(runs):
+    """A failed run's banner took the rows the log needed: its newest row went under the footer."""
+    app = host_app(lambda: MonitorScreen(runs / "smollm2-bs64-oom"), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "failed" and screen.log_lines, what="log")
+        await pilot.pause()
+        assert "1.06 GiB free)" in screen_text(app).splitlines()[-2]  # the row above the footer

@@ -65,7 +65,7 @@ class MonitorScreen(LoratuiScreen):
     MonitorScreen #mon-banner.-error { border: heavy $error; color: $text; background: $error 15%; }
     MonitorScreen #mon-banner.-ok { border-left: thick $success; background: $success 10%; }
     MonitorScreen #mon-banner.-warn { border-left: thick $warning; background: $warning 10%; }
-    MonitorScreen #mon-main { height: 1fr; min-height: 8; width: 100%; }
+    MonitorScreen #mon-main { height: 1fr; min-height: 6; width: 100%; }  /* a tall banner leaves the log its rows */
     MonitorScreen #mon-chart { border: round $primary 60%; border-title-color: $text; width: 1fr; }
     MonitorScreen #mon-side { width: 34; border: round $primary 60%; padding: 0 1; }
     MonitorScreen #mon-lr-label { height: 1; margin-top: 1; }

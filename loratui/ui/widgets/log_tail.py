@@ -1,8 +1,9 @@
-"""The newest lines of a log, as many as fit (no scrolling, no growth); a progress bar's line shows its newest
-state."""
+"""The newest lines of a log, as many as fit (no scrolling, no growth), long ones wrapped so they read whole; a
+progress bar's line shows its newest state."""
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
@@ -24,10 +25,35 @@ class LogTail(Widget):
     def render(self) -> RenderResult:
         height = max(1, self.content_region.height or self.size.height)
         width = max(1, self.content_region.width or self.size.width)
-        shown = self.lines[-height:]
-        text = Text("\n".join(line.expandtabs(4) for line in shown), no_wrap=True, overflow="ellipsis")
-        text.truncate(width * height + height, overflow="ellipsis")
-        return text
+        return Text("\n".join(tail_rows(self.lines, width, height)), no_wrap=True, overflow="crop")
+
+
+def tail_rows(lines: list[str], width: int, height: int) -> list[str]:
+    """The newest ``height`` rows of ``lines`` wrapped at ``width`` cells: a long line ('finished at step 30: saved
+    to /a/long/path') is read whole, on as many rows as it needs, instead of cut at the pane's edge."""
+    rows: list[str] = []
+    for line in reversed(lines):
+        wrapped = _wrap(line.expandtabs(4), width)
+        rows[:0] = wrapped
+        if len(rows) >= height:
+            break
+    return rows[-height:]
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    """``line`` in rows of at most ``width`` cells, broken at a space where one is near, else anywhere."""
+    out: list[str] = []
+    while cell_len(line) > width:
+        cut = width
+        while cut > 1 and cell_len(line[:cut]) > width:
+            cut -= 1
+        space = line.rfind(" ", 0, cut + 1)
+        if space > width // 2:
+            cut = space
+        out.append(line[:cut].rstrip())
+        line = line[cut:].lstrip(" ")
+    out.append(line)
+    return out
 
 
 def shown_line(line: str) -> str:
