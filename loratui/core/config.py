@@ -12,8 +12,9 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from loratui.core.config_base import (LORA_METHODS, MAX_LORA_R, MAX_TEXT, QUANTIZED_METHODS, DataFormat,  # noqa: F401
-                                      MethodKind, Section, Switch, Task, switch_value)
+from loratui.core.config_base import (LORA_METHODS, MAX_LORA_R, MAX_TEXT, PREFERENCE_OBJECTIVES,  # noqa: F401
+                                      QUANTIZED_METHODS, DataFormat, DpoLoss, MethodKind, Objective, Section,
+                                      Switch, Task, switch_value)
 from loratui.core.config_train import TrainSection
 from loratui.core.errors import ConfigError
 
@@ -45,6 +46,37 @@ class MethodSection(Section):
     """Quantize the quantization constants too (qlora; saves about 0.4 bits a parameter)."""
     compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     """Dtype the quantized layers compute in."""
+    objective: Objective = "sft"
+    """What the run learns from: sft (the answers themselves), or preferences (data.format preference): dpo (chosen
+    over rejected, against a reference: the base with the adapter off), orpo (reference-free: the chosen answer's
+    loss plus an odds-ratio term), kto (single answers marked good or bad, unpaired)."""
+    beta: float = Field(0.1, gt=0, le=100)
+    """Preference strength: how far the policy may move from the reference (dpo, kto) or the odds-ratio term's
+    weight (orpo). 0.1 is usual; higher keeps closer to the reference."""
+    loss_type: DpoLoss = "sigmoid"
+    """DPO's loss: sigmoid (the paper's), ipo, hinge, robust, bco_pair, sppo_hard, nca_pair, apo_zero, apo_down,
+    sigmoid_norm (length-normalised), exo_pair (needs label_smoothing > 0)."""
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    """DPO: the share of pairs assumed mislabelled (robust, exo_pair), in [0, 0.5)."""
+    desirable_weight: float = Field(1.0, gt=0, le=1000)
+    """KTO: weight of the good answers' loss (raise it when good answers are the fewer)."""
+    undesirable_weight: float = Field(1.0, gt=0, le=1000)
+    """KTO: weight of the bad answers' loss."""
+    start_from: Optional[str] = None
+    """An adapter to continue training (an adapter folder, or a run folder: its adapter/), for example an SFT run's
+    before DPO; its LoRA settings replace the lora section's. Empty: a new adapter on the base model."""
+
+    @model_validator(mode="after")
+    def _preference_knobs(self) -> "MethodSection":
+        if self.loss_type != "sigmoid" and self.objective != "dpo":
+            raise ValueError(f"method.loss_type: a DPO setting; objective {self.objective} has no loss variants "
+                             "(remove loss_type)")
+        if self.loss_type == "exo_pair" and self.label_smoothing == 0:
+            raise ValueError("method.label_smoothing: must be above 0 for loss_type exo_pair (its paper uses 0.001)")
+        if self.start_from is not None and self.kind not in LORA_METHODS:
+            raise ValueError(f"method.start_from: continues a LoRA adapter; method.kind {self.kind} trains none "
+                             "(use lora, qlora or lora-8bit)")
+        return self
 
 
 class LoraSection(Section):
@@ -104,7 +136,8 @@ class DataSection(Section):
     source: str = "sample:contacts-json.jsonl"
     """A local json/jsonl/csv/parquet file, a folder of such files, sample:NAME for a shipped sample, or a hub dataset name."""
     format: DataFormat = "alpaca"
-    """text, alpaca (instruction/input/output), chat (messages) or classification (text + label)."""
+    """text, alpaca (instruction/input/output), chat (messages), classification (text + label) or preference
+    (prompt + chosen + rejected; for kto also prompt + completion + label)."""
     split: str = "train"
     """Split to train on (hub datasets and folders)."""
     subset: Optional[str] = None
@@ -115,6 +148,15 @@ class DataSection(Section):
     output_column: str = "output"
     messages_column: str = "messages"
     label_column: str = "label"
+    """Classification: the label. Preference (kto, unpaired rows): true for a good answer, false for a bad one."""
+    prompt_column: str = "prompt"
+    """Preference: the prompt (a string, or a list of chat messages)."""
+    chosen_column: str = "chosen"
+    """Preference: the better answer (a string, or the assistant's messages)."""
+    rejected_column: str = "rejected"
+    """Preference: the worse answer."""
+    completion_column: str = "completion"
+    """Preference, unpaired rows (kto): the one answer, judged by the label column."""
     validation_file: Optional[str] = None
     """A separate validation file (or hub split name). Empty: split off validation_fraction."""
     validation_fraction: float = 0.1
@@ -179,6 +221,25 @@ class RunConfig(Section):
             raise ValueError("model.task must be seq-cls when data.format is classification")
         if self.method.kind == "head-only" and self.model.task != "seq-cls":
             raise ValueError("method.kind head-only needs model.task seq-cls (a causal LM has no separate head)")
+        objective = self.method.objective
+        if objective in PREFERENCE_OBJECTIVES:
+            if self.data.format != "preference":
+                raise ValueError(f"data.format: must be preference when method.objective is {objective} (rows of "
+                                 "prompt, chosen, rejected)")
+            if self.model.task != "causal-lm":
+                raise ValueError(f"model.task: method.objective {objective} needs causal-lm")
+            if not self.uses_lora:
+                raise ValueError(f"method.kind: objective {objective} needs a LoRA method (lora, qlora, lora-8bit), "
+                                 f"not {self.method.kind}: its reference is the base with the adapter off")
+            if self.data.packing == "on":
+                raise ValueError(f"data.packing: TRL's {objective} trainer pads its pairs; packing applies to sft "
+                                 "(set auto or off)")
+            if objective == "kto" and self.train.batch_size < 2:
+                raise ValueError("train.batch_size: must be at least 2 for objective kto (its KL estimate pairs each "
+                                 "answer with another row's prompt in the same micro-batch)")
+        elif self.data.format == "preference":
+            raise ValueError("method.objective: must be dpo, orpo or kto when data.format is preference (sft learns "
+                             "from answers, not from pairs)")
         if self.train.nodes > 1 and not self.train.rdzv_endpoint:
             raise ValueError("train.rdzv_endpoint (host:port of the first node) is needed when train.nodes > 1")
         return self
@@ -244,6 +305,9 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         msg = f"{msg}, got {_short(repr(e['input']))}"
     if kind == "string_too_long":
         msg = f"is {len(e['input'])} characters long; at most {MAX_TEXT} are allowed"
+    head, sep, rest = msg.partition(": ")
+    if sep and "." in head and " " not in head and (loc == "config" or head.startswith(loc + ".")):
+        loc, msg = head, rest  # a cross-field check names its field itself
     return " ".join(f"{loc}: {_short(msg, 300)}".split())
 
 
@@ -313,7 +377,8 @@ def load_config(path: str | Path) -> RunConfig:
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     """Make relative local paths (data files, model folders) absolute against ``base`` when they exist there."""
-    for section, key in (("data", "source"), ("data", "validation_file"), ("model", "name")):
+    for section, key in (("data", "source"), ("data", "validation_file"), ("model", "name"),
+                         ("method", "start_from")):
         value = getattr(getattr(cfg, section), key)
         if not value or value.startswith("sample:") or Path(value).is_absolute():
             continue

@@ -9,7 +9,15 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 Task = Literal["causal-lm", "seq-cls"]
 MethodKind = Literal["lora", "qlora", "lora-8bit", "full", "head-only"]
-DataFormat = Literal["text", "alpaca", "chat", "classification"]
+DataFormat = Literal["text", "alpaca", "chat", "classification", "preference"]
+#: what the run learns from: demonstrations (sft) or preferences (dpo, orpo, kto)
+Objective = Literal["sft", "dpo", "orpo", "kto"]
+#: DPO's loss variants, as TRL names them (sigmoid: the paper's DPO; ipo; hinge (SLiC); robust (cDPO-like, with
+#: label_smoothing); bco_pair; sppo_hard; nca_pair; apo_zero / apo_down; sigmoid_norm (length-normalised); exo_pair)
+DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down",
+                  "sigmoid_norm", "exo_pair"]
+#: objectives that learn from preference data
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Optimizer = Literal[
     "auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adafactor",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from transformers import TrainerCallback
 
 from loratui.core.fmt import format_duration
+from loratui.core.preference import reward_fields
 
 if TYPE_CHECKING:
     from loratui.train.engine import Engine
@@ -132,7 +133,7 @@ class EventsCallback(TrainerCallback):
                 "step", step=state.global_step, max_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
                 loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                 tokens_per_s=round(tps, 1) if tps else None, tokens_seen=tokens, elapsed=round(elapsed, 2),
-                eta_s=round(eta, 1) if eta is not None else None)
+                eta_s=round(eta, 1) if eta is not None else None, **reward_fields(logs))
             self.engine.progress(ev)
             self.engine.emit_memory(state.global_step)
 
@@ -141,7 +142,7 @@ class EventsCallback(TrainerCallback):
         data = {k[len("eval_"):] if k.startswith("eval_") and k != "eval_loss" else k: v
                 for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
         loss = metrics.get("eval_loss")
-        if loss is not None and self.engine.cfg.model.task == "causal-lm":
+        if loss is not None and self.engine.cfg.model.task == "causal-lm" and self.engine.cfg.method.objective == "sft":
             data["perplexity"] = round(math.exp(min(loss, 50)), 4)
         final = self.engine.eval_final
         data["examples"] = len(self.engine.full_eval) if final and self.engine.full_eval is not None \

@@ -304,6 +304,10 @@ def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False,
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.method.start_from:  # continue an adapter (its own LoRA settings) instead of a new one
+        from loratui.train.start_adapter import load_start_adapter
+
+        return load_start_adapter(cfg, model)
     targets = resolve_targets(cfg, model)
     model_type = getattr(model.config, "model_type", "")
     lora_config = LoraConfig(

@@ -59,7 +59,14 @@ class Recipe:
         self.tokenizer = tokenizer = data.prepare_tokenizer(models.load_tokenizer(cfg, pre.resolved))
         train_raw, val_raw = data.load_splits(cfg)
         self.labels = data.label_names(cfg, train_raw) if cfg.model.task == "seq-cls" else None
-        train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
+        if cfg.method.objective != "sft":  # rows checked and measured here, tokenized by TRL's trainer
+            from loratui.train.data import preference
+
+            train_ds, val_ds, stats = preference.prepare_splits(cfg, tokenizer, train_raw, val_raw)
+            if preference.length_note(stats):
+                self.echo(preference.length_note(stats))
+        else:
+            train_ds, val_ds, stats = data.tokenize_splits(cfg, tokenizer, train_raw, val_raw)
         n = cfg.data.eval_samples
         if val_ds is not None and n is not None and n < len(val_ds):
             self.full_eval, val_ds = val_ds, val_ds.select(range(n))  # the curve on a slice, the end on all
@@ -146,14 +153,28 @@ class Recipe:
             os.environ.setdefault("WANDB_NAME", self.run_dir.name)
             if not os.environ.get("WANDB_API_KEY"):
                 os.environ.setdefault("WANDB_MODE", "offline")  # a GPU box without a network still records it
-        self.args = args = self._training_args(precision, has_eval=val_ds is not None)
-        self.trainer = trainer = trainer_class(self, token_counting_trainer())(
+        objective = cfg.method.objective
+        if objective != "sft":  # TRL's trainer for the objective, under the same engine classes
+            from loratui.train import preference
+
+            fields = preference.config_fields(cfg, data.effective_max_length(cfg, self.tokenizer))
+            self.args = args = self._training_args(precision, has_eval=val_ds is not None,
+                                                   config_class=preference.trl_classes(objective)[1], **fields)
+            base, extra = preference.trainer_base(objective, token_counting_trainer()), {}
+        else:
+            self.args = args = self._training_args(precision, has_eval=val_ds is not None)
+            base = token_counting_trainer()
+            extra = dict(data_collator=data.make_collator(cfg, self.tokenizer, packing=sp.packing,
+                                                          varlen=sp.attention == speed.VARLEN),
+                         compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and
+                         val_ds is not None else None)
+        self.trainer = trainer = trainer_class(self, base)(
             model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=self.tokenizer,
-            data_collator=data.make_collator(cfg, self.tokenizer, packing=sp.packing,
-                                             varlen=sp.attention == speed.VARLEN),
-            compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and val_ds is not None else None,
-            callbacks=[EventsCallback(self)],
-        )
+            callbacks=[EventsCallback(self)], **extra)
+        if objective != "sft":
+            self.echo(f"{objective}, beta {cfg.method.beta:g}: the reference is "
+                      f"{preference.settle_reference(trainer, cfg)}")
+            self.full_eval = preference.eval_rows_for(trainer, cfg, self.full_eval)
         if sp.offload:
             from trl.models.activation_offloading import get_act_offloading_ctx_manager
 
@@ -162,12 +183,14 @@ class Recipe:
         trainer.remove_callback(ProgressCallback)
         return trainer
 
-    def _training_args(self, precision: str, has_eval: bool):
+    def _training_args(self, precision: str, has_eval: bool, config_class=None, **fields):
+        """transformers' TrainingArguments for this run, or ``config_class`` (a TRL config, a subclass of it) with
+        its own ``fields`` added."""
         from transformers import TrainingArguments
 
         t = self.cfg.train
         eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
-        return TrainingArguments(
+        return (config_class or TrainingArguments)(
             output_dir=str(self.run_dir.checkpoints_dir),
             num_train_epochs=t.epochs,
             max_steps=t.max_steps or -1,
@@ -198,7 +221,8 @@ class Recipe:
             optim=OPTIMIZERS[self.speed.optimizer],
             use_liger_kernel=self.speed.liger,
             liger_kernel_config={"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
-                                 "fused_linear_cross_entropy": self._fused_ce()} if self.speed.liger else None,
+                                 "fused_linear_cross_entropy": self._fused_ce() and self.cfg.method.objective == "sft"}
+            if self.speed.liger else None,  # TRL's preference trainers fuse their own LM head (log-probs in chunks)
             torch_compile=self.speed.compile is True,
             ddp_find_unused_parameters=False,  # LoRA freezes most weights; searching for unused ones costs a pass
             fsdp=self._fsdp_args[0] if self._fsdp_args else False,
@@ -211,6 +235,7 @@ class Recipe:
             include_num_input_tokens_seen="no",
             logging_nan_inf_filter=False,  # a non-finite loss is logged as it is: the watchdog must see it  # counted on the device by the trainer: no host sync a step
             save_only_model=False,
+            **fields,
         )
 
 

@@ -66,7 +66,8 @@ def liger_supports(model_type: str | None) -> bool:
 def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     """The levers this run uses. Explicit choices that cannot work here are one-line errors naming the field."""
     t, causal = cfg.train, cfg.model.task == "causal-lm"
-    packing = {"on": True, "off": False}.get(cfg.data.packing, cuda and causal)
+    # TRL's preference trainers pad their pairs (their padding-free path is off since its refactor)
+    packing = {"on": True, "off": False}.get(cfg.data.packing, cuda and causal and cfg.method.objective == "sft")
     if packing and not causal:
         raise ConfigError("data.packing applies to causal-lm models only", field="data.packing",
                           hint="set data.packing: auto or off for classification")

@@ -27,6 +27,8 @@ FORMAT_COLUMNS: dict[str, list[tuple[str, bool]]] = {
     "alpaca": [("instruction_column", True), ("input_column", False), ("output_column", True)],
     "chat": [("messages_column", True)],
     "classification": [("text_column", True), ("label_column", True)],
+    # the answers' columns depend on the shape (pairs or unpaired rows): data.preference checks them
+    "preference": [("prompt_column", True)],
 }
 
 @dataclass
@@ -199,6 +201,8 @@ def _row_ok(cfg: RunConfig) -> Callable[[dict], bool]:
         return lambda r: not _blank(r[d.instruction_column]) and not _blank(r[d.output_column])
     if fmt == "chat":
         return lambda r: isinstance(r[d.messages_column], (list, tuple)) and len(r[d.messages_column]) > 0
+    if fmt == "preference":  # every row is kept: data.preference names a bad one instead of dropping it
+        return lambda r: True
     return lambda r: not _blank(r[d.text_column]) and not _blank(r[d.label_column])
 
 
@@ -219,7 +223,7 @@ def _drop_empty(cfg: RunConfig, ds: Dataset, where: str, field: str) -> Dataset:
 def _columns_key(cfg: RunConfig) -> str:
     d = cfg.data
     return "|".join([d.text_column, d.instruction_column, d.input_column, d.output_column, d.messages_column,
-                     d.label_column])
+                     d.label_column, d.prompt_column, d.chosen_column, d.rejected_column, d.completion_column])
 
 
 # ---------------------------------------------------------------------------------------------------------------
