@@ -53,6 +53,7 @@ class Levers:
     lean_mlp: bool = False
     ckpt_layers: int | None = None  # with gradient checkpointing: how many layers (None: all; the memory fit's choice)
     offload: bool = False  # activation offload to host memory (train.activation_offload, or the memory fit's choice)
+    fused: bool = False  # train.fused_lora: each adapted projection keeps its input only (loratui.train.fused_lora)
 
 
 # Calibrated constants (tests/test_estimate.py holds the measured points they were checked against)

@@ -165,7 +165,7 @@ def _levers(cfg: RunConfig, cuda: bool, model_type: str | None) -> Levers:
             precision = "fp32"  # refused at launch; estimate what a CPU could run
     sp = speed.resolve(cfg, cuda, model_type)
     return Levers(cuda=cuda, precision=precision, packing=sp.packing, attention=sp.attention, liger=sp.liger,
-                  optimizer=sp.optimizer, lean=sp.lean, lean_mlp=sp.lean_mlp,
+                  optimizer=sp.optimizer, lean=sp.lean, lean_mlp=sp.lean_mlp, fused=sp.fused_lora,
                   offload=cuda and cfg.train.activation_offload == "on")
 
 
@@ -316,8 +316,9 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     # quantized base upcast by prepare_model_for_kbit_training); bitsandbytes returns its outputs in that dtype
     resid = e if mixed else 4 if (upcast or full or not weights_16 and not quantized) else e
     proj = resid if quantized else e
-    if lean and not cfg.train.gradient_checkpointing and cfg.lora.dropout > 0:
-        # no dropped copies or masks: each adapted projection keeps its input itself (q, k and v one tensor)
+    if (lean or lev.fused) and not cfg.train.gradient_checkpointing and cfg.lora.dropout > 0:
+        # no dropped copies or masks: each adapted projection keeps its input itself (q, k and v one tensor), in
+        # lean activations' adapters or in the fused projection
         lora_width = 0
         trainable_linear = trainable_linear | adapted
         if shape.gated and lev.lean_mlp:
