@@ -32,6 +32,15 @@ SHOWN_TYPES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
 DEFAULT_TYPES = ("q8_0", "q4_k_m")
 
 
+class TypeChoice(Checkbox):
+    """A checkbox whose X shows only when ticked (the default draws a dim X either way, which reads as ticked in a
+    256-colour terminal or a screen reader's text)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "X" if self.value else " "
+
+
 def export_command(source: Path, output: Path, types: list[str], force: bool) -> list[str]:
     """The export subprocess command (tests replace it with a fake script)."""
     cmd = [sys.executable, "-m", "loratui", "export", str(source), str(output), "--gguf", ",".join(types)]
@@ -122,7 +131,7 @@ class ExportScreen(LoratuiScreen):
                 with Horizontal(id="ex-types", classes="row"):
                     yield Label("Types", classes="lbl")
                     for kind in SHOWN_TYPES:
-                        yield Checkbox(kind, kind in DEFAULT_TYPES, id=f"ex-t-{kind}",
+                        yield TypeChoice(kind, kind in DEFAULT_TYPES, id=f"ex-t-{kind}",
                                        tooltip=GGUF_TYPES[kind].about)
                 with Horizontal(classes="row"):
                     yield Label("To", classes="lbl")
