@@ -337,6 +337,28 @@ class FormField(Vertical):
             if spec.kind == "targets":
                 yield Button("pick", id="pick-targets", compact=True, tooltip="Pick from the model's own layers")
         yield Static("", classes="field-error")
+        if spec.kind == "targets":  # the whole list, under a box too narrow for it (llama-all at 80 columns)
+            yield Static("", classes="field-note", markup=False)
+
+    def on_input_changed(self) -> None:
+        self._show_note()
+
+    def on_descendant_focus(self) -> None:
+        if self.spec.kind == "targets":  # the list under the box comes into view with it
+            self.call_after_refresh(self.scroll_visible, animate=False)
+
+    def on_resize(self) -> None:
+        self._show_note()
+
+    def _show_note(self) -> None:
+        if self.spec.kind != "targets" or not self.is_mounted:
+            return
+        note = self.query_one(".field-note", Static)
+        value = str(self.get_raw() or "")
+        cut = bool(value) and len(value) >= self._control.content_region.width > 0
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        note.update(f"{len(names)} modules: {', '.join(names)}" if cut else "")
+        note.display = cut
 
     def _make_control(self) -> Widget:
         spec = self.spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from textual import events, on
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -16,7 +17,7 @@ ConfirmModal > Vertical, PromptModal > Vertical {
     border: thick $warning 80%; background: $surface;
 }
 PromptModal > Vertical { border: thick $accent 80%; }
-ConfirmModal .title, PromptModal .title { text-style: bold; margin-bottom: 1; }
+ConfirmModal .title, PromptModal .title { text-style: bold; margin-bottom: 1; width: 100%; }  /* wraps: whole */
 ConfirmModal .body, PromptModal .body { margin-bottom: 1; }
 ConfirmModal Horizontal, PromptModal Horizontal { height: auto; align-horizontal: right; }
 ConfirmModal Button, PromptModal Button { margin-left: 1; }
@@ -38,12 +39,12 @@ class ConfirmModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, classes="title")
+            yield Label(self.title_text, classes="title", markup=False)
             if self.body:
                 yield Static(self.body, classes="body", markup=False)
-            with Horizontal():
-                yield Button(f"{self.no} [n]", id="no")
-                yield Button(f"{self.yes} [y]", id="yes", variant="error" if self.danger else "primary")
+            with Horizontal():  # Text, not markup: '[n]' read as a style tag showed nothing
+                yield Button(Text(f"{self.no} [n]"), id="no")
+                yield Button(Text(f"{self.yes} [y]"), id="yes", variant="error" if self.danger else "primary")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -81,8 +82,8 @@ class PromptModal(ModalScreen[str | None]):
                         id="prompt-input")
             yield Static("", id="prompt-note", markup=False)
             with Horizontal():
-                yield Button("Cancel [esc]", id="cancel")
-                yield Button("OK [enter]", id="ok", variant="primary")
+                yield Button(Text("Cancel [esc]"), id="cancel")
+                yield Button(Text("OK [enter]"), id="ok", variant="primary")
 
     def on_key(self, event: events.Key) -> None:
         """A key sent to the dialog itself: the box did not have the focus yet when it was read."""

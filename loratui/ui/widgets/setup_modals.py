@@ -77,18 +77,27 @@ class ConfigPicker(Dialog):
         self.dismiss(event.option.id)
 
 
-def _first_comment(path: Path) -> str:
+def _first_comment(path: Path, most: int = 110) -> str:
+    """The first sentence of the file's opening comment, whole words only (it wraps in the list: a cut at 60
+    characters read 'LoRA r=8 alp')."""
+    words: list[str] = []
     try:
         with open(path) as fh:
             for line in fh:
                 line = line.strip()
-                if line.startswith("#"):
-                    return line.lstrip("# ")[:60]
-                if line:
+                if not line.startswith("#"):
                     break
+                words += line.lstrip("# ").split()
     except OSError:
-        pass
-    return ""
+        return ""
+    out = ""
+    for word in words:
+        if len(out) + len(word) + 1 > most:
+            return out + " …"
+        out = f"{out} {word}" if out else word
+        if word.endswith(".") and not word.endswith("..."):
+            break
+    return out
 
 
 class TargetPicker(Dialog):

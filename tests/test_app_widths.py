@@ -1,0 +1,68 @@
+"""Nothing a user needs is cut at 80 or 60 columns (issue 19 item 12): Setup's Targets, the Open dialog's
+descriptions, a confirmation's title, and at 60x20 Setup's values beside the side panel."""
+
+from __future__ import annotations
+
+import pytest
+from textual.app import App
+
+from fixtures import screen_text, wait_until
+from loratui.ui.app import LoratuiApp
+from loratui.ui.widgets.modals import ConfirmModal
+
+from ui_fakes import fake_core, pinned_config, settle  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("utc")
+
+LLAMA_ALL = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+async def test_setup_shows_every_target_module(fake_core, size):
+    cfg = pinned_config()
+    cfg.lora.preset, cfg.lora.target_modules = "llama-all", None
+    app = LoratuiApp(cfg)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        app.screen.field("lora.target_modules").control.focus()
+        await settle(pilot)
+        rows = [ln.split("▏")[0] for ln in screen_text(app).splitlines()]  # the form's side of each row
+        start = next(i for i, ln in enumerate(rows) if "7 modules:" in ln)
+        note = " ".join(" ".join(rows[start:start + 8]).split())
+        assert f"7 modules: {LLAMA_ALL}" in note, note
+
+
+async def test_at_60_columns_setup_values_keep_room_beside_the_panel(fake_core):
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot)
+        row = next(ln for ln in screen_text(app).splitlines() if ln.lstrip().startswith("Base model"))
+        assert "smollm2-135m-in" in row, row  # 15 characters of the value, not 6
+        assert "Memory estimate" in screen_text(app)  # the panel is still there
+
+
+async def test_the_open_dialog_describes_each_config_in_whole_words(fake_core):
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        inside = [ln.split("▊", 1)[1].split("▎")[0] for ln in screen_text(app).splitlines() if "▊" in ln]
+        text = " ".join(" ".join(inside).split())
+        assert "LoRA r=8 alpha=32 on c_attn and c_proj (Conv1D layers)." in text, text
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+async def test_a_confirmation_title_and_its_keys_read_whole(size):
+    name = "smollm2-135m-instruct-lora-20261204-0912/checkpoint-30"
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(ConfirmModal(f"Delete the checkpoint {name}?", "Removes it.", yes="Delete"))
+
+    app = Host()
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="dialog")
+        text = "".join("".join(ln.strip(" █").split()) for ln in screen_text(app).splitlines())
+        assert f"Deletethecheckpoint{name}?" in text, text
+        assert "Cancel[n]" in text and "Delete[y]" in text  # the keys, not swallowed as markup
