@@ -21,12 +21,12 @@ from textual.widgets import Checkbox, ContentSwitcher, DataTable, Footer, Input,
 
 from loratui.core.adapters import find_adapters
 from loratui.core.compare import state_text, summary_path
-from loratui.core.gpu import format_bytes
 from loratui.core.playground import PlaygroundClient
 from loratui.core.runs import list_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import PromptModal
+from loratui.ui.widgets.playground_view import batch_cells, batch_detail, batch_summary, prob_bars, title_text
 
 SIDES = ("base", "adapter")
 
@@ -42,27 +42,6 @@ class Answer:
     stats: str = ""
     probs: list[tuple[str, float]] = field(default_factory=list)
     busy: bool = False
-
-
-def memory_text(before: dict, after: dict) -> str:
-    key = "cuda_allocated" if "cuda_allocated" in after else "rss"
-    if key not in after:
-        return ""
-    b, a = before.get(key, 0), after[key]
-    where = "GPU" if key == "cuda_allocated" else "RAM"
-    return f"{where} {format_bytes(b)} → {format_bytes(a)} (+{format_bytes(max(0, a - b))})"
-
-
-def prob_bars(probs: list[tuple[str, float]], width: int = 16) -> Text:
-    text = Text()
-    lw = max((len(n) for n, _ in probs), default=0)
-    for i, (name, p) in enumerate(probs):
-        filled = round(p * width)
-        text.append(f"{name:<{lw}} ", style="bold" if i == 0 else "")
-        text.append("█" * filled, style="green" if i == 0 else "cyan")
-        text.append("░" * (width - filled), style="dim")
-        text.append(f" {p:6.1%}\n")
-    return text
 
 
 class PlaygroundScreen(LoratuiScreen):
@@ -256,18 +235,7 @@ class PlaygroundScreen(LoratuiScreen):
     # -- rendering ----------------------------------------------------------------------------------------------
     def _render_all(self) -> None:
         info = self.info
-        title = Text("Playground", style="bold")
-        if info:
-            name = Path(str(info.get("model"))).name
-            parent = Path(str(info.get("model"))).parent.name
-            title.append(f"  {parent}/{name}" if parent else f"  {name}")
-            title.append(f" · {info.get('device')} {info.get('dtype')}", style="dim")
-            mem = memory_text(info.get("memory_before", {}), info.get("memory_after", {}))
-            if mem:
-                title.append(f" · {mem}", style="dim")
-        elif self.model_ref:
-            title.append(f"  {self.model_ref}", style="dim")
-        self.query_one("#pg-title", Static).update(title)
+        self.query_one("#pg-title", Static).update(title_text(info, self.model_ref))
         self.query_one("#pg-status", Static).update(Text(self.status, style="red" if self.status.startswith("✖")
                                                          else ""))
         has_adapter = bool(info.get("has_adapter", True))
@@ -299,36 +267,13 @@ class PlaygroundScreen(LoratuiScreen):
         items = sorted(self.batch_items, key=lambda it: (it.get("base_ok") == it.get("adapter_ok"), it["index"]))
         table = self.query_one("#pg-batch-table", DataTable)
         table.clear()
-
-        def mark(ok: Any) -> Text:
-            return Text("✔", style="green") if ok else Text("✖", style="red")
-
         row = table.cursor_row
         for it in items:
-            table.add_row(str(it["index"] + 1), mark(it.get("base_ok")), mark(it.get("adapter_ok")),
-                          _clip(it.get("prompt", ""), 28), _clip(it.get("reference", ""), 24),
-                          _clip(it.get("base", ""), 24), _clip(it.get("adapter", ""), 24), key=str(it["index"]))
+            table.add_row(*batch_cells(it), key=str(it["index"]))
         if items:
             table.move_cursor(row=min(max(row, 0), len(items) - 1), animate=False)
         self._show_batch_detail()
-        differ = sum(1 for it in items if it.get("base_ok") != it.get("adapter_ok"))
-        summary = Text()
-        res = self.batch_result
-        if res:
-            scores = res.get("scores", {})
-            n = res.get("n", 0)
-            cells = []
-            for side in ("base", "adapter"):
-                s = scores.get(side)
-                if not s:
-                    continue
-                if res.get("task") == "seq-cls":
-                    cells.append(f"{side}: accuracy {s['accuracy']:.3f} ({s['correct']}/{n}), F1 {s['f1']:.3f}")
-                else:
-                    cells.append(f"{side}: exact {s['exact']}/{n}, valid JSON {s['valid_json']}/{n}")
-            summary.append("   ".join(cells) + "\n", style="bold")
-        summary.append(f"{len(items)} examples · {differ} where base and adapter differ (shown first)", style="dim")
-        self.query_one("#pg-batch-summary", Static).update(summary)
+        self.query_one("#pg-batch-summary", Static).update(batch_summary(items, self.batch_result))
 
     @on(DataTable.RowHighlighted, "#pg-batch-table")
     def _show_batch_detail(self) -> None:
@@ -340,19 +285,8 @@ class PlaygroundScreen(LoratuiScreen):
             return
         key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         it = next((x for x in self.batch_items if str(x["index"]) == key), None)
-        if it is None:
-            return
-        text = Text()
-        for label, value, ok in (("prompt", it.get("prompt", ""), None), ("expected", it.get("reference", ""), None),
-                                 ("base", it.get("base", ""), it.get("base_ok")),
-                                 ("adapter", it.get("adapter", ""), it.get("adapter_ok"))):
-            if label == "base" and "base" not in it:
-                continue
-            style = "" if ok is None else ("green" if ok else "red")
-            text.append(f"{label:<9}", style="dim")
-            text.append(" ".join(str(value).split()) + "\n", style=style)
-        text.rstrip()
-        detail.update(text)
+        if it is not None:
+            detail.update(batch_detail(it))
 
     # -- actions ------------------------------------------------------------------------------------------------
     def _number(self, wid: str, default: float) -> float:
@@ -461,8 +395,3 @@ class PlaygroundScreen(LoratuiScreen):
 
         self.app.push_screen(ChoiceModal("Try which model?", choices,
                                          body="Adapters and trained models in the runs folder."), picked)
-
-
-def _clip(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"

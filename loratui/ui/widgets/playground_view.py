@@ -1,0 +1,100 @@
+"""What the Playground shows, as text: its title (model, device, memory), the classifier's probability bars, and
+the batch's rows, summary and the example under the cursor. Pure functions of the generation process's events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from loratui.core.fmt import format_bytes
+
+
+def memory_text(before: dict, after: dict) -> str:
+    key = "cuda_allocated" if "cuda_allocated" in after else "rss"
+    if key not in after:
+        return ""
+    b, a = before.get(key, 0), after[key]
+    where = "GPU" if key == "cuda_allocated" else "RAM"
+    return f"{where} {format_bytes(b)} → {format_bytes(a)} (+{format_bytes(max(0, a - b))})"
+
+
+def title_text(info: dict, model_ref: str | None) -> Text:
+    """'Playground  runs/NAME · device dtype · memory' (the model's path while it loads)."""
+    title = Text("Playground", style="bold")
+    if info:
+        name = Path(str(info.get("model"))).name
+        parent = Path(str(info.get("model"))).parent.name
+        title.append(f"  {parent}/{name}" if parent else f"  {name}")
+        title.append(f" · {info.get('device')} {info.get('dtype')}", style="dim")
+        mem = memory_text(info.get("memory_before", {}), info.get("memory_after", {}))
+        if mem:
+            title.append(f" · {mem}", style="dim")
+    elif model_ref:
+        title.append(f"  {model_ref}", style="dim")
+    return title
+
+
+def prob_bars(probs: list[tuple[str, float]], width: int = 16) -> Text:
+    text = Text()
+    lw = max((len(n) for n, _ in probs), default=0)
+    for i, (name, p) in enumerate(probs):
+        filled = round(p * width)
+        text.append(f"{name:<{lw}} ", style="bold" if i == 0 else "")
+        text.append("█" * filled, style="green" if i == 0 else "cyan")
+        text.append("░" * (width - filled), style="dim")
+        text.append(f" {p:6.1%}\n")
+    return text
+
+
+def _mark(ok: Any) -> Text:
+    return Text("✔", style="green") if ok else Text("✖", style="red")
+
+
+def batch_cells(it: dict) -> tuple:
+    """One row of the batch table: #, base right?, adapter right?, prompt, expected, both answers (clipped)."""
+    return (str(it["index"] + 1), _mark(it.get("base_ok")), _mark(it.get("adapter_ok")),
+            _clip(it.get("prompt", ""), 28), _clip(it.get("reference", ""), 24),
+            _clip(it.get("base", ""), 24), _clip(it.get("adapter", ""), 24))
+
+
+def batch_summary(items: list[dict], result: dict | None) -> Text:
+    """The scores once the batch is done, then how many examples and where base and adapter differ."""
+    differ = sum(1 for it in items if it.get("base_ok") != it.get("adapter_ok"))
+    summary = Text()
+    if result:
+        scores = result.get("scores", {})
+        n = result.get("n", 0)
+        cells = []
+        for side in ("base", "adapter"):
+            s = scores.get(side)
+            if not s:
+                continue
+            if result.get("task") == "seq-cls":
+                cells.append(f"{side}: accuracy {s['accuracy']:.3f} ({s['correct']}/{n}), F1 {s['f1']:.3f}")
+            else:
+                cells.append(f"{side}: exact {s['exact']}/{n}, valid JSON {s['valid_json']}/{n}")
+        summary.append("   ".join(cells) + "\n", style="bold")
+    summary.append(f"{len(items)} examples · {differ} where base and adapter differ (shown first)", style="dim")
+    return summary
+
+
+def batch_detail(it: dict) -> Text:
+    """One example in full: what was asked, what was expected, both answers (green right, red wrong)."""
+    text = Text()
+    for label, value, ok in (("prompt", it.get("prompt", ""), None), ("expected", it.get("reference", ""), None),
+                             ("base", it.get("base", ""), it.get("base_ok")),
+                             ("adapter", it.get("adapter", ""), it.get("adapter_ok"))):
+        if label == "base" and "base" not in it:
+            continue
+        style = "" if ok is None else ("green" if ok else "red")
+        text.append(f"{label:<9}", style="dim")
+        text.append(" ".join(str(value).split()) + "\n", style=style)
+    text.rstrip()
+    return text
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
