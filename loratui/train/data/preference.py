@@ -18,7 +18,7 @@ from datasets import Dataset
 from loratui.core.config import RunConfig
 from loratui.core.errors import DataError
 from loratui.train.data.render import _has_chat_template, _messages, effective_max_length, prepare_tokenizer
-from loratui.train.data.sources import _blank
+from loratui.train.data.sources import _blank, _display
 
 #: label values read as a good answer / a bad one (kto's unpaired rows)
 _GOOD = (True, 1, "true", "yes", "good", "chosen", "1", "desirable")
@@ -128,6 +128,12 @@ def _rows(cfg: RunConfig, ds: Dataset, chat: bool, is_paired: bool, where: str) 
     return out
 
 
+def check_rows(cfg: RunConfig, ds: Dataset, where: str) -> None:
+    """Every row of a source as it is in the file (before the validation split), so a bad row is named by its line
+    there. Chat messages pass here; whether the tokenizer can render them is checked when the rows are prepared."""
+    _rows(cfg, ds, True, _columns(cfg, ds, where), where)
+
+
 def _field_of(cfg: RunConfig, why: str) -> str:
     d = cfg.data
     for key in ("chosen_column", "rejected_column", "completion_column", "label_column", "prompt_column"):
@@ -175,10 +181,13 @@ def _measure(tokenizer, rows: list[dict], chat: bool, max_length: int, split: st
     return Dataset.from_list(kept), stats
 
 
-def prepare_splits(cfg: RunConfig, tokenizer, train: Dataset, val: Dataset | None, where: str = "the training data",
-                   val_where: str = "the validation data") -> tuple[Dataset, Dataset | None, dict]:
+def prepare_splits(cfg: RunConfig, tokenizer, train: Dataset, val: Dataset | None
+                   ) -> tuple[Dataset, Dataset | None, dict]:
     """Train / validation rows in TRL's shape (untokenized: the trainer tokenizes) and their stats, with the keys
     ``tokenize_splits`` gives plus ``paired``. DataError (one line) for bad rows and when nothing fits."""
+    d = cfg.data
+    where = _display(d.source)
+    val_where = _display(d.validation_file) if d.validation_file else f"the held-out part of {where}"
     prepare_tokenizer(tokenizer)
     chat = _has_chat_template(tokenizer)
     max_length = effective_max_length(cfg, tokenizer)

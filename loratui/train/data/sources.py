@@ -201,12 +201,15 @@ def _row_ok(cfg: RunConfig) -> Callable[[dict], bool]:
         return lambda r: not _blank(r[d.instruction_column]) and not _blank(r[d.output_column])
     if fmt == "chat":
         return lambda r: isinstance(r[d.messages_column], (list, tuple)) and len(r[d.messages_column]) > 0
-    if fmt == "preference":  # every row is kept: data.preference names a bad one instead of dropping it
-        return lambda r: True
     return lambda r: not _blank(r[d.text_column]) and not _blank(r[d.label_column])
 
 
 def _drop_empty(cfg: RunConfig, ds: Dataset, where: str, field: str) -> Dataset:
+    if cfg.data.format == "preference" and len(ds):  # a bad row is named (its row in the file), never dropped
+        from loratui.train.data.preference import check_rows
+
+        check_rows(cfg, ds, where)
+        return ds
     ok = _row_ok(cfg)
     n = len(ds)
     if n:
