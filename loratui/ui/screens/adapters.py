@@ -220,6 +220,9 @@ class AdaptersScreen(LoratuiScreen):
         grid.add_row("targets", a.targets_text)
         params = f"{a.trainable_params:,}" if a.trainable_params is not None else "-"
         grid.add_row("params", params)
+        exported = self.exports.get(str(a.path)) or []
+        if exported:  # what llama.cpp and Ollama can run, at a glance (each file with its folder on the right)
+            grid.add_row("GGUF", ", ".join(f"{e.kind} {format_bytes(e.size)}" for _, e in exported))
         grid.add_row("created", a.created_text)
         if a.error:
             grid.add_row(Text("error", style="red"), Text(a.error, style="red"))
@@ -230,7 +233,6 @@ class AdaptersScreen(LoratuiScreen):
         for fname, size in a.files:
             ft.add_row(fname, format_bytes(size))
         ft.add_row(Text(f"{len(a.files)} files", style="bold"), Text(format_bytes(a.size), style="bold"))
-        exported = self.exports.get(str(a.path)) or []
         if exported:
             ft.add_row(Text("GGUF exports (e: export again)", style="bold"), "")
             for folder, e in exported:

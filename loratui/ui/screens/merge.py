@@ -79,6 +79,8 @@ class MergeScreen(LoratuiScreen):
                 yield Label("Which adapter? (a folder holding adapter_config.json)", classes="question")
                 yield Input(str(self.adapter or ""), placeholder="runs/<run>/adapter", id="mg-adapter")
                 yield Static(id="mg-adapter-info", classes="note")
+                yield Static("F8: export it to GGUF for llama.cpp and Ollama instead (merged in memory)",
+                             classes="note")
             with Vertical(id="step-base", classes="step"):
                 yield Label("Base model to merge into", classes="question")
                 yield Input(placeholder="hub id or local folder", id="mg-base")
