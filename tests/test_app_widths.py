@@ -66,3 +66,26 @@ async def test_a_confirmation_title_and_its_keys_read_whole(size):
         text = "".join("".join(ln.strip(" █").split()) for ln in screen_text(app).splitlines())
         assert f"Deletethecheckpoint{name}?" in text, text
         assert "Cancel[n]" in text and "Delete[y]" in text  # the keys, not swallowed as markup
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+async def test_the_playground_title_keeps_its_memory_figure(runs, size):
+    """A long run name pushed the memory figure off the title: the path gives way (cut in its middle)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from fixtures import host_app
+    from loratui.ui.screens.playground import PlaygroundScreen
+
+    fake = [sys.executable, str(Path(__file__).resolve().parent / "fixtures" / "fake_playground.py")]
+    name = "smollm2-135m-instruct-lora-20261204-0912"
+    shutil.copytree(runs / "smollm2-demo", runs / name)
+    app = host_app(lambda: PlaygroundScreen(runs / name / "adapter", worker_command=fake), runs_dir=runs)
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: app.screen.info, what="loaded")
+        title = screen_text(app).splitlines()[0]
+        assert title.rstrip().endswith("RAM 850 MiB (+540 MiB)"), title  # the memory figure, whole
+        assert "cpu float32" in title, title
+        if size[0] >= 80:
+            assert "0912/adapter" in title, title  # the end of the run's name, what tells it from the others

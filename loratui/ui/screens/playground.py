@@ -138,6 +138,10 @@ class PlaygroundScreen(LoratuiScreen):
         if self.model_ref:
             self.load(self.model_ref)
 
+    def on_resize(self) -> None:
+        if self.is_mounted:
+            self._render_all()
+
     def on_unmount(self) -> None:
         if self.client is not None:
             self.client.close(timeout=1.0)
@@ -235,7 +239,8 @@ class PlaygroundScreen(LoratuiScreen):
     # -- rendering ----------------------------------------------------------------------------------------------
     def _render_all(self) -> None:
         info = self.info
-        self.query_one("#pg-title", Static).update(title_text(info, self.model_ref))
+        title = self.query_one("#pg-title", Static)
+        title.update(title_text(info, self.model_ref, title.content_region.width or self.size.width - 2))
         self.query_one("#pg-status", Static).update(Text(self.status, style="red" if self.status.startswith("✖")
                                                          else ""))
         has_adapter = bool(info.get("has_adapter", True))

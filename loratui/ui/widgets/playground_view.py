@@ -17,23 +17,35 @@ def memory_text(before: dict, after: dict) -> str:
         return ""
     b, a = before.get(key, 0), after[key]
     where = "GPU" if key == "cuda_allocated" else "RAM"
-    return f"{where} {format_bytes(b)} → {format_bytes(a)} (+{format_bytes(max(0, a - b))})"
+    return f"{where} {format_bytes(a)} (+{format_bytes(max(0, a - b))})"  # after loading, and what loading took
 
 
-def title_text(info: dict, model_ref: str | None) -> Text:
-    """'Playground  runs/NAME · device dtype · memory' (the model's path while it loads)."""
+def title_text(info: dict, model_ref: str | None, width: int = 0) -> Text:
+    """'Playground  runs/NAME · device dtype · memory' (the model's path while it loads). Within ``width`` cells
+    (0: no limit) the path gives way, cut in its middle, so the device and the memory figure stay whole."""
     title = Text("Playground", style="bold")
     if info:
         name = Path(str(info.get("model"))).name
         parent = Path(str(info.get("model"))).parent.name
-        title.append(f"  {parent}/{name}" if parent else f"  {name}")
-        title.append(f" · {info.get('device')} {info.get('dtype')}", style="dim")
+        where = f"{parent}/{name}" if parent else name
+        tail = Text(f" · {info.get('device')} {info.get('dtype')}", style="dim")
         mem = memory_text(info.get("memory_before", {}), info.get("memory_after", {}))
         if mem:
-            title.append(f" · {mem}", style="dim")
+            tail.append(f" · {mem}")
+        room = width - title.cell_len - 2 - tail.cell_len if width else len(where)
+        title.append(f"  {_middle(where, max(6, room))}")
+        title.append_text(tail)
     elif model_ref:
         title.append(f"  {model_ref}", style="dim")
     return title
+
+
+def _middle(text: str, width: int) -> str:
+    """``text`` within ``width`` characters, cut in the middle (a run name's date and the folder stay)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 3
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
 
 
 def prob_bars(probs: list[tuple[str, float]], width: int = 16) -> Text:
