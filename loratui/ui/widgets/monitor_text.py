@@ -53,7 +53,24 @@ def stats_text(v: RunView, state: str) -> Text:
 
 
 def banner_text(v: RunView, state: str, pid: int | None, oom: bool) -> tuple[Text | str, str]:
-    """The banner under the figures and its kind (error | ok | warn; "" hides it)."""
+    """The banner under the figures and its kind (error | ok | warn; "" hides it). The run's alerts (a loss spike,
+    a plateau, a skipped update, a roll-back, early stopping) add a line with how many and the newest."""
+    text, kind = _state_banner(v, state, pid, oom)
+    alerts = v.alerts or []
+    if not alerts or state == "failed":
+        return text, kind
+    last = alerts[-1]
+    line = Text.assemble(("⚠ ", "bold yellow"), (f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}", "bold"),
+                         " · ", str(last.get("message") or last.get("alert") or ""))
+    if not text:
+        return line, "warn"
+    text = Text(text) if isinstance(text, str) else text
+    text.append("\n")
+    text.append_text(line)
+    return text, kind
+
+
+def _state_banner(v: RunView, state: str, pid: int | None, oom: bool) -> tuple[Text | str, str]:
     if state == "failed":
         f = v.failure or {}
         text = Text.assemble(("✖ failed", "bold red"), "  ",
