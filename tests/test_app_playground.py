@@ -3,6 +3,7 @@ streamed; classification; a batch with its metric; "try it" from Adapters."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -133,3 +134,23 @@ def test_snapshot_playground_batch(runs, snap_compare):
         await pilot.pause()
 
     assert snap_compare(playground_app(runs), terminal_size=(80, 24), run_before=settle)
+
+
+async def test_a_batch_shows_its_progress_tally_and_eta_as_it_goes(runs, monkeypatch):
+    """Issue 19 item 17: '0 examples' for a minute, the results after ten. Now k/N, a running tally and an ETA."""
+    monkeypatch.setenv("FAKE_PLAYGROUND_ITEM_S", "0.6")
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        screen.query_one("#pg-batch-n").value = "3"
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: app.screen is not screen, what="file dialog")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen, what="batch started")
+        assert "batch 0/3 · first example…" in screen_text(app)
+        await wait_until(pilot, lambda: len(screen.batch_items) == 1, what="one example")
+        line = next(ln for ln in screen_text(app).splitlines() if "batch 1/3" in ln)
+        assert re.search(r"adapter 1/1 right · base 0/1 right · ETA 0:\d\d", line), line  # two to go
+        await wait_until(pilot, lambda: screen.batch_result is not None, what="batch done")
+        assert "adapter: exact 2/3" in screen_text(app)

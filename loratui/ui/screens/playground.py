@@ -7,6 +7,7 @@ so typing never stalls and only one copy of the weights is in memory. It uses th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from loratui.core.runs import list_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import PromptModal
-from loratui.ui.widgets.playground_view import batch_cells, batch_detail, batch_summary, prob_bars, title_text
+from loratui.ui.widgets.playground_view import (
+    batch_cells, batch_detail, batch_progress, batch_summary, prob_bars, title_text,
+)
 
 SIDES = ("base", "adapter")
 
@@ -89,6 +92,7 @@ class PlaygroundScreen(LoratuiScreen):
         self.info: dict[str, Any] = {}
         self.answers: dict[str, Answer] = {s: Answer() for s in SIDES}
         self.batch_items: list[dict] = []
+        self.batch_n, self.batch_t0 = 0, 0.0  # examples asked for, and when
         self.batch_result: dict | None = None
         self.request: int | None = None
         self.busy = False
@@ -209,7 +213,8 @@ class PlaygroundScreen(LoratuiScreen):
             self._finish_if_done()
         elif kind == "batch_item":
             self.batch_items.append(ev)
-            self.status = f"batch: {len(self.batch_items)} examples done…"
+            self.status = batch_progress(self.batch_items, self.batch_n, time.monotonic() - self.batch_t0)
+            self._render_all()
             self._render_batch()
             return
         elif kind == "batch_done":
@@ -331,13 +336,14 @@ class PlaygroundScreen(LoratuiScreen):
             if not path:
                 return
             self.batch_items, self.batch_result = [], None
+            self.batch_n, self.batch_t0 = max(1, int(self._number("#pg-batch-n", 20))), time.monotonic()
             self.busy = True
-            self.status = f"batch over {path}…"
+            self.status = batch_progress([], self.batch_n, 0.0)
             self.query_one(ContentSwitcher).current = "pg-batch"
             self._render_batch()
             self._render_all()
             self.request = self._client().send(
-                "batch", file=path, n=int(self._number("#pg-batch-n", 20)),
+                "batch", file=path, n=self.batch_n,
                 max_new_tokens=int(self._number("#pg-max-new", 64)),
                 temperature=self._number("#pg-temperature", 0.7), top_p=self._number("#pg-top-p", 0.9),
                 greedy=self.query_one("#pg-greedy", Checkbox).value,

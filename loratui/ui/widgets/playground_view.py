@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.text import Text
 
-from loratui.core.fmt import format_bytes
+from loratui.core.fmt import format_bytes, format_duration
 
 
 def memory_text(before: dict, after: dict) -> str:
@@ -69,6 +69,18 @@ def batch_cells(it: dict) -> tuple:
     return (str(it["index"] + 1), _mark(it.get("base_ok")), _mark(it.get("adapter_ok")),
             _clip(it.get("prompt", ""), 28), _clip(it.get("reference", ""), 24),
             _clip(it.get("base", ""), 24), _clip(it.get("adapter", ""), 24))
+
+
+def batch_progress(items: list[dict], n: int, elapsed: float) -> str:
+    """'batch 3/20 · adapter 3/3 right · base 1/3 right · ETA 1:10' while the batch runs (the file may hold fewer
+    than ``n``: the end says how many)."""
+    k = len(items)
+    if not k:
+        return f"batch 0/{n} · first example…"
+    tally = [f"{side} {sum(1 for it in items if it.get(f'{side}_ok'))}/{k} right"
+             for side in ("adapter", "base") if any(side in it for it in items)]
+    eta = f" · ETA {format_duration(elapsed / k * (n - k))}" if n > k else ""
+    return " · ".join([f"batch {k}/{n}", *tally]) + eta
 
 
 def batch_summary(items: list[dict], result: dict | None) -> Text:
