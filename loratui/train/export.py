@@ -153,7 +153,11 @@ def run_worker(args: list[str], log: Path, what: str) -> dict:
         err.flush()
         proc = subprocess.run([sys.executable, "-m", "loratui.train.gguf_worker", *args], stdout=subprocess.PIPE,
                               stderr=err, preexec_fn=_die_with_parent,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+                              env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                                   # llama.cpp's OpenMP threads spin while they wait: on a busy machine that made
+                                   # decoding 16x slower here (1.7 vs 27.6 tokens/s, bench/RESULTS.md); passive
+                                   # waiting keeps the check's speed figure honest whatever else runs
+                                   "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
     lines = [ln for ln in proc.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
     result = json.loads(lines[-1]) if lines else {}
     if proc.returncode < 0:
