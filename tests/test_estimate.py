@@ -375,3 +375,31 @@ def test_cli_estimate_says_what_each_card_holds(bench_env, h200, monkeypatch):
     lora = _bench_cfg(bench_env, "1b", "lora", 16, 50, "default")
     row = estimate_memory(lora, compare=False, cuda=True).rows[0]
     assert cli._per_card_line(lora, row).startswith("on 4 cards (DDP, a full replica): ")
+
+
+def test_a_preference_run_counts_both_answers_of_every_pair(tmp_path, tiny_llama, h200):
+    """dpo: each example is a chosen and a rejected answer after its prompt, padded to one length: the step holds
+    twice the sequences an sft run of the same prompts and answers holds, and the estimate says so."""
+    import json
+
+    rows = [{"prompt": f"Extract the contact as JSON.\n\nContact: Person {i}, City {i}, p{i}@example.com",
+             "chosen": json.dumps({"name": f"Person {i}", "city": f"City {i}", "email": f"p{i}@example.com"}),
+             "rejected": "Sure! Here is the contact you asked for. " * (1 + i % 3)} for i in range(40)]
+    pref = tmp_path / "pairs.jsonl"
+    pref.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps({"instruction": r["prompt"], "input": "", "output": r["rejected"]}) + "\n"
+                           for r in rows))
+    base = {"model": {"name": str(tiny_llama)}, "train": {"batch_size": 4, "max_steps": 10}}
+    dpo = RunConfig.model_validate({**base, "method": {"kind": "lora", "objective": "dpo"},
+                                    "data": {"source": str(pref), "format": "preference", "max_length": 256,
+                                             "validation_fraction": 0.0}})
+    plain = RunConfig.model_validate({**base, "data": {"source": str(sft), "format": "alpaca", "max_length": 256,
+                                                       "validation_fraction": 0.0, "packing": "off"}})
+    from loratui.train.step_tokens import step_tokens
+
+    got, ref = (estimate_memory(c, compare=False, cuda=True).rows[0] for c in (dpo, plain))
+    assert "pairs: 4 x 2 answers" in got.tokens_note and "reference pass" in got.tokens_note
+    pairs, once = step_tokens(dpo, packing=False), step_tokens(plain, packing=False)
+    assert pairs.train >= 2 * once.train * 0.9  # both answers of each pair, padded to the longer
+    assert got.activations > 1.5 * ref.activations

@@ -64,7 +64,7 @@ def _source_key(cfg: RunConfig) -> tuple | str:
     st = path.stat()
     d = cfg.data
     fields = (d.format, d.split, d.text_column, d.instruction_column, d.input_column, d.output_column,
-              d.messages_column, d.system_prompt, d.max_samples)
+              d.messages_column, d.system_prompt, d.max_samples, cfg.method.objective)
     return (str(path), st.st_mtime_ns, st.st_size, cfg.model.name, cfg.model.task, fields, d.max_length)
 
 
@@ -133,6 +133,8 @@ def _length_fn(cfg: RunConfig, ds, tokenizer, max_length: int):
             return [min(len(x), max_length) for x in tokenizer(texts(idx))["input_ids"]] if idx else []
 
         return lengths, lambda idx: [len(t) for t in texts(idx)]
+    if cfg.data.format == "preference":
+        return _preference_length_fn(cfg, ds, tokenizer, max_length)
     # the text each row becomes (the engine's own rendering), tokenized in one batch: the same ids encode_row gets
     # from a fast tokenizer, without its per-token label bookkeeping
     bos = data._adds_bos(tokenizer) and not (cfg.data.format != "text" and data._has_chat_template(tokenizer))
@@ -150,6 +152,34 @@ def _length_fn(cfg: RunConfig, ds, tokenizer, max_length: int):
         col = cfg.data.text_column
         return lengths, lambda idx: [len(str(t)) for t in ds.select(idx)[col]]
     return lengths, lambda idx: [len(t) for t in texts(idx)]
+
+
+def _preference_length_fn(cfg: RunConfig, ds, tokenizer, max_length: int):
+    """Preference rows as TRL's trainers tokenize them (loratui.train.data.preference): a row's length is its prompt
+    with its longer answer (a pair's chosen and rejected are padded to one length)."""
+    from loratui.train.data import preference as pref
+    from loratui.train.data.render import _has_chat_template
+
+    chat = _has_chat_template(tokenizer)
+    is_paired = pref._columns(cfg, ds, "data.source")
+
+    def rows(idx: list[int]) -> list[dict]:
+        return pref._rows(cfg, ds.select(idx), chat, is_paired, "data.source")
+
+    def lengths(idx: list[int]) -> list[int]:
+        return [min(n, max_length) for n in pref._lengths(tokenizer, rows(idx), chat)[1]] if idx else []
+
+    def chars(idx: list[int]) -> list[int]:
+        return [len(str(r["prompt"])) + max(len(str(r.get(a, ""))) for a in ("chosen", "rejected", "completion"))
+                for r in rows(idx)]
+
+    return lengths, chars
+
+
+def sequences_per_example(cfg: RunConfig) -> int:
+    """Sequences the model runs with gradients for each example of a step: a pair's chosen and rejected answers
+    (dpo, orpo; kto reads a pair as two unpaired rows), else one."""
+    return 2 if cfg.method.objective in ("dpo", "orpo", "kto") and cfg.data.format == "preference" else 1
 
 
 def _read_lengths(cfg: RunConfig) -> tuple[list[int], int, int, bool]:
@@ -293,6 +323,13 @@ def step_tokens(cfg: RunConfig, packing: bool) -> StepTokens:
                           f"packed: {b} examples of mean {mean:.0f} tokens, the largest of {steps:,} steps about "
                           f"{packed(b):,} tokens (from {source})", True)
     padded = min(max_length, -(-longest // 8) * 8)
+    seqs = sequences_per_example(cfg)
+    if seqs > 1:  # preference pairs: both answers of every pair, padded to the longest
+        return StepTokens(seqs * b * padded, seqs * eb * padded, longest,
+                          f"pairs: {b} x 2 answers x {padded} tokens (the longest prompt + answer, from {source}), "
+                          "and a reference pass without gradients" if cfg.method.objective != "orpo" else
+                          f"pairs: {b} x 2 answers x {padded} tokens (the longest prompt + answer, from {source})",
+                          True)
     held = eval_lengths(cfg)
     return StepTokens(b * padded, eval_batch_tokens(held, eb, False) if held else eb * padded, longest,
                       f"padded: {b} x {padded} tokens (the longest example, from {source})", True)
