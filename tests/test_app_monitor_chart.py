@@ -92,3 +92,25 @@ async def test_the_newest_log_row_shows_under_a_tall_banner(runs):
         await wait_until(pilot, lambda: screen.state == "failed" and screen.log_lines, what="log")
         await pilot.pause()
         assert "1.06 GiB free)" in screen_text(app).splitlines()[-2]  # the row above the footer
+
+
+def stopped_at_8(runs, *, live: bool):
+    """Steps logged at 2, 4 and 6 (epoch 0.02 a step... 0.06), stopped at 8 while 'saving' was the phase."""
+    events = [{"kind": "started", "time": T, "max_steps": 30},
+              *[{"kind": "step", "time": T + i, "step": i, "max_steps": 30, "loss": 1.0, "epoch": i / 100}
+                for i in (2, 4, 6)],
+              {"kind": "phase", "time": T + 8, "phase": "saving"},
+              {"kind": "stopped", "time": T + 9, "step": 8}]
+    return make_live_run(runs, "stopped8", pid=os.getpid() if live else 4_194_301, events=events)
+
+
+async def test_after_a_stop_the_step_line_is_the_stops_and_a_resume_starts_clean(runs):
+    """Issue 19 item 15: 'step 8/30 · epoch 0.06' (the epoch of step 6) after a stop; 'starting … saving…' after a
+    resume (the stopped part's phase)."""
+    app = host_app(lambda: MonitorScreen(stopped_at_8(runs, live=True)), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "starting", what="a new engine starting")
+        await pilot.pause()
+        line = next(ln for ln in screen_text(app).splitlines() if "step 8/30" in ln)
+        assert "epoch 0.08" in line and "saving" not in line, line

@@ -54,6 +54,8 @@ class RunFold:
         self._rate_done = (0.0, 0.0)
         self._rate_first: tuple[float, float] | None = None
         self._rate_last: tuple[float, float] | None = None
+        # epochs per step (linear in a run): the epoch of a step past the newest logged one (a stop, a resume)
+        self._epoch_rate: float | None = None
         # train loss over the steps that count
         self._losses: list[tuple[int, float]] = []
         self._loss_sum = 0.0
@@ -153,6 +155,7 @@ class RunFold:
         if ev.effective_batch:
             s.effective_batch = int(ev.effective_batch)
         s.lifecycle = "started"
+        s.phase = ""  # a new engine process: the last one's phase (saving...) is over
         s.failure = s.error = None
         s.ended = None
         self._origin = None
@@ -175,6 +178,7 @@ class RunFold:
         s.failure = s.error = None
         if ev.step is not None:
             s.step = ev.step
+            self._epoch_at_step()
             while self._losses and self._losses[-1][0] > ev.step:  # those steps are trained again
                 self._loss_sum -= self._losses.pop()[1]
         self._origin = None
@@ -188,6 +192,8 @@ class RunFold:
         for key in ("epoch", "lr", "grad_norm", "tokens_per_s"):
             if getattr(ev, key) is not None:
                 setattr(s, key, getattr(ev, key))
+        if ev.epoch is not None and ev.step > 0:
+            self._epoch_rate = ev.epoch / ev.step
         if ev.loss is not None:
             s.loss = ev.loss
             while self._losses and self._losses[-1][0] >= ev.step:  # re-logged after a resume
@@ -234,11 +240,18 @@ class RunFold:
     def _on_checkpoint(self, ev: CheckpointEvent) -> None:
         self.s.checkpoint = ev.path or ""
 
+    def _epoch_at_step(self) -> None:
+        """The epoch of ``s.step`` when no step event logged it (the stop's or the resume's step)."""
+        if self._epoch_rate is not None:
+            self.s.epoch = round(self._epoch_rate * self.s.step, 4)
+
     def _on_finished(self, ev: FinishedEvent) -> None:
         s = self.s
         s.lifecycle = "finished"
-        if ev.step is not None:
-            s.step = max(s.step, ev.step)
+        s.phase = ""  # the part is over: no phase of it is current
+        if ev.step is not None and ev.step > s.step:
+            s.step = ev.step
+            self._epoch_at_step()
         if ev.adapter:
             s.adapter = ev.adapter
         if ev.get("best_step") is not None:
@@ -254,8 +267,10 @@ class RunFold:
     def _on_stopped(self, ev: StoppedEvent) -> None:
         s = self.s
         s.lifecycle = "stopped"
-        if ev.step is not None:  # the engine saved at this step, past the last logged one
-            s.step = max(s.step, ev.step)
+        s.phase = ""
+        if ev.step is not None and ev.step > s.step:  # the engine saved at this step, past the last logged one
+            s.step = ev.step
+            self._epoch_at_step()
         if ev.adapter:
             s.adapter = ev.adapter
         if ev.checkpoint:
@@ -264,6 +279,7 @@ class RunFold:
     def _on_failed(self, ev: FailedEvent) -> None:
         s = self.s
         s.lifecycle = "failed"
+        s.phase = ""
         s.failure = {k: getattr(ev, k) for k in ("error", "message", "hint", "field")}
         s.error = ev.message or ev.error or "failed"
 
