@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from loratui.train.lean import _generator
+from loratui.train.lean import _generator, redraw_dropout
 
 
 def _dequantized(base, dtype: torch.dtype) -> torch.Tensor:
@@ -66,13 +66,7 @@ class _FusedLoRA(torch.autograd.Function):
             x2 = x.reshape(-1, shape[-1])
             xc = x2 if x2.dtype == dtype else x2.to(dtype)
             if ctx.drop:
-                gen = _generator(x.device)
-                now = gen.get_state()
-                gen.set_state(ctx.state)
-                try:
-                    dropped, mask = torch.native_dropout(xc, ctx.p, True)  # the forward's mask, drawn again
-                finally:
-                    gen.set_state(now)
+                dropped, mask = redraw_dropout(ctx.state, xc, ctx.p)
             else:
                 dropped, mask = xc, None
             gb = g @ b  # (n, r)

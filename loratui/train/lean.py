@@ -48,15 +48,21 @@ class _DropoutLinear(torch.autograd.Function):
         return (*_redrawn_grads(ctx, x, weight, grad_out), None)
 
 
-def _redrawn_grads(ctx, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor):
-    """Gradients of ``linear(dropout(x), weight)`` with the forward's dropout mask drawn again."""
+def redraw_dropout(state: torch.Tensor, x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dropped, mask): the forward pass's dropout of ``x``, drawn again from the generator state it was drawn from
+    (the generator's own state is left as it was)."""
     gen = _generator(x.device)
     now = gen.get_state()
-    gen.set_state(ctx.state)
+    gen.set_state(state)
     try:
-        dropped, mask = torch.native_dropout(x, ctx.p, True)  # the forward's mask, drawn again
+        return torch.native_dropout(x, p, True)
     finally:
         gen.set_state(now)
+
+
+def _redrawn_grads(ctx, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor):
+    """Gradients of ``linear(dropout(x), weight)`` with the forward's dropout mask drawn again."""
+    dropped, mask = redraw_dropout(ctx.state, x, ctx.p)
     dtype = grad_out.dtype
     grad_x = torch.ops.aten.native_dropout_backward(grad_out @ weight.to(dtype), mask, 1.0 / (1.0 - ctx.p))
     grad_w = grad_out.reshape(-1, grad_out.shape[-1]).T @ dropped.to(dtype).reshape(-1, x.shape[-1])
