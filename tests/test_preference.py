@@ -296,3 +296,28 @@ def test_preference_config_defaults_and_round_trip():
     assert (cfg.method.beta, cfg.method.label_smoothing, cfg.method.start_from) == (0.1, 0.0, None)
     assert config_from_dict(__import__("yaml").safe_load(cfg.to_yaml())) == cfg
     assert config_from_dict({}).method.objective == "sft"
+
+
+# -- the Monitor --------------------------------------------------------------------------------------------------
+
+def test_the_monitor_shows_the_rewards_beside_the_loss():
+    from loratui.ui.widgets.monitor_text import stats_text
+    from loratui.ui.widgets.run_state import RunModel
+
+    model = RunModel()
+    model.apply([{"kind": "started", "time": 1.0, "max_steps": 4, "method": "lora"},
+                 {"kind": "step", "time": 2.0, "step": 1, "loss": 0.69, "rewards/chosen": 0.004,
+                  "rewards/rejected": -0.001, "rewards/margins": 0.005, "rewards/accuracies": 0.5}])
+    line = stats_text(model.snapshot(), "running").plain
+    assert "loss 0.690" in line and "rewards +0.004/-0.001" in line and "margin +0.005" in line
+    assert "pref acc 0.50" in line and "held-out" not in line
+    # the held-out pairs' figures replace the training batch's once an evaluation has them
+    model.apply([{"kind": "eval", "time": 3.0, "step": 2, "eval_loss": 0.68, "rewards/chosen": 0.01,
+                  "rewards/rejected": -0.02, "rewards/margins": 0.03, "rewards/accuracies": 0.83},
+                 {"kind": "step", "time": 4.0, "step": 3, "loss": 0.6, "rewards/margins": 0.9}])
+    line = stats_text(model.snapshot(), "running").plain
+    assert "margin +0.030" in line and "pref acc 0.83 held-out" in line
+    # a supervised run shows none of them
+    sft = RunModel()
+    sft.apply([{"kind": "step", "time": 2.0, "step": 1, "loss": 1.2}])
+    assert "margin" not in stats_text(sft.snapshot(), "running").plain

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from loratui.core.preference import reward_fields
 from loratui.core.protocol import (
     LIFECYCLE_KINDS, TERMINAL_KINDS, CheckpointEvent, EvalEvent, Event, FailedEvent, FinishedEvent, MemoryEvent, PhaseEvent,
     ProtocolError, ResumedEvent, RunState, RunStatus, StartedEvent, StepEvent, StoppedEvent, parse_event, parse_status,
@@ -192,6 +193,7 @@ class RunFold:
         for key in ("epoch", "lr", "grad_norm", "tokens_per_s"):
             if getattr(ev, key) is not None:
                 setattr(s, key, getattr(ev, key))
+        s.rewards = reward_fields(ev.__pydantic_extra__ or {}) or s.rewards  # a preference run's (issue 20)
         if ev.epoch is not None and ev.step > 0:
             self._epoch_rate = ev.epoch / ev.step
         if ev.loss is not None:

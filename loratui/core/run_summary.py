@@ -64,6 +64,8 @@ class RunSummary:
     eval_metrics: dict = field(default_factory=dict)
     """The newest evaluation's metrics (eval_loss, perplexity, accuracy, f1, ...)."""
     eval_step: Optional[int] = None
+    rewards: dict = field(default_factory=dict)
+    """A preference run's newest logged step: TRL's rewards/chosen, rejected, margins, accuracies."""
     best_eval_loss: Optional[float] = None
     best_eval_step: Optional[int] = None
     best_accuracy: Optional[float] = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from loratui.core.fmt import format_count, format_duration, format_rate
+from loratui.core.preference import REWARD_KEYS
 from loratui.core.protocol import state_style
 from loratui.ui.widgets.run_state import RunView
 
@@ -44,12 +45,29 @@ def stats_text(v: RunView, state: str) -> Text:
         _stat(stats, "eval", value)
     if v.best_accuracy is not None:
         _stat(stats, "acc", f"{v.best_accuracy:.3f}")
+    for label, value in preference_figures(v):
+        _stat(stats, label, value)
     _stat(stats, "lr", f"{v.lr:.1e}" if v.lr else "0" if v.lr == 0 else "-")
     _stat(stats, "tok/s", format_rate(v.tokens_per_s))  # the run's throughput, as Compare shows it
     _stat(stats, "time", format_duration(v.elapsed))
     if state in ("running", "starting") and not v.phase.startswith("final eval"):
         _stat(stats, "ETA", format_duration(v.eta))  # the final evaluation says itself what it is doing
     return stats
+
+
+def preference_figures(v: RunView) -> list[tuple[str, str]]:
+    """A preference run's rewards beside the loss: the held-out pairs' (the newest evaluation) once there is one,
+    else the newest training step's. Empty for other runs."""
+    held_out = {k: v.eval_metrics[k] for k in REWARD_KEYS if isinstance(v.eval_metrics.get(k), (int, float))}
+    src = held_out or v.rewards
+    out = []
+    if "rewards/chosen" in src and "rewards/rejected" in src:
+        out.append(("rewards", f"{src['rewards/chosen']:+.3f}/{src['rewards/rejected']:+.3f}"))
+    if "rewards/margins" in src:
+        out.append(("margin", f"{src['rewards/margins']:+.3f}"))
+    if "rewards/accuracies" in src:
+        out.append(("pref acc", f"{src['rewards/accuracies']:.2f}" + (" held-out" if held_out else "")))
+    return out
 
 
 def banner_text(v: RunView, state: str, pid: int | None, oom: bool) -> tuple[Text | str, str]:
