@@ -114,3 +114,15 @@ async def test_after_a_stop_the_step_line_is_the_stops_and_a_resume_starts_clean
         await pilot.pause()
         line = next(ln for ln in screen_text(app).splitlines() if "step 8/30" in ln)
         assert "epoch 0.08" in line and "saving" not in line, line
+
+
+async def test_with_no_run_attached_the_monitor_offers_no_detach(runs):
+    """Issue 19 item 18: 'd Detach' showed with nothing attached."""
+    app = host_app(lambda: MonitorScreen(None), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        footer = screen_text(app).splitlines()[-1]
+        assert "No run attached" in screen_text(app) and "Detach" not in footer, footer
+        app.screen.attach(runs / "smollm2-demo")
+        await wait_until(pilot, lambda: app.screen.state == "finished", what="attached")
+        assert "d Detach" in screen_text(app).splitlines()[-1]

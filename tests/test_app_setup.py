@@ -84,7 +84,8 @@ async def test_prefilled_form_and_live_panel(fake_core):
         assert screen.field("lora.target_modules").get_raw() == "q_proj, v_proj"  # the preset, written out
         text = panel_text(app)
         assert "trainable 460,800 of 134,975,808 (0.34%)" in text
-        assert "this (lora)" in text and "full FT" in text and "QLoRA 4-bit" in text
+        assert "this (lora)" in text and "full FT" in text
+        assert "QLoRA 4-bit" not in text and "(QLoRA: needs an NVIDIA GPU)" in text  # issue 19 item 18
         assert "no NVIDIA GPU found: training runs on CPU" in text
         # typing a new rank recomputes the estimate
         await type_into(pilot, screen, "lora.r", "16")

@@ -84,3 +84,21 @@ async def test_opening_a_config_over_edits_asks_first(fake_core, tmp_path):
         await pilot.press("y")
         await settle(pilot)
         assert setup.values["lora"]["r"] == 32 and not setup.modified and setup.sub_title == "Setup: other.yaml"
+
+
+async def test_a_saved_config_keeps_its_own_runs_folder_not_the_sessions_runs_dir(fake_core, tmp_path):
+    """Issue 19 item 18: with --runs-dir, ctrl+s wrote that folder into the file."""
+    import yaml
+
+    out = tmp_path / "mine.yaml"
+    app = LoratuiApp(pinned_config(), runs_dir=str(tmp_path / "session-runs"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        assert setup.values["output"]["runs_dir"] == str(tmp_path / "session-runs")  # the session's, in force
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is not setup, what="save dialog")
+        app.screen.query_one("#prompt-input").value = str(out)
+        await pilot.press("enter")
+        await wait_until(pilot, out.exists, what="saved")
+    assert yaml.safe_load(out.read_text()).get("output", {}).get("runs_dir", "runs") == "runs"

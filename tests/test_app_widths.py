@@ -89,3 +89,26 @@ async def test_the_playground_title_keeps_its_memory_figure(runs, size):
         assert "cpu float32" in title, title
         if size[0] >= 80:
             assert "0912/adapter" in title, title  # the end of the run's name, what tells it from the others
+
+
+async def test_setup_says_which_of_two_fields_is_in_force(fake_core, tmp_path):
+    """Issue 19 item 18: 'Epochs 3' beside 'Max steps 80', 'Val. fraction 0.1' beside a validation file."""
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        epochs = setup.field("train.epochs")
+        epochs.control.focus()
+        await settle(pilot)
+        lines = screen_text(app).splitlines()
+        row = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("Epochs"))
+        assert "not used: Max steps is set" in lines[row + 1]
+        fraction = setup.field("data.validation_fraction")
+        assert not fraction.has_class("-unused")
+        setup.field("data.validation_file").control.value = str(tmp_path / "val.jsonl")
+        setup.field("train.max_steps").control.value = ""
+        await settle(pilot)
+        assert fraction.has_class("-unused") and not epochs.has_class("-unused")
+        fraction.control.focus()
+        await settle(pilot)
+        assert "not used: Validation file set" in screen_text(app)

@@ -112,6 +112,8 @@ class LoratuiApp(App[None]):
         #: explicit runs folder from the command line (it wins over the one in loaded configs)
         self.runs_dir_override: Path | None = Path(runs_dir).expanduser() if runs_dir else None
         self.runs_dir: Path = self.runs_dir_override or Path(self.initial_config.output.runs_dir).expanduser()
+        #: the first config's own runs folder (what Setup saves, not --runs-dir)
+        self.config_runs_dir = str(self.initial_config.output.runs_dir)
         if self.runs_dir_override:
             self.initial_config.output.runs_dir = str(self.runs_dir_override)
         self.catch_errors = catch_errors

@@ -149,6 +149,7 @@ class MonitorScreen(LoratuiScreen):
         if not self.is_mounted:
             return
         self.remove_class("-empty")
+        self.refresh_bindings()  # d Detach: there is a run now
         self._render_view()
         self.query_one(LogTail).set_lines([])
         self._watching = self._following = True
@@ -297,6 +298,8 @@ class MonitorScreen(LoratuiScreen):
             return self._adapter_path() is not None and self.state in ("finished", "stopped")
         if action == "retry_smaller":
             return self._oom_failure()
+        if action == "detach":
+            return self.run_dir is not None  # nothing attached: nothing to detach from
         return True
 
     def _oom_failure(self) -> bool:

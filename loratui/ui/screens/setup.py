@@ -33,7 +33,9 @@ from loratui.ui.widgets.form import (
     SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle, extra_check, parse_value, validate_field,
 )
 from loratui.ui.widgets.setup_panel import EstimatePanel, device_plan, short_gpus_problem
-from loratui.ui.widgets.setup_values import FIRST_SECTIONS, config_values, model_key, section_title, shown_fields
+from loratui.ui.widgets.setup_values import (
+    FIRST_SECTIONS, config_values, model_key, section_title, shown_fields, unused_notes,
+)
 
 HELP_TEXT = (
     "Every field is checked as you type; a red line under a field says what is wrong, and launch waits until "
@@ -231,6 +233,7 @@ class SetupScreen(SetupActions):
         cfg = self.build_config()
         self._refresh_status()
         self._update_title()
+        self._mark_unused()
         if cfg is not None:
             self.schedule_estimate()
 
@@ -292,6 +295,12 @@ class SetupScreen(SetupActions):
         ff = self.mounted_field(spec.path)
         if ff is not None:  # else it is checked when its section is mounted
             self.check_field(spec, ff.get_raw())
+
+    def _mark_unused(self) -> None:
+        for path, note in unused_notes(self.values).items():
+            ff = self.mounted_field(path)
+            if ff is not None:
+                ff.set_note(note)
 
     def apply_visibility(self) -> None:
         for path, visible in shown_fields(self.values).items():

@@ -37,6 +37,8 @@ class SetupActions(LoratuiScreen):
 
     #: the form's config as last loaded, saved or launched (normalised JSON): what 'modified' compares with
     _baseline: str | None = None
+    #: the loaded config's own runs folder (None: the app's first config's), saved instead of --runs-dir
+    own_runs_dir: str | None = None
 
     def _normalised(self) -> str | None:
         try:
@@ -80,6 +82,7 @@ class SetupActions(LoratuiScreen):
     def load_config(self, cfg: RunConfig, source: str | Path | None = None) -> None:
         """Show ``cfg`` in the form (values are re-validated; the estimate recomputes)."""
         self.values = config_values(cfg)
+        self.own_runs_dir = str(self.values["output"]["runs_dir"])
         override = self.app.runs_dir_override
         if override:
             self.values["output"]["runs_dir"] = str(override)
@@ -137,6 +140,10 @@ class SetupActions(LoratuiScreen):
                              chosen)
 
     def save_to(self, cfg: RunConfig, path: Path) -> None:
+        override = self.app.runs_dir_override
+        if override and cfg.output.runs_dir == str(override):  # --runs-dir is this session's, not the config's
+            cfg = cfg.model_copy(deep=True)
+            cfg.output.runs_dir = self.own_runs_dir or self.app.config_runs_dir
         try:
             cfg.save(path)
         except OSError as err:

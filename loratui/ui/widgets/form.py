@@ -319,6 +319,10 @@ class SectionTitle(Static):
     """A section heading inside the form."""
 
 
+#: fields with a note line: the whole targets list when its box is too narrow; what is not in force
+NOTE_FIELDS = ("lora.target_modules", "train.epochs", "data.validation_fraction")
+
+
 class FormField(Vertical):
     """Label + control on one line, a red message line under it while the value is invalid."""
 
@@ -337,14 +341,21 @@ class FormField(Vertical):
             if spec.kind == "targets":
                 yield Button("pick", id="pick-targets", compact=True, tooltip="Pick from the model's own layers")
         yield Static("", classes="field-error")
-        if spec.kind == "targets":  # the whole list, under a box too narrow for it (llama-all at 80 columns)
+        if spec.path in NOTE_FIELDS:
             yield Static("", classes="field-note", markup=False)
+
+    def set_note(self, note: str) -> None:
+        """A dim line under the field ('' hides it); a note starting 'not used' dims the field too."""
+        if self.is_mounted and self.spec.path in NOTE_FIELDS:
+            self.query_one(".field-note", Static).update(note)
+            self.query_one(".field-note", Static).display = bool(note)
+            self.set_class(note.startswith("not used"), "-unused")
 
     def on_input_changed(self) -> None:
         self._show_note()
 
     def on_descendant_focus(self) -> None:
-        if self.spec.kind == "targets":  # the list under the box comes into view with it
+        if self.spec.path in NOTE_FIELDS:  # the note under the box comes into view with it
             self.call_after_refresh(self.scroll_visible, animate=False)
 
     def on_resize(self) -> None:
@@ -353,12 +364,10 @@ class FormField(Vertical):
     def _show_note(self) -> None:
         if self.spec.kind != "targets" or not self.is_mounted:
             return
-        note = self.query_one(".field-note", Static)
         value = str(self.get_raw() or "")
         cut = bool(value) and len(value) >= self._control.content_region.width > 0
         names = [n.strip() for n in value.split(",") if n.strip()]
-        note.update(f"{len(names)} modules: {', '.join(names)}" if cut else "")
-        note.display = cut
+        self.set_note(f"{len(names)} modules: {', '.join(names)}" if cut else "")
 
     def _make_control(self) -> Widget:
         spec = self.spec

@@ -104,7 +104,12 @@ class EstimatePanel(Static):
         if r.memory_error:
             parts.append(Text(r.memory_error, style="red"))
         elif r.rows:
-            parts.append(self._table(r.rows, r.gpus or [], wide=width >= 56))
+            rows = r.rows
+            if r.gpus is not None and not r.gpus and not r.gpu_error:  # no NVIDIA GPU: QLoRA cannot run here
+                rows = [row for i, row in enumerate(rows) if i == 0 or "qlora" not in str(row.label).lower()]
+            parts.append(self._table(rows, r.gpus or [], wide=width >= 56))
+            if len(rows) < len(r.rows):
+                parts.append(Text("(QLoRA: needs an NVIDIA GPU)", style="dim"))
             # which device, precision and memory the numbers are for ("estimated for CPU, fp32, host memory")
             basis = getattr(r.rows[0], "basis", "")
             if basis:

@@ -53,3 +53,13 @@ def section_title(section: str, values: dict[str, dict[str, Any]]) -> str:
 def model_key(values: dict[str, dict[str, Any]]) -> str:
     m = values["model"]
     return f"{m['name']}|{m['task']}|{m['trust_remote_code']}"
+
+
+def unused_notes(values: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Which of two fields is in force: Max steps over Epochs, a validation file over the fraction. Path -> the
+    note under the field that is not ('' when it is)."""
+    train, data = values["train"], values["data"]
+    return {
+        "train.epochs": "not used: Max steps is set" if train.get("max_steps") else "",
+        "data.validation_fraction": "not used: Validation file set" if data.get("validation_file") else "",
+    }
