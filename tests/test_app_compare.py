@@ -116,3 +116,24 @@ async def test_a_run_not_finished_has_no_final_metric_only_its_latest(runs):
         row = next(ln for ln in screen_text(app).splitlines() if ln.lstrip().startswith("final eval loss"))
         assert "1.0324 " in row and "1.0324 so far" not in row  # smollm2-demo finished
         assert "1.4617 so far" in row  # smollm2-stopped: its newest evaluation, not a final one
+
+
+async def test_cpu_runs_say_why_they_have_no_gpu_memory(runs):
+    """Issue 19 item 18: finished CPU runs read 'no data yet' for memory, as if it were still coming."""
+    import json
+    import shutil
+
+    for name in ("cpu-a", "cpu-b"):
+        shutil.copytree(runs / "smollm2-demo", runs / name)
+        events = [json.loads(ln) for ln in (runs / name / "events.jsonl").read_text().splitlines()]
+        events = [{**e, "device": "cpu"} if e["kind"] == "started" else e for e in events if e["kind"] != "memory"]
+        (runs / name / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    app = compare_app(runs, runs=[runs / "cpu-a", runs / "cpu-b"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        await pilot.press("t", "t", "t")  # metric, time, params, memory
+        await pilot.pause()
+        text = screen_text(app)
+        assert "peak GPU memory" in text and "no data yet" not in text
+        assert "no GPU memory: these runs trained on the CPU" in text, text

@@ -112,3 +112,22 @@ async def test_setup_says_which_of_two_fields_is_in_force(fake_core, tmp_path):
         fraction.control.focus()
         await settle(pilot)
         assert "not used: Validation file set" in screen_text(app)
+
+
+async def test_the_first_estimate_says_it_is_working_and_for_how_long(fake_core, monkeypatch):
+    """Issue 19 item 18: 9-15 s with only 'estimating...' on screen."""
+    import threading
+
+    from loratui.ui.widgets import setup_core
+
+    release = threading.Event()
+    fast = setup_core.estimate_memory
+    monkeypatch.setattr(setup_core, "estimate_memory", lambda cfg: release.wait(20) and fast(cfg))
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: "estimating... 2 s" in screen_text(app), timeout=15, what="a ticking count")
+        text = " ".join(" ".join(ln.split("▏")[-1].split()) for ln in screen_text(app).splitlines())
+        assert "the first one reads the model and samples the data" in text, text
+        release.set()
+        await settle(pilot)
+        assert "estimating" not in screen_text(app) and "this (lora)" in screen_text(app)

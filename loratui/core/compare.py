@@ -103,7 +103,8 @@ FIELDS: list[tuple[str, Any]] = [
     ("active time", lambda r: format_duration(r.train_time_s)),  # the 'time' of Monitor, Runs and the Queue
     ("wall time", lambda r: format_duration(r.wall_s)),  # first start to last end, pauses included
     ("tokens/s", lambda r: format_rate(r.tokens_per_s)),
-    ("peak GPU memory", lambda r: f"{r.peak_memory_gb:.2f} GiB" if r.peak_memory_gb else "-"),
+    ("peak GPU memory", lambda r: f"{r.peak_memory_gb:.2f} GiB" if r.peak_memory_gb else
+     "- (CPU run)" if r.device == "cpu" else "-"),
     ("size on disk", lambda r: f"{fmt_bytes(r.size_bytes)} {r.saved_as}" if r.size_bytes is not None else "-"),
 ]
 
@@ -166,6 +167,13 @@ def short_titles(rows: list[RunRow]) -> tuple[list[str], str]:
 
 
 # -- charts as text -----------------------------------------------------------------------------------------------
+
+def no_data_text(rows: list[RunRow], title: str) -> str:
+    """What an empty chart says: CPU runs have no GPU memory to show (not 'no data yet')."""
+    if "GPU memory" in title and rows and all(r.device == "cpu" for r in rows):
+        return "no GPU memory: these runs trained on the CPU (their host memory is not recorded)"
+    return f"no data yet for {title}"
+
 
 def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None]]]:
     """(title, unit, value per run) for the bar charts: metric, time, trainable params, memory."""

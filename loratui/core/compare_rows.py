@@ -68,6 +68,8 @@ class RunRow:
     """Wall time, first event to last (the fold's ``wall``)."""
     tokens_per_s: float | None = None
     peak_memory_gb: float | None = None
+    device: str = ""
+    """Where it trained (the started event's: cuda:0, cpu, ...)."""
     size_bytes: int | None = None
     saved_as: str = "-"
     steps: int = 0
@@ -184,6 +186,7 @@ def read_run(path: str | Path) -> RunRow:
 
     folded = summarize(run)
     row.train_time_s, row.wall_s, row.tokens_per_s = folded.elapsed, folded.wall, folded.tokens_per_s
+    row.device = folded.device or ""
     for what, folder in (("adapter", run.adapter_dir), ("model", run.path / "model")):
         if folder.is_dir():
             row.saved_as, row.size_bytes = what, folder_size(folder)

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from loratui.core.compare import RunRow, chart_series, fmt_count, needs_log, short_titles
+from loratui.core.compare import RunRow, chart_series, fmt_count, needs_log, no_data_text, short_titles
 from loratui.ui.widgets.loss_chart import downsample
 
 #: the charts, in the order ``t`` cycles through them
@@ -91,7 +91,7 @@ class CompareChart(PlotextPlot):
         key = (self._version, self.size.width, self.size.height, self.app.theme, self.theme)
         if self._cached is None or self._cached[0] != key:
             drawn = self._replot(self.size.width)
-            result = super().render() if drawn else Text(f"no data yet for {self.title}", style="dim",
+            result = super().render() if drawn else Text(no_data_text(self.rows, self.title), style="dim",
                                                             justify="center")
             self._cached = (key, result)
         return self._cached[1]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual.timer import Timer
 from textual.widgets import Static
 
 from loratui.core.config import RunConfig
@@ -59,12 +61,34 @@ class EstimatePanel(Static):
         self.config: RunConfig | None = None
         self.status: str = "estimating..."
         self.problem: str | None = None
+        #: when the estimate under way began (the status counts its seconds: the first one takes 10 s on a CPU)
+        self.pending_since: float | None = time.monotonic()
+        self._ticker: Timer | None = None
 
     # -- state -----------------------------------------------------------------------------------------------
 
+    def on_mount(self) -> None:
+        self._ticker = self.set_interval(1.0, self._tick)
+
     def show_pending(self, text: str = "estimating...") -> None:
         self.status = text
+        if self.pending_since is None:
+            self.pending_since = time.monotonic()
         self._render_now()
+
+    def _tick(self) -> None:
+        if self.pending_since is not None:
+            self._render_now()
+
+    def _status_text(self) -> str:
+        """'estimating... 4 s', and while nothing was ever shown, what the first estimate is doing."""
+        if self.pending_since is None or not self.status:
+            return self.status
+        waited = int(time.monotonic() - self.pending_since)
+        text = f"{self.status} {waited} s" if waited >= 1 else self.status
+        if self.result is None and waited >= 2:
+            text += " (the first one reads the model and samples the data)"
+        return text
 
     def set_problem(self, problem: str | None) -> None:
         """A line under the title while the form is invalid (the numbers are for the last valid values)."""
@@ -74,6 +98,7 @@ class EstimatePanel(Static):
 
     def show_result(self, result: EstimateResult, config: RunConfig) -> None:
         self.result, self.config, self.status = result, config, ""
+        self.pending_since = None
         self._render_now()
 
     def on_resize(self) -> None:
@@ -88,7 +113,7 @@ class EstimatePanel(Static):
         parts: list[RenderableType] = []
         head = Text("Parameters", style="bold")
         if self.status:
-            head.append(f"  {self.status}", style="dim italic")
+            head.append(f"  {self._status_text()}", style="dim italic")
         parts.append(head)
         if self.problem:
             parts.append(Text(self.problem, style="yellow"))
