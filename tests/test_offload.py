@@ -37,3 +37,18 @@ def test_setup_calls_keep_torch_out_of_the_app_process(tiny_llama):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_nothing_the_helper_prints_reaches_the_apps_terminal():
+    """The helper inherited the terminal as fds 1 and 2: datasets' 'dropping empty rows: 100%|...' bar was drawn
+    over the Setup screen while the first estimate ran."""
+    script = textwrap.dedent("""
+        from loratui.ui import offload
+        assert offload.call("os:write", 2, b"PROGRESS-BAR-ON-STDERR\\n") > 0
+        assert offload.call("os:write", 1, b"PRINTED-ON-STDOUT\\n") > 0
+        offload.shutdown()
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.stdout, proc.stderr[-2000:])
+    assert "PROGRESS-BAR" not in proc.stderr

@@ -27,6 +27,27 @@ class HelperClosed(RuntimeError):
     """The helper was shut down because the app is exiting."""
 
 
+def _init_helper(parent: int) -> None:
+    """In the helper: nothing it prints reaches the app's terminal, and it exits when the app is gone."""
+    _quiet()
+    _die_with_parent(parent)
+
+
+def _quiet() -> None:
+    """The helper inherits the terminal as its stdout and stderr (fds 1 and 2): a library's progress bar
+    ('dropping empty rows: 100%|...' from datasets) was drawn over the app's screen. Both go to /dev/null; what
+    goes wrong comes back as the call's exception."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
+
+
 def _die_with_parent(parent: int) -> None:
     """In the helper: exit when the app is gone, however it went (SIGKILL and a lost terminal included)."""
 
@@ -61,7 +82,7 @@ def _submit(target: str, args: tuple, kwargs: dict):
             try:
                 # spawn: the app has threads, and a forked child of a threaded process can deadlock
                 _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_die_with_parent, initargs=(os.getpid(),))
+                                                initializer=_init_helper, initargs=(os.getpid(),))
                 return _executor.submit(_run, target, args, kwargs)
             finally:
                 sys.stderr = saved
