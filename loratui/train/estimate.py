@@ -336,6 +336,10 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
         # a frozen fp32 LM head (fp32 weights, or upcast for a quantized base) is cast to 16 bits for its matmul
         # under autocast while every activation is held (each Liger chunk too): one transient copy
         train_act += e * shape.vocab * shape.hidden
+    if cfg.method.objective in ("dpo", "kto"):
+        # the reference pass (TRL: after the policy's forward, its activations held): the reference's logits and
+        # their fp32 log-sum-exp over both answers of every pair. Measured on the CPU: bench/RESULTS.md, round 6
+        train_act += tokens.train * shape.vocab * (e + 4)
     if shape.causal and lev.packing and lev.attention in ("sdpa", "eager"):
         # SDPA over a packed row: transformers builds a block mask over the whole row, and the kernel keeps a
         # 16-bit copy of it per layer (quadratic in the packed length: why varlen is the default)
