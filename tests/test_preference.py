@@ -321,3 +321,16 @@ def test_the_monitor_shows_the_rewards_beside_the_loss():
     sft = RunModel()
     sft.apply([{"kind": "step", "time": 2.0, "step": 1, "loss": 1.2}])
     assert "margin" not in stats_text(sft.snapshot(), "running").plain
+
+
+def test_setup_previews_each_answer_after_its_prompt(tmp_path, tiny_llama):
+    from loratui.train import data
+    from loratui.train.models import load_tokenizer
+
+    cfg = RunConfig.model_validate({
+        "model": {"name": str(tiny_llama)}, "method": {"objective": "dpo"},
+        "data": {"source": str(_write(tmp_path / "rows.jsonl", [GOOD])), "format": "preference"}})
+    chosen, rejected = data.preview(cfg, load_tokenizer(cfg), n=3)
+    assert (chosen.label, rejected.label) == ("chosen", "rejected")
+    assert chosen.trained_text.startswith(GOOD["chosen"]) and GOOD["prompt"] not in chosen.trained_text
+    assert GOOD["prompt"] in chosen.text and 0 < chosen.loss_tokens < chosen.n_tokens

@@ -218,7 +218,34 @@ def length_note(stats: dict) -> str | None:
         cut, dropped = stats.get(f"truncated_{split}", 0), stats.get(f"dropped_{split}", 0)
         if cut or dropped:
             name = "training" if split == "train" else "validation"
-            bits = ([f"{cut} cut at {stats['max_length']} tokens (their answers' ends are not trained)"] if cut else []) \
-                + ([f"{dropped} dropped (the prompt alone fills it)"] if dropped else [])
+            bits = [f"{cut} cut at {stats['max_length']} tokens (their answers' ends are not trained)"] if cut else []
+            bits += [f"{dropped} dropped (the prompt alone fills it)"] if dropped else []
             parts.append(f"{name} rows over data.max_length: " + ", ".join(bits))
     return "; ".join(parts) or None
+
+
+def preview_examples(cfg: RunConfig, tokenizer, rows: Dataset) -> list:
+    """What Setup shows for preference rows: each answer after its prompt as the model reads it (the prompt
+    untrained, the answer trained), labelled chosen / rejected (or good / bad for unpaired rows)."""
+    from loratui.train.data.sources import PreviewExample
+
+    prepare_tokenizer(tokenizer)
+    chat = _has_chat_template(tokenizer)
+    max_length = effective_max_length(cfg, tokenizer)
+    out = []
+    for row in _rows(cfg, rows, chat, _columns(cfg, rows, _display(cfg.data.source)), _display(cfg.data.source)):
+        answers = [("chosen", row["chosen"]), ("rejected", row["rejected"])] if "chosen" in row else \
+            [("good" if row["label"] else "bad", row["completion"])]
+        for label, answer in answers:
+            if chat:
+                prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+                full = tokenizer.apply_chat_template(row["prompt"] + answer, tokenize=False)
+            else:
+                prompt, full = row["prompt"], row["prompt"] + answer + (tokenizer.eos_token or "")
+            n_prompt = len(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
+            n = len(tokenizer(full, add_special_tokens=not chat)["input_ids"])
+            kept = min(n, max_length)
+            out.append(PreviewExample(segments=[(prompt, False), (full[len(prompt):], True)], n_tokens=kept,
+                                      truncated=n > max_length, label=label, loss_tokens=max(0, kept - n_prompt)))
+    return out
+

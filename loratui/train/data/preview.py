@@ -51,6 +51,10 @@ def preview(cfg: RunConfig, tokenizer, n: int = 3) -> list[PreviewExample]:
             out.append(PreviewExample(segments=[(_decode(tokenizer, kept), False)], n_tokens=len(kept),
                                       truncated=len(full) > max_length, label=label, loss_tokens=0))
         return out
+    if cfg.data.format == "preference":
+        from loratui.train.data.preference import preview_examples
+
+        return preview_examples(cfg, tokenizer, rows)
     bos = _adds_bos(tokenizer)
     for row in rows:
         enc = encode_row(cfg, tokenizer, row, max_length, bos)
