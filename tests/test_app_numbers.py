@@ -95,3 +95,34 @@ async def test_monitor_runs_compare_queue_and_the_cli_agree(runs, fake_core, cap
     assert cli_main(["runs", "--runs-dir", str(runs)]) == 0
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("resumed"))
     assert active in row, row
+
+
+async def test_a_running_runs_time_ticks_the_same_in_monitor_and_compare(runs, fake_core):
+    """Walking the demo: Monitor said 'time 8:22' while Compare said 'active time 6:55' (its last event's)."""
+    import os
+    import time
+
+    from fixtures import make_live_run
+
+    start = time.time() - 300
+    events = [{"kind": "started", "time": start, "max_steps": 30},
+              {"kind": "step", "time": start + 200, "step": 3, "max_steps": 30, "loss": 1.0, "elapsed": 190}]
+    make_live_run(runs, "live", pid=os.getpid(), events=events)
+
+    def seconds(text: str) -> int:
+        m, s = text.split(":")[-2:]
+        return int(m) * 60 + int(s)
+
+    app = LoratuiApp(pinned_config(), runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_monitor(runs / "live")
+        await wait_until(pilot, lambda: app.current_mode == "monitor" and app.screen.state == "running",
+                         what="monitor")
+        line = next(ln for ln in screen_text(app).splitlines() if " time " in ln)
+        monitor = seconds(line.split(" time ")[1].split()[0])
+        app.open_compare(runs=[runs / "live"])
+        await wait_until(pilot, lambda: app.current_mode == "compare" and app.screen.loaded, what="compare")
+        line = next(ln for ln in screen_text(app).splitlines() if "active time" in ln)
+        compare = seconds(line.split("active time")[1].split()[0])
+        assert monitor >= 299 and abs(compare - monitor) <= 3, (monitor, compare)  # now, not the last event's 200

@@ -7,6 +7,7 @@ Monitor, Runs, the Queue and ``loratui runs``. Light module: no torch, no Textua
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,7 @@ def read_run(path: str | Path) -> RunRow:
     # `loratui runs` show them): the finished event's runtime_s and the steps' own rates count only a part
     from loratui.core.runs import summarize
 
-    folded = summarize(run)
+    folded = summarize(run, now=time.time())  # a running run ticks, as the Monitor shows it
     row.train_time_s, row.wall_s, row.tokens_per_s = folded.elapsed, folded.wall, folded.tokens_per_s
     row.device = folded.device or ""
     for what, folder in (("adapter", run.adapter_dir), ("model", run.path / "model")):
