@@ -73,3 +73,22 @@ async def test_the_queue_dialog_shows_an_example_and_enter_on_nothing_says_so(ru
         await wait_until(pilot, lambda: not isinstance(app.screen, PromptModal), what="dialog closed")
         await wait_until(pilot, lambda: RunQueue(runs).read().entries, what="queued")
         assert [e.state for e in RunQueue(runs).read().entries] == ["waiting"]
+
+
+async def test_a_path_typed_right_after_choosing_other_file_lands_in_the_prompt(fake_core):
+    """Setup's Open, 'Other file...', Enter and a path typed at once: the path's start went to the list, then to
+    Setup's own keys, while the picker closed and before the prompt opened."""
+    from loratui.ui.widgets.setup_modals import ConfigPicker
+
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfigPicker), what="picker")
+        await pilot.pause()
+        await pilot.press("end")  # "Other file..."
+        burst(app, "sample_configs/gpt2-qlora.yaml", first="enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptModal), what="path prompt")
+        await pilot.pause()
+        assert app.screen.query_one(Input).value == "sample_configs/gpt2-qlora.yaml"
+        assert app.current_mode == "setup"

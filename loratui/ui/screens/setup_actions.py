@@ -107,12 +107,8 @@ class SetupActions(LoratuiScreen):
         return True
 
     def action_open_config(self) -> None:
-        def picked(choice: str | None) -> None:
-            if choice == setup_modals().OTHER_FILE:
-                self.app.push_screen(PromptModal("Load a config from a YAML file",
-                                                 placeholder="path/to/config.yaml"),
-                                     lambda p: p and self.load_path(p))
-            elif choice:
+        def picked(choice: str | None) -> None:  # a sample's path, or the one typed for "Other file..."
+            if choice:
                 self.load_path(choice)
 
         self.app.push_screen(setup_modals().ConfigPicker(setup_core.list_sample_configs()), picked)

@@ -53,9 +53,13 @@ class Dialog(ModalScreen):
 
 
 class ConfigPicker(Dialog):
-    """Lists the sample configs; the last entry asks for any other file."""
+    """Lists the sample configs; the last entry asks for any other file (dismisses with its path).
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    Enter is a priority key and "Other file..." opens the path prompt on top of this dialog, before the keys
+    typed after Enter are routed: the start of a path typed right away lands in the prompt (it went to the list,
+    or to Setup's fields and keys while the picker closed and the prompt had not opened)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "pick", "Load", priority=True)]
 
     def __init__(self, files: list[Path]) -> None:
         super().__init__()
@@ -74,7 +78,23 @@ class ConfigPicker(Dialog):
 
     @on(OptionList.OptionSelected)
     def _picked(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        self._choose(event.option.id)
+
+    def action_pick(self) -> None:
+        options = self.query_one(OptionList)
+        if options.highlighted is not None:
+            self._choose(options.get_option_at_index(options.highlighted).id)
+
+    def _choose(self, choice: str | None) -> None:
+        if choice == "none":
+            return
+        if choice != OTHER_FILE:
+            self.dismiss(choice)
+            return
+        from loratui.ui.widgets.modals import PromptModal
+
+        self.app.push_screen(PromptModal("Load a config from a YAML file", placeholder="path/to/config.yaml"),
+                             lambda path: self.dismiss(path) if path else None)  # esc: back to the list
 
 
 def _first_comment(path: Path, most: int = 110) -> str:
