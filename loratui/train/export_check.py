@@ -57,8 +57,10 @@ def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict]
     return [{"prompt": p, "reference": ""} for p in GENERIC_PROMPTS[:n]], system, None
 
 
-def reference_answers(model, tok, examples: list[dict], system: str | None, max_new_tokens: int) -> dict:
-    """The merged model's greedy answer to each prompt, as token ids and text (transformers, on this machine)."""
+def reference_answers(model, tok, examples: list[dict], system: str | None, max_new_tokens: int,
+                      each=lambda done, total: None) -> dict:
+    """The merged model's greedy answer to each prompt, as token ids and text (transformers, on this machine);
+    ``each(done, total)`` after every prompt."""
     import torch
 
     from loratui.train.playground_worker import render_example
@@ -82,6 +84,7 @@ def reference_answers(model, tok, examples: list[dict], system: str | None, max_
         reference = str(ex.get("reference") or "")
         out.append({"prompt_text": text, "prompt_ids": ids, "answer_ids": answer, "answer_text": answer_text,
                     "reference": reference, "exact": (answer_text == reference.strip()) if reference else None})
+        each(len(out), len(examples))
     return {"prompts": out, "eos_ids": eos_ids, "max_new_tokens": max_new_tokens,
             "tokens_per_s": tokens / seconds if seconds else None}
 
