@@ -155,6 +155,8 @@ def test_snapshot_queue(tmp_path, monkeypatch, snap_compare):
         e["added"] = T0 + i
     data["entries"][0].update(state="finished", started=T0 + 10, ended=T0 + 130)
     q.path.write_text(json.dumps(data))
+    events = [{"kind": "started", "time": T0 + 10, "max_steps": 5}, {"kind": "finished", "time": T0 + 130, "step": 5}]
+    (q.runs_dir / data["entries"][0]["run"] / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
 
     async def settle(pilot):
         await wait_until(pilot, lambda: pilot.app.screen.loaded, what="queue")
