@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,20 @@ def test_cli_jsonl_contract(tmp_path, llama_adapter):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert lines[0]["kind"] == "progress" and lines[-1]["kind"] == "done"
     assert lines[-1]["output"] == str(tmp_path / "m") and lines[-1]["max_diff"] < 1e-4
+    # the time the user waited (the process's life, libraries loaded) is at least the merge's own steps
+    assert lines[-1]["wall_seconds"] >= lines[-1]["seconds"] > 0
+
+
+def test_cli_merge_records_where_the_adapter_is_wherever_it_was_run_from(tmp_path, llama_adapter):
+    """A relative adapter path on the command line is stored whole in loratui-merge.json (the Playground and the
+    export read it from another folder)."""
+    rel = os.path.relpath(llama_adapter, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "loratui", "merge", rel, "m", "--dtype", "fp32"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((tmp_path / "m" / "loratui-merge.json").read_text())
+    assert meta["adapter"] == str(Path(llama_adapter).resolve())
+    assert "s in all" in proc.stdout and "of it merging" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "loratui", "merge", str(tmp_path), str(tmp_path / "x"), "--jsonl"],
                          capture_output=True, text=True, timeout=300)
     failed = json.loads(bad.stdout.strip().splitlines()[-1])
@@ -133,3 +148,17 @@ def test_merge_check_is_readable_and_judged_per_dtype(tmp_path, llama_adapter):
         assert f"({dtype} rounding allows up to " in check["summary"] and "top token the same at" in check["summary"]
     proc = subprocess.run([sys.executable, "-m", "loratui", "merge", "--help"], capture_output=True, text=True)
     assert f"default: {DEFAULT_MERGE_DTYPE}" in " ".join(proc.stdout.split())
+
+
+def test_the_wizard_reports_the_time_the_user_waited():
+    """Issue 19 item 18: 'time 2.3 s' for a 35 s merge. The wizard's result reads the process's whole time and says
+    how much of it was the merge."""
+    from rich.console import Console
+
+    from loratui.ui.screens.merge_parts import merged_table
+
+    console = Console(width=100, record=True)
+    console.print(merged_table({"output": "/m", "size_bytes": 2**20, "seconds": 2.3, "wall_seconds": 35.0}, None,
+                               Path("/m")))
+    text = console.export_text()
+    assert "35.0 s (2.3 s merging, the rest loading libraries)" in text

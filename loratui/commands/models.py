@@ -65,11 +65,18 @@ def cmd_merge(args) -> int:
                               "hint": None}), flush=True)
             return 1
         raise
+    # what the user waited: the process's whole life (starting Python and importing torch are most of a small
+    # merge), not only the merge's own steps
+    import time
+
+    import psutil
+
+    result["wall_seconds"] = round(time.time() - psutil.Process().create_time(), 1)
     if args.jsonl:
         print(json.dumps({"kind": "done", **result}), flush=True)
     else:
         print(f"merged model: {result['output']} ({result['size_bytes'] / 2**20:.1f} MiB, {result['dtype']}, "
-              f"{result['seconds']} s)")
+              f"{result['wall_seconds']:.1f} s in all, {result['seconds']:.1f} s of it merging)")
         print(result["check"]["summary"])
     return 0
 

@@ -200,7 +200,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "loratui-merge.json").write_text(json.dumps(
-            {"adapter": str(adapter), "base_model": base_name, "dtype": dtype, "task": task}, indent=1))
+            {"adapter": str(adapter.resolve()), "base_model": base_name, "dtype": dtype, "task": task}, indent=1))
         progress("verifying", 0.85)
         reloaded = cls.from_pretrained(str(tmp), dtype=torch_dtype)
         reloaded.eval()

@@ -118,8 +118,12 @@ def merged_table(r: dict, disk_size: int | None, output: Path) -> Table:
     max_diff = r.get("max_diff")
     grid.add_row("max difference", "-" if max_diff is None else
                  f"{max_diff:.3g} in the probe's logits (merged vs base + adapter)")
-    seconds = r.get("seconds")
-    grid.add_row("time", "-" if seconds is None else f"{seconds:.1f} s")
+    seconds, wall = r.get("seconds"), r.get("wall_seconds")
+    if wall is not None:  # the helper process's whole life: what the user waited
+        grid.add_row("time", f"{wall:.1f} s" + (f" ({seconds:.1f} s merging, the rest loading libraries)"
+                                                 if seconds is not None else ""))
+    else:
+        grid.add_row("time", "-" if seconds is None else f"{seconds:.1f} s")
     return grid
 
 
