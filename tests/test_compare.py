@@ -112,3 +112,21 @@ def test_a_stopped_and_resumed_run_shows_one_time_everywhere(tmp_path, capsys):
     assert folded.best_eval_loss == 0.4 and folded.best_eval_step == 20 and row.best_eval_loss == 0.4
     assert cli_main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert format_duration(folded.elapsed) in capsys.readouterr().out
+
+
+def test_a_cpu_run_shows_its_host_memory(tmp_path):
+    """Issue 19 item 18: a finished CPU run's memory was '- (CPU run)'; its engine now records the process's peak
+    resident memory in its memory events, and Compare shows it in place of a GPU figure."""
+    import shutil
+
+    run = tmp_path / "cpu"
+    shutil.copytree(RUNS / "smollm2-demo", run)
+    events = [json.loads(ln) for ln in (run / "events.jsonl").read_text().splitlines()]
+    events = [{**e, "device": "cpu"} if e["kind"] == "started" else e for e in events if e["kind"] != "memory"]
+    events.insert(-1, {"kind": "memory", "time": events[-2]["time"], "step": 200, "device": "cpu",
+                       "host_peak_gb": 3.54})
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    row = compare.read_runs([run])[0]
+    assert row.peak_memory_gb is None and row.host_peak_gb == pytest.approx(3.54)
+    cells = dict(compare.table_rows([row]))
+    assert cells["peak GPU memory"] == ["- (CPU run: host 3.54 GiB)"]

@@ -249,6 +249,9 @@ def test_one_bad_batch_is_skipped_and_the_run_goes_on(tmp_path, tiny_llama):
     assert run.state() == "finished"
     weights = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
     assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+    # a CPU run records its process's peak resident memory (Compare shows it: no GPU figure to show)
+    memory = [e for e in run.events() if e["kind"] == "memory"]
+    assert memory and memory[-1]["device"] == "cpu" and memory[-1]["host_peak_gb"] > 0.1
 
 
 def _diverging_run(tmp_path, tiny_llama, name, monkeypatch, above_lr: str, **train):

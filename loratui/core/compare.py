@@ -104,6 +104,7 @@ FIELDS: list[tuple[str, Any]] = [
     ("wall time", lambda r: format_duration(r.wall_s)),  # first start to last end, pauses included
     ("tokens/s", lambda r: format_rate(r.tokens_per_s)),
     ("peak GPU memory", lambda r: f"{r.peak_memory_gb:.2f} GiB" if r.peak_memory_gb else
+     f"- (CPU run: host {r.host_peak_gb:.2f} GiB)" if r.device == "cpu" and r.host_peak_gb else
      "- (CPU run)" if r.device == "cpu" else "-"),
     ("size on disk", lambda r: f"{fmt_bytes(r.size_bytes)} {r.saved_as}" if r.size_bytes is not None else "-"),
 ]
@@ -171,6 +172,9 @@ def short_titles(rows: list[RunRow]) -> tuple[list[str], str]:
 def no_data_text(rows: list[RunRow], title: str) -> str:
     """What an empty chart says: CPU runs have no GPU memory to show (not 'no data yet')."""
     if "GPU memory" in title and rows and all(r.device == "cpu" for r in rows):
+        hosts = [r.host_peak_gb for r in rows if r.host_peak_gb]
+        if hosts:
+            return "no GPU memory: these runs trained on the CPU (their host memory is in the table)"
         return "no GPU memory: these runs trained on the CPU (their host memory is not recorded)"
     return f"no data yet for {title}"
 

@@ -69,6 +69,8 @@ class RunRow:
     """Wall time, first event to last (the fold's ``wall``)."""
     tokens_per_s: float | None = None
     peak_memory_gb: float | None = None
+    host_peak_gb: float | None = None
+    """A CPU run's peak resident memory (its engine's memory events)."""
     device: str = ""
     """Where it trained (the started event's: cuda:0, cpu, ...)."""
     size_bytes: int | None = None
@@ -179,6 +181,9 @@ def read_run(path: str | Path) -> RunRow:
             peak = ev_get(ev, "peak_allocated_gb")
             if peak is not None:
                 row.peak_memory_gb = max(row.peak_memory_gb or 0.0, float(peak))
+            host = ev_get(ev, "host_peak_gb")
+            if host is not None:
+                row.host_peak_gb = max(row.host_peak_gb or 0.0, float(host))
         elif kind == "finished":
             row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
     # time and throughput are the one fold's (every engine process's part, as Monitor, Runs, the Queue and

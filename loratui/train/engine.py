@@ -80,7 +80,11 @@ class Engine(Recipe, Closing):
             self.echo(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
 
     def emit_memory(self, step: int) -> None:
-        if not self._cuda:
+        if not self._cuda:  # a CPU run: the process's peak resident memory (one getrusage call, no sync)
+            import resource
+
+            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            self.emit("memory", step=step, device="cpu", host_peak_gb=round(peak_kib / 2**20, 3))
             return
         import torch
 
