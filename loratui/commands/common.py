@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 from loratui.core.errors import LoratuiError
 
 
 def quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # variable-length batches fragment the CUDA caching allocator: measured on an H100 (bench/RESULTS.md),
-    # expandable segments keep reserved memory close to what is allocated
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # (the allocator's setting: loratui.train itself)
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
@@ -46,3 +45,33 @@ def find_run(spec: str, runs_dir: str | None, field: str):
     where = " or ".join(str(c) for c in candidates)
     raise LoratuiError(f"no run folder at {where}", field=field,
                        hint="give a run's folder or a name from `loratui runs` (--runs-dir for another runs folder)")
+
+
+def progress_printer(jsonl: bool) -> Callable[[str, float], None]:
+    """A long command's progress: JSON lines for the app (``--jsonl``), else ``[ 35%] step`` lines."""
+
+    def progress(step: str, frac: float) -> None:
+        if jsonl:
+            print(json.dumps({"kind": "progress", "step": step, "fraction": frac}), flush=True)
+        else:
+            print(f"[{frac:4.0%}] {step}", flush=True)
+
+    return progress
+
+
+def run_reported(jsonl: bool, work: Callable[[], Any]) -> tuple[Any, int | None]:
+    """(work's result, None), or (None, exit code). With ``--jsonl`` a failure is also a ``failed`` line the app
+    reads; a LoratuiError still raises for the command line's one-line error."""
+    try:
+        return work(), None
+    except LoratuiError as err:
+        if jsonl:
+            message = f"{err.field}: {err.message}" if err.field else err.message
+            print(json.dumps({"kind": "failed", "message": message, "hint": err.hint}), flush=True)
+        raise
+    except Exception as err:  # noqa: BLE001
+        if not jsonl:
+            raise
+        print(json.dumps({"kind": "failed", "message": f"{type(err).__name__}: {err}".splitlines()[0],
+                          "hint": None}), flush=True)
+        return None, 1

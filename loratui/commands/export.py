@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from loratui.commands.common import quiet_libraries
-from loratui.core.errors import LoratuiError
+from loratui.commands.common import progress_printer, quiet_libraries, run_reported
 
 
 def register(sub) -> None:
@@ -35,31 +34,16 @@ def cmd_export(args) -> int:
     from loratui.core.export import format_report
     from loratui.train.export import export_gguf
 
-    def progress(step: str, frac: float) -> None:
-        if args.jsonl:
-            print(json.dumps({"kind": "progress", "step": step, "fraction": frac}), flush=True)
-        else:
-            print(f"[{frac:4.0%}] {step}", flush=True)
-
     def stop(signum, frame):  # SIGTERM (the app's cancel) cleans up like ctrl-c
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    try:
-        report = export_gguf(args.source, args.output, args.gguf, base=args.base, dtype=args.dtype,
-                             prompts=args.prompts_file, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
-                             force=args.force, allow_pickle=args.allow_pickle, progress=progress)
-    except LoratuiError as err:
-        if args.jsonl:
-            message = f"{err.field}: {err.message}" if err.field else err.message
-            print(json.dumps({"kind": "failed", "message": message, "hint": err.hint}), flush=True)
-        raise
-    except Exception as err:  # noqa: BLE001
-        if args.jsonl:
-            print(json.dumps({"kind": "failed", "message": f"{type(err).__name__}: {err}".splitlines()[0],
-                              "hint": None}), flush=True)
-            return 1
-        raise
+    report, code = run_reported(args.jsonl, lambda: export_gguf(
+        args.source, args.output, args.gguf, base=args.base, dtype=args.dtype, prompts=args.prompts_file,
+        n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, force=args.force, allow_pickle=args.allow_pickle,
+        progress=progress_printer(args.jsonl)))
+    if code is not None:
+        return code
     if args.jsonl:
         print(json.dumps({"kind": "done", "output": report["output"], "files": [
             {k: f[k] for k in ("file", "type", "size_bytes")} | {"verdict": f["verify"]["verdict"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from loratui.commands.common import quiet_libraries
+from loratui.commands.common import progress_printer, quiet_libraries, run_reported
 from loratui.core.errors import LoratuiError
 from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
 
@@ -45,26 +45,11 @@ def cmd_merge(args) -> int:
     quiet_libraries()
     from loratui.train.merge import merge_adapter
 
-    def progress(step: str, frac: float) -> None:
-        if args.jsonl:
-            print(json.dumps({"kind": "progress", "step": step, "fraction": frac}), flush=True)
-        else:
-            print(f"[{frac:4.0%}] {step}", flush=True)
-
-    try:
-        result = merge_adapter(args.adapter, args.output, base=args.base, dtype=args.dtype, progress=progress,
-                               allow_pickle=args.allow_pickle)
-    except LoratuiError as err:
-        if args.jsonl:
-            message = f"{err.field}: {err.message}" if err.field else err.message
-            print(json.dumps({"kind": "failed", "message": message, "hint": err.hint}), flush=True)
-        raise
-    except Exception as err:  # noqa: BLE001
-        if args.jsonl:
-            print(json.dumps({"kind": "failed", "message": f"{type(err).__name__}: {err}".splitlines()[0],
-                              "hint": None}), flush=True)
-            return 1
-        raise
+    result, code = run_reported(args.jsonl, lambda: merge_adapter(
+        args.adapter, args.output, base=args.base, dtype=args.dtype, progress=progress_printer(args.jsonl),
+        allow_pickle=args.allow_pickle))
+    if code is not None:
+        return code
     # what the user waited: the process's whole life (starting Python and importing torch are most of a small
     # merge), not only the merge's own steps
     import time
