@@ -18,6 +18,7 @@ from datasets import Dataset
 from loratui.core.config import RunConfig
 from loratui.core.errors import DataError
 from loratui.train.data.render import _has_chat_template, _messages, effective_max_length, prepare_tokenizer
+from loratui.train.data.tokenize import split_stats
 from loratui.train.data.sources import _blank, _display
 
 #: label values read as a good answer / a bad one (kto's unpaired rows)
@@ -200,14 +201,7 @@ def prepare_splits(cfg: RunConfig, tokenizer, train: Dataset, val: Dataset | Non
                             f"not", field="data.validation_file", hint="give both in the same shape")
         va, va_stats = _measure(tokenizer, _rows(cfg, val, chat, is_paired, val_where), chat, max_length,
                                 "validation")
-    stats = {
-        "train_examples": tr_stats["examples"], "eval_examples": va_stats["examples"] if va_stats else 0,
-        "dropped_train": tr_stats["dropped"], "dropped_eval": va_stats["dropped"] if va_stats else 0,
-        "truncated_train": tr_stats["truncated"], "truncated_eval": va_stats["truncated"] if va_stats else 0,
-        "mean_tokens": round(tr_stats["mean_tokens"], 2), "max_tokens": tr_stats["max_tokens"],
-        "total_tokens": tr_stats["total_tokens"], "loss_tokens": tr_stats["loss_tokens"], "max_length": max_length,
-        "paired": is_paired,
-    }
+    stats = {**split_stats(tr_stats, va_stats, max_length), "paired": is_paired}
     return tr, va, stats
 
 

@@ -78,13 +78,7 @@ def tokenize_splits(cfg: RunConfig, tokenizer, train: Dataset, val: Dataset | No
             va, va_stats = _finish(_map_causal(cfg, tokenizer, val, max_length, bos, "tokenizing validation"),
                                    "validation", "data.validation_file")
         names = None
-    stats = {
-        "train_examples": tr_stats["examples"], "eval_examples": va_stats["examples"] if va_stats else 0,
-        "dropped_train": tr_stats["dropped"], "dropped_eval": va_stats["dropped"] if va_stats else 0,
-        "truncated_train": tr_stats["truncated"], "truncated_eval": va_stats["truncated"] if va_stats else 0,
-        "mean_tokens": round(tr_stats["mean_tokens"], 2), "max_tokens": tr_stats["max_tokens"],
-        "total_tokens": tr_stats["total_tokens"], "loss_tokens": tr_stats["loss_tokens"], "max_length": max_length,
-    }
+    stats = split_stats(tr_stats, va_stats, max_length)
     if names is not None:
         stats["label_names"] = names
     return tr, va, stats
@@ -121,3 +115,14 @@ def _tokenize_cls(cfg, tokenizer, train, val, max_length):
         va, va_stats = _finish(_map_cls(cfg, tokenizer, val, max_length, "tokenizing validation"),
                                "validation", "data.validation_file")
     return tr, va, tr_stats, va_stats, names
+
+
+def split_stats(tr_stats: dict, va_stats: dict | None, max_length: int) -> dict:
+    """The ``started`` event's data_stats from the train and validation splits' own figures."""
+    return {
+        "train_examples": tr_stats["examples"], "eval_examples": va_stats["examples"] if va_stats else 0,
+        "dropped_train": tr_stats["dropped"], "dropped_eval": va_stats["dropped"] if va_stats else 0,
+        "truncated_train": tr_stats["truncated"], "truncated_eval": va_stats["truncated"] if va_stats else 0,
+        "mean_tokens": round(tr_stats["mean_tokens"], 2), "max_tokens": tr_stats["max_tokens"],
+        "total_tokens": tr_stats["total_tokens"], "loss_tokens": tr_stats["loss_tokens"], "max_length": max_length,
+    }
