@@ -39,7 +39,7 @@ def run_config(folder: Path):
 def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict], str | None, str | None]:
     """(examples, the run's system prompt, where they came from): --prompts FILE, else the run's validation file,
     else a few generic prompts."""
-    from loratui.train.playground_worker import read_examples
+    from loratui.train.examples import read_examples
 
     if n < 1:
         raise LoratuiError(f"{n} prompts", field="--prompts", hint="check the export on at least 1 prompt")
@@ -63,7 +63,7 @@ def reference_answers(model, tok, examples: list[dict], system: str | None, max_
     ``each(done, total)`` after every prompt."""
     import torch
 
-    from loratui.train.playground_worker import render_example
+    from loratui.train.examples import render_example
 
     eos = model.generation_config.eos_token_id
     eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),

@@ -12,7 +12,6 @@ the same weights under ``model.disable_adapter()``: one copy of the base in memo
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import queue
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from loratui.core.errors import LoratuiError
+from loratui.train.examples import (  # noqa: F401 - re-exported
+    exact, macro_f1, read_examples, render_example, valid_json,
+)
 
 Emit = Callable[..., None]
 
@@ -47,98 +49,6 @@ def memory_now(device: str) -> dict:
         torch.cuda.synchronize()
         out["cuda_allocated"] = torch.cuda.memory_allocated()
         out["cuda_reserved"] = torch.cuda.memory_reserved()
-    return out
-
-
-# -- metrics ------------------------------------------------------------------------------------------------------
-
-def valid_json(text: str) -> bool:
-    try:
-        json.loads(text.strip())
-        return True
-    except (ValueError, TypeError):
-        return False
-
-
-def exact(answer: str, reference: str) -> bool:
-    return answer.strip() == reference.strip()
-
-
-def macro_f1(preds: list[str], refs: list[str]) -> float:
-    labels = sorted(set(refs) | set(preds))
-    scores = []
-    for lab in labels:
-        tp = sum(p == lab and r == lab for p, r in zip(preds, refs))
-        fp = sum(p == lab and r != lab for p, r in zip(preds, refs))
-        fn = sum(p != lab and r == lab for p, r in zip(preds, refs))
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        scores.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    return sum(scores) / len(scores) if scores else 0.0
-
-
-def render_example(tok, example: dict, chat_template: bool = True, system: str | None = None) -> str:
-    """An example (messages, alpaca fields or a prompt) as the model sees it: its chat template when it has one
-    (``system`` first), else the prompt the engine trained on."""
-    has_template = bool(getattr(tok, "chat_template", None))
-    if "messages" in example:
-        msgs = list(example["messages"])
-        if has_template and chat_template:
-            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return "\n".join(m["content"] for m in msgs)
-    if "instruction" in example:
-        from loratui.train.data import _user_text, alpaca_prompt
-
-        if has_template and chat_template:
-            msgs = ([{"role": "system", "content": system}] if system else [])
-            msgs.append({"role": "user", "content": _user_text(example["instruction"], example.get("input"))})
-            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return alpaca_prompt(example["instruction"], example.get("input"))
-    prompt = example.get("prompt", "")
-    if chat_template and has_template:
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return prompt
-
-
-# -- held-out files -----------------------------------------------------------------------------------------------
-
-def read_examples(path: str, n: int) -> list[dict]:
-    """Up to ``n`` examples as {prompt | instruction+input | messages | text, reference}."""
-    from loratui.train.data import resolve_source
-
-    real = Path(resolve_source(path)).expanduser()
-    if not real.is_file():
-        raise LoratuiError(f"no such file {path}", field="batch file", hint="give a .jsonl, .json or .csv file")
-    rows: list[dict]
-    if real.suffix == ".csv":
-        with open(real, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    elif real.suffix == ".json":
-        data = json.loads(real.read_text())
-        rows = data if isinstance(data, list) else data.get("data", [])
-    else:
-        rows = [json.loads(line) for line in real.read_text().splitlines() if line.strip()]
-    out = []
-    for row in rows[:n]:
-        if "messages" in row:
-            msgs = row["messages"]
-            last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
-            if last is None:
-                continue
-            out.append({"messages": msgs[:last], "reference": msgs[last]["content"],
-                        "shown": msgs[last - 1]["content"] if last else ""})
-        elif "instruction" in row:
-            out.append({"instruction": row["instruction"], "input": row.get("input") or "",
-                        "reference": row.get("output", ""), "shown": row.get("input") or row["instruction"]})
-        elif "text" in row and "label" in row:
-            out.append({"text": row["text"], "reference": str(row["label"]), "shown": row["text"]})
-        elif "prompt" in row:
-            out.append({"prompt": row["prompt"], "reference": str(row.get("response") or row.get("output") or ""),
-                        "shown": row["prompt"]})
-    if not out:
-        raise LoratuiError(f"{path} holds no examples this playground can read", field="batch file",
-                           hint="alpaca (instruction/input/output), chat (messages), text+label, or prompt+response")
     return out
 
 
