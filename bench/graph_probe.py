@@ -101,11 +101,36 @@ def timed(model, ids, cu, longest, steps: int) -> float:
 
 
 def lora_grads(model) -> dict:
-    return {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
+    # a graphed layer is the same module inside Graphed(...).call (LayerCall.layer): drop those steps of the names
+    return {n.replace(".call.layer.", "."): p.grad.detach().float().clone() for n, p in model.named_parameters()
             if p.requires_grad and p.grad is not None}
 
 
 POS: list = [None]
+
+
+def precision_variants(model, ids, cu, longest, steps: int) -> dict:
+    """The same eager step as the engine's Trainer runs it: LoRA weights in fp32 (peft's default) under bf16
+    autocast, then with dropout 0.05 on the adapters' input too; back to bf16 weights without dropout after."""
+    from peft.tuners.lora import LoraLayer
+
+    lora = [p for p in model.parameters() if p.requires_grad]
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    model.zero_grad(set_to_none=True)
+    for p in lora:
+        p.data = p.data.float()
+    res = {}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        res["amp_fp32_lora_ms"] = round(timed(model, ids, cu, longest, steps), 1)
+        for m in layers:
+            m.lora_dropout["default"] = torch.nn.Dropout(0.05)
+        res["amp_fp32_lora_dropout_ms"] = round(timed(model, ids, cu, longest, steps), 1)
+    for m in layers:
+        m.lora_dropout["default"] = torch.nn.Identity()
+    for p in lora:
+        p.data = p.data.to(torch.bfloat16)
+    model.zero_grad(set_to_none=True)
+    return res
 
 
 def main() -> int:
@@ -122,6 +147,7 @@ def main() -> int:
     cu = torch.arange(0, T + 1, longest, device="cuda", dtype=torch.int32)
     POS[0] = torch.arange(longest, device="cuda").repeat(seqs).unsqueeze(0)
     eager_ms = timed(model, ids, cu, longest, args.steps)
+    precision = precision_variants(model, ids, cu, longest, args.steps)
     step(model, ids, cu, longest)
     want = lora_grads(model)
     model.zero_grad(set_to_none=False)
@@ -143,7 +169,7 @@ def main() -> int:
     worst = max(float((got[k] - v).norm() / (v.norm() + 1e-12)) for k, v in want.items())
     print(json.dumps({"method": args.method, "layers": args.layers, "tokens": T, "eager_ms": round(eager_ms, 1),
                       "graphed_ms": round(graph_ms, 1), "speedup": round(eager_ms / graph_ms, 2),
-                      "capture_s": round(capture_s, 1), "worst_rel_grad_diff": worst,
+                      "capture_s": round(capture_s, 1), **precision, "worst_rel_grad_diff": worst,
                       "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}), flush=True)
     return 0
 

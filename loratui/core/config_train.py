@@ -103,8 +103,13 @@ class TrainSection(Section):
     redraws the dropout mask: 8B bf16 LoRA on all linear layers -24% memory, +3% speed; 1B LoRA on q,v -11% speed;
     8B QLoRA no change (bench/RESULTS.md, round 6). auto: off until it pays everywhere. Plain LoRA only."""
 
+    cuda_graphs: Switch = "auto"
+    """Each decoder layer's forward and backward replayed as CUDA graphs (one launch instead of hundreds; packed
+    steps padded to a multiple of 256 tokens). For packed LoRA/QLoRA on one CUDA card without gradient checkpointing,
+    compile, offload or fused LoRA. auto: off (bench/RESULTS.md, round 7, says what it measured)."""
+
     _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", "fit", "fused_lora",
-                                  mode="before")(lambda v: switch_value(v))
+                                  "cuda_graphs", mode="before")(lambda v: switch_value(v))
 
     @field_validator("memory_budget")
     @classmethod

@@ -127,13 +127,22 @@ class Recipe:
             # under autocast the adapters take their input as it is; whole-layer checkpointing already recomputes
             # the dropout
             lean_lora(self.model, keep_input_dtype=pre.precision in ("bf16", "fp16"),
-                      recompute_dropout=not checkpointing)
+                      recompute_dropout=not checkpointing and not sp.cuda_graphs)  # graphs: no generator state
             if sp.lean_mlp:
                 lean_gated_mlps(self.model)
         if sp.compile == "regional":
             from loratui.train.speed import compile_layers
 
             self.echo(f"compiling {compile_layers(self.model)} decoder layers (each on its own, dynamic shapes)")
+        if sp.cuda_graphs:
+            import torch
+
+            from loratui.train.graphs import BUCKET, LayerGraphs
+
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(pre.precision)
+            self.graphs = LayerGraphs(self.model, autocast_dtype=dtype)
+            self.echo(f"CUDA graphs: {len(self.graphs.layers)} decoder layers replayed as graphs (captured once "
+                      f"per step size; packed steps padded to a multiple of {BUCKET} tokens)")
         if checkpointing and self.fit is not None and self.fit.ckpt_layers is not None:
             from loratui.train.fit import limit_checkpointing
 
@@ -165,7 +174,8 @@ class Recipe:
             self.args = args = self._training_args(precision, has_eval=val_ds is not None)
             base = token_counting_trainer()
             extra = dict(data_collator=data.make_collator(cfg, self.tokenizer, packing=sp.packing,
-                                                          varlen=sp.attention == speed.VARLEN),
+                                                          varlen=sp.attention == speed.VARLEN,
+                                                          graphs=sp.cuda_graphs),
                          compute_metrics=classification_metrics(cfg) if cfg.model.task == "seq-cls" and
                          val_ds is not None else None)
         self.trainer = trainer = trainer_class(self, base)(

@@ -28,6 +28,7 @@ class Speed:
     lean_mlp: bool = False  # ... and gated MLPs' down-projection adapters rebuild their input (lean_gated_mlps)
     offload: bool = False  # activations saved for backward go to pinned host memory (TRL's offloader)
     fused_lora: bool = False  # each adapted projection one autograd function (loratui.train.fused_lora)
+    cuda_graphs: bool = False  # decoder layers replayed as CUDA graphs (loratui.train.graphs)
 
     def as_event(self) -> dict:
         return asdict(self)
@@ -100,10 +101,38 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     if offload and not cuda:
         raise ConfigError("train.activation_offload on needs a CUDA GPU (it moves activations from the card to host "
                           "memory)", field="train.activation_offload", hint="set train.activation_offload: auto")
+    graphs = cuda_graphs(cfg, cuda, packing, attention == "varlen", fused, offload)
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
-                 optimizer=optimizer, compile=t.compile, lean=lean, lean_mlp=lean_mlp(cfg, lean) and not fused,
-                 offload=offload,
-                 fused_lora=fused)
+                 optimizer=optimizer, compile=t.compile, lean=lean,
+                 lean_mlp=lean_mlp(cfg, lean) and not fused and not graphs, offload=offload, fused_lora=fused,
+                 cuda_graphs=graphs)
+
+
+def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: bool, offload: bool) -> bool:
+    """Whether decoder layers replay as CUDA graphs (loratui.train.graphs). Graphs need fixed shapes (packed rows
+    padded to buckets, the varlen kernel's boundaries), no host work inside a layer (no gradient checkpointing, no
+    offload, no fused LoRA or recomputed dropout drawing from the generator's state), one process. auto: off."""
+    t = cfg.train
+    if t.cuda_graphs != "on":
+        return False
+    why = None
+    if not cuda:
+        why = "a CUDA GPU"
+    elif cfg.method.kind not in LORA_METHODS:
+        why = "a LoRA method (lora, qlora, lora-8bit)"
+    elif not (packing and varlen):
+        why = "packed batches with varlen attention (data.packing and train.attention: auto)"
+    elif t.gradient_checkpointing or t.compile or fused or offload:
+        why = "train.gradient_checkpointing, compile, fused_lora and activation_offload off"
+    elif cfg.method.objective != "sft":
+        why = "the sft objective"
+    elif t.distributed not in ("auto", "none") or (isinstance(t.gpus, int) and t.gpus > 1) or (
+            isinstance(t.gpus, list) and len(t.gpus) > 1):
+        why = "one card"
+    if why:
+        raise ConfigError(f"train.cuda_graphs on needs {why}", field="train.cuda_graphs",
+                          hint="set train.cuda_graphs: auto")
+    return True
 
 
 def fused_lora(cfg: RunConfig, cuda: bool) -> bool:

@@ -22,6 +22,8 @@ def token_counting_trainer():
     """
     from transformers import Trainer
 
+    from loratui.train.graphs import PAD_KEY
+
     class LoratuiTrainer(Trainer):
         _tokens = None
         offload = None  # TRL's activation offloader (train.activation_offload), set by the engine
@@ -39,6 +41,7 @@ def token_counting_trainer():
 
         def training_step(self, model, inputs, *args, **kwargs):
             n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+            n -= inputs.pop(PAD_KEY, 0)  # a step padded for CUDA graphs (loratui.train.graphs) counts real tokens
             self._tokens = n if self._tokens is None else self._tokens + n
             return super().training_step(model, inputs, *args, **kwargs)
 
@@ -55,6 +58,10 @@ def token_counting_trainer():
             grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
             skip_bad_update(self, model, grad_norm)
             return grad_norm
+
+        def prediction_step(self, model, inputs, *args, **kwargs):
+            inputs.pop(PAD_KEY, None)
+            return super().prediction_step(model, inputs, *args, **kwargs)
 
         lr_factor = 1.0  # a roll-back's learning-rate multiplier (train.on_diverge: rollback), set by the engine
 

@@ -18,13 +18,22 @@ class PackingCollator(DataCollatorWithFlattening):
     example into the next.
     """
 
+    def __init__(self, *args, graph_rows: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.graph_rows = graph_rows  # CUDA graphs: padded to a bucket, boundaries of fixed length (graphs.pad_packed)
+
     def __call__(self, features, return_tensors=None, separator_id=None):
         batch = super().__call__(features, return_tensors=return_tensors, separator_id=separator_id)
         batch["use_cache"] = False
+        if self.graph_rows:
+            from loratui.train.graphs import pad_packed
+
+            pad_packed(batch, self.graph_rows)
         return batch
 
 
-def make_collator(cfg: RunConfig, tokenizer, packing: bool | None = None, varlen: bool = False):
+def make_collator(cfg: RunConfig, tokenizer, packing: bool | None = None, varlen: bool = False,
+                  graphs: bool = False):
     """Batching: padding-free flattening (packing), padded causal-LM batches (labels padded with -100), or
     dynamic padding for classification. ``packing`` is the engine's resolved choice (default: only when
     ``data.packing`` is on); ``varlen`` adds the sequence boundaries a variable-length attention kernel reads."""
@@ -32,5 +41,6 @@ def make_collator(cfg: RunConfig, tokenizer, packing: bool | None = None, varlen
     if cfg.model.task == "seq-cls":
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     if cfg.data.packing == "on" if packing is None else packing:
-        return PackingCollator(separator_id=IGNORE_INDEX, return_flash_attn_kwargs=varlen)
+        return PackingCollator(separator_id=IGNORE_INDEX, return_flash_attn_kwargs=varlen,
+                               graph_rows=max(cfg.train.batch_size, cfg.train.eval_batch_size or 0) if graphs else None)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=8)

@@ -1,0 +1,138 @@
+"""CUDA graphs of whole decoder layers (``train.cuda_graphs``): fewer kernel launches from Python a step.
+
+Why: a QLoRA step of the Llama-3-8B shape with 4 short rows keeps the card busy about a fifth of the time; the rest
+is the host issuing some 10,000 kernels through Python (bitsandbytes' dequantisation, peft's adapters, autocast's
+casts: bench/NOTES.md, round 6 and 7). A captured graph replays a layer's forward (and, separately, its backward) as
+one launch each.
+
+How: ``torch.cuda.make_graphed_callables`` captures every decoder layer's forward and backward, once per step size.
+Graphs need fixed shapes, so the packing collator pads each packed row up to a multiple of ``BUCKET`` tokens with
+one extra segment (labels ignored, its own attention span) and gives the sequence boundaries a fixed length
+(``pad_packed``); the largest sequence length handed to the attention kernel is the bucket itself (an upper bound is
+all the kernel needs). All captures share one memory pool: only one step runs at a time. Everything else (the
+embeddings, the rotary tables, the head and the loss, evaluation, generation) stays eager: a layer called with
+anything other than a packed training batch runs its own forward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BUCKET = 256  # tokens: a packed step up to 4 x BUCKET is padded to a multiple of this
+PAD_KEY = "loratui_pad"  # the padding tokens a padded batch holds (the trainer counts real tokens without them)
+
+
+def bucket_for(tokens: int, bucket: int = BUCKET) -> int:
+    """The step size ``tokens`` is padded to: a multiple of ``bucket`` up to 4 buckets, then the next of 1.5 x 2^k
+    and 2^k buckets (each size holds its own graphs' inputs and outputs: few sizes, at most a third padding)."""
+    if tokens <= 4 * bucket:
+        return max(bucket, -(-tokens // bucket) * bucket)
+    size = 4 * bucket
+    while size < tokens:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def pad_packed(batch: dict, rows: int, bucket: int = BUCKET, pad_id: int = 0) -> dict:
+    """Pad a packed batch (one row, ``cu_seq_lens_*`` from DataCollatorWithFlattening) in place to a multiple of
+    ``bucket`` tokens, boundaries always ``rows + 2`` long (empty segments at the end), max lengths the bucket."""
+    ids = batch["input_ids"]
+    n = ids.shape[1]
+    total = bucket_for(n + 1, bucket)  # at least one padding token: the segment is never empty
+    pad = total - n
+    cu = batch["cu_seq_lens_q"]
+    if cu.numel() > rows + 1:
+        raise ValueError(f"a packed batch of {cu.numel() - 1} rows, more than the {rows} the graphs were made for")
+    batch["input_ids"] = torch.cat([ids, ids.new_full((1, pad), pad_id)], dim=1)
+    if "labels" in batch:
+        batch["labels"] = torch.cat([batch["labels"], batch["labels"].new_full((1, pad), -100)], dim=1)
+    if "position_ids" in batch:
+        pos = batch["position_ids"]
+        batch["position_ids"] = torch.cat([pos, torch.arange(pad, dtype=pos.dtype).unsqueeze(0)], dim=1)
+    fixed = torch.full((rows + 2,), total, dtype=cu.dtype)
+    fixed[: cu.numel()] = cu
+    batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = fixed
+    batch["max_length_q"] = batch["max_length_k"] = total
+    batch[PAD_KEY] = pad
+    return batch
+
+
+class _LayerCall(torch.nn.Module):
+    """A decoder layer as a function of tensors only (what make_graphed_callables captures): its own forward,
+    bypassing the dispatching one installed on the layer."""
+
+    def __init__(self, layer, forward, max_length: int):
+        super().__init__()
+        self.layer, self._forward, self.max_length = layer, forward, max_length
+
+    def forward(self, hidden, cos, sin, cu):
+        out = self._forward(hidden, position_embeddings=(cos, sin), cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                            max_length_q=self.max_length, max_length_k=self.max_length)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def decoder_layers(model) -> list:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+class LayerGraphs:
+    """Every decoder layer's forward replaced by a dispatcher: packed training calls of a captured (or capturable)
+    shape replay graphs, every other call runs the layer's own forward. ``capture`` is make_graphed_callables (a
+    test hands in a stand-in to check the plumbing on a CPU)."""
+
+    def __init__(self, model, autocast_dtype=None, capture=None):
+        self.layers = decoder_layers(model)
+        if not self.layers:
+            raise ValueError("no decoder layers found to capture")
+        self.forwards = [layer.forward for layer in self.layers]  # the layers' own (bound) forwards
+        self.autocast_dtype = autocast_dtype
+        self.capture = capture
+        self.graphs: dict[tuple, tuple] = {}
+        self.pool = None
+        self.replays = 0
+        for i, layer in enumerate(self.layers):
+            layer.forward = self._dispatcher(i)
+
+    def remove(self) -> None:
+        for layer in self.layers:
+            layer.__dict__.pop("forward", None)
+
+    def _dispatcher(self, i: int):
+        own = self.forwards[i]
+
+        def forward(hidden_states, *args, position_embeddings=None, **kwargs):
+            cu = kwargs.get("cu_seq_lens_q")
+            if (cu is None or position_embeddings is None or not torch.is_grad_enabled()
+                    or not self.layers[i].training or kwargs.get("max_length_q") != hidden_states.shape[1]):
+                return own(hidden_states, *args, position_embeddings=position_embeddings, **kwargs)
+            key = (hidden_states.shape[1], cu.numel(), hidden_states.dtype)
+            graphs = self.graphs.get(key) or self._capture(key, hidden_states, position_embeddings, cu)
+            if i == 0:
+                self.replays += 1
+            cos, sin = position_embeddings
+            return graphs[i](hidden_states, cos, sin, cu)
+
+        return forward
+
+    def _capture(self, key, hidden, position_embeddings, cu) -> tuple:
+        tokens = key[0]
+        calls = tuple(_LayerCall(layer, own, tokens) for layer, own in zip(self.layers, self.forwards))
+        cos, sin = (t.detach() for t in position_embeddings)
+        samples = tuple((torch.randn_like(hidden, requires_grad=True), cos, sin, cu.clone()) for _ in calls)
+        capture = self.capture
+        if capture is None:
+            capture = torch.cuda.make_graphed_callables
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            kwargs = {"pool": self.pool}
+        else:
+            kwargs = {}
+        if self.autocast_dtype is not None and hidden.is_cuda:
+            with torch.autocast("cuda", dtype=self.autocast_dtype, cache_enabled=False):
+                graphed = capture(calls, samples, **kwargs)
+        else:
+            graphed = capture(calls, samples, **kwargs)
+        self.graphs[key] = tuple(graphed)
+        return self.graphs[key]

@@ -1,0 +1,148 @@
+"""CUDA graphs of decoder layers (train.cuda_graphs): the padding, the dispatch and the rules, on a CPU.
+
+The capture itself needs a GPU (bench/graph_probe.py and bench/speed.py measure it there); here a stand-in capture
+that returns the layer calls unchanged checks everything around it: a padded packed batch trains exactly as the
+unpadded one, the layers reached through the dispatcher get the same arguments as their own forward, evaluation
+stays eager, and a config that cannot use graphs is one line naming the field.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import AttentionInterface
+
+from loratui.core.config import RunConfig
+from loratui.core.errors import ConfigError
+from loratui.train import speed
+from loratui.train.data.collate import PackingCollator
+from loratui.train.graphs import PAD_KEY, LayerGraphs, bucket_for, pad_packed
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SEGMENTS = "test_segments"
+
+
+def _segment_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """What the varlen kernel computes, on a CPU: causal attention inside each [cu[i], cu[i+1]) span."""
+    cu = kwargs["cu_seq_lens_q"].tolist()
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    out = torch.zeros_like(query)
+    for a, b in zip(cu, cu[1:]):
+        if b > a:
+            out[:, :, a:b] = torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling)
+    return out.transpose(1, 2), None
+
+
+AttentionInterface.register(SEGMENTS, _segment_attention)
+
+
+def tiny_peft():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=100, use_cache=False)
+    cfg._attn_implementation = SEGMENTS
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=ALL))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+def packed(lengths, graph_rows=None):
+    torch.manual_seed(3)
+    rows = [{"input_ids": torch.randint(3, 100, (n,)).tolist()} for n in lengths]
+    for r in rows:
+        r["labels"] = list(r["input_ids"])
+    return PackingCollator(return_flash_attn_kwargs=True, graph_rows=graph_rows)(rows)
+
+
+def loss_and_grads(model, batch):
+    model.train()
+    model.zero_grad()
+    inputs = {k: v for k, v in batch.items() if k != PAD_KEY}
+    loss = model(**inputs).loss
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_buckets_are_few_and_pad_at_most_a_third():
+    assert [bucket_for(n) for n in (1, 256, 257, 1024, 1025, 1537, 2049, 4097)] == [
+        256, 256, 512, 1024, 1536, 2048, 3072, 6144]
+    assert all(n <= bucket_for(n) <= max(256, n * 3 // 2 + 256) for n in range(1, 20000, 37))
+
+
+def test_a_padded_step_trains_exactly_as_the_packed_one_and_counts_real_tokens():
+    plain = packed([7, 30, 12])
+    padded = packed([7, 30, 12], graph_rows=4)
+    assert padded["input_ids"].shape == (1, 256) and padded[PAD_KEY] == 256 - 49
+    assert padded["cu_seq_lens_q"].tolist() == [0, 7, 37, 49, 256, 256]  # fixed length: rows + 2
+    assert padded["max_length_q"] == 256 and (padded["labels"][0, 49:] == -100).all()
+    model = tiny_peft()
+    want_loss, want = loss_and_grads(model, plain)
+    got_loss, got = loss_and_grads(model, padded)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    with pytest.raises(ValueError, match="3 rows, more than the 2"):
+        pad_packed(packed([3, 4, 5]), rows=2)
+
+
+def test_layers_reached_through_the_dispatcher_train_as_their_own_forward():
+    eager = tiny_peft()
+    graphed = copy.deepcopy(eager)
+    captured = []
+
+    def stand_in(calls, samples, **kwargs):  # what make_graphed_callables would capture, run as it is
+        captured.append([s[0].shape for s in samples])
+        return calls
+
+    graphs = LayerGraphs(graphed, capture=stand_in)
+    batch = packed([9, 40, 3], graph_rows=3)
+    want_loss, want = loss_and_grads(eager, batch)
+    got_loss, got = loss_and_grads(graphed, batch)
+    assert graphs.replays == 1 and captured == [[torch.Size([1, 256, 64])] * 2]
+    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    loss_and_grads(graphed, packed([5, 6, 7], graph_rows=3))  # the same size: replayed, not captured again
+    assert graphs.replays == 2 and len(captured) == 1
+    graphed.eval()
+    with torch.no_grad():  # evaluation (and generation) stay eager
+        graphed(**{k: v for k, v in batch.items() if k != PAD_KEY})
+    assert graphs.replays == 2
+    graphs.remove()
+    assert all("forward" not in layer.__dict__ for layer in graphs.layers)
+    state = {k for k in graphed.state_dict() if "lora_" in k}
+    assert state == {k for k in eager.state_dict() if "lora_" in k}  # adapter names unchanged: saves load as before
+
+
+@pytest.mark.parametrize("train, why", [
+    ({}, "a CUDA GPU"),
+])
+def test_graphs_that_cannot_work_here_are_one_line_naming_the_field(train, why):
+    cfg = RunConfig.model_validate({"train": {"cuda_graphs": "on", **train}})
+    with pytest.raises(ConfigError, match=why) as err:
+        speed.resolve(cfg, cuda=False)
+    assert err.value.field == "train.cuda_graphs"
+    assert speed.resolve(RunConfig.model_validate({}), cuda=False).cuda_graphs is False
+
+
+def test_graph_rules_on_a_gpu_config(monkeypatch):
+    monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_available", lambda cuda: False)
+    ok = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"cuda_graphs": "on"}})
+    sp = speed.resolve(ok, cuda=True, model_type="llama")
+    assert sp.cuda_graphs and not sp.lean_mlp  # lean_mlp redraws dropout from the generator's state: not capturable
+    for train, why in [({"gradient_checkpointing": True}, "gradient_checkpointing"),
+                       ({"attention": "sdpa"}, "varlen"), ({"gpus": 2}, "one card")]:
+        cfg = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"cuda_graphs": "on", **train}})
+        with pytest.raises(ConfigError, match=why):
+            speed.resolve(cfg, cuda=True, model_type="llama")
+    full = RunConfig.model_validate({"method": {"kind": "full"}, "train": {"cuda_graphs": "on"}})
+    with pytest.raises(ConfigError, match="LoRA method"):
+        speed.resolve(full, cuda=True, model_type="llama")
