@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_engine import SHAPES, workspace  # noqa: E402
 
 CARD_PEAK = [0.0]
+WINDOW = [10]  # the first step of the timed window (--window-start)
 PEAK_BF16 = 989.4e12  # H100 / H200 SXM dense bf16 FLOP/s
 SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "data.packing",
          "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing",
@@ -124,7 +125,7 @@ def seed_side(args, model_dir: Path, data: Path, out: Path) -> dict:
     lines = [ln for ln in (out / "seed.log").read_text().splitlines() if ln.startswith('{"marks"')]
     if rc == 0 and lines:
         got = json.loads(lines[-1])
-        res.update(tokens_per_s=window(got["marks"]), torch_peak_gib=round(got["torch_peak_gib"], 2),
+        res.update(tokens_per_s=window(got["marks"], WINDOW[0]), torch_peak_gib=round(got["torch_peak_gib"], 2),
                    final_loss=got["losses"][-1][1], first_step_s=round(got["first_step_wall"] - t0, 1))
     return res
 
@@ -140,7 +141,7 @@ def unsloth_side(args, model_dir: Path, data: Path, out: Path) -> dict:
     lines = [ln for ln in (out / "unsloth.log").read_text().splitlines() if ln.startswith('{"marks"')]
     if rc == 0 and lines:
         got = json.loads(lines[-1])
-        res.update(tokens_per_s=window(got["marks"]), torch_peak_gib=round(got["torch_peak_gib"], 2),
+        res.update(tokens_per_s=window(got["marks"], WINDOW[0]), torch_peak_gib=round(got["torch_peak_gib"], 2),
                    final_loss=got["losses"][-1][1] if got["losses"] else None,
                    first_step_s=round(got["first_step_wall"] - t0, 1), padding_free=got.get("padding_free"))
     return res
@@ -195,7 +196,7 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
     failed = [e for e in events if e.get("kind") == "failed"]
     if steps:
         marks = [(e["step"], e["elapsed"], e["tokens_seen"]) for e in steps if e["step"] <= args.steps]
-        res.update(tokens_per_s=window(marks), final_loss=steps[-1].get("loss"),
+        res.update(tokens_per_s=window(marks, WINDOW[0]), final_loss=steps[-1].get("loss"),
                    first_step_s=round(steps[0]["time"] - t0, 1),
                    first_line_tokens_per_s=steps[1].get("tokens_per_s") if len(steps) > 1 else None,
                    median_line_tokens_per_s=sorted(e["tokens_per_s"] for e in steps[1:] if e.get("tokens_per_s"))[
@@ -227,11 +228,15 @@ def main() -> int:
     ap.add_argument("--no-seed", action="store_true")
     ap.add_argument("--unsloth", action="store_true", help="Unsloth's recipe first; the x columns compare with it")
     ap.add_argument("--max-length", type=int, default=1024)
+    ap.add_argument("--window-start", type=int, default=10,
+                    help="tokens/s from this step to the last (later: after CUDA graphs' captures of each step size)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each side before it is killed")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
     ap.add_argument("--profile", action="store_true",
                     help="trace 5 steps after the timed ones on every side (PROFILE lines; profile-*.txt under $OUT)")
     args = ap.parse_args()
+    WINDOW[0] = args.window_start
+    os.environ["BENCH_WINDOW_START"] = str(args.window_start)  # Unsloth's recipe marks the same window
     out, _, model_dir, data = workspace(args.shape, args.tokenizer)
     results = [] if args.no_seed else [seed_side(args, model_dir, data, out)]
     if args.unsloth:

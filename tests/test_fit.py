@@ -161,3 +161,17 @@ def test_room_to_spare_buys_speed_on_a_quantized_base():
     pinned = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"batch_size": 4, "liger": "on"}})
     assert fit.plan(pinned, 40 * GiB, estimator=costly).faster == ["lean_mlp"]
     assert fit.plan(cfg(), 40 * GiB, estimator=costly).faster == []  # a 16-bit base: Liger stays (it is faster there)
+
+
+def test_cuda_graphs_go_on_only_with_room_for_them_where_they_apply(monkeypatch):
+    from loratui.train import speed
+
+    monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)  # a GPU as the engine sees one
+    monkeypatch.setattr(speed, "liger_available", lambda cuda: False)
+    f = fit.plan(cfg(), 44 * GiB, estimator=toy)  # 22 GiB as written: twice that fits
+    assert f.graphs and f.apply(cfg()).train.cuda_graphs == "on" and f.estimate == 44 * GiB
+    assert "CUDA graphs on for speed" in f.message() and f.as_event()["graphs"] is True
+    assert not fit.plan(cfg(), 40 * GiB, estimator=toy).graphs  # fits, but not with the graphs' memory
+    assert not fit.plan(cfg(cuda_graphs="off"), 80 * GiB, estimator=toy).graphs  # the user's word stays
+    assert not fit.plan(cfg(gradient_checkpointing=True), 80 * GiB, estimator=toy).graphs  # nothing to replay
+    assert not fit.plan(cfg(fit="off"), 80 * GiB, estimator=toy).graphs

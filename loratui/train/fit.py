@@ -30,6 +30,9 @@ OFFLOAD_COST = 1.70  # every saved activation through the offloader: 2,038 -> 75
 CKPT_OFFLOAD_COST = 0.09  # on top of checkpointing, only the layer inputs travel: 1,684 -> 1,551 (one call)
 HALF_BATCH_COST = 1.0  # half the tokens a micro-step for the same fixed cost (a 4-bit base dequantizes its weights
 # every micro-step): micro-batch 4 -> 1 took 4.3x the time (1,551 -> 361 tokens/s, one call)
+#: CUDA graphs of the decoder layers (train.cuda_graphs) keep each step size's inputs, outputs and activations in their
+#: own memory: NVML 26.0 -> 47.7 GiB on the 8B QLoRA shape, 10.8 -> 17.4 GiB on the 1B LoRA one (round 7, one call)
+GRAPHS_MEMORY = 2.0  # times the estimate without them: auto turns them on only when that much fits the budget
 #: of the free memory "auto" plans for (the estimate is within about 10%; other processes may grow)
 AUTO_SHARE = 0.92
 
@@ -50,6 +53,7 @@ class Fit:
     cost: float = 0.0  # the chosen savers' estimated extra step time
     changes: list[str] = field(default_factory=list)
     faster: list[str] = field(default_factory=list)  # memory-for-speed levers switched off because there is room
+    graphs: bool = False  # CUDA graphs switched on because there is room (train.cuda_graphs: auto)
 
     @property
     def changed(self) -> bool:
@@ -57,10 +61,11 @@ class Fit:
 
     def message(self) -> str:
         need, have = self.needed / GiB, self.budget / GiB
-        if self.faster:
-            what = " and ".join(FASTER[k][0] for k in self.faster)
-            return (f"memory: {have:.1f} GiB is the budget ({self.source}) and there is room: {what} off for speed "
-                    f"(about {self.estimate / GiB:.1f} GiB instead of {need:.1f}; train.fit: off keeps them)")
+        if self.faster or self.graphs:
+            parts = [" and ".join(FASTER[k][0] for k in self.faster) + " off"] if self.faster else []
+            what = " and ".join([*parts, *(["CUDA graphs on"] * self.graphs)])
+            return (f"memory: {have:.1f} GiB is the budget ({self.source}) and there is room: {what} for speed "
+                    f"(about {self.estimate / GiB:.1f} GiB instead of {need:.1f}; train.fit: off runs as configured)")
         if not self.changed:
             if self.fits:
                 return f"memory: needs about {need:.1f} GiB of {have:.1f} GiB ({self.source}): runs as configured"
@@ -77,7 +82,7 @@ class Fit:
                 "needed_gib": round(self.needed / GiB, 2), "estimate_gib": round(self.estimate / GiB, 2),
                 "fits": self.fits, "changes": self.changes, "batch_size": self.batch_size,
                 "grad_accum": self.grad_accum, "checkpointing": self.checkpointing, "ckpt_layers": self.ckpt_layers,
-                "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster}
+                "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster, "graphs": self.graphs}
 
     def apply(self, cfg: RunConfig) -> RunConfig:
         """A copy of ``cfg`` with the chosen savers (the run folder's config.yaml keeps what the user wrote)."""
@@ -88,6 +93,8 @@ class Fit:
             out.train.activation_offload = "on"
         for key in self.faster:
             setattr(out.train, key, "off")
+        if self.graphs:
+            out.train.cuda_graphs = "on"
         return out
 
 
@@ -113,7 +120,7 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
     if t.fit == "off":
         return base
     if base.fits:
-        return _faster(cfg, base, estimator)
+        return _with_graphs(cfg, _faster(cfg, base, estimator))
     best: Fit | None = None
     leanest: Fit | None = None
     for halvings in range(0, 1 + int(math.log2(max(t.batch_size, 1)))):
@@ -157,6 +164,25 @@ def _faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
     base.faster = off
     base.changes = [f"{FASTER[k][0]} off" for k in off]
     return base
+
+
+def _with_graphs(cfg: RunConfig, fit: Fit) -> Fit:
+    """With room for them (GRAPHS_MEMORY x the estimate), CUDA graphs on where the run can use them (left on auto;
+    loratui.train.speed.cuda_graphs says where): 8B QLoRA shape 2.6x tokens/s once every step size is captured,
+    1B LoRA 1.2x (bench/RESULTS.md, round 7)."""
+    from loratui.train import speed
+
+    if cfg.train.cuda_graphs != "auto" or fit.estimate * GRAPHS_MEMORY > fit.budget:
+        return fit
+    candidate = fit.apply(cfg)
+    candidate.train.cuda_graphs = "on"
+    try:
+        speed.resolve(candidate, cuda=True)
+    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, checkpointing, unpacked, 2 cards, ...)
+        return fit
+    fit.graphs, fit.estimate = True, int(fit.estimate * GRAPHS_MEMORY)
+    fit.changes = [*fit.changes, "CUDA graphs on"]
+    return fit
 
 
 #: levers a quantized run leaves on auto that cost speed for memory: what they are and what they cost (one H200,
