@@ -75,9 +75,11 @@ tok = AutoTokenizer.from_pretrained(model_dir)
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
 ds = load_dataset("json", data_files=data, split="train")
 # the rows as conversations, as the engine renders plain rows for a tokenizer with a chat template: the same tokens
-ds = ds.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}],
-                       "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                       "rejected": [{"role": "assistant", "content": r["rejected"]}]})
+# (a tokenizer without one, as the bench's, gets the plain strings on both sides)
+if tok.chat_template:
+    ds = ds.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}],
+                           "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                           "rejected": [{"role": "assistant", "content": r["rejected"]}]})
 sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 class Clock(TrainerCallback):
     def __init__(self): self.t = []; self.n = []
