@@ -304,3 +304,30 @@ def test_a_run_that_keeps_diverging_fails_after_its_rollbacks(tmp_path, tiny_lla
     failed = [e for e in run.events() if e["kind"] == "failed"][-1]
     assert "after 1 roll-back(s) to a lower learning rate" in failed["message"]
     assert [e["alert"] for e in run.events() if e["kind"] == "alert"].count("rollback") == 1
+
+
+def test_dpo_pushing_the_chosen_answers_down_is_said_once_with_the_fix():
+    """The demo's DPO at lr 5e-4 (bench/RESULTS.md, round 7): chosen rewards -0.16, -1.46, -3.0 (beta 0.1) while the
+    margin grew, and the adapter ended at 0/80 exact answers. One alert at the step it passes 5 nats, naming the fix;
+    ORPO's rewards (log-likelihoods, always negative) and a rising chosen reward say nothing."""
+    from types import SimpleNamespace
+
+    from loratui.core.config import RunConfig
+    from loratui.train.callbacks import EventsCallback
+
+    def alerts(objective: str, chosen: list[float]) -> list[dict]:
+        said: list[dict] = []
+        engine = SimpleNamespace(cfg=RunConfig.model_validate({"method": {"objective": objective, "beta": 0.1},
+                                                               "data": {"format": "preference"}}),
+                                 emit=lambda kind, **ev: said.append(ev), echo=lambda line: None)
+        cb = EventsCallback(engine)
+        for step, c in enumerate(chosen, 1):
+            cb._watch_chosen(step, {"rewards/chosen": c})
+        return said
+
+    said = alerts("dpo", [0.0, -0.16, -1.46, -3.0, -4.5])
+    assert [(a["step"], a["alert"]) for a in said] == [(3, "chosen_falling")]
+    assert "15 nats less likely" in said[0]["message"] and "lower train.lr" in said[0]["message"]
+    assert alerts("dpo", [0.0, 0.11, 0.095]) == []  # lr 5e-5: the chosen answers rose (73/80 kept)
+    assert alerts("orpo", [-1.2, -1.6, -2.0]) == []
+    assert len(alerts("kto", [-0.2, -0.6])) == 1

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from loratui.train.engine import Engine
 
 
+CHOSEN_DROP_NATS = 5.0  # the chosen answers' log-likelihood this far below the reference's: an alert (DPO, KTO)
+
+
 class StopRequest:
     """Set from signal handlers; read by the Trainer callback at each step end."""
 
@@ -105,6 +108,22 @@ class EventsCallback(TrainerCallback):
                        f"step {state.global_step}: the loss or gradients are not finite, the update was skipped "
                        f"({self.bad_logs} of {limit} bad logged steps in a row stop the run)")
 
+    def _watch_chosen(self, step: int, logs: dict) -> None:
+        """DPO and KTO can push the chosen answers down with the rejected ones ("likelihood displacement"): the
+        margin grows while generations drift. Said once, when the chosen answers' log-likelihood has fallen
+        ``CHOSEN_DROP_NATS`` below the reference's (on the demo: lr 5e-4 fell 45 nats and ended at 0/80 exact
+        answers; 5e-5 rose and kept 73/80: bench/RESULTS.md, round 7)."""
+        chosen, method = logs.get("rewards/chosen"), self.engine.cfg.method
+        if chosen is None or method.objective not in ("dpo", "kto") or getattr(self, "warned_chosen", False):
+            return
+        nats = chosen / method.beta
+        if nats <= -CHOSEN_DROP_NATS:
+            self.warned_chosen = True
+            self.alert(step, "chosen_falling",
+                       f"step {step}: the chosen answers are {-nats:.0f} nats less likely than under the reference "
+                       f"(reward {chosen:+.2f}): {method.objective} is pushing both answers down and generations "
+                       "drift; lower train.lr (about 10x), or use objective orpo, which also trains on the chosen")
+
     def alert(self, step: int, kind: str, message: str) -> None:
         self.engine.emit("alert", step=step, alert=kind, message=message)
         self.engine.echo(f"alert: {message}")
@@ -112,6 +131,7 @@ class EventsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
         self._watch_finite(state, control, logs)
+        self._watch_chosen(state.global_step, logs)
         spike = self.engine.spikes.observe(state.global_step, logs.get("loss")) if "loss" in logs else None
         if spike:
             self.alert(state.global_step, "spike", spike)
