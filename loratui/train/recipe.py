@@ -137,12 +137,12 @@ class Recipe:
         if sp.cuda_graphs:
             import torch
 
-            from loratui.train.graphs import BUCKET, LayerGraphs
+            from loratui.train.graphs import LayerGraphs
 
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(pre.precision)
             self.graphs = LayerGraphs(self.model, autocast_dtype=dtype)
-            self.echo(f"CUDA graphs: {len(self.graphs.layers)} decoder layers replayed as graphs (captured once "
-                      f"per step size; packed steps padded to a multiple of {BUCKET} tokens)")
+            self.echo(f"CUDA graphs: {len(self.graphs.layers)} decoder layers replayed as graphs (packed steps padded "
+                      "to a few sizes; the first step of each size captures them, a few seconds)")
         if checkpointing and self.fit is not None and self.fit.ckpt_layers is not None:
             from loratui.train.fit import limit_checkpointing
 
