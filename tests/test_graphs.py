@@ -146,3 +146,22 @@ def test_graph_rules_on_a_gpu_config(monkeypatch):
     full = RunConfig.model_validate({"method": {"kind": "full"}, "train": {"cuda_graphs": "on"}})
     with pytest.raises(ConfigError, match="LoRA method"):
         speed.resolve(full, cuda=True, model_type="llama")
+
+
+def test_a_capture_that_fails_leaves_the_run_eager_and_says_so_once():
+    eager = tiny_peft()
+    graphed = copy.deepcopy(eager)
+    said = []
+
+    def broken(calls, samples, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    graphs = LayerGraphs(graphed, capture=broken, notify=said.append)
+    batch = packed([9, 40, 3], graph_rows=3)
+    want_loss, want = loss_and_grads(eager, batch)
+    got_loss, got = loss_and_grads(graphed, batch)
+    loss_and_grads(graphed, packed([100, 6, 7], graph_rows=3))  # another size: no second attempt
+    assert got_loss == pytest.approx(want_loss, rel=1e-6) and all(torch.allclose(got[k], want[k]) for k in want)
+    assert graphs.replays == 0 and len(said) == 1
+    assert "CUDA graphs off for the rest of the run" in said[0] and "operation not permitted" in said[0]
+    assert "more detail" not in said[0]  # one line

@@ -82,7 +82,7 @@ class LayerGraphs:
     shape replay graphs, every other call runs the layer's own forward. ``capture`` is make_graphed_callables (a
     test hands in a stand-in to check the plumbing on a CPU)."""
 
-    def __init__(self, model, autocast_dtype=None, capture=None):
+    def __init__(self, model, autocast_dtype=None, capture=None, notify=None):
         self.layers = decoder_layers(model)
         if not self.layers:
             raise ValueError("no decoder layers found to capture")
@@ -92,6 +92,8 @@ class LayerGraphs:
         self.graphs: dict[tuple, tuple] = {}
         self.pool = None
         self.replays = 0
+        self.failed: str | None = None  # why capturing failed: every layer runs its own forward from then on
+        self.notify = notify or (lambda message: None)
         for i, layer in enumerate(self.layers):
             layer.forward = self._dispatcher(i)
 
@@ -104,11 +106,13 @@ class LayerGraphs:
 
         def forward(hidden_states, *args, position_embeddings=None, **kwargs):
             cu = kwargs.get("cu_seq_lens_q")
-            if (cu is None or position_embeddings is None or not torch.is_grad_enabled()
+            if (self.failed or cu is None or position_embeddings is None or not torch.is_grad_enabled()
                     or not self.layers[i].training or kwargs.get("max_length_q") != hidden_states.shape[1]):
                 return own(hidden_states, *args, position_embeddings=position_embeddings, **kwargs)
             key = (hidden_states.shape[1], cu.numel(), hidden_states.dtype)
             graphs = self.graphs.get(key) or self._capture(key, hidden_states, position_embeddings, cu)
+            if graphs is None:  # capturing failed: this step and the rest run eager
+                return own(hidden_states, *args, position_embeddings=position_embeddings, **kwargs)
             if i == 0:
                 self.replays += 1
             cos, sin = position_embeddings
@@ -116,7 +120,20 @@ class LayerGraphs:
 
         return forward
 
-    def _capture(self, key, hidden, position_embeddings, cu) -> tuple:
+    def _capture(self, key, hidden, position_embeddings, cu) -> tuple | None:
+        """Every layer's graphs for this step size; None (and eager from now on) when capturing fails: a speed
+        lever never ends a run."""
+        try:
+            return self._capture_all(key, hidden, position_embeddings, cu)
+        except Exception as err:  # noqa: BLE001 - a kernel that cannot be captured, memory, a driver limit
+            self.graphs.clear()
+            self.pool = None
+            self.failed = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+            self.notify(f"CUDA graphs off for the rest of the run: capturing the layers failed ({self.failed}); "
+                        "training goes on without them (train.cuda_graphs: off skips the attempt)")
+            return None
+
+    def _capture_all(self, key, hidden, position_embeddings, cu) -> tuple:
         tokens = key[0]
         calls = tuple(_LayerCall(layer, own, tokens) for layer, own in zip(self.layers, self.forwards))
         cos, sin = (t.detach() for t in position_embeddings)

@@ -140,7 +140,7 @@ class Recipe:
             from loratui.train.graphs import LayerGraphs
 
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(pre.precision)
-            self.graphs = LayerGraphs(self.model, autocast_dtype=dtype)
+            self.graphs = LayerGraphs(self.model, autocast_dtype=dtype, notify=self._graphs_failed)
             self.echo(f"CUDA graphs: {len(self.graphs.layers)} decoder layers replayed as graphs (packed steps padded "
                       "to a few sizes; the first step of each size captures them, a few seconds)")
         if checkpointing and self.fit is not None and self.fit.ckpt_layers is not None:
@@ -148,6 +148,12 @@ class Recipe:
 
             limit_checkpointing(self.model, self.fit.ckpt_layers)
         return self.model
+
+    def _graphs_failed(self, message: str) -> None:
+        """CUDA graphs could not be captured (loratui.train.graphs): the run goes on eager, and says so."""
+        step = self.trainer.state.global_step + 1 if getattr(self, "trainer", None) is not None else 0
+        self.emit("alert", step=step, alert="graphs_off", message=message)
+        self.echo(f"alert: {message}")
 
     def _build_trainer(self, model, precision: str, train_ds, val_ds):
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
