@@ -1,7 +1,8 @@
 """Run setup: the config form, validated as you type, with a live estimate beside it; presets; preview; launch.
 
 Loading and saving configs, the target picker, the preview and launch live in the layer under this screen
-(``loratui.ui.screens.setup_actions``); what the form shows for a config in ``loratui.ui.widgets.setup_values``.
+(``loratui.ui.screens.setup_actions``), the estimate panel's worker in ``loratui.ui.screens.setup_estimate``;
+what the form shows for a config in ``loratui.ui.widgets.setup_values``.
 Heavy work (parameter counting, memory estimate, layer listing, data preview, preflight, launch) runs in thread
 workers started on this screen; ``LoratuiScreen`` turns their errors into the error modal.
 Results come back as messages (``loratui.ui.messages``) posted to this screen.
@@ -9,7 +10,6 @@ Results come back as messages (``loratui.ui.messages``) posted to this screen.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,10 @@ from textual.css.query import NoMatches, QueryType
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
-from textual.worker import get_current_worker
 
 from loratui.core.config import RunConfig, format_validation_error
 from loratui.core.presets import preset_modules
-from loratui.ui.messages import EstimateReady
-from loratui.ui.screens.setup_actions import SetupActions
-from loratui.ui.widgets import setup_core
+from loratui.ui.screens.setup_estimate import SetupEstimate
 from loratui.ui.widgets.form import (
     SECTION_TITLES, SPECS, SPECS_BY_PATH, FieldSpec, FormField, SectionTitle, extra_check, parse_value, validate_field,
 )
@@ -49,13 +46,12 @@ HELP_TEXT = (
 )
 
 
-class SetupScreen(SetupActions):
+class SetupScreen(SetupEstimate):
     """The run setup form and its live estimate panel."""
 
     HELP_TITLE = "Setup"
     HELP_TEXT = HELP_TEXT
     AUTO_FOCUS = ""  # start with no field focused: the footer then shows the single-letter keys
-    DEBOUNCE = 0.5
 
     BINDINGS = [
         Binding("ctrl+l,f5", "launch", "Launch", tooltip="Check the config, start the run, open the monitor"),
@@ -309,61 +305,6 @@ class SetupScreen(SetupActions):
                 ff.display = visible
         for title in self.query(SectionTitle):
             title.update(section_title(title.id.removeprefix("title-"), self.values))
-
-    # -- estimate panel ---------------------------------------------------------------------------------------
-
-    def schedule_estimate(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        if self.DEBOUNCE <= 0:
-            self.start_estimate()
-        else:
-            self._timer = self.set_timer(self.DEBOUNCE, self.start_estimate)
-
-    def start_estimate(self) -> None:
-        self._timer = None
-        cfg = self.build_config()
-        if cfg is None:
-            return
-        key = cfg.model_dump_json(exclude={"output"})
-        if key == self._estimated_key:
-            return
-        self._estimated_key = key
-        self._seq += 1
-        mkey = model_key(self.values)
-        want_layers = mkey not in self.layers_cache
-        self.query_one(EstimatePanel).show_pending()
-        self.run_worker(
-            partial(self._estimate_thread, cfg, self._seq, mkey, want_layers),
-            name="estimate", group="setup-estimate", description="Estimating parameters and memory",
-            thread=True, exclusive=True, exit_on_error=False,
-        )
-
-    def _estimate_thread(self, cfg: RunConfig, seq: int, mkey: str, want_layers: bool) -> None:
-        result = setup_core.compute_estimate(cfg, want_layers=want_layers)
-        if not get_current_worker().is_cancelled:
-            self.post_message(EstimateReady(seq, mkey, result))
-
-    @on(EstimateReady)
-    def _estimate_ready(self, msg: EstimateReady) -> None:
-        if msg.result.layers is not None or msg.model_key not in self.layers_cache:
-            if msg.result.layers is not None:
-                self.layers_cache[msg.model_key] = msg.result.layers
-        if msg.seq != self._seq:
-            return
-        if msg.result.gpus is not None and msg.result.gpus != self.gpus_seen:
-            self.gpus_seen = list(msg.result.gpus)
-            ff = self.mounted_field("train.gpus")
-            if ff is not None:
-                self.check_field(ff.spec, ff.get_raw())
-                self._refresh_status()
-        cfg = self.build_config()
-        if cfg is not None:
-            self.query_one(EstimatePanel).show_result(msg.result, cfg)
-        if msg.result.layers is not None:
-            self.recheck_targets()
-            self._refresh_status()
 
     # -- misc --------------------------------------------------------------------------------------------------
 
