@@ -74,6 +74,10 @@ class SetupScreen(SetupEstimate):
         self._seq = 0
         self._estimated_key: str | None = None
         self._launching = False
+        #: the DPO loss chosen before the objective left dpo (restored when it comes back)
+        self._dpo_loss_kept: str | None = None
+        #: the field showing the cross-section error under it (the field that error names)
+        self._cross_marked: str | None = None
         self._pending_sections: list[str] = []
         #: the cards the last estimate saw (None until it ran): train.gpus is checked against them
         self.gpus_seen: list[Any] | None = None
@@ -241,12 +245,27 @@ class SetupScreen(SetupEstimate):
         elif errors:
             status.update(f"{len(errors)} field{'s' if len(errors) != 1 else ''} to fix before launch")
         status.display = bool(self.cross_error or errors)
+        self._mark_cross_field()
         problem = None
         if self.cross_error:
             problem = "the form contradicts itself (see the top of the form)"
         elif errors:
             problem = f"{len(errors)} invalid field{'s' if len(errors) != 1 else ''}: shown for the last valid values"
         self.query_one(EstimatePanel).set_problem(problem)
+
+    def _mark_cross_field(self) -> None:
+        """The cross-section error also shows under the field it names ('data.format: must be preference ...'),
+        where the user is looking, unless that field has its own error or is hidden."""
+        path, _, message = (self.cross_error or "").partition(": ")
+        ff = self.mounted_field(path) if path in SPECS_BY_PATH else None
+        target = path if ff is not None and ff.display and path not in self.errors else None
+        if self._cross_marked and self._cross_marked != target and self._cross_marked not in self.errors:
+            old = self.mounted_field(self._cross_marked)
+            if old is not None:
+                old.set_error(None)
+        self._cross_marked = target
+        if ff is not None and target:
+            ff.set_error(message)
 
     # -- control events ---------------------------------------------------------------------------------------
 
@@ -265,6 +284,8 @@ class SetupScreen(SetupEstimate):
         spec = self._spec_of(control)
         if spec is None:
             return
+        if spec.path == "method.objective":
+            self.keep_dpo_loss(parse_value(spec, event.value))
         err = self.check_field(spec, event.value)
         path = spec.path
         if path == "lora.preset" and not err and self.values["lora"]["preset"]:
@@ -282,9 +303,25 @@ class SetupScreen(SetupEstimate):
                 self.field("lora.preset").set_value(None)
         if path in ("model.name", "model.task", "model.trust_remote_code"):
             self.recheck_targets()
-        if path in ("method.kind", "data.format", "model.task"):
+        if path in ("method.kind", "method.objective", "data.format", "model.task"):
             self.apply_visibility()
         self.after_change()
+
+    def keep_dpo_loss(self, objective: Any) -> None:
+        """The DPO loss is DPO's alone: leaving dpo puts it back to sigmoid (the other objectives refuse any other),
+        and coming back to dpo brings the one chosen before, so changing the objective loses nothing."""
+        method = self.values["method"]
+        if objective == "dpo":
+            loss, self._dpo_loss_kept = self._dpo_loss_kept or method["loss_type"], None
+        else:
+            if method["loss_type"] != "sigmoid":
+                self._dpo_loss_kept = method["loss_type"]
+            loss = "sigmoid"
+        if loss != method["loss_type"]:
+            method["loss_type"] = loss
+            ff = self.mounted_field("method.loss_type")
+            if ff is not None:
+                ff.set_value(loss)
 
     def recheck_targets(self) -> None:
         spec = SPECS_BY_PATH["lora.target_modules"]

@@ -20,6 +20,7 @@ from loratui.core.errors import LoratuiError
 from loratui.ui.messages import FieldRejected, LayersReady, PreviewReady, RunLaunched
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets import setup_core
+from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.form import SPECS_BY_PATH, FormField
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.setup_values import config_values, model_key
@@ -196,6 +197,35 @@ class SetupActions(LoratuiScreen):
 
         self.app.push_screen(setup_modals().TargetPicker(layers, current, self.values["model"]["name"]), picked)
 
+    # -- the adapter to continue (method.start_from) -------------------------------------------------------------
+
+    @on(Button.Pressed, "#pick-start")
+    def action_pick_start(self) -> None:
+        """Pick a run whose adapter the new run continues (an SFT run's before DPO): its folder goes into Start
+        from (the engine reads a run folder's adapter/)."""
+        from loratui.core.adapters import find_adapters
+
+        runs_dir = Path(self.app.runs_dir)
+        found = [a for a in find_adapters([runs_dir], max_depth=1) if a.kind == "adapter" and not a.incomplete]
+        if not found:
+            self.notify(f"no run in {runs_dir} has a saved adapter yet: type an adapter folder instead",
+                        severity="warning")
+            return
+
+        def picked(path: str | None) -> None:
+            if path:
+                ff = self.field("method.start_from")
+                ff.set_value(path)
+                ff.control.focus()
+
+        model = self.values["model"]["name"]
+        choices = [(str(a.path.parent.resolve()), f"{a.run or a.name}  ·  r={a.r}  ·  {a.created_text}"
+                    + ("" if not a.base_model or a.base_model.endswith(model) else f"  ·  base {a.base_model}"))
+                   for a in found]
+        self.app.push_screen(ChoiceModal("Continue the adapter of a run", choices, body=(
+            "The new run trains this adapter further (its LoRA settings replace the form's); a DPO run's "
+            "reference is then this adapter, frozen.")), picked)
+
     # -- preview -----------------------------------------------------------------------------------------------
 
     def action_preview(self) -> None:
@@ -290,4 +320,5 @@ def _is_sample(path: str) -> bool:
 def _default_name(cfg: RunConfig) -> str:
     from loratui.core.runs import slug
 
-    return cfg.output.name or f"{slug(cfg.model.name)}-{cfg.method.kind}"
+    objective = "" if cfg.method.objective == "sft" else f"-{cfg.method.objective}"
+    return cfg.output.name or f"{slug(cfg.model.name)}-{cfg.method.kind}{objective}"

@@ -17,8 +17,9 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from loratui.core.presets import PRESET_NOTES
 from loratui.ui.widgets.form_specs import (  # noqa: F401 - re-exported: the screens import them from here
-    BOOL_TEXT, DATA_COLUMNS, GPUS_HELP, LAYOUT, PLACEHOLDERS, SECTION_MODELS, SECTION_TITLES, SPECS, SPECS_BY_PATH,
-    FieldSpec, Kind, build_specs, extra_check, format_value, parse_gpus, parse_value, short_message, validate_field,
+    BOOL_TEXT, DATA_COLUMNS, GPUS_HELP, KTO_COLUMNS, LAYOUT, PICKERS, PLACEHOLDERS, SECTION_MODELS, SECTION_TITLES,
+    SPECS, SPECS_BY_PATH, FieldSpec, Kind, adapter_problem, build_specs, extra_check, format_value, parse_gpus,
+    parse_value, short_message, validate_field,
 )
 
 # -- widgets ------------------------------------------------------------------------------------------------------
@@ -55,8 +56,9 @@ class FormField(Vertical):
         with Horizontal(classes="field-row"):
             yield Label(spec.label, classes="field-label")
             yield self._control
-            if spec.kind == "targets":
-                yield Button("pick", id="pick-targets", compact=True, tooltip="Pick from the model's own layers")
+            if spec.path in PICKERS:
+                button_id, tip = PICKERS[spec.path]
+                yield Button("pick", id=button_id, classes="pick", compact=True, tooltip=tip)
         yield Static("", classes="field-error")
         if spec.path in NOTE_FIELDS:
             yield Static("", classes="field-note", markup=False)

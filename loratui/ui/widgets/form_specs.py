@@ -45,6 +45,13 @@ LAYOUT: list[tuple[str, str, str]] = [
     ("method", "quant_type", "4-bit type"),
     ("method", "double_quant", "Double quant"),
     ("method", "compute_dtype", "Compute dtype"),
+    ("method", "objective", "Objective"),
+    ("method", "beta", "Beta"),
+    ("method", "loss_type", "DPO loss"),
+    ("method", "label_smoothing", "Label smoothing"),
+    ("method", "desirable_weight", "Good weight"),
+    ("method", "undesirable_weight", "Bad weight"),
+    ("method", "start_from", "Start from"),
     ("lora", "r", "Rank r"),
     ("lora", "alpha", "Alpha"),
     ("lora", "dropout", "Dropout"),
@@ -62,6 +69,10 @@ LAYOUT: list[tuple[str, str, str]] = [
     ("data", "output_column", "Output column"),
     ("data", "messages_column", "Chat column"),
     ("data", "label_column", "Label column"),
+    ("data", "prompt_column", "Prompt column"),
+    ("data", "chosen_column", "Chosen column"),
+    ("data", "rejected_column", "Rejected column"),
+    ("data", "completion_column", "Answer column"),
     ("data", "validation_file", "Validation file"),
     ("data", "validation_fraction", "Val. fraction"),
     ("data", "max_length", "Max length"),
@@ -95,6 +106,7 @@ PLACEHOLDERS = {
     ("model", "name"): "alias, folder or org/name",
     ("lora", "target_modules"): "empty: architecture default",
     ("lora", "modules_to_save"): "e.g. score, classifier",
+    ("method", "start_from"): "empty: a new adapter",
     ("data", "source"): "file, folder, sample:NAME, hub",
     ("data", "validation_file"): f"empty: hold out a fraction",
     ("data", "max_samples"): "empty: all",
@@ -123,6 +135,14 @@ DATA_COLUMNS = {
     "alpaca": ("instruction_column", "input_column", "output_column"),
     "chat": ("messages_column",),
     "classification": ("text_column", "label_column"),
+    "preference": ("prompt_column", "chosen_column", "rejected_column"),
+}
+#: kto also reads unpaired rows: one answer, judged good or bad by the label column
+KTO_COLUMNS = ("completion_column", "label_column")
+#: fields with a "pick" button beside the control: path -> (button id, its tooltip)
+PICKERS = {
+    "lora.target_modules": ("pick-targets", "Pick from the model's own layers"),
+    "method.start_from": ("pick-start", "Pick a run whose adapter to continue"),
 }
 
 
@@ -283,7 +303,10 @@ def short_message(message: str, spec: FieldSpec) -> str:
 
 
 def extra_check(spec: FieldSpec, value: Any, layers: list[str] | None) -> str | None:
-    """Checks pydantic cannot make alone: local files that must exist, target modules the model must have."""
+    """Checks pydantic cannot make alone: local files that must exist, target modules the model must have, an
+    adapter to continue that is there."""
+    if spec.path == "method.start_from" and isinstance(value, str) and value:
+        return adapter_problem(value)
     if spec.path in ("data.source", "data.validation_file", "model.name") and isinstance(value, str) and value:
         if value.startswith("sample:"):
             return None
@@ -297,3 +320,13 @@ def extra_check(spec: FieldSpec, value: Any, layers: list[str] | None) -> str | 
             shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
             return f"not in this model: {', '.join(unknown)} (it has: {shown})"
     return None
+
+
+def adapter_problem(spec: str) -> str | None:
+    """Why ``spec`` names no adapter (the engine reads the folder itself, or a run folder's adapter/), or None."""
+    path = Path(os.path.expandvars(spec)).expanduser()
+    if any((c / "adapter_config.json").is_file() for c in (path, path / "adapter")):
+        return None
+    if not path.exists():
+        return f"no such file or folder: {spec}"
+    return "holds no adapter (no adapter_config.json, nor adapter/): a finished run's folder, or its adapter/"

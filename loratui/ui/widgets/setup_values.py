@@ -7,7 +7,7 @@ from typing import Any
 
 from loratui.core.config import LORA_METHODS, RunConfig
 from loratui.core.presets import PRESETS, preset_modules
-from loratui.ui.widgets.form import DATA_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS
+from loratui.ui.widgets.form import DATA_COLUMNS, KTO_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS
 
 
 def config_values(cfg: RunConfig) -> dict[str, dict[str, Any]]:
@@ -27,14 +27,23 @@ def shown_fields(values: dict[str, dict[str, Any]]) -> dict[str, bool]:
     """Fields that show only for some values of others: path -> shown."""
     kind = values["method"]["kind"]
     task = values["model"]["task"]
+    objective = values["method"]["objective"]
     shown: dict[str, bool] = {
         "model.num_labels": task == "seq-cls",
         "method.quant_type": kind == "qlora",
         "method.double_quant": kind == "qlora",
         "method.compute_dtype": kind in ("qlora", "lora-8bit"),
+        # a preference objective's knobs only where they apply; start_from continues an adapter (LoRA methods)
+        "method.beta": objective != "sft",
+        "method.loss_type": objective == "dpo",
+        "method.label_smoothing": objective == "dpo",
+        "method.desirable_weight": objective == "kto",
+        "method.undesirable_weight": objective == "kto",
+        "method.start_from": kind in LORA_METHODS,
     }
     uses_lora = kind in LORA_METHODS
-    cols = DATA_COLUMNS.get(values["data"]["format"], ())
+    fmt = values["data"]["format"]
+    cols = DATA_COLUMNS.get(fmt, ()) + (KTO_COLUMNS if fmt == "preference" and objective == "kto" else ())
     for spec in SPECS:
         if spec.section == "lora":
             shown[spec.path] = uses_lora
