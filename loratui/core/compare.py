@@ -17,6 +17,7 @@ from typing import Any
 
 
 from loratui.core.fmt import format_duration, format_rate
+from loratui.core.preference import REWARD_KEYS
 from loratui.core.compare_rows import (  # noqa: F401 - re-exported: the rows are read there
     IGNORED_KEYS, RowCache, RunRow, config_differences, ev_get, flatten, folder_size, read_run, read_runs, state_text,
     summary_path,
@@ -110,8 +111,37 @@ FIELDS: list[tuple[str, Any]] = [
 ]
 
 
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.3f}"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+#: a preference run's rows (issue 20), shown when some compared run has rewards; other runs show '-'. Final: the
+#: last evaluation's on held-out pairs (else the last step's: 'rewards of' says which); best: the held-out ones'
+REWARD_FIELDS: list[tuple[str, Any]] = [
+    ("rewards of", lambda r: {"held-out": "held-out pairs", "train": "train steps"}.get(r.rewards_from, "-")),
+    ("chosen/rejected", lambda r: f"{r.rewards['rewards/chosen']:+.3f}/{r.rewards['rewards/rejected']:+.3f}"
+     if {"rewards/chosen", "rewards/rejected"} <= set(r.rewards) else "-"),
+    ("final margin", lambda r: _signed(r.rewards.get("rewards/margins"))),
+    ("best margin", lambda r: _signed(r.best_margin)),
+    ("final pref acc", lambda r: _share(r.rewards.get("rewards/accuracies"))),
+    ("best pref acc", lambda r: _share(r.best_pref_acc)),
+]
+
+
+def reward_rows(rows: list[RunRow]) -> list[tuple[str, list[str]]]:
+    """The reward rows, or none when no compared run is a preference run with rewards."""
+    if not any(r.rewards for r in rows):
+        return []
+    return [(label, [fn(r) for r in rows]) for label, fn in REWARD_FIELDS]
+
+
 def table_rows(rows: list[RunRow]) -> list[tuple[str, list[str]]]:
-    """(label, cell per run) for the side-by-side table, then the config keys that differ."""
+    """(label, cell per run) for the side-by-side table (a preference run's rewards after the scores), then the
+    config keys that differ."""
     metric = metric_title(rows)
     out = []
     for label, fn in FIELDS:
@@ -121,6 +151,8 @@ def table_rows(rows: list[RunRow]) -> list[tuple[str, list[str]]]:
         out.append((label, [fn(r) for r in rows]))
         if label == f"best {metric}" and any(r.f1 is not None for r in rows):
             out.append(("final F1", [fmt_metric("accuracy", r.f1) for r in rows]))
+        if label == f"best {metric}":
+            out += reward_rows(rows)
     for key, values in config_differences(rows):
         out.append((key, [fmt_value(v) for v in values]))
     return out
@@ -235,7 +267,8 @@ def needs_log(values: list[float | None]) -> bool:
 CSV_COLUMNS = ["run", "label", "study", "state", "model", "method", "rank", "alpha", "targets", "trainable_params",
                "total_params", "trainable_share", "metric", "final_metric", "best_metric", "final_eval_loss",
                "best_eval_loss", "f1", "train_time_s", "wall_s", "tokens_per_s", "peak_gpu_memory_gb", "size_bytes",
-               "saved_as", "steps"]
+               "saved_as", "steps", "objective", "reward_chosen", "reward_rejected", "margin", "pref_accuracy",
+               "best_margin", "best_pref_accuracy", "rewards_from"]
 
 
 def to_csv(rows: list[RunRow]) -> str:
@@ -250,7 +283,9 @@ def to_csv(rows: list[RunRow]) -> str:
                          _blank(r.final_metric), _blank(r.best_metric), _blank(r.final_eval_loss),
                          _blank(r.best_eval_loss), _blank(r.f1), _blank(r.train_time_s), _blank(r.wall_s),
                          _blank(None if r.tokens_per_s is None else round(r.tokens_per_s, 1)),
-                         _blank(r.peak_memory_gb), _blank(r.size_bytes), r.saved_as, r.steps]
+                         _blank(r.peak_memory_gb), _blank(r.size_bytes), r.saved_as, r.steps, r.objective]
+                        + [_blank(r.rewards.get(k)) for k in REWARD_KEYS]
+                        + [_blank(r.best_margin), _blank(r.best_pref_acc), r.rewards_from]
                         + [fmt_value(values[i]) for _, values in diffs])
     return buf.getvalue()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from loratui.core.config import LORA_METHODS, RunConfig
+from loratui.core.preference import reward_fields
 from loratui.core.runs import RunDir
 
 #: config keys never worth showing as differences
@@ -63,6 +64,16 @@ class RunRow:
     final_eval_loss: float | None = None
     best_eval_loss: float | None = None
     f1: float | None = None
+    objective: str = "sft"
+    rewards: dict[str, float] = field(default_factory=dict)
+    """A preference run's final rewards (TRL's keys: rewards/chosen, rejected, margins, accuracies): its last
+    evaluation's, on held-out pairs, else its last logged step's (training pairs). Empty for other runs."""
+    rewards_from: str = ""
+    """held-out | train: where ``rewards`` come from ('' when there are none)."""
+    best_margin: float | None = None
+    """The largest held-out margin of its evaluations after training began (the base's step 0 is not one)."""
+    best_pref_acc: float | None = None
+    """The highest held-out preference accuracy of those evaluations."""
     train_time_s: float | None = None
     """Active time (the fold's ``elapsed``)."""
     wall_s: float | None = None
@@ -82,6 +93,11 @@ class RunRow:
     @property
     def share(self) -> float | None:
         return self.trainable / self.total if self.trainable is not None and self.total else None
+
+
+def ev_extra(ev: Any) -> dict:
+    """The fields of an event beyond its model's (a preference run's rewards are such fields)."""
+    return ev if isinstance(ev, dict) else (getattr(ev, "model_extra", None) or {})
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -143,6 +159,7 @@ def read_run(path: str | Path) -> RunRow:
         cfg = None
     if cfg is not None:
         row.model, row.task, row.method = cfg.model.name, cfg.model.task, cfg.method.kind
+        row.objective = cfg.method.objective
         if cfg.method.kind in LORA_METHODS:
             row.rank, row.alpha = cfg.lora.r, cfg.lora.alpha
         flat = flatten(cfg.model_dump(mode="json"))
@@ -150,6 +167,8 @@ def read_run(path: str | Path) -> RunRow:
             flat = {k: ("-" if k.startswith("lora.") else v) for k, v in flat.items()}
         row.config = {k: v for k, v in flat.items() if k not in IGNORED_KEYS}
     row.metric_name = "accuracy" if row.task == "seq-cls" else "eval_loss"
+    step_rewards: dict[str, float] = {}
+    eval_rewards: dict[str, float] = {}
     for ev in run.events():
         kind = ev_get(ev, "kind")
         if kind == "started":
@@ -159,6 +178,7 @@ def read_run(path: str | Path) -> RunRow:
             row.model = row.model or (ev_get(ev, "model") or "")
         elif kind == "step":
             row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
+            step_rewards = reward_fields(ev_extra(ev)) or step_rewards
         elif kind == "eval":
             loss = ev_get(ev, "eval_loss")
             trained = ev_get(ev, "step") != 0  # step 0 is the base model: the curve's start, never "best"
@@ -177,6 +197,11 @@ def read_run(path: str | Path) -> RunRow:
                         min(row.best_metric, value)
             if ev_get(ev, "f1") is not None:
                 row.f1 = ev_get(ev, "f1")
+            rewards = reward_fields(ev_extra(ev)) if trained else {}
+            if rewards:
+                eval_rewards = rewards
+                row.best_margin = _best(row.best_margin, rewards.get("rewards/margins"))
+                row.best_pref_acc = _best(row.best_pref_acc, rewards.get("rewards/accuracies"))
         elif kind == "memory":
             peak = ev_get(ev, "peak_allocated_gb")
             if peak is not None:
@@ -186,6 +211,8 @@ def read_run(path: str | Path) -> RunRow:
                 row.host_peak_gb = max(row.host_peak_gb or 0.0, float(host))
         elif kind == "finished":
             row.steps = max(row.steps, int(ev_get(ev, "step") or 0))
+    row.rewards = eval_rewards or step_rewards
+    row.rewards_from = "held-out" if eval_rewards else "train" if step_rewards else ""
     # time and throughput are the one fold's (every engine process's part, as Monitor, Runs, the Queue and
     # `loratui runs` show them): the finished event's runtime_s and the steps' own rates count only a part
     from loratui.core.runs import summarize
@@ -202,6 +229,12 @@ def read_run(path: str | Path) -> RunRow:
     else:
         row.targets = _targets(cfg, None)
     return row
+
+
+def _best(best: float | None, value: float | None) -> float | None:
+    if value is None:
+        return best
+    return value if best is None else max(best, value)
 
 
 def read_runs(paths: list[str | Path]) -> list[RunRow]:
