@@ -20,16 +20,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, ContentSwitcher, DataTable, Footer, Input, Label, Static, TextArea
 
-from loratui.core.adapters import find_adapters
 from loratui.core.compare import state_text, summary_path
 from loratui.core.playground import PlaygroundClient
 from loratui.core.runs import list_runs
-from loratui.ui.screens.base import LoratuiScreen
-from loratui.ui.widgets.choice_modal import ChoiceModal
-from loratui.ui.widgets.modals import PromptModal
-from loratui.ui.widgets.playground_view import (
-    batch_cells, batch_detail, batch_progress, batch_summary, prob_bars, title_text,
-)
+from loratui.ui.screens.playground_actions import PlaygroundActions
+from loratui.ui.widgets.playground_view import batch_progress, prob_bars, title_text
 
 SIDES = ("base", "adapter")
 
@@ -47,7 +42,7 @@ class Answer:
     busy: bool = False
 
 
-class PlaygroundScreen(LoratuiScreen):
+class PlaygroundScreen(PlaygroundActions):
     DEFAULT_CSS = """
     PlaygroundScreen #pg-title { height: 1; padding: 0 1; background: $boost; }
     PlaygroundScreen #pg-status { height: 1; padding: 0 1; color: $text-muted; }
@@ -273,31 +268,6 @@ class PlaygroundScreen(LoratuiScreen):
             body.append(f"\n{a.stats}", style="dim")
         self.query_one(f"#pg-{side}", Static).update(body)
 
-    def _render_batch(self) -> None:
-        items = sorted(self.batch_items, key=lambda it: (it.get("base_ok") == it.get("adapter_ok"), it["index"]))
-        table = self.query_one("#pg-batch-table", DataTable)
-        table.clear()
-        row = table.cursor_row
-        for it in items:
-            table.add_row(*batch_cells(it), key=str(it["index"]))
-        if items:
-            table.move_cursor(row=min(max(row, 0), len(items) - 1), animate=False)
-        self._show_batch_detail()
-        self.query_one("#pg-batch-summary", Static).update(batch_summary(items, self.batch_result))
-
-    @on(DataTable.RowHighlighted, "#pg-batch-table")
-    def _show_batch_detail(self) -> None:
-        """The example under the cursor in full: what was asked, what was expected, both answers."""
-        table = self.query_one("#pg-batch-table", DataTable)
-        detail = self.query_one("#pg-batch-detail", Static)
-        if not table.row_count:
-            detail.update("")
-            return
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        it = next((x for x in self.batch_items if str(x["index"]) == key), None)
-        if it is not None:
-            detail.update(batch_detail(it))
-
     # -- actions ------------------------------------------------------------------------------------------------
     def _number(self, wid: str, default: float) -> float:
         try:
@@ -326,35 +296,6 @@ class PlaygroundScreen(LoratuiScreen):
             greedy=self.query_one("#pg-greedy", Checkbox).value,
             chat_template=self.query_one("#pg-chat", Checkbox).value, sides=sides)
 
-    def action_batch(self) -> None:
-        if not self.info or self.busy:
-            self.notify("Load a model first (ctrl+o)." if not self.info else "Still working: ctrl+x stops it.",
-                        severity="warning")
-            return
-
-        def chosen(path: str | None) -> None:
-            if not path:
-                return
-            self.batch_items, self.batch_result = [], None
-            self.batch_n, self.batch_t0 = max(1, int(self._number("#pg-batch-n", 20))), time.monotonic()
-            self.busy = True
-            self.status = batch_progress([], self.batch_n, 0.0)
-            self.query_one(ContentSwitcher).current = "pg-batch"
-            self._render_batch()
-            self._render_all()
-            self.request = self._client().send(
-                "batch", file=path, n=self.batch_n,
-                max_new_tokens=int(self._number("#pg-max-new", 64)),
-                temperature=self._number("#pg-temperature", 0.7), top_p=self._number("#pg-top-p", 0.9),
-                greedy=self.query_one("#pg-greedy", Checkbox).value,
-                chat_template=self.query_one("#pg-chat", Checkbox).value)
-
-        self.app.push_screen(PromptModal(
-            "Run held-out examples through both", value=self.info.get("batch_file") or "",
-            placeholder="sample:contacts-json-eval.jsonl",
-            body="A .jsonl/.csv file (alpaca, chat, text+label or prompt+response); the first N examples "
-                 "(batch N) are used."), chosen)
-
     def action_stop(self) -> None:
         if self.client is not None and self.busy:
             self.client.stop_generation()
@@ -367,42 +308,3 @@ class PlaygroundScreen(LoratuiScreen):
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
-
-    def action_pick_base(self) -> None:
-        """Load the same adapter on another base model (a local copy, another revision)."""
-        if not self.model_ref or not self.info.get("has_adapter"):
-            self.notify("Load an adapter first (ctrl+o).", severity="warning")
-            return
-        model = self.model_ref
-        self.app.push_screen(PromptModal("Base model for this adapter", value=str(self.info.get("base") or ""),
-                                         placeholder="alias, folder or hub id"),
-                             lambda v: self.load(model, base=v) if v else None)
-
-    def action_pick_model(self) -> None:
-        self._list_adapters(self.runs_dir)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="playground-pick", description="Finding adapters")
-    def _list_adapters(self, runs_dir: Path) -> None:
-        folders = [runs_dir] + [Path(p) for p in self.app.adapter_folders]
-        choices = [(str(a.path), f"{a.name}  ·  {Path(a.base_model or '-').name}  ·  adapter")
-                   for a in find_adapters(folders) if a.kind != "checkpoint"]
-        try:  # full and head-only runs save a whole model
-            models = sorted(p / "model" for p in runs_dir.iterdir() if (p / "model" / "config.json").is_file())
-        except OSError:
-            models = []
-        choices += [(str(m), f"{m.parent.name}  ·  trained model") for m in models]
-        self.app.call_from_thread(self._show_picker, choices)
-
-    def _show_picker(self, choices: list[tuple[str, str]]) -> None:
-        choices.append(("__path__", "type a path, an alias or a hub id…"))
-
-        def picked(value: str | None) -> None:
-            if value and value != "__path__":
-                self.load(value)
-            elif value == "__path__":
-                self.app.push_screen(PromptModal("Load a model or adapter", placeholder="runs/NAME/adapter",
-                                                 value=self.model_ref or ""),
-                                     lambda v: self.load(v) if v else None)
-
-        self.app.push_screen(ChoiceModal("Try which model?", choices,
-                                         body="Adapters and trained models in the runs folder."), picked)
