@@ -204,6 +204,8 @@ class Recipe:
         its own ``fields`` added."""
         from transformers import TrainingArguments
 
+        from loratui.train import speed
+
         t = self.cfg.train
         eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
         return (config_class or TrainingArguments)(
@@ -237,7 +239,8 @@ class Recipe:
             optim=OPTIMIZERS[self.speed.optimizer],
             use_liger_kernel=self.speed.liger,
             liger_kernel_config={"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
-                                 "fused_linear_cross_entropy": self._fused_ce() and self.cfg.method.objective == "sft"}
+                                 "fused_linear_cross_entropy": self._fused_ce() and
+                                 speed.fused_cross_entropy(self.cfg, True)}
             if self.speed.liger else None,  # TRL's preference trainers fuse their own LM head (log-probs in chunks)
             torch_compile=self.speed.compile is True,
             ddp_find_unused_parameters=False,  # LoRA freezes most weights; searching for unused ones costs a pass

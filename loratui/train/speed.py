@@ -108,6 +108,12 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
                  cuda_graphs=graphs)
 
 
+def fused_cross_entropy(cfg: RunConfig, liger: bool) -> bool:
+    """Liger's fused linear cross-entropy: with Liger, for sft only (TRL's preference trainers compute their
+    log-probabilities in chunks of their own). The engine's Trainer arguments and the estimate both read this."""
+    return liger and cfg.method.objective == "sft"
+
+
 def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: bool, offload: bool) -> bool:
     """Whether decoder layers replay as CUDA graphs (loratui.train.graphs). Graphs need fixed shapes (packed rows
     padded to buckets, the varlen kernel's boundaries), no host work inside a layer (no gradient checkpointing, no
