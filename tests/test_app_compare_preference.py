@@ -28,7 +28,7 @@ def rewards(chosen: float, rejected: float, acc: float) -> dict:
 
 
 def write_run(folder: Path, config: dict, events: list[dict], state: str = "finished") -> Path:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     RunConfig.model_validate(config).save(folder / "config.yaml")
     t = 1_000.0
     lines = [{"kind": "started", "time": t, "max_steps": 12, "model": "smollm2-135m-instruct", "method": "lora"}]

@@ -78,7 +78,9 @@ def cmd_study(args) -> int:
                     elif e.state not in ("waiting",):
                         row = compare.read_run(runs_dir / e.run)
                         metric = compare.fmt_metric(row.metric_name, row.final_metric)
-                        print(f"[{_now()}] {e.run}: {e.state}, {row.metric_name} {metric}, "
+                        margin = row.rewards.get("rewards/margins")  # a preference run's (issue 20)
+                        margin = f", margin {margin:+.3f}" if margin is not None else ""
+                        print(f"[{_now()}] {e.run}: {e.state}, {row.metric_name} {metric}{margin}, "
                               f"{compare.fmt_seconds(row.train_time_s)}", flush=True)
             for e in mine:  # a line every 30 s for a running run: where it is
                 if e.state == "running" and time.monotonic() - last_progress.get(e.id, 0) >= PROGRESS_EVERY:
@@ -117,11 +119,12 @@ def _progress_line(run_path: Path) -> str:
     from loratui.core.compare import ev_get
     from loratui.core.runs import RunDir
 
-    step = total = loss = metric = None
+    step = total = loss = metric = margin = None
     for ev in RunDir(run_path).events():
         kind = ev_get(ev, "kind")
         if kind == "step":
             step, total, loss = ev_get(ev, "step"), ev_get(ev, "max_steps"), ev_get(ev, "loss") or loss
+            margin = ev_get(ev, "rewards/margins") if ev_get(ev, "rewards/margins") is not None else margin
         elif kind == "eval":
             metric = ev_get(ev, "accuracy") if ev_get(ev, "accuracy") is not None else ev_get(ev, "eval_loss")
             metric = ("accuracy" if ev_get(ev, "accuracy") is not None else "eval loss", metric)
@@ -132,6 +135,8 @@ def _progress_line(run_path: Path) -> str:
         parts.append(f"loss {loss:.4f}")
     if metric and metric[1] is not None:
         parts.append(f"{metric[0]} {metric[1]:.4f}")
+    if isinstance(margin, (int, float)):  # a preference run's newest step (issue 20)
+        parts.append(f"margin {margin:+.3f}")
     return ", ".join(parts)
 
 

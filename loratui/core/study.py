@@ -14,7 +14,9 @@ variants:                           # optional: a list of overrides; a list valu
 ```
 
 Keys are dotted config paths (``section.field``). A run that does not use LoRA ignores ``lora.*`` keys, so
-``method.kind: [full, lora]`` x ``lora.r: [4, 8]`` gives three runs, not four. Light module: yaml + pydantic only.
+``method.kind: [full, lora]`` x ``lora.r: [4, 8]`` gives three runs, not four; likewise a run whose objective is
+not dpo ignores DPO's own keys (``method.loss_type``, ``method.label_smoothing``). Light module: yaml + pydantic
+only.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ STUDY_FILE = "study.json"
 STUDY_KEYS = ("study", "base", "config", "grid", "variants", "description")
 #: config fields whose value is itself a list: a list of lists expands, a flat list is one value
 LIST_FIELDS = ("lora.target_modules", "lora.modules_to_save")
+#: settings of DPO alone: a run of another objective leaves them out (as a full run leaves out lora.*)
+DPO_ONLY = ("method.loss_type", "method.label_smoothing")
 
 
 @dataclass
@@ -93,7 +97,7 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
-SHORT = {"method.kind": "", "lora.r": "r", "lora.alpha": "a", "train.lr": "lr", "lora.dropout": "drop",
+SHORT = {"method.kind": "", "method.objective": "", "method.beta": "beta", "lora.r": "r", "lora.alpha": "a", "train.lr": "lr", "lora.dropout": "drop",
          "train.batch_size": "bs", "train.max_steps": "steps", "train.epochs": "ep"}
 
 
@@ -156,7 +160,10 @@ def parse_study(data: Any, *, base_dir: Path | None = None, source: str | None =
 
     planned: list[tuple[dict, RunConfig]] = []
     seen: set[str] = set()
+    base_objective = base.method.objective
     for over in combos:
+        if over.get("method.objective", base_objective) != "dpo":  # DPO's own knobs mean nothing to the others
+            over = {k: v for k, v in over.items() if k not in DPO_ONLY}
         try:
             cfg = config_from_dict(_merge(base_dict, _nest(over)), source="study")
         except ConfigError as err:

@@ -7,7 +7,7 @@ the app or losing the SSH session changes nothing: reopen the app and the queue 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from textual.worker import get_current_worker
 
 from loratui.core.config import load_config
 from loratui.core.fmt import format_duration
+from loratui.core.preference import scores_text
 from loratui.core.queue import Entry, RunQueue, default_gpus
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
@@ -40,6 +41,8 @@ class QueueLoaded(Message):
     runner: int | None
     spent: dict[str, float | None]
     """entry id -> its run's active time (the fold's)"""
+    scores: dict[str, str] = field(default_factory=dict)
+    """entry id -> its run's scores in one line (loss, eval loss; a preference run's margin and accuracy)"""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, QueueLoaded)
@@ -82,6 +85,7 @@ class QueueScreen(LoratuiScreen):
         self.entries: list[Entry] = []
         self.progress: dict[str, str] = {}
         self.spent: dict[str, float | None] = {}
+        self.scores: dict[str, str] = {}
         self.runner: int | None = None
         self.loaded = False
 
@@ -116,23 +120,24 @@ class QueueScreen(LoratuiScreen):
     def _load(self, runs_dir: Path) -> None:
         q = RunQueue(runs_dir)
         state = q.read()
-        progress, spent = {}, {}
+        progress, spent, scores = {}, {}, {}
         now = time.time()
         for e in state.entries:
             if not e.started:
                 continue
             s = summarize(RunDir(runs_dir / e.run), now=now)
             spent[e.id] = s.elapsed  # the one fold's active time, as Runs, Monitor and Compare show it
+            scores[e.id] = scores_text(s)
             if e.state == "running":
                 step, total = getattr(s, "step", 0) or 0, getattr(s, "max_steps", 0) or 0
                 progress[e.id] = f"{step}/{total}" if total else "starting"
         if not get_current_worker().is_cancelled:
-            self.post_message(QueueLoaded(state.entries, progress, q.runner_pid(), spent))
+            self.post_message(QueueLoaded(state.entries, progress, q.runner_pid(), spent, scores))
 
     @on(QueueLoaded)
     def _loaded(self, message: QueueLoaded) -> None:
         self.entries, self.progress, self.runner = message.entries, message.progress, message.runner
-        self.spent = message.spent
+        self.spent, self.scores = message.spent, message.scores
         self.loaded = True
         table = self.query_one(DataTable)
         current = self.selected
@@ -186,6 +191,8 @@ class QueueScreen(LoratuiScreen):
             detail.update("")
             return
         text = Text.assemble((str(self.runs_dir / e.run), "dim"), (f"  ·  id {e.id}", "dim"))
+        if self.scores.get(e.id):  # first, on its own line: the figures are what a glance looks for
+            text = Text.assemble((self.scores[e.id], "bold"), "\n", text)
         if e.label:
             text.append(f"  ·  {e.label}")
         if e.added:
