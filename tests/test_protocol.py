@@ -217,6 +217,14 @@ def test_contracts_doc_is_generated_from_the_models():
         assert name in text
 
 
+def test_contracts_doc_names_the_preference_reward_keys():
+    """Issue 20: a preference run's step and eval events carry TRL's reward figures; the contract says which."""
+    from loratui.core.preference import REWARD_KEYS
+
+    text = (REPO / "docs" / "CONTRACTS.md").read_text()
+    assert all(f"`{key}`" in text for key in REWARD_KEYS) and "method.objective" in text
+
+
 def test_state_colours_live_in_one_place():
     from loratui.ui.screens import monitor, runs
 

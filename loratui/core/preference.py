@@ -11,6 +11,14 @@ REWARDS = {
     "rewards/accuracies": "pref acc",
 }
 REWARD_KEYS = tuple(REWARDS)
+#: what each figure is (docs/CONTRACTS.md says it)
+REWARD_DOCS = {
+    "rewards/chosen": "the chosen answers' mean reward: beta x their log-probability ratio to the reference (dpo, "
+                      "kto), beta x their mean log-probability (orpo)",
+    "rewards/rejected": "the same for the rejected answers",
+    "rewards/margins": "chosen minus rejected reward, mean over the pairs",
+    "rewards/accuracies": "the share of pairs whose chosen reward is above the rejected one",
+}
 
 
 def reward_fields(logs: dict) -> dict:

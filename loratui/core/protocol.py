@@ -28,6 +28,7 @@ from loratui.core.events import (  # noqa: F401 - re-exported: every reader impo
     _ADAPTER, EVENT_KINDS, EVENT_TYPES, AlertEvent, AnyEvent, CheckpointEvent, EvalEvent, Event, FailedEvent,
     FinishedEvent, MemoryEvent, PhaseEvent, ResumedEvent, StartedEvent, StepEvent, StoppedEvent,
 )
+from loratui.core.preference import REWARD_DOCS
 
 # -- run states ------------------------------------------------------------------------------------------------------
 
@@ -311,6 +312,10 @@ def contract_markdown() -> str:
         doc = " ".join((t.__doc__ or "").split())
         lines.append(f"- `{kind}`: {doc}")
         lines.append(f"  {{{_fields_text(t)}}}")
+    lines += ["", "A preference run's (`method.objective` dpo, orpo, kto) `step` and `eval` events also carry TRL's "
+              "reward figures, numbers as TRL names them (in `eval` events without the `eval_` prefix, as every "
+              "eval metric; a kto step may carry chosen and rejected alone): "
+              + "; ".join(f"`{key}` ({label})" for key, label in REWARD_DOCS.items()) + "."]
     lines += ["", f"- `status.json` (the engine alone writes it): {{{_fields_text(RunStatus, ())}}}",
               f"- `launch.json` (the launcher writes it): {{{_fields_text(LaunchRecord, ())}}}",
               f"- run states: {', '.join(s.value for s in RunState)}", "", CONTRACT_END]
