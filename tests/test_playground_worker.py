@@ -1,9 +1,11 @@
 """The playground's generation process on tiny random models: one base in memory, the adapter toggled, tokens
-streamed, labels with probabilities, held-out batches with their metric; and the real process through its client."""
+streamed, labels with probabilities, held-out batches with their metric; the real process through its client; and a
+GGUF export beside the adapter in llama.cpp (the same prompt's token ids, so an f16 file answers as the adapter)."""
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -170,3 +172,99 @@ def test_the_real_process_through_its_client(llama_adapter):
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "ready" and "loaded" in kinds and kinds.count("done") == 2
     assert "error" not in kinds
+
+
+# -- the GGUF side: an export in llama.cpp beside the adapter ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def adapter_ggufs(tmp_path_factory, llama_adapter, tiny_llama) -> dict[str, Path]:
+    """The adapter merged and converted as ``loratui export`` does (f16 and q8_0), in this process (about 2 s)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loratui.train import gguf_worker
+    from loratui.train.export_check import normalize_tokenizer
+
+    out = tmp_path_factory.mktemp("pg-gguf")
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_llama)), str(llama_adapter))
+    merged.merge_and_unload().save_pretrained(str(out / "hf"))
+    AutoTokenizer.from_pretrained(str(tiny_llama)).save_pretrained(str(out / "hf"))
+    normalize_tokenizer(out / "hf")
+    argv = sys.argv[:]
+    try:
+        for kind in ("f16", "q8_0"):
+            gguf_worker.convert(str(out / "hf"), str(out / f"model-{kind}.gguf"), kind)
+    finally:
+        sys.argv = argv
+    return {kind: out / f"model-{kind}.gguf" for kind in ("f16", "q8_0")}
+
+
+def test_a_gguf_export_answers_beside_the_adapter(llama_adapter, adapter_ggufs, tmp_path):
+    rec = Recorder()
+    pg = Playground(rec)
+    pg.load(str(llama_adapter), device="cpu")
+    info = pg.load_gguf(str(adapter_ggufs["f16"]))
+    assert info["type"] == "F16" and info["n_vocab"] == 49152 and rec.of("gguf_loaded")[0]["name"] == "model-f16.gguf"
+    assert pg.sides() == ["adapter", "gguf"]  # the GGUF takes the base model's place
+    pg.generate({"id": 1, "prompt": "Hello there", "max_new_tokens": 8})
+    done = {e["side"]: e for e in rec.of("done")}
+    assert set(done) == {"adapter", "gguf"} and done["gguf"]["tokens"] == 8 and done["gguf"]["tokens_per_s"] > 0
+    streamed = "".join(e["text"] for e in rec.of("token") if e["side"] == "gguf")
+    assert streamed.strip() == done["gguf"]["text"]
+    # the same rendered prompt and token ids: the f16 file of the merged adapter answers as the adapter does
+    assert done["gguf"]["text"] == done["adapter"]["text"] != ""
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"instruction": "Extract.", "input": f"row {i}", "output": '{"a": 1}'}) + "\n"
+                            for i in range(3)))
+    pg.batch({"id": 2, "file": str(held), "n": 3, "max_new_tokens": 6})
+    items, result = rec.of("batch_item"), rec.of("batch_done")[0]
+    assert all(it["gguf_same"] and it["gguf"] == it["adapter"] for it in items)
+    assert set(result["scores"]) == {"adapter", "gguf"}
+    assert result["scores"]["gguf"] == {"exact": 0, "valid_json": 0, "same_as_adapter": 3}
+    # another file replaces it; sampling draws on both sides with the same settings
+    assert pg.load_gguf(str(adapter_ggufs["q8_0"]))["type"] == "Q8_0"
+    rec.events.clear()
+    pg.generate({"id": 3, "prompt": "Hi", "max_new_tokens": 5, "greedy": False, "temperature": 0.9, "seed": 1})
+    assert {e["side"]: e["tokens"] for e in rec.of("done")} == {"adapter": 5, "gguf": 5}
+    pg.load_gguf(None)
+    assert pg.sides() == ["adapter", "base"] and rec.of("gguf_loaded")[-1]["file"] is None
+
+
+def test_gguf_bad_inputs_are_one_line_each(llama_adapter, adapter_ggufs, bert_adapter, tmp_path, minilm_dir,
+                                           monkeypatch):
+    import io
+
+    from transformers import AutoTokenizer
+
+    from loratui.core.errors import LoratuiError
+    from loratui.train.playground_worker import serve
+
+    rec = Recorder()
+    lines = [{"cmd": "load", "id": 1, "model": str(llama_adapter), "device": "cpu"}]
+    (tmp_path / "notes.gguf").write_text("not a model")
+    for bad in (tmp_path / "missing.gguf", tmp_path, tmp_path / "notes.gguf"):
+        lines.append({"cmd": "load_gguf", "id": 2, "path": str(bad)})
+    serve(io.StringIO("".join(json.dumps(c) + "\n" for c in lines)), emit=rec)
+    errors = [(e["message"], e["hint"]) for e in rec.of("error")]
+    assert errors == [
+        (f"gguf: no such file {tmp_path / 'missing.gguf'}",
+         "export one first: loratui export ADAPTER OUT --gguf q8_0 (Adapters: e)"),
+        (f"gguf: {tmp_path} is a folder, not a GGUF file", "pick one of its files: notes.gguf"),
+        ("gguf: notes.gguf is not a GGUF file (it does not start with 'GGUF')",
+         "pick a .gguf file written by loratui export or llama.cpp")]
+    pg = Playground(Recorder())
+    with pytest.raises(LoratuiError, match="no model loaded"):
+        pg.load_gguf(str(adapter_ggufs["f16"]))
+    pg.load(str(llama_adapter), device="cpu")
+    pg.tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))  # an adapter whose base has another vocabulary
+    with pytest.raises(LoratuiError, match=r"not a model of this adapter's base: .* tokens compared differ") as err:
+        pg.load_gguf(str(adapter_ggufs["f16"]))
+    assert err.value.field == "gguf" and "exported from this adapter" in err.value.hint
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # llama-cpp-python not installed
+    with pytest.raises(LoratuiError, match="llama-cpp-python is not installed") as err:
+        pg.load_gguf(str(adapter_ggufs["f16"]))
+    assert "loratui[export]" in err.value.hint and pg.gguf is None
+    monkeypatch.undo()
+    pg.load(str(bert_adapter), device="cpu")
+    with pytest.raises(LoratuiError, match="a classifier has no GGUF side"):
+        pg.load_gguf(str(adapter_ggufs["f16"]))

@@ -6,7 +6,8 @@ and a killed export takes this process with it (Linux: the parent-death signal).
   quantize SRC OUT TYPE       llama.cpp's quantizer (llama_model_quantize) writes the k-quants from f16
   verify GGUF REFERENCE.json  llama.cpp's runtime answers the reference's prompts: tokens, top-1, greedy, speed
 
-The last line on stdout is one JSON object: the result, or {"error": "..."}.
+The last line on stdout is one JSON object: the result, or {"error": "..."}. ``open_gguf``, ``next_logits`` and
+``decode`` are shared with the Playground's GGUF side (``loratui.train.playground_gguf``).
 """
 
 from __future__ import annotations
@@ -69,18 +70,55 @@ def quantize(src: str, out: str, kind: str) -> dict:
             "tensors": total or None}
 
 
+def open_gguf(path: str, n_ctx: int, *, logits_all: bool = False):
+    """llama.cpp's runtime on a GGUF file, quiet, on every core (the export's check and the Playground's GGUF side)."""
+    from llama_cpp import Llama
+
+    return Llama(model_path=path, n_ctx=n_ctx, logits_all=logits_all, verbose=False,
+                 n_threads=os.cpu_count() or 1, n_batch=min(512, n_ctx))
+
+
+def next_logits(llm):
+    """The next-token logits after ``llm.eval`` (llama.cpp's last output row, with or without ``logits_all``)."""
+    import llama_cpp
+    import numpy as np
+
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+
+
+def decode(llm, prompt_ids: list[int], max_new_tokens: int, stops: set[int], *, pick=None, each=None,
+           stop=None) -> tuple[list[int], float]:
+    """llama.cpp's answer to a prompt given as token ids: ``pick(logits)`` chooses each token (default argmax:
+    greedy), ``each(token)`` hears it, ``stop()`` true ends early. Returns the answer's ids (a stop token included)
+    and the seconds its decoding took (the prompt's evaluation not counted)."""
+    import numpy as np
+
+    llm.reset()
+    llm.eval(prompt_ids)
+    answer: list[int] = []
+    t0 = time.time()
+    while len(answer) < max_new_tokens:
+        logits = next_logits(llm)
+        tok = int(np.argmax(logits)) if pick is None else int(pick(logits))
+        answer.append(tok)
+        if each is not None:
+            each(tok)
+        if tok in stops or (stop is not None and stop()):
+            break
+        llm.eval([tok])
+    return answer, time.time() - t0
+
+
 def verify(gguf: str, reference: str) -> dict:
     """Each prompt through llama.cpp: its tokens against the model tokenizer's, the top-1 next token on the merged
     model's own answer (teacher forcing), and llama.cpp's greedy answer with its decode speed."""
     import numpy as np
-    from llama_cpp import Llama
 
     ref = json.loads(Path(reference).read_text())
     items = ref["prompts"]
     longest = max(len(p["prompt_ids"]) + max(len(p["answer_ids"]), ref["max_new_tokens"]) for p in items)
     t0 = time.time()
-    llm = Llama(model_path=gguf, n_ctx=longest + 8, logits_all=True, verbose=False,
-                n_threads=os.cpu_count() or 1, n_batch=min(512, longest + 8))
+    llm = open_gguf(gguf, longest + 8, logits_all=True)
     load_s = time.time() - t0
     stops = set(ref.get("eos_ids") or []) | {llm.token_eos()}
     out, agree, positions, decode_tokens, decode_s = [], 0, 0, 0, 0.0
@@ -95,18 +133,9 @@ def verify(gguf: str, reference: str) -> dict:
         top = np.argmax(llm.scores[n - 1:len(seq) - 1], axis=-1).tolist()
         hits = sum(int(a == b) for a, b in zip(top, p["answer_ids"]))
         agree, positions = agree + hits, positions + len(p["answer_ids"])
-        # greedy answer from llama.cpp's own tokens of the prompt
-        llm.reset()
-        llm.eval(p["prompt_ids"])
-        answer: list[int] = []
-        t1 = time.time()
-        while len(answer) < ref["max_new_tokens"]:
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            answer.append(tok)
-            if tok in stops:
-                break
-            llm.eval([tok])
-        decode_s += time.time() - t1
+        # greedy answer from the prompt's token ids
+        answer, seconds = decode(llm, p["prompt_ids"], ref["max_new_tokens"], stops)
+        decode_s += seconds
         decode_tokens += len(answer)
         text = llm.detokenize([t for t in answer if t not in stops]).decode("utf-8", "replace").strip()
         out.append({"same_tokens": same_tokens, "top1": hits, "positions": len(p["answer_ids"]),

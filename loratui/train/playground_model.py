@@ -59,6 +59,7 @@ class Playground:
         self.run_cfg = None
         self.default_batch_file: str | None = None
         self.stop = threading.Event()
+        self.gguf = None  # a GGUF export in llama.cpp, the third side (loratui.train.playground_gguf)
 
     # -- loading --------------------------------------------------------------------------------------------------
     def load(self, model: str, device: str = "auto", gpu_busy: str | None = None, base: str | None = None,
@@ -84,6 +85,7 @@ class Playground:
         before = memory_now(device)
         self.emit("loading", what=model, device=device)
         path = Path(model).expanduser()
+        self.load_gguf(None, quiet=True)  # another model: the GGUF is checked again against it, if asked for
         self.model = self.tokenizer = None
         self.labels, self.has_adapter = None, False
         if (path / "adapter_config.json").is_file():
@@ -156,6 +158,29 @@ class Playground:
                 return None
         return None
 
+    def load_gguf(self, path: str | None, quiet: bool = False) -> dict | None:
+        """Put a GGUF file beside the adapter (side 'gguf'), checked against its vocabulary; None drops it."""
+        if self.gguf is not None:
+            self.gguf.close()
+            self.gguf = None
+        if not path:
+            if not quiet:
+                self.emit("gguf_loaded", file=None)
+            return None
+        from loratui.train.playground_gguf import FIELD, N_CTX, GgufSide
+
+        self._need_model()
+        if self.task == "seq-cls":
+            raise LoratuiError("a classifier has no GGUF side: llama.cpp runs text generation models", field=FIELD,
+                               hint="load a causal-LM adapter")
+        self.emit("gguf_loading", file=str(path))
+        n_model = self.model.get_input_embeddings().weight.shape[0]
+        n_ctx = min(N_CTX, getattr(self.model.config, "max_position_embeddings", None) or N_CTX)
+        self.gguf = GgufSide.open(path, self.tokenizer, n_model, n_ctx)
+        info = self.gguf.info()
+        self.emit("gguf_loaded", **info)
+        return info
+
     def _need_model(self) -> None:
         if self.model is None:
             raise LoratuiError("no model loaded", field="model", hint="pick an adapter or a model first")
@@ -181,6 +206,9 @@ class Playground:
         from transformers.generation.streamers import BaseStreamer
 
         tok = self.tokenizer
+        if side == "gguf":
+            return self._generate_gguf(text, req_id=req_id, max_new_tokens=max_new_tokens, temperature=temperature,
+                                       top_p=top_p, greedy=greedy, seed=seed, stream=stream)
         enc = tok(text, return_tensors="pt", add_special_tokens=not bool(getattr(tok, "chat_template", None)))
         enc = {k: v.to(self.device) for k, v in enc.items()}
         emit, stop = self.emit, self.stop
@@ -228,9 +256,22 @@ class Playground:
         return {"id": req_id, "side": side, "text": answer.strip(), "tokens": n, "seconds": round(seconds, 3),
                 "tokens_per_s": round(n / seconds, 1) if seconds > 0 else None, "stopped": stop.is_set()}
 
+    def _generate_gguf(self, text: str, **kw: Any) -> dict:
+        """The GGUF side's answer: the same rendered prompt and token ids as the adapter's, through llama.cpp."""
+        if self.gguf is None:
+            raise LoratuiError("no GGUF file loaded", field="gguf", hint="pick one with ctrl+l")
+        tok = self.tokenizer
+        ids = tok(text, add_special_tokens=not bool(getattr(tok, "chat_template", None)))["input_ids"]
+        eos = self.model.generation_config.eos_token_id
+        stops = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), self.gguf.llm.token_eos()}
+        return self.gguf.generate(tok, ids, stops | ({tok.eos_token_id} if tok.eos_token_id is not None else set()),
+                                  emit=self.emit, stop=self.stop, **kw)
+
     def sides(self, wanted: list[str] | None = None) -> list[str]:
-        sides = wanted or ["adapter", "base"]
-        return [s for s in sides if s == "adapter" or self.has_adapter] if self.has_adapter else ["adapter"]
+        """The sides asked for that exist: the adapter (or the model), the base under it, the GGUF beside it."""
+        have = {"adapter"} | ({"base"} if self.has_adapter else set()) | ({"gguf"} if self.gguf else set())
+        sides = wanted or ["adapter", "gguf" if self.gguf else "base"]
+        return [s for s in sides if s in have] or ["adapter"]
 
     def generate(self, req: dict) -> None:
         self._need_model()
@@ -315,6 +356,8 @@ class Playground:
                 item[f"{side}_ok"] = ok
                 if self.task != "seq-cls":
                     item[f"{side}_json"] = valid_json(answer)
+                if side == "gguf" and "adapter" in item:
+                    item["gguf_same"] = exact(answer, item["adapter"])
             self.emit("batch_item", **item)
             if self.stop.is_set():
                 break
@@ -329,5 +372,7 @@ class Playground:
             else:
                 scores[side] = {"exact": sum(exact(a, r) for a, r in zip(got, refs)),
                                 "valid_json": sum(valid_json(a) for a in got)}
+                if side == "gguf" and "adapter" in answers:  # what the export (and its quantization) changed
+                    scores[side]["same_as_adapter"] = sum(exact(a, b) for a, b in zip(got, answers["adapter"]))
         self.emit("batch_done", id=req.get("id"), n=len(refs), task=self.task, scores=scores, file=path,
                   seconds=round(time.time() - t0, 2), stopped=self.stop.is_set())

@@ -2,11 +2,13 @@
 
     python -m loratui.train.playground_worker        (the app starts it; commands on stdin, events on stdout)
 
-Commands (one JSON object a line): ``load`` {model, device}, ``generate`` {id, prompt, max_new_tokens,
-temperature, top_p, greedy, chat_template, system, seed, sides}, ``classify`` {id, text}, ``batch`` {id, file, n,
-max_new_tokens, ...}, ``stop`` (ends the current generation early), ``quit``.
-Events: ready, loading, loaded (task, labels, device, memory before/after), token (id, side, text), done, classified,
-batch_item, batch_done, error (message, hint). The adapter's answers come from the PEFT model, the base model's from
+Commands (one JSON object a line): ``load`` {model, device, gguf}, ``load_gguf`` {path} (a GGUF export beside the
+adapter, side 'gguf'; no path drops it), ``generate`` {id, prompt, max_new_tokens, temperature, top_p, greedy,
+chat_template, system, seed, sides}, ``classify`` {id, text}, ``batch`` {id, file, n, max_new_tokens, ...},
+``stop`` (ends the current generation early), ``quit``.
+Events: ready, loading, loaded (task, labels, device, memory before/after), gguf_loading, gguf_loaded (file, type,
+size, seconds; file null when dropped), token (id, side, text), done, classified, batch_item, batch_done, error
+(message, hint). The adapter's answers come from the PEFT model, the base model's from
 the same weights under ``model.disable_adapter()``: one copy of the base in memory, not two (the model and what it
 does: ``loratui.train.playground_model``; this module is the process around it).
 """
@@ -56,6 +58,7 @@ def serve(stdin=None, emit: Emit = _out) -> int:
     while True:
         cmd = inbox.get()
         if cmd is None or cmd.get("cmd") == "quit":
+            pg.load_gguf(None, quiet=True)  # llama.cpp freed before the interpreter tears its module down
             return 0
         pg.stop.clear()
         name = cmd.get("cmd")
@@ -63,6 +66,10 @@ def serve(stdin=None, emit: Emit = _out) -> int:
             if name == "load":
                 pg.load(cmd["model"], cmd.get("device", "auto"), cmd.get("gpu_busy"), cmd.get("base"),
                         bool(cmd.get("allow_pickle")))
+                if cmd.get("gguf"):
+                    pg.load_gguf(cmd["gguf"])
+            elif name == "load_gguf":
+                pg.load_gguf(cmd.get("path"))
             elif name == "generate":
                 pg.generate(cmd)
             elif name == "classify":
