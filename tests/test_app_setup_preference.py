@@ -88,6 +88,7 @@ async def test_dpo_from_a_picked_run_saves_what_the_cli_loads(fake_core, tmp_pat
         await pilot.press("enter")
         await settle(pilot)
         assert screen.field("method.start_from").get_raw() == str(sft.resolve())
+        assert str(screen.query_one("#title-lora").render()) == "LoRA (not used: the adapter's own)"
         assert not screen.visible_errors() and screen.current_config() is not None
         await pilot.press("escape")
         await save_as(pilot, out)

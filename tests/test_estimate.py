@@ -427,3 +427,15 @@ def test_cpu_dpo_estimate_matches_its_measured_peak(tmp_path, smol_dir):
         "train": {"max_steps": 6, "batch_size": 8, "lr": 5e-4, "eval_on_start": False}})
     row = estimate_memory(cfg, compare=False, cuda=False).rows[0]
     assert abs(row.total / 2**30 / 7.53 - 1) <= 0.10, f"{row.total / 2**30:.2f} GiB estimated"
+
+
+def test_the_full_fine_tuning_row_of_a_continued_adapter_continues_none():
+    """Issue 20: Setup's memory panel failed with a ValidationError once Start from was set: the full fine-tuning row
+    copied method.start_from, which a full run refuses."""
+    from loratui.train.estimate import comparison_config
+
+    cfg = RunConfig.model_validate({"method": {"objective": "dpo", "start_from": "runs/sft"},
+                                    "data": {"format": "preference"}})
+    full, qlora = comparison_config(cfg, "full"), comparison_config(cfg, "qlora")
+    assert (full.method.kind, full.method.start_from, full.train.optimizer) == ("full", None, "adamw_torch")
+    assert qlora.method.start_from == "runs/sft" and cfg.method.start_from == "runs/sft"

@@ -122,6 +122,17 @@ def gib(n: float) -> str:
     return f"{v:.2f}" if v < 10 else f"{v:.1f}"
 
 
+def comparison_config(cfg: RunConfig, kind: str) -> RunConfig:
+    """``cfg`` trained another way, for the rows beside it: full fine-tuning trains every weight with plain AdamW
+    and continues no adapter (``method.start_from`` is a LoRA setting: a full copy of it does not validate)."""
+    other = cfg.model_copy(deep=True)
+    if kind == "full":
+        other.method.start_from = None
+        other.train.optimizer = "adamw_torch"
+    other.method.kind = kind
+    return other
+
+
 # -- parameter counts ---------------------------------------------------------------------------------------------
 
 def _meta_trainable(cfg: RunConfig, meta_model) -> tuple[object, int, int]:
@@ -195,11 +206,7 @@ def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None =
     if compare:
         for kind, label in (("full", "full fine-tuning"), ("qlora", "QLoRA 4-bit"), ("lora", "LoRA 16-bit")):
             if cfg.method.kind != kind and not (kind == "lora" and cfg.method.kind != "full"):
-                other = cfg.model_copy(deep=True)
-                other.method.kind = kind
-                if kind == "full":
-                    other.train.optimizer = "adamw_torch"
-                variants.append((label, other))
+                variants.append((label, comparison_config(cfg, kind)))
     rows = []
     for label, variant in variants:
         meta = models.build_meta_model(variant, model_config)

@@ -303,7 +303,7 @@ class SetupScreen(SetupEstimate):
                 self.field("lora.preset").set_value(None)
         if path in ("model.name", "model.task", "model.trust_remote_code"):
             self.recheck_targets()
-        if path in ("method.kind", "method.objective", "data.format", "model.task"):
+        if path in ("method.kind", "method.objective", "method.start_from", "data.format", "model.task"):
             self.apply_visibility()
         self.after_change()
 

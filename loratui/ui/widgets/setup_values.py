@@ -56,6 +56,8 @@ def section_title(section: str, values: dict[str, dict[str, Any]]) -> str:
     kind = values["method"]["kind"]
     if section == "lora" and kind not in LORA_METHODS:
         return f"LoRA (not used by {kind})"
+    if section == "lora" and values["method"].get("start_from"):
+        return "LoRA (not used: the adapter's own)"
     return SECTION_TITLES[section]
 
 
