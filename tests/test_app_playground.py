@@ -154,3 +154,80 @@ async def test_a_batch_shows_its_progress_tally_and_eta_as_it_goes(runs, monkeyp
         assert re.search(r"adapter 1/1 right · base 0/1 right · ETA 0:\d\d", line), line  # two to go
         await wait_until(pilot, lambda: screen.batch_result is not None, what="batch done")
         assert "adapter: exact 2/3" in screen_text(app)
+
+
+def gguf_export(runs: Path) -> Path:
+    out = runs / "smollm2-demo" / "gguf"
+    out.mkdir(exist_ok=True)
+    (out / "model-q8_0.gguf").write_bytes(b"GGUF" + b"\0" * 2**20)
+    return out / "model-q8_0.gguf"
+
+
+async def test_a_gguf_export_takes_the_base_models_place(runs):
+    """Issue 17: the adapter beside its GGUF export, to see what quantization cost; the batch scores it too."""
+    gguf_export(runs)
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: app.screen is not screen, what="GGUF picker")
+        assert "gguf/model-q8_0.gguf  ·  1.0 MiB" in screen_text(app)  # the adapter's own exports first
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.gguf and not screen.busy, what="GGUF loaded")
+        assert "model-q8_0.gguf (Q8_0, 1.0 MiB) beside the adapter" in screen_text(app)
+        await generate(pilot, screen)
+        assert not screen.query_one("#pg-pane-base").display and screen.query_one("#pg-pane-gguf").display
+        text = screen_text(app)
+        assert "gguf Q8_0: model-q8_0.gguf" in text and "≠ adapter" in text
+        assert screen.answers["gguf"].text.endswith('"ana@example.com"}') and not screen.answers["base"].text
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: app.screen is not screen, what="file dialog")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.batch_result is not None, what="batch")
+        text = screen_text(app)
+        assert "gguf: exact 1/3, valid JSON 3/3, same as adapter 2/3" in text
+        assert "1 where the GGUF answers unlike the adapter" in text
+        table = screen.query_one("#pg-batch-table")
+        assert [str(c.label) for c in table.columns.values()][1] == "gguf"
+        assert str(table.get_row_at(0)[0]) == "1"  # the answer the GGUF changed comes first
+        await pilot.press("ctrl+l")  # and back to the base model
+        await wait_until(pilot, lambda: app.screen is not screen, what="GGUF picker")
+        app.screen.query_one("OptionList").highlighted = 2
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not screen.gguf and not screen.busy, what="GGUF dropped")
+        assert screen.sides == ["adapter", "base"] and screen.query_one("#pg-pane-base").display
+
+
+async def test_a_missing_gguf_is_one_line_and_the_base_model_stays(runs, tmp_path):
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: app.screen is not screen, what="GGUF picker")
+        await pilot.press("enter")  # no export yet: the first choice types a path
+        await wait_until(pilot, lambda: app.screen.query("#prompt-input"), what="path prompt")
+        app.screen.query_one("#prompt-input").value = "runs/nope/model-q8_0.gguf"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.status.startswith("✖"), what="the error")
+        assert "✖ gguf: no such file runs/nope/model-q8_0.gguf" in screen_text(app)
+        assert not screen.gguf and not screen.busy and screen.sides == ["adapter", "base"]
+
+
+async def test_try_gguf_from_adapters(runs, monkeypatch):
+    from loratui.ui.app import LoratuiApp
+
+    gguf = gguf_export(runs)
+    monkeypatch.setattr(playground_core, "worker_command", lambda: FAKE)
+    app = LoratuiApp(runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("a")
+        await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="adapters")
+        app.screen.select(runs / "smollm2-demo" / "adapter")
+        await pilot.pause()
+        await pilot.press("l")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlaygroundScreen) and app.screen.gguf,
+                         what="playground with the GGUF")
+        assert app.screen.info["model"].endswith("smollm2-demo/adapter")
+        assert app.screen.gguf["name"] == gguf.name and app.screen.sides == ["adapter", "gguf"]

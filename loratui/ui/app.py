@@ -313,12 +313,12 @@ class LoratuiApp(App[None]):
         if screen is not None:
             screen.set_adapter(path)
 
-    def open_playground(self, model: str | Path | None = None) -> None:
-        """Switch to the playground, loading ``model`` (an adapter or model folder) when given."""
-        screen = self._existing("playground", model=model)
+    def open_playground(self, model: str | Path | None = None, gguf: str | Path | None = None) -> None:
+        """Switch to the playground, loading ``model`` (an adapter or model folder) when given; ``gguf`` beside it."""
+        screen = self._existing("playground", model=model, gguf=gguf)
         self.switch_mode("playground")
         if screen is not None and model is not None:
-            screen.load(model)
+            screen.load(model, gguf=gguf)
 
     def open_compare(self, runs: list[str | Path] | None = None, study: str | None = None) -> None:
         """Switch to Compare with ``runs`` side by side, or the runs of ``study``."""

@@ -19,6 +19,7 @@ from loratui.core.adapters import AdapterInfo, delete_adapter, find_adapters
 from loratui.core.export import exports_near
 from loratui.core.fmt import format_bytes, format_count
 from loratui.ui.screens.base import LoratuiScreen
+from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.tables import fill_table
 
@@ -57,6 +58,7 @@ class AdaptersScreen(LoratuiScreen):
 
     BINDINGS = [
         Binding("t", "try_it", "Try it"),
+        Binding("l", "try_gguf", "Try GGUF", show=False),  # said beside the exports it opens
         Binding("g", "merge", "Merge"),
         Binding("e", "export", "Export GGUF"),
         Binding("delete,x", "delete", "Delete"),
@@ -234,7 +236,7 @@ class AdaptersScreen(LoratuiScreen):
             ft.add_row(fname, format_bytes(size))
         ft.add_row(Text(f"{len(a.files)} files", style="bold"), Text(format_bytes(a.size), style="bold"))
         if exported:
-            ft.add_row(Text("GGUF exports (e: export again)", style="bold"), "")
+            ft.add_row(Text("GGUF exports (l: try, e: export again)", style="bold"), "")
             for folder, e in exported:
                 ft.add_row(f"{folder}/{e.path.name}", format_bytes(e.size))
         files.update(ft)
@@ -242,7 +244,7 @@ class AdaptersScreen(LoratuiScreen):
     # -- actions -------------------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("merge", "delete", "copy_path", "try_it", "export"):
+        if action in ("merge", "delete", "copy_path", "try_it", "export", "try_gguf"):
             return self.is_mounted and self.selected is not None
         return True
 
@@ -251,6 +253,23 @@ class AdaptersScreen(LoratuiScreen):
         a = self.selected
         if a is not None:
             self.app.open_playground(a.path)
+
+    def action_try_gguf(self) -> None:
+        """Open the playground with this adapter beside one of its GGUF exports: what the export cost."""
+        a = self.selected
+        if a is None:
+            return
+        exported = self.exports.get(str(a.path)) or []
+        if not exported:
+            self.notify("No GGUF export of this adapter yet: e exports one.", severity="warning")
+            return
+        if len(exported) == 1:
+            self.app.open_playground(a.path, gguf=exported[0][1].path)
+            return
+        choices = [(str(e.path), f"{folder}/{e.path.name}  ·  {format_bytes(e.size)}") for folder, e in exported]
+        self.app.push_screen(ChoiceModal("Beside which GGUF file?", choices,
+                                         body="The adapter's answers beside this file's, in llama.cpp."),
+                             lambda v: self.app.open_playground(a.path, gguf=v) if v else None)
 
     def action_merge(self) -> None:
         a = self.selected

@@ -1,5 +1,7 @@
 """Try an adapter: the base model's and the adapter's answers side by side, streamed; labels for classifiers;
-a batch of held-out prompts through both with a metric, the examples where they differ first.
+a batch of held-out prompts through both with a metric, the examples where they differ first. A GGUF export can
+take the base model's place (ctrl+l): its answers in llama.cpp beside the adapter's, so the user sees what the export
+and its quantization cost.
 
 Generation runs in its own process (``loratui.core.playground``), which loads the base once and toggles the adapter,
 so typing never stalls and only one copy of the weights is in memory. It uses the GPU unless a run holds it.
@@ -21,12 +23,13 @@ from textual.message import Message
 from textual.widgets import Checkbox, ContentSwitcher, DataTable, Footer, Input, Label, Static, TextArea
 
 from loratui.core.compare import state_text, summary_path
+from loratui.core.fmt import format_bytes
 from loratui.core.playground import PlaygroundClient
 from loratui.core.runs import list_runs
 from loratui.ui.screens.playground_actions import PlaygroundActions
 from loratui.ui.widgets.playground_view import batch_progress, prob_bars, title_text
 
-SIDES = ("base", "adapter")
+SIDES = ("base", "gguf", "adapter")  # left to right; the GGUF pane shows instead of the base model's
 
 
 @dataclass
@@ -72,16 +75,19 @@ class PlaygroundScreen(PlaygroundActions):
         Binding("ctrl+g", "generate", "Generate", priority=True),
         Binding("ctrl+o", "pick_model", "Model", priority=True),
         Binding("ctrl+e", "pick_base", "Base model", priority=True, show=False),
+        Binding("ctrl+l", "pick_gguf", "GGUF", priority=True),
         Binding("ctrl+b", "batch", "Batch", priority=True),
         Binding("ctrl+x", "stop", "Stop", priority=True),
         Binding("ctrl+t", "toggle_view", "Answers/batch", priority=True),
         Binding("escape", "leave_field", "Leave field", show=False),
     ]
 
-    def __init__(self, model: str | Path | None = None, *, worker_command: list[str] | None = None,
-                 name: str | None = None, id: str | None = None):
+    def __init__(self, model: str | Path | None = None, *, gguf: str | Path | None = None,
+                 worker_command: list[str] | None = None, name: str | None = None, id: str | None = None):
         super().__init__(name=name, id=id)
         self.model_ref: str | None = str(model) if model else None
+        self.gguf_ref: str | None = str(gguf) if gguf else None  # loaded with the model
+        self.gguf: dict[str, Any] = {}  # the GGUF file beside the adapter, as the process loaded it
         self.worker_command = worker_command
         self.client: PlaygroundClient | None = None
         self.info: dict[str, Any] = {}
@@ -89,6 +95,7 @@ class PlaygroundScreen(PlaygroundActions):
         self.batch_items: list[dict] = []
         self.batch_n, self.batch_t0 = 0, 0.0  # examples asked for, and when
         self.batch_result: dict | None = None
+        self.batch_other = "base"  # the side the batch compared with the adapter
         self.request: int | None = None
         self.busy = False
         self.status = "pick an adapter or a model: ctrl+o"
@@ -97,6 +104,15 @@ class PlaygroundScreen(PlaygroundActions):
     @property
     def runs_dir(self) -> Path:
         return Path(self.app.runs_dir)
+
+    @property
+    def other(self) -> str:
+        """What the adapter is compared with: the GGUF file when one is loaded, else the base model."""
+        return "gguf" if self.gguf else "base"
+
+    @property
+    def sides(self) -> list[str]:
+        return ["adapter", self.other] if self.info.get("has_adapter") or self.gguf else ["adapter"]
 
     def compose(self) -> ComposeResult:
         yield Static(id="pg-title")
@@ -127,15 +143,13 @@ class PlaygroundScreen(PlaygroundActions):
 
     def on_mount(self) -> None:
         self.query_one("#pg-pane-base").border_title = "base model"
+        self.query_one("#pg-pane-gguf").border_title = "gguf"
         self.query_one("#pg-pane-adapter").border_title = "adapter"
-        table = self.query_one("#pg-batch-table", DataTable)
-        for key, label in (("n", "#"), ("base", "base"), ("adapter", "adapter"), ("prompt", "prompt"),
-                           ("ref", "expected"), ("base_answer", "base answer"), ("adapter_answer", "adapter answer")):
-            table.add_column(label, key=key)
+        self._batch_columns()
         self._render_all()
         self.query_one("#pg-prompt", TextArea).focus()
         if self.model_ref:
-            self.load(self.model_ref)
+            self.load(self.model_ref, gguf=self.gguf_ref)
 
     def on_resize(self) -> None:
         if self.is_mounted:
@@ -154,24 +168,34 @@ class PlaygroundScreen(PlaygroundActions):
                                            log_path=self.runs_dir / ".playground.log")
         return self.client
 
-    def load(self, model: str | Path, base: str | None = None) -> None:
+    def load(self, model: str | Path, base: str | None = None, gguf: str | Path | None = None) -> None:
         """Load a model or adapter (also what the Adapters screen's "try it" calls); ``base`` replaces the base
-        model the adapter names (another copy or a local folder of it)."""
+        model the adapter names (another copy or a local folder of it); ``gguf`` puts that file beside it."""
         self.model_ref = str(model)
-        self.info = {}
+        self.gguf_ref = str(gguf) if gguf else None
+        self.info, self.gguf = {}, {}
         self.answers = {s: Answer() for s in SIDES}
         self.batch_items, self.batch_result = [], None
         self.busy = True
         self.status = f"starting the generation process for {Path(self.model_ref).name}…"
         self._render_all()
-        self._load(self.model_ref, self.runs_dir, base)
+        self._load(self.model_ref, self.runs_dir, base, self.gguf_ref)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground-load", description="Loading model")
-    def _load(self, model: str, runs_dir: Path, base: str | None = None) -> None:
+    def _load(self, model: str, runs_dir: Path, base: str | None = None, gguf: str | None = None) -> None:
         busy = [summary_path(s).name for s in list_runs(runs_dir) if state_text(s.state) in ("running", "stalled")]
         client = self._client()
         client.start()
-        self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None, base=base)
+        self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None, base=base,
+                                   gguf=gguf)
+
+    def load_gguf(self, path: str | None) -> None:
+        """Put a GGUF file beside the loaded adapter (None: back to the base model)."""
+        self.gguf_ref = path
+        self.busy = True
+        self.status = f"loading {Path(path).name} in llama.cpp…" if path else "dropping the GGUF file…"
+        self._render_all()
+        self.request = self._client().send("load_gguf", path=path)
 
     @on(PlaygroundEvent)
     def _event(self, message: PlaygroundEvent) -> None:
@@ -190,6 +214,15 @@ class PlaygroundScreen(PlaygroundActions):
             self.status = f"loaded in {ev.get('seconds', 0):.1f} s; {what}, ctrl+g" + (f" · {note}" if note else "")
             if ev.get("batch_file"):
                 self.status += " · ctrl+b runs the held-out file"
+            self.busy = bool(self.gguf_ref)  # the GGUF file comes next
+        elif kind == "gguf_loaded":
+            self.gguf, self.busy = (ev if ev.get("file") else {}), False
+            self.answers = {s: Answer() for s in SIDES}
+            if ev.get("file"):
+                self.status = (f"{ev.get('name')} ({ev.get('type')}, {format_bytes(ev.get('size') or 0)}) beside "
+                               f"the adapter, in llama.cpp; ctrl+g")
+            else:
+                self.status = "the base model beside the adapter again; ctrl+g"
         elif kind == "token" and side in self.answers:
             self.answers[side].text += ev.get("text", "")
             self._render_answer(side)
@@ -219,6 +252,8 @@ class PlaygroundScreen(PlaygroundActions):
             self._render_batch()
         elif kind == "error":
             self.busy = False
+            if self.gguf_ref and not self.gguf:
+                self.gguf_ref = None  # the GGUF file did not load: the base model stays
             for a in self.answers.values():
                 a.busy = False
             msg = ev.get("message", "error")
@@ -235,6 +270,9 @@ class PlaygroundScreen(PlaygroundActions):
         if not any(a.busy for a in self.answers.values()):
             self.busy = False
             self.status = "done · ctrl+g again, ctrl+b for a batch"
+            gguf, adapter = self.answers["gguf"], self.answers["adapter"]
+            if self.gguf and gguf.stats and adapter.stats:  # what the export changed in this answer
+                gguf.stats += " · = adapter" if gguf.text.strip() == adapter.text.strip() else " · ≠ adapter"
 
     # -- rendering ----------------------------------------------------------------------------------------------
     def _render_all(self) -> None:
@@ -244,7 +282,10 @@ class PlaygroundScreen(PlaygroundActions):
         self.query_one("#pg-status", Static).update(Text(self.status, style="red" if self.status.startswith("✖")
                                                          else ""))
         has_adapter = bool(info.get("has_adapter", True))
-        self.query_one("#pg-pane-base").display = has_adapter
+        self.query_one("#pg-pane-base").display = has_adapter and not self.gguf
+        self.query_one("#pg-pane-gguf").display = bool(self.gguf)
+        if self.gguf:
+            self.query_one("#pg-pane-gguf").border_title = f"gguf {self.gguf.get('type')}: {self.gguf.get('name')}"
         if info.get("base"):
             self.query_one("#pg-pane-base").border_title = f"base: {Path(str(info['base'])).name}"
         self.query_one("#pg-pane-adapter").border_title = "adapter" if has_adapter else "model"
@@ -285,7 +326,7 @@ class PlaygroundScreen(PlaygroundActions):
             self.notify("Write a prompt first.", severity="warning")
             return
         self.query_one(ContentSwitcher).current = "pg-answers"
-        sides = ["adapter", "base"] if self.info.get("has_adapter") else ["adapter"]
+        sides = self.sides
         self.answers = {s: Answer(busy=s in sides) for s in SIDES}
         self.busy = True
         self.status = "generating…" if self.info.get("task") != "seq-cls" else "classifying…"

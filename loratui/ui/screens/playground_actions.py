@@ -1,8 +1,8 @@
-"""What the Playground does beyond one prompt: the model and base-model pickers, and a batch of held-out examples
-through both sides (its table, the differences first, and the example under the cursor in full).
+"""What the Playground does beyond one prompt: the model, base-model and GGUF pickers, and a batch of held-out
+examples through both sides (its table, the differences first, and the example under the cursor in full).
 
 ``PlaygroundActions`` is the layer under ``PlaygroundScreen`` (loratui.ui.screens.playground), which owns the
-generation process, its events and the answer panes (``load``, ``info``, ``busy``, ``_client``, ``_number``...).
+generation process, its events and the answer panes (``load``, ``info``, ``other``, ``busy``, ``_client``...).
 """
 
 from __future__ import annotations
@@ -14,27 +14,40 @@ from textual import on, work
 from textual.widgets import Checkbox, ContentSwitcher, DataTable, Static
 
 from loratui.core.adapters import find_adapters
+from loratui.core.export import exports_near
+from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import PromptModal
-from loratui.ui.widgets.playground_view import batch_cells, batch_detail, batch_progress, batch_summary
+from loratui.ui.widgets.playground_view import batch_cells, batch_detail, batch_progress, batch_summary, differs
 
 
 class PlaygroundActions(LoratuiScreen):
     """The pickers and the batch of the Playground screen."""
 
     # -- batch ----------------------------------------------------------------------------------------------------
+    def _batch_columns(self) -> None:
+        """The table's columns, the left side named for what it is now (the base model or the GGUF)."""
+        table = self.query_one("#pg-batch-table", DataTable)
+        table.clear(columns=True)
+        other = self.other
+        for key, label in (("n", "#"), ("other", other), ("adapter", "adapter"), ("prompt", "prompt"),
+                           ("ref", "expected"), ("other_answer", f"{other} answer"),
+                           ("adapter_answer", "adapter answer")):
+            table.add_column(label, key=key)
+
     def _render_batch(self) -> None:
-        items = sorted(self.batch_items, key=lambda it: (it.get("base_ok") == it.get("adapter_ok"), it["index"]))
+        other = self.batch_other
+        items = sorted(self.batch_items, key=lambda it: (not differs(it, other), it["index"]))
         table = self.query_one("#pg-batch-table", DataTable)
         table.clear()
         row = table.cursor_row
         for it in items:
-            table.add_row(*batch_cells(it), key=str(it["index"]))
+            table.add_row(*batch_cells(it, other), key=str(it["index"]))
         if items:
             table.move_cursor(row=min(max(row, 0), len(items) - 1), animate=False)
         self._show_batch_detail()
-        self.query_one("#pg-batch-summary", Static).update(batch_summary(items, self.batch_result))
+        self.query_one("#pg-batch-summary", Static).update(batch_summary(items, self.batch_result, other))
 
     @on(DataTable.RowHighlighted, "#pg-batch-table")
     def _show_batch_detail(self) -> None:
@@ -47,7 +60,7 @@ class PlaygroundActions(LoratuiScreen):
         key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         it = next((x for x in self.batch_items if str(x["index"]) == key), None)
         if it is not None:
-            detail.update(batch_detail(it))
+            detail.update(batch_detail(it, self.batch_other))
 
     def action_batch(self) -> None:
         if not self.info or self.busy:
@@ -58,7 +71,8 @@ class PlaygroundActions(LoratuiScreen):
         def chosen(path: str | None) -> None:
             if not path:
                 return
-            self.batch_items, self.batch_result = [], None
+            self.batch_items, self.batch_result, self.batch_other = [], None, self.other
+            self._batch_columns()
             self.batch_n, self.batch_t0 = max(1, int(self._number("#pg-batch-n", 20))), time.monotonic()
             self.busy = True
             self.status = batch_progress([], self.batch_n, 0.0)
@@ -70,7 +84,7 @@ class PlaygroundActions(LoratuiScreen):
                 max_new_tokens=int(self._number("#pg-max-new", 64)),
                 temperature=self._number("#pg-temperature", 0.7), top_p=self._number("#pg-top-p", 0.9),
                 greedy=self.query_one("#pg-greedy", Checkbox).value,
-                chat_template=self.query_one("#pg-chat", Checkbox).value)
+                chat_template=self.query_one("#pg-chat", Checkbox).value, sides=self.sides)
 
         self.app.push_screen(PromptModal(
             "Run held-out examples through both", value=self.info.get("batch_file") or "",
@@ -117,3 +131,31 @@ class PlaygroundActions(LoratuiScreen):
 
         self.app.push_screen(ChoiceModal("Try which model?", choices,
                                          body="Adapters and trained models in the runs folder."), picked)
+
+    def action_pick_gguf(self) -> None:
+        """A GGUF export beside the adapter, in llama.cpp: what the export and its quantization cost."""
+        if not self.info or self.busy:
+            self.notify("Load an adapter first (ctrl+o)." if not self.info else "Still working: ctrl+x stops it.",
+                        severity="warning")
+            return
+        if self.info.get("task") == "seq-cls":
+            self.notify("A classifier has no GGUF export: llama.cpp runs text generation models.", severity="warning")
+            return
+        choices = [(str(e.path), f"{folder}/{e.path.name}  ·  {format_bytes(e.size)}")
+                   for folder, e in exports_near(self.model_ref or ".")]
+        choices.append(("__path__", "type the path of a .gguf file…"))
+        if self.gguf:
+            choices.append(("__none__", "none: the base model again"))
+
+        def picked(value: str | None) -> None:
+            if value == "__path__":
+                self.app.push_screen(PromptModal("Load a GGUF file beside the adapter", value=self.gguf.get("file", ""),
+                                                 placeholder="runs/NAME/gguf/model-q8_0.gguf"),
+                                     lambda v: self.load_gguf(v) if v else None)
+            elif value:
+                self.load_gguf(None if value == "__none__" else value)
+
+        body = ("Its answers beside the adapter's, through llama.cpp: the same prompt tokens, the same sampling. "
+                + ("Exports of this adapter first." if len(choices) > 1 + bool(self.gguf) else
+                   "No export of this adapter yet (Adapters: e exports one)."))
+        self.app.push_screen(ChoiceModal("Which GGUF file?", choices, body=body), picked)

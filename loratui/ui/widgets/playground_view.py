@@ -64,11 +64,19 @@ def _mark(ok: Any) -> Text:
     return Text("✔", style="green") if ok else Text("✖", style="red")
 
 
-def batch_cells(it: dict) -> tuple:
-    """One row of the batch table: #, base right?, adapter right?, prompt, expected, both answers (clipped)."""
-    return (str(it["index"] + 1), _mark(it.get("base_ok")), _mark(it.get("adapter_ok")),
+def batch_cells(it: dict, other: str = "base") -> tuple:
+    """One row of the batch table: #, base (or GGUF) right?, adapter right?, prompt, expected, both answers
+    (clipped)."""
+    return (str(it["index"] + 1), _mark(it.get(f"{other}_ok")), _mark(it.get("adapter_ok")),
             _clip(it.get("prompt", ""), 28), _clip(it.get("reference", ""), 24),
-            _clip(it.get("base", ""), 24), _clip(it.get("adapter", ""), 24))
+            _clip(it.get(other, ""), 24), _clip(it.get("adapter", ""), 24))
+
+
+def differs(it: dict, other: str = "base") -> bool:
+    """An example worth a look: base and adapter differ in being right; a GGUF answers unlike the adapter."""
+    if other == "gguf":
+        return not it.get("gguf_same", True) or it.get("gguf_ok") != it.get("adapter_ok")
+    return it.get(f"{other}_ok") != it.get("adapter_ok")
 
 
 def batch_progress(items: list[dict], n: int, elapsed: float) -> str:
@@ -78,39 +86,42 @@ def batch_progress(items: list[dict], n: int, elapsed: float) -> str:
     if not k:
         return f"batch 0/{n} · first example…"
     tally = [f"{side} {sum(1 for it in items if it.get(f'{side}_ok'))}/{k} right"
-             for side in ("adapter", "base") if any(side in it for it in items)]
+             for side in ("adapter", "base", "gguf") if any(side in it for it in items)]
     eta = f" · ETA {format_duration(elapsed / k * (n - k))}" if n > k else ""
     return " · ".join([f"batch {k}/{n}", *tally]) + eta
 
 
-def batch_summary(items: list[dict], result: dict | None) -> Text:
-    """The scores once the batch is done, then how many examples and where base and adapter differ."""
-    differ = sum(1 for it in items if it.get("base_ok") != it.get("adapter_ok"))
+def batch_summary(items: list[dict], result: dict | None, other: str = "base") -> Text:
+    """The scores once the batch is done (a GGUF's: how many answers it kept), then how many examples and where
+    the two sides differ."""
+    differ = sum(1 for it in items if differs(it, other))
     summary = Text()
     if result:
         scores = result.get("scores", {})
         n = result.get("n", 0)
         cells = []
-        for side in ("base", "adapter"):
+        for side in (other, "adapter"):
             s = scores.get(side)
             if not s:
                 continue
             if result.get("task") == "seq-cls":
                 cells.append(f"{side}: accuracy {s['accuracy']:.3f} ({s['correct']}/{n}), F1 {s['f1']:.3f}")
             else:
-                cells.append(f"{side}: exact {s['exact']}/{n}, valid JSON {s['valid_json']}/{n}")
+                same = f", same as adapter {s['same_as_adapter']}/{n}" if "same_as_adapter" in s else ""
+                cells.append(f"{side}: exact {s['exact']}/{n}, valid JSON {s['valid_json']}/{n}{same}")
         summary.append("   ".join(cells) + "\n", style="bold")
-    summary.append(f"{len(items)} examples · {differ} where base and adapter differ (shown first)", style="dim")
+    where = "the GGUF answers unlike the adapter" if other == "gguf" else "base and adapter differ"
+    summary.append(f"{len(items)} examples · {differ} where {where} (shown first)", style="dim")
     return summary
 
 
-def batch_detail(it: dict) -> Text:
+def batch_detail(it: dict, other: str = "base") -> Text:
     """One example in full: what was asked, what was expected, both answers (green right, red wrong)."""
     text = Text()
     for label, value, ok in (("prompt", it.get("prompt", ""), None), ("expected", it.get("reference", ""), None),
-                             ("base", it.get("base", ""), it.get("base_ok")),
+                             (other, it.get(other, ""), it.get(f"{other}_ok")),
                              ("adapter", it.get("adapter", ""), it.get("adapter_ok"))):
-        if label == "base" and "base" not in it:
+        if label == other and other not in it:
             continue
         style = "" if ok is None else ("green" if ok else "red")
         text.append(f"{label:<9}", style="dim")
