@@ -577,3 +577,13 @@ def test_float_and_bool_labels_become_class_ids_and_unknown_validation_names_are
     cfg = cfg_for(source=str(train), format="classification", validation_file=str(val))
     raises_data_error(lambda: data.tokenize_splits(cfg, mini, *data.load_splits(cfg)), "data.label_column",
                       "'meh'", "validation data", "neg, pos")
+
+
+def test_a_validation_file_in_another_format_names_the_validation_file():
+    """Setup keeps the demo's alpaca validation file when the format becomes preference: the error names that file's
+    field (it named data.prompt_column and suggested going back to alpaca)."""
+    cfg = RunConfig.model_validate({"method": {"objective": "dpo"}, "data": {
+        "source": "sample:contacts-json-pref.jsonl", "format": "preference",
+        "validation_file": "sample:contacts-json-eval.jsonl"}})
+    raises_data_error(lambda: data.load_splits(cfg), "data.validation_file", "contacts-json-eval.jsonl",
+                      "not in data.source's format", "columns: instruction, input, output", "validation_fraction")

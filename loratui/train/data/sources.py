@@ -268,7 +268,12 @@ def load_splits(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
             resolved = resolve_source(spec)
             val = _read_file(str(Path(resolved).resolve()), "data.validation_file", spec)
         where = _display(spec)
-        check_columns(cfg, val, where)
+        try:
+            check_columns(cfg, val, where)
+        except DataError as err:  # data.source has these columns (it was checked first): the files differ
+            raise DataError(f"{where} is not in data.source's format: {err.message}", field="data.validation_file",
+                            hint="give a validation file with the same columns as data.source, or remove it "
+                                 "(data.validation_fraction holds rows out instead)") from None
         val = _drop_empty(cfg, val, where, "data.validation_file")
         return train, val
 
