@@ -14,7 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="loratui", description="LoRA / QLoRA fine-tuning from the terminal. "
                                 "With no command, opens the app.")
     p.add_argument("--config", help="open the app with this config in Setup")
-    p.add_argument("--runs-dir", default=None, help="runs folder (default: ./runs or $LORATUI_RUNS_DIR)")
+    # its own dest: a subcommand's --runs-dir (default None) would otherwise overwrite the one given before it
+    p.add_argument("--runs-dir", dest="app_runs_dir", default=None,
+                   help="runs folder (default: ./runs or $LORATUI_RUNS_DIR)")
     p.add_argument("--no-notify", action="store_true",
                    help="no bell or desktop notification when a run finishes, fails, stalls or alerts "
                         "(or LORATUI_NOTIFY=off)")
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.app_runs_dir and getattr(args, "runs_dir", None) is None:  # `loratui --runs-dir X runs` reads X
+        args.runs_dir = args.app_runs_dir
     try:
         if args.command is None:
             from loratui.ui.app import run_app
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ["LORATUI_NOTIFY"] = "off"
 
             # an explicit --runs-dir (or $LORATUI_RUNS_DIR) wins; otherwise the config's output.runs_dir
-            run_app(args.config, args.runs_dir or os.environ.get("LORATUI_RUNS_DIR"))
+            run_app(args.config, args.app_runs_dir or os.environ.get("LORATUI_RUNS_DIR"))
             return 0
         return args.func(args)
     except LoratuiError as err:

@@ -47,6 +47,9 @@ def test_runs_lists_states(tmp_path, capsys):
     [row] = json.loads(capsys.readouterr().out)
     assert {k: row[k] for k in ("name", "state", "model", "method", "step", "max_steps", "best_eval_loss")} == {"name": "a", "state": "stopped", "model": "gpt2", "method": "lora", "step": 4, "max_steps": 10,
                    "best_eval_loss": 1.5}
+    # the folder given before the command is the one read (the command's own default used to overwrite it)
+    assert main(["--runs-dir", str(tmp_path), "runs", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["a"]
 
 
 def test_stop_of_a_run_that_is_not_running(tmp_path, capsys):
