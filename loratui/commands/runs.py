@@ -146,7 +146,7 @@ def cmd_runs(args) -> int:
         eta = format_duration(s.eta) if s.state.active else "-"
         name = printable(s.name)
         name = name if len(name) <= width else name[:width - 1] + "…"
-        print(f"{name:<{width}} {str(s.state):<10} {printable(s.method or '-'):<9} {prog:>13} "
+        print(f"{name:<{width}} {str(s.state):<10} {printable(s.method_text):<9} {prog:>13} "
               f"{format_duration(s.elapsed):>8} {eta:>8} {best:>11}  {s.started_text}")
         if s.state == "stalled":
             print(f"  ! no progress for {format_duration(s.stalled_for)} (its engine lives; it counts as stalled "

@@ -52,6 +52,8 @@ class StartedEvent(Event):
     run: Optional[str] = None
     model: Optional[str] = None
     method: Optional[str] = None
+    objective: Optional[str] = None
+    """What the run learns from: sft, or a preference objective (dpo, orpo, kto)."""
     task: Optional[str] = None
     trainable_params: Optional[int] = None
     total_params: Optional[int] = None

@@ -134,7 +134,7 @@ class RunFold:
 
     def _on_started(self, ev: StartedEvent) -> None:
         s = self.s
-        for key in ("model", "method", "task", "device", "precision"):
+        for key in ("model", "method", "objective", "task", "device", "precision"):
             value = getattr(ev, key)
             if value is not None:
                 setattr(s, key, str(value))

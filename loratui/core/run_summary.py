@@ -27,6 +27,7 @@ class RunSummary:
     """Kind of the newest started/resumed/finished/stopped/failed event."""
     model: str = ""
     method: str = ""
+    objective: str = ""  # sft, dpo, orpo, kto (empty: a run from before the field, or no started event yet)
     task: str = ""
     device: str = ""
     precision: str = ""
@@ -125,12 +126,20 @@ class RunSummary:
         return f"{self.step}/{self.max_steps}" if self.max_steps else (str(self.step) if self.step else "-")
 
     @property
+    def method_text(self) -> str:
+        """The method, and the objective when it is a preference one ('qlora·dpo'); '-' when unknown."""
+        if not self.method:
+            return "-"
+        return self.method if self.objective in ("", "sft") else f"{self.method}·{self.objective}"
+
+    @property
     def started_text(self) -> str:
         return datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M") if self.started else "-"
 
     def to_json(self) -> dict:
         return to_json_value({
             "name": self.name, "state": self.state.value, "model": self.model, "method": self.method,
+            "objective": self.objective or None,
             "step": self.step, "max_steps": self.max_steps, "progress": round(self.progress, 4),
             "elapsed_s": self.elapsed, "wall_s": self.wall, "eta_s": self.eta, "tokens_per_s": self.tokens_per_s,
             "best_eval_loss": self.best_eval_loss, "eval": self.eval_metrics or None,

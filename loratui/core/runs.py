@@ -243,11 +243,12 @@ def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = N
             s.state = RunState.UNREADABLE
         if tail is not None:
             s.skipped = tail.skipped
-        if not s.model or not s.method:
+        if not s.model or not s.method or not s.objective:
             try:
                 cfg = run.config()
                 s.model = s.model or cfg.model.name
                 s.method = s.method or cfg.method.kind
+                s.objective = s.objective or cfg.method.objective
                 s.task = s.task or cfg.model.task
             except Exception:  # noqa: BLE001 - a run without a readable config still lists
                 pass

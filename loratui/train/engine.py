@@ -322,7 +322,8 @@ class Engine(Recipe, Closing):
         effective = cfg.train.batch_size * w.size * cfg.train.grad_accum
         n_val = len(val_ds) if val_ds is not None else 0
         n_final = len(self.full_eval) if self.full_eval is not None else n_val
-        self.emit("started", run=run.name, model=cfg.model.name, method=cfg.method.kind, task=cfg.model.task,
+        self.emit("started", run=run.name, model=cfg.model.name, method=cfg.method.kind,
+                  objective=cfg.method.objective, task=cfg.model.task,
                   trainable_params=trainable, total_params=total, train_examples=len(train_ds),
                   eval_examples=n_val, final_eval_examples=n_final, max_steps=max_steps,
                   epochs=cfg.train.epochs if not cfg.train.max_steps else None, device=device, precision=precision,

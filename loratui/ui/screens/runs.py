@@ -228,7 +228,7 @@ class RunsScreen(LoratuiScreen):
         return (
             name,
             Text(str(s.state), style=state_style(s.state)),
-            s.method or "-",
+            s.method_text,
             model,
             progress_cell(s),
             best,
