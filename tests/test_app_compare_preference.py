@@ -59,6 +59,7 @@ def test_reward_rows_final_best_and_where_they_come_from(tmp_path):
     runs = tmp_path / "runs"
     rows = compare.read_runs([sft_run(runs), dpo_run(runs), dpo_run(runs, "steps-only", held_out=False)])
     cells = dict(compare.table_rows(rows))
+    assert cells["method"] == ["lora", "lora·dpo", "lora·dpo"]  # as Runs and `loratui runs` name them
     assert cells["rewards of"] == ["-", "held-out pairs", "train steps"]
     assert cells["chosen/rejected"] == ["-", "+0.120/-1.600", "+0.240/-1.200"]  # the last evaluation's, else step's
     assert cells["final margin"] == ["-", "+1.720", "+1.440"]

@@ -93,7 +93,8 @@ def metric_title(rows: list[RunRow]) -> str:
 #: (label, function of a row) for the comparison's rows, in order
 FIELDS: list[tuple[str, Any]] = [
     ("state", lambda r: r.state),
-    ("method", lambda r: r.method or "-"),
+    ("method", lambda r: (r.method if r.objective in ("", "sft") else f"{r.method}·{r.objective}") if r.method
+     else "-"),  # as Runs and `loratui runs` show it: 'lora·dpo' for a preference run
     ("rank r", lambda r: str(r.rank) if r.rank is not None else "-"),
     ("targets", lambda r: r.targets),
     ("trainable params", lambda r: fmt_count(r.trainable)),
