@@ -179,7 +179,7 @@ async def test_a_gguf_export_takes_the_base_models_place(runs):
         await generate(pilot, screen)
         assert not screen.query_one("#pg-pane-base").display and screen.query_one("#pg-pane-gguf").display
         text = screen_text(app)
-        assert "gguf Q8_0: model-q8_0.gguf" in text and "≠ adapter" in text
+        assert "GGUF model-q8_0.gguf" in text and "≠ adapter" in text
         assert screen.answers["gguf"].text.endswith('"ana@example.com"}') and not screen.answers["base"].text
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: app.screen is not screen, what="file dialog")

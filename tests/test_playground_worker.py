@@ -237,18 +237,22 @@ def test_gguf_bad_inputs_are_one_line_each(llama_adapter, adapter_ggufs, bert_ad
     from transformers import AutoTokenizer
 
     from loratui.core.errors import LoratuiError
+    from loratui.train.playground_gguf import vocab_problem
     from loratui.train.playground_worker import serve
 
     rec = Recorder()
-    lines = [{"cmd": "load", "id": 1, "model": str(llama_adapter), "device": "cpu"}]
+    lines = [{"cmd": "load", "id": 1, "model": str(llama_adapter), "device": "cpu", "gguf": str(adapter_ggufs["f16"])}]
     (tmp_path / "notes.gguf").write_text("not a model")
     for bad in (tmp_path / "missing.gguf", tmp_path, tmp_path / "notes.gguf"):
         lines.append({"cmd": "load_gguf", "id": 2, "path": str(bad)})
+    lines.append({"cmd": "generate", "id": 3, "prompt": "Hi", "max_new_tokens": 2})
     serve(io.StringIO("".join(json.dumps(c) + "\n" for c in lines)), emit=rec)
+    assert rec.of("gguf_loaded")[0]["name"] == "model-f16.gguf"
+    assert [e["side"] for e in rec.of("done")] == ["adapter", "gguf"]  # a file that did not load left the f16 one
     errors = [(e["message"], e["hint"]) for e in rec.of("error")]
     assert errors == [
         (f"gguf: no such file {tmp_path / 'missing.gguf'}",
-         "export one first: loratui export ADAPTER OUT --gguf q8_0 (Adapters: e)"),
+         "export one first (Adapters: e, or loratui export --gguf q8_0)"),
         (f"gguf: {tmp_path} is a folder, not a GGUF file", "pick one of its files: notes.gguf"),
         ("gguf: notes.gguf is not a GGUF file (it does not start with 'GGUF')",
          "pick a .gguf file written by loratui export or llama.cpp")]
@@ -257,9 +261,10 @@ def test_gguf_bad_inputs_are_one_line_each(llama_adapter, adapter_ggufs, bert_ad
         pg.load_gguf(str(adapter_ggufs["f16"]))
     pg.load(str(llama_adapter), device="cpu")
     pg.tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))  # an adapter whose base has another vocabulary
-    with pytest.raises(LoratuiError, match=r"not a model of this adapter's base: .* tokens compared differ") as err:
+    with pytest.raises(LoratuiError, match=r"another vocabulary than the adapter's base \(\d+ of \d+ tokens") as err:
         pg.load_gguf(str(adapter_ggufs["f16"]))
     assert err.value.field == "gguf" and "exported from this adapter" in err.value.hint
+    assert vocab_problem(32000, str, pg.tokenizer, 49152) == "32,000 tokens, the adapter's base 49,152"
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # llama-cpp-python not installed
     with pytest.raises(LoratuiError, match="llama-cpp-python is not installed") as err:
         pg.load_gguf(str(adapter_ggufs["f16"]))

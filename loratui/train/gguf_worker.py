@@ -70,12 +70,13 @@ def quantize(src: str, out: str, kind: str) -> dict:
             "tensors": total or None}
 
 
-def open_gguf(path: str, n_ctx: int, *, logits_all: bool = False):
-    """llama.cpp's runtime on a GGUF file, quiet, on every core (the export's check and the Playground's GGUF side)."""
+def open_gguf(path: str, n_ctx: int, *, logits_all: bool = False, threads: int | None = None):
+    """llama.cpp's runtime on a GGUF file, quiet, on ``threads`` cores (default every one): the export's check and
+    the Playground's GGUF side."""
     from llama_cpp import Llama
 
     return Llama(model_path=path, n_ctx=n_ctx, logits_all=logits_all, verbose=False,
-                 n_threads=os.cpu_count() or 1, n_batch=min(512, n_ctx))
+                 n_threads=threads or os.cpu_count() or 1, n_batch=min(512, n_ctx))
 
 
 def next_logits(llm):

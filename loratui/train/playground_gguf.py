@@ -23,7 +23,10 @@ from loratui.train.gguf_worker import decode, open_gguf
 FIELD = "gguf"
 MAGIC = b"GGUF"
 N_CTX = 2048
-EXPORT_HINT = "export one first: loratui export ADAPTER OUT --gguf q8_0 (Adapters: e)"
+#: llama.cpp's threads wait for each other at every step: one core kept free for the app that draws the streamed
+#: tokens (on 2 busy cores, measured: about 120 tokens/s on 1 thread, 2 to 18 on 2 while the app drew)
+THREADS = max(1, (os.cpu_count() or 2) - 1)
+EXPORT_HINT = "export one first (Adapters: e, or loratui export --gguf q8_0)"
 
 
 def check_file(path: str | Path) -> Path:
@@ -54,14 +57,14 @@ def vocab_problem(n_gguf: int, token_text: Callable[[int], str], tok, n_model: i
     """Why the GGUF's vocabulary is not the adapter's (None when it is): another size, or other tokens at the same
     ids (a spread of ids and the special tokens compared as text)."""
     if n_gguf != n_model:
-        return f"the GGUF has {n_gguf:,} tokens, the adapter's base model {n_model:,}"
+        return f"{n_gguf:,} tokens, the adapter's base {n_model:,}"
     n = min(n_gguf, len(tok))
     ids = sorted(set(range(0, n, max(1, n // 256))) | {i for i in tok.all_special_ids if i is not None and i < n})
     differ = [i for i in ids if token_text(i) != tok.convert_ids_to_tokens(i)]
     if len(differ) > len(ids) // 10:
         i = differ[0]
-        return (f"{len(differ)} of {len(ids)} tokens compared differ (id {i}: {token_text(i)!r} in the GGUF, "
-                f"{tok.convert_ids_to_tokens(i)!r} in the adapter's tokenizer)")
+        return (f"{len(differ)} of {len(ids)} tokens compared differ, e.g. id {i}: {token_text(i)!r} vs "
+                f"{tok.convert_ids_to_tokens(i)!r}")
     return None
 
 
@@ -99,7 +102,7 @@ class GgufSide:
                                hint="pip install 'loratui[export]' (or run .ci/setup)") from None
         t0 = time.time()
         try:
-            llm = open_gguf(str(file), n_ctx)
+            llm = open_gguf(str(file), n_ctx, threads=THREADS)
         except (ValueError, RuntimeError) as err:  # llama.cpp could not load it: a truncated or unknown file
             raise LoratuiError(f"llama.cpp cannot load {file.name} ({str(err).strip()[:120]})", field=FIELD,
                                hint="export it again, or a newer llama-cpp-python may know this model") from None
@@ -111,7 +114,7 @@ class GgufSide:
         problem = vocab_problem(llm.n_vocab(), text, tok, n_model)
         if problem:
             llm.close()
-            raise LoratuiError(f"{file.name} is not a model of this adapter's base: {problem}", field=FIELD,
+            raise LoratuiError(f"{file.name} has another vocabulary than the adapter's base ({problem})", field=FIELD,
                                hint="pick a GGUF exported from this adapter (or from its base model)")
         desc = ctypes.create_string_buffer(128)  # 'llama 135M Q8_0': the architecture, its size, the file's type
         llama_cpp.llama_model_desc(llm.model, desc, len(desc))
@@ -120,7 +123,7 @@ class GgufSide:
 
     def info(self) -> dict:
         return {"file": str(self.path), "name": self.path.name, "type": self.kind, "size": self.path.stat().st_size,
-                "n_vocab": self.llm.n_vocab(), "n_ctx": self.llm.n_ctx(), "threads": os.cpu_count(),
+                "n_vocab": self.llm.n_vocab(), "n_ctx": self.llm.n_ctx(), "threads": THREADS,
                 "seconds": round(self.seconds, 2)}
 
     def close(self) -> None:

@@ -159,11 +159,12 @@ class Playground:
         return None
 
     def load_gguf(self, path: str | None, quiet: bool = False) -> dict | None:
-        """Put a GGUF file beside the adapter (side 'gguf'), checked against its vocabulary; None drops it."""
-        if self.gguf is not None:
-            self.gguf.close()
-            self.gguf = None
+        """Put a GGUF file beside the adapter (side 'gguf'), checked against its vocabulary; None drops it. A file
+        that does not load leaves the one before in place."""
         if not path:
+            if self.gguf is not None:
+                self.gguf.close()
+                self.gguf = None
             if not quiet:
                 self.emit("gguf_loaded", file=None)
             return None
@@ -176,7 +177,10 @@ class Playground:
         self.emit("gguf_loading", file=str(path))
         n_model = self.model.get_input_embeddings().weight.shape[0]
         n_ctx = min(N_CTX, getattr(self.model.config, "max_position_embeddings", None) or N_CTX)
-        self.gguf = GgufSide.open(path, self.tokenizer, n_model, n_ctx)
+        side = GgufSide.open(path, self.tokenizer, n_model, n_ctx)
+        if self.gguf is not None:
+            self.gguf.close()
+        self.gguf = side
         info = self.gguf.info()
         self.emit("gguf_loaded", **info)
         return info

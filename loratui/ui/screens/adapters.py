@@ -224,7 +224,7 @@ class AdaptersScreen(LoratuiScreen):
         grid.add_row("params", params)
         exported = self.exports.get(str(a.path)) or []
         if exported:  # what llama.cpp and Ollama can run, at a glance (each file with its folder on the right)
-            grid.add_row("GGUF", ", ".join(f"{e.kind} {format_bytes(e.size)}" for _, e in exported))
+            grid.add_row("GGUF", ", ".join(f"{e.kind} {format_bytes(e.size)}" for _, e in exported) + " (l: try)")
         grid.add_row("created", a.created_text)
         if a.error:
             grid.add_row(Text("error", style="red"), Text(a.error, style="red"))

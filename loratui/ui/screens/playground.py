@@ -252,8 +252,7 @@ class PlaygroundScreen(PlaygroundActions):
             self._render_batch()
         elif kind == "error":
             self.busy = False
-            if self.gguf_ref and not self.gguf:
-                self.gguf_ref = None  # the GGUF file did not load: the base model stays
+            self.gguf_ref = self.gguf.get("file")  # a GGUF file that did not load: what was beside the adapter stays
             for a in self.answers.values():
                 a.busy = False
             msg = ev.get("message", "error")
@@ -285,7 +284,7 @@ class PlaygroundScreen(PlaygroundActions):
         self.query_one("#pg-pane-base").display = has_adapter and not self.gguf
         self.query_one("#pg-pane-gguf").display = bool(self.gguf)
         if self.gguf:
-            self.query_one("#pg-pane-gguf").border_title = f"gguf {self.gguf.get('type')}: {self.gguf.get('name')}"
+            self.query_one("#pg-pane-gguf").border_title = f"GGUF {self.gguf.get('name')}"  # its type: the status
         if info.get("base"):
             self.query_one("#pg-pane-base").border_title = f"base: {Path(str(info['base'])).name}"
         self.query_one("#pg-pane-adapter").border_title = "adapter" if has_adapter else "model"
