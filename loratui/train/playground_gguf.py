@@ -24,7 +24,8 @@ FIELD = "gguf"
 MAGIC = b"GGUF"
 N_CTX = 2048
 #: llama.cpp's threads wait for each other at every step: one core kept free for the app that draws the streamed
-#: tokens (on 2 busy cores, measured: about 120 tokens/s on 1 thread, 2 to 18 on 2 while the app drew)
+#: tokens (measured on a shared 2-core box, SmolLM2-135M q8_0: 1.5 tokens/s on 2 threads in the app, 66 on 1;
+#: 8 to 18 on 2 threads and about 120 on 1 alone while other jobs ran)
 THREADS = max(1, (os.cpu_count() or 2) - 1)
 EXPORT_HINT = "export one first (Adapters: e, or loratui export --gguf q8_0)"
 
