@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from loratui.core import runs
+from loratui.core import run_control, runs
 from loratui.core.config import load_config
 from loratui.core.devices import plan_devices
 from loratui.core.gpu import GpuInfo
@@ -258,7 +258,7 @@ def test_a_launch_pinned_to_one_card_starts_one_process(tmp_path, tiny_llama, mo
             started.append((cmd, env))
             self.pid = os.getpid()
 
-    monkeypatch.setattr(runs.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(run_control.subprocess, "Popen", FakePopen)
     runs.launch_detached(run, env={"CUDA_VISIBLE_DEVICES": "2"})
     runs.launch_detached(run)
     (pinned_cmd, pinned_env), (all_cmd, all_env) = started
