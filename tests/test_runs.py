@@ -357,20 +357,20 @@ def test_two_overlapping_refreshes_count_a_runs_time_once(tmp_path, monkeypatch)
 
 def test_a_preference_run_says_its_objective_in_the_listing(tmp_path):
     """`loratui runs` and the Runs screen show 'lora·dpo' for a DPO run (both read method_text); an SFT run, and a
-    run whose started event predates the field (read from its config), say what they are."""
+    run whose engine has not started yet (read from its config), say what they are."""
     from loratui.core.runs import RunDir, summarize
 
-    def run(name: str, started: dict, config: str) -> RunDir:
+    def run(name: str, started: dict | None, config: str) -> RunDir:
         r = RunDir(tmp_path / name)
         r.path.mkdir()
         r.config_path.write_text(config)
-        r.events_path.write_text(json.dumps({"kind": "started", "model": "m", "max_steps": 4, **started}) + "\n")
+        r.events_path.write_text(json.dumps({"kind": "started", "model": "m", "max_steps": 4, **started}) + "\n"
+                                 if started is not None else "")
         r.write_status(state="stopped")
         return r
 
     dpo = summarize(run("dpo", {"method": "qlora", "objective": "dpo"}, "model: {name: m}\n"))
     sft = summarize(run("sft", {"method": "lora", "objective": "sft"}, "model: {name: m}\n"))
-    old = summarize(run("old", {"method": "lora"}, "model: {name: m}\nmethod: {objective: kto}\n"
-                               "data: {format: preference}\n"))
+    old = summarize(run("new", None, "model: {name: m}\nmethod: {objective: kto}\ndata: {format: preference}\n"))
     assert (dpo.method_text, sft.method_text, old.method_text) == ("qlora·dpo", "lora", "lora·kto")
     assert dpo.to_json()["objective"] == "dpo"

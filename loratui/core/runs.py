@@ -243,7 +243,7 @@ def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = N
             s.state = RunState.UNREADABLE
         if tail is not None:
             s.skipped = tail.skipped
-        if not s.model or not s.method or not s.objective:
+        if not s.model or not s.method:  # no started event yet: what the config says (read once, not every poll)
             try:
                 cfg = run.config()
                 s.model = s.model or cfg.model.name
