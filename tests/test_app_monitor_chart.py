@@ -65,6 +65,12 @@ def test_the_planned_schedule_follows_the_trainer():
     assert warmup_steps(ramp, 100) == 10
     plan = dict(planned_lr(ramp, 100, 11))
     assert plan[0] == 0 and plan[10] == pytest.approx(1e-3) and plan[100] == pytest.approx(0)
+    # roll-backs (train.on_diverge): to step 60 at x0.5, then again to step 40 at x0.25: from 40 on, x0.25
+    cut = dict(planned_lr(ramp, 100, 11, [(60, 0.5), (40, 0.25)]))
+    assert cut[30] == pytest.approx(plan[30]) and cut[40] == pytest.approx(plan[40] * 0.25)
+    assert cut[70] == pytest.approx(plan[70] * 0.25)
+    cut = dict(planned_lr(ramp, 100, 11, [(40, 0.5), (60, 0.25)]))  # the second went back less far
+    assert cut[50] == pytest.approx(plan[50] * 0.5) and cut[60] == pytest.approx(plan[60] * 0.25)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (60, 20)])

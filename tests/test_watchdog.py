@@ -296,6 +296,14 @@ def test_rollback_goes_back_to_the_last_good_checkpoint_at_a_lower_learning_rate
     assert all(bool(torch.isfinite(w).all()) for w in weights.values())
     summary = fold_mod.fold(events)
     assert summary.step == 12 and summary.resumes == 1
+    # the Monitor's lr panel plans what the run did: the schedule halved from the step trained again
+    assert (alerts[0]["from_step"], alerts[0]["lr_factor"]) == (4, 0.5)
+    [kept] = [a for a in summary.alerts if a["alert"] == "rollback"]
+    from loratui.core.schedule import planned_lr
+
+    plan = dict(planned_lr(run.config().train.model_dump(), 12, 13, [(kept["from_step"], kept["lr_factor"])]))
+    # (a step logs the lr it trained at: the schedule's value after the steps before it)
+    assert all(plan[e["step"] - 1] == pytest.approx(e["lr"], rel=1e-6) for e in after)
 
 
 def test_a_run_that_keeps_diverging_fails_after_its_rollbacks(tmp_path, tiny_llama, monkeypatch):

@@ -184,8 +184,12 @@ class AlertEvent(Event):
     kind: Literal["alert"] = "alert"
     step: Optional[int] = None
     alert: str = ""
-    """spike | plateau | early_stop"""
+    """spike | plateau | early_stop | skipped | rollback | chosen_falling | graphs_off"""
     message: Optional[str] = None
+    from_step: Optional[int] = None
+    """rollback: the checkpoint's step training went back to."""
+    lr_factor: Optional[float] = None
+    """rollback: the learning rate schedule's multiplier from ``from_step`` on (all roll-backs so far)."""
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

@@ -126,8 +126,8 @@ class RunFold:
             self.s.ended = t
 
     def _on_alert(self, ev: Event) -> None:
-        self.s.alerts = [*self.s.alerts, {"step": ev.get("step"), "alert": ev.get("alert"),
-                                          "message": ev.get("message")}][-50:]
+        keys = ("step", "alert", "message", "from_step", "lr_factor")  # the last two: a roll-back's (the lr panel)
+        self.s.alerts = [*self.s.alerts, {k: ev.get(k) for k in keys if k in keys[:3] or ev.get(k) is not None}][-50:]
 
     def _on_phase(self, ev: PhaseEvent) -> None:
         self.s.phase = ev.phase

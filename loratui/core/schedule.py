@@ -39,12 +39,19 @@ def lr_factor(scheduler: str, step: float, max_steps: int, warmup: int) -> float
     return 1.0
 
 
-def planned_lr(train: dict[str, Any], max_steps: int, points: int) -> list[tuple[float, float]]:
-    """(step, learning rate) at ``points`` evenly spaced steps from 0 to ``max_steps``."""
+def planned_lr(train: dict[str, Any], max_steps: int, points: int,
+               cuts: list[tuple[int, float]] = ()) -> list[tuple[float, float]]:
+    """(step, learning rate) at ``points`` evenly spaced steps from 0 to ``max_steps``. ``cuts``: the run's
+    roll-backs in the order they happened, (step trained again from, schedule multiplier from then on); a step
+    follows the newest roll-back that went back to it or before it."""
     if max_steps <= 0 or points < 1:
         return []
     peak = float(train.get("lr") or 0.0)
     scheduler = str(train.get("scheduler") or "linear")
     warmup = warmup_steps(train, max_steps)
     steps = [max_steps * i / max(1, points - 1) for i in range(points)]
-    return [(s, peak * lr_factor(scheduler, s, max_steps, warmup)) for s in steps]
+
+    def scale(s: float) -> float:
+        return next((f for at, f in reversed(cuts) if s >= at), 1.0)
+
+    return [(s, peak * lr_factor(scheduler, s, max_steps, warmup) * scale(s)) for s in steps]

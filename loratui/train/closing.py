@@ -67,7 +67,8 @@ class Closing:
         step = ck.checkpoint_step(good)
         message = (f"training diverged at step {d['first_bad_step']}: rolled back to {good.name}, learning rate "
                    f"{lr:g} (x{trainer.lr_factor:g}), roll-back {self.rollbacks} of {t.max_rollbacks}")
-        self.emit("alert", step=d["step"], alert="rollback", message=message)
+        self.emit("alert", step=d["step"], alert="rollback", message=message, from_step=step,
+                  lr_factor=trainer.lr_factor)
         self.emit("resumed", checkpoint=str(good), step=step, skipped=[])
         self.echo(f"alert: {message}")
         self.diverged = None

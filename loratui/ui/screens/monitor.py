@@ -274,7 +274,8 @@ class MonitorScreen(LoratuiScreen):
         self.query_one("#mon-stats", Static).update(stats_text(v, state))
         self._render_banner()
         self.query_one(LossChart).set_data(v.loss_points, v.eval_points, v.max_steps)
-        self.query_one("#mon-lr", LrSchedule).show(v.schedule, v.max_steps, v.step)
+        cuts = [(a["from_step"], a["lr_factor"]) for a in v.alerts or [] if a.get("lr_factor") is not None]
+        self.query_one("#mon-lr", LrSchedule).show(v.schedule, v.max_steps, v.step, cuts)
         plan = f" · {v.schedule.get('scheduler')} plan" if v.schedule and v.max_steps else ""
         self.query_one("#mon-lr-label", Static).update(
             Text.assemble(("lr ", "bold"), f"{v.lr:.2e}" if v.lr is not None else "-", (plan, "dim")))

@@ -15,9 +15,11 @@ from loratui.core.schedule import planned_lr
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def schedule_row(train: dict[str, Any], max_steps: int, step: int, width: int) -> Text:
-    """``width`` cells: the planned learning rate from step 0 to ``max_steps``; the cell of ``step`` reversed."""
-    plan = planned_lr(train, max_steps, width)
+def schedule_row(train: dict[str, Any], max_steps: int, step: int, width: int,
+                 cuts: list[tuple[int, float]] = ()) -> Text:
+    """``width`` cells: the planned learning rate from step 0 to ``max_steps`` (lowered where a roll-back lowered
+    it: ``cuts``, see planned_lr); the cell of ``step`` reversed."""
+    plan = planned_lr(train, max_steps, width, cuts)
     if not plan:
         return Text("")
     peak = max(lr for _, lr in plan) or 1.0
@@ -41,13 +43,15 @@ class LrSchedule(Widget):
         self.train: dict[str, Any] = {}
         self.max_steps = 0
         self.step = 0
+        self.cuts: list[tuple[int, float]] = []
 
-    def show(self, train: dict[str, Any], max_steps: int, step: int) -> None:
-        if (train, max_steps, step) != (self.train, self.max_steps, self.step):
-            self.train, self.max_steps, self.step = train, max_steps, step
+    def show(self, train: dict[str, Any], max_steps: int, step: int, cuts: list[tuple[int, float]] = ()) -> None:
+        cuts = list(cuts)
+        if (train, max_steps, step, cuts) != (self.train, self.max_steps, self.step, self.cuts):
+            self.train, self.max_steps, self.step, self.cuts = train, max_steps, step, cuts
             self.refresh()
 
     def render(self) -> RenderResult:
         if not self.train or not self.max_steps:
             return Text("")
-        return schedule_row(self.train, self.max_steps, self.step, max(2, self.size.width))
+        return schedule_row(self.train, self.max_steps, self.step, max(2, self.size.width), self.cuts)
