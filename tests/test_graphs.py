@@ -133,6 +133,12 @@ def test_graphs_that_cannot_work_here_are_one_line_naming_the_field(train, why):
 
 
 def test_graph_rules_on_a_gpu_config(monkeypatch):
+    from fixtures import h100_cards
+
+    from loratui.core import devices
+
+    cards = h100_cards(1)
+    monkeypatch.setattr(devices, "query_gpus", lambda: cards)
     monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
     monkeypatch.setattr(speed, "liger_available", lambda cuda: False)
     ok = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"cuda_graphs": "on"}})
@@ -140,9 +146,13 @@ def test_graph_rules_on_a_gpu_config(monkeypatch):
     assert sp.cuda_graphs and not sp.lean_mlp  # lean_mlp redraws dropout from the generator's state: not capturable
     for train, why in [({"gradient_checkpointing": True}, "gradient_checkpointing"),
                        ({"attention": "sdpa"}, "varlen"), ({"gpus": 2}, "one card")]:
+        cards[:] = h100_cards(4 if "gpus" in train else 1)
         cfg = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"cuda_graphs": "on", **train}})
         with pytest.raises(ConfigError, match=why):
             speed.resolve(cfg, cuda=True, model_type="llama")
+    cards[:] = h100_cards(4)  # train.gpus auto on four cards: four processes under the launcher's own plan
+    with pytest.raises(ConfigError, match="one card"):
+        speed.resolve(ok, cuda=True, model_type="llama")
     full = RunConfig.model_validate({"method": {"kind": "full"}, "train": {"cuda_graphs": "on"}})
     with pytest.raises(ConfigError, match="LoRA method"):
         speed.resolve(full, cuda=True, model_type="llama")

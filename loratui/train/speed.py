@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from loratui.core.config import LORA_METHODS, RunConfig
+from loratui.core.devices import plan_devices
 from loratui.core.errors import ConfigError
 
 #: our name for torch's variable-length (FlashAttention) kernel over packed batches, registered with transformers
@@ -117,7 +118,8 @@ def fused_cross_entropy(cfg: RunConfig, liger: bool) -> bool:
 def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: bool, offload: bool) -> bool:
     """Whether decoder layers replay as CUDA graphs (loratui.train.graphs). Graphs need fixed shapes (packed rows
     padded to buckets, the varlen kernel's boundaries), no host work inside a layer (no gradient checkpointing, no
-    offload, no fused LoRA or recomputed dropout drawing from the generator's state), one process. auto: off."""
+    offload, no fused LoRA or recomputed dropout drawing from the generator's state), one process. auto is decided by
+    the memory fit (loratui.train.fit), which asks for on only where this allows it."""
     t = cfg.train
     if t.cuda_graphs != "on":
         return False
@@ -132,8 +134,7 @@ def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: 
         why = "train.gradient_checkpointing, compile, fused_lora and activation_offload off"
     elif cfg.method.objective != "sft":
         why = "the sft objective"
-    elif t.distributed not in ("auto", "none") or (isinstance(t.gpus, int) and t.gpus > 1) or (
-            isinstance(t.gpus, list) and len(t.gpus) > 1):
+    elif plan_devices(cfg).world_size > 1:  # the launcher's own plan (train.gpus auto on several cards counts)
         why = "one card"
     if why:
         raise ConfigError(f"train.cuda_graphs on needs {why}", field="train.cuda_graphs",
