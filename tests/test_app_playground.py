@@ -96,17 +96,22 @@ async def test_classifier_shows_labels_with_probabilities(runs, monkeypatch):
         assert "positive" in text and "91.0%" in text and "the base model's head is untrained" in text
 
 
+async def _press_on_the_demo_adapter(pilot, app, runs, key: str) -> None:
+    """Adapters, the demo's adapter highlighted, then ``key`` (t: try it; l: beside a GGUF export)."""
+    await pilot.press("a")
+    await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="adapters")
+    app.screen.select(runs / "smollm2-demo" / "adapter")
+    await pilot.pause()
+    await pilot.press(key)
+
+
 async def test_try_it_from_adapters(runs, monkeypatch):
     from loratui.ui.app import LoratuiApp
 
     monkeypatch.setattr(playground_core, "worker_command", lambda: FAKE)
     app = LoratuiApp(runs_dir=runs)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("a")
-        await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="adapters")
-        app.screen.select(runs / "smollm2-demo" / "adapter")
-        await pilot.pause()
-        await pilot.press("t")
+        await _press_on_the_demo_adapter(pilot, app, runs, "t")
         await wait_until(pilot, lambda: isinstance(app.screen, PlaygroundScreen) and app.screen.info, what="playground")
         assert app.screen.info["model"].endswith("smollm2-demo/adapter")
 
@@ -222,11 +227,7 @@ async def test_try_gguf_from_adapters(runs, monkeypatch):
     monkeypatch.setattr(playground_core, "worker_command", lambda: FAKE)
     app = LoratuiApp(runs_dir=runs)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("a")
-        await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="adapters")
-        app.screen.select(runs / "smollm2-demo" / "adapter")
-        await pilot.pause()
-        await pilot.press("l")
+        await _press_on_the_demo_adapter(pilot, app, runs, "l")
         await wait_until(pilot, lambda: isinstance(app.screen, PlaygroundScreen) and app.screen.gguf,
                          what="playground with the GGUF")
         assert app.screen.info["model"].endswith("smollm2-demo/adapter")

@@ -81,7 +81,8 @@ class StartedEvent(Event):
     """per_device_batch x world_size x grad_accum: sequences an optimizer step."""
     fit: Optional[dict] = None
     """The memory fit: budget_gib, source, needed_gib, estimate_gib, fits, changes (what it added), batch_size,
-    grad_accum, checkpointing, ckpt_layers, offload, cost (estimated extra step time)."""
+    grad_accum, checkpointing, ckpt_layers, offload, cost (estimated extra step time), faster (memory savers turned
+    off for speed), graphs (CUDA graphs turned on for speed)."""
 
 
 class ResumedEvent(Event):

@@ -168,8 +168,8 @@ def _faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
 
 def _with_graphs(cfg: RunConfig, fit: Fit) -> Fit:
     """With room for them (GRAPHS_MEMORY x the estimate), CUDA graphs on where the run can use them (left on auto;
-    loratui.train.speed.cuda_graphs says where): 8B QLoRA shape 2.6x tokens/s once every step size is captured,
-    1B LoRA 1.2x (bench/RESULTS.md, round 7)."""
+    loratui.train.speed.cuda_graphs says where): 8B QLoRA shape 3.1x tokens/s once every step size is captured,
+    1B LoRA 1.8x (bench/RESULTS.md, round 7)."""
     from loratui.train import speed
 
     if cfg.train.cuda_graphs != "auto" or fit.estimate * GRAPHS_MEMORY > fit.budget:

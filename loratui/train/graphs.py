@@ -6,8 +6,8 @@ casts: bench/NOTES.md, round 6 and 7). A captured graph replays a layer's forwar
 one launch each.
 
 How: ``torch.cuda.make_graphed_callables`` captures every decoder layer's forward and backward, once per step size.
-Graphs need fixed shapes, so the packing collator pads each packed row up to a multiple of ``BUCKET`` tokens with
-one extra segment (labels ignored, its own attention span) and gives the sequence boundaries a fixed length
+Graphs need fixed shapes, so the packing collator pads each packed row up to one of a few sizes (``bucket_for``)
+with one extra segment (labels ignored, its own attention span) and gives the sequence boundaries a fixed length
 (``pad_packed``); the largest sequence length handed to the attention kernel is the bucket itself (an upper bound is
 all the kernel needs). All captures share one memory pool: only one step runs at a time. Everything else (the
 embeddings, the rotary tables, the head and the loss, evaluation, generation) stays eager: a layer called with
@@ -34,8 +34,8 @@ def bucket_for(tokens: int, bucket: int = BUCKET) -> int:
 
 
 def pad_packed(batch: dict, rows: int, bucket: int = BUCKET, pad_id: int = 0) -> dict:
-    """Pad a packed batch (one row, ``cu_seq_lens_*`` from DataCollatorWithFlattening) in place to a multiple of
-    ``bucket`` tokens, boundaries always ``rows + 2`` long (empty segments at the end), max lengths the bucket."""
+    """Pad a packed batch (one row, ``cu_seq_lens_*`` from DataCollatorWithFlattening) in place to ``bucket_for``'s
+    size, boundaries always ``rows + 2`` long (empty segments at the end), max lengths that size."""
     ids = batch["input_ids"]
     n = ids.shape[1]
     total = bucket_for(n + 1, bucket)  # at least one padding token: the segment is never empty

@@ -239,8 +239,8 @@ class Recipe:
             optim=OPTIMIZERS[self.speed.optimizer],
             use_liger_kernel=self.speed.liger,
             liger_kernel_config={"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
-                                 "fused_linear_cross_entropy": self._fused_ce() and
-                                 speed.fused_cross_entropy(self.cfg, True)}
+                                 "fused_linear_cross_entropy": speed.fused_cross_entropy(self.cfg, self.speed.liger)
+                                 and self._fused_ce()}
             if self.speed.liger else None,  # TRL's preference trainers fuse their own LM head (log-probs in chunks)
             torch_compile=self.speed.compile is True,
             ddp_find_unused_parameters=False,  # LoRA freezes most weights; searching for unused ones costs a pass
