@@ -40,7 +40,7 @@ def _segment_attention(module, query, key, value, attention_mask, dropout=0.0, s
 AttentionInterface.register(SEGMENTS, _segment_attention)
 
 
-def tiny_peft():
+def tiny_peft(dropout: float = 0.0):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -48,7 +48,8 @@ def tiny_peft():
     cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=100, use_cache=False)
     cfg._attn_implementation = SEGMENTS
-    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=ALL))
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout,
+                                                                          target_modules=ALL))
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)
@@ -144,7 +145,13 @@ def test_graph_rules_on_a_gpu_config(monkeypatch):
     ok = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"cuda_graphs": "on"}})
     sp = speed.resolve(ok, cuda=True, model_type="llama")
     assert sp.cuda_graphs and not sp.lean_mlp  # lean_mlp redraws dropout from the generator's state: not capturable
-    for train, why in [({"gradient_checkpointing": True}, "gradient_checkpointing"),
+    ckpt = RunConfig.model_validate({"method": {"kind": "qlora"},
+                                     "train": {"cuda_graphs": "on", "gradient_checkpointing": True}})
+    assert speed.resolve(ckpt, cuda=True, model_type="llama").cuda_graphs  # the graphs checkpoint the layers
+    offloaded = ckpt.model_copy(deep=True)
+    offloaded.train.activation_offload = "on"
+    assert speed.resolve(offloaded, cuda=True, model_type="llama").cuda_graphs  # the checkpoints to host memory
+    for train, why in [({"activation_offload": "on"}, "activation_offload"),
                        ({"attention": "sdpa"}, "varlen"), ({"gpus": 2}, "one card")]:
         cards[:] = h100_cards(4 if "gpus" in train else 1)
         cfg = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"cuda_graphs": "on", **train}})
@@ -175,3 +182,71 @@ def test_a_capture_that_fails_leaves_the_run_eager_and_says_so_once():
     assert graphs.replays == 0 and len(said) == 1
     assert "CUDA graphs off for the rest of the run" in said[0] and "operation not permitted" in said[0]
     assert "more detail" not in said[0]  # one line
+
+
+def _saved_bytes(model, batch) -> tuple[float, dict]:
+    """The loss, the adapters' gradients, and how many bytes autograd kept for the backward pass."""
+    kept = []
+
+    def pack(t):
+        kept.append(t.numel() * t.element_size())
+        return t
+
+    torch.manual_seed(11)  # the dropout masks
+    model.train()
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # the forward pass only
+        loss = model(**{k: v for k, v in batch.items() if k != PAD_KEY}).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.item(), grads, sum(kept)
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_checkpointed_graphs_keep_only_layer_inputs_and_train_as_torch_checkpointing_with_dropout(offload):
+    from loratui.train.graphs_ckpt import eager_capture
+
+    plain = tiny_peft(dropout=0.2)
+    reference = copy.deepcopy(plain)
+    reference.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    graphed = copy.deepcopy(plain)
+    graphed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    graphs = LayerGraphs(graphed, capture=eager_capture, checkpoint=True, offload=offload)
+    assert not any(layer.gradient_checkpointing for layer in graphs.layers)  # the graphs checkpoint, not transformers
+    batch = packed([9, 40, 3], graph_rows=3)
+    want_loss, want, _ = _saved_bytes(reference, batch)
+    got_loss, got, kept = _saved_bytes(graphed, batch)
+    _, _, unsaved = _saved_bytes(plain, batch)
+    assert graphs.replays == 1
+    # the recomputation draws the forward pass's dropout masks: the same loss and gradients as torch's checkpointing
+    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    assert kept < unsaved / 3  # the layers keep their inputs only (offloaded: not even those)
+    if offload:
+        assert graphs.offloader.host[0].numel() == 256 * 64 and not graphs.offloader.kept
+    other = packed([20, 6, 11], graph_rows=3)  # the same size, other sequence boundaries: replayed with its own
+    want_loss, want, _ = _saved_bytes(reference, other)
+    got_loss, got, _ = _saved_bytes(graphed, other)
+    assert graphs.replays == 2 and got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    graphed.eval()
+    with torch.no_grad():  # evaluation stays eager and unchanged
+        out = graphed(**{k: v for k, v in batch.items() if k != PAD_KEY}).loss
+    assert graphs.replays == 2 and torch.isfinite(out)
+
+
+def test_a_checkpointed_capture_that_fails_still_checkpoints_eagerly():
+    plain = tiny_peft()
+    graphed = copy.deepcopy(plain)
+    said = []
+
+    def broken(fn):
+        raise RuntimeError("out of memory while capturing")
+
+    graphs = LayerGraphs(graphed, capture=broken, notify=said.append, checkpoint=True)
+    batch = packed([9, 40, 3], graph_rows=3)
+    want_loss, want, unsaved = _saved_bytes(plain, batch)
+    got_loss, got, kept = _saved_bytes(graphed, batch)
+    assert got_loss == pytest.approx(want_loss, rel=1e-6) and all(torch.allclose(got[k], want[k], atol=1e-6)
+                                                                 for k in want)
+    assert kept < unsaved / 3 and graphs.replays == 0 and len(said) == 1 and "out of memory" in said[0]

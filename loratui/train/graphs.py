@@ -16,6 +16,8 @@ anything other than a packed training batch runs its own forward.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 BUCKET = 256  # tokens: a packed step up to 4 x BUCKET is padded to a multiple of this
@@ -71,6 +73,15 @@ class _LayerCall(torch.nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
 
+def pool_bytes(pool) -> int:
+    """What the allocator holds for the graphs' memory pool (all its segments)."""
+    try:
+        segments = torch.cuda.memory.memory_snapshot()
+    except Exception:  # noqa: BLE001 - a figure for the log only
+        return 0
+    return sum(s["total_size"] for s in segments if tuple(s.get("segment_pool_id", ())) == tuple(pool))
+
+
 def decoder_layers(model) -> list:
     from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -82,10 +93,22 @@ class LayerGraphs:
     shape replay graphs, every other call runs the layer's own forward. ``capture`` is make_graphed_callables (a
     test hands in a stand-in to check the plumbing on a CPU)."""
 
-    def __init__(self, model, autocast_dtype=None, capture=None, notify=None):
+    def __init__(self, model, autocast_dtype=None, capture=None, notify=None, checkpoint: bool = False,
+                 offload: bool = False, max_tokens: int = 0, log=None):
         self.layers = decoder_layers(model)
         if not self.layers:
             raise ValueError("no decoder layers found to capture")
+        # checkpointed layers (loratui.train.graphs_ckpt): the dispatcher checkpoints them itself, graphs or not
+        self.checkpoint = checkpoint
+        self.offload = offload and checkpoint  # the checkpoints in host memory (graphs_ckpt.Offload)
+        self.offloader = None
+        self.max_tokens = max_tokens  # the largest step (checkpointed graphs size their shared buffers by it)
+        self.shared = None
+        self.log = log or (lambda message: None)
+        if checkpoint:
+            for layer in self.layers:
+                layer.gradient_checkpointing = False
+        self.params = [tuple(p for p in layer.parameters() if p.requires_grad) for layer in self.layers]
         self.forwards = [layer.forward for layer in self.layers]  # the layers' own (bound) forwards
         self.autocast_dtype = autocast_dtype
         self.capture = capture
@@ -106,15 +129,32 @@ class LayerGraphs:
 
         def forward(hidden_states, *args, position_embeddings=None, **kwargs):
             cu = kwargs.get("cu_seq_lens_q")
-            if (self.failed or cu is None or position_embeddings is None or not torch.is_grad_enabled()
-                    or not self.layers[i].training or kwargs.get("max_length_q") != hidden_states.shape[1]):
+            training = torch.is_grad_enabled() and self.layers[i].training
+
+            def eager():
+                if self.checkpoint and training:
+                    from torch.utils.checkpoint import checkpoint
+
+                    return checkpoint(own, hidden_states, *args, position_embeddings=position_embeddings,
+                                      use_reentrant=False, **kwargs)
                 return own(hidden_states, *args, position_embeddings=position_embeddings, **kwargs)
+
+            if (self.failed or cu is None or position_embeddings is None or not training
+                    or kwargs.get("max_length_q") != hidden_states.shape[1]):
+                return eager()
             key = (hidden_states.shape[1], cu.numel(), hidden_states.dtype)
             graphs = self.graphs.get(key) or self._capture(key, hidden_states, position_embeddings, cu)
             if graphs is None:  # capturing failed: this step and the rest run eager
-                return own(hidden_states, *args, position_embeddings=position_embeddings, **kwargs)
+                return eager()
             if i == 0:
                 self.replays += 1
+            if self.checkpoint:
+                from loratui.train.graphs_ckpt import Replay
+
+                if i == 0:
+                    graphs.load(*position_embeddings, cu)
+                return Replay.apply(graphs, i, self.rng, self.offloader, hidden_states.contiguous(),
+                                    *self.params[i])
             cos, sin = position_embeddings
             return graphs[i](hidden_states, cos, sin, cu)
 
@@ -137,6 +177,8 @@ class LayerGraphs:
         tokens = key[0]
         calls = tuple(_LayerCall(layer, own, tokens) for layer, own in zip(self.layers, self.forwards))
         cos, sin = (t.detach() for t in position_embeddings)
+        if self.checkpoint:
+            return self._capture_checkpointed(key, calls, hidden, cos, sin, cu)
         samples = tuple((torch.randn_like(hidden, requires_grad=True), cos, sin, cu.clone()) for _ in calls)
         capture = self.capture
         if capture is None:
@@ -153,3 +195,33 @@ class LayerGraphs:
             graphed = capture(calls, samples, **kwargs)
         self.graphs[key] = tuple(graphed)
         return self.graphs[key]
+
+    def _capture_checkpointed(self, key, calls, hidden, cos, sin, cu):
+        import contextlib
+
+        from loratui.train import graphs_ckpt
+
+        self.rng = graphs_ckpt.Rng(hidden.device)
+        if self.offload and self.offloader is None:
+            self.offloader = graphs_ckpt.Offload(len(self.layers), hidden.device)
+        if self.capture is None:
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            capture = graphs_ckpt.cuda_capture(self.pool, torch.cuda.Stream())
+        else:
+            capture = self.capture
+        autocast = (torch.autocast("cuda", dtype=self.autocast_dtype, cache_enabled=False)
+                    if self.autocast_dtype is not None and hidden.is_cuda else contextlib.nullcontext())
+        if self.shared is None or not self.shared.fits(hidden):
+            self.shared = graphs_ckpt.Shared(self.params, hidden, self.max_tokens)
+        mark = self.rng.mark()  # the warm-up runs draw dropout masks: the run's own draws stay as without graphs
+        started = time.monotonic()
+        with autocast:
+            size = graphs_ckpt.Size(calls, self.params, hidden.detach(), cos, sin, cu, capture, self.shared)
+        self.rng.restore(mark)
+        if hidden.is_cuda:  # the warm-ups' blocks, cached for the side stream only: back to the card
+            torch.cuda.empty_cache()
+            self.log(f"CUDA graphs: steps of {key[0]:,} tokens captured in {time.monotonic() - started:.1f} s "
+                     f"(their memory pool {pool_bytes(self.pool) / 2**30:.2f} GiB)")
+        self.graphs[key] = size
+        return size

@@ -140,9 +140,16 @@ class Recipe:
             from loratui.train.graphs import LayerGraphs
 
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(pre.precision)
-            self.graphs = LayerGraphs(self.model, autocast_dtype=dtype, notify=self._graphs_failed)
-            self.echo(f"CUDA graphs: {len(self.graphs.layers)} decoder layers replayed as graphs (packed steps padded "
-                      "to a few sizes; the first step of each size captures them, a few seconds)")
+            from loratui.train import data
+            from loratui.train.graphs import bucket_for
+
+            longest = bucket_for(cfg.train.batch_size * data.effective_max_length(cfg, self.tokenizer) + 1)
+            self.graphs = LayerGraphs(self.model, autocast_dtype=dtype, notify=self._graphs_failed,
+                                      checkpoint=checkpointing, offload=sp.offload, max_tokens=longest,
+                                      log=self.echo)
+            self.echo(f"CUDA graphs: {len(self.graphs.layers)} decoder layers replayed as graphs"
+                      f"{' (checkpointed: each keeps its input only)' if checkpointing else ''} (packed steps "
+                      "padded to a few sizes; the first step of each size captures them, a few seconds)")
         if checkpointing and self.fit is not None and self.fit.ckpt_layers is not None:
             from loratui.train.fit import limit_checkpointing
 
@@ -191,7 +198,7 @@ class Recipe:
             self.echo(f"{objective}, beta {cfg.method.beta:g}: the reference is "
                       f"{preference.settle_reference(trainer, cfg)}")
             self.full_eval = preference.eval_rows_for(trainer, cfg, self.full_eval)
-        if sp.offload:
+        if sp.offload and not sp.cuda_graphs:  # the graphs offload their checkpoints themselves
             from trl.models.activation_offloading import get_act_offloading_ctx_manager
 
             trainer.offload = get_act_offloading_ctx_manager(trainer.model, warn_if_no_head=False)
@@ -231,7 +238,7 @@ class Recipe:
             # the model enables it itself (a quantized base in its k-bit preparation; some layers only, when the
             # memory fit chose that: the Trainer would switch every layer back on)
             gradient_checkpointing=t.gradient_checkpointing and not self.cfg.quantized and (
-                self.fit is None or self.fit.ckpt_layers is None),
+                self.fit is None or self.fit.ckpt_layers is None) and not self.speed.cuda_graphs,  # graphs: their own
             gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
             bf16=precision == "bf16",
             fp16=precision == "fp16",

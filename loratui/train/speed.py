@@ -117,8 +117,10 @@ def fused_cross_entropy(cfg: RunConfig, liger: bool) -> bool:
 
 def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: bool, offload: bool) -> bool:
     """Whether decoder layers replay as CUDA graphs (loratui.train.graphs). Graphs need fixed shapes (packed rows
-    padded to buckets, the varlen kernel's boundaries), no host work inside a layer (no gradient checkpointing, no
-    offload, no fused LoRA or recomputed dropout drawing from the generator's state), one process. auto is decided by
+    padded to buckets, the varlen kernel's boundaries), no host work inside a layer (no fused LoRA or recomputed
+    dropout drawing from the generator's state), one process. With gradient checkpointing every layer is
+    checkpointed by the graphs themselves (loratui.train.graphs_ckpt), and activation offload moves those
+    checkpoints only. auto is decided by
     the memory fit (loratui.train.fit), which asks for on only where this allows it."""
     t = cfg.train
     if t.cuda_graphs != "on":
@@ -130,8 +132,10 @@ def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: 
         why = "a LoRA method (lora, qlora, lora-8bit)"
     elif not (packing and varlen):
         why = "packed batches with varlen attention (data.packing and train.attention: auto)"
-    elif t.gradient_checkpointing or t.compile or fused or offload:
-        why = "train.gradient_checkpointing, compile, fused_lora and activation_offload off"
+    elif t.compile or fused:
+        why = "train.compile and fused_lora off"
+    elif offload and not t.gradient_checkpointing:
+        why = "gradient checkpointing with train.activation_offload (the graphs offload the layers' inputs only)"
     elif cfg.method.objective != "sft":
         why = "the sft objective"
     elif plan_devices(cfg).world_size > 1:  # the launcher's own plan (train.gpus auto on several cards counts)
