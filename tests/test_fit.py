@@ -173,5 +173,37 @@ def test_cuda_graphs_go_on_only_with_room_for_them_where_they_apply(monkeypatch)
     assert "CUDA graphs on for speed" in f.message() and f.as_event()["graphs"] is True
     assert not fit.plan(cfg(), 40 * GiB, estimator=toy).graphs  # fits, but not with the graphs' memory
     assert not fit.plan(cfg(cuda_graphs="off"), 80 * GiB, estimator=toy).graphs  # the user's word stays
-    assert not fit.plan(cfg(gradient_checkpointing=True), 80 * GiB, estimator=toy).graphs  # nothing to replay
+    user_ckpt = fit.plan(cfg(gradient_checkpointing=True), 80 * GiB, estimator=toy)  # the graphs checkpoint
+    assert user_ckpt.graphs and user_ckpt.checkpointing and user_ckpt.ckpt_layers is None
+    assert user_ckpt.estimate == int(toy(cfg(gradient_checkpointing=True), None, False)[0] * fit.GRAPHS_CKPT_MEMORY)
     assert not fit.plan(cfg(fit="off"), 80 * GiB, estimator=toy).graphs
+
+
+def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatch):
+    """Short of memory, every layer checkpointed and replayed as graphs (offloading the checkpoints only when that
+    is what fits) instead of the eager savers; with room for the run as written but not for graphs without
+    checkpointing, checkpointed graphs only where a step is small enough to wait on the host."""
+    from loratui.train import speed
+
+    monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_available", lambda cuda: False)
+    tight = fit.plan(cfg(), 10 * GiB, estimator=toy)  # 22 GiB as written
+    assert tight.graphs and tight.checkpointing and not tight.offload and tight.batch_size == 4 and tight.fits
+    assert tight.estimate == int(toy(cfg(), LAYERS, False)[0] * fit.GRAPHS_CKPT_MEMORY) <= 10 * GiB
+    run = tight.apply(cfg())
+    assert (run.train.cuda_graphs, run.train.gradient_checkpointing) == ("on", True)
+    msg = tight.message()
+    assert "CUDA graphs on (each checkpointed layer recomputed in its graph)" in msg and "less step time" in msg
+    eager = fit.plan(cfg(), 9 * GiB, estimator=toy)  # checkpointed graphs do not fit: the eager savers
+    assert not eager.graphs and eager.checkpointing and eager.fits
+    assert not fit.plan(cfg(cuda_graphs="off"), 10 * GiB, estimator=toy).graphs
+
+    def sized(work):
+        def estimator(c, k, offload):
+            return toy(c, k, offload)
+        estimator.work = lambda c: work
+        return estimator
+
+    small = fit.plan(cfg(), 40 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK / 2))  # fits as written, not twice
+    assert small.graphs and small.checkpointing and "faster than running as configured" in small.message()
+    assert not fit.plan(cfg(), 40 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK * 2)).graphs  # a busy card: as written

@@ -17,6 +17,7 @@ off`` is never turned on, ``fit: off`` runs exactly as written. The budget is ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -33,6 +34,16 @@ HALF_BATCH_COST = 1.0  # half the tokens a micro-step for the same fixed cost (a
 #: CUDA graphs of the decoder layers (train.cuda_graphs) keep each step size's inputs, outputs and activations in their
 #: own memory: NVML 26.0 -> 47.7 GiB on the 8B QLoRA shape, 10.8 -> 17.4 GiB on the 1B LoRA one (round 7, one call)
 GRAPHS_MEMORY = 2.0  # times the estimate without them: auto turns them on only when that much fits the budget
+#: checkpointed layers replayed as graphs (loratui.train.graphs_ckpt) keep one layer's working memory in the graphs'
+#: pool beside the checkpoints: NVML 5.82 GiB over an estimate of 4.96 (1B LoRA, batch 16), 9.59 over 8.34 (8B
+#: QLoRA, batch 4) in round 8, one call: 1.17x and 1.15x
+GRAPHS_CKPT_MEMORY = 1.2
+#: ...and are faster than no checkpointing without graphs where the host issuing kernels is what a step waits on
+#: (8B QLoRA batch 4: 5,369 vs 2,229 tokens/s; 1B LoRA batch 16: 42,660 vs 32,198; round 7-8), not where the card
+#: is busy (8B bf16 LoRA, 16 rows: graphs bought 1%, recomputing costs ~25%): chosen over running as written up to
+#: this much work a step (parameters x tokens of the largest step; those two: 3e13 and 1.5e13, the last 1e14)
+GRAPHS_CKPT_WORK = 5e13
+GRAPHS_CKPT_COST = -0.25  # step time against running as written without graphs (1B LoRA: 32,198 -> 42,660)
 #: of the free memory "auto" plans for (the estimate is within about 10%; other processes may grow)
 AUTO_SHARE = 0.92
 
@@ -61,7 +72,11 @@ class Fit:
 
     def message(self) -> str:
         need, have = self.needed / GiB, self.budget / GiB
-        if self.faster or self.graphs:
+        if self.graphs and self.checkpointing and self.needed <= self.budget:
+            return (f"memory: {have:.1f} GiB is the budget ({self.source}); {', '.join(self.changes)} for speed "
+                    f"(faster than running as configured without graphs; about {self.estimate / GiB:.1f} GiB "
+                    f"instead of {need:.1f}; train.fit: off runs as configured)")
+        if self.faster or self.graphs and not self.checkpointing:
             parts = [" and ".join(FASTER[k][0] for k in self.faster) + " off"] if self.faster else []
             what = " and ".join([*parts, *(["CUDA graphs on"] * self.graphs)])
             return (f"memory: {have:.1f} GiB is the budget ({self.source}) and there is room: {what} for speed "
@@ -74,8 +89,8 @@ class Fit:
         what = ", ".join(self.changes)
         verdict = "fits" if self.fits else "still over the budget: it may run out of memory"
         return (f"memory: as configured it needs about {need:.1f} GiB, {have:.1f} GiB is the budget ({self.source}); "
-                f"using {what} (about {self.estimate / GiB:.1f} GiB, {verdict}; about +{100 * self.cost:.0f}% step "
-                "time; train.fit: off runs as configured)")
+                f"using {what} (about {self.estimate / GiB:.1f} GiB, {verdict}; {_step_time(self.cost)}; "
+                "train.fit: off runs as configured)")
 
     def as_event(self) -> dict:
         return {"budget_gib": round(self.budget / GiB, 2), "source": self.source,
@@ -96,6 +111,10 @@ class Fit:
         if self.graphs:
             out.train.cuda_graphs = "on"
         return out
+
+
+def _step_time(cost: float) -> str:
+    return f"about +{100 * cost:.0f}% step time" if cost >= 0 else f"about {-100 * cost:.0f}% less step time"
 
 
 def budget_bytes(cfg: RunConfig, free: int) -> tuple[int, str]:
@@ -120,7 +139,13 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
     if t.fit == "off":
         return base
     if base.fits:
-        return _with_graphs(cfg, _faster(cfg, base, estimator))
+        fit = _with_graphs(cfg, _faster(cfg, dataclasses.replace(base), estimator))
+        if fit.graphs:
+            return fit
+        work = getattr(estimator, "work", None)  # checkpointed graphs beat running as written where steps are small
+        if t.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_CKPT_WORK):
+            return _with_checkpointed_graphs(cfg, base, estimator) or fit
+        return fit
     best: Fit | None = None
     leanest: Fit | None = None
     for halvings in range(0, 1 + int(math.log2(max(t.batch_size, 1)))):
@@ -143,7 +168,9 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
             break  # a smaller micro-batch alone would cost more than what fits already
     chosen = best or leanest or base
     chosen.changes = _describe(cfg, chosen)
-    return chosen
+    if chosen.checkpointing and chosen.ckpt_layers is None and chosen.batch_size == t.batch_size:
+        return _with_checkpointed_graphs(cfg, chosen, estimator) or chosen
+    return _with_checkpointed_graphs(cfg, base, estimator) or chosen
 
 
 def _faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
@@ -172,7 +199,7 @@ def _with_graphs(cfg: RunConfig, fit: Fit) -> Fit:
     1B LoRA 1.8x (bench/RESULTS.md, round 7)."""
     from loratui.train import speed
 
-    if cfg.train.cuda_graphs != "auto" or fit.estimate * GRAPHS_MEMORY > fit.budget:
+    if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * GRAPHS_MEMORY > fit.budget:
         return fit
     candidate = fit.apply(cfg)
     candidate.train.cuda_graphs = "on"
@@ -183,6 +210,33 @@ def _with_graphs(cfg: RunConfig, fit: Fit) -> Fit:
     fit.graphs, fit.estimate = True, int(fit.estimate * GRAPHS_MEMORY)
     fit.changes = [*fit.changes, "CUDA graphs on"]
     return fit
+
+
+def _with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None:
+    """Every layer checkpointed and replayed as CUDA graphs at the configured batch (train.cuda_graphs left on
+    auto); None where that does not fit or cannot run (loratui.train.speed.cuda_graphs says where). Offloading the
+    checkpoints bought 0.1 GiB under graphs (8B QLoRA, round 8): it is never added for them, and the estimate
+    leaves it out."""
+    from loratui.train import speed
+
+    t = cfg.train
+    if t.cuda_graphs != "auto":
+        return None
+    candidate = cfg.model_copy(deep=True)
+    candidate.train.gradient_checkpointing, candidate.train.cuda_graphs = True, "on"
+    try:
+        speed.resolve(candidate, cuda=True)
+    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
+        return None
+    total, layers = estimator(cfg, None if t.gradient_checkpointing else fit.layers or None, False)
+    total = int(total * GRAPHS_CKPT_MEMORY)
+    if total > fit.budget:
+        return None
+    out = Fit(budget=fit.budget, source=fit.source, needed=fit.needed, estimate=total, fits=True,
+              batch_size=t.batch_size, grad_accum=t.grad_accum, checkpointing=True, ckpt_layers=None,
+              layers=layers, offload=t.activation_offload == "on", cost=GRAPHS_CKPT_COST, graphs=True)
+    out.changes = [*_describe(cfg, out), "CUDA graphs on (each checkpointed layer recomputed in its graph)"]
+    return out
 
 
 #: levers a quantized run leaves on auto that cost speed for memory: what they are and what they cost (one H200,
@@ -275,6 +329,15 @@ def _estimator(cfg: RunConfig):
         row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens_by_batch[key])
         return row.total, shape.layers
 
+    def work(c: RunConfig) -> float:
+        """Parameters x tokens of the largest step: how busy a step keeps the card (GRAPHS_CKPT_WORK)."""
+        key = (c.train.batch_size, c.train.grad_accum)
+        if key not in tokens_by_batch:
+            tokens_by_batch[key] = est.step_tokens(c, lev.packing)
+        params = sum(p.numel() for p in meta.parameters())
+        return float(params) * tokens_by_batch[key].train
+
+    run.work = work
     return run
 
 
