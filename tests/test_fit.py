@@ -207,3 +207,6 @@ def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatc
     small = fit.plan(cfg(), 40 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK / 2))  # fits as written, not twice
     assert small.graphs and small.checkpointing and "faster than running as configured" in small.message()
     assert not fit.plan(cfg(), 40 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK * 2)).graphs  # a busy card: as written
+    assert fit.plan(cfg(), 10 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK / 2)).graphs  # short of memory: graphs
+    busy = fit.plan(cfg(), 10 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK * 2))  # ...but not on long steps
+    assert not busy.graphs and busy.fits  # the eager savers

@@ -41,7 +41,10 @@ GRAPHS_CKPT_MEMORY = 1.2
 #: ...and are faster than no checkpointing without graphs where the host issuing kernels is what a step waits on
 #: (8B QLoRA batch 4: 5,369 vs 2,229 tokens/s; 1B LoRA batch 16: 42,660 vs 32,198; round 7-8), not where the card
 #: is busy (8B bf16 LoRA, 16 rows: graphs bought 1%, recomputing costs ~25%): chosen over running as written up to
-#: this much work a step (parameters x tokens of the largest step; those two: 3e13 and 1.5e13, the last 1e14)
+#: this much work a step (parameters x tokens of the largest step; those two: 3e13 and 1.5e13, the last 1e14), and
+#: over the eager savers where memory is short up to the same (8B QLoRA, 4 rows of 4,096 tokens, 1.3e14: 8,040
+#: tokens/s checkpointed in graphs at 16.6 GiB under a 24 GiB budget, round 8; eager, 29 of 32 layers checkpointed:
+#: 8,997 at 19.0 GiB, round 5)
 GRAPHS_CKPT_WORK = 5e13
 GRAPHS_CKPT_COST = -0.25  # step time against running as written without graphs (1B LoRA: 32,198 -> 42,660)
 #: of the free memory "auto" plans for (the estimate is within about 10%; other processes may grow)
@@ -168,8 +171,9 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
             break  # a smaller micro-batch alone would cost more than what fits already
     chosen = best or leanest or base
     chosen.changes = _describe(cfg, chosen)
-    if chosen.checkpointing and chosen.ckpt_layers is None and chosen.batch_size == t.batch_size:
-        return _with_checkpointed_graphs(cfg, chosen, estimator) or chosen
+    work = getattr(estimator, "work", None)
+    if work is not None and work(cfg) > GRAPHS_CKPT_WORK:  # a busy card: graphs buy ~1%, the eager savers less work
+        return chosen
     return _with_checkpointed_graphs(cfg, base, estimator) or chosen
 
 
