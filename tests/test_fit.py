@@ -210,3 +210,9 @@ def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatc
     assert fit.plan(cfg(), 10 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK / 2)).graphs  # short of memory: graphs
     busy = fit.plan(cfg(), 10 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK * 2))  # ...but not on long steps
     assert not busy.graphs and busy.fits  # the eager savers
+
+
+def test_graphs_the_user_turned_on_are_in_the_estimate():
+    assert fit.graphs_factor(cfg()) == 1.0  # auto: priced where the fit turns them on
+    assert fit.graphs_factor(cfg(cuda_graphs="on")) == fit.GRAPHS_MEMORY
+    assert fit.graphs_factor(cfg(cuda_graphs="on", gradient_checkpointing=True)) == fit.GRAPHS_CKPT_MEMORY

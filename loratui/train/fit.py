@@ -116,6 +116,15 @@ class Fit:
         return out
 
 
+def graphs_factor(cfg: RunConfig) -> float:
+    """What CUDA graphs the user turned on (train.cuda_graphs: on) multiply the estimate by: the graphs' pool beside
+    the checkpoints, or every activation kept per step size without checkpointing (auto is priced where the fit
+    turns them on)."""
+    if cfg.train.cuda_graphs != "on":
+        return 1.0
+    return GRAPHS_CKPT_MEMORY if cfg.train.gradient_checkpointing else GRAPHS_MEMORY
+
+
 def _step_time(cost: float) -> str:
     return f"about +{100 * cost:.0f}% step time" if cost >= 0 else f"about {-100 * cost:.0f}% less step time"
 
@@ -331,7 +340,7 @@ def _estimator(cfg: RunConfig):
                                    lean_mlp=own.lean_mlp and not checkpointing)
         # the estimate wraps the model in peft: each row gets its own copy of the unwrapped meta model
         row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens_by_batch[key])
-        return row.total, shape.layers
+        return int(row.total * graphs_factor(c2) if cuda else row.total), shape.layers
 
     def work(c: RunConfig) -> float:
         """Parameters x tokens of the largest step: how busy a step keeps the card (GRAPHS_CKPT_WORK)."""
