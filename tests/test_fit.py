@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loratui.core.config import RunConfig
-from loratui.train import fit
+from loratui.train import fit, fit_run
 
 GiB = 1024**3
 LAYERS = 32
@@ -101,7 +101,7 @@ def test_the_real_estimate_checkpoints_layers_on_a_tiny_llama(tiny_llama, tmp_pa
         "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
         "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_length": 64},
         "train": {"batch_size": 4, "activation_offload": "off"}})
-    est = fit._estimator(c)
+    est = fit_run.estimator_for(c)
     none, layers = est(c, None, False)
     one, _ = est(c, 1, False)
     full, _ = est(c, layers, False)
@@ -126,7 +126,7 @@ def test_checkpointing_some_layers_recomputes_only_those(tiny_llama):
         model.gradient_checkpointing_disable()
         if k is not None:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            assert fit.limit_checkpointing(model, k) == k
+            assert fit_run.limit_checkpointing(model, k) == k
         model.train()
         calls = [0] * len(model.model.layers)
         hooks = [layer.input_layernorm.register_forward_pre_hook(lambda m, i, j=j: calls.__setitem__(j, calls[j] + 1))

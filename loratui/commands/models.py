@@ -78,7 +78,7 @@ def cmd_estimate(args) -> int:
     line = _per_card_line(cfg, report.rows[0])
     if line:
         print(line)
-    from loratui.train.fit import preview
+    from loratui.train.fit_run import preview
 
     fitted = preview(cfg)  # on a GPU box: what the engine's memory fit would choose on this card now
     if fitted:

@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass, field
 
 from loratui.core.config import RunConfig
-from loratui.core.errors import LoratuiError
 
 GiB = 1024**3
 #: extra step time of each saver, as a fraction of the step without it (bench/RESULTS.md, 8B QLoRA shape, H200)
@@ -137,12 +136,12 @@ def budget_bytes(cfg: RunConfig, free: int) -> tuple[int, str]:
     return int(free * AUTO_SHARE), f"{AUTO_SHARE:.0%} of the {free / GiB:.1f} GiB free on the card"
 
 
-def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, estimator=None) -> Fit:
+def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, estimator) -> Fit:
     """The cheapest set of savers under which the estimate of ``cfg`` is at most ``budget`` bytes.
 
-    ``estimator(cfg, ckpt_layers, offload) -> (bytes, layers)`` defaults to the real estimate (meta model, sampled
-    data); tests give their own."""
-    estimator = estimator or _estimator(cfg)
+    ``estimator(cfg, ckpt_layers, offload) -> (bytes, layers)`` is the real estimate (loratui.train.fit_run's
+    ``estimator_for``: meta model, sampled data) or a test's own; its ``work(cfg)``, where it has one, says how busy
+    a step keeps the card."""
     t = cfg.train
     needed, layers = estimator(cfg, None, t.activation_offload == "on")
     base = Fit(budget=budget, source=source, needed=needed, estimate=needed, fits=needed <= budget,
@@ -306,99 +305,3 @@ def _describe(cfg: RunConfig, fit: Fit) -> list[str]:
     if fit.offload and t.activation_offload != "on":
         out.append("activation offload to host memory")
     return out
-
-
-def _estimator(cfg: RunConfig):
-    """The real estimate, with the model built once: (bytes, decoder layers) for a config and savers."""
-    import copy
-    import dataclasses
-
-    import torch
-
-    from loratui.train import estimate as est
-    from loratui.train import models
-
-    model_config = models.load_model_config(cfg)
-    shape = est.model_shape(model_config, cfg.model.task)
-    cuda = torch.cuda.is_available()
-    lev = est._levers(cfg, cuda, getattr(model_config, "model_type", None))
-    meta = models.build_meta_model(cfg, model_config)
-    tokens_by_batch: dict[tuple[int, int], object] = {}
-
-    def run(c: RunConfig, ckpt_layers: int | None, offload: bool) -> tuple[int, int]:
-        key = (c.train.batch_size, c.train.grad_accum)
-        if key not in tokens_by_batch:
-            tokens_by_batch[key] = est.step_tokens(c, lev.packing)
-        checkpointing = c.train.gradient_checkpointing or ckpt_layers is not None
-        c2 = c
-        if checkpointing != c.train.gradient_checkpointing:
-            c2 = c.model_copy(deep=True)
-            c2.train.gradient_checkpointing = checkpointing
-        own = lev if (c.train.liger, c.train.lean_mlp) == (cfg.train.liger, cfg.train.lean_mlp) else \
-            est._levers(c, cuda, getattr(model_config, "model_type", None))
-        vlev = dataclasses.replace(own, ckpt_layers=ckpt_layers, offload=offload and cuda,
-                                   lean_mlp=own.lean_mlp and not checkpointing)
-        # the estimate wraps the model in peft: each row gets its own copy of the unwrapped meta model
-        row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens_by_batch[key])
-        return int(row.total * graphs_factor(c2) if cuda else row.total), shape.layers
-
-    def work(c: RunConfig) -> float:
-        """Parameters x tokens of the largest step: how busy a step keeps the card (GRAPHS_CKPT_WORK)."""
-        key = (c.train.batch_size, c.train.grad_accum)
-        if key not in tokens_by_batch:
-            tokens_by_batch[key] = est.step_tokens(c, lev.packing)
-        params = sum(p.numel() for p in meta.parameters())
-        return float(params) * tokens_by_batch[key].train
-
-    run.work = work
-    return run
-
-
-def for_run(cfg: RunConfig, *, distributed: bool) -> tuple[RunConfig, Fit | None]:
-    """What the engine runs: ``cfg`` fitted to the card (CUDA, one process), and the fit (None when there is none).
-
-    A numeric ``train.memory_budget`` also caps this process's allocator, so a 16 GiB budget on a larger card
-    behaves like a 16 GiB card (an out-of-memory error where that card would have one)."""
-    import torch
-
-    from loratui.train.estimate import CUDA_CONTEXT
-
-    if not torch.cuda.is_available():
-        return cfg, None
-    free, total = torch.cuda.mem_get_info()
-    if cfg.train.memory_budget != "auto":
-        cap = int(cfg.train.memory_budget * GiB) - CUDA_CONTEXT
-        torch.cuda.set_per_process_memory_fraction(max(0.01, min(1.0, cap / total)))
-    if distributed or cfg.train.fit == "off":
-        return cfg, None  # several processes must agree on one batch: they run as configured
-    budget, source = budget_bytes(cfg, free)
-    try:
-        chosen = plan(cfg, budget, source)
-    except LoratuiError:
-        raise
-    except Exception as err:  # noqa: BLE001 - an estimate that can't be made never stops a run
-        print(f"memory fit skipped ({type(err).__name__}: {str(err)[:200]}): running as configured", flush=True)
-        return cfg, None
-    return chosen.apply(cfg), chosen
-
-
-def limit_checkpointing(model, layers: int | None) -> int:
-    """Keep gradient checkpointing on the first ``layers`` decoder layers only (None: all); returns how many are."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    on = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
-    if layers is not None:
-        for m in on[layers:]:
-            m.gradient_checkpointing = False
-    return min(len(on), layers) if layers is not None else len(on)
-
-
-def preview(cfg: RunConfig) -> str | None:
-    """What the engine's fit would do on this machine's first card now (``loratui estimate``); None without CUDA."""
-    import torch
-
-    if not torch.cuda.is_available() or cfg.train.fit == "off":
-        return None
-    free, _total = torch.cuda.mem_get_info()
-    budget, source = budget_bytes(cfg, free)
-    return plan(cfg, budget, source).message()

@@ -40,9 +40,9 @@ class Recipe:
 
     def _fit_memory(self) -> None:
         """The config as it runs on this card: the memory fit's savers when the estimate exceeds the budget."""
-        from loratui.train import fit
+        from loratui.train import fit_run
 
-        self.cfg, self.fit = fit.for_run(self.cfg, distributed=self.world.distributed)
+        self.cfg, self.fit = fit_run.for_run(self.cfg, distributed=self.world.distributed)
         if self.fit is not None and (self.fit.changed or not self.fit.fits):
             self.echo(self.fit.message())
 
@@ -151,7 +151,7 @@ class Recipe:
                       f"{' (checkpointed: each keeps its input only)' if checkpointing else ''} (packed steps "
                       "padded to a few sizes; the first step of each size captures them, a few seconds)")
         if checkpointing and self.fit is not None and self.fit.ckpt_layers is not None:
-            from loratui.train.fit import limit_checkpointing
+            from loratui.train.fit_run import limit_checkpointing
 
             limit_checkpointing(self.model, self.fit.ckpt_layers)
         return self.model
