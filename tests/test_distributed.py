@@ -83,8 +83,10 @@ def test_two_ranks_train_like_one_process_with_the_same_effective_batch(tmp_path
 
     ddp = make_run(tmp_path, tiny_llama, "ddp", batch_size=2)
     assert engine(ddp, 2, env={"LORATUI_TEST_RANK_WEIGHTS": "1"}) == 0, ddp.log_path.read_text()[-3000:]
+    from loratui.train.engine import Engine
+
     one = make_run(tmp_path, tiny_llama, "one", batch_size=4)
-    assert engine(one, 1) == 0, one.log_path.read_text()[-3000:]
+    assert Engine(one, echo=lambda line: None).run() == 0  # the single process: in this one (no second torch import)
 
     started = events(ddp, "started")[0]
     assert started["world_size"] == 2 and started["distributed"] == "ddp"
@@ -137,15 +139,21 @@ def test_stop_reaches_every_rank_and_the_run_resumes(tmp_path, tiny_llama):
     assert held[0]["step"] == held[1]["step"] == step  # both ranks stopped at the same step
     assert run.latest_checkpoint().name == f"checkpoint-{step}"
 
-    # resuming with another number of processes is refused, saying what to do, and harms nothing
-    assert engine(run, 1, "--resume") != 0
+    # resuming with another number of processes is refused, saying what to do, and harms nothing (what
+    # `loratui engine RUN --resume` runs in one process, run in this one: no second torch import)
+    from loratui.train.engine import Engine
+
+    assert Engine(run, resume=True, echo=lambda line: None).run() != 0
     assert "train.gpus: 2" in events(run, "failed")[-1]["hint"]
     assert run.latest_checkpoint().name == f"checkpoint-{step}"
 
+    cfg = yaml.safe_load(run.config_path.read_text())
+    cfg["train"]["max_steps"] = step + 3  # the resumed run trains on to its (now nearer) last step
+    run.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert engine(run, 2, "--resume") == 0, run.log_path.read_text()[-3000:]
     assert run.state() == "finished"
     assert events(run, "resumed")[-1]["step"] == step
-    assert events(run, "finished")[-1]["step"] == 40
+    assert events(run, "finished")[-1]["step"] == step + 3
 
 
 def test_a_dead_rank_fails_the_run_naming_it(tmp_path, tiny_llama):
