@@ -231,8 +231,7 @@ def test_disk_full_while_saving_then_resume_after_freeing_space(tmp_path, tiny_l
     assert [p.name for p in run.checkpoints_dir.iterdir()] == ["checkpoint-2"]
     # free space (grow the disk), then resume: it continues from checkpoint-2
     subprocess.run(["mount", "-o", "remount,size=24m", str(small_disk)], check=True)
-    proc = _train_cli(["--resume", str(run.path)])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cli_main(["train", "--resume", str(run.path)]) == 0  # in this process: no second torch import
     assert [e["step"] for e in steps(run, "resumed")] == [3, 4]
     assert run.state() == "finished"
     all_complete(run)
@@ -271,11 +270,14 @@ def test_same_config_same_seed_gives_identical_runs(tmp_path, tiny_bert, runs_di
 
 # -- out of memory mid-run -----------------------------------------------------------------------------------------
 
-def test_out_of_memory_fails_with_step_and_batch_then_retry(tmp_path, tiny_llama, runs_dir):
+def test_out_of_memory_fails_with_step_and_batch_then_retry(tmp_path, tiny_llama, runs_dir, monkeypatch):
+    from loratui.train.engine import Engine
+
     run = make_run(tmp_path, tiny_llama, runs_dir, train={"max_steps": 4, "save_steps": 2, "batch_size": 4})
-    proc = subprocess.run([sys.executable, "-m", "loratui", "engine", str(run.path)], capture_output=True,
-                          text=True, cwd=REPO, timeout=300, env={**os.environ, "LORATUI_TEST_OOM_AT_STEP": "3"})
-    assert proc.returncode == 1
+    monkeypatch.setenv("LORATUI_TEST_OOM_AT_STEP", "3")
+    # the engine `loratui engine RUN` runs, in this process (no second torch import); the retry below is detached
+    assert Engine(run, echo=lambda line: None).run() == 1
+    monkeypatch.delenv("LORATUI_TEST_OOM_AT_STEP")
     failed = [e for e in run.events() if e["kind"] == "failed"][-1]
     assert failed["oom"] is True and failed["oom_step"] == 3
     assert "out of GPU memory at step 3" in failed["message"] and failed["batch_shape"]["input_ids"][0] == 4
