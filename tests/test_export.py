@@ -54,16 +54,13 @@ def k_adapter(tmp_path_factory, k_llama) -> Path:
     return run.adapter_dir
 
 
-def _export(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loratui", "export", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def test_adapter_round_trip_through_llama_cpp(tmp_path, k_adapter):
+def test_adapter_round_trip_through_llama_cpp(tmp_path, k_adapter, capsys):
     out = tmp_path / "gguf"
-    proc = _export(str(k_adapter), str(out), "--gguf", "f16,q8_0,q4_k_m", "--prompts", "3",
-                   "--max-new-tokens", "12")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # `loratui export` in this process (no second torch import); llama.cpp's steps still run in their own processes
+    code = cli_main(["export", str(k_adapter), str(out), "--gguf", "f16,q8_0,q4_k_m", "--prompts", "3",
+                     "--max-new-tokens", "12"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr[-3000:]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["Modelfile", "Modelfile.q4_k_m", "Modelfile.q8_0", "README.md", "export.json", "export.log",
                      "model-f16.gguf", "model-q4_k_m.gguf", "model-q8_0.gguf"]
@@ -88,7 +85,7 @@ def test_adapter_round_trip_through_llama_cpp(tmp_path, k_adapter):
         assert v["verdict"] == "✔ the same greedy answers as the merged model" if v["same_answers"] == 3 else \
             v["verdict"].startswith(f"⚠ changes {3 - v['same_answers']} of 3 greedy answers, top-1 agreement")
     # the printed table and the Modelfile
-    assert "q4_k_m" in proc.stdout and "✔ the same greedy answers" in proc.stdout
+    assert "q4_k_m" in stdout and "✔ the same greedy answers" in stdout
     mf = (out / "Modelfile").read_text()
     assert "FROM ./model-f16.gguf" in mf and "<|im_start|>{{ .Role }}" in mf and 'PARAMETER stop "<|im_end|>"' in mf
     assert "FROM ./model-q4_k_m.gguf" in (out / "Modelfile.q4_k_m").read_text()
@@ -181,8 +178,9 @@ def test_killed_export_leaves_nothing_and_the_next_cleans_up(tmp_path, k_llama):
         proc.wait()
     assert not out.exists()  # nothing half-written where the user looks
     assert partial.exists()  # the leftover, from a process that is gone
-    assert _export(str(k_llama), str(tmp_path / "again"), "--gguf", "f16", "--prompts", "1",
-                   "--max-new-tokens", "2").returncode == 0
+    # the next export (in this process: no second torch import) cleans up the dead one's leftover
+    assert cli_main(["export", str(k_llama), str(tmp_path / "again"), "--gguf", "f16", "--prompts", "1",
+                     "--max-new-tokens", "2"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # the leftover is gone
 
 
