@@ -211,60 +211,12 @@ async def test_launch_from_setup_and_watch_the_run_finish(tmp_path, tiny_llama, 
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 
-# -- 2. stop from the monitor, find the adapter -----------------------------------------------------------------
+# -- 2. quit while training, reattach from a new app, stop it from the monitor, find its adapter ----------------
 
 
-async def test_stop_from_the_monitor_then_browse_its_adapter(tmp_path, tiny_llama, engines):
-    cfg_path = tiny_config(tmp_path, tiny_llama, engines, "stopme", max_steps=10_000)
-    run_dir = engines / "stopme"
-    app = LoratuiApp(load_config(cfg_path), config_source=cfg_path)  # what `loratui --config stopme.yaml` opens
-    async with app.run_test(size=(80, 24)) as pilot:
-        monitor = await launch_from_setup(pilot)
-        await poll(pilot, lambda: monitor.state == "running" and monitor.view.step >= 2, "two steps",
-                   run_dir=run_dir)
-        assert "step " in screen_text(app) and "/10000" in screen_text(app)
-
-        await pilot.press("x")
-        await poll(pilot, lambda: isinstance(app.screen, ConfirmModal), "the stop confirmation", timeout=10)
-        assert "Stop stopme?" in screen_text(app)
-        await pilot.press("y")
-        await poll(pilot, lambda: monitor.state == "stopped", "the run to stop", run_dir=run_dir)
-        stopped = [e for e in runs.RunDir(run_dir).events() if e["kind"] == "stopped"][-1]
-        text = screen_text(app)
-        assert f"■ stopped at step {stopped['step']}" in text and "adapter saved" in text, text
-        assert monitor.view.step == stopped["step"] >= 2
-        assert not monitor.check_action("stop", ())
-
-        # o opens the adapter on the Adapters screen
-        await pilot.press("o")
-        await poll(pilot, lambda: isinstance(app.screen, AdaptersScreen) and app.screen.loaded, "the adapters",
-                   timeout=20)
-        screen = app.screen
-        adapter_dir = run_dir / "adapter"
-        names = sorted(a.name for a in screen.adapters)
-        assert names == ["stopme", f"stopme/checkpoint-{stopped['step']}"], names
-        # the cursor lands on the adapter itself (not the checkpoint beside it)
-        await poll(pilot, lambda: screen.selected is not None and screen.selected.path == adapter_dir,
-                   "the cursor on the run's adapter", timeout=10)
-        a = screen.selected
-        on_disk = {p.relative_to(adapter_dir).as_posix(): os.path.getsize(p)
-                   for p in adapter_dir.rglob("*") if p.is_file()}
-        assert dict(a.files) == on_disk
-        assert a.size == sum(on_disk.values())
-        assert "adapter_model.safetensors" in on_disk and "adapter_config.json" in on_disk
-        text = screen_text(app)
-        for fname in ("adapter_model.safetensors", "adapter_config.json"):
-            assert fname in text
-        assert format_bytes(os.path.getsize(adapter_dir / "adapter_model.safetensors")) in text, text
-        assert f"{len(on_disk)} files" in text and format_bytes(a.size) in text
-        assert str(tiny_llama.name) in text  # the base model column / detail
-    assert runs.RunDir(run_dir).state() == "stopped"
-
-
-# -- 3. quit while training, reattach from a new app ------------------------------------------------------------
-
-
-async def test_quit_while_training_then_reattach_from_a_new_app(tmp_path, tiny_llama, engines):
+async def test_quit_while_training_reattach_then_stop_and_browse_its_adapter(tmp_path, tiny_llama, engines):
+    """One live engine for two journeys: a run outlives the app that launched it, and a run stopped from the monitor
+    leaves an adapter the Adapters screen shows."""
     cfg_path = tiny_config(tmp_path, tiny_llama, engines, "survivor", max_steps=10_000)
     run_dir = engines / "survivor"
     run = runs.RunDir(run_dir)
@@ -323,13 +275,42 @@ async def test_quit_while_training_then_reattach_from_a_new_app(tmp_path, tiny_l
             # stop it from here, then the picture equals the whole events file
             await pilot.press("x")
             await poll(pilot, lambda: isinstance(second.screen, ConfirmModal), "the stop confirmation", timeout=10)
+            assert "Stop survivor?" in screen_text(second)
             await pilot.press("y")
             await poll(pilot, lambda: monitor.state == "stopped", "the run to stop", run_dir=run_dir)
             final = step_events(run)
             assert chart.train[0] == [e["step"] for e in final]
             assert chart.train[1] == pytest.approx([e["loss"] for e in final])
             assert monitor.view.step == final[-1]["step"]
-            assert "■ stopped" in screen_text(second)
+            stopped = [e for e in run.events() if e["kind"] == "stopped"][-1]
+            text = screen_text(second)
+            assert f"■ stopped at step {stopped['step']}" in text and "adapter saved" in text, text
+            assert monitor.view.step == stopped["step"] >= 2
+            assert not monitor.check_action("stop", ())
+
+            # o opens the adapter on the Adapters screen
+            await pilot.press("o")
+            await poll(pilot, lambda: isinstance(second.screen, AdaptersScreen) and second.screen.loaded,
+                       "the adapters", timeout=20)
+            screen = second.screen
+            adapter_dir = run_dir / "adapter"
+            names = sorted(a.name for a in screen.adapters)
+            assert names == ["survivor", f"survivor/checkpoint-{stopped['step']}"], names
+            # the cursor lands on the adapter itself (not the checkpoint beside it)
+            await poll(pilot, lambda: screen.selected is not None and screen.selected.path == adapter_dir,
+                       "the cursor on the run's adapter", timeout=10)
+            a = screen.selected
+            on_disk = {p.relative_to(adapter_dir).as_posix(): os.path.getsize(p)
+                       for p in adapter_dir.rglob("*") if p.is_file()}
+            assert dict(a.files) == on_disk
+            assert a.size == sum(on_disk.values())
+            assert "adapter_model.safetensors" in on_disk and "adapter_config.json" in on_disk
+            text = screen_text(second)
+            for fname in ("adapter_model.safetensors", "adapter_config.json"):
+                assert fname in text
+            assert format_bytes(os.path.getsize(adapter_dir / "adapter_model.safetensors")) in text, text
+            assert f"{len(on_disk)} files" in text and format_bytes(a.size) in text
+            assert str(tiny_llama.name) in text  # the base model column / detail
     finally:
         if runs.stop_run(run):
             runs.wait_for_state(run, timeout=60)
@@ -337,7 +318,7 @@ async def test_quit_while_training_then_reattach_from_a_new_app(tmp_path, tiny_l
     wait_for(lambda: not runs.pid_alive(run.read_status().get("pid")), "the engine process to exit", timeout=20)
 
 
-# -- 4. merge a real adapter with the real merge process --------------------------------------------------------
+# -- 3. merge a real adapter with the real merge process --------------------------------------------------------
 
 
 async def test_merge_a_trained_adapter_through_the_wizard(tmp_path, tiny_llama, engines):
