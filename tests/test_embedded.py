@@ -20,8 +20,9 @@ def _events(run, kind):
 def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
     """The demo config, shortened: eval loss on held-out contacts falls, and the answer changes."""
     data = yaml.safe_load((REPO / "sample_configs" / "smollm2-demo.yaml").read_text())
-    data["data"].update({"max_samples": 72, "validation_file": None, "validation_fraction": 0.25})
-    data["train"].update({"max_steps": 8, "batch_size": 4, "eval_steps": 8, "save_steps": 8, "logging_steps": 2,
+    # 8 held-out contacts (within the config's eval_samples: no separate final pass), 6 steps of 4
+    data["data"].update({"max_samples": 64, "validation_file": None, "validation_fraction": 0.125})
+    data["train"].update({"max_steps": 6, "batch_size": 4, "eval_steps": 6, "save_steps": 6, "logging_steps": 2,
                           "lr": 0.001, "warmup_steps": 1})
     data["output"] = {"runs_dir": str(runs_dir), "name": "demo"}
     cfg = tmp_path / "demo.yaml"
@@ -29,7 +30,7 @@ def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
     assert cli_main(["train", str(cfg)]) == 0
     run = runs.RunDir(runs_dir / "demo")
     evals = _events(run, "eval")
-    assert evals[0]["step"] == 0 and evals[-1]["step"] == 8
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 6
     assert evals[-1]["eval_loss"] < 0.7 * evals[0]["eval_loss"], evals
     started = _events(run, "started")[0]
     assert started["model"] == "smollm2-135m-instruct" and started["trainable_params"] == 4_884_480
@@ -39,9 +40,9 @@ def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
     prompt = ("Extract the contact as JSON with keys name, city, email.\n\n"
               "Hello from Ines Duarte in Porto, reach me at ines.duarte@example.com")
     tuned, tok = load_for_inference(str(run.adapter_dir))
-    after = complete(tuned, tok, [prompt], max_new_tokens=40)[0]
+    after = complete(tuned, tok, [prompt], max_new_tokens=16)[0]
     with tuned.disable_adapter():
-        before = complete(tuned, tok, [prompt], max_new_tokens=40)[0]
+        before = complete(tuned, tok, [prompt], max_new_tokens=16)[0]
     assert after != before
     assert after.startswith('{"name": ')
 
@@ -49,7 +50,7 @@ def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
 def test_minilm_sentiment_lora_beats_chance(tmp_path, runs_dir):
     data = yaml.safe_load((REPO / "sample_configs" / "minilm-sentiment.yaml").read_text())
     data["data"].update({"max_samples": 1280, "validation_file": "sample:sentiment-eval.csv", "max_length": 48})
-    data["train"].update({"max_steps": 30, "eval_steps": 30, "save_steps": 30, "logging_steps": 5})
+    data["train"].update({"max_steps": 30, "batch_size": 16, "eval_steps": 30, "save_steps": 30, "logging_steps": 5})
     data["output"] = {"runs_dir": str(runs_dir), "name": "sent"}
     cfg = tmp_path / "sent.yaml"
     cfg.write_text(yaml.safe_dump(data))
