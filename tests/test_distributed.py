@@ -338,21 +338,37 @@ def test_ranks_act_on_a_request_at_the_same_step_one_step_later():
     assert [s for s, stop, _ in seen if stop] == [6, 7, 8]
 
 
-@pytest.mark.parametrize("hook,head", [("nohook", "frozen"), ("hook", "frozen"), ("hook", "trained")])
-def test_fsdp_gathers_the_head_for_the_fused_loss(tmp_path, hook, head):
+FSDP_CASES = [("nohook", "frozen"), ("hook", "frozen"), ("hook", "trained")]
+
+
+@pytest.fixture(scope="module")
+def fsdp_results(tmp_path_factory) -> dict:
+    """The three FSDP head cases, run by one torchrun of two ranks (one torch import for all three, each case on a
+    fresh model; the one expected to fail goes last): (hook, head) -> rank 0's result."""
+    import json
+
+    out = tmp_path_factory.mktemp("fsdp")
+    script = Path(__file__).resolve().parent / "fixtures" / "fsdp_head.py"
+    cases = [f"{h}:{m}" for h, m in sorted(FSDP_CASES, key=lambda c: c[0] == "nohook")]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                           str(out), *cases], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    results = {}
+    for hook, head in FSDP_CASES:
+        path = out / f"{hook}-{head}.json"
+        results[hook, head] = json.loads(path.read_text()) if path.is_file() else \
+            proc.stdout[-2000:] + proc.stderr[-2000:]
+    return results
+
+
+@pytest.mark.parametrize("hook,head", FSDP_CASES)
+def test_fsdp_gathers_the_head_for_the_fused_loss(fsdp_results, hook, head):
     """Under FSDP2, Liger's fused cross-entropy reads the LM head's weight without calling the head. accelerate
     gathers a PEFT model's head only when the head is called, so QLoRA with FSDP on 2x H200 failed with "mixed
     torch.Tensor and DTensor" (reproduced here on CPU). With the final norm's hook the head is gathered in time:
     two steps train, and a trained head's gradient is the one a single process gets on both ranks' data."""
-    import json
-
-    out = tmp_path / "result.json"
-    script = Path(__file__).resolve().parent / "fixtures" / "fsdp_head.py"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), hook,
-                           head, str(out)], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = fsdp_results[hook, head]
+    assert isinstance(result, dict), result  # else: what torchrun printed
     if hook == "nohook":
         assert "mixed torch.Tensor and DTensor" in result["error"]
         return
