@@ -75,7 +75,7 @@ def test_not_an_adapter_is_a_clear_error(tmp_path):
         merge_adapter(tmp_path, tmp_path / "out")
 
 
-def test_cli_jsonl_contract(tmp_path, llama_adapter):
+def test_cli_jsonl_contract(tmp_path, llama_adapter, capsys):
     """The app's merge wizard reads these lines. Run from another folder with a relative adapter path: the merged
     folder still records where the adapter is (the Playground and the export read it from elsewhere)."""
     rel = os.path.relpath(llama_adapter, tmp_path)
@@ -90,10 +90,12 @@ def test_cli_jsonl_contract(tmp_path, llama_adapter):
     assert lines[-1]["wall_seconds"] >= lines[-1]["seconds"] > 0
     meta = json.loads((tmp_path / "m" / "loratui-merge.json").read_text())
     assert meta["adapter"] == str(Path(llama_adapter).resolve())
-    bad = subprocess.run([sys.executable, "-m", "loratui", "merge", str(tmp_path), str(tmp_path / "x"), "--jsonl"],
-                         capture_output=True, text=True, timeout=300)
-    failed = json.loads(bad.stdout.strip().splitlines()[-1])
-    assert bad.returncode != 0 and failed["kind"] == "failed" and failed["message"].startswith("adapter: ")
+    from loratui.cli import main as cli_main
+
+    capsys.readouterr()
+    code = cli_main(["merge", str(tmp_path), str(tmp_path / "x"), "--jsonl"])  # in this process: no second import
+    failed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code != 0 and failed["kind"] == "failed" and failed["message"].startswith("adapter: ")
 
 
 @pytest.fixture(scope="module")
