@@ -83,10 +83,9 @@ def test_two_ranks_train_like_one_process_with_the_same_effective_batch(tmp_path
 
     ddp = make_run(tmp_path, tiny_llama, "ddp", batch_size=2)
     assert engine(ddp, 2, env={"LORATUI_TEST_RANK_WEIGHTS": "1"}) == 0, ddp.log_path.read_text()[-3000:]
-    from loratui.train.engine import Engine
-
     one = make_run(tmp_path, tiny_llama, "one", batch_size=4)
-    assert Engine(one, echo=lambda line: None).run() == 0  # the single process: in this one (no second torch import)
+    from loratui.train.engine import Engine  # the single process: this one (no second torch import)
+    assert Engine(one, echo=lambda line: None).run() == 0
 
     started = events(ddp, "started")[0]
     assert started["world_size"] == 2 and started["distributed"] == "ddp"
@@ -139,8 +138,8 @@ def test_stop_reaches_every_rank_and_the_run_resumes(tmp_path, tiny_llama):
     assert held[0]["step"] == held[1]["step"] == step  # both ranks stopped at the same step
     assert run.latest_checkpoint().name == f"checkpoint-{step}"
 
-    # resuming with another number of processes is refused, saying what to do, and harms nothing (what
-    # `loratui engine RUN --resume` runs in one process, run in this one: no second torch import)
+    # resuming with another number of processes (one: `loratui engine RUN --resume`'s Engine, run in this process) is
+    # refused, saying what to do, and harms nothing
     from loratui.train.engine import Engine
 
     assert Engine(run, resume=True, echo=lambda line: None).run() != 0
@@ -343,8 +342,7 @@ FSDP_CASES = [("nohook", "frozen"), ("hook", "frozen"), ("hook", "trained")]
 
 @pytest.fixture(scope="module")
 def fsdp_results(tmp_path_factory) -> dict:
-    """The three FSDP head cases, run by one torchrun of two ranks (one torch import for all three, each case on a
-    fresh model; the one expected to fail goes last): (hook, head) -> rank 0's result."""
+    """The FSDP head cases by one torchrun of two ranks (one torch import; a fresh model a case; the failing one last)."""
     import json
 
     out = tmp_path_factory.mktemp("fsdp")
@@ -353,12 +351,9 @@ def fsdp_results(tmp_path_factory) -> dict:
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
                            str(out), *cases], capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    results = {}
-    for hook, head in FSDP_CASES:
-        path = out / f"{hook}-{head}.json"
-        results[hook, head] = json.loads(path.read_text()) if path.is_file() else \
-            proc.stdout[-2000:] + proc.stderr[-2000:]
-    return results
+    files = {case: out / f"{case[0]}-{case[1]}.json" for case in FSDP_CASES}  # else what torchrun printed:
+    return {case: json.loads(f.read_text()) if f.is_file() else proc.stdout[-2000:] + proc.stderr[-2000:]
+            for case, f in files.items()}
 
 
 @pytest.mark.parametrize("hook,head", FSDP_CASES)
@@ -368,7 +363,7 @@ def test_fsdp_gathers_the_head_for_the_fused_loss(fsdp_results, hook, head):
     torch.Tensor and DTensor" (reproduced here on CPU). With the final norm's hook the head is gathered in time:
     two steps train, and a trained head's gradient is the one a single process gets on both ranks' data."""
     result = fsdp_results[hook, head]
-    assert isinstance(result, dict), result  # else: what torchrun printed
+    assert isinstance(result, dict), result
     if hook == "nohook":
         assert "mixed torch.Tensor and DTensor" in result["error"]
         return
