@@ -141,12 +141,16 @@ def _stopped_run(tmp_path: Path, model: Path) -> runs.RunDir:
         "output": {"runs_dir": str(runs_dir), "name": "twice"},
     }
     run = runs.create_run(RunConfig.model_validate(data))
-    runs.launch_detached(run)
-    deadline = time.monotonic() + 120
-    while not [e for e in run.events() if e["kind"] == "step"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert runs.stop_run(run)
-    assert runs.wait_for_state(run, timeout=120) == "stopped"
+    from loratui.train.engine import Engine
+
+    engine = Engine(run)  # in this process (no torch import to wait for), stopped after its first step
+
+    def echo(line: str) -> None:  # the stop request a signal makes
+        if line.startswith("step 1/"):
+            engine.stop_request.stop = True
+
+    engine.echo = echo
+    assert engine.run() == 0 and run.state() == "stopped"
     _more_steps(run, 6)
     return run
 
