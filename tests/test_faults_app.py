@@ -214,41 +214,48 @@ async def test_monitor_offers_one_key_retry_after_out_of_memory(runs, monkeypatc
     assert (after.batch_size, after.grad_accum) == (before.batch_size // 2, before.grad_accum * 2)
 
 
-@pytest.mark.parametrize("notify", ["on", "off"])
-def test_a_run_ending_rings_the_bell_and_notifies_the_desktop(app_dir, notify, monkeypatch):
+def test_a_run_ending_rings_the_bell_and_notifies_the_desktop(tmp_path, monkeypatch):
     """Issue 18: whichever screen is open, a run that finishes rings the bell and sends OSC 9 and OSC 777 (they
-    travel over SSH to the user's terminal); LORATUI_NOTIFY=off sends nothing."""
+    travel over SSH to the user's terminal); LORATUI_NOTIFY=off sends nothing. Both apps run side by side, each on
+    its own runs folder, so the wait for the notification is also the wait that the 'off' app stays quiet."""
     import json
 
     from fixtures import make_live_run, recorded_events
 
-    monkeypatch.setenv("LORATUI_NOTIFY", notify)
     events = [e for e in recorded_events() if e["kind"] in ("started", "step") and e.get("step", 0) <= 10]
-    run = make_live_run(app_dir / "runs", "live", pid=os.getpid(), events=events)  # this process holds its lock
-    app = AppOnPty(app_dir)
+    apps, live = {}, {}
     try:
+        for notify in ("on", "off"):
+            folder = tmp_path / notify
+            (folder / "runs").mkdir(parents=True)
+            monkeypatch.setenv("LORATUI_NOTIFY", notify)  # what this app's process inherits
+            live[notify] = make_live_run(folder / "runs", "live", pid=os.getpid(), events=events)  # we hold its lock
+            apps[notify] = AppOnPty(folder)
         end = time.monotonic() + 60
-        while b"Setup" not in app.seen and time.monotonic() < end:
+        while not all(b"Setup" in app.seen for app in apps.values()) and time.monotonic() < end:
             time.sleep(0.2)
         time.sleep(4)  # the watcher has seen the run running
-        with open(run / "events.jsonl", "a") as fh:
-            fh.write(json.dumps({"kind": "finished", "time": time.time(), "step": 10, "adapter": None}) + "\n")
+        for run in live.values():
+            with open(run / "events.jsonl", "a") as fh:
+                fh.write(json.dumps({"kind": "finished", "time": time.time(), "step": 10, "adapter": None}) + "\n")
         from loratui.core import identity
 
         for lock in list(identity._HELD.values()):
             lock.release()
-        end = time.monotonic() + (15 if notify == "on" else 7)  # the watcher looks every 3 s
-        while b"\x1b]9;" not in app.seen and time.monotonic() < end:
+        finished = time.monotonic()
+        while b"\x1b]9;" not in apps["on"].seen and time.monotonic() < finished + 15:  # the watcher looks every 3 s
             time.sleep(0.2)
-        seen = bytes(app.seen)
-        if notify == "on":
-            assert b"\x1b]9;loratui live: finished at step 10\x07" in seen
-            assert b"\x1b]777;notify;loratui live;finished at step 10\x07" in seen
-            assert seen.count(b"\x07") >= 3  # the two notifications' terminators and the bell
-        else:
-            assert b"\x1b]9;" not in seen and b"\x1b]777;" not in seen
+        while time.monotonic() < finished + 7:  # and 'off' has had two of those looks and more
+            time.sleep(0.2)
+        seen = bytes(apps["on"].seen)
+        assert b"\x1b]9;loratui live: finished at step 10\x07" in seen
+        assert b"\x1b]777;notify;loratui live;finished at step 10\x07" in seen
+        assert seen.count(b"\x07") >= 3  # the two notifications' terminators and the bell
+        quiet = bytes(apps["off"].seen)
+        assert b"\x1b]9;" not in quiet and b"\x1b]777;" not in quiet
     finally:
-        app.cleanup()
+        for app in apps.values():
+            app.cleanup()
 
 
 def test_an_app_hung_up_in_its_first_second_does_not_live_on(app_dir):
