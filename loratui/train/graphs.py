@@ -12,6 +12,10 @@ with one extra segment (labels ignored, its own attention span) and gives the se
 all the kernel needs). All captures share one memory pool: only one step runs at a time. Everything else (the
 embeddings, the rotary tables, the head and the loss, evaluation, generation) stays eager: a layer called with
 anything other than a packed training batch runs its own forward.
+
+With gradient checkpointing (``checkpoint=True``) the layers are captured by loratui.train.graphs_ckpt instead: each
+keeps only its input and is recomputed inside its graph, and the dispatcher checkpoints the layers itself (eagerly,
+with torch's checkpoint, for any call the graphs do not take).
 """
 
 from __future__ import annotations
@@ -90,8 +94,9 @@ def decoder_layers(model) -> list:
 
 class LayerGraphs:
     """Every decoder layer's forward replaced by a dispatcher: packed training calls of a captured (or capturable)
-    shape replay graphs, every other call runs the layer's own forward. ``capture`` is make_graphed_callables (a
-    test hands in a stand-in to check the plumbing on a CPU)."""
+    shape replay graphs, every other call runs the layer's own forward. ``capture`` is make_graphed_callables, or
+    with ``checkpoint`` graphs_ckpt.cuda_capture (a test hands in a stand-in to check the plumbing on a CPU).
+    ``max_tokens`` sizes the checkpointed graphs' shared buffers; ``log`` hears each capture's time and pool size."""
 
     def __init__(self, model, autocast_dtype=None, capture=None, notify=None, checkpoint: bool = False,
                  offload: bool = False, max_tokens: int = 0, log=None):
