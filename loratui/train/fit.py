@@ -79,7 +79,7 @@ class Fit:
             return (f"memory: {have:.1f} GiB is the budget ({self.source}); {', '.join(self.changes)} for speed "
                     f"(faster than running as configured without graphs; about {self.estimate / GiB:.1f} GiB "
                     f"instead of {need:.1f}; train.fit: off runs as configured)")
-        if self.faster or self.graphs and not self.checkpointing:
+        if self.faster or (self.graphs and not self.checkpointing):
             parts = [" and ".join(FASTER[k][0] for k in self.faster) + " off"] if self.faster else []
             what = " and ".join([*parts, *(["CUDA graphs on"] * self.graphs)])
             return (f"memory: {have:.1f} GiB is the budget ({self.source}) and there is room: {what} for speed "
@@ -150,17 +150,16 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
                layers=layers, offload=t.activation_offload == "on")
     if t.fit == "off":
         return base
+    work = getattr(estimator, "work", None)  # checkpointed graphs beat running as written where steps are small
     if base.fits:
         fit = _with_graphs(cfg, _faster(cfg, dataclasses.replace(base), estimator))
         if fit.graphs:
             return fit
-        work = getattr(estimator, "work", None)  # checkpointed graphs beat running as written where steps are small
         if t.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_CKPT_WORK):
             return _with_checkpointed_graphs(cfg, base, estimator) or fit
         return fit
     best: Fit | None = None
     leanest: Fit | None = None
-    work = getattr(estimator, "work", None)
     for halvings in range(0, 1 + int(math.log2(max(t.batch_size, 1)))):
         micro = max(1, t.batch_size >> halvings)
         accum = t.grad_accum * math.ceil(t.batch_size / micro)

@@ -24,12 +24,17 @@ def estimator_for(cfg: RunConfig):
     cuda = torch.cuda.is_available()
     lev = est._levers(cfg, cuda, getattr(model_config, "model_type", None))
     meta = models.build_meta_model(cfg, model_config)
+    params = sum(p.numel() for p in meta.parameters())
     tokens_by_batch: dict[tuple[int, int], object] = {}
 
-    def run(c: RunConfig, ckpt_layers: int | None, offload: bool) -> tuple[int, int]:
+    def step_tokens(c: RunConfig):
         key = (c.train.batch_size, c.train.grad_accum)
         if key not in tokens_by_batch:
             tokens_by_batch[key] = est.step_tokens(c, lev.packing)
+        return tokens_by_batch[key]
+
+    def run(c: RunConfig, ckpt_layers: int | None, offload: bool) -> tuple[int, int]:
+        tokens = step_tokens(c)
         checkpointing = c.train.gradient_checkpointing or ckpt_layers is not None
         c2 = c
         if checkpointing != c.train.gradient_checkpointing:
@@ -40,16 +45,12 @@ def estimator_for(cfg: RunConfig):
         vlev = dataclasses.replace(own, ckpt_layers=ckpt_layers, offload=offload and cuda,
                                    lean_mlp=own.lean_mlp and not checkpointing)
         # the estimate wraps the model in peft: each row gets its own copy of the unwrapped meta model
-        row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens_by_batch[key])
+        row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens)
         return int(row.total * graphs_factor(c2) if cuda else row.total), shape.layers
 
     def work(c: RunConfig) -> float:
         """Parameters x tokens of the largest step: how busy a step keeps the card (GRAPHS_CKPT_WORK)."""
-        key = (c.train.batch_size, c.train.grad_accum)
-        if key not in tokens_by_batch:
-            tokens_by_batch[key] = est.step_tokens(c, lev.packing)
-        params = sum(p.numel() for p in meta.parameters())
-        return float(params) * tokens_by_batch[key].train
+        return float(params) * step_tokens(c).train
 
     run.work = work
     return run

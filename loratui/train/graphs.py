@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from loratui.train import graphs_ckpt
+
 BUCKET = 256  # tokens: a packed step up to 4 x BUCKET is padded to a multiple of this
 PAD_KEY = "loratui_pad"  # the padding tokens a padded batch holds (the trainer counts real tokens without them)
 
@@ -107,6 +109,7 @@ class LayerGraphs:
         self.checkpoint = checkpoint
         self.offload = offload and checkpoint  # the checkpoints in host memory (graphs_ckpt.Offload)
         self.offloader = None
+        self.rng = None  # graphs_ckpt.Rng, made with the first checkpointed capture
         self.max_tokens = max_tokens  # the largest step (checkpointed graphs size their shared buffers by it)
         self.shared = None
         self.log = log or (lambda message: None)
@@ -154,11 +157,9 @@ class LayerGraphs:
             if i == 0:
                 self.replays += 1
             if self.checkpoint:
-                from loratui.train.graphs_ckpt import Replay
-
                 if i == 0:
                     graphs.load(*position_embeddings, cu)
-                return Replay.apply(graphs, i, self.rng, self.offloader, hidden_states.contiguous(),
+                return graphs_ckpt.Replay.apply(graphs, i, self.rng, self.offloader, hidden_states.contiguous(),
                                     *self.params[i])
             cos, sin = position_embeddings
             return graphs[i](hidden_states, cos, sin, cu)
@@ -204,17 +205,16 @@ class LayerGraphs:
     def _capture_checkpointed(self, key, calls, hidden, cos, sin, cu):
         import contextlib
 
-        from loratui.train import graphs_ckpt
-
-        self.rng = graphs_ckpt.Rng(hidden.device)
-        if self.offload and self.offloader is None:
-            self.offloader = graphs_ckpt.Offload(len(self.layers), hidden.device)
-        if self.capture is None:
+        if self.rng is None:  # once a run: the generator, the offloader, the pool and the warm-ups' side stream
+            self.rng = graphs_ckpt.Rng(hidden.device)
+            if self.offload:
+                self.offloader = graphs_ckpt.Offload(len(self.layers), hidden.device)
+        capture = self.capture
+        if capture is None:
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
-            capture = graphs_ckpt.cuda_capture(self.pool, torch.cuda.Stream())
-        else:
-            capture = self.capture
+                self.side = torch.cuda.Stream()
+            capture = graphs_ckpt.cuda_capture(self.pool, self.side)
         autocast = (torch.autocast("cuda", dtype=self.autocast_dtype, cache_enabled=False)
                     if self.autocast_dtype is not None and hidden.is_cuda else contextlib.nullcontext())
         if self.shared is None or not self.shared.fits(hidden):
