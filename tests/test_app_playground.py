@@ -168,15 +168,20 @@ def gguf_export(runs: Path) -> Path:
     return out / "model-q8_0.gguf"
 
 
+async def open_gguf_picker(pilot, app, screen) -> None:
+    """ctrl+l in the Playground (its model loaded first): the GGUF picker opens over it."""
+    await wait_until(pilot, lambda: screen.info, what="loaded")
+    await pilot.press("ctrl+l")
+    await wait_until(pilot, lambda: app.screen is not screen, what="GGUF picker")
+
+
 async def test_a_gguf_export_takes_the_base_models_place(runs):
     """Issue 17: the adapter beside its GGUF export, to see what quantization cost; the batch scores it too."""
     gguf_export(runs)
     app = playground_app(runs)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_until(pilot, lambda: screen.info, what="loaded")
-        await pilot.press("ctrl+l")
-        await wait_until(pilot, lambda: app.screen is not screen, what="GGUF picker")
+        await open_gguf_picker(pilot, app, screen)
         assert "gguf/model-q8_0.gguf  ·  1.0 MiB" in screen_text(app)  # the adapter's own exports first
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.gguf and not screen.busy, what="GGUF loaded")
@@ -208,9 +213,7 @@ async def test_a_missing_gguf_is_one_line_and_the_base_model_stays(runs, tmp_pat
     app = playground_app(runs)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_until(pilot, lambda: screen.info, what="loaded")
-        await pilot.press("ctrl+l")
-        await wait_until(pilot, lambda: app.screen is not screen, what="GGUF picker")
+        await open_gguf_picker(pilot, app, screen)
         await pilot.press("enter")  # no export yet: the first choice types a path
         await wait_until(pilot, lambda: app.screen.query("#prompt-input"), what="path prompt")
         app.screen.query_one("#prompt-input").value = "runs/nope/model-q8_0.gguf"
