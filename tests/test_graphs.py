@@ -218,6 +218,7 @@ def test_checkpointed_graphs_keep_only_layer_inputs_and_train_as_torch_checkpoin
     got_loss, got, kept = _saved_bytes(graphed, batch)
     _, _, unsaved = _saved_bytes(plain, batch)
     assert graphs.replays == 1
+    assert graphs.shared.grads[0] is graphs.shared.grads[1]  # one set of gradient buffers for same-shaped layers
     # the recomputation draws the forward pass's dropout masks: the same loss and gradients as torch's checkpointing
     assert got_loss == pytest.approx(want_loss, rel=1e-6)
     assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
