@@ -70,6 +70,10 @@ class TrainSection(Section):
     activation_offload: Switch = "auto"
     """Move the activations saved for backward to pinned host memory in the forward pass and back in the backward
     pass, overlapped with compute on a second CUDA stream (TRL's offloader); auto: when the memory fit picks it."""
+    embedding_offload: Switch = "auto"
+    """The input embedding table in pinned host memory, each step's rows copied to the card (a LoRA run never
+    trains it; 1.0 GiB of the Llama-3-8B shape's 4-bit base); not for a head tied to it. auto: when the memory fit
+    picks it (the cheapest saver: a host lookup and one small copy a step)."""
     fit: Literal["auto", "off"] = "auto"
     """auto: before training, the engine estimates this run's GPU memory and, when it exceeds the budget, adds the
     cheapest savers that make it fit (checkpointing some or all layers, activation offload, a smaller micro-batch
@@ -113,6 +117,7 @@ class TrainSection(Section):
     9.6 GiB; 1B LoRA 3.3x at half its memory: bench/RESULTS.md, round 8)."""
 
     _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", "fit", "fused_lora",
+                                  "embedding_offload",
                                   "cuda_graphs", mode="before")(lambda v: switch_value(v))
 
     @field_validator("memory_budget")

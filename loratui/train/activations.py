@@ -54,6 +54,7 @@ class Levers:
     ckpt_layers: int | None = None  # with gradient checkpointing: how many layers (None: all; the memory fit's choice)
     offload: bool = False  # activation offload to host memory (train.activation_offload, or the memory fit's choice)
     fused: bool = False  # train.fused_lora: each adapted projection keeps its input only (loratui.train.fused_lora)
+    host_embedding: bool = False  # train.embedding_offload: the input embedding table in host memory
 
 
 # Calibrated constants (tests/test_estimate.py holds the measured points they were checked against)

@@ -177,7 +177,7 @@ def _levers(cfg: RunConfig, cuda: bool, model_type: str | None) -> Levers:
     sp = speed.resolve(cfg, cuda, model_type)
     return Levers(cuda=cuda, precision=precision, packing=sp.packing, attention=sp.attention, liger=sp.liger,
                   optimizer=sp.optimizer, lean=sp.lean, lean_mlp=sp.lean_mlp, fused=sp.fused_lora,
-                  offload=cuda and cfg.train.activation_offload == "on")
+                  offload=cuda and cfg.train.activation_offload == "on", host_embedding=sp.embedding_offload)
 
 
 def estimate_memory(cfg: RunConfig, *, compare: bool = True, cuda: bool | None = None) -> MemoryReport:
@@ -278,6 +278,11 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
         if kind == "lora-8bit" and isinstance(module, nn.Linear) and "lora_" not in name \
                 and not any(p in heads for p in name.split(".")[:3]):
             int8_width += module.in_features
+    if lev.host_embedding:  # train.embedding_offload: the table waits in host memory where the model allows it
+        from loratui.train.host_embedding import why_not
+
+        if why_not(wrapped) is None:
+            seen.add(id(wrapped.get_input_embeddings().weight))
     for name, param in wrapped.named_parameters():
         if id(param) in seen:
             continue

@@ -115,6 +115,8 @@ class Recipe:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = models.apply_method(cfg, model, gradient_checkpointing=checkpointing, fsdp=fsdp,
                                          lean=sp.lean)
+        if sp.embedding_offload:
+            self._embeddings_to_host()
         if fsdp and sp.liger and cfg.uses_lora:
             self._head_gathered = distributed.unshard_head_for_fused_ce(self.model)
         if sp.fused_lora:  # before lean_lora, which leaves fused projections' dropout to the fused function
@@ -155,6 +157,22 @@ class Recipe:
 
             limit_checkpointing(self.model, self.fit.ckpt_layers)
         return self.model
+
+    def _embeddings_to_host(self) -> None:
+        """train.embedding_offload: the input embedding table into pinned host memory (loratui.train.host_embedding),
+        or a one-line error naming why this model keeps it on the card."""
+        import torch
+
+        from loratui.core.errors import ConfigError
+        from loratui.train.host_embedding import WHY_NOT, move_to_host, why_not
+
+        reason = why_not(self.model)
+        if reason is not None:
+            raise ConfigError(f"train.embedding_offload on does not apply to this model: {WHY_NOT[reason]}",
+                              field="train.embedding_offload", hint="set train.embedding_offload: auto")
+        freed = move_to_host(self.model, torch.device("cuda", torch.cuda.current_device()))
+        self.echo(f"input embeddings in host memory: {freed / 2**30:.2f} GiB off the card (each step's rows are "
+                  "looked up on the host and copied over)")
 
     def _graphs_failed(self, message: str) -> None:
         """CUDA graphs could not be captured (loratui.train.graphs): the run goes on eager, and says so."""

@@ -1,7 +1,8 @@
 """The fast path: what the engine turns on for speed, decided once from the config and the machine.
 
 Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
-`train.compile`, `train.lean_activations`, `train.activation_offload`, `train.fused_lora`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
+`train.compile`, `train.lean_activations`, `train.activation_offload`, `train.fused_lora`, `train.cuda_graphs`,
+`train.embedding_offload`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
 (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what each
 lever bought on the lent GPU.
 """
@@ -30,6 +31,7 @@ class Speed:
     offload: bool = False  # activations saved for backward go to pinned host memory (TRL's offloader)
     fused_lora: bool = False  # each adapted projection one autograd function (loratui.train.fused_lora)
     cuda_graphs: bool = False  # decoder layers replayed as CUDA graphs (loratui.train.graphs)
+    embedding_offload: bool = False  # the input embedding table in host memory (loratui.train.host_embedding)
 
     def as_event(self) -> dict:
         return asdict(self)
@@ -106,7 +108,26 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
                  optimizer=optimizer, compile=t.compile, lean=lean,
                  lean_mlp=lean_mlp(cfg, lean) and not fused and not graphs, offload=offload, fused_lora=fused,
-                 cuda_graphs=graphs)
+                 cuda_graphs=graphs, embedding_offload=embedding_offload(cfg, cuda))
+
+
+def embedding_offload(cfg: RunConfig, cuda: bool) -> bool:
+    """Whether the input embeddings live in host memory (loratui.train.host_embedding): on only (auto is the memory
+    fit's to turn on), for a LoRA method on one CUDA card. Whether the model allows it (a head tied to the table)
+    is checked on the model itself."""
+    if cfg.train.embedding_offload != "on":
+        return False
+    why = None
+    if not cuda:
+        why = "a CUDA GPU (it keeps the table in host memory, away from the card)"
+    elif cfg.method.kind not in LORA_METHODS:
+        why = "a LoRA method (lora, qlora, lora-8bit): full fine-tuning trains the embeddings"
+    elif plan_devices(cfg).world_size > 1:
+        why = "one card (several processes each hold their own copy and FSDP shards it)"
+    if why:
+        raise ConfigError(f"train.embedding_offload on needs {why}", field="train.embedding_offload",
+                          hint="set train.embedding_offload: auto")
+    return True
 
 
 def fused_cross_entropy(cfg: RunConfig, liger: bool) -> bool:
