@@ -194,10 +194,15 @@ def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatc
     assert (run.train.cuda_graphs, run.train.gradient_checkpointing) == ("on", True)
     msg = tight.message()
     assert "CUDA graphs on (each checkpointed layer recomputed in its graph)" in msg and "less step time" in msg
-    halved = fit.plan(cfg(), 9 * GiB, estimator=toy)  # not at batch 4: at micro-batch 2, before the eager savers
+    offloaded = fit.plan(cfg(), 9 * GiB, estimator=toy)  # the checkpoints to host memory, still at batch 4
+    assert offloaded.graphs and offloaded.offload and offloaded.fits and offloaded.batch_size == 4
+    assert offloaded.estimate == int(toy(cfg(), LAYERS, True)[0] * fit.GRAPHS_CKPT_MEMORY)
+    assert "activation offload to host memory" in offloaded.message()
+    assert fit.plan(cfg(activation_offload="off"), 9 * GiB, estimator=toy).batch_size == 2  # the user's word
+    halved = fit.plan(cfg(), 7.3 * GiB, estimator=toy)  # not at batch 4: at micro-batch 2, before the eager savers
     assert halved.graphs and halved.fits and (halved.batch_size, halved.grad_accum) == (2, 2)
     assert "micro-batch 2 x 2 accumulation" in halved.message() and fit.GRAPHS_CKPT_TEXT in halved.message()
-    eager = fit.plan(cfg(), 7 * GiB, estimator=toy)  # checkpointed graphs fit at no micro-batch: the eager savers
+    eager = fit.plan(cfg(), 6.5 * GiB, estimator=toy)  # checkpointed graphs fit at no micro-batch: the eager savers
     assert not eager.graphs and eager.checkpointing and eager.fits
     assert not fit.plan(cfg(cuda_graphs="off"), 10 * GiB, estimator=toy).graphs
 

@@ -34,9 +34,13 @@ HALF_BATCH_COST = 1.0  # half the tokens a micro-step for the same fixed cost (a
 #: own memory: NVML 26.0 -> 47.7 GiB on the 8B QLoRA shape, 10.8 -> 17.4 GiB on the 1B LoRA one (round 7, one call)
 GRAPHS_MEMORY = 2.0  # times the estimate without them: auto turns them on only when that much fits the budget
 #: checkpointed layers replayed as graphs (loratui.train.graphs_ckpt) keep one layer's working memory in the graphs'
-#: pool beside the checkpoints: NVML 5.82 GiB over an estimate of 4.96 (1B LoRA, batch 16), 9.59 over 8.34 (8B
-#: QLoRA, batch 4) in round 8, one call: 1.17x and 1.15x
-GRAPHS_CKPT_MEMORY = 1.2
+#: pool (up to the largest step size) beside the checkpoints, and the graphs themselves take some 0.25 GiB outside
+#: torch: NVML over the estimate, 8B QLoRA batch 4 with the input embeddings in host memory, offloaded checkpoints
+#: and 8-bit AdamW: 7.33 over 6.50 (1.13x), micro-batch 2: 6.73 over 6.24 (1.08x), round 9, one call; round 8
+#: (warm-ups outside the pool, +0.3-0.8 GiB while a new size was captured): 1.15-1.18x, long rows 1.11x
+GRAPHS_CKPT_MEMORY = 1.13
+#: the checkpoints in host memory under graphs: 4,180 tokens/s without (round 9, call 1), 4,118 with (call 2), 8B QLoRA
+GRAPHS_CKPT_OFFLOAD_COST = 0.02
 #: ...and are faster than no checkpointing without graphs where the host issuing kernels is what a step waits on
 #: (8B QLoRA batch 4: 5,369 vs 2,229 tokens/s; 1B LoRA batch 16: 42,660 vs 32,198; round 7-8), not where the card
 #: is busy (8B bf16 LoRA, 16 rows: graphs bought 1%, recomputing costs ~25%): chosen over running as written up to
@@ -47,6 +51,14 @@ GRAPHS_CKPT_MEMORY = 1.2
 GRAPHS_CKPT_WORK = 5e13
 GRAPHS_CKPT_TEXT = "CUDA graphs on (each checkpointed layer recomputed in its graph)"
 GRAPHS_CKPT_COST = -0.25  # step time against running as written without graphs (1B LoRA: 32,198 -> 42,660)
+#: ...and on a 4-bit or 8-bit base, whose eager step is the most host-bound: 8B QLoRA batch 4, eager checkpointing
+#: 1,496 tokens/s against 5,010 checkpointed in graphs (round 8, one call): with CKPT_ALL_COST, about -0.6
+GRAPHS_CKPT_COST_QUANTIZED = -0.5
+#: halving the micro-batch under graphs costs less than eagerly (the host's share of a step is replayed):
+#: 8B QLoRA checkpointed in graphs, micro-batch 4 -> 2, 4,118 -> 3,034 tokens/s (round 9, one call)
+GRAPHS_HALF_BATCH_COST = 0.36
+#: the input embeddings in host memory (train.embedding_offload): a host lookup and one copy of the step's rows
+EMBEDDING_COST = 0.02
 #: of the free memory "auto" plans for (the estimate is within about 10%; other processes may grow)
 AUTO_SHARE = 0.92
 
@@ -68,6 +80,7 @@ class Fit:
     changes: list[str] = field(default_factory=list)
     faster: list[str] = field(default_factory=list)  # memory-for-speed levers switched off because there is room
     graphs: bool = False  # CUDA graphs switched on because there is room (train.cuda_graphs: auto)
+    embedding_offload: bool = False  # the input embeddings moved to host memory (train.embedding_offload: auto)
 
     @property
     def changed(self) -> bool:
@@ -100,7 +113,8 @@ class Fit:
                 "needed_gib": round(self.needed / GiB, 2), "estimate_gib": round(self.estimate / GiB, 2),
                 "fits": self.fits, "changes": self.changes, "batch_size": self.batch_size,
                 "grad_accum": self.grad_accum, "checkpointing": self.checkpointing, "ckpt_layers": self.ckpt_layers,
-                "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster, "graphs": self.graphs}
+                "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster, "graphs": self.graphs,
+                "embedding_offload": self.embedding_offload}
 
     def apply(self, cfg: RunConfig) -> RunConfig:
         """A copy of ``cfg`` with the chosen savers (the run folder's config.yaml keeps what the user wrote)."""
@@ -113,6 +127,8 @@ class Fit:
             setattr(out.train, key, "off")
         if self.graphs:
             out.train.cuda_graphs = "on"
+        if self.embedding_offload:
+            out.train.embedding_offload = "on"
         return out
 
 
@@ -158,6 +174,43 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
         if t.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_CKPT_WORK):
             return _with_checkpointed_graphs(cfg, base, estimator) or fit
         return fit
+    best, leanest = _search(cfg, base, estimator)
+    moved = _embeddings_moved(cfg, estimator, needed)
+    if moved is not None:  # the same search with the input embeddings in host memory, each option at its cost more
+        best2, leanest2 = _search(moved, base, estimator, extra=EMBEDDING_COST, moved=True)
+        if best2 is not None and (best is None or best2.cost < best.cost):
+            best = best2
+        if leanest2 is not None and (leanest is None or leanest2.estimate < leanest.estimate):
+            leanest = leanest2
+    chosen = best or leanest or base
+    chosen.changes = _describe(cfg, chosen) + ([GRAPHS_CKPT_TEXT] if chosen.graphs else [])
+    return chosen
+
+
+def _embeddings_moved(cfg: RunConfig, estimator, needed: int) -> RunConfig | None:
+    """``cfg`` with the input embeddings in host memory (train.embedding_offload left on auto), where that is
+    allowed and the estimate falls; None otherwise."""
+    from loratui.train import speed
+
+    if cfg.train.embedding_offload != "auto":
+        return None
+    moved = cfg.model_copy(deep=True)
+    moved.train.embedding_offload = "on"
+    try:
+        speed.embedding_offload(moved, cuda=True)
+    except Exception:  # noqa: BLE001 - not a run that may move them (full fine-tuning, several cards)
+        return None
+    total, _ = estimator(moved, None, cfg.train.activation_offload == "on")
+    return moved if total < needed else None
+
+
+def _search(cfg: RunConfig, base: Fit, estimator, extra: float = 0.0,
+            moved: bool = False) -> tuple[Fit | None, Fit | None]:
+    """The cheapest fitting set of savers for ``cfg`` (each costing ``extra`` more; ``moved``: the fit moved the
+    input embeddings to host memory) and the leanest of all tried: checkpointing, offload and graphs at the
+    configured batch, then at halved micro-batches while that may pay."""
+    t, budget, source, needed, layers = cfg.train, base.budget, base.source, base.needed, base.layers
+    work = getattr(estimator, "work", None)
     best: Fit | None = None
     leanest: Fit | None = None
     for halvings in range(0, 1 + int(math.log2(max(t.batch_size, 1)))):
@@ -166,12 +219,13 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
         trial = cfg.model_copy(deep=True)
         trial.train.batch_size, trial.train.grad_accum = micro, accum
         batch_cost = (1 + HALF_BATCH_COST) ** halvings - 1
+        graphs_batch_cost = (1 + GRAPHS_HALF_BATCH_COST) ** halvings - 1
         for option in _options(trial, estimator, layers, budget):
             total, ckpt, k, offload, saver_cost = option
-            cost = (1 + batch_cost) * (1 + saver_cost) - 1
+            cost = (1 + batch_cost) * (1 + saver_cost) * (1 + extra) - 1
             fit = Fit(budget=budget, source=source, needed=needed, estimate=total, fits=total <= budget,
                       batch_size=micro, grad_accum=accum, checkpointing=ckpt, ckpt_layers=k, layers=layers,
-                      offload=offload, cost=cost)
+                      offload=offload, cost=cost, embedding_offload=moved)
             if fit.fits and (best is None or cost < best.cost):
                 best = fit
             if leanest is None or total < leanest.estimate:
@@ -181,14 +235,15 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
         graphed = None if work is not None and work(trial) > GRAPHS_CKPT_WORK else \
             _with_checkpointed_graphs(trial, base, estimator)
         if graphed is not None:
-            graphed.cost = (1 + batch_cost) * (1 + GRAPHS_CKPT_COST) - 1
+            graphed.cost = (1 + graphs_batch_cost) * (1 + graphed.cost) * (1 + extra) - 1
+            graphed.embedding_offload = moved
             if best is None or graphed.cost < best.cost:
                 best = graphed
-        if best is not None and (1 + HALF_BATCH_COST) ** (halvings + 1) - 1 >= best.cost:
-            break  # a smaller micro-batch alone would cost more than what fits already
-    chosen = best or leanest or base
-    chosen.changes = _describe(cfg, chosen) + ([GRAPHS_CKPT_TEXT] if chosen.graphs else [])
-    return chosen
+        cheapest = min((1 + HALF_BATCH_COST) ** (halvings + 1),
+                       (1 + GRAPHS_HALF_BATCH_COST) ** (halvings + 1) * (1 + _graphs_ckpt_cost(cfg))) - 1
+        if best is not None and cheapest >= best.cost:
+            break  # a smaller micro-batch would cost more than what fits already
+    return best, leanest
 
 
 def _faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
@@ -230,11 +285,14 @@ def _with_graphs(cfg: RunConfig, fit: Fit) -> Fit:
     return fit
 
 
+def _graphs_ckpt_cost(cfg: RunConfig) -> float:
+    return GRAPHS_CKPT_COST_QUANTIZED if cfg.quantized else GRAPHS_CKPT_COST
+
+
 def _with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None:
     """Every layer checkpointed and replayed as CUDA graphs at the configured batch (train.cuda_graphs left on
-    auto); None where that does not fit or cannot run (loratui.train.speed.cuda_graphs says where). Offloading the
-    checkpoints bought 0.1 GiB under graphs (8B QLoRA, round 8): it is never added for them, and the estimate
-    leaves it out."""
+    auto), with the checkpoints in host memory where only that fits (train.activation_offload left on auto); None
+    where neither fits or graphs cannot run (loratui.train.speed.cuda_graphs says where)."""
     from loratui.train import speed
 
     t = cfg.train
@@ -246,15 +304,18 @@ def _with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None
         speed.resolve(candidate, cuda=True)
     except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
         return None
-    total, layers = estimator(cfg, None if t.gradient_checkpointing else fit.layers or None, False)
-    total = int(total * GRAPHS_CKPT_MEMORY)
-    if total > fit.budget:
-        return None
-    out = Fit(budget=fit.budget, source=fit.source, needed=fit.needed, estimate=total, fits=True,
-              batch_size=t.batch_size, grad_accum=t.grad_accum, checkpointing=True, ckpt_layers=None,
-              layers=layers, offload=t.activation_offload == "on", cost=GRAPHS_CKPT_COST, graphs=True)
-    out.changes = [*_describe(cfg, out), GRAPHS_CKPT_TEXT]
-    return out
+    user = t.activation_offload == "on"
+    for offload in [user] if user or t.activation_offload == "off" else [False, True]:
+        total, layers = estimator(cfg, None if t.gradient_checkpointing else fit.layers or None, offload)
+        total = int(total * GRAPHS_CKPT_MEMORY)
+        if total <= fit.budget:
+            cost = (1 + _graphs_ckpt_cost(cfg)) * (1 + (GRAPHS_CKPT_OFFLOAD_COST if offload and not user else 0)) - 1
+            out = Fit(budget=fit.budget, source=fit.source, needed=fit.needed, estimate=total, fits=True,
+                      batch_size=t.batch_size, grad_accum=t.grad_accum, checkpointing=True, ckpt_layers=None,
+                      layers=layers, offload=offload, cost=cost, graphs=True)
+            out.changes = [*_describe(cfg, out), GRAPHS_CKPT_TEXT]
+            return out
+    return None
 
 
 #: levers a quantized run leaves on auto that cost speed for memory: what they are and what they cost (one H200,
@@ -310,4 +371,6 @@ def _describe(cfg: RunConfig, fit: Fit) -> list[str]:
                    else f"gradient checkpointing on all {fit.layers} layers")
     if fit.offload and t.activation_offload != "on":
         out.append("activation offload to host memory")
+    if fit.embedding_offload:
+        out.append("input embeddings in host memory")
     return out
