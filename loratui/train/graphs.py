@@ -122,6 +122,7 @@ class LayerGraphs:
         self.capture = capture
         self.graphs: dict[tuple, tuple] = {}
         self.pool = None
+        self.mempool = None  # torch.cuda.MemPool of the checkpointed graphs (their warm-ups allocate from it too)
         self.replays = 0
         self.failed: str | None = None  # why capturing failed: every layer runs its own forward from then on
         self.notify = notify or (lambda message: None)
@@ -173,7 +174,7 @@ class LayerGraphs:
             return self._capture_all(key, hidden, position_embeddings, cu)
         except Exception as err:  # noqa: BLE001 - a kernel that cannot be captured, memory, a driver limit
             self.graphs.clear()
-            self.pool = None
+            self.pool = self.mempool = None
             self.failed = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
             self.notify(f"CUDA graphs off for the rest of the run: capturing the layers failed ({self.failed}); "
                         "training goes on without them (train.cuda_graphs: off skips the attempt)")
@@ -211,8 +212,9 @@ class LayerGraphs:
                 self.offloader = graphs_ckpt.Offload(len(self.layers), hidden.device)
         capture = self.capture
         if capture is None:
-            if self.pool is None:
-                self.pool = torch.cuda.graph_pool_handle()
+            if self.pool is None:  # a MemPool (not a bare handle): the warm-ups allocate from it too
+                self.mempool = torch.cuda.MemPool()
+                self.pool = self.mempool.id
                 self.side = torch.cuda.Stream()
             capture = graphs_ckpt.cuda_capture(self.pool, self.side)
         autocast = (torch.autocast("cuda", dtype=self.autocast_dtype, cache_enabled=False)
