@@ -33,7 +33,8 @@ SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "dat
          "optimizer": "train.optimizer", "compile": "train.compile", "gc": "train.gradient_checkpointing",
          "gpus": "train.gpus", "distributed": "train.distributed", "method": "method.kind",
          "lean": "train.lean_activations", "lean_mlp": "train.lean_mlp", "offload": "train.activation_offload",
-         "budget": "train.memory_budget", "fit": "train.fit", "fused": "train.fused_lora"}
+         "budget": "train.memory_budget", "fit": "train.fit", "fused": "train.fused_lora",
+         "embed": "train.embedding_offload", "graphs": "train.cuda_graphs"}
 
 
 class NvmlPeak(threading.Thread):
