@@ -106,6 +106,9 @@ def test_the_real_estimate_checkpoints_layers_on_a_tiny_llama(tiny_llama, tmp_pa
     one, _ = est(c, 1, False)
     full, _ = est(c, layers, False)
     assert layers == 2 and full < none and full <= one
+    eight = c.model_copy(deep=True)
+    eight.train.optimizer = "adamw_8bit"  # the estimator prices the config it is handed, optimizer included
+    assert est(eight, None, False)[0] < none
     budget = (full + none) // 2
     f = fit.plan(c, budget, estimator=est)
     assert f.fits and f.estimate <= budget and f.changed

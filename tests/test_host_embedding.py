@@ -122,3 +122,23 @@ def test_the_fit_moves_the_table_when_memory_is_short():
     assert not fit.plan(cfg, 7 * GiB, estimator=toy).embedding_offload  # it fits: nothing moves
     cfg.train.embedding_offload = "off"  # the user's word stands
     assert not fit.plan(cfg, int(6.5 * GiB), estimator=toy).embedding_offload
+
+
+def test_the_fit_takes_8bit_adamw_where_the_optimizer_is_left_on_auto(monkeypatch):
+    """Short of memory, the optimizer's states in 8 bits (Unsloth's recipe uses it) before a smaller micro-batch;
+    a user's own optimizer stays."""
+    monkeypatch.setattr(fit, "_has_bitsandbytes", lambda: True)
+
+    def toy(cfg: RunConfig, ckpt_layers, offload) -> tuple[int, int]:
+        """5 GiB of weights and a 1 GiB table (it stays), 1 GiB of AdamW states (a quarter in 8 bits), 0.25 GiB of
+        activations a row."""
+        states = 0.25 * GiB if cfg.train.optimizer == "adamw_8bit" else GiB
+        return int(6 * GiB + states + 0.25 * GiB * cfg.train.batch_size), 32
+
+    cfg = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"batch_size": 4, "activation_offload": "off",
+                                                                           "embedding_offload": "off"}})
+    f = fit.plan(cfg, int(7.5 * GiB), estimator=toy)  # 8 GiB as written: the states in 8 bits fit it
+    assert f.fits and f.optimizer == "adamw_8bit" and f.batch_size == 4 and not f.checkpointing
+    assert "8-bit AdamW" in f.message() and f.apply(cfg).train.optimizer == "adamw_8bit"
+    cfg.train.optimizer = "adamw_torch_fused"  # the user's choice stands: a smaller micro-batch or checkpointing
+    assert fit.plan(cfg, int(7.5 * GiB), estimator=toy).optimizer is None

@@ -84,7 +84,8 @@ class TrainSection(Section):
     precision: Precision = "auto"
     """auto picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
     optimizer: Optimizer = "auto"
-    """auto: fused AdamW on a GPU, AdamW on CPU (paged 8-bit AdamW stays a choice for QLoRA)."""
+    """auto: fused AdamW on a GPU (8-bit AdamW where the memory fit needs it, and it says so), AdamW on CPU (paged
+    8-bit AdamW stays a choice for QLoRA)."""
     attention: Attention = "auto"
     """auto: variable-length attention over packed batches on a GPU (no attention across examples), else SDPA."""
     liger: Switch = "auto"

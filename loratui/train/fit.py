@@ -8,11 +8,16 @@ fit, each priced by what it costs in step time (measured on an H200, bench/RESUL
 - activation offload (what is saved for backward goes to pinned host memory and comes back ahead of the backward
   pass, on a second CUDA stream; TRL's offloader): with checkpointing, the layers' inputs only (offloaded
   checkpointing, as Unsloth does); alone, everything (slow: picked only when nothing else fits);
-- a smaller micro-batch with more gradient accumulation (the same effective batch, the same learning rate).
+- a smaller micro-batch with more gradient accumulation (the same effective batch, the same learning rate);
+- the input embeddings in pinned host memory (train.embedding_offload: a LoRA run never trains them; each saver
+  above is tried with and without it);
+- every layer checkpointed and replayed as CUDA graphs (train.cuda_graphs), at the configured micro-batch or a
+  smaller one, its checkpoints offloaded where only that fits.
 
 What the user set explicitly stays: ``gradient_checkpointing: true`` stays on for every layer, ``activation_offload:
-off`` is never turned on, ``fit: off`` runs exactly as written. The budget is ``train.memory_budget`` (GiB) or, with
-``auto``, what is free on the card at launch. Torch side (the estimate builds the model on the meta device).
+off`` and ``embedding_offload: off`` are never turned on, ``fit: off`` runs exactly as written. The budget is
+``train.memory_budget`` (GiB) or, with ``auto``, what is free on the card at launch. Torch side (the estimate builds
+the model on the meta device).
 """
 
 from __future__ import annotations
@@ -23,11 +28,10 @@ from dataclasses import dataclass, field
 
 from loratui.core.config import RunConfig
 from loratui.train.fit_prices import (  # noqa: F401 - the calibration (re-exported; tests set their own prices)
-    AUTO_SHARE, CKPT_ALL_COST, CKPT_OFFLOAD_COST, EMBEDDING_COST, FASTER, GRAPHS_CKPT_COST, GRAPHS_CKPT_COST_QUANTIZED,
-    GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT, GRAPHS_CKPT_WORK, GRAPHS_HALF_BATCH_COST,
-    GRAPHS_MEMORY, HALF_BATCH_COST, OFFLOAD_COST, GiB,
+    AUTO_SHARE, CKPT_ALL_COST, CKPT_OFFLOAD_COST, EIGHT_BIT, EIGHT_BIT_COST, EMBEDDING_COST, FASTER, GRAPHS_CKPT_COST,
+    GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT, GRAPHS_CKPT_WORK,
+    GRAPHS_HALF_BATCH_COST, GRAPHS_MEMORY, HALF_BATCH_COST, OFFLOAD_COST, GiB,
 )
-
 
 @dataclass
 class Fit:
@@ -47,6 +51,7 @@ class Fit:
     faster: list[str] = field(default_factory=list)  # memory-for-speed levers switched off because there is room
     graphs: bool = False  # CUDA graphs switched on because there is room (train.cuda_graphs: auto)
     embedding_offload: bool = False  # the input embeddings moved to host memory (train.embedding_offload: auto)
+    optimizer: str | None = None  # the optimizer the fit chose (train.optimizer: auto): 8-bit AdamW where short
 
     @property
     def changed(self) -> bool:
@@ -80,7 +85,7 @@ class Fit:
                 "fits": self.fits, "changes": self.changes, "batch_size": self.batch_size,
                 "grad_accum": self.grad_accum, "checkpointing": self.checkpointing, "ckpt_layers": self.ckpt_layers,
                 "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster, "graphs": self.graphs,
-                "embedding_offload": self.embedding_offload}
+                "embedding_offload": self.embedding_offload, "optimizer": self.optimizer}
 
     def apply(self, cfg: RunConfig) -> RunConfig:
         """A copy of ``cfg`` with the chosen savers (the run folder's config.yaml keeps what the user wrote)."""
@@ -95,6 +100,8 @@ class Fit:
             out.train.cuda_graphs = "on"
         if self.embedding_offload:
             out.train.embedding_offload = "on"
+        if self.optimizer:
+            out.train.optimizer = self.optimizer
         return out
 
 
@@ -141,9 +148,8 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
             return _with_checkpointed_graphs(cfg, base, estimator) or fit
         return fit
     best, leanest = _search(cfg, base, estimator)
-    moved = _embeddings_moved(cfg, estimator, needed)
-    if moved is not None:  # the same search with the input embeddings in host memory, each option at its cost more
-        best2, leanest2 = _search(moved, base, estimator, extra=EMBEDDING_COST, moved=True)
+    for trial, extra, marks in _variants(cfg, estimator, needed):  # the same search with more savers, each at its cost
+        best2, leanest2 = _search(trial, base, estimator, extra=extra, marks=marks)
         if best2 is not None and (best is None or best2.cost < best.cost):
             best = best2
         if leanest2 is not None and (leanest is None or leanest2.estimate < leanest.estimate):
@@ -153,28 +159,52 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
     return chosen
 
 
-def _embeddings_moved(cfg: RunConfig, estimator, needed: int) -> RunConfig | None:
-    """``cfg`` with the input embeddings in host memory (train.embedding_offload left on auto), where that is
-    allowed and the estimate falls; None otherwise."""
+def _variants(cfg: RunConfig, estimator, needed: int):
+    """(``cfg`` with more savers, their extra step time, what the Fit records) for the savers that change the
+    config itself: the input embeddings in host memory (train.embedding_offload left on auto) and 8-bit AdamW
+    (train.optimizer left on auto), each where it is allowed and the estimate falls, and both together."""
     from loratui.train import speed
 
-    if cfg.train.embedding_offload != "auto":
-        return None
-    moved = cfg.model_copy(deep=True)
-    moved.train.embedding_offload = "on"
-    try:
-        speed.embedding_offload(moved, cuda=True)
-    except Exception:  # noqa: BLE001 - not a run that may move them (full fine-tuning, several cards)
-        return None
-    total, _ = estimator(moved, None, cfg.train.activation_offload == "on")
-    return moved if total < needed else None
+    offload = cfg.train.activation_offload == "on"
+    single = []
+    if cfg.train.embedding_offload == "auto":
+        moved = cfg.model_copy(deep=True)
+        moved.train.embedding_offload = "on"
+        try:
+            speed.embedding_offload(moved, cuda=True)
+            if estimator(moved, None, offload)[0] < needed:
+                single.append(("embedding_offload", EMBEDDING_COST))
+        except Exception:  # noqa: BLE001 - not a run that may move them (full fine-tuning, several cards)
+            pass
+    if cfg.train.optimizer == "auto" and _has_bitsandbytes():
+        eight = cfg.model_copy(deep=True)
+        eight.train.optimizer = EIGHT_BIT
+        if estimator(eight, None, offload)[0] < needed:
+            single.append(("optimizer", EIGHT_BIT_COST))
+    combos = [[one] for one in single] + ([single] if len(single) == 2 else [])
+    for combo in combos:
+        trial, extra, marks = cfg.model_copy(deep=True), 0.0, {}
+        for key, cost in combo:
+            if key == "embedding_offload":
+                trial.train.embedding_offload, marks["embedding_offload"] = "on", True
+            else:
+                trial.train.optimizer, marks["optimizer"] = EIGHT_BIT, EIGHT_BIT
+            extra = (1 + extra) * (1 + cost) - 1
+        yield trial, extra, marks
+
+
+def _has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 def _search(cfg: RunConfig, base: Fit, estimator, extra: float = 0.0,
-            moved: bool = False) -> tuple[Fit | None, Fit | None]:
-    """The cheapest fitting set of savers for ``cfg`` (each costing ``extra`` more; ``moved``: the fit moved the
-    input embeddings to host memory) and the leanest of all tried: checkpointing, offload and graphs at the
+            marks: dict | None = None) -> tuple[Fit | None, Fit | None]:
+    """The cheapest fitting set of savers for ``cfg`` (each costing ``extra`` more; ``marks``: the Fit fields of the
+    savers ``_variants`` put in ``cfg``) and the leanest of all tried: checkpointing, offload and graphs at the
     configured batch, then at halved micro-batches while that may pay."""
+    marks = marks or {}
     t, budget, source, needed, layers = cfg.train, base.budget, base.source, base.needed, base.layers
     work = getattr(estimator, "work", None)
     best: Fit | None = None
@@ -191,7 +221,7 @@ def _search(cfg: RunConfig, base: Fit, estimator, extra: float = 0.0,
             cost = (1 + batch_cost) * (1 + saver_cost) * (1 + extra) - 1
             fit = Fit(budget=budget, source=source, needed=needed, estimate=total, fits=total <= budget,
                       batch_size=micro, grad_accum=accum, checkpointing=ckpt, ckpt_layers=k, layers=layers,
-                      offload=offload, cost=cost, embedding_offload=moved)
+                      offload=offload, cost=cost, **marks)
             if fit.fits and (best is None or cost < best.cost):
                 best = fit
             if leanest is None or total < leanest.estimate:
@@ -202,7 +232,7 @@ def _search(cfg: RunConfig, base: Fit, estimator, extra: float = 0.0,
             _with_checkpointed_graphs(trial, base, estimator)
         if graphed is not None:
             graphed.cost = (1 + graphs_batch_cost) * (1 + graphed.cost) * (1 + extra) - 1
-            graphed.embedding_offload = moved
+            graphed = dataclasses.replace(graphed, **marks)
             if best is None or graphed.cost < best.cost:
                 best = graphed
         cheapest = min((1 + HALF_BATCH_COST) ** (halvings + 1),
@@ -284,8 +314,6 @@ def _with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None
     return None
 
 
-
-
 def _options(cfg: RunConfig, estimator, layers: int, budget: int):
     """(estimate, checkpointing, first k layers, offload, extra step time) for each way to save at this batch."""
     t = cfg.train
@@ -333,4 +361,6 @@ def _describe(cfg: RunConfig, fit: Fit) -> list[str]:
         out.append("activation offload to host memory")
     if fit.embedding_offload:
         out.append("input embeddings in host memory")
+    if fit.optimizer:
+        out.append("8-bit AdamW (its states in 8 bits)")
     return out

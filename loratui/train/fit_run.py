@@ -44,6 +44,7 @@ def estimator_for(cfg: RunConfig):
             est._levers(c, cuda, getattr(model_config, "model_type", None))
         vlev = dataclasses.replace(own, ckpt_layers=ckpt_layers, offload=offload and cuda,
                                    host_embedding=cuda and c.train.embedding_offload == "on",
+                                   optimizer=est._optimizer(c, cuda),
                                    lean_mlp=own.lean_mlp and not checkpointing)
         # the estimate wraps the model in peft: each row gets its own copy of the unwrapped meta model
         row = est._estimate_row("fit", c2, copy.deepcopy(meta), shape, vlev, tokens)
