@@ -110,3 +110,14 @@ def test_snapshot_adapters(runs, snap_compare):
 
     app = host_app(lambda: AdaptersScreen(select=runs / "smollm2-demo" / "adapter"), runs_dir=runs)
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+async def test_at_80_columns_the_footer_keeps_the_screen_keys_and_the_way_back_to_runs(runs):
+    app = host_app(lambda: AdaptersScreen(), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="adapters")
+        lines = screen_text(app).splitlines()
+        footer = lines[-1]
+        for key in ("t Try it", "g Merge", "e Export GGUF", "del Delete", "? Help", "q Quit", "r Runs"):
+            assert key in footer, footer
+        assert "f adds a folder" in lines[0]  # the rarer keys: the title line and help (?)

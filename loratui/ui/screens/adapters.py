@@ -62,9 +62,9 @@ class AdaptersScreen(LoratuiScreen):
         Binding("g", "merge", "Merge"),
         Binding("e", "export", "Export GGUF"),
         Binding("delete,x", "delete", "Delete"),
-        Binding("y", "copy_path", "Copy path"),
-        Binding("f", "add_folder", "Add folder", priority=True),
-        Binding("f5,ctrl+r", "refresh", "Refresh"),
+        Binding("y", "copy_path", "Copy path", show=False),  # help (?) lists them: at 80 columns the footer
+        Binding("f", "add_folder", "Add folder", priority=True, show=False),  # keeps the app's keys on screen
+        Binding("f5,ctrl+r", "refresh", "Refresh", show=False),
     ]
 
     COLUMNS = [("name", "Adapter", 20), ("base", "Base model", 24), ("r", "r", 4), ("alpha", "α", 5),
@@ -103,7 +103,7 @@ class AdaptersScreen(LoratuiScreen):
             yield Static(id="ad-info")
             with VerticalScroll(id="ad-files"):
                 yield Static(id="ad-files-list")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -129,9 +129,12 @@ class AdaptersScreen(LoratuiScreen):
         n = len(self.adapters)
         total = sum(a.size for a in self.adapters)
         where = ", ".join(str(f) for f in self.folders)
-        text = Text.assemble(("Adapters", "bold"), f"  {where}")
+        text = Text.assemble(("Adapters", "bold"))
         if self.loaded:
-            text.append(f"  ·  {n} adapter{'s' * (n != 1)}, {format_bytes(total)}", style="dim")
+            text.append(f"  {n} adapter{'s' * (n != 1)}, {format_bytes(total)}", style="dim")
+        # f is not in the footer (at 80 columns it keeps the app's keys): said here, before the folders' paths
+        text.append("  ·  f adds a folder  ·  ", style="dim")
+        text.append(where)
         self.query_one("#ad-title", Static).update(text)
 
     # -- loading -------------------------------------------------------------------------------------------------
