@@ -109,6 +109,11 @@ def test_the_real_estimate_checkpoints_layers_on_a_tiny_llama(tiny_llama, tmp_pa
     eight = c.model_copy(deep=True)
     eight.train.optimizer = "adamw_8bit"  # the estimator prices the config it is handed, optimizer included
     assert est(eight, None, False)[0] < none
+    from loratui.train.estimate import estimate_memory
+
+    # the method applied once and reused, estimates kept: the same figure as the estimate made on its own
+    assert none == estimate_memory(c, compare=False).rows[0].total
+    assert fit_run.estimator_for(eight)(eight, None, False) == est(eight, None, False)
     budget = (full + none) // 2
     f = fit.plan(c, budget, estimator=est)
     assert f.fits and f.estimate <= budget and f.changed
