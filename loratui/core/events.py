@@ -82,7 +82,8 @@ class StartedEvent(Event):
     fit: Optional[dict] = None
     """The memory fit: budget_gib, source, needed_gib, estimate_gib, fits, changes (what it added), batch_size,
     grad_accum, checkpointing, ckpt_layers, offload, cost (estimated extra step time), faster (memory savers turned
-    off for speed), graphs (CUDA graphs turned on for speed)."""
+    off for speed), graphs (CUDA graphs turned on for speed), embedding_offload (the input embeddings moved to host
+    memory), optimizer (8-bit AdamW chosen for memory, else null)."""
 
 
 class ResumedEvent(Event):
