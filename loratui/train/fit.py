@@ -33,6 +33,7 @@ from loratui.train.fit_prices import (  # noqa: F401 - the calibration (re-expor
     GRAPHS_HALF_BATCH_COST, GRAPHS_MEMORY, HALF_BATCH_COST, OFFLOAD_COST, GiB,
 )
 
+
 @dataclass
 class Fit:
     budget: int  # bytes the run may use (NVML's view)
