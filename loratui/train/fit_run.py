@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError
-from loratui.train.fit import GiB, budget_bytes, graphs_factor, plan
+from loratui.train.fit import Fit, GiB, budget_bytes, graphs_factor, plan
 
 
 def estimator_for(cfg: RunConfig):
