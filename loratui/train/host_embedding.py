@@ -29,7 +29,7 @@ def why_not(model) -> str | None:
         return None
     if hasattr(emb, "original_module") or hasattr(emb, "modules_to_save"):  # peft's copy that trains
         return "trained"
-    if type(emb) is not torch.nn.Embedding:
+    if type(emb) is not torch.nn.Embedding or emb.max_norm is not None:  # max_norm rewrites rows as it reads them
         return "type"
     if emb.weight.requires_grad:
         return "trained"
