@@ -20,9 +20,10 @@ def _events(run, kind):
 def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
     """The demo config, shortened: eval loss on held-out contacts falls, and the answer changes."""
     data = yaml.safe_load((REPO / "sample_configs" / "smollm2-demo.yaml").read_text())
-    # 8 held-out contacts (within the config's eval_samples: no separate final pass), 6 steps of 4
+    # 8 held-out contacts (within the config's eval_samples: no separate final pass), 4 steps of 4 (measured: the
+    # eval loss is 0.27x the base model's at step 4, 0.32x at step 3; the bar is 0.7x)
     data["data"].update({"max_samples": 64, "validation_file": None, "validation_fraction": 0.125})
-    data["train"].update({"max_steps": 6, "batch_size": 4, "eval_steps": 6, "save_steps": 6, "logging_steps": 2,
+    data["train"].update({"max_steps": 4, "batch_size": 4, "eval_steps": 4, "save_steps": 4, "logging_steps": 2,
                           "lr": 0.001, "warmup_steps": 1})
     data["output"] = {"runs_dir": str(runs_dir), "name": "demo"}
     cfg = tmp_path / "demo.yaml"
@@ -30,7 +31,7 @@ def test_smollm2_demo_learns_the_format(tmp_path, runs_dir):
     assert cli_main(["train", str(cfg)]) == 0
     run = runs.RunDir(runs_dir / "demo")
     evals = _events(run, "eval")
-    assert evals[0]["step"] == 0 and evals[-1]["step"] == 6
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 4
     assert evals[-1]["eval_loss"] < 0.7 * evals[0]["eval_loss"], evals
     started = _events(run, "started")[0]
     assert started["model"] == "smollm2-135m-instruct" and started["trainable_params"] == 4_884_480
