@@ -194,7 +194,9 @@ def test_pickle_only_model_needs_opt_in_and_malicious_pickle_is_one_line(tmp_pat
     assert not Path("/tmp/loratui-pwned").exists()
 
 
-def _train_adapter(tmp_path: Path, tiny_llama: Path) -> Path:
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_llama) -> Path:
+    """One step of a tiny LoRA run, trained once for the tests here; each test works on its own copy."""
     from loratui.core import runs
     from loratui.train.engine import Engine
 
@@ -203,19 +205,28 @@ def _train_adapter(tmp_path: Path, tiny_llama: Path) -> Path:
         "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 8,
                  "validation_fraction": 0.0, "max_length": 96},
         "train": {"max_steps": 1, "batch_size": 2, "save_steps": 100, "logging_steps": 1},
-        "output": {"runs_dir": str(tmp_path / "runs"), "name": "a1"}})
+        "output": {"runs_dir": str(tmp_path_factory.mktemp("trained") / "runs"), "name": "a1"}})
     run = runs.create_run(cfg)
     assert Engine(run, echo=lambda line: None).run() == 0
-    return run.adapter_dir
+    return run.path
 
 
-def test_pickle_adapter_and_truncated_adapter(tmp_path, tiny_llama, capsys):
+def _train_adapter(tmp_path: Path, trained_run: Path) -> Path:
+    """This test's copy of the trained run (tests cut and rewrite its files); returns its adapter folder."""
+    from loratui.core import runs
+
+    copy = tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained_run, copy)
+    return runs.RunDir(copy).adapter_dir
+
+
+def test_pickle_adapter_and_truncated_adapter(tmp_path, trained_run, capsys):
     import torch
     from safetensors.torch import load_file
 
     from loratui.core.adapters import read_adapter
 
-    adapter = _train_adapter(tmp_path, tiny_llama)
+    adapter = _train_adapter(tmp_path, trained_run)
     capsys.readouterr()  # the training's progress bars
     assert read_adapter(adapter).incomplete is None
     # pickle-only adapter: refused without the flag, loads with it
@@ -246,8 +257,8 @@ def test_pickle_adapter_and_truncated_adapter(tmp_path, tiny_llama, capsys):
 
 # -- 12: merge cleans a killed merge's .partial folders ---------------------------------------------------------
 
-def test_merge_cleans_partials_left_by_a_killed_merge(tmp_path, tiny_llama):
-    adapter = _train_adapter(tmp_path, tiny_llama)
+def test_merge_cleans_partials_left_by_a_killed_merge(tmp_path, trained_run):
+    adapter = _train_adapter(tmp_path, trained_run)
     out = tmp_path / "merged"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     # a real merge process, killed while it writes its output
@@ -303,8 +314,8 @@ def test_fuzz_estimate_is_a_number_or_one_line(tiny_llama, r, alpha, targets, pr
 
 # -- issue 15 round 2, items 5 and 9: merge onto a malicious base, merge into a link to an empty folder ------------
 
-def test_merge_onto_a_malicious_pickle_base_and_into_a_linked_folder(tmp_path, tiny_llama, capsys):
-    adapter = _train_adapter(tmp_path, tiny_llama)
+def test_merge_onto_a_malicious_pickle_base_and_into_a_linked_folder(tmp_path, tiny_llama, trained_run, capsys):
+    adapter = _train_adapter(tmp_path, trained_run)
     capsys.readouterr()  # the training's own output
     evil = tmp_path / "evil-base"
     shutil.copytree(tiny_llama, evil)
@@ -328,12 +339,12 @@ def test_merge_onto_a_malicious_pickle_base_and_into_a_linked_folder(tmp_path, t
     assert "cannot write the merged model" in capsys.readouterr().err
 
 
-def test_an_adapter_on_the_wrong_base_says_which_base_it_was_trained_on(tmp_path, tiny_llama, capsys):
+def test_an_adapter_on_the_wrong_base_says_which_base_it_was_trained_on(tmp_path, tiny_llama, trained_run, capsys):
     """Issue 15 item 6: merging onto a base of other shapes names both bases in one line."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    adapter = _train_adapter(tmp_path, tiny_llama)
+    adapter = _train_adapter(tmp_path, trained_run)
     capsys.readouterr()
     other = tmp_path / "wider"
     cfg = LlamaConfig(vocab_size=49152, hidden_size=96, intermediate_size=128, num_hidden_layers=2,
