@@ -171,7 +171,7 @@ def test_resume_at_last_step_of_an_epoch_based_run(tmp_path, tiny_llama, runs_di
 
 def test_second_sigterm_during_the_stop_save_is_ignored(tmp_path, tiny_llama, runs_dir):
     run = make_run(tmp_path, tiny_llama, runs_dir, train={"max_steps": 100000, "save_steps": 100000})
-    pid = runs.launch_detached(run, env={"LORATUI_TEST_SAVE_SLEEP": "*:2"})
+    pid = runs.launch_detached(run, env={"LORATUI_TEST_SAVE_SLEEP": "*:1"})  # 1 s naps: 20 of the test's 0.05 s polls
     assert wait(lambda: len(steps(run)) >= 3), run.log_tail()
     assert runs.stop_run(run)
     assert wait(lambda: any(p.name.startswith(".staging-") for p in run.checkpoints_dir.glob("*"))
