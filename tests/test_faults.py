@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +19,6 @@ from loratui.cli import main as cli_main
 from loratui.core import checkpoints as ck
 from loratui.core import runs
 from loratui.core.config import RunConfig
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def make_run(tmp_path: Path, model_dir: Path, runs_dir: Path, name: str = "r1", **sections) -> runs.RunDir:
@@ -204,21 +201,16 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def _train_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loratui", "train", *args], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, **(env or {})}, timeout=300)
-
-
-def test_disk_full_while_saving_then_resume_after_freeing_space(tmp_path, tiny_llama, small_disk):
+def test_disk_full_while_saving_then_resume_after_freeing_space(tmp_path, tiny_llama, small_disk, capsys):
     cfg = make_run(tmp_path, tiny_llama, tmp_path / "scratch").config()
     cfg.output.runs_dir = str(small_disk)
     cfg.train.max_steps, cfg.train.save_steps = 4, 2
     cfg_path = cfg.save(tmp_path / "cfg.yaml")
     # a checkpoint is ~3.6 MB (tokenizer included): checkpoint-2 fits in 6 MB, checkpoint-4 does not
-    proc = _train_cli([str(cfg_path)])  # the foreground run
-    out = proc.stdout + proc.stderr
+    code = cli_main(["train", str(cfg_path)])  # the foreground run, in this process (no second torch import)
+    out = "".join(capsys.readouterr())
     run = runs.RunDir(small_disk / "r1")
-    assert proc.returncode == 1, out
+    assert code == 1, out
     assert "Traceback" not in out
     line = next(ln for ln in out.splitlines() if ln.startswith("failed: "))
     print(line)
