@@ -160,38 +160,42 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
     return chosen
 
 
+#: the savers that change the config itself, tried as variants of the whole search: train key -> (the value the
+#: fit sets, its extra step time, what the Fit records)
+CONFIG_SAVERS = {
+    "embedding_offload": ("on", EMBEDDING_COST, True),
+    "optimizer": (EIGHT_BIT, EIGHT_BIT_COST, EIGHT_BIT),
+}
+
+
 def _variants(cfg: RunConfig, estimator, needed: int):
-    """(``cfg`` with more savers, their extra step time, what the Fit records) for the savers that change the
-    config itself: the input embeddings in host memory (train.embedding_offload left on auto) and 8-bit AdamW
-    (train.optimizer left on auto), each where it is allowed and the estimate falls, and both together."""
+    """(``cfg`` with more savers, their extra step time, what the Fit records) for CONFIG_SAVERS: the input
+    embeddings in host memory (train.embedding_offload left on auto) and 8-bit AdamW (train.optimizer left on auto),
+    each where it is allowed and the estimate falls, and both together."""
     from loratui.train import speed
+
+    def with_savers(keys):
+        trial = cfg.model_copy(deep=True)
+        for key in keys:
+            setattr(trial.train, key, CONFIG_SAVERS[key][0])
+        return trial
 
     offload = cfg.train.activation_offload == "on"
     single = []
-    if cfg.train.embedding_offload == "auto":
-        moved = cfg.model_copy(deep=True)
-        moved.train.embedding_offload = "on"
+    for key in CONFIG_SAVERS:
+        if getattr(cfg.train, key) != "auto" or key == "optimizer" and not _has_bitsandbytes():
+            continue
+        trial = with_savers([key])
         try:
-            speed.embedding_offload(moved, cuda=True)
-            if estimator(moved, None, offload)[0] < needed:
-                single.append(("embedding_offload", EMBEDDING_COST))
-        except Exception:  # noqa: BLE001 - not a run that may move them (full fine-tuning, several cards)
-            pass
-    if cfg.train.optimizer == "auto" and _has_bitsandbytes():
-        eight = cfg.model_copy(deep=True)
-        eight.train.optimizer = EIGHT_BIT
-        if estimator(eight, None, offload)[0] < needed:
-            single.append(("optimizer", EIGHT_BIT_COST))
-    combos = [[one] for one in single] + ([single] if len(single) == 2 else [])
-    for combo in combos:
-        trial, extra, marks = cfg.model_copy(deep=True), 0.0, {}
-        for key, cost in combo:
             if key == "embedding_offload":
-                trial.train.embedding_offload, marks["embedding_offload"] = "on", True
-            else:
-                trial.train.optimizer, marks["optimizer"] = EIGHT_BIT, EIGHT_BIT
-            extra = (1 + extra) * (1 + cost) - 1
-        yield trial, extra, marks
+                speed.embedding_offload(trial, cuda=True)
+        except Exception:  # noqa: BLE001 - not a run that may move them (full fine-tuning, several cards)
+            continue
+        if estimator(trial, None, offload)[0] < needed:
+            single.append(key)
+    for combo in [[key] for key in single] + ([single] if len(single) > 1 else []):
+        extra = math.prod(1 + CONFIG_SAVERS[key][1] for key in combo) - 1
+        yield with_savers(combo), extra, {key: CONFIG_SAVERS[key][2] for key in combo}
 
 
 def _has_bitsandbytes() -> bool:
