@@ -240,10 +240,10 @@ def _layer_index(parts: list[str]) -> int | None:
 
 
 def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Levers, tokens: StepTokens,
-                  *, fsdp: bool = False, wrapped=None) -> MemoryRow:
+                  *, fsdp: bool = False, prepared: tuple | None = None) -> MemoryRow:
     """One row of the estimate; ``fsdp``: as FSDP holds it on each card (weights, gradients and optimizer states
     whole here, for the caller to split; parameters gathered in the compute dtype, so no autocast copies of them and
-    a 16-bit residual stream; the root unit and two decoder layers gathered at once). ``wrapped``: what
+    a 16-bit residual stream; the root unit and two decoder layers gathered at once). ``prepared``: what
     ``_meta_trainable`` made of ``meta_model`` for this method and LoRA settings already (read, not changed)."""
     import torch.nn as nn
 
@@ -253,7 +253,7 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     precision = lev.precision
     e = 2 if precision in ("bf16", "fp16") else 4
     heads = set(models.head_names(meta_model))
-    wrapped, trainable, _total = wrapped or _meta_trainable(cfg, meta_model)
+    wrapped, trainable, _total = prepared or _meta_trainable(cfg, meta_model)
     quantized = kind in ("qlora", "lora-8bit")
     weights_16 = models_weight_16bit(cfg, precision, lev.cuda)
     lean = lev.lean

@@ -51,7 +51,7 @@ def estimator_for(cfg: RunConfig):
         method = c.method.model_dump_json() + c.lora.model_dump_json()
         if method not in wrapped_by_method:  # peft's wrapping is most of an estimate's time (0.4 of 0.56 s, 8B)
             wrapped_by_method[method] = est._meta_trainable(c, copy.deepcopy(meta))
-        row = est._estimate_row("fit", c2, meta, shape, vlev, tokens, wrapped=wrapped_by_method[method])
+        row = est._estimate_row("fit", c2, meta, shape, vlev, tokens, prepared=wrapped_by_method[method])
         return int(row.total * graphs_factor(c2) if cuda else row.total), shape.layers
 
     def cached(c: RunConfig, ckpt_layers: int | None, offload: bool) -> tuple[int, int]:

@@ -2,9 +2,9 @@
 
 Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
 `train.compile`, `train.lean_activations`, `train.activation_offload`, `train.fused_lora`, `train.cuda_graphs`,
-`train.embedding_offload`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing changes
-(padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what each
-lever bought on the lent GPU.
+`train.embedding_offload`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing
+changes (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what
+each lever bought on the lent GPU.
 """
 
 from __future__ import annotations
