@@ -21,7 +21,10 @@ from transformers import TrainerCallback
 
 from loratui.core.config import load_config
 from loratui.core.runs import create_run
-from loratui.train import engine, recipe
+from loratui.train import engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profiling import add_engine_callback  # noqa: E402
 
 GiB = 2**30
 
@@ -162,19 +165,7 @@ def old_warmups() -> None:
 if __name__ == "__main__":
     if os.environ.get("MEMORY_OLD_WARMUP") == "1":
         old_warmups()
-    make = recipe.token_counting_trainer
-
-    def probed_trainer():
-        base = make()
-
-        class Probed(base):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, **kw)
-                self.add_callback(MemoryProbe(int(os.environ.get("MEMORY_START", "30"))))
-
-        return Probed
-
-    recipe.token_counting_trainer = probed_trainer
+    add_engine_callback(lambda: MemoryProbe(int(os.environ.get("MEMORY_START", "30"))))
     cfg = load_config(sys.argv[1])
     cfg.output.name = (cfg.output.name or "run") + "-memory" + os.environ.get("MEMORY_OLD_WARMUP", "")
     cfg.train.max_steps = max(cfg.train.max_steps or 0, int(os.environ.get("MEMORY_START", "30")) + 3)

@@ -13,28 +13,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from profiling import StepProfiler  # noqa: E402
+from profiling import StepProfiler, add_engine_callback  # noqa: E402
 
 from loratui.core.config import load_config  # noqa: E402
 from loratui.core.runs import create_run  # noqa: E402
-from loratui.train import engine, recipe  # noqa: E402
+from loratui.train import engine  # noqa: E402
 
-make = recipe.token_counting_trainer
-
-
-def profiled_trainer():
-    base = make()
-
-    class Profiled(base):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.add_callback(StepProfiler(f"loratui-{Path(sys.argv[1]).stem}",
-                                           start=int(os.environ.get("PROFILE_START", "20"))))
-
-    return Profiled
-
-
-recipe.token_counting_trainer = profiled_trainer
+add_engine_callback(lambda: StepProfiler(f"loratui-{Path(sys.argv[1]).stem}",
+                                         start=int(os.environ.get("PROFILE_START", "20"))))
 cfg = load_config(sys.argv[1])
 if not os.environ.get("PROFILE_SAME_NAME"):
     cfg.output.name = (cfg.output.name or "run") + "-profile"

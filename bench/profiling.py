@@ -46,3 +46,23 @@ class StepProfiler(TrainerCallback):
                 with open(os.path.join(out, f"profile-{self.label}.txt"), "w") as fh:
                     fh.write(json.dumps(summary) + "\n" + table)
             self.prof = None
+
+
+def add_engine_callback(make_callback) -> None:
+    """Every Trainer the engine makes in this process gets ``make_callback()`` (bench/profile_loratui.py,
+    bench/memory_loratui.py: the real engine in-process, with a probe the engine itself does not carry)."""
+    from loratui.train import recipe
+
+    make = recipe.token_counting_trainer
+
+    def trainer():
+        base = make()
+
+        class WithCallback(base):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                self.add_callback(make_callback())
+
+        return WithCallback
+
+    recipe.token_counting_trainer = trainer
