@@ -7,10 +7,44 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import torch
 from transformers import TrainerCallback
+
+
+SHAPES = os.environ.get("PROFILE_SHAPES") == "1"  # per-shape matmul table (time, TFLOP/s); adds host time
+KINDS = [  # first match wins: kernel name pattern -> kind
+    ("gemm", r"gemm|nvjet|cutlass|xmma|cublas|sm90_|sm80_|Kernel2"), ("attention", r"flash|fmha|attn"),
+    ("cross_entropy", r"cross_entropy"), ("norm", r"rms|norm"), ("swiglu", r"swiglu|silu|geglu"),
+    ("rope", r"rope|rotary"), ("dropout", r"dropout|bernoulli"), ("optimizer", r"adam|foreach|multi_tensor"),
+    ("copy_cast", r"copy|Memcpy|Memset|cat_|CatArray|to_copy|fill"), ("reduce", r"reduce|sum"),
+    ("elementwise", r"elementwise|vectorized|unrolled|triton"),
+]
+
+
+def by_kind(kernels, steps: int) -> dict:
+    """GPU ms a step per kind of kernel (matmuls, attention, norms, copies ...), largest first."""
+    out: dict[str, float] = {}
+    for e in kernels:
+        kind = next((k for k, pat in KINDS if re.search(pat, e.name, re.I)), "other")
+        out[kind] = out.get(kind, 0.0) + e.device_time / 1e3 / steps
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def gemm_table(prof, steps: int) -> str:
+    """Each matmul shape's GPU ms a step and TFLOP/s (leaf aten ops only, so no time is counted twice)."""
+    rows = []
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") and e.device_time_total:
+            ms = e.device_time_total / 1e3 / steps
+            tflops = (e.flops / steps) / (ms / 1e3) / 1e12 if e.flops else 0.0
+            rows.append((ms, e.key, str(e.input_shapes), e.count // steps, tflops))
+    rows.sort(reverse=True)
+    lines = [f"{ms:8.2f} ms  x{n:<4} {tf:6.0f} TFLOP/s  {key} {shapes}" for ms, key, shapes, n, tf in rows[:40]]
+    total = sum(r[0] for r in rows)
+    return f"matmuls: {total:.1f} ms a step\n" + "\n".join(lines)
 
 
 class StepProfiler(TrainerCallback):
@@ -23,7 +57,8 @@ class StepProfiler(TrainerCallback):
         if state.global_step == self.start and self.prof is None:
             torch.cuda.synchronize() if torch.cuda.is_available() else None
             self.prof = torch.profiler.profile(
-                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+                record_shapes=SHAPES, with_flops=SHAPES)
             self.prof.__enter__()
             self.t0 = time.perf_counter()
 
@@ -40,11 +75,13 @@ class StepProfiler(TrainerCallback):
                        "gpu_kernel_ms_per_step": round(gpu_us / 1e3, 1),
                        "gpu_busy": round(gpu_us / 1e6 / wall, 3),
                        "kernels_per_step": round(len(kernels) / self.steps)}
+            summary["kernel_ms_by_kind"] = by_kind(kernels, self.steps)
             print("PROFILE " + json.dumps(summary), flush=True)
+            gemms = gemm_table(self.prof, self.steps) if SHAPES else ""
             out = os.environ.get("OUT")
             if out:
                 with open(os.path.join(out, f"profile-{self.label}.txt"), "w") as fh:
-                    fh.write(json.dumps(summary) + "\n" + table)
+                    fh.write(json.dumps(summary) + "\n" + table + "\n" + gemms)
             self.prof = None
 
 
