@@ -185,6 +185,16 @@ def test_cuda_graphs_go_on_only_with_room_for_them_where_they_apply(monkeypatch)
     assert user_ckpt.graphs and user_ckpt.checkpointing and user_ckpt.ckpt_layers is None
     assert user_ckpt.estimate == int(toy(cfg(gradient_checkpointing=True), None, False)[0] * fit.GRAPHS_CKPT_MEMORY)
     assert not fit.plan(cfg(fit="off"), 80 * GiB, estimator=toy).graphs
+    busy = toy_with_work(fit.GRAPHS_WORK * 2)  # room for them, but a step that keeps the card busy: as written
+    assert not fit.plan(cfg(), 80 * GiB, estimator=busy).graphs
+    assert fit.plan(cfg(), 80 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK / 2)).graphs
+
+
+def toy_with_work(work):
+    def estimator(c, k, offload):
+        return toy(c, k, offload)
+    estimator.work = lambda c: work
+    return estimator
 
 
 def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatch):
@@ -214,17 +224,11 @@ def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatc
     assert not eager.graphs and eager.checkpointing and eager.fits
     assert not fit.plan(cfg(cuda_graphs="off"), 10 * GiB, estimator=toy).graphs
 
-    def sized(work):
-        def estimator(c, k, offload):
-            return toy(c, k, offload)
-        estimator.work = lambda c: work
-        return estimator
-
-    small = fit.plan(cfg(), 40 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK / 2))  # fits as written, not twice
+    small = fit.plan(cfg(), 40 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK / 2))  # fits as written, not twice
     assert small.graphs and small.checkpointing and "faster than running as configured" in small.message()
-    assert not fit.plan(cfg(), 40 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK * 2)).graphs  # a busy card: as written
-    assert fit.plan(cfg(), 10 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK / 2)).graphs  # short of memory: graphs
-    busy = fit.plan(cfg(), 10 * GiB, estimator=sized(fit.GRAPHS_CKPT_WORK * 2))  # ...but not on long steps
+    assert not fit.plan(cfg(), 40 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK * 2)).graphs  # a busy card: as written
+    assert fit.plan(cfg(), 10 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK / 2)).graphs  # short of memory: graphs
+    busy = fit.plan(cfg(), 10 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK * 2))  # ...but not on long steps
     assert not busy.graphs and busy.fits  # the eager savers
 
 

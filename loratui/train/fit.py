@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from loratui.core.config import RunConfig
 from loratui.train.fit_prices import (  # noqa: F401 - the calibration (re-exported; tests set their own prices)
     AUTO_SHARE, CKPT_ALL_COST, CKPT_OFFLOAD_COST, EIGHT_BIT, EIGHT_BIT_COST, EMBEDDING_COST, FASTER, GRAPHS_CKPT_COST,
-    GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT, GRAPHS_CKPT_WORK,
+    GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT, GRAPHS_WORK,
     GRAPHS_HALF_BATCH_COST, GRAPHS_MEMORY, HALF_BATCH_COST, OFFLOAD_COST, GiB,
 )
 
@@ -140,12 +140,12 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
                layers=layers, offload=t.activation_offload == "on")
     if t.fit == "off":
         return base
-    work = getattr(estimator, "work", None)  # checkpointed graphs beat running as written where steps are small
+    work = getattr(estimator, "work", None)  # graphs beat running as written where steps are small
     if base.fits:
-        fit = _with_graphs(cfg, _faster(cfg, dataclasses.replace(base), estimator))
+        fit = _with_graphs(cfg, _faster(cfg, dataclasses.replace(base), estimator), work)
         if fit.graphs:
             return fit
-        if t.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_CKPT_WORK):
+        if t.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_WORK):
             return _with_checkpointed_graphs(cfg, base, estimator) or fit
         return fit
     best, leanest = _search(cfg, base, estimator)
@@ -233,7 +233,7 @@ def _search(cfg: RunConfig, base: Fit, estimator, extra: float = 0.0,
                 leanest = fit
         # checkpointed graphs at this micro-batch: faster than eager checkpointing at the same one (8B QLoRA batch 4:
         # 5,010 vs 1,496 tokens/s, one call), the more so the smaller the step; not on a busy card (long steps)
-        graphed = None if work is not None and work(trial) > GRAPHS_CKPT_WORK else \
+        graphed = None if work is not None and work(trial) > GRAPHS_WORK else \
             _with_checkpointed_graphs(trial, base, estimator)
         if graphed is not None:
             graphed.cost = (1 + graphs_batch_cost) * (1 + graphed.cost) * (1 + extra) - 1
@@ -267,13 +267,16 @@ def _faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
     return base
 
 
-def _with_graphs(cfg: RunConfig, fit: Fit) -> Fit:
+def _with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
     """With room for them (GRAPHS_MEMORY x the estimate), CUDA graphs on where the run can use them (left on auto;
-    loratui.train.speed.cuda_graphs says where): 8B QLoRA shape 3.1x tokens/s once every step size is captured,
-    1B LoRA 1.8x (bench/RESULTS.md, round 7)."""
+    loratui.train.speed.cuda_graphs says where) and a step is small enough to wait on the host (GRAPHS_WORK): 8B
+    QLoRA shape 3.1x tokens/s once every step size is captured, 1B LoRA 1.8x (bench/RESULTS.md, round 7); 8B bf16
+    LoRA on 16 rows 0.85x (round 10)."""
     from loratui.train import speed
 
     if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * GRAPHS_MEMORY > fit.budget:
+        return fit
+    if work is not None and work(cfg) > GRAPHS_WORK:
         return fit
     candidate = fit.apply(cfg)
     candidate.train.cuda_graphs = "on"

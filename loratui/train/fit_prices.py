@@ -23,12 +23,13 @@ GRAPHS_CKPT_MEMORY = 1.13
 GRAPHS_CKPT_OFFLOAD_COST = 0.02
 #: ...and are faster than no checkpointing without graphs where the host issuing kernels is what a step waits on
 #: (8B QLoRA batch 4: 5,369 vs 2,229 tokens/s; 1B LoRA batch 16: 42,660 vs 32,198; round 7-8), not where the card
-#: is busy (8B bf16 LoRA, 16 rows: graphs bought 1%, recomputing costs ~25%): chosen over running as written up to
-#: this much work a step (parameters x tokens of the largest step; those two: 3e13 and 1.5e13, the last 1e14), and
-#: over the eager savers where memory is short up to the same (8B QLoRA, 4 rows of 4,096 tokens, 1.3e14: 8,040
-#: tokens/s checkpointed in graphs at 16.6 GiB under a 24 GiB budget, round 8; eager, 29 of 32 layers checkpointed:
-#: 8,997 at 19.0 GiB, round 5)
-GRAPHS_CKPT_WORK = 5e13
+#: is busy. Graphs, checkpointed or not, are chosen only up to this much work a step (parameters x tokens of the
+#: largest step: those two 3e13 and 1.5e13): 8B bf16 LoRA all linear, 16 rows (1.3e14), ran 9,748 tokens/s with
+#: graphs against 11,490 without, at 95.6 against 62.6 GiB (round 10, one call: packed steps padded to the graphs'
+#: sizes compute the padding), and checkpointed graphs won over the eager savers where memory is short up to the
+#: same (8B QLoRA, 4 rows of 4,096 tokens, 1.3e14: 8,040 tokens/s checkpointed in graphs at 16.6 GiB under a
+#: 24 GiB budget, round 8; eager, 29 of 32 layers checkpointed: 8,997 at 19.0 GiB, round 5)
+GRAPHS_WORK = 5e13
 GRAPHS_CKPT_TEXT = "CUDA graphs on (each checkpointed layer recomputed in its graph)"
 GRAPHS_CKPT_COST = -0.25  # step time against running as written without graphs (1B LoRA: 32,198 -> 42,660)
 #: ...and on a 4-bit or 8-bit base, whose eager step is the most host-bound: 8B QLoRA batch 4, eager checkpointing

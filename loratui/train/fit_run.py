@@ -61,7 +61,7 @@ def estimator_for(cfg: RunConfig):
         return estimates[key]
 
     def work(c: RunConfig) -> float:
-        """Parameters x tokens of the largest step: how busy a step keeps the card (GRAPHS_CKPT_WORK)."""
+        """Parameters x tokens of the largest step: how busy a step keeps the card (GRAPHS_WORK)."""
         return float(params) * step_tokens(c).train
 
     cached.work = work
