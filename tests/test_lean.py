@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from loratui.train.lean import RecomputedDropoutLinear, lean_lora
+from loratui.train.lean import RecomputedDropoutLinear, keep_adapter_input_dtype, lean_lora
 
 
 def _base(layers: int = 2):
@@ -58,7 +58,7 @@ def test_lean_lora_trains_the_same_and_keeps_less():
     ids = torch.randint(0, 256, (4, 96), generator=torch.Generator().manual_seed(0))
     plain = _model()
     lean = copy.deepcopy(plain)
-    assert lean_lora(lean, keep_input_dtype=False) == 14  # 7 projections x 2 layers
+    assert lean_lora(lean) == 14  # 7 projections x 2 layers
     g_plain, kept_plain, loss_plain = _step(plain, ids)
     g_lean, kept_lean, loss_lean = _step(lean, ids)
     assert loss_lean == pytest.approx(loss_plain, rel=1e-6)
@@ -78,7 +78,8 @@ def test_lean_lora_under_autocast_keeps_the_16bit_input():
         if p.requires_grad:
             p.data = p.data.float()
     lean = copy.deepcopy(plain)
-    lean_lora(lean, keep_input_dtype=True)
+    keep_adapter_input_dtype(lean)
+    lean_lora(lean)
     g_plain, kept_plain, loss_plain = _step(plain, ids, torch.bfloat16)
     g_lean, kept_lean, loss_lean = _step(lean, ids, torch.bfloat16)
     assert loss_lean == pytest.approx(loss_plain, rel=2e-2)
@@ -92,7 +93,7 @@ def test_lean_adapter_saves_and_reloads_as_a_plain_peft_adapter(tmp_path):
     from peft import PeftModel
 
     model = _model()
-    lean_lora(model, keep_input_dtype=False)
+    lean_lora(model)
     _step(model, torch.randint(0, 256, (2, 32)))
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -110,11 +111,11 @@ def test_lean_adapter_saves_and_reloads_as_a_plain_peft_adapter(tmp_path):
 
 
 def test_no_dropout_or_dora_is_left_as_peft_builds_it():
-    assert lean_lora(_model(dropout=0.0), keep_input_dtype=False) == 0
+    assert lean_lora(_model(dropout=0.0)) == 0
     from peft import LoraConfig, get_peft_model
 
     dora = get_peft_model(_base(layers=1), LoraConfig(r=4, lora_dropout=0.1, use_dora=True, target_modules=["q_proj"]))
-    assert lean_lora(dora, keep_input_dtype=False) == 0
+    assert lean_lora(dora) == 0
 
 
 def test_the_engine_trains_the_same_with_lean_on_and_off(tmp_path, tiny_llama):
@@ -148,6 +149,35 @@ def test_the_engine_trains_the_same_with_lean_on_and_off(tmp_path, tiny_llama):
         losses[lean] = [e["loss"] for e in events if e["kind"] == "step"]
     assert len(losses["on"]) == 4
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-5)
+    from peft.tuners.lora import LoraLayer
+
+    assert all(m.cast_input_dtype_enabled for m in engine.model.modules() if isinstance(m, LoraLayer))  # fp32: as is
+
+
+def test_bf16_run_hands_adapters_their_input_in_bf16(tiny_llama, tmp_path):
+    """Under autocast (bf16 here, lean activations off) peft's cast of each adapter's input to fp32 is switched
+    off (autocast casts it back for the matmul; 8B bf16 LoRA: a sixth of the step's kernel time was such copies),
+    and the run trains: the loss falls as in fp32."""
+    from peft.tuners.lora import LoraLayer
+
+    from loratui.core import runs
+    from loratui.core.config import RunConfig
+    from loratui.train.engine import Engine
+
+    cfg = RunConfig.model_validate({
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4, "alpha": 8, "dropout": 0.2, "preset": "llama-all"},
+        "data": {"source": "sample:contacts-json.jsonl", "max_samples": 24, "validation_fraction": 0.0,
+                 "max_length": 64},
+        "train": {"max_steps": 4, "batch_size": 4, "lr": 0.01, "logging_steps": 1, "precision": "bf16",
+                  "lean_activations": "off"},
+        "output": {"runs_dir": str(tmp_path), "name": "bf16"}})
+    run = runs.create_run(cfg)
+    engine = Engine(run, echo=lambda line: None)
+    assert engine.run() == 0
+    layers = [m for m in engine.model.modules() if isinstance(m, LoraLayer)]
+    assert len(layers) == 14 and not any(m.cast_input_dtype_enabled for m in layers)
+    losses = [e.loss for e in run.events() if e.kind == "step"]
+    assert len(losses) == 4 and losses[-1] < losses[0]
 
 
 def test_gated_mlp_down_adapter_keeps_the_activation_inputs_not_its_own():
@@ -157,7 +187,7 @@ def test_gated_mlp_down_adapter_keeps_the_activation_inputs_not_its_own():
 
     ids = torch.randint(0, 256, (4, 96), generator=torch.Generator().manual_seed(0))
     plain = _model()
-    lean_lora(plain, keep_input_dtype=False)
+    lean_lora(plain)
     parts = copy.deepcopy(plain)
     assert lean_gated_mlps(parts) == 2  # one MLP a layer
     g_plain, kept_plain, loss_plain = _step(plain, ids)
@@ -180,7 +210,7 @@ def test_gated_parts_that_do_not_rebuild_the_input_are_not_used():
 
     ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
     plain = _model()
-    lean_lora(plain, keep_input_dtype=False)
+    lean_lora(plain)
     odd = copy.deepcopy(plain)
     for layer in odd.base_model.model.model.layers:  # the MLP scales its activation: no longer act(g) * u
         mlp = layer.mlp

@@ -192,10 +192,25 @@ def lean_gated_mlps(model) -> int:
     return n
 
 
-def lean_lora(model, *, keep_input_dtype: bool, recompute_dropout: bool = True) -> int:
+def keep_adapter_input_dtype(model) -> int:
+    """Stop peft casting each adapter's input to the adapter's dtype (fp32) before its dropout and ``A``: under
+    autocast (bf16/fp16 training only) the matmul casts it back anyway, so each adapted projection wrote its input
+    twice more forward and twice more backward, and dropped it in fp32. 8B bf16 LoRA on all linear layers, 16
+    rows: 59 ms of a step's 345 ms of kernels were copies and casts (bench/RESULTS.md, round 10). The same
+    arithmetic in the compute dtype (peft's own switch, ``cast_input_dtype_enabled``). Returns how many layers."""
+    from peft.tuners.lora import LoraLayer
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.cast_input_dtype_enabled = False
+            n += 1
+    return n
+
+
+def lean_lora(model, *, recompute_dropout: bool = True) -> int:
     """Fold every plain LoRA adapter's dropout into its A matrix (recomputed in backward; not needed, so not done,
-    when whole layers are checkpointed) and, with ``keep_input_dtype`` (training under autocast only), stop peft
-    casting each adapter's input to fp32.
+    when whole layers are checkpointed).
 
     Returns how many adapters now recompute their dropout. DoRA and other variants that use the dropped input
     themselves are left as peft builds them.
@@ -206,8 +221,6 @@ def lean_lora(model, *, keep_input_dtype: bool, recompute_dropout: bool = True) 
     for module in model.modules():
         if not isinstance(module, LoraLayer):
             continue
-        if keep_input_dtype:
-            module.cast_input_dtype_enabled = False
         if not recompute_dropout or getattr(module, "loratui_fused", False):  # fused: its function redraws it
             continue
         variants = getattr(module, "lora_variant", {}) or {}

@@ -123,13 +123,15 @@ class Recipe:
             from loratui.train.fused_lora import fuse_lora
 
             self.echo(f"fused LoRA: {fuse_lora(self.model)} adapted projections run as one function each")
+        if cfg.uses_lora and pre.precision in ("bf16", "fp16"):  # under autocast, adapters take their input as is
+            from loratui.train.lean import keep_adapter_input_dtype
+
+            keep_adapter_input_dtype(self.model)
         if sp.lean:  # speed.resolve grants it to LoRA methods only
             from loratui.train.lean import lean_gated_mlps, lean_lora
 
-            # under autocast the adapters take their input as it is; whole-layer checkpointing already recomputes
-            # the dropout
-            lean_lora(self.model, keep_input_dtype=pre.precision in ("bf16", "fp16"),
-                      recompute_dropout=not checkpointing and not sp.cuda_graphs)  # graphs: no generator state
+            # whole-layer checkpointing already recomputes the dropout; graphs: no generator state
+            lean_lora(self.model, recompute_dropout=not checkpointing and not sp.cuda_graphs)
             if sp.lean_mlp:
                 lean_gated_mlps(self.model)
         if sp.compile == "regional":
