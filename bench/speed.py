@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_engine import SHAPES, workspace  # noqa: E402
 
 CARD_PEAK = [0.0]
+PEAK_AT = [0.0]  # wall time of the last child's NVML peak
 WINDOW = [10]  # the first step of the timed window (--window-start)
 PEAK_BF16 = 989.4e12  # H100 / H200 SXM dense bf16 FLOP/s
 SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "data.packing",
@@ -45,6 +46,7 @@ class NvmlPeak(threading.Thread):
         import pynvml
 
         self.nvml, self.pid, self.peak, self.done, self.handles = pynvml, pid, 0, False, []
+        self.peak_at = 0.0  # when the peak was first seen (bench/speed.py maps it to the run's step)
         self.card_peak = 0  # the busiest card (per-card peak under several processes)
         try:
             pynvml.nvmlInit()
@@ -68,7 +70,8 @@ class NvmlPeak(threading.Thread):
                 others += [p.usedGpuMemory or 0 for p in procs if p.pid not in pids]
             if not used and len(others) == 1:  # another pid namespace: the bench's child is the only process
                 used = others[0]
-            self.peak = max(self.peak, used)
+            if used > self.peak:
+                self.peak, self.peak_at = used, time.time()
             self.card_peak = max([self.card_peak, *cards])
             time.sleep(0.05)
 
@@ -94,6 +97,7 @@ def run_child(cmd: list[str], log: Path, timeout: float = 300) -> tuple[int, flo
             proc.wait()
         peak.done = True
     CARD_PEAK[0] = peak.card_peak / 2**30
+    PEAK_AT[0] = peak.peak_at
     return proc.returncode, t0, peak.peak / 2**30
 
 
@@ -202,8 +206,11 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
                    first_line_tokens_per_s=steps[1].get("tokens_per_s") if len(steps) > 1 else None,
                    median_line_tokens_per_s=sorted(e["tokens_per_s"] for e in steps[1:] if e.get("tokens_per_s"))[
                        len(steps[1:]) // 2] if len(steps) > 2 else None)
+    if steps:  # the last step logged before NVML's peak (0: before the first step's line)
+        res["nvml_peak_after_step"] = max([e["step"] for e in steps if e["time"] <= PEAK_AT[0]], default=0)
     if mem:
-        res["torch_peak_gib"] = max(e["peak_allocated_gb"] for e in mem)
+        res["torch_peak_gib"] = max((e.get("peak_allocated_gb") or 0) for e in mem)
+        res["torch_reserved_gib"] = max((e.get("reserved_gb") or 0) for e in mem)
     if started:
         res["speed"] = started[-1].get("speed")
         res.update({k: started[-1].get(k) for k in ("world_size", "distributed", "effective_batch")})
