@@ -118,10 +118,9 @@ MEASURED = [  # shape, method, batch, steps, variant, NVML peak GiB, torch peak 
     ("8b", "qlora", 4, 30, "gc=true", 8.15, 7.13),
     ("1b", "lora", 16, 50, "lean=on", 9.98, 9.21),
     # 16-bit LoRA r=16 on all linear layers of the 8B shape, 16 sequences (round 6, bench/RESULTS.md): peft's
-    # dropout copies, and the fused projections (train.fused_lora) that keep each input once instead (measured
-    # when fused projections always drew the mask again; they now do so under lean activations only)
+    # dropout copies, and the fused projections (train.fused_lora) that keep each input once instead
     ("8b", "lora", 16, 20, "lora.r=16+lora.alpha=32+lora.preset=llama-all+fused=off", 62.16, 60.95),
-    ("8b", "lora", 16, 20, "lora.r=16+lora.alpha=32+lora.preset=llama-all+fused=on+lean=on", 47.24, 46.41),
+    ("8b", "lora", 16, 20, "lora.r=16+lora.alpha=32+lora.preset=llama-all+fused=on", 47.24, 46.41),
 ]
 
 

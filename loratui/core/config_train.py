@@ -105,8 +105,9 @@ class TrainSection(Section):
 
     fused_lora: Switch = "auto"
     """Each adapted projection (frozen layer + LoRA) runs as one autograd function that keeps only its input and
-    redraws the dropout mask: 8B bf16 LoRA on all linear layers -24% memory, +3% speed; 1B LoRA on q,v -11% speed;
-    8B QLoRA no change (bench/RESULTS.md, round 6). auto: off until it pays everywhere. Plain LoRA only."""
+    redraws the dropout mask: a memory lever. 8B bf16 LoRA on all linear layers, 16 rows: -23% memory, -13% speed
+    (round 10; +3% in round 6, before peft's own path stopped casting each adapter's input to fp32); 1B LoRA on q,v
+    -11% speed; 8B QLoRA no change (bench/RESULTS.md). auto: off. Plain LoRA only."""
 
     cuda_graphs: Switch = "auto"
     """Each decoder layer's forward and backward replayed as CUDA graphs (one launch instead of hundreds; packed

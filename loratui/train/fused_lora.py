@@ -5,12 +5,12 @@ then dropout, ``lora_A``, ``lora_B``, a scaling multiply and an add, each with i
 autograd node. On the lent H200 the 8B QLoRA step (224 adapted projections) and the 1B LoRA step are host-bound:
 the GPU is busy 17% and 37% of the step, about 45 kernels and a dozen autograd nodes a projection
 (bench/NOTES.md, round 6). Here one function does the same arithmetic in fewer kernels (the adapter's output is
-added inside the matmul, ``addmm_`` in place) and keeps what peft keeps (the input, shared by q, k and v, the
-dropped copy and its mask, and the rank-wide ``A x``); with lean activations (``redraw``) the dropout mask is redrawn
-in the backward pass from the saved generator state instead, as ``loratui.train.lean`` does, so only the input and
-``A x`` are kept. 8B bf16 LoRA on all linear layers, 16 rows (one H200 call, round 10): peft's path 288.6 ms of
-kernels a step, 40.5 of them elementwise (the scaling multiply, the add, their backward); fused with the redraw
-287.5 ms, of which 11 were copies of the addmm's input (out of place) and 19.5 dropout (forward and redraw).
+added inside the matmul, ``addmm_`` in place; the dropout mask is redrawn in the backward pass from the saved
+generator state, as ``loratui.train.lean`` does) and keeps only the input (shared by q, k and v) and the rank-wide
+``A x``: a memory lever. 8B bf16 LoRA on all linear layers, 16 rows (one H200 call, round 10): 9,491 tokens/s at
+47.5 GiB against peft's path (its input cast off under autocast) 10,902 at 61.6; keeping the dropped copy and mask
+as peft does instead of the redraw ran 10,890 at 70.7 GiB, so the redraw stays. Out of place, ``addmm`` copied its
+input first (11 ms of a 288 ms step there).
 
 Only a plain LoRA adapter is fused: one active adapter, no DoRA or other variant, no adapter bias, not merged, the
 base a ``torch.nn.Linear`` or a bitsandbytes ``Linear4bit``. Anything else (adapters disabled, several adapters,
@@ -40,7 +40,7 @@ class _FusedLoRA(torch.autograd.Function):
     """``base(x) + scaling * B(A(dropout(x)))`` with one autograd node."""
 
     @staticmethod
-    def forward(ctx, x, a_weight, b_weight, base, scaling: float, p: float, training: bool, redraw: bool):
+    def forward(ctx, x, a_weight, b_weight, base, scaling: float, p: float, training: bool):
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         shape = x.shape
         with torch.autocast(x.device.type, enabled=False):
@@ -48,26 +48,20 @@ class _FusedLoRA(torch.autograd.Function):
             xc = x2 if x2.dtype == dtype else x2.to(dtype)
             a, b = a_weight.to(dtype), b_weight.to(dtype)
             drop = training and p > 0
-            dropped = mask = None
-            if drop and redraw:
+            if drop:
                 ctx.state = _generator(x.device).get_state()
-                xa = F.linear(F.dropout(xc, p, True), a)  # (n, r)
-            elif drop:
-                dropped, mask = torch.native_dropout(xc, p, True)
-                xa = F.linear(dropped, a)
-            else:
-                xa = F.linear(xc, a)
+            xa = F.linear(F.dropout(xc, p, True) if drop else xc, a)  # (n, r)
             bias = base.bias
             out = F.linear(xc, _dequantized(base, dtype), None if bias is None else bias.to(dtype))
             out.addmm_(xa, b.t(), alpha=scaling)  # in place: out of place, addmm first copies its input
-        ctx.base, ctx.scaling, ctx.p, ctx.drop, ctx.dtype, ctx.redraw = base, scaling, p, drop, dtype, redraw
-        ctx.save_for_backward(x, xa, a, b, dropped, mask)
+        ctx.base, ctx.scaling, ctx.p, ctx.drop, ctx.dtype = base, scaling, p, drop, dtype
+        ctx.save_for_backward(x, xa, a, b)
         ctx.a_dtype, ctx.b_dtype = a_weight.dtype, b_weight.dtype
         return out.reshape(*shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, xa, a, b, dropped, mask = ctx.saved_tensors
+        x, xa, a, b = ctx.saved_tensors
         dtype, s = ctx.dtype, ctx.scaling
         shape = x.shape
         with torch.autocast(x.device.type, enabled=False):
@@ -75,10 +69,10 @@ class _FusedLoRA(torch.autograd.Function):
             g = g if g.dtype == dtype else g.to(dtype)
             x2 = x.reshape(-1, shape[-1])
             xc = x2 if x2.dtype == dtype else x2.to(dtype)
-            if ctx.drop and ctx.redraw:
+            if ctx.drop:
                 dropped, mask = redraw_dropout(ctx.state, xc, ctx.p)
-            elif not ctx.drop:
-                dropped = xc
+            else:
+                dropped, mask = xc, None
             gb = g @ b  # (n, r)
             grad_b = (g.t() @ xa).mul_(s) if ctx.needs_input_grad[2] else None
             grad_a = (gb.t() @ dropped).mul_(s) if ctx.needs_input_grad[1] else None
@@ -91,7 +85,7 @@ class _FusedLoRA(torch.autograd.Function):
                     grad_x = torch.ops.aten.native_dropout_backward(gb @ a, mask, s / (1.0 - ctx.p)).addmm_(g, w)
                 grad_x = grad_x.reshape(shape).to(x.dtype)
         return (grad_x, None if grad_a is None else grad_a.to(ctx.a_dtype),
-                None if grad_b is None else grad_b.to(ctx.b_dtype), None, None, None, None, None)
+                None if grad_b is None else grad_b.to(ctx.b_dtype), None, None, None, None)
 
 
 def _fusable_base(base) -> bool:
@@ -104,7 +98,7 @@ def _fusable_base(base) -> bool:
     return type(base) is bnb.nn.Linear4bit and getattr(base.weight, "quant_state", None) is not None
 
 
-def _fused_forward(layer, peft_forward, redraw: bool):
+def _fused_forward(layer, peft_forward):
     """The forward installed on one adapted projection: the fused function where it applies, else peft's."""
 
     def forward(x, *args, **kwargs):
@@ -119,15 +113,13 @@ def _fused_forward(layer, peft_forward, redraw: bool):
         drop = layer.lora_dropout[name]
         p = float(drop.p) if isinstance(drop, torch.nn.Dropout) else 0.0
         training = layer.training and (not isinstance(drop, torch.nn.Dropout) or drop.training)
-        return _FusedLoRA.apply(x, a.weight, b.weight, layer.base_layer, float(layer.scaling[name]), p, training,
-                                redraw)
+        return _FusedLoRA.apply(x, a.weight, b.weight, layer.base_layer, float(layer.scaling[name]), p, training)
 
     return forward
 
 
-def fuse_lora(model, redraw: bool = False) -> int:
-    """Install the fused forward on every plain LoRA projection of ``model``; returns how many. ``redraw``: keep
-    no dropout copy or mask, draw the mask again in the backward pass (lean activations)."""
+def fuse_lora(model) -> int:
+    """Install the fused forward on every plain LoRA projection of ``model``; returns how many."""
     from peft.tuners.lora import LoraLayer
 
     n = 0
@@ -146,7 +138,7 @@ def fuse_lora(model, redraw: bool = False) -> int:
         drop = module.lora_dropout[names[0]]
         if not isinstance(drop, (torch.nn.Dropout, torch.nn.Identity)):
             continue
-        module.forward = _fused_forward(module, module.forward, redraw)
+        module.forward = _fused_forward(module, module.forward)
         module.loratui_fused = True
         n += 1
     return n

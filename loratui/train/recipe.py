@@ -122,8 +122,7 @@ class Recipe:
         if sp.fused_lora:  # before lean_lora, which leaves fused projections' dropout to the fused function
             from loratui.train.fused_lora import fuse_lora
 
-            n = fuse_lora(self.model, redraw=sp.lean)  # lean: the dropout mask drawn again, not kept
-            self.echo(f"fused LoRA: {n} adapted projections run as one function each")
+            self.echo(f"fused LoRA: {fuse_lora(self.model)} adapted projections run as one function each")
         if cfg.uses_lora and pre.precision in ("bf16", "fp16"):  # under autocast, adapters take their input as is
             from loratui.train.lean import keep_adapter_input_dtype
 
