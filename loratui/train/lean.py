@@ -5,8 +5,9 @@ the input cast to the adapter's dtype (fp32), the dropout's mask, and the droppe
 of q, k and v keeps its own copies of the same input, so on a QLoRA run of a Llama-3-8B shape with all seven
 projections adapted these copies are about 40% of the step's activations (bench/RESULTS.md, memory estimate).
 
-Here, under autocast (bf16/fp16 training), the input is handed to the adapter as it is (autocast casts it for the
-matmul anyway; ``cast_input_dtype_enabled`` is peft's own switch for this), and ``A(dropout(x))`` is one autograd
+Under autocast (bf16/fp16 training) every LoRA run hands the adapter its input as it is (autocast casts it for the
+matmul anyway; ``cast_input_dtype_enabled`` is peft's own switch for this: ``keep_adapter_input_dtype``), and here
+``A(dropout(x))`` is one autograd
 function that keeps ``x`` itself (one tensor for q, k and v, which share it) and redraws the dropout mask from the
 saved RNG state in the backward pass, so the gradients are the same. The cost is one more dropout kernel per
 adapted projection in the backward pass.
