@@ -7,10 +7,9 @@ projections adapted these copies are about 40% of the step's activations (bench/
 
 Under autocast (bf16/fp16 training) every LoRA run hands the adapter its input as it is (autocast casts it for the
 matmul anyway; ``cast_input_dtype_enabled`` is peft's own switch for this: ``keep_adapter_input_dtype``), and here
-``A(dropout(x))`` is one autograd
-function that keeps ``x`` itself (one tensor for q, k and v, which share it) and redraws the dropout mask from the
-saved RNG state in the backward pass, so the gradients are the same. The cost is one more dropout kernel per
-adapted projection in the backward pass.
+``A(dropout(x))`` is one autograd function that keeps ``x`` itself (one tensor for q, k and v, which share it) and
+redraws the dropout mask from the saved RNG state in the backward pass, so the gradients are the same. The cost is
+one more dropout kernel per adapted projection in the backward pass.
 """
 
 from __future__ import annotations
