@@ -185,8 +185,9 @@ def test_cuda_graphs_go_on_only_with_room_for_them_where_they_apply(monkeypatch)
     assert user_ckpt.graphs and user_ckpt.checkpointing and user_ckpt.ckpt_layers is None
     assert user_ckpt.estimate == int(toy(cfg(gradient_checkpointing=True), None, False)[0] * fit.GRAPHS_CKPT_MEMORY)
     assert not fit.plan(cfg(fit="off"), 80 * GiB, estimator=toy).graphs
-    busy = toy_with_work(fit.GRAPHS_WORK * 2)  # room for them, but a step that keeps the card busy: as written
-    assert not fit.plan(cfg(), 80 * GiB, estimator=busy).graphs
+    busy = fit.plan(cfg(), 80 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK * 2))  # room, but a busy card
+    assert not busy.graphs and "runs as configured; CUDA graphs left off: steps this large" in busy.message()
+    assert busy.note and not fit.plan(cfg(cuda_graphs="off"), 80 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK * 2)).note
     assert fit.plan(cfg(), 80 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK / 2)).graphs
 
 

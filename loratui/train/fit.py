@@ -53,6 +53,7 @@ class Fit:
     graphs: bool = False  # CUDA graphs switched on because there is room (train.cuda_graphs: auto)
     embedding_offload: bool = False  # the input embeddings moved to host memory (train.embedding_offload: auto)
     optimizer: str | None = None  # the optimizer the fit chose (train.optimizer: auto): 8-bit AdamW where short
+    note: str | None = None  # why a speed lever left on auto stays off though there is room (said with the verdict)
 
     @property
     def changed(self) -> bool:
@@ -71,7 +72,9 @@ class Fit:
                     f"(about {self.estimate / GiB:.1f} GiB instead of {need:.1f}; train.fit: off runs as configured)")
         if not self.changed:
             if self.fits:
-                return f"memory: needs about {need:.1f} GiB of {have:.1f} GiB ({self.source}): runs as configured"
+                note = f"; {self.note}" if self.note else ""
+                return (f"memory: needs about {need:.1f} GiB of {have:.1f} GiB ({self.source}): runs as "
+                        f"configured{note}")
             return (f"memory: needs about {need:.1f} GiB but {have:.1f} GiB is the budget ({self.source}) and no "
                     "saver is left to add: it may run out of memory (lower data.max_length or train.batch_size)")
         what = ", ".join(self.changes)
@@ -276,13 +279,15 @@ def _with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
 
     if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * GRAPHS_MEMORY > fit.budget:
         return fit
-    if work is not None and work(cfg) > GRAPHS_WORK:
-        return fit
     candidate = fit.apply(cfg)
     candidate.train.cuda_graphs = "on"
     try:
         speed.resolve(candidate, cuda=True)
     except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, checkpointing, unpacked, 2 cards, ...)
+        return fit
+    if work is not None and work(cfg) > GRAPHS_WORK:
+        fit.note = ("CUDA graphs left off: steps this large keep the card busy and the graphs would pad them "
+                    "(train.cuda_graphs: on forces them)")
         return fit
     fit.graphs, fit.estimate = True, int(fit.estimate * GRAPHS_MEMORY)
     fit.changes = [*fit.changes, "CUDA graphs on"]
