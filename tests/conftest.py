@@ -5,7 +5,9 @@ Heavy imports happen inside fixtures so UI tests never pay for torch.
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,26 @@ def _recorded_runs_are_not_stalled(request, monkeypatch):
         from loratui.core import fold
 
         monkeypatch.setattr(fold, "STALL_MIN_S", 1e12)
+
+
+# The cyclic garbage collector's full passes walk every tracked object: with textual, torch and transformers imported
+# that is most of a million, about 0.3 s a pass, and the app tests' widgets set a pass off every few seconds (measured:
+# a fifth of the suite's time). Full passes come 10x less often (young objects are still collected as before), and
+# what imports leave behind is frozen out of their sight below.
+gc.set_threshold(700, 10, 100)
+_MODULES_AT_FREEZE = [0]
+
+
+@pytest.fixture(autouse=True)
+def _imports_out_of_the_collectors_way():
+    """After a test that imported a library (50 modules or more), a full collection, then gc.freeze(): the objects
+    alive then (modules, session fixtures) are no longer walked by later passes. No garbage is frozen; objects freed
+    by their reference count are freed as before."""
+    yield
+    if len(sys.modules) - _MODULES_AT_FREEZE[0] >= 50:
+        gc.collect()
+        gc.freeze()
+        _MODULES_AT_FREEZE[0] = len(sys.modules)
 
 
 @pytest.fixture(autouse=True)
