@@ -19,7 +19,23 @@ def test_dry_run_lists_the_runs(capsys):
         assert name in out
 
 
+def _engine_in_this_process(run, **kwargs) -> int:
+    """The queue's launch, with the engine run here to its end (no second torch import): the run is finished when
+    the queue next looks, as a detached engine's would be (tests/test_app_queue.py keeps the real processes)."""
+    import os
+
+    from loratui.train.engine import Engine
+
+    Engine(run, echo=lambda line: None).run()
+    return os.getpid()
+
+
 def test_a_study_runs_headless(tmp_path, tiny_bert, monkeypatch, capsys):
+    from loratui.core.queue import RunQueue
+
+    step = RunQueue.step
+    monkeypatch.setattr(RunQueue, "step", lambda self, gpus=None, echo=print, **kw: step(
+        self, gpus, echo, **{**kw, "launch": _engine_in_this_process}))
     monkeypatch.chdir(tmp_path)
     study = write_study(tmp_path, tiny_bert)
     code = cli_main(["study", str(study), "--runs-dir", str(tmp_path / "runs"), "--export", str(tmp_path / "out")])
