@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import host_app, make_live_run, recorded_events, wait_until
+from ui_fakes import fake_core, pinned_config, settle  # noqa: F401  (fixture)
 from loratui.core.config import RunConfig
 from loratui.ui.screens import runs as runs_screen
 from loratui.ui.screens.monitor import MonitorScreen
@@ -178,3 +179,22 @@ async def test_flow_inside_the_real_app(runs):
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), what="monitor again")
         await pilot.press("d")
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs again")
+
+
+async def test_a_reopened_app_says_which_run_is_training_and_m_watches_it(runs, fake_core):
+    """Re-attaching from another SSH session: the app opens on Setup as always, a notification names the run whose
+    engine is alive (not the crashed one), and the Monitor is already attached to it."""
+    from loratui.ui.app import LoratuiApp
+    from loratui.ui.screens.setup import SetupScreen
+
+    app = LoratuiApp(pinned_config(), runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await wait_until(pilot, lambda: "monitor" in app._pending, what="the live run found")
+        assert isinstance(app.screen, SetupScreen)
+        said = [n.message for n in app._notifications]
+        assert any(m.startswith("smollm2-live is training at step 120/") and "m watches it" in m for m in said), said
+        await pilot.press("m")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.view.step == 120,
+                         what="the monitor on the live run")
+        assert app.screen.run_dir.name == "smollm2-live"

@@ -275,6 +275,22 @@ def list_runs(runs_dir: str | Path) -> list[RunSummary]:
     return out
 
 
+LIVE = (RunState.STARTING, RunState.RUNNING, RunState.STALLED)
+
+
+def live_runs(runs_dir: str | Path) -> list[RunSummary]:
+    """The runs under ``runs_dir`` whose engine is alive now (starting, running or stalled), newest first. Only the
+    runs whose status.json says running are folded, so a folder of many finished runs costs a file read each."""
+    try:
+        folders = [p for p in Path(runs_dir).iterdir() if p.is_dir()]
+    except OSError:
+        return []
+    out = [summarize(RunDir(p), now=now()) for p in folders if RunDir(p).read_status().get("state") == "running"]
+    out = [s for s in out if s.state in LIVE]
+    out.sort(key=lambda s: (s.started or 0, s.name), reverse=True)
+    return out
+
+
 def slug(text: str) -> str:
     text = text.rstrip("/").split("/")[-1]
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-").lower() or "run"

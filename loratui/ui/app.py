@@ -148,6 +148,29 @@ class LoratuiApp(Navigation, App[None]):
         self._started = True
         for err in self.startup_errors:
             self.show_error(err)
+        self._find_live_runs()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="live", description="Looking for live runs")
+    def _find_live_runs(self) -> None:
+        """Re-attaching from another session: the Monitor watches the newest run whose engine is alive, and a
+        notification says so (the app still opens on Setup)."""
+        from loratui.core.runs import live_runs
+
+        found = live_runs(self.runs_dir)
+        if found:
+            self.call_from_thread(self._attach_live, found)
+
+    def _attach_live(self, found: list) -> None:
+        monitor = self.mode_screens.get("monitor")
+        if getattr(monitor, "run_dir", None) is not None or "monitor" in self._pending:
+            return  # the user already chose a run to watch
+        newest = found[0]
+        self._existing("monitor", run_dir=newest.path)
+        if monitor is not None and hasattr(monitor, "attach"):
+            monitor.attach(newest.path)
+        more = f" ({len(found) - 1} more: r lists them)" if len(found) > 1 else ""
+        where = f" at step {newest.step}/{newest.max_steps}" if newest.max_steps else ""
+        self.notify(f"{newest.name} is training{where}: m watches it{more}", title="run in progress")
 
     # -- leaving cleanly: SIGTERM, SIGHUP, a terminal that went away ------------------------------------------------
     def _install_shutdown(self) -> None:
