@@ -198,3 +198,24 @@ async def test_a_reopened_app_says_which_run_is_training_and_m_watches_it(runs, 
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.view.step == 120,
                          what="the monitor on the live run")
         assert app.screen.run_dir.name == "smollm2-live"
+
+
+async def test_launching_beside_a_training_run_asks_first(runs, fake_core):
+    """ctrl+l while another run trains from the same runs folder: a dialog names it and says what sharing the
+    machine costs; n launches nothing, y launches."""
+    from loratui.ui.app import LoratuiApp
+
+    app = LoratuiApp(pinned_config(), runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the question")
+        assert app.screen.title_text == "smollm2-live is training"
+        assert "runs both at once" in app.screen.body and "Queue" in app.screen.body
+        await pilot.press("n")
+        await settle(pilot)
+        assert fake_core.launched == [] and not isinstance(app.screen, ConfirmModal)
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the question again")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: len(fake_core.launched) == 1, what="the launch")

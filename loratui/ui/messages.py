@@ -68,6 +68,14 @@ class RunLaunched(Message):
 
 
 @dataclass
+class LiveRunsFound(Message):
+    """A launch found runs training under the same runs folder (``RunSummary`` objects): ask before starting."""
+
+    config: Any
+    live: list[Any]
+
+
+@dataclass
 class FieldRejected(Message):
     """The core rejected a field (preflight or create_run raised a LoratuiError with ``field``)."""
 

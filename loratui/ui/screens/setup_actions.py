@@ -17,7 +17,7 @@ from textual.widgets import Button, Checkbox, Input, Select
 
 from loratui.core.config import LORA_METHODS, RunConfig, load_config
 from loratui.core.errors import LoratuiError
-from loratui.ui.messages import FieldRejected, LayersReady, PreviewReady, RunLaunched
+from loratui.ui.messages import FieldRejected, LayersReady, LiveRunsFound, PreviewReady, RunLaunched
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.choice_modal import ChoiceModal
@@ -271,13 +271,23 @@ class SetupActions(LoratuiScreen):
         if cfg is None:
             self._blocked("launch")
             return
+        self._start_launch(cfg, beside=False)
+
+    def _start_launch(self, cfg: RunConfig, *, beside: bool) -> None:
         self._launching = True
         self.notify("checking the config and starting the run...", timeout=3)
-        self.run_worker(partial(self._launch_thread, cfg), name="launch", group="setup-launch",
-                            description="Launching the run", thread=True, exit_on_error=False)
+        self.run_worker(partial(self._launch_thread, cfg, beside), name="launch", group="setup-launch",
+                        description="Launching the run", thread=True, exit_on_error=False)
 
-    def _launch_thread(self, cfg: RunConfig) -> None:
+    def _launch_thread(self, cfg: RunConfig, beside: bool = False) -> None:
         try:
+            if not beside:  # another run training here: the user says whether to share the machine with it
+                from loratui.core.runs import live_runs
+
+                live = live_runs(cfg.output.runs_dir)
+                if live:
+                    self.post_message(LiveRunsFound(cfg, live))
+                    return
             run, pid = setup_core.launch(cfg, cfg.output.runs_dir)
         except LoratuiError as err:
             self.post_message(FieldRejected(err.field or "", err.message))
@@ -294,6 +304,23 @@ class SetupActions(LoratuiScreen):
         if spec is not None:
             self._set_error(spec, msg.message)
             self.after_change()
+
+    @on(LiveRunsFound)
+    def _live_runs_found(self, msg: LiveRunsFound) -> None:
+        self._launching = False
+        first = msg.live[0]
+        where = f" (step {first.step}/{first.max_steps})" if first.max_steps else ""
+        others = f" and {len(msg.live) - 1} more" if len(msg.live) > 1 else ""
+        body = (f"{first.name}{where}{others} is training from this runs folder. Launching now runs both at once: "
+                "each is slower, and on one GPU together they may run out of memory. To run this one after it, "
+                "save the config (ctrl+s) and add it to the Queue (w, then n).")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start_launch(msg.config, beside=True)
+
+        self.app.push_screen(ConfirmModal(f"{first.name} is training", body, yes="Launch beside it",
+                                          no="Cancel", danger=False), answered)
 
     @on(RunLaunched)
     def _launched(self, msg: RunLaunched) -> None:
