@@ -51,7 +51,7 @@ async def test_objective_shows_its_knobs_and_keeps_the_rest_of_the_form(fake_cor
         assert {"data.prompt_column", "data.chosen_column"} <= shown(screen)
         await choose(pilot, screen, "method.loss_type", "ipo")
         await type_into(pilot, screen, "method.beta", "0")
-        assert screen.field("method.beta").error == "must be more than 0, got '0'"
+        assert screen.field("method.beta").error == "must be more than 0, got '0' (the default is 0.1)"
         await type_into(pilot, screen, "method.beta", "0.3")
         # orpo: no loss variants (the DPO loss goes back to sigmoid, kept aside), the rest stays
         await choose(pilot, screen, "method.objective", "orpo")

@@ -274,7 +274,11 @@ def validate_field(spec: FieldSpec, section_values: dict[str, Any], raw: Any) ->
     try:
         obj = model.model_validate({**section_values, spec.key: raw})
     except ValidationError as err:
-        return None, short_message(format_validation_error(err, prefix=spec.section), spec)
+        message = short_message(format_validation_error(err, prefix=spec.section), spec)
+        default = getattr(model.model_fields.get(spec.key), "default", None)
+        if message.startswith(BOUNDS) and isinstance(default, (int, float)) and not isinstance(default, bool):
+            message += f" (the default is {default:g})"  # a value to go back to, as the other fields' hints give
+        return None, message
     return getattr(obj, spec.key), None
 
 
@@ -287,6 +291,9 @@ PYDANTIC_WORDS = {
     "Input should be less than or equal to": "must be at most",
     "Input should be less than": "must be less than",
 }
+
+
+BOUNDS = ("must be more than", "must be at least", "must be at most", "must be less than")
 
 
 def short_message(message: str, spec: FieldSpec) -> str:
