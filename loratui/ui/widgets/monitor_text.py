@@ -112,7 +112,7 @@ def _state_banner(v: RunView, state: str, pid: int | None, oom: bool) -> tuple[T
     if state == "finished":
         text = Text.assemble(("✔ finished", "bold green"), f" in {format_duration(v.elapsed)}")
         if v.train_loss is not None:
-            text.append(f" · train loss {_num(v.train_loss)}")
+            text.append(f" · mean train loss {_num(v.train_loss)}")
         final = v.final_eval
         if final.get("accuracy") is not None:
             text.append(f" · accuracy {final['accuracy']:.3f}")
