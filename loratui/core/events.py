@@ -107,7 +107,8 @@ class StepEvent(Event):
     tokens_per_s: Optional[float] = None
     tokens_seen: Optional[int] = None
     elapsed: Optional[float] = None
-    """Seconds since this engine process began training."""
+    """Seconds this engine process has spent training (evaluations during training left out: tokens/s counts
+    training time)."""
     eta_s: Optional[float] = None
     """The engine's estimate of the seconds left (the same figure its progress line prints)."""
 

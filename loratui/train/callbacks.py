@@ -169,6 +169,12 @@ class EventsCallback(TrainerCallback):
             else self.engine.n_eval
         if final:
             data["final"] = True
+        runtime = metrics.get("eval_runtime")
+        if state.global_step > 0 and isinstance(runtime, (int, float)) and runtime > 0:
+            # tokens/s (the log line's and the run's) count training time: the clock skips the evaluation (the
+            # ETA's mark does not: the evaluations still to come take time too)
+            self.t0 += runtime
+            self.last_t += runtime
         self.engine.last_eval_step = state.global_step
         self.engine.last_eval = data  # the finished event carries the last evaluation's metrics
         ev = self.engine.emit("eval", step=state.global_step, epoch=round(state.epoch or 0, 4), **data)
