@@ -11,6 +11,7 @@ only sees workers started on the app. Each screen therefore handles its own work
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -53,6 +54,37 @@ class LoratuiScreen(Screen):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._failures: dict[str, tuple[int, float]] = {}  # group -> (failures in a row, time of the last)
+
+    @property
+    def active_bindings(self) -> dict:
+        """Textual's, with the app's screen-switching keys (Setup, Monitor, Runs, ...) left out of the footer from
+        the last while the footer would be wider than the screen: at 80 columns a key is dropped whole, never cut
+        mid-word ('t Try  v Comp'); the keys still work, and Help lists them all."""
+        got = super().active_bindings
+        try:
+            width = self.app.size.width
+            shown, actions = [], set()
+            for k, ab in got.items():  # the footer shows one key per action (f5 of 'f5,ctrl+r')
+                if ab.binding.show and ab.binding.action not in actions:
+                    actions.add(ab.binding.action)
+                    shown.append((k, ab))
+            used = sum(len(self.app.get_key_display(ab.binding)) + len(ab.binding.description) + 2
+                       for _, ab in shown) - 1  # 'key description', one space between keys
+        except Exception:  # noqa: BLE001 - no app or size yet: Textual's own
+            return got
+        if used <= width:
+            return got
+        out = dict(got)
+        for key, ab in reversed(shown):
+            if used <= width:
+                break
+            if ab.node is self.app and ab.binding.action.startswith("go("):
+                out[key] = ab._replace(binding=dataclasses.replace(ab.binding, show=False))
+                used -= len(self.app.get_key_display(ab.binding)) + len(ab.binding.description) + 2
+        return out
+
+    def on_resize(self) -> None:
+        self.refresh_bindings()  # the footer's keys follow the width
 
     def typing(self) -> bool:
         """Whether the user's focus is in a text-entry place (a form field, a wizard step)."""

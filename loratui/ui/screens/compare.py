@@ -91,7 +91,7 @@ class CompareScreen(LoratuiScreen):
         yield Static("Nothing to compare yet: mark runs in Runs (space, then v), or queue a study (w).", id="cmp-empty")
         yield Static(id="cmp-chart-title")
         yield CompareChart()
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.action_refresh()

@@ -108,7 +108,7 @@ class MergeScreen(LoratuiScreen):
         with Horizontal(id="mg-buttons"):
             yield Button("Back", id="mg-back")
             yield Button("Next", id="mg-next", variant="primary")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         if self.adapter is not None:

@@ -148,7 +148,7 @@ class ExportScreen(LoratuiScreen):
         with Horizontal(id="ex-buttons"):
             yield Button("Back", id="ex-back")
             yield Button("Export", id="ex-go", variant="primary")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         if self.source is not None:

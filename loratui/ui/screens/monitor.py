@@ -118,7 +118,7 @@ class MonitorScreen(LoratuiScreen):
                     yield Static("lr", id="mon-lr-label")
                     yield LrSchedule(id="mon-lr")
             yield LogTail(id="mon-log")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         # the legend lives in the border: inside the plot it covered the base model's step-0 evaluation

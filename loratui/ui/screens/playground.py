@@ -139,7 +139,7 @@ class PlaygroundScreen(PlaygroundActions):
                 yield Static(id="pg-batch-summary")
                 yield DataTable(id="pg-batch-table", cursor_type="row", zebra_stripes=True)
                 yield Static(id="pg-batch-detail")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#pg-pane-base").border_title = "base model"

@@ -103,7 +103,7 @@ class QueueScreen(LoratuiScreen):
         yield Static("The queue is empty. n adds a config or a study (sample_configs/study-*.yaml); "
                      "its runs start one after another, even after you close the app.", id="q-empty")
         yield Static(id="q-detail")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.action_refresh()

@@ -154,7 +154,7 @@ class RunsScreen(LoratuiScreen):
         yield table
         yield Static("No runs yet: set one up and launch it from Setup.", id="runs-empty")
         yield Static(id="runs-detail")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self._update_title()
