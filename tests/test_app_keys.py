@@ -240,3 +240,21 @@ async def test_function_keys_leave_the_playground_prompt_without_touching_it(run
         prompt.focus()
         await pilot.press(*"!?")  # '?' is a character here, not Help
         assert prompt.text == "two words!?" and not isinstance(app.screen, HelpScreen)
+
+
+async def test_escape_leaves_the_merge_wizard_s_field_and_letters_switch_screens_again(runs):
+    """A walk at 80x24: in Merge, t, v, w went into the adapter box and Esc did not free them ('tvwt'). Esc on
+    the first step leaves the field (the path typed so far stays), and r then opens Runs."""
+    app = LoratuiApp(pinned_config(), runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("g")
+        await wait_until(pilot, lambda: isinstance(app.screen, MergeScreen) and isinstance(app.focused, Input),
+                         what="merge wizard, its path box focused")
+        box = app.focused
+        await pilot.press("t", "v")
+        assert box.value.endswith("tv") and app.current_mode == "merge"
+        await pilot.press("escape")
+        assert app.focused is None and box.value.endswith("tv")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.current_mode == "runs", what="runs")

@@ -119,8 +119,9 @@ class MergeScreen(LoratuiScreen):
         self._kill()
 
     def typing(self) -> bool:
-        """Each wizard step takes typed text or a choice: letters there never switch screens."""
-        return self.phase == "wizard"
+        """A wizard step's field has the focus: letters there are its text (escape on the first step leaves the
+        field, and the letter keys switch screens again)."""
+        return self.phase == "wizard" and self.focused is not None
 
     def worker_failed(self, worker: Worker, error: BaseException) -> None:
         if worker.group == "merge":  # the wizard must not stay 'merging' forever
@@ -339,6 +340,8 @@ class MergeScreen(LoratuiScreen):
         elif self.phase == "wizard":
             if len(self.app.screen_stack) > 1 and self.app.screen is self:
                 self.app.pop_screen()
+            elif self.focused is not None:
+                self.set_focus(None)  # out of the field: the letter keys switch screens again
 
     # -- running -------------------------------------------------------------------------------------------------
 
