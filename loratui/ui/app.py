@@ -74,10 +74,10 @@ class LoratuiApp(Navigation, App[None]):
         Binding("f4", "switch_mode('runs')", "Runs", show=False, priority=True),
         Binding("f6", "switch_mode('adapters')", "Adapters", show=False, priority=True),
         Binding("f7", "switch_mode('merge')", "Merge", show=False, priority=True),
-        Binding("t", "go('playground')", "Try", tooltip="Playground: base model vs adapter, side by side"),
+        Binding("t", "go('playground')", "Try", tooltip="base model vs adapter, side by side (Playground)"),
         Binding("v", "go('compare')", "Compare", tooltip="Runs side by side, with charts"),
         Binding("w", "go('queue')", "Queue", tooltip="Runs waiting their turn (studies)"),
-        Binding("f9", "switch_mode('playground')", "Playground", show=False, priority=True),
+        Binding("f9", "switch_mode('playground')", "Try", show=False, priority=True),  # one Help row with t
         Binding("f10", "switch_mode('compare')", "Compare", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         # priority: focus moves when the Tab is read, before the keys typed after it are sent to a widget (a
