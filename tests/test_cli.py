@@ -91,3 +91,31 @@ def test_resume_needs_a_stopped_run(tmp_path, capsys):
     assert "already finished" in capsys.readouterr().err
     assert main(["train"]) == 2
     assert "give a config file or --resume" in capsys.readouterr().err
+
+
+def test_runs_fits_the_terminal_width(tmp_path, capsys, monkeypatch):
+    """`loratui runs` in an 80-column SSH terminal: every row fits (the started column goes, long names are cut
+    with an ellipsis); 120 columns keep the started column; piped output (no terminal) stays whole."""
+    from loratui.core.runs import RunDir
+
+    for name in ("smollm2-135m-instruct-lora-20261204-214941", "b"):
+        run = RunDir(tmp_path / name)
+        run.path.mkdir()
+        run.config_path.write_text("model: {name: gpt2}\n")
+        run.events_path.write_text('{"kind": "started", "model": "gpt2", "method": "lora", "max_steps": 10}\n')
+        run.write_status(state="stopped")
+
+    def rows(columns):
+        if columns:
+            monkeypatch.setenv("COLUMNS", str(columns))
+        else:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    narrow = rows(80)
+    assert len(narrow) == 3 and all(len(line) <= 80 for line in narrow), narrow
+    assert "started" not in narrow[0] and any(line.startswith("smollm2-135m-") and "…" in line for line in narrow)
+    wide = rows(120)
+    assert "started" in wide[0] and all(len(line) <= 120 for line in wide)
+    assert any(line.startswith("smollm2-135m-instruct-lora-20261204-214941 ") for line in rows(None))

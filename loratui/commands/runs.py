@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 from pathlib import Path
 
@@ -124,6 +125,10 @@ def cmd_engine(args) -> int:
     return engine_main(args.run_dir, resume=args.resume)
 
 
+#: a row's width after the name: state, method, progress, time, ETA and best, each with its space
+ROW_AFTER_NAME = 1 + 10 + 1 + 9 + 1 + 13 + 1 + 8 + 1 + 8 + 1 + 11
+
+
 def cmd_runs(args) -> int:
     from loratui.core.fmt import format_duration, printable
     from loratui.core.runs import list_runs
@@ -136,8 +141,14 @@ def cmd_runs(args) -> int:
         print("no runs")
         return 0
     width = min(64, max(4, *(len(printable(s.name)) for s in items)))  # names never push the columns
-    print(f"{'name':<{width}} {'state':<10} {'method':<9} {'progress':>13} {'time':>8} {'ETA':>8} {'best':>11}  "
-          "started")
+    # the terminal's width ($COLUMNS first; piped output stays wide): the started column goes first, then names
+    # are shortened to at least 12 characters
+    cols = shutil.get_terminal_size((200, 24)).columns
+    after = ROW_AFTER_NAME + 2 + len("yyyy-mm-dd hh:mm")
+    started = width + after <= cols or cols - after >= 16
+    width = min(width, max(12, cols - (after if started else ROW_AFTER_NAME)))
+    print(f"{'name':<{width}} {'state':<10} {'method':<9} {'progress':>13} {'time':>8} {'ETA':>8} {'best':>11}"
+          + ("  started" if started else ""))
     for s in items:  # names, errors and problems come from files: escaped, never sent to the terminal raw
         prog = f"{s.progress_text} {s.progress * 100:3.0f}%" if s.max_steps else s.progress_text
         # the task's metric: accuracy for a classifier, the eval loss otherwise (never the base model's own)
@@ -147,7 +158,7 @@ def cmd_runs(args) -> int:
         name = printable(s.name)
         name = name if len(name) <= width else name[:width - 1] + "…"
         print(f"{name:<{width}} {str(s.state):<10} {printable(s.method_text):<9} {prog:>13} "
-              f"{format_duration(s.elapsed):>8} {eta:>8} {best:>11}  {s.started_text}")
+              f"{format_duration(s.elapsed):>8} {eta:>8} {best:>11}" + (f"  {s.started_text}" if started else ""))
         if s.state == "stalled":
             print(f"  ! no progress for {format_duration(s.stalled_for)} (its engine lives; it counts as stalled "
                   f"after {format_duration(s.stall_after)} of silence): a hung collective, a stuck data loader, a "
