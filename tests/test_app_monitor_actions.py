@@ -1,0 +1,100 @@
+"""Monitor screen, its actions: stop (asked first, then SIGTERM), checkpoint now (SIGUSR1), detach, open the adapter.
+Split from test_app_monitor.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fixtures import host_app, make_live_run, recorded_events, wait_until
+from loratui.ui.screens.monitor import MonitorScreen
+from loratui.ui.widgets.modals import ConfirmModal
+
+
+pytestmark = pytest.mark.usefixtures("utc", "quiet_monitor")
+
+ENGINE_STANDIN = """
+import signal, sys, time, pathlib
+from loratui.core.identity import RunLock
+out = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGUSR1, lambda *a: out.write_text("checkpoint"))
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+print("ready", flush=True)
+lock = RunLock.acquire(pathlib.Path(sys.stdin.readline().strip()))  # the run it stands in for, as an engine does
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def take_lock(proc: subprocess.Popen, run) -> None:
+    """The stand-in engine holds ``run``'s lock from now on."""
+    proc.stdin.write(f"{run}\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "locked"
+
+
+@pytest.fixture
+def engine_standin(tmp_path):
+    flag = tmp_path / "signals.txt"
+    proc = subprocess.Popen([sys.executable, "-c", ENGINE_STANDIN, str(flag)], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    yield proc, flag
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+async def test_stop_asks_first_then_signals(runs, engine_standin):
+    proc, flag = engine_standin
+    events = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 20]
+    run = make_live_run(runs, "live", pid=proc.pid, events=events)
+    take_lock(proc, run)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "running", what="running")
+
+        await pilot.press("c")
+        await wait_until(pilot, lambda: flag.exists(), what="SIGUSR1")
+        assert flag.read_text() == "checkpoint" and proc.poll() is None
+
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is screen and proc.poll() is None  # cancelled: nothing sent
+
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
+        await pilot.press("y")
+        assert proc.wait(timeout=10) == 0  # SIGTERM: the graceful path
+
+
+async def test_detach_leaves_run_going(runs, engine_standin):
+    proc, _ = engine_standin
+    run = make_live_run(runs, "live", pid=proc.pid, events=recorded_events()[:3])
+    take_lock(proc, run)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "running", what="running")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: app.screen is not screen, what="leaving")
+        await wait_until(pilot, lambda: not any(w.group == "run" and w.is_running for w in app.workers),
+                         what="watcher cancelled")
+        assert proc.poll() is None
+
+
+async def test_open_adapter_when_finished(runs):
+    from loratui.ui.screens.adapters import AdaptersScreen
+
+    app = host_app(lambda: MonitorScreen(runs / "smollm2-demo"), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "finished", what="finished")
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, AdaptersScreen) and app.screen.loaded, what="adapters")
+        assert app.screen.selected.path == runs / "smollm2-demo" / "adapter"
