@@ -3,12 +3,16 @@ Split from test_app_monitor.py."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from fixtures import host_app, make_live_run, recorded_events, wait_until
+from fixtures import host_app, make_live_run, recorded_events, screen_text, wait_until
+from loratui.ui.screens import monitor
 from loratui.ui.screens.monitor import MonitorScreen
 from loratui.ui.widgets.modals import ConfirmModal
 
@@ -71,6 +75,31 @@ async def test_stop_asks_first_then_signals(runs, engine_standin):
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
         await pilot.press("y")
         assert proc.wait(timeout=10) == 0  # SIGTERM: the graceful path
+
+
+async def test_the_badge_says_stopping_until_the_run_has_stopped(runs, monkeypatch):
+    """A walk at 80x24: after x, y the header said 'running' for a minute (the engine finishes its step and saves
+    first). The badge says 'stopping' from the request until the run's stopped event."""
+    monkeypatch.setattr(monitor, "IDLE_POLL_INTERVAL", 0.05)
+    asked = []
+    monkeypatch.setattr(monitor, "stop_run", lambda run: asked.append(run.name) or True)
+    events = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 20]
+    run = make_live_run(runs, "live", pid=os.getpid(), events=events)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.state == "running", what="running")
+        assert " running " in screen_text(app).splitlines()[0]
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: " stopping " in screen_text(app), what="the stopping badge")
+        assert asked == ["live"] and screen.state == "running"
+        with open(run / "events.jsonl", "a") as fh:
+            fh.write(json.dumps({"kind": "stopped", "time": time.time(), "step": 20}) + "\n")
+        (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 20}))
+        await wait_until(pilot, lambda: screen.state == "stopped", what="stopped")
+        assert " stopping " not in screen_text(app) and " stopped " in screen_text(app)
 
 
 async def test_detach_leaves_run_going(runs, engine_standin):

@@ -97,6 +97,7 @@ class MonitorScreen(LoratuiScreen):
         self.pid: int | None = None
         self.log_lines: list[str] = []
         self._generation = 0
+        self._stop_asked: Path | None = None  # the run asked to stop from here (its badge says stopping)
         self._watching = False  # the watched run is active (tailed fast)
         self._following = False  # the watcher thread runs (it keeps following an ended run, slowly)
 
@@ -267,7 +268,13 @@ class MonitorScreen(LoratuiScreen):
 
     def _render_view(self) -> None:
         v, state = self.view, self.state
-        self.query_one("#mon-title", Static).update(title_text(v, state, self.run_dir.name if self.run_dir else ""))
+        badge = state
+        if self._stop_asked is not None and self._stop_asked == self.run_dir:
+            if state in ("running", "starting", "stalled"):
+                badge = "stopping"  # until the engine has finished its step and saved (a minute on a slow CPU)
+            elif state:
+                self._stop_asked = None  # it ended: a later resume shows as running
+        self.query_one("#mon-title", Static).update(title_text(v, badge, self.run_dir.name if self.run_dir else ""))
         bar = self.query_one("#mon-progress", ProgressBar)
         bar.update(total=v.max_steps or None, progress=v.step)
         self.query_one("#mon-steps", Static).update(steps_text(v, state))
@@ -342,6 +349,8 @@ class MonitorScreen(LoratuiScreen):
                 return
             if stop_run(run):
                 self.notify(f"Stopping {run.name}: the adapter is saved at the end of this step.")
+                self._stop_asked = run.path
+                self._render_view()
             else:
                 self.notify(f"{run.name} is not running any more.", severity="warning")
 
