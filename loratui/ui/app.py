@@ -170,7 +170,7 @@ class LoratuiApp(Navigation, App[None]):
             monitor.attach(newest.path)
         more = f" ({len(found) - 1} more: r lists them)" if len(found) > 1 else ""
         where = f" at step {newest.step}/{newest.max_steps}" if newest.max_steps else ""
-        self.notify(f"{newest.name} is training{where}: m watches it{more}", title="run in progress")
+        self.notify(f"{newest.name} is training{where}: m watches it{more}", title="run in progress", timeout=8)
 
     # -- leaving cleanly: SIGTERM, SIGHUP, a terminal that went away ------------------------------------------------
     def _install_shutdown(self) -> None:
