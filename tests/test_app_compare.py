@@ -35,7 +35,7 @@ async def test_table_and_charts(runs):
         titles = []
         for _ in range(5):
             titles.append(screen.query_one("#cmp-chart-title").render().plain.split("   ")[0])
-            await pilot.press("t")
+            await pilot.press("n")
         assert titles == ["eval loss: final, or so far", "active time (s)", "trainable params", "peak GPU memory (GiB)",
                           "eval loss by step"]
 
@@ -78,7 +78,7 @@ def test_snapshot_compare(runs, snap_compare):
 def test_snapshot_compare_curves(runs, snap_compare):
     async def settle(pilot):
         await wait_until(pilot, lambda: pilot.app.screen.loaded, what="compare")
-        await pilot.press("shift+t")  # backwards from the first chart: the eval-loss curves
+        await pilot.press("shift+n")  # backwards from the first chart: the eval-loss curves
 
     app = compare_app(runs, runs=[runs / n for n in ORDER])
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
@@ -100,7 +100,7 @@ async def test_at_80_columns_the_columns_and_bars_show_what_tells_runs_apart(run
         assert "smollm2-135m-instruct-lora-20261204-…" in lines[0]
         header = lines[1]
         assert all(t in header for t in ("0912", "0931", "0950")), header
-        await pilot.press("t")  # active time: a bar a run, labelled
+        await pilot.press("n")  # active time: a bar a run, labelled
         await pilot.pause()
         bars = [ln for ln in screen_text(app).splitlines() if "┤" in ln]
         assert sorted(ln.split("┤")[0].strip() for ln in bars) == ["0912", "0931", "0950"], bars
@@ -132,7 +132,7 @@ async def test_cpu_runs_say_why_they_have_no_gpu_memory(runs):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: screen.loaded, what="compare")
-        await pilot.press("t", "t", "t")  # metric, time, params, memory
+        await pilot.press("n", "n", "n")  # metric, time, params, memory
         await pilot.pause()
         text = screen_text(app)
         assert "peak GPU memory" in text and "no data yet" not in text

@@ -258,3 +258,14 @@ async def test_escape_leaves_the_merge_wizard_s_field_and_letters_switch_screens
         assert app.focused is None and box.value.endswith("tv")
         await pilot.press("r")
         await wait_until(pilot, lambda: app.current_mode == "runs", what="runs")
+
+
+async def test_t_opens_the_playground_from_compare_too(runs):
+    """Compare's next chart is n (it was t, which hid the app's Playground key there: a walk at 80x24)."""
+    app = LoratuiApp(pinned_config(), runs_dir=str(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("v")
+        await wait_until(pilot, lambda: app.current_mode == "compare" and app.screen.loaded, what="compare")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: app.current_mode == "playground", what="the playground")

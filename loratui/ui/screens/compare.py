@@ -58,8 +58,8 @@ class CompareScreen(LoratuiScreen):
     POLLERS = {"compare": "action_refresh"}
 
     BINDINGS = [
-        Binding("t", "next_chart", "Next chart"),
-        Binding("shift+t", "next_chart(-1)", "Previous chart", show=False),
+        Binding("n", "next_chart", "Next chart"),  # not t: t is the app's Playground everywhere
+        Binding("shift+n", "next_chart(-1)", "Previous chart", show=False),
         Binding("e", "export", "Export"),
         Binding("p", "pick_study", "Study"),
         Binding("o", "open", "Open run"),
