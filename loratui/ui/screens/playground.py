@@ -129,7 +129,8 @@ class PlaygroundScreen(PlaygroundActions):
                 yield Checkbox("chat template", True, id="pg-chat", compact=True)
             yield Label("N")
             yield Input("20", id="pg-batch-n", type="integer", compact=True)
-        yield TextArea(id="pg-prompt", soft_wrap=True, show_line_numbers=False, compact=True)
+        yield TextArea(id="pg-prompt", soft_wrap=True, show_line_numbers=False, compact=True,
+                       placeholder="your prompt here; ctrl+g asks both models")
         with ContentSwitcher(initial="pg-answers"):
             with Horizontal(id="pg-answers"):
                 for side in SIDES:
