@@ -265,28 +265,23 @@ def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = N
 
 def list_runs(runs_dir: str | Path) -> list[RunSummary]:
     """Every run under ``runs_dir``, newest first; an unreadable run is listed as such with the reason."""
-    runs_dir = Path(runs_dir)
-    try:
-        folders = [p for p in runs_dir.iterdir() if p.is_dir()]
-    except OSError:
-        return []
-    out = [summarize(RunDir(p), now=now()) for p in folders if RunDir(p).exists()]
-    out.sort(key=lambda s: (s.started or 0, s.name), reverse=True)
-    return out
-
-
-LIVE = (RunState.STARTING, RunState.RUNNING, RunState.STALLED)
+    return _summaries(runs_dir, RunDir.exists)
 
 
 def live_runs(runs_dir: str | Path) -> list[RunSummary]:
     """The runs under ``runs_dir`` whose engine is alive now (starting, running or stalled), newest first. Only the
     runs whose status.json says running are folded, so a folder of many finished runs costs a file read each."""
+    running = _summaries(runs_dir, lambda run: run.read_status().get("state") == "running")
+    return [s for s in running if s.state.active]
+
+
+def _summaries(runs_dir: str | Path, wanted) -> list[RunSummary]:
+    """The summaries of the run folders under ``runs_dir`` that ``wanted(RunDir)`` keeps, newest first."""
     try:
-        folders = [p for p in Path(runs_dir).iterdir() if p.is_dir()]
+        runs = [RunDir(p) for p in Path(runs_dir).iterdir() if p.is_dir()]
     except OSError:
         return []
-    out = [summarize(RunDir(p), now=now()) for p in folders if RunDir(p).read_status().get("state") == "running"]
-    out = [s for s in out if s.state in LIVE]
+    out = [summarize(run, now=now()) for run in runs if wanted(run)]
     out.sort(key=lambda s: (s.started or 0, s.name), reverse=True)
     return out
 
