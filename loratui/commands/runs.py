@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 from pathlib import Path
 
 from loratui.commands.common import default_runs_dir, find_run, quiet_libraries

@@ -61,6 +61,10 @@ class LoratuiScreen(Screen):
         the last while the footer would be wider than the screen: at 80 columns a key is dropped whole, never cut
         mid-word ('t Try  v Comp'); the keys still work, and Help lists them all."""
         got = super().active_bindings
+
+        def cells(binding) -> int:  # 'key description' and the space before the next key
+            return len(self.app.get_key_display(binding)) + len(binding.description) + 2
+
         try:
             width = self.app.size.width
             shown, actions = [], set()
@@ -68,11 +72,8 @@ class LoratuiScreen(Screen):
                 if ab.binding.show and ab.binding.action not in actions:
                     actions.add(ab.binding.action)
                     shown.append((k, ab))
-            used = sum(len(self.app.get_key_display(ab.binding)) + len(ab.binding.description) + 2
-                       for _, ab in shown) - 1  # 'key description', one space between keys
+            used = sum(cells(ab.binding) for _, ab in shown) - 1  # no space after the last
         except Exception:  # noqa: BLE001 - no app or size yet: Textual's own
-            return got
-        if used <= width:
             return got
         out = dict(got)
         for key, ab in reversed(shown):
@@ -80,7 +81,7 @@ class LoratuiScreen(Screen):
                 break
             if ab.node is self.app and ab.binding.action.startswith("go("):
                 out[key] = ab._replace(binding=dataclasses.replace(ab.binding, show=False))
-                used -= len(self.app.get_key_display(ab.binding)) + len(ab.binding.description) + 2
+                used -= cells(ab.binding)
         return out
 
     def on_resize(self) -> None:

@@ -293,7 +293,8 @@ PYDANTIC_WORDS = {
 }
 
 
-BOUNDS = ("must be more than", "must be at least", "must be at most", "must be less than")
+#: the bound errors (a field's default is said beside them: a value to go back to)
+BOUNDS = tuple(short for long, short in PYDANTIC_WORDS.items() if " than" in long)
 
 
 def short_message(message: str, spec: FieldSpec) -> str:
