@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fixtures import host_app, make_live_run, recorded_events, screen_text, wait_until
+from fixtures import host_app, make_live_run, recorded_events, recorded_head, screen_text, wait_until
 from loratui.ui.screens import monitor
 from loratui.ui.screens.monitor import MonitorScreen
 from loratui.ui.widgets.modals import ConfirmModal
@@ -53,7 +53,7 @@ def engine_standin(tmp_path):
 
 async def test_stop_asks_first_then_signals(runs, engine_standin):
     proc, flag = engine_standin
-    events = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 20]
+    events = recorded_head(20)
     run = make_live_run(runs, "live", pid=proc.pid, events=events)
     take_lock(proc, run)
     app = host_app(lambda: MonitorScreen(run))
@@ -83,7 +83,7 @@ async def test_the_badge_says_stopping_until_the_run_has_stopped(runs, monkeypat
     monkeypatch.setattr(monitor, "IDLE_POLL_INTERVAL", 0.05)
     asked = []
     monkeypatch.setattr(monitor, "stop_run", lambda run: asked.append(run.name) or True)
-    events = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 20]
+    events = recorded_head(20)
     run = make_live_run(runs, "live", pid=os.getpid(), events=events)
     app = host_app(lambda: MonitorScreen(run))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import host_app, make_live_run, recorded_events, wait_until
+from fixtures import host_app, make_live_run, recorded_head, wait_until
 from ui_fakes import fake_core, pinned_config, settle  # noqa: F401  (fixture)
 from loratui.core.config import RunConfig
 from loratui.ui.screens import runs as runs_screen
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("utc", "quiet_monitor")
 @pytest.fixture
 def runs(runs) -> Path:
     """The recorded runs plus a live one (this test process's pid) and a crashed one."""
-    head = [e for e in recorded_events() if e["kind"] == "started" or e["kind"] == "step" and e["step"] <= 120]
+    head = recorded_head(120)
     make_live_run(Path("runs"), "smollm2-live", pid=os.getpid(), events=head)
     make_live_run(Path("runs"), "smollm2-crashed", pid=4_194_302, events=head[:9])
     return Path("runs")
