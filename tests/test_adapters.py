@@ -162,3 +162,46 @@ def test_base_model_is_shown_as_the_user_named_it(tmp_path):
     (run / "status.json").write_text('{"state": "finished"}')
     found = {a.path.name: a.base_model for a in find_adapters([tmp_path / "runs"])}
     assert found == {"adapter": "smollm2-135m-instruct", "checkpoint-5": "smollm2-135m-instruct"}
+
+
+
+def test_each_run_adapter_shows_its_step_and_the_folds_figures_there(tmp_path):
+    """Which checkpoint is which: the step each holds, the train loss logged there, the evaluation at that step; the
+    final adapter's are the numbers the Monitor and the Runs list show (the same fold)."""
+    from loratui.core.adapters import adapter_figures
+    from loratui.core.runs import RunDir, summarize
+
+    runs = copy_runs(tmp_path)
+    adapters = find_adapters([runs])
+    figures = {a.name: adapter_figures(adapters)[str(a.path)] for a in adapters}
+    assert {n: f.step for n, f in figures.items()} == {
+        "smollm2-demo": 200, "smollm2-demo/checkpoint-200": 200, "smollm2-demo/checkpoint-100": 100,
+        "smollm2-stopped": 120, "smollm2-stopped/checkpoint-100": 100}
+    ck = figures["smollm2-demo/checkpoint-100"]
+    assert (ck.loss, ck.loss_step, ck.eval_loss) == (1.3605, 100, 1.4617)  # the recorded step and eval at 100
+    demo = summarize(RunDir(runs / "smollm2-demo"))
+    final = figures["smollm2-demo"]
+    assert (final.loss, final.eval_loss) == (demo.loss, demo.eval_loss) == (0.9475, 1.0324)
+    stopped = figures["smollm2-stopped"]  # stopped at 120, evaluated every 25 steps: no evaluation of those weights
+    assert (stopped.loss, stopped.eval_loss) == (summarize(RunDir(runs / "smollm2-stopped")).loss, None)
+
+
+def test_a_resumed_run_forgets_the_figures_of_the_steps_it_trains_again():
+    from loratui.core.fold import RunFold
+
+    fold = RunFold().add_all([
+        {"kind": "started", "time": 1.0, "max_steps": 30},
+        {"kind": "step", "time": 2.0, "step": 10, "loss": 2.0},
+        {"kind": "eval", "time": 2.5, "step": 10, "eval_loss": 2.5},
+        {"kind": "step", "time": 3.0, "step": 20, "loss": 1.5},
+        {"kind": "eval", "time": 3.5, "step": 20, "eval_loss": 2.2},
+        {"kind": "resumed", "time": 9.0, "step": 10},  # from checkpoint-10: steps 11-20 are trained again
+        {"kind": "step", "time": 10.0, "step": 15, "loss": 1.8},
+        {"kind": "eval", "time": 10.5, "step": 30, "eval_loss": 2.1, "final": True, "examples": 200},
+        {"kind": "finished", "time": 11.0, "step": 30, "adapter": "adapter"},
+    ])
+    h = fold.history
+    assert (h.at(20).loss, h.at(20).loss_step, h.at(20).eval_loss) == (1.8, 15, None)
+    assert (h.at(10).loss, h.at(10).eval_loss) == (2.0, 2.5)
+    assert h.adapter_step == 30 and h.at(30).eval_final and h.at(30).eval_examples == 200
+    assert fold.summary().train_loss == (2.0 + 1.8) / 2

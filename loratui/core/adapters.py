@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from pathlib import Path
 import yaml
 
 from loratui.core.errors import LoratuiError
+from loratui.core.step_history import StepFigures
 
-__all__ = ["AdapterInfo", "find_adapters", "read_adapter", "delete_adapter", "safetensors_param_count"]
+__all__ = ["AdapterInfo", "find_adapters", "read_adapter", "delete_adapter", "safetensors_param_count",
+           "adapter_figures"]
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHT_NAMES = ("adapter_model.safetensors",)
@@ -224,6 +227,36 @@ def find_adapters(folders: list[str | Path], max_depth: int = MAX_DEPTH) -> list
     infos = [read_adapter(p) for p in unique.values()]
     infos.sort(key=lambda a: (-a.created, a.name))
     return infos
+
+
+def adapter_figures(adapters: list[AdapterInfo]) -> dict[str, StepFigures]:
+    """Each run adapter's step and the run's figures there (adapter path -> :class:`StepFigures`): a checkpoint holds
+    the step in its name, the run's adapter the step its finished or stopped event saved it at. The figures come from
+    the run's events through the one fold, so they are the Monitor's and the Runs list's. Folders outside a run, and
+    runs whose events say nothing of that step, are left out."""
+    from loratui.core.fold import RunFold
+    from loratui.core.protocol import EventTail
+
+    out: dict[str, StepFigures] = {}
+    folds: dict[Path, RunFold] = {}
+    for a in adapters:
+        run = a.path.parent if a.kind == "adapter" else a.path.parent.parent if a.kind == "checkpoint" else None
+        if run is None:
+            continue
+        if run not in folds:
+            try:
+                folds[run] = RunFold().add_all(EventTail(run / "events.jsonl").poll())
+            except (OSError, ValueError):
+                continue
+        history = folds[run].history
+        if a.kind == "checkpoint":
+            m = re.fullmatch(r"checkpoint-(\d+)", a.path.name)
+            step = int(m.group(1)) if m else None
+        else:
+            step = history.adapter_step
+        if step is not None:
+            out[str(a.path)] = history.at(step)
+    return out
 
 
 def delete_adapter(path: str | Path) -> None:

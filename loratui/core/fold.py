@@ -18,6 +18,7 @@ from loratui.core.protocol import (
     ProtocolError, ResumedEvent, RunState, RunStatus, StartedEvent, StepEvent, StoppedEvent, parse_event, parse_status,
 )
 from loratui.core.run_summary import RunSummary  # noqa: F401 - re-exported (the fold's output)
+from loratui.core.step_history import StepHistory
 
 #: a running run counts as stalled after this many seconds without an event, or STALL_FACTOR times the longest
 #: silence its training has had so far (a step, an evaluation, a save), whichever is longer
@@ -57,9 +58,8 @@ class RunFold:
         self._rate_last: tuple[float, float] | None = None
         # epochs per step (linear in a run): the epoch of a step past the newest logged one (a stop, a resume)
         self._epoch_rate: float | None = None
-        # train loss over the steps that count
-        self._losses: list[tuple[int, float]] = []
-        self._loss_sum = 0.0
+        # train loss over the steps that count, evaluations by step, the adapter's step
+        self.history = StepHistory()
         self._finished_train_loss: float | None = None
         self._finished_eval: dict = {}
 
@@ -180,8 +180,7 @@ class RunFold:
         if ev.step is not None:
             s.step = ev.step
             self._epoch_at_step()
-            while self._losses and self._losses[-1][0] > ev.step:  # those steps are trained again
-                self._loss_sum -= self._losses.pop()[1]
+            self.history.resumed(ev.step)  # the steps after it are trained again
         self._origin = None
         self._eta_at_step = None
 
@@ -198,10 +197,7 @@ class RunFold:
             self._epoch_rate = ev.epoch / ev.step
         if ev.loss is not None:
             s.loss = ev.loss
-            while self._losses and self._losses[-1][0] >= ev.step:  # re-logged after a resume
-                self._loss_sum -= self._losses.pop()[1]
-            self._losses.append((ev.step, ev.loss))
-            self._loss_sum += ev.loss
+            self.history.add_loss(ev.step, ev.loss)
         if ev.tokens_seen is not None and ev.elapsed is not None:
             point = (float(ev.tokens_seen), float(ev.elapsed))
             if self._rate_first is None or point[1] < self._rate_first[1]:
@@ -227,6 +223,8 @@ class RunFold:
                    if k not in _EVAL_SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
         s.eval_metrics = metrics
         s.eval_step = ev.step
+        self.history.add_eval(ev.step, ev.eval_loss, ev.accuracy, final=bool(ev.get("final")),
+                              examples=ev.get("examples"))
         if ev.step == 0:
             return  # the base model's evaluation (step 0) is the curve's reference, never the run's "best"
         loss = ev.eval_loss
@@ -254,11 +252,14 @@ class RunFold:
         if ev.step is not None and ev.step > s.step:
             s.step = ev.step
             self._epoch_at_step()
-        if ev.adapter:
-            s.adapter = ev.adapter
         if ev.get("best_step") is not None:
             s.best_step = ev.get("best_step")
+        if ev.adapter:
+            s.adapter = ev.adapter
+            self.history.adapter_step = s.best_step if s.best_step is not None else s.step
         self._finished_train_loss = ev.train_loss
+        if ev.eval_loss is not None and s.step not in self.history.evals:  # an engine that sent no eval event
+            self.history.add_eval(s.step, ev.eval_loss, final=True)
         extra = {k: v for k, v in (ev.__pydantic_extra__ or {}).items()
                  if k.startswith("eval_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
         metrics = {k: v for k, v in (ev.eval or {}).items()
@@ -275,6 +276,7 @@ class RunFold:
             self._epoch_at_step()
         if ev.adapter:
             s.adapter = ev.adapter
+            self.history.adapter_step = s.step
         if ev.checkpoint:
             s.checkpoint = ev.checkpoint
 
@@ -361,7 +363,7 @@ class RunFold:
             secs += self._rate_last[1] - self._rate_first[1]
         if secs > 0 and tokens > 0:
             out.tokens_per_s = tokens / secs
-        out.train_loss = (self._loss_sum / len(self._losses)) if self._losses else self._finished_train_loss
+        out.train_loss = self.history.mean_loss if self.history.losses else self._finished_train_loss
         if out.lifecycle == "finished":
             out.final_eval = {**s.eval_metrics, **self._finished_eval}
         return out
