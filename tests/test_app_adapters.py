@@ -121,3 +121,27 @@ async def test_at_80_columns_the_footer_keeps_the_screen_keys_and_the_way_back_t
         for key in ("t Try it", "g Merge", "e Export GGUF", "del Delete", "? Help", "q Quit", "r Runs"):
             assert key in footer, footer
         assert "f adds a folder" in lines[0]  # the rarer keys: the title line and help (?)
+
+
+async def test_at_80_columns_checkpoints_are_named_whole_with_their_step_and_the_runs_losses_there(runs):
+    """A walk at 80x24 read 'smollm2-135m…0012/chec…t-100'-like names and no step or loss: which checkpoint is which?
+    Each run's checkpoints sit under its adapter, named whole, beside the step each holds, the train loss logged
+    there and the evaluation at it: the figures the Monitor and the Runs list show for the same run."""
+    import shutil
+
+    from loratui.core.fmt import format_loss
+    from loratui.core.runs import RunDir, summarize
+
+    long = "smollm2-135m-instruct-lora-20260105-090012"  # the names the app gives runs
+    shutil.move(runs / "smollm2-demo", runs / long)
+    shutil.rmtree(runs / "smollm2-stopped" / "adapter")  # a run with checkpoints and no adapter (yet)
+    app = host_app(lambda: AdaptersScreen(), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="adapters")
+        rows = [line.split() for line in screen_text(app).splitlines()[1:6]]
+    demo = summarize(RunDir(runs / long))
+    assert rows[0][:4] == ["Adapter", "Step", "Loss", "Eval"]
+    assert rows[1][:4] == ["smollm2-stopped/checkpoint-100", "100", "1.361", "1.462"]
+    assert rows[2][:4] == [long, "200", format_loss(demo.loss), format_loss(demo.eval_loss)]  # the Monitor's
+    assert rows[3][:5] == ["├", "checkpoint-200", "200", "0.948", "1.032"]
+    assert rows[4][:5] == ["└", "checkpoint-100", "100", "1.361", "1.462"]  # recorded at step 100

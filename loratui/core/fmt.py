@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_bytes", "format_duration", "format_count", "format_rate", "printable", "shorten_list"]
+__all__ = ["format_bytes", "format_duration", "format_count", "format_rate", "format_loss", "printable",
+           "shorten_list"]
 
 
 def format_bytes(n: int | float | None, unit: str | None = None) -> str:
@@ -39,6 +40,13 @@ def format_rate(per_s: float | None) -> str:
     if per_s is None or not math.isfinite(per_s) or per_s <= 0:
         return "-"
     return f"{per_s:,.0f}"
+
+
+def format_loss(x: float | None) -> str:
+    """A loss (train or eval) as every screen shows it: 1.032 / 12.3 / nan / - (none)."""
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
 
 
 def format_count(n: int | float | None) -> str:

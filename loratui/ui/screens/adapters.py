@@ -1,11 +1,11 @@
-"""Every adapter found in the runs folder and in folders the user adds: details, files, merge, delete, copy path."""
+"""Every adapter found in the runs folder and in folders the user adds: each with the step it holds and the run's
+losses there, details, files, merge, delete, copy path."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,10 +15,11 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.core.adapters import AdapterInfo, delete_adapter, find_adapters
+from loratui.core.adapters import AdapterInfo, adapter_figures, delete_adapter, find_adapters
 from loratui.core.export import exports_near
-from loratui.core.fmt import format_bytes, format_count
+from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
+from loratui.ui.widgets import adapter_rows
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.tables import fill_table
@@ -28,15 +29,10 @@ from loratui.ui.widgets.tables import fill_table
 class AdaptersLoaded(Message):
     adapters: list[AdapterInfo]
     exports: dict = field(default_factory=dict)  # adapter path -> [(folder name, Exported)]: its GGUF files
+    figures: dict = field(default_factory=dict)  # adapter path -> StepFigures: its step and the run's losses there
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, AdaptersLoaded)
-
-
-def short_model(name: str | None) -> str:
-    if not name:
-        return "-"
-    return name.rstrip("/").split("/")[-1]
 
 
 class AdaptersScreen(LoratuiScreen):
@@ -67,8 +63,7 @@ class AdaptersScreen(LoratuiScreen):
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False),
     ]
 
-    COLUMNS = [("name", "Adapter", 20), ("base", "Base model", 24), ("r", "r", 4), ("alpha", "α", 5),
-               ("params", "Params", 7), ("size", "Size", 10)]
+    COLUMNS = adapter_rows.COLUMNS
 
     def __init__(self, select: Path | None = None, *, folders: list[Path] | None = None, name: str | None = None,
                  id: str | None = None):
@@ -77,6 +72,7 @@ class AdaptersScreen(LoratuiScreen):
         self.extra_folders: list[Path] = []
         self.adapters: list[AdapterInfo] = []
         self.exports: dict = {}
+        self.figures: dict = {}
         self._select: str | None = str(select) if select else None
         self._rows: list[tuple] = []
         self.loaded = False
@@ -146,8 +142,9 @@ class AdaptersScreen(LoratuiScreen):
     def _load(self, folders: list[Path]) -> None:
         adapters = find_adapters(folders)
         exports = {str(a.path): exports_near(a.path) for a in adapters if a.kind == "adapter"}
+        figures = adapter_figures(adapters)
         if not get_current_worker().is_cancelled:
-            self.post_message(AdaptersLoaded(adapters, exports))
+            self.post_message(AdaptersLoaded(adapter_rows.ordered(adapters, figures), exports, figures))
 
     @on(AdaptersLoaded)
     def _loaded(self, message: AdaptersLoaded) -> None:
@@ -155,15 +152,17 @@ class AdaptersScreen(LoratuiScreen):
         current = self.selected
         self.adapters = message.adapters
         self.exports = message.exports
+        self.figures = message.figures
         self.loaded = True
         keys = [str(a.path) for a in self.adapters]
-        rows = [self._cells(a) for a in self.adapters]
+        names = adapter_rows.name_cells(self.adapters)
+        rows = [adapter_rows.cells(a, n, self.figures.get(str(a.path))) for a, n in zip(self.adapters, names)]
         select = self._select if self._select in keys else (str(current.path) if current else None)
         if self._select in keys:
             self._select = None
         self._rows = rows
         with self.app.batch_update():
-            fill_table(table, self.COLUMNS, rows, keys, select=select, flex="name")
+            self._fill(table, select)
             self.set_class(not self.adapters, "-empty")
             self._update_title()
             self._show_detail()
@@ -176,17 +175,11 @@ class AdaptersScreen(LoratuiScreen):
 
     def _refill(self) -> None:
         current = self.selected
-        fill_table(self.query_one(DataTable), self.COLUMNS, self._rows, [str(a.path) for a in self.adapters],
-                   select=str(current.path) if current else None, flex="name")
+        self._fill(self.query_one(DataTable), str(current.path) if current else None)
 
-    @staticmethod
-    def _cells(a: AdapterInfo) -> tuple:
-        name = Text(a.name, style="bold" if a.kind == "adapter" else "")
-        if a.error:
-            name.append(" !", style="bold red")
-        alpha = "-" if a.alpha is None else f"{a.alpha:g}"
-        return (name, short_model(a.base_model), str(a.r) if a.r is not None else "-", alpha,
-                format_count(a.trainable_params), format_bytes(a.size))
+    def _fill(self, table: DataTable, select: str | None) -> None:
+        fill_table(table, self.COLUMNS, self._rows, [str(a.path) for a in self.adapters], select=select, flex="name",
+                   optional=adapter_rows.OPTIONAL, clip={"name": adapter_rows.fit_name})
 
     @property
     def selected(self) -> AdapterInfo | None:
@@ -212,37 +205,9 @@ class AdaptersScreen(LoratuiScreen):
             info.update("")
             files.update("")
             return
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="dim", no_wrap=True)
-        grid.add_column(overflow="fold")
-        grid.add_row("path", str(a.path))
-        grid.add_row("base", a.base_model or "-")
-        task = a.task or "-"
-        if a.peft_type:
-            task += f" · {a.peft_type}"
-        grid.add_row("task", task)
-        grid.add_row("r / α", f"{a.r if a.r is not None else '-'} / {a.alpha if a.alpha is not None else '-'}")
-        grid.add_row("targets", a.targets_text)
-        params = f"{a.trainable_params:,}" if a.trainable_params is not None else "-"
-        grid.add_row("params", params)
         exported = self.exports.get(str(a.path)) or []
-        if exported:  # what llama.cpp and Ollama can run, at a glance (each file with its folder on the right)
-            grid.add_row("GGUF", ", ".join(f"{e.kind} {format_bytes(e.size)}" for _, e in exported) + " (l: try)")
-        grid.add_row("created", a.created_text)
-        if a.error:
-            grid.add_row(Text("error", style="red"), Text(a.error, style="red"))
-        info.update(grid)
-        ft = Table.grid(padding=(0, 1), expand=True)
-        ft.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
-        ft.add_column(justify="right", no_wrap=True)
-        for fname, size in a.files:
-            ft.add_row(fname, format_bytes(size))
-        ft.add_row(Text(f"{len(a.files)} files", style="bold"), Text(format_bytes(a.size), style="bold"))
-        if exported:
-            ft.add_row(Text("GGUF exports (l: try, e: export again)", style="bold"), "")
-            for folder, e in exported:
-                ft.add_row(f"{folder}/{e.path.name}", format_bytes(e.size))
-        files.update(ft)
+        info.update(adapter_rows.info_grid(a, self.figures.get(str(a.path)), exported))
+        files.update(adapter_rows.files_grid(a, exported))
 
     # -- actions -------------------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from loratui.core.fmt import format_count, format_duration, format_rate
+from loratui.core.fmt import format_count, format_duration, format_loss, format_rate
 from loratui.core.preference import REWARD_KEYS
 from loratui.core.protocol import state_style
 from loratui.ui.widgets.run_state import RunView
@@ -160,7 +160,7 @@ def _short_model(model: str) -> str:
 
 
 def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
+    return format_loss(x)
 
 
 def _stat(text: Text, label: str, value: str) -> None:

@@ -6,6 +6,8 @@ render cache; measuring here keeps every frame (and every snapshot) right.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable
@@ -21,21 +23,30 @@ def _width(value: object) -> int:
 
 
 def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list[tuple], keys: list[str],
-               select: str | None = None, flex: str | None = None) -> None:
+               select: str | None = None, flex: str | None = None, optional: tuple[str, ...] = (),
+               clip: dict[str, Callable[[object, int], object]] | None = None) -> None:
     """Replace the table's rows. ``columns``: (key, label, max width). The ``flex`` column (a name) gets whatever
     width the others leave (at least ``MIN_FLEX``), so the table fits its widget; call again when the widget is
-    resized. Cells too wide are cut in the middle, so the end of a name (its date, its rank) stays visible. The
-    cursor goes to ``select`` if present, else stays on the same row number."""
-    widths = []
-    for i, (_, label, cap) in enumerate(columns):
-        content = max((_width(r[i]) for r in rows), default=0)
-        widths.append(max(cell_len(label), min(cap, content)))
+    resized. While the flex column is narrower than its content, the ``optional`` columns are left out, in that
+    order (what the screen shows elsewhere too). Cells too wide are cut in the middle, so the end of a name (its
+    date, its rank) stays visible, or by ``clip[key](cell, width)`` for that column. The cursor goes to ``select``
+    if present, else stays on the same row number."""
+    shown = list(range(len(columns)))
+    widths = _widths(columns, rows)
     if flex is not None and table.size.width:
         i = [c[0] for c in columns].index(flex)
-        pad = 2 * table.cell_padding
-        room = table.size.width - sum(w + pad for j, w in enumerate(widths) if j != i) - pad - 1
         content = max((_width(r[i]) for r in rows), default=0)
+        drop = [j for key in optional for j, c in enumerate(columns) if c[0] == key]
+        pad = 2 * table.cell_padding
+        while True:
+            room = table.size.width - sum(widths[j] + pad for j in shown if j != i) - pad - 1
+            if room >= content or not drop:
+                break
+            shown.remove(drop.pop(0))
         widths[i] = max(cell_len(columns[i][1]), min(content, max(room, MIN_FLEX)))
+    columns = [columns[j] for j in shown]
+    widths = [widths[j] for j in shown]
+    rows = [tuple(r[j] for j in shown) for r in rows]
     cursor = table.cursor_row
     current = [(str(c.key.value), c.width) for c in table.ordered_columns]
     wanted = [(key, w) for (key, _, _), w in zip(columns, widths)]
@@ -45,12 +56,19 @@ def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list
             table.add_column(label, width=w, key=key)
     else:
         table.clear()
+    clips = [(clip or {}).get(key, _clip) for key, _, _ in columns]
     for key, cells in zip(keys, rows):
-        table.add_row(*[_clip(c, w) for c, w in zip(cells, widths)], key=key)
+        table.add_row(*[fit(c, w) for c, w, fit in zip(cells, widths, clips)], key=key)
     if select is not None and select in keys:
         table.move_cursor(row=keys.index(select), animate=False)
     elif rows:
         table.move_cursor(row=min(max(cursor, 0), len(rows) - 1), animate=False)
+
+
+def _widths(columns: list[tuple[str, str, int]], rows: list[tuple]) -> list[int]:
+    """Each column's width: its content's up to its cap, never narrower than its label."""
+    return [max(cell_len(label), min(cap, max((_width(r[i]) for r in rows), default=0)))
+            for i, (_, label, cap) in enumerate(columns)]
 
 
 def _clip(value: object, width: int) -> object:
