@@ -106,9 +106,50 @@ async def test_gpu_fit_shown(fake_core, monkeypatch):
         assert row.split()[-2:] == ["3.90", "no"]
 
 
-async def test_estimate_error_is_a_line_in_the_panel(fake_core, monkeypatch):
+HUB_ERROR = ModelError(
+    "'acme/no-such-model' is not a local folder and could not be fetched from the hub (We couldn't connect to "
+    "'https://huggingface.co' to load the files, and couldn't find them in the cached files.)", field="model.name",
+    hint="check the id and your network or HF token, or give a local folder",
+    summary="no such local folder, and offline: not in the hub's cache here")
+
+
+async def test_an_unknown_base_model_is_said_once_under_its_field(fake_core, monkeypatch):
+    """A walk at 80x24 typed a model id that is nowhere (offline): the same 9-line error filled both the Parameters
+    and the Memory estimate panels. Now it is said once, under Base model: a few words, then the fix; the panel
+    points at it. A model that loads clears it."""
+    from fixtures import screen_text
+
+    real_count = setup_core.count_params
+
     def boom(cfg):
-        raise ModelError("model 'nope/nope' not found", field="model.name", hint="check the name")
+        if cfg.model.name == "acme/no-such-model":
+            raise HUB_ERROR
+        return real_count(cfg)
+
+    monkeypatch.setattr(setup_core, "count_params", boom)
+    monkeypatch.setattr(setup_core, "estimate_memory", lambda cfg: boom(cfg) and SimpleNamespace(rows=[]))
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await type_into(pilot, screen, "model.name", "acme/no-such-model")
+        await settle(pilot)
+        field = screen.field("model.name")
+        assert str(field.error) == ("no such local folder, and offline: not in the hub's cache here\n"
+                                    "fix: check the id and your network or HF token, or give a local folder")
+        text = screen_text(app)
+        assert text.count("no such local folder") == 1 and "couldn't connect" not in text
+        panel = panel_text(app)
+        assert "waiting for a Base model it can read (see the form)" in panel and "Memory estimate" not in panel
+        assert "model.name" not in screen.errors  # a valid value: launch still says why in its dialog, in full
+        await type_into(pilot, screen, "model.name", "smollm2-135m-instruct")
+        await settle(pilot)
+        assert field.error is None and "trainable 460,800" in panel_text(app)
+
+
+async def test_an_estimate_error_of_no_field_on_the_form_is_one_line_in_the_panel(fake_core, monkeypatch):
+    def boom(cfg):
+        raise ModelError("model 'nope/nope' not found (the hub said 404)", field="model.revision", hint="check it")
 
     monkeypatch.setattr(setup_core, "count_params", boom)
     monkeypatch.setattr(setup_core, "estimate_memory", boom)
@@ -116,7 +157,16 @@ async def test_estimate_error_is_a_line_in_the_panel(fake_core, monkeypatch):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert isinstance(app.screen, SetupScreen)  # no error modal, no crash
-        assert "model.name: model 'nope/nope' not found (check the name)" in panel_text(app)
+        panel = panel_text(app)
+        assert "model 'nope/nope' not found\nfix: check it\nthe hub said 404" in panel
+        assert panel.count("nope/nope") == 1 and "Memory estimate" not in panel
+    monkeypatch.setattr(setup_core, "count_params", lambda cfg: 1 / 0)  # no field named: one red line, once
+    monkeypatch.setattr(setup_core, "estimate_memory", lambda cfg: 1 / 0)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        panel = panel_text(app)
+        assert panel.count("division by zero") == 1 and "Memory estimate" not in panel
 
 
 async def test_bad_values_show_beside_the_field_and_block_launch(fake_core, tmp_path):

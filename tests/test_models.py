@@ -38,6 +38,26 @@ def test_hub_ids_take_the_hub_path_and_fail_in_one_line_offline(monkeypatch):
         load_model_config(cfg)
     text = str(info.value)
     assert text.startswith("model.name: 'someorg/some-model-7b' is not a local folder") and "\n" not in text
+    # Setup says it under the field in a few words (the hub client's words stay in the message, for the CLI)
+    assert info.value.summary == "no such local folder, and offline: not in the hub's cache here"
+    assert "We couldn't connect" in text
+
+
+def test_the_hubs_reasons_in_a_few_words():
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    from loratui.train.resolve import _hub_reason
+
+    def wrapped(inner: Exception) -> OSError:  # transformers raises an OSError from the hub client's error
+        try:
+            raise OSError("wrapped") from inner
+        except OSError as err:
+            return err
+
+    assert "nor a valid hub id" in _hub_reason(wrapped(HFValidationError("Repo id must use ...")))
+    assert "nor a model on the hub" in _hub_reason(wrapped(RepositoryNotFoundError.__new__(RepositoryNotFoundError)))
+    assert "gated" in _hub_reason(wrapped(GatedRepoError.__new__(GatedRepoError)))
+    assert _hub_reason(OSError("disk full")) is None  # not known: the message says it
 
 
 @pytest.mark.parametrize("name, hint", [

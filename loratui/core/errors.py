@@ -6,11 +6,15 @@ from __future__ import annotations
 class LoratuiError(Exception):
     """A user-facing error. ``str()`` is one line: ``field: message (hint)``."""
 
-    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None,
+                 summary: str | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
         self.hint = hint
+        self.summary = summary
+        """A few words for a narrow place (under a form field), when ``message`` is long; the message keeps every
+        detail (what the CLI prints and a run's failed event records)."""
 
     def __str__(self) -> str:  # one line, always
         text = f"{self.field}: {self.message}" if self.field else self.message

@@ -28,7 +28,8 @@ def load_model_config(cfg: RunConfig, resolved: ResolvedModel | None = None):
         why = hub_unreachable()
         if why:
             raise ModelError(f"'{resolved.path}' is not a local folder and the hub is offline: {why}",
-                             field="model.name", hint="give a local folder (or a .gguf file), or connect and retry")
+                             field="model.name", hint="give a local folder (or a .gguf file), or connect and retry",
+                             summary="no such local folder, and the hub can't be reached (offline)")
     if key not in _CONFIG_CACHE:
         try:
             _CONFIG_CACHE[key] = AutoConfig.from_pretrained(

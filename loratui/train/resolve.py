@@ -199,7 +199,28 @@ def _hub_error(resolved: ResolvedModel, err: Exception) -> ModelError:
         return ModelError(f"cannot load {resolved.path}: {msg}", field="model.name",
                           hint="check the folder holds a transformers model")
     return ModelError(f"'{resolved.path}' is not a local folder and could not be fetched from the hub ({msg})",
-                      field="model.name", hint="check the id and your network or HF token, or give a local folder")
+                      field="model.name", hint="check the id and your network or HF token, or give a local folder",
+                      summary=_hub_reason(err))
+
+
+#: what the hub client's error says, in a few words (the first class found in the exception's chain)
+HUB_REASONS = (
+    ("GatedRepoError", "a gated model on the hub: accept its terms there and log in"),
+    ("RepositoryNotFoundError", "no such local folder, nor a model on the hub (or a private one)"),
+    ("HFValidationError", "no such local folder, nor a valid hub id (org/name)"),
+    ("LocalEntryNotFoundError", "no such local folder, and offline: not in the hub's cache here"),
+    ("OfflineModeIsEnabled", "no such local folder, and offline: not in the hub's cache here"),
+)
+
+
+def _hub_reason(err: BaseException) -> str | None:
+    """A few words for why the hub could not give a model (None: a reason not known here; the message says it)."""
+    names, chain, seen = set(), err, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        names.update(c.__name__ for c in type(chain).__mro__)
+        chain = chain.__cause__ or chain.__context__
+    return next((words for name, words in HUB_REASONS if name in names), None)
 
 
 _CONFIG_CACHE: dict[tuple, object] = {}

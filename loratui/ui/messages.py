@@ -19,6 +19,17 @@ from loratui.ui.widgets.run_state import RunView
 
 
 @dataclass
+class FieldProblem:
+    """Why the estimate could not be made, when one field is the reason (an unknown base model): shown once, under
+    that field: a few words, the fix, and the details only when the few words are not a summary of them."""
+
+    field: str
+    summary: str
+    hint: str | None = None
+    detail: str | None = None
+
+
+@dataclass
 class EstimateResult:
     """What the setup side panel shows for one config; every part may fail on its own (error text instead)."""
 
@@ -33,6 +44,8 @@ class EstimateResult:
     gpu_error: str | None = None
     layers: list[str] | None = None
     """The model's own linear layer names (None: unknown, e.g. the model could not be read)."""
+    problem: FieldProblem | None = None
+    """The parameters and the memory failed for one field's reason (their error lines say the same)."""
 
 
 @dataclass

@@ -187,8 +187,8 @@ class SetupScreen(SetupEstimate):
             self.errors[spec.path] = err
         else:
             self.errors.pop(spec.path, None)
-        try:
-            self.field(spec.path).set_error(err)
+        try:  # a valid value the estimate could not use (an unknown model) still says why
+            self.field(spec.path).set_error(err or self.estimate_problem_text(spec.path))
         except Exception:
             pass
 
@@ -262,7 +262,7 @@ class SetupScreen(SetupEstimate):
         if self._cross_marked and self._cross_marked != target and self._cross_marked not in self.errors:
             old = self.mounted_field(self._cross_marked)
             if old is not None:
-                old.set_error(None)
+                old.set_error(self.estimate_problem_text(self._cross_marked))
         self._cross_marked = target
         if ff is not None and target:
             ff.set_error(message)

@@ -290,7 +290,7 @@ class SetupActions(LoratuiScreen):
                     return
             run, pid = setup_core.launch(cfg, cfg.output.runs_dir)
         except LoratuiError as err:
-            self.post_message(FieldRejected(err.field or "", err.message))
+            self.post_message(FieldRejected(err.field or "", err.summary or err.message))  # the dialog: all of it
             raise
         except BaseException as err:
             self.post_message(FieldRejected("", str(err)))

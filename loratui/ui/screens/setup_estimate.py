@@ -11,15 +11,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from loratui.core.config import RunConfig
-from loratui.ui.messages import EstimateReady
+from loratui.ui.messages import EstimateReady, FieldProblem
 from loratui.ui.screens.setup_actions import SetupActions
 from loratui.ui.widgets import setup_core
-from loratui.ui.widgets.setup_panel import EstimatePanel
+from loratui.ui.widgets.form import SPECS_BY_PATH
+from loratui.ui.widgets.setup_panel import EstimatePanel, problem_text
 from loratui.ui.widgets.setup_values import model_key
 
 
@@ -31,6 +33,8 @@ class SetupEstimate(SetupActions):
     gpus_seen: list[Any] | None
     _timer: Timer | None
     _seq: int
+    #: why the last estimate failed, when a field is the reason (shown under that field until an estimate succeeds)
+    estimate_problem: FieldProblem | None = None
 
     def schedule_estimate(self) -> None:
         if self._timer is not None:
@@ -78,9 +82,25 @@ class SetupEstimate(SetupActions):
             if ff is not None:
                 self.check_field(ff.spec, ff.get_raw())
                 self._refresh_status()
+        at = self.show_estimate_problem(msg.result.problem)
         cfg = self.build_config()
         if cfg is not None:
-            self.query_one(EstimatePanel).show_result(msg.result, cfg)
+            self.query_one(EstimatePanel).show_result(msg.result, cfg, problem_at=at)
         if msg.result.layers is not None:
             self.recheck_targets()
             self._refresh_status()
+
+    def show_estimate_problem(self, problem: FieldProblem | None) -> str | None:
+        """Show why the estimate failed under the field that is the reason (once: the panel only points at it);
+        the label of that field, or None when it is not on the form (the panel then says it)."""
+        old, self.estimate_problem = self.estimate_problem, problem
+        for p in {x.field for x in (old, problem) if x is not None}:
+            if p in SPECS_BY_PATH:
+                self._set_error(SPECS_BY_PATH[p], self.errors.get(p))
+        ff = self.mounted_field(problem.field) if problem is not None and problem.field in SPECS_BY_PATH else None
+        return ff.spec.label if ff is not None and ff.display else None
+
+    def estimate_problem_text(self, path: str) -> Text | None:
+        """What shows under ``path`` when its value is valid but the estimate could not use it."""
+        problem = self.estimate_problem
+        return problem_text(problem) if problem is not None and problem.field == path else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
@@ -119,7 +120,7 @@ class FormField(Vertical):
         """Show a config value (the caller decides whether the resulting Changed message should flow)."""
         self.control.value = format_value(self.spec, value)  # type: ignore[attr-defined]
 
-    def set_error(self, message: str | None) -> None:
+    def set_error(self, message: str | Text | None) -> None:
         self.error = message or None
         self.query_one(".field-error", Static).update(message or "")
         self.set_class(bool(message), "-invalid")

@@ -11,7 +11,7 @@ from typing import Any
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError
-from loratui.ui.messages import EstimateResult
+from loratui.ui.messages import EstimateResult, FieldProblem
 
 # -- heavy core (run in the helper process of loratui.ui.offload; call from a worker thread) --------------------------
 
@@ -77,6 +77,19 @@ def one_line(err: BaseException) -> str:
     return text[:300]
 
 
+def field_problem(err: BaseException) -> FieldProblem | None:
+    """``err`` as a field's problem (None when it names no field): its few words when it has them (the message's
+    details then stay in the message, shown by the launch's error dialog), else its message."""
+    if not isinstance(err, LoratuiError) or not err.field:
+        return None
+    if err.summary:
+        return FieldProblem(err.field, err.summary, err.hint)
+    head, paren, rest = err.message.partition(" (")  # 'X could not be read (what the library said)'
+    if paren and rest.endswith(")"):
+        return FieldProblem(err.field, head, err.hint, rest[:-1])
+    return FieldProblem(err.field, err.message, err.hint)
+
+
 def compute_estimate(cfg: RunConfig, want_layers: bool = True) -> EstimateResult:
     """Everything the side panel shows. Never raises: each part carries its own error line."""
     result = EstimateResult()
@@ -85,15 +98,20 @@ def compute_estimate(cfg: RunConfig, want_layers: bool = True) -> EstimateResult
             result.layers = list_linear_layers(cfg)
         except Exception:  # the params/memory parts report the same problem in words
             result.layers = None
+    failed: list[BaseException] = []
     try:
         pc = count_params(cfg)
         result.trainable, result.total = int(pc.trainable), int(pc.total)
     except Exception as err:
         result.params_error = one_line(err)
+        failed.append(err)
     try:
         result.rows = list(estimate_memory(cfg).rows)
     except Exception as err:
         result.memory_error = one_line(err)
+        failed.append(err)
+    if len(failed) == 2 and result.params_error == result.memory_error:
+        result.problem = field_problem(failed[0])
     try:
         result.gpus = query_gpus()
     except Exception as err:

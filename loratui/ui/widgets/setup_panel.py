@@ -15,7 +15,7 @@ from textual.widgets import Static
 from loratui.core.config import RunConfig
 from loratui.core.devices import DevicePlan, plan_devices
 from loratui.core.errors import LoratuiError
-from loratui.ui.messages import EstimateResult
+from loratui.ui.messages import EstimateResult, FieldProblem
 
 GIB = 1024**3
 
@@ -42,6 +42,18 @@ def short_label(label: str) -> str:
     return label
 
 
+def problem_text(problem: FieldProblem) -> Text:
+    """A field's problem in a few lines: what is wrong, the fix, and (dim) the library's own words when the first
+    line does not already say them."""
+    text = Text(problem.summary)
+    if problem.hint:
+        text.append("\nfix: ", style="bold")
+        text.append(problem.hint)
+    if problem.detail:
+        text.append("\n" + problem.detail, style="dim")
+    return text
+
+
 def best_gpu(gpus: list[Any]) -> Any | None:
     """The GPU with the most free memory (None when none reports its free memory)."""
     known = [g for g in gpus if getattr(g, "memory_free", None) is not None]
@@ -61,6 +73,8 @@ class EstimatePanel(Static):
         self.config: RunConfig | None = None
         self.status: str = "estimating..."
         self.problem: str | None = None
+        #: the form field (its label) showing why the estimate failed; the panel then only points at it
+        self.problem_at: str | None = None
         #: when the estimate under way began (the status counts its seconds: the first one takes 10 s on a CPU)
         self.pending_since: float | None = time.monotonic()
         self._ticker: Timer | None = None
@@ -96,8 +110,8 @@ class EstimatePanel(Static):
             self.problem = problem
             self._render_now()
 
-    def show_result(self, result: EstimateResult, config: RunConfig) -> None:
-        self.result, self.config, self.status = result, config, ""
+    def show_result(self, result: EstimateResult, config: RunConfig, problem_at: str | None = None) -> None:
+        self.result, self.config, self.status, self.problem_at = result, config, "", problem_at
         self.pending_since = None
         self._render_now()
 
@@ -120,12 +134,27 @@ class EstimatePanel(Static):
         r, cfg = self.result, self.config
         if r is None:
             return Group(*parts)
-        if r.params_error:
+        if r.problem is not None:  # said once: under its field (or here when that field is not on the form)
+            if self.problem_at:
+                parts.append(Text(f"waiting for a {self.problem_at} it can read (see the form)", style="dim"))
+            else:
+                parts.append(problem_text(r.problem))
+                parts[-1].stylize("red", 0, len(r.problem.summary))
+        elif r.params_error:
             parts.append(Text(r.params_error, style="red"))
         elif r.trainable is not None and r.total is not None:
             parts.append(Text(params_line(r.trainable, r.total)))
+        if r.problem is None and not (r.params_error and r.params_error == r.memory_error):  # not said twice
+            parts.append(Text(""))
+            parts.extend(self._memory_parts(r, width))
         parts.append(Text(""))
-        parts.append(Text("Memory estimate (GiB)", style="bold"))
+        parts.append(Text("GPU", style="bold"))
+        parts.extend(self._gpu_lines(r, cfg, width))
+        return Group(*parts)
+
+    def _memory_parts(self, r: EstimateResult, width: int) -> list[RenderableType]:
+        """The memory estimate: a row each for this config, full fine-tuning and QLoRA, and what they are for."""
+        parts: list[RenderableType] = [Text("Memory estimate (GiB)", style="bold")]
         if r.memory_error:
             parts.append(Text(r.memory_error, style="red"))
         elif r.rows:
@@ -142,10 +171,7 @@ class EstimatePanel(Static):
             note = getattr(r.rows[0], "tokens_note", "")
             if "assumed" in note:  # the data could not be sampled: the batch was taken at max_length
                 parts.append(Text(note, style="yellow"))
-        parts.append(Text(""))
-        parts.append(Text("GPU", style="bold"))
-        parts.extend(self._gpu_lines(r, cfg, width))
-        return Group(*parts)
+        return parts
 
     def _table(self, rows: list[Any], gpus: list[Any], wide: bool) -> Table:
         """Rows: this config, full fine-tuning, QLoRA. Wide: the breakdown; narrow: weights and total.
