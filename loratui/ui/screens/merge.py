@@ -11,26 +11,25 @@ from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RadioSet, Static
-from textual.worker import Worker, get_current_worker
+from textual.worker import Worker
 
 from loratui.core.adapters import AdapterInfo, read_adapter
 from loratui.core.fmt import format_bytes
 from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
-from loratui.ui.screens.base import LoratuiScreen
-from loratui.ui.screens.merge_parts import (DtypeChoice, MergeExited, MergeLine, default_output, dir_size,
-                                            failure_text, merge_command, merged_table, stream_jsonl)
+from loratui.ui.screens.merge_parts import DtypeChoice, default_output, merge_command
+from loratui.ui.screens.merge_run import MergeRunning
 from loratui.ui.widgets.log_tail import LogTail
 
 STEPS = ("adapter", "base", "dtype", "output", "confirm")
 STEP_LABELS = ("Adapter", "Base model", "Dtype", "Output", "Confirm")
 
 
-class MergeScreen(LoratuiScreen):
+class MergeScreen(MergeRunning):
     """The merge wizard, prefilled from ``adapter`` when given."""
 
     DEFAULT_CSS = """
@@ -343,7 +342,7 @@ class MergeScreen(LoratuiScreen):
             elif self.focused is not None:
                 self.set_focus(None)  # out of the field: the letter keys switch screens again
 
-    # -- running -------------------------------------------------------------------------------------------------
+    # -- running (the rest: MergeRunning) ------------------------------------------------------------------------
 
     def _start(self) -> None:
         assert self.adapter is not None
@@ -353,58 +352,3 @@ class MergeScreen(LoratuiScreen):
         self.query_one("#mg-run-log", LogTail).set_lines([])
         self._show()
         self._run(merge_command(self.adapter, self.output, self.base or None, self.dtype), self.output)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="Merging adapter")
-    def _run(self, cmd: list[str], output: Path) -> None:
-        worker = get_current_worker()
-        rc, tail = stream_jsonl(cmd, self.post_message, lambda: worker.is_cancelled,
-                                lambda proc: setattr(self, "_proc", proc))
-        size = dir_size(output) if rc == 0 and output.is_dir() else None
-        self.post_message(MergeExited(rc, size, tail))
-
-    def _kill(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-
-    def action_cancel_merge(self) -> None:
-        if self.phase == "running":
-            self.workers.cancel_group(self, "merge")
-            self._kill()
-            self.failure = {"message": "merge cancelled", "hint": "the output folder may hold a partial model"}
-
-    @on(MergeLine)
-    def _line(self, message: MergeLine) -> None:
-        data = message.data
-        if data is None:
-            self.log_lines.append(message.text)
-            self.query_one("#mg-run-log", LogTail).set_lines(self.log_lines)
-            return
-        kind = data.get("kind")
-        if kind == "progress":
-            step = str(data.get("step") or "")
-            fraction = data.get("fraction")
-            self.query_one("#mg-run-step", Static).update(Text(step + "…", style="bold"))
-            if isinstance(fraction, (int, float)):
-                self.query_one("#mg-progress", ProgressBar).update(progress=max(0.0, min(1.0, float(fraction))))
-            self.log_lines.append(step)
-            self.query_one("#mg-run-log", LogTail).set_lines(self.log_lines)
-        elif kind == "done":
-            self.result = data
-        elif kind == "failed":
-            self.failure = data
-
-    @on(MergeExited)
-    def _exited(self, message: MergeExited) -> None:
-        self._proc = None
-        result = self.query_one("#mg-result", Static)
-        result.remove_class("-ok", "-error")
-        if message.returncode == 0 and self.result is not None and self.failure is None:
-            self.phase = "done"
-            result.update(merged_table(self.result, message.disk_size, self.output))
-            result.add_class("-ok")
-        else:
-            self.phase = "failed"
-            result.update(failure_text("merge", self.failure, message.returncode, message.tail))
-            result.add_class("-error")
-        self._show()
