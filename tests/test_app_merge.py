@@ -163,3 +163,22 @@ def test_snapshot_merge_done(runs, fake_merge, snap_compare):
         await wait_until(pilot, lambda: pilot.app.screen.phase == "done", what="merge done")
 
     assert snap_compare(_merge_app(runs), terminal_size=(80, 24), run_before=merged)
+
+
+async def test_the_wizards_paths_follow_the_runs_folder_the_app_was_opened_with(runs, tmp_path):
+    """A walk with --runs-dir /tmp/uiwalk/runs read 'runs/<run>/adapter' in the empty Merge wizard: a folder the
+    app was not looking at. The adapter and output fields (and the Export screen's) suggest the app's runs folder."""
+    from textual.widgets import Input
+
+    from loratui.ui.screens.merge_export import ExportScreen
+
+    elsewhere = tmp_path / "elsewhere" / "runs"
+    app = host_app(lambda: MergeScreen(), runs_dir=elsewhere)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.screen.query_one("#mg-adapter", Input).placeholder == f"{elsewhere}/<run>/adapter"
+        assert app.screen.query_one("#mg-output", Input).placeholder == f"{elsewhere}/<run>/merged"
+        app.push_screen(ExportScreen(None))
+        await pilot.pause()
+        assert app.screen.query_one("#ex-source", Input).placeholder.startswith(f"{elsewhere}/<run>/adapter")
+        assert app.screen.query_one("#ex-output", Input).placeholder == f"{elsewhere}/<run>/gguf"

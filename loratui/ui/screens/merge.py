@@ -21,7 +21,7 @@ from textual.worker import Worker
 from loratui.core.adapters import AdapterInfo, read_adapter
 from loratui.core.fmt import format_bytes
 from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
-from loratui.ui.screens.merge_parts import DtypeChoice, default_output, merge_command
+from loratui.ui.screens.merge_parts import DtypeChoice, default_output, in_runs, merge_command
 from loratui.ui.screens.merge_run import MergeRunning
 from loratui.ui.widgets.log_tail import LogTail
 
@@ -76,7 +76,7 @@ class MergeScreen(MergeRunning):
         with ContentSwitcher(initial="step-adapter"):
             with Vertical(id="step-adapter", classes="step"):
                 yield Label("Which adapter? (a folder holding adapter_config.json)", classes="question")
-                yield Input(str(self.adapter or ""), placeholder="runs/<run>/adapter", id="mg-adapter")
+                yield Input(str(self.adapter or ""), id="mg-adapter")  # placeholders: the app's runs folder
                 yield Static(id="mg-adapter-info", classes="note")
                 yield Static("F8: export it to GGUF for llama.cpp and Ollama instead (merged in memory)",
                              classes="note")
@@ -110,6 +110,9 @@ class MergeScreen(MergeRunning):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        runs = self.app.runs_dir
+        self.query_one("#mg-adapter", Input).placeholder = in_runs(runs, "adapter")
+        self.query_one("#mg-output", Input).placeholder = in_runs(runs, "merged")
         if self.adapter is not None:
             self._load_adapter(self.adapter)
         self._show()

@@ -23,7 +23,7 @@ from textual.worker import Worker, get_current_worker
 from loratui.core.export import GGUF_TYPES, read_report
 from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
-from loratui.ui.screens.merge_parts import MergeExited, MergeLine, failure_text, stream_jsonl
+from loratui.ui.screens.merge_parts import MergeExited, MergeLine, failure_text, in_runs, stream_jsonl
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.modals import ConfirmModal
 
@@ -125,8 +125,7 @@ class ExportScreen(LoratuiScreen):
             with Vertical(id="ex-form"):
                 with Horizontal(classes="row"):
                     yield Label("From", classes="lbl")
-                    yield Input(str(self.source or ""), placeholder="runs/<run>/adapter or a merged folder",
-                                id="ex-source")
+                    yield Input(str(self.source or ""), id="ex-source")  # placeholder: the app's runs folder
                 yield Static(id="ex-source-note", classes="note")
                 with Horizontal(id="ex-types", classes="row"):
                     yield Label("Types", classes="lbl")
@@ -151,6 +150,9 @@ class ExportScreen(LoratuiScreen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        runs = self.app.runs_dir
+        self.query_one("#ex-source", Input).placeholder = in_runs(runs, "adapter") + " or a merged folder"
+        self.query_one("#ex-output", Input).placeholder = in_runs(runs, "gguf")
         if self.source is not None:
             self.query_one("#ex-output", Input).value = str(default_export_output(self.source))
         self._show()

@@ -35,6 +35,11 @@ def default_output(adapter: Path) -> Path:
     return adapter.parent / f"{adapter.name}-merged"
 
 
+def in_runs(runs_dir: str | Path, tail: str) -> str:
+    """'RUNS/<run>/TAIL' in the runs folder the app was opened with (--runs-dir): what a path field suggests."""
+    return str(Path(runs_dir) / "<run>" / tail)
+
+
 def dir_size(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):
