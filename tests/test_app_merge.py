@@ -33,7 +33,13 @@ def test_merge_command_and_default_output():
                        "--jsonl"]
     assert "--base" not in merge_command(Path("a"), Path("o"), None, "bf16")
     assert default_output(Path("runs/x/adapter")) == Path("runs/x/merged")
-    assert default_output(Path("runs/x/checkpoints/checkpoint-5")) == Path("runs/x/checkpoints/checkpoint-5-merged")
+    # a checkpoint's merge goes beside checkpoints/: the trainer takes 'checkpoint-5-merged' there for a checkpoint
+    assert default_output(Path("runs/x/checkpoints/checkpoint-5")) == Path("runs/x/merged-checkpoint-5")
+    assert default_output(Path("elsewhere/my-lora")) == Path("elsewhere/my-lora-merged")
+    from loratui.ui.screens.merge_export import default_export_output
+
+    assert default_export_output(Path("runs/x/checkpoints/checkpoint-5")) == Path("runs/x/gguf-checkpoint-5")
+    assert default_export_output(Path("runs/x/merged")) == Path("runs/x/gguf")
 
 
 async def walk_to_confirm(pilot, *, dtype_presses: tuple[str, ...] = ()):

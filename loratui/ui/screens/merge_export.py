@@ -23,7 +23,8 @@ from textual.worker import Worker, get_current_worker
 from loratui.core.export import GGUF_TYPES, read_report
 from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
-from loratui.ui.screens.merge_parts import MergeExited, MergeLine, failure_text, in_runs, stream_jsonl
+from loratui.ui.screens.merge_parts import (MergeExited, MergeLine, beside_checkpoints, failure_text, in_runs,
+                                            stream_jsonl)
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.modals import ConfirmModal
 
@@ -48,11 +49,12 @@ def export_command(source: Path, output: Path, types: list[str], force: bool) ->
 
 
 def default_export_output(source: Path) -> Path:
-    """runs/<run>/adapter or runs/<run>/merged -> runs/<run>/gguf; anything else -> <folder>-gguf beside it."""
+    """runs/<run>/adapter or runs/<run>/merged -> runs/<run>/gguf; a checkpoint -> runs/<run>/gguf-checkpoint-N;
+    anything else -> <folder>-gguf beside it."""
     source = Path(source)
     if source.name in ("adapter", "merged", "model"):
         return source.parent / "gguf"
-    return source.parent / f"{source.name}-gguf"
+    return beside_checkpoints(source, "gguf")
 
 
 def source_problem(raw: str) -> str | None:

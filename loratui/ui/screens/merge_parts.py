@@ -28,11 +28,20 @@ def merge_command(adapter: Path, output: Path, base: str | None, dtype: str) -> 
 
 
 def default_output(adapter: Path) -> Path:
-    """runs/<run>/adapter -> runs/<run>/merged; anything else -> <folder>-merged beside it."""
+    """runs/<run>/adapter -> runs/<run>/merged; a checkpoint runs/<run>/checkpoints/checkpoint-N ->
+    runs/<run>/merged-checkpoint-N; anything else -> <folder>-merged beside it."""
     adapter = Path(adapter)
     if adapter.name == "adapter":
         return adapter.parent / "merged"
-    return adapter.parent / f"{adapter.name}-merged"
+    return beside_checkpoints(adapter, "merged")
+
+
+def beside_checkpoints(folder: Path, what: str) -> Path:
+    """<folder>-WHAT beside ``folder``, but a run's checkpoint's outside its checkpoints/: the trainer counts every
+    'checkpoint-N*' folder there as a checkpoint (its rotation would delete 'checkpoint-100-merged')."""
+    if folder.parent.name == "checkpoints" and folder.name.startswith("checkpoint-"):
+        return folder.parent.parent / f"{what}-{folder.name}"
+    return folder.parent / f"{folder.name}-{what}"
 
 
 def in_runs(runs_dir: str | Path, tail: str) -> str:
