@@ -103,27 +103,30 @@ def cells(a: AdapterInfo, name: NameCell, f: StepFigures | None) -> tuple:
 
 
 def figures_text(f: StepFigures) -> str:
-    """'200 · loss 0.948 · eval 1.032 (final, 200 held-out examples)': the detail's line."""
+    """'200 · loss 0.948 · eval 1.032 (final, 200 examples)': the detail's line (the loss logged at an earlier step
+    says which)."""
     text = f"{f.step} · loss {format_loss(f.loss)}"
     if f.loss is not None and f.loss_step != f.step:
-        text += f" (logged at step {f.loss_step})"
+        text += f" (at step {f.loss_step})"
     if f.eval_loss is not None:
         text += f" · eval {format_loss(f.eval_loss)}"
     if f.accuracy is not None:
         text += f" · acc {f.accuracy:.3f}"
     if f.eval_final:
-        text += f" (final, {f.eval_examples} held-out examples)" if f.eval_examples else " (final)"
+        text += f" (final, {f.eval_examples} examples)" if f.eval_examples else " (final)"
     elif f.eval_loss is None and f.accuracy is None:
         text += " · not evaluated"
     return text
 
 
 def info_grid(a: AdapterInfo, f: StepFigures | None, exported: list) -> Table:
-    """The detail's left side: where it is, its base, task, rank, targets, step and figures, exports, age."""
+    """The detail's left side: where it is, its step and figures, base, task, rank, targets, exports, age."""
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row("path", str(a.path))
+    if f is not None:  # which checkpoint is which: second, so a long path never pushes it out of the pane
+        grid.add_row("step", figures_text(f))
     grid.add_row("base", a.base_model or "-")
     task = a.task or "-"
     if a.peft_type:
@@ -134,8 +137,6 @@ def info_grid(a: AdapterInfo, f: StepFigures | None, exported: list) -> Table:
         rank += f" · {a.trainable_params:,} params"
     grid.add_row("r / α", rank)
     grid.add_row("targets", a.targets_text)
-    if f is not None:
-        grid.add_row("step", figures_text(f))
     if exported:  # what llama.cpp and Ollama can run, at a glance (each file with its folder on the right)
         grid.add_row("GGUF", ", ".join(f"{e.kind} {format_bytes(e.size)}" for _, e in exported) + " (l: try)")
     grid.add_row("created", a.created_text)
