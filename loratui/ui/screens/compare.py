@@ -164,7 +164,7 @@ class CompareScreen(LoratuiScreen):
         chart = self.query_one(CompareChart)
         i = CHARTS.index(chart.chart)
         self.query_one("#cmp-chart-title", Static).update(Text.assemble(
-            (chart.title, "bold"), (f"   chart {i + 1}/{len(CHARTS)} · t next", "dim")))
+            (chart.title, "bold"), (f"   chart {i + 1}/{len(CHARTS)} · n next", "dim")))
 
     # -- actions ----------------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
