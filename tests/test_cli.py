@@ -119,3 +119,27 @@ def test_runs_fits_the_terminal_width(tmp_path, capsys, monkeypatch):
     wide = rows(120)
     assert "started" in wide[0] and all(len(line) <= 120 for line in wide)
     assert any(line.startswith("smollm2-135m-instruct-lora-20261204-214941 ") for line in rows(None))
+
+
+def test_runs_says_when_the_runs_folder_does_not_exist(tmp_path, capsys):
+    assert main(["runs", "--runs-dir", str(tmp_path / "typo")]) == 0
+    assert capsys.readouterr().out.strip() == (f"no runs: {tmp_path / 'typo'} does not exist (--runs-dir, or "
+                                               "$LORATUI_RUNS_DIR, names the runs folder)")
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"no runs in {tmp_path}"
+
+
+def test_a_listing_piped_into_a_reader_that_leaves_ends_without_a_traceback(tmp_path):
+    """`loratui runs | head -2`: the reader closes the pipe; the listing stops quietly, as a shell command does."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "loratui", "runs", "--runs-dir", str(tmp_path)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.stderr == "" and done.returncode == 141

@@ -133,12 +133,14 @@ def cmd_runs(args) -> int:
     from loratui.core.fmt import format_duration, printable
     from loratui.core.runs import list_runs
 
-    items = list_runs(args.runs_dir or default_runs_dir())
+    folder = Path(args.runs_dir or default_runs_dir()).expanduser()
+    items = list_runs(folder)
     if args.json:
         print(json.dumps([s.to_json() for s in items], indent=1))
         return 0
-    if not items:
-        print("no runs")
+    if not items:  # a mistyped --runs-dir is not an empty one
+        print(f"no runs in {folder}" if folder.is_dir() else f"no runs: {folder} does not exist (--runs-dir, or "
+              "$LORATUI_RUNS_DIR, names the runs folder)")
         return 0
     width = min(64, max(4, *(len(printable(s.name)) for s in items)))  # names never push the columns
     # the terminal's width ($COLUMNS first; piped output stays wide): the started column goes first, then names
