@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from loratui.core.config_base import (LORA_METHODS, MAX_LORA_R, MAX_TEXT, PREFERENCE_OBJECTIVES,  # noqa: F401
                                       QUANTIZED_METHODS, DataFormat, DpoLoss, MethodKind, Objective, Section,
                                       Switch, Task, switch_value)
+from loratui.core.config_errors import short as _short
+from loratui.core.config_errors import validation_message
 from loratui.core.config_train import TrainSection
 from loratui.core.errors import ConfigError
 
@@ -284,50 +286,7 @@ class RunConfig(Section):
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """First error as one line: ``lora.r: must be a positive whole number (try 8 or 16)``."""
-    e = err.errors()[0]
-    loc = ".".join(_short(str(p), 60) for p in e["loc"] if not str(p).startswith("function-")) or "config"
-    if prefix:
-        loc = f"{prefix}.{loc}" if loc != "config" else prefix
-    kind = e["type"]
-    if kind == "extra_forbidden":
-        section, _, key = loc.rpartition(".")
-        model = _section_model(section)
-        allowed = ", ".join(model.model_fields) if model else ""
-        return f"{loc}: unknown key '{key}' (allowed here: {allowed})"
-    if kind == "literal_error":
-        expected = e.get("ctx", {}).get("expected", "")
-        return f"{loc}: {_short(repr(e['input']))} is not allowed (choose one of {expected})"
-    msg = e["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing",
-                "float_parsing", "bool_parsing", "int_from_float", "finite_number"):
-        msg = f"{msg}, got {_short(repr(e['input']))}"
-    if kind == "string_too_long":
-        msg = f"is {len(e['input'])} characters long; at most {MAX_TEXT} are allowed"
-    head, sep, rest = msg.partition(": ")
-    if sep and "." in head and " " not in head and (loc == "config" or head.startswith(loc + ".")):
-        loc, msg = head, rest  # a cross-field check names its field itself
-    return " ".join(f"{loc}: {_short(msg, 300)}".split())
-
-
-def _short(text: str, limit: int = 80) -> str:
-    """Hostile input (a 100k-character name) must not make a 100k-character error line."""
-    text = str(text)
-    return text if len(text) <= limit else f"{text[:limit - 15]}... ({len(text)} chars)"
-
-
-def _section_model(path: str) -> type[BaseModel] | None:
-    model: type[BaseModel] = RunConfig
-    if not path:
-        return model
-    for part in path.split("."):
-        field = model.model_fields.get(part)
-        ann = getattr(field, "annotation", None) if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
-        model = ann
-    return model
+    return validation_message(err, RunConfig, prefix)
 
 
 def config_from_dict(data: Any, *, source: str = "config") -> RunConfig:
