@@ -52,8 +52,13 @@ def test_full_save_has_every_field(tmp_path):
     ({"lora": {"alpha": 0}}, "lora.alpha: must be positive"),
     ({"lora": {"dropout": 1.0}}, "lora.dropout: must be in [0, 1)"),
     ({"lora": {"dropout": -0.1}}, "lora.dropout: must be in [0, 1)"),
-    ({"lora": {"rank": 8}}, "lora.rank: unknown key 'rank' (allowed here: r, alpha"),
-    ({"trian": {}}, "trian: unknown key 'trian'"),
+    ({"lora": {"rank": 8}}, "lora.rank: unknown key 'rank' (did you mean 'r'?)"),
+    ({"lora": {"colour": 8}}, "lora.colour: unknown key 'colour' (allowed here: r, alpha"),
+    ({"train": {"learning_rate": 1e-4}}, "train.learning_rate: unknown key 'learning_rate' (did you mean 'lr'?)"),
+    ({"train": {"max_step": 3}}, "train.max_step: unknown key 'max_step' (did you mean 'max_steps'?)"),
+    ({"lora": {"lr": 1e-4}}, "lora.lr: unknown key 'lr' (it belongs under train:)"),
+    ({"learning_rate": 1e-4}, "learning_rate: unknown key 'learning_rate' (did you mean train.lr?)"),
+    ({"trian": {}}, "trian: unknown key 'trian' (did you mean 'train'?)"),
     ({"method": {"kind": "qlora4"}}, "method.kind: 'qlora4' is not allowed (choose one of 'lora', 'qlora'"),
     ({"train": {"batch_size": 0}}, "train.batch_size:"),
     ({"model": {"task": "seq-cls"}}, "data.format must be classification"),
@@ -69,6 +74,12 @@ def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+    bad.write_text("model:\n  name: smollm2-135m-instruct\ntrain\n  lr: 0.001\n")  # the colon left out on line 3
+    with pytest.raises(ConfigError, match="not valid YAML at line 3: could not find expected ':'"):
+        load_config(bad)
+    bad.write_text("model:\n\tname: x\n")
+    with pytest.raises(ConfigError, match=r"at line 2: found character '\\t'.*\(YAML indents with spaces, not tabs\)"):
         load_config(bad)
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")

@@ -16,7 +16,7 @@ from loratui.core.config_base import (LORA_METHODS, MAX_LORA_R, MAX_TEXT, PREFER
                                       QUANTIZED_METHODS, DataFormat, DpoLoss, MethodKind, Objective, Section,
                                       Switch, Task, switch_value)
 from loratui.core.config_errors import short as _short
-from loratui.core.config_errors import validation_message
+from loratui.core.config_errors import validation_message, yaml_problem
 from loratui.core.config_train import TrainSection
 from loratui.core.errors import ConfigError
 
@@ -323,9 +323,8 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}", field="config") from None
+        raise ConfigError(f"{path} is not valid YAML{yaml_problem(err)}", field="config",
+                          hint="YAML indents with spaces, not tabs" if "'\\t'" in str(err) else None) from None
     except RecursionError:
         raise ConfigError(f"{path} is nested too deeply to be a config", field="config") from None
     except ValueError as err:  # e.g. an integer with more digits than Python converts

@@ -19,9 +19,7 @@ def validation_message(err: ValidationError, root: type[BaseModel], prefix: str 
     kind = e["type"]
     if kind == "extra_forbidden":
         section, _, key = loc.rpartition(".")
-        model = section_model(root, section)
-        allowed = ", ".join(model.model_fields) if model else ""
-        return f"{loc}: unknown key '{key}' (allowed here: {allowed})"
+        return f"{loc}: unknown key '{key}' ({unknown_key_hint(root, section, key)})"
     if kind == "literal_error":
         expected = e.get("ctx", {}).get("expected", "")
         return f"{loc}: {short(repr(e['input']))} is not allowed (choose one of {expected})"
@@ -37,6 +35,36 @@ def validation_message(err: ValidationError, root: type[BaseModel], prefix: str 
     if sep and "." in head and " " not in head and (loc == "config" or head.startswith(loc + ".")):
         loc, msg = head, rest  # a cross-field check names its field itself
     return " ".join(f"{loc}: {short(msg, 300)}".split())
+
+
+#: the names users bring from transformers' TrainingArguments and peft's LoraConfig, and ours
+KNOWN_NAMES = {"learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+               "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
+               "lr_scheduler_type": "scheduler", "lora_alpha": "alpha", "lora_dropout": "dropout", "rank": "r",
+               "use_dora": "dora", "use_rslora": "rslora", "model_name": "name", "model_name_or_path": "name",
+               "dataset": "source", "output_dir": "runs_dir"}
+
+
+def unknown_key_hint(root: type[BaseModel], section: str, key: str) -> str:
+    """``did you mean 'lr'?`` (a name from transformers or peft, or a close spelling), ``it belongs under train:``
+    (a key of another section), else the keys allowed here."""
+    import difflib
+
+    model = section_model(root, section)
+    fields = list(model.model_fields) if model else []
+    guess = KNOWN_NAMES.get(key.lower())
+    if guess not in fields:
+        close = difflib.get_close_matches(key.lower(), fields, n=1, cutoff=0.7)
+        guess = close[0] if close else None
+    if guess:
+        return f"did you mean '{guess}'?"
+    if "." not in section:  # a top-level section: is the key another section's?
+        ours = KNOWN_NAMES.get(key.lower(), key)
+        for name in root.model_fields:
+            other = section_model(root, name)
+            if name != section and other is not None and ours in other.model_fields:
+                return f"it belongs under {name}:" if ours == key else f"did you mean {name}.{ours}?"
+    return f"allowed here: {', '.join(fields)}"
 
 
 def short(text: str, limit: int = 80) -> str:
@@ -57,3 +85,13 @@ def section_model(root: type[BaseModel], path: str) -> type[BaseModel] | None:
             return None
         model = ann
     return model
+
+
+def yaml_problem(err: Exception) -> str:
+    """`` at line 3: could not find expected ':'``: the line of what PyYAML was reading when it stopped (a key whose
+    colon is missing, an unclosed brace: where it began, not where the parser gave up) and what it found ('' if
+    unknown)."""
+    mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    problem = getattr(err, "problem", None)
+    return f"{where}: {short(problem, 100)}" if problem else where

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from loratui.core.config import LORA_METHODS, RunConfig, config_from_dict, load_config, resolve_paths
+from loratui.core.config_errors import yaml_problem
 from loratui.core.errors import ConfigError
 
 STUDY_FILE = "study.json"
@@ -216,8 +217,8 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"no such file {path}", field="study", hint="give the path of a study YAML file")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ConfigError(f"{path} is not valid YAML", field="study") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML{yaml_problem(err)}", field="study") from None
     return parse_study(data, base_dir=path.parent, source=str(path))
 
 
