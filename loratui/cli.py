@@ -27,8 +27,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def unknown_command(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """'unknown command 'trian' (did you mean 'train'?)' for a first word that is no command (argparse would list
+    the internal ones too, and guess nothing); None when the words name a command or none."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    words = iter(argv)
+    for word in words:  # the first word that is neither an option nor an option's value
+        if word in ("--config", "--runs-dir"):
+            next(words, None)
+        elif not word.startswith("-"):
+            if word in sub.choices:
+                return None
+            public = [a.dest for a in sub._choices_actions]  # the commands with help text
+            close = difflib.get_close_matches(word, public, n=1, cutoff=0.6)
+            guess = f"did you mean '{close[0]}'?" if close else f"commands: {', '.join(public)}"
+            return f"unknown command '{word}' ({guess})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    wrong = unknown_command(parser, argv)
+    if wrong:
+        print(f"error: {wrong}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     if args.app_runs_dir and getattr(args, "runs_dir", None) is None:  # `loratui --runs-dir X runs` reads X
         args.runs_dir = args.app_runs_dir
     try:

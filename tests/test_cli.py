@@ -143,3 +143,12 @@ def test_a_listing_piped_into_a_reader_that_leaves_ends_without_a_traceback(tmp_
     finally:
         os.close(write)
     assert done.stderr == "" and done.returncode == 141
+
+
+def test_a_mistyped_command_is_answered_with_the_command_meant(capsys):
+    assert main(["trian", "x.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown command 'trian' (did you mean 'train'?)"
+    assert main(["--runs-dir", "runs", "frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'frobnicate' (commands: train, runs, stop," in err
+    assert "engine" not in err and "queue-runner" not in err  # the internal commands stay out of it
