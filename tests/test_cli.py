@@ -152,3 +152,37 @@ def test_a_mistyped_command_is_answered_with_the_command_meant(capsys):
     err = capsys.readouterr().err
     assert "unknown command 'frobnicate' (commands: train, runs, stop," in err
     assert "engine" not in err and "queue-runner" not in err  # the internal commands stay out of it
+
+
+def test_merge_export_and_generate_take_a_run_name_and_runs_dir(tmp_path, monkeypatch, capsys):
+    """`loratui export NAME OUT --runs-dir DIR` (a QA walk got 'unrecognized arguments'): the name is the run's
+    adapter in that runs folder; a folder given as a path is taken as it is."""
+    (tmp_path / "runs" / "walk-a" / "adapter").mkdir(parents=True)
+    seen = {}
+    from loratui.train import export, generate, merge
+
+    def fake(name):
+        def record(source, *a, **k):
+            seen[name] = source
+            if name != "generate":
+                raise ZeroDivisionError  # the real work stops here
+            return source
+        return record
+
+    monkeypatch.setattr(export, "export_gguf", fake("export"))
+    monkeypatch.setattr(merge, "merge_adapter", fake("merge"))
+    monkeypatch.setattr(generate, "generate", fake("generate"))
+    runs = str(tmp_path / "runs")
+    for argv in (["export", "walk-a", str(tmp_path / "out"), "--runs-dir", runs],
+                 ["merge", "walk-a", str(tmp_path / "merged"), "--runs-dir", runs],
+                 ["--runs-dir", runs, "generate", "walk-a", "hello"]):
+        try:
+            main(argv)
+        except ZeroDivisionError:
+            pass
+    adapter = str(tmp_path / "runs" / "walk-a" / "adapter")
+    assert seen == {"export": adapter, "merge": adapter, "generate": adapter}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "walk-a").mkdir()  # a folder of that name here is what the user meant
+    main(["generate", "walk-a", "hi", "--runs-dir", runs])
+    assert seen["generate"] == "walk-a"

@@ -30,6 +30,18 @@ def default_runs_dir() -> str:
     return os.environ.get("LORATUI_RUNS_DIR", "runs")
 
 
+def named_source(spec: str, runs_dir: str | None) -> str:
+    """A folder as given, or a run's name (``loratui runs`` lists names) in the runs folder: its adapter (its model,
+    for full fine-tuning), else the run's folder."""
+    path = Path(spec).expanduser()
+    if path.exists() or len(path.parts) != 1:
+        return spec
+    run = Path(runs_dir or default_runs_dir()).expanduser() / spec
+    if not run.is_dir():
+        return spec
+    return str(next((run / sub for sub in ("adapter", "model") if (run / sub).is_dir()), run))
+
+
 def find_run(spec: str, runs_dir: str | None, field: str):
     """A run named on the command line: its folder, or its name in the runs folder (``loratui runs`` lists names)."""
     from loratui.core.runs import RunDir

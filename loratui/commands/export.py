@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import signal
 
-from loratui.commands.common import progress_printer, quiet_libraries, run_reported
+from loratui.commands.common import named_source, progress_printer, quiet_libraries, run_reported
 
 
 def register(sub) -> None:
     x = sub.add_parser("export", help="export an adapter or model to GGUF (llama.cpp, Ollama), verified by llama.cpp")
     x.add_argument("source", metavar="ADAPTER_OR_MODEL",
-                   help="adapter folder (merged in memory), run folder, or merged model folder")
+                   help="adapter folder (merged in memory), run folder or name, or merged model folder")
     x.add_argument("output", metavar="OUT", help="folder for model-TYPE.gguf, Modelfile, README.md, export.json")
     x.add_argument("--gguf", default="q4_k_m", metavar="TYPE[,TYPE...]",
                    help="f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0 (default: %(default)s)")
@@ -23,6 +23,7 @@ def register(sub) -> None:
     x.add_argument("--prompts-file", help="jsonl/csv of prompts (default: the run's validation file)")
     x.add_argument("--max-new-tokens", type=int, default=48, help="greedy answer length (default: %(default)s)")
     x.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    x.add_argument("--runs-dir", default=None, help="runs folder for a run name (default: ./runs or $LORATUI_RUNS_DIR)")
     x.add_argument("--jsonl", action="store_true", help="print progress as JSON lines (for the app)")
     x.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run "
                    "code hidden in the file, so only for files you trust")
@@ -39,7 +40,7 @@ def cmd_export(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     report, code = run_reported(args.jsonl, lambda: export_gguf(
-        args.source, args.output, args.gguf, base=args.base, dtype=args.dtype, prompts=args.prompts_file,
+        named_source(args.source, args.runs_dir), args.output, args.gguf, base=args.base, dtype=args.dtype, prompts=args.prompts_file,
         n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, force=args.force, allow_pickle=args.allow_pickle,
         progress=progress_printer(args.jsonl)))
     if code is not None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 
-from loratui.commands.common import progress_printer, quiet_libraries, run_reported
+from loratui.commands.common import named_source, progress_printer, quiet_libraries, run_reported
 from loratui.core.errors import LoratuiError
 from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
 
 
 def register(sub) -> None:
     m = sub.add_parser("merge", help="merge an adapter into its base model")
-    m.add_argument("adapter")
+    m.add_argument("adapter", help="adapter folder, or a run's name in the runs folder")
     m.add_argument("output")
+    m.add_argument("--runs-dir", default=None, help="runs folder for a run name (default: ./runs or $LORATUI_RUNS_DIR)")
     m.add_argument("--base", help="base model (default: the one named in the adapter)")
     m.add_argument("--dtype", default=DEFAULT_MERGE_DTYPE, choices=MERGE_DTYPES,
                    help=f"weights dtype of the merged model (default: %(default)s; the app's wizard uses the same). "
@@ -32,7 +33,8 @@ def register(sub) -> None:
     sub.add_parser("presets", help="list target-module presets and built-in models")
 
     g = sub.add_parser("generate", help="try a model or adapter on a prompt")
-    g.add_argument("model", help="adapter folder, merged model folder, alias or hub id")
+    g.add_argument("model", help="adapter folder, a run's name, merged model folder, alias or hub id")
+    g.add_argument("--runs-dir", default=None, help="runs folder for a run name (default: ./runs or $LORATUI_RUNS_DIR)")
     g.add_argument("prompt", nargs="+")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run code hidden in the file, so only for files you trust")
@@ -46,7 +48,7 @@ def cmd_merge(args) -> int:
     from loratui.train.merge import merge_adapter
 
     result, code = run_reported(args.jsonl, lambda: merge_adapter(
-        args.adapter, args.output, base=args.base, dtype=args.dtype, progress=progress_printer(args.jsonl),
+        named_source(args.adapter, args.runs_dir), args.output, base=args.base, dtype=args.dtype, progress=progress_printer(args.jsonl),
         allow_pickle=args.allow_pickle))
     if code is not None:
         return code
@@ -148,6 +150,6 @@ def cmd_generate(args) -> int:
     quiet_libraries()
     from loratui.train.generate import generate
 
-    print(generate(args.model, " ".join(args.prompt), max_new_tokens=args.max_new_tokens,
-                   allow_pickle=args.allow_pickle))
+    print(generate(named_source(args.model, args.runs_dir), " ".join(args.prompt),
+                   max_new_tokens=args.max_new_tokens, allow_pickle=args.allow_pickle))
     return 0
