@@ -236,6 +236,11 @@ def test_existing_run_folder_is_never_overwritten(tmp_path, tiny_llama, runs_dir
     err = _bad(tmp_path, capsys, runs_dir, write_config(tmp_path, tiny_llama, runs_dir))
     assert "output.name" in err and "already holds a run" in err and "--resume" in err
     assert (existing / "events.jsonl").read_text() == '{"kind": "started"}\n'
+    finished = '{"kind": "started"}\n{"kind": "finished", "step": 3, "adapter": "adapter"}\n'
+    (existing / "events.jsonl").write_text(finished)  # a finished run cannot be resumed: no command that fails
+    err = _bad(tmp_path, capsys, runs_dir, write_config(tmp_path, tiny_llama, runs_dir))
+    assert err.endswith("already holds a run (r1 finished: choose another output.name)") and "--resume" not in err
+    assert (existing / "events.jsonl").read_text() == finished
 
 
 # -- detached engine: stop gracefully, then resume ----------------------------------------------------------

@@ -304,8 +304,11 @@ def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> RunDir:
         raise RunError(f"{name!r} would be outside the runs folder {runs_dir}", field="output.name",
                        hint="names are a single path component")
     if run.exists():
-        raise RunError(f"{run.path} already holds a run", field="output.name",
-                       hint="choose another output.name, or resume it with: loratui train --resume " + str(run.path))
+        state = run.state()  # only a run that stopped before its end can be resumed
+        hint = (f"{name} is training now: choose another output.name" if state.active else
+                f"{name} finished: choose another output.name" if state == "finished" else
+                "choose another output.name, or resume it with: loratui train --resume " + str(run.path))
+        raise RunError(f"{run.path} already holds a run", field="output.name", hint=hint)
     if run.path.exists() and any(run.path.iterdir()):
         raise RunError(f"{run.path} exists and is not empty", field="output.name", hint="choose another output.name")
     cfg = cfg.model_copy(deep=True)
