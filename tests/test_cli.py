@@ -186,3 +186,14 @@ def test_merge_export_and_generate_take_a_run_name_and_runs_dir(tmp_path, monkey
     (tmp_path / "walk-a").mkdir()  # a folder of that name here is what the user meant
     main(["generate", "walk-a", "hi", "--runs-dir", runs])
     assert seen["generate"] == "walk-a"
+
+
+def test_the_app_asked_to_open_a_config_it_cannot_read_says_why_and_does_not_open(tmp_path, capsys):
+    """`loratui --config bad.yaml` opened a form of defaults behind an error (a QA walk took it for the file's)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  learning_rate: 0.001\n")
+    assert main(["--config", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == ("error: train.learning_rate: unknown key 'learning_rate' "
+                                               "(did you mean 'lr'?)")
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err

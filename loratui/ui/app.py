@@ -343,6 +343,8 @@ def run_app(config_path: str | None = None, runs_dir: str | None = None) -> int:
     from loratui.ui import offload
 
     cfg, source, errors = initial_config(config_path)
+    if config_path and errors:  # the file asked for cannot be read: said before the app opens, as the commands do
+        raise errors[0]
     app = LoratuiApp(cfg, config_source=source, runs_dir=runs_dir, catch_errors=True)
     app.startup_errors.extend(errors)
     try:
