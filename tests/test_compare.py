@@ -130,3 +130,22 @@ def test_a_cpu_run_shows_its_host_memory(tmp_path):
     assert row.peak_memory_gb is None and row.host_peak_gb == pytest.approx(3.54)
     cells = dict(compare.table_rows([row]))
     assert cells["peak GPU memory"] == ["- (CPU run: host 3.54 GiB)"]
+
+
+def test_a_preset_and_its_modules_listed_are_not_a_difference(tmp_path):
+    """Setup saves a preset's modules as a list; the same preset in YAML stays a name: the same run to Compare (a
+    QA walk saw lora.target_modules 'q_pro…,down_proj' against '-'). Another preset is a difference."""
+    from loratui.core.presets import PRESETS
+    from loratui.core.queue import RunQueue
+    from loratui.core.study import parse_study
+
+    listed = sorted(PRESETS["llama-all"])
+    study = parse_study({"study": "t", "config": {"model": {"name": "m"}, "data": {"format": "text"}},
+                         "variants": [{"lora.preset": "llama-all"}, {"lora.target_modules": listed},
+                                      {"lora.preset": "minimal-qv"}]})
+    RunQueue(tmp_path / "runs").add_study(study)
+    rows = compare.read_runs(sorted(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")))
+    assert len(rows) == 3
+    diffs = dict(compare.config_differences(rows))
+    targets = {r.config["lora.target_modules"] for r in rows}
+    assert list(diffs) == ["lora.target_modules"] and targets == {",".join(listed), "q_proj,v_proj"}

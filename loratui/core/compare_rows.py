@@ -165,6 +165,9 @@ def read_run(path: str | Path) -> RunRow:
         flat = flatten(cfg.model_dump(mode="json"))
         if cfg.method.kind not in LORA_METHODS:  # LoRA settings mean nothing to full or head-only runs
             flat = {k: ("-" if k.startswith("lora.") else v) for k, v in flat.items()}
+        else:  # the modules adapted, however named: a preset, or its list as Setup saves it, are the same run
+            flat.pop("lora.preset", None)
+            flat["lora.target_modules"] = _targets(cfg, None)
         row.config = {k: v for k, v in flat.items() if k not in IGNORED_KEYS}
     row.metric_name = "accuracy" if row.task == "seq-cls" else "eval_loss"
     step_rewards: dict[str, float] = {}
