@@ -298,3 +298,27 @@ def test_halved_batch_keeps_the_effective_batch():
     assert halved_batch(3, 1) == (1, 3)  # odd: accumulation rounds up, never a smaller effective batch
     with pytest.raises(RunError, match="train.batch_size"):
         halved_batch(1, 8)
+
+
+# -- a stop that comes once every step is trained ------------------------------------------------------------------
+
+def test_a_stop_during_the_final_evaluation_leaves_a_finished_run(tmp_path, tiny_llama, runs_dir, monkeypatch):
+    """Nothing is left to resume once every step is trained: a stop asked during the final evaluation (a QA walk:
+    'stopped at step 8' at 8/8, and the resume only evaluated again) ends the run finished, its adapter saved."""
+    from loratui.train.engine import Engine
+
+    run = make_run(tmp_path, tiny_llama, runs_dir, data={"validation_fraction": 0.25, "max_length": 256, "eval_samples": 4},
+                   train={"max_steps": 3, "save_steps": 100, "eval_steps": 2})
+    final_eval = Engine._final_eval
+
+    def stop_asked_meanwhile(self, trainer):
+        self.stop_request.stop, self.stop_request.signal_name = True, "SIGTERM"  # as the signal handler sets them
+        final_eval(self, trainer)
+
+    monkeypatch.setattr(Engine, "_final_eval", stop_asked_meanwhile)
+    assert Engine(run, echo=lambda line: None).run() == 0
+    assert run.state() == "finished" and runs.summarize(run).state == "finished"
+    kinds = [e["kind"] for e in run.events()]
+    assert "finished" in kinds and "stopped" not in kinds
+    assert any(e["kind"] == "eval" and e.get("final") for e in run.events())  # the evaluation ran whole
+    assert ck.weights_problem(run.adapter_dir) is None

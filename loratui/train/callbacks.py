@@ -28,6 +28,7 @@ class StopRequest:
         self.signal_name = ""
         self.training = False
         self.saving = False  # a checkpoint or the final adapter is being written
+        self.trained = False  # every planned step is trained (or early stopping ended it): a stop leaves nothing to do
         self.ignored: list[str] = []  # signals that arrived while stopping/saving (noted, not acted on)
 
 

@@ -105,7 +105,7 @@ class Closing:
     def _report(self, out: Path, result, seconds: float) -> int:
         """The closing event and status: ``stopped`` (resumable) or ``finished`` with the last evaluation."""
         run, step = self.run_dir, self.trainer.state.global_step
-        if self.stop_request.stop:
+        if self.stop_request.stop and not self.stop_request.trained:
             ck = run.latest_checkpoint()
             self.emit("stopped", step=step, adapter=str(out), checkpoint=str(ck) if ck else None,
                       message=f"stopped by {self.stop_request.signal_name or 'request'} at step {step}")

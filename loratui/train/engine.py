@@ -114,7 +114,9 @@ class Engine(Recipe, Closing):
                 raise KeyboardInterrupt
             req.stop = True
             req.signal_name = signal.Signals(signum).name
-            self.echo(f"{req.signal_name}: stopping after this step (adapter and checkpoint will be saved)")
+            self.echo(f"{req.signal_name}: " + ("the training is done: the final evaluation ends, then the adapter is "
+                                               "saved" if req.trained else
+                                               "stopping after this step (adapter and checkpoint will be saved)"))
 
         def on_checkpoint(signum, frame):
             self.stop_request.checkpoint = True
@@ -296,6 +298,8 @@ class Engine(Recipe, Closing):
             return self._fail_diverged()
         if self.early_stopped is not None:
             self._restore_best()
+        # a stop at the last step or later (the final evaluation: every rank runs it whole) leaves a finished run
+        self.stop_request.trained = trainer.state.global_step >= max_steps or self.early_stopped is not None
         if val_ds is not None and not self.stop_request.stop and (
                 self.full_eval is not None or self.last_eval_step != trainer.state.global_step):
             self._final_eval(trainer)
