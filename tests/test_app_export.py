@@ -54,7 +54,10 @@ async def test_export_from_the_merge_wizard_shows_the_report(runs, fake_export):
         assert json.loads(fake_export.read_text()) == ["export", str(adapter), str(runs / "smollm2-demo" / "gguf"),
                                                        "--gguf", "f16,q8_0,q4_k_m", "--jsonl"]
         text = screen_text(app)
-        assert "✔ exported" in text and "⚠ changes 2 of 5 greedy answers" in text and "3/5" in text
+        assert "✔ exported" in text and "⚠ changes 2 of 5" in text and "3/5" in text
+        rows = {line.split()[1]: line.split()[2:] for line in text.splitlines() if len(line.split()) > 3}
+        # the merged model's own row and the exact answers, as loratui export prints them (a QA walk missed them)
+        assert rows["merged"][:2] == ["150", "5/5"] and rows["q4_k_m"][4:6] == ["120", "4/5"], rows
         assert "ollama create demo -f runs/smollm2-demo/gguf/Modelfile" in text
         assert "ChatML" in text
         await pilot.press("escape")

@@ -91,24 +91,35 @@ def readme(report: dict) -> str:
     return "\n".join(lines)
 
 
-def format_report(report: dict) -> str:
-    """The table ``loratui export`` prints at the end."""
-    rows = [f"{'type':<8} {'size':>10} {'same answers':>13} {'top-1':>7} {'tok/s':>7}  {'exact':>7}  verdict"]
+def report_rows(report: dict) -> list[dict[str, str]]:
+    """The export's table, one row a file after the merged model's own (the reference every file is checked
+    against): type, size, same answers, top-1 agreement, tokens/s, exact answers where the prompts have them, and
+    the verdict. ``loratui export`` prints it; the app's Export screen shows it."""
+    rows = []
     ref = report.get("reference") or {}
     if ref:
-        exact = f"{ref['exact']:>3}/{ref['with_reference']:<3}" if ref.get("exact") is not None else f"{'-':>7}"
-        tps = f"{ref['tokens_per_s']:.0f}" if ref.get("tokens_per_s") else "-"
-        rows.append(f"{'merged':<8} {'':>10} {'':>13} {'':>7} {tps:>7}  {exact}  "
-                    f"the reference: the merged model in transformers ({report.get('dtype', '?')})")
+        rows.append({"type": "merged", "size": "", "same": "", "top1": "",
+                     "tps": f"{ref['tokens_per_s']:.0f}" if ref.get("tokens_per_s") else "-",
+                     "exact": f"{ref['exact']}/{ref['with_reference']}" if ref.get("exact") is not None else "-",
+                     "verdict": f"the reference: the merged model in transformers ({report.get('dtype', '?')})"})
     for f in report.get("files", []):
         v = f.get("verify") or {}
-        same = f"{v.get('same_answers', 0)}/{v.get('prompts', 0)}"
-        top1 = f"{v['top1']:.1%}" if v.get("top1") is not None else "-"
-        tps = f"{v['tokens_per_s']:.0f}" if v.get("tokens_per_s") else "-"
-        exact = f"{v['exact']:>3}/{v['with_reference']:<3}" if v.get("exact") is not None else f"{'-':>7}"
-        rows.append(f"{f['type']:<8} {format_bytes(f['size_bytes']):>10} {same:>13} {top1:>7} {tps:>7}  {exact}  "
-                    f"{v.get('verdict', '')}")
-    return "\n".join(rows)
+        rows.append({"type": f["type"], "size": format_bytes(f.get("size_bytes")),
+                     "same": f"{v.get('same_answers', 0)}/{v.get('prompts', 0)}",
+                     "top1": f"{v['top1']:.1%}" if v.get("top1") is not None else "-",
+                     "tps": f"{v['tokens_per_s']:.0f}" if v.get("tokens_per_s") else "-",
+                     "exact": f"{v['exact']}/{v['with_reference']}" if v.get("exact") is not None else "-",
+                     "verdict": str(v.get("verdict", ""))})
+    return rows
+
+
+def format_report(report: dict) -> str:
+    """The table ``loratui export`` prints at the end."""
+    lines = [f"{'type':<8} {'size':>10} {'same answers':>13} {'top-1':>7} {'tok/s':>7}  {'exact':>7}  verdict"]
+    for r in report_rows(report):
+        lines.append(f"{r['type']:<8} {r['size']:>10} {r['same']:>13} {r['top1']:>7} {r['tps']:>7}  {r['exact']:>7}  "
+                     f"{r['verdict']}")
+    return "\n".join(lines)
 
 
 def verdict(same: int, prompts: int, top1: float | None, tokenizer_ok: bool) -> str:

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, ContentSwitcher, Footer, Input, Label, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
-from loratui.core.export import GGUF_TYPES, read_report
+from loratui.core.export import GGUF_TYPES, read_report, report_rows
 from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.screens.merge_parts import (MergeExited, MergeLine, beside_checkpoints, failure_text, in_runs,
@@ -67,18 +67,20 @@ def source_problem(raw: str) -> str | None:
 
 
 def report_table(report: dict) -> Table:
-    """One row a file: size, greedy answers as the merged model's, top-1 agreement, tokens/s, the verdict."""
+    """The export's table as ``loratui export`` prints it (core.export.report_rows): the merged model's own row,
+    then one a file: size, greedy answers as the merged model's, top-1 agreement, tokens/s, exact answers, verdict."""
+    rows = report_rows(report)
+    exact = any(r["exact"] != "-" for r in rows)  # prompts with expected answers (a run's held-out set) only
     t = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
     for col, justify in (("type", "left"), ("size", "right"), ("same", "right"), ("top-1", "right"),
-                         ("tok/s", "right"), ("", "left")):
-        t.add_column(col, justify=justify, no_wrap=col != "", overflow="fold")
-    for f in report.get("files", []):
-        v = f.get("verify") or {}
-        verdict = str(v.get("verdict", ""))
-        t.add_row(f["type"], format_bytes(f.get("size_bytes")), f"{v.get('same_answers', '-')}/{v.get('prompts', '-')}",
-                  f"{v['top1']:.0%}" if v.get("top1") is not None else "-",
-                  f"{v['tokens_per_s']:.0f}" if v.get("tokens_per_s") else "-",
-                  Text(verdict, style="green" if verdict.startswith("✔") else "yellow"))
+                         ("tok/s", "right"), ("exact", "right"), ("", "left")):
+        if col != "exact" or exact:
+            t.add_column(col, justify=justify, no_wrap=col != "", overflow="fold")
+    for r in rows:
+        verdict = r["verdict"]
+        style = "dim" if r["type"] == "merged" else "green" if verdict.startswith("✔") else "yellow"
+        cells = [r["type"], r["size"], r["same"], r["top1"], r["tps"]] + ([r["exact"]] if exact else [])
+        t.add_row(*cells, Text(verdict, style=style))
     return t
 
 
