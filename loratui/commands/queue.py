@@ -168,7 +168,7 @@ def cmd_queue(args) -> int:
 
 
 def cmd_queue_runner(args) -> int:
-    from loratui.core.queue import runner_main
+    from loratui.core.queue_runner import runner_main
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     return runner_main(args.runs_dir, gpus)

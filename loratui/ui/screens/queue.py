@@ -22,7 +22,8 @@ from textual.worker import get_current_worker
 from loratui.core.config import load_config
 from loratui.core.fmt import format_duration
 from loratui.core.preference import scores_text
-from loratui.core.queue import Entry, RunQueue, default_gpus
+from loratui.core.queue import Entry, RunQueue
+from loratui.core.queue_runner import default_gpus
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
 from loratui.ui.screens.base import LoratuiScreen
