@@ -62,10 +62,24 @@ class Entry:
     ended: float | None = None
     gpu: str | None = None
     cancel_requested: bool = False
+    held_by: list[str] = field(default_factory=list)
+    """a waiting entry: the runs outside the queue (live in this runs folder) whose cards it waits for"""
 
     @classmethod
     def from_dict(cls, d: dict) -> "Entry":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def held_text(names: list[str], width: int | None = None) -> str:
+    """Why a waiting entry waits: 'waiting: NAME is training (outside the queue)', NAME cut to fit ``width``."""
+    if not names:
+        return ""
+    rest = (f" and {len(names) - 1} more are" if len(names) > 1 else " is") + " training (outside the queue)"
+    name = names[0]
+    if width is not None:
+        room = max(8, width - len("waiting: ") - len(rest))
+        name = name if len(name) <= room else name[:room - 1] + "…"
+    return f"waiting: {name}{rest}"
 
 
 @dataclass

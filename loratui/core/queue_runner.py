@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import signal
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
+
+import psutil
 
 from loratui.core.errors import RunError
 from loratui.core.queue import FREE_GPU_USED, RunQueue
@@ -24,10 +29,15 @@ def step(q: RunQueue, gpus: list[str] | None = None, echo: Callable[[str], None]
 
     ``gpus``: None runs one at a time; ["0", "1"] one per listed GPU; ["auto"] one per GPU that is free now
     (less than a tenth of its memory used, by anyone) plus those its own runs hold, waiting while none is;
-    without GPUs, one at a time."""
+    without GPUs, one at a time. Live runs outside the queue (the app's, ``loratui train``'s, another session's)
+    hold their cards as the queue's own do: the GPUs they run on when known, else every card; one at a time, any
+    of them holds the one slot. A waiting entry that they hold back names them (``held_by``)."""
     with q.edit() as state:
         q._update(state, echo)
         busy = {e.gpu for e in state.running}
+        outside = outside_runs(q.runs_dir, {e.run for e in state.running})
+        held = set().union(*(o.gpus for o in outside if o.gpus is not None))
+        everything = any(o.gpus is None for o in outside)
         if gpus == ["auto"]:
             found = (free_gpus or free_gpu_indices)()
             if found is None:  # no GPU at all: one run at a time
@@ -36,10 +46,15 @@ def step(q: RunQueue, gpus: list[str] | None = None, echo: Callable[[str], None]
                 slots = list(dict.fromkeys([*found, *(g for g in busy if g is not None)]))
         else:
             slots = list(gpus) if gpus else [None]
+        # a slot outside runs hold: a card one of them uses (or may: GPUs not known yet), or the one slot for any
+        taken = {g for g in slots if g not in busy and outside and (g is None or everything or g in held)}
         for e in state.waiting:
-            free = [g for g in slots if g not in busy]
-            if not free:
-                break
+            free = [g for g in slots if g not in busy and g not in taken]
+            if not free:  # it waits; outside runs are named when a card they hold (or none free) keeps it waiting
+                holding = taken or (gpus == ["auto"] and len(busy - {None}) == 0)
+                e.held_by = [o.name for o in outside] if holding else []
+                continue
+            e.held_by = []
             gpu = free[0]
             run = RunDir(q.runs_dir / e.run)
             if not run.config_path.is_file():
@@ -65,6 +80,74 @@ def step(q: RunQueue, gpus: list[str] | None = None, echo: Callable[[str], None]
             with contextlib.suppress(OSError):
                 q.runner_path.unlink()
         return alive
+
+
+@dataclass
+class Outside:
+    """A live run in the runs folder that the queue did not start (or no longer counts as its own)."""
+
+    name: str
+    gpus: frozenset[str] | None
+    """the physical GPU indices it runs on; None: not known (yet), so it holds every card"""
+
+
+def outside_runs(runs_dir: Path, own: set[str]) -> list[Outside]:
+    """The runs under ``runs_dir``, not named in ``own``, whose engine is proven alive (see
+    :meth:`RunDir.engine_process`: the app's, ``loratui train``'s, ``--detach``'s, another session's), oldest first.
+    Only folders whose status.json says running, or that have a launch.json, are looked at closer."""
+    out = []
+    try:
+        folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    for path in folders:
+        run = RunDir(path)
+        if run.name in own or (run.read_status().get("state") != "running" and not run.launch_path.is_file()):
+            continue
+        proc = run.engine_process()
+        if proc is None:
+            continue
+        try:
+            since = proc.create_time()
+        except psutil.Error:
+            continue
+        out.append((since, Outside(run.name, _run_gpus(run, proc.pid, since))))
+    return [o for _, o in sorted(out, key=lambda x: x[0])]
+
+
+_GPUS: dict[tuple[str, int], frozenset[str]] = {}
+"""(run folder, engine pid) -> its cards, once its started event said them (they don't change while it lives)"""
+
+
+def _run_gpus(run: RunDir, pid: int, since: float) -> frozenset[str] | None:
+    """The cards a live engine uses: its own started event's ``gpus`` (written after ``since``, when the process
+    began), else the config's ``train.gpus`` when it lists cards; None when neither says."""
+    key = (str(run.path), pid)
+    if key in _GPUS:
+        return _GPUS[key]
+    try:
+        lines = run.events_path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        if '"gpus"' not in line:
+            continue
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("kind") != "started" or not isinstance(ev.get("gpus"), list):
+            continue
+        if (ev.get("time") or 0) < since - 1:
+            break  # an earlier engine's: this one has not said yet
+        found = frozenset(str(g["index"]) for g in ev["gpus"] if isinstance(g, dict) and g.get("index") is not None)
+        _GPUS[key] = found
+        return found
+    try:
+        listed = run.config().train.gpus
+    except Exception:  # noqa: BLE001 - an unreadable config says nothing about cards
+        return None
+    return frozenset(str(i) for i in listed) if isinstance(listed, list) else None
 
 
 def free_gpu_indices() -> list[str] | None:

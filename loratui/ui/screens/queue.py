@@ -22,7 +22,7 @@ from textual.worker import get_current_worker
 from loratui.core.config import load_config
 from loratui.core.fmt import format_duration
 from loratui.core.preference import scores_text
-from loratui.core.queue import Entry, RunQueue
+from loratui.core.queue import Entry, RunQueue, held_text
 from loratui.core.queue_runner import default_gpus
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
@@ -33,6 +33,7 @@ from loratui.ui.widgets.tables import fill_table
 REFRESH_INTERVAL = 1.5
 STATE_STYLES = {"waiting": "dim", "running": "bold green", "finished": "blue", "stopped": "yellow",
                 "failed": "bold red", "crashed": "bold red", "cancelled": "dim strike"}
+HELD_TAIL = ("; starts when it ends", "; starts when they end")
 
 
 @dataclass
@@ -57,6 +58,8 @@ class QueueChanged(Message):
 class QueueScreen(LoratuiScreen):
     DEFAULT_CSS = """
     QueueScreen #q-title { height: 1; padding: 0 1; background: $boost; }
+    QueueScreen #q-held { height: 1; padding: 0 1; color: $warning; display: none; }
+    QueueScreen.-held #q-held { display: block; }
     QueueScreen DataTable { height: 1fr; }
     QueueScreen #q-detail { height: auto; max-height: 3; padding: 0 1; border-top: solid $primary 40%; }
     QueueScreen #q-empty { height: 1fr; content-align: center middle; color: $text-muted; display: none; }
@@ -100,6 +103,7 @@ class QueueScreen(LoratuiScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="q-title")
+        yield Static(id="q-held")
         yield DataTable(cursor_type="row", zebra_stripes=True, id="q-table")
         yield Static("The queue is empty. n adds a config or a study (sample_configs/study-*.yaml); "
                      "its runs start one after another, even after you close the app.", id="q-empty")
@@ -148,6 +152,7 @@ class QueueScreen(LoratuiScreen):
                        select=current.id if current else None, flex="run")
             self.set_class(not self.entries, "-empty")
             self._update_title()
+            self._show_held()
             self._show_detail()
         self.refresh_bindings()
 
@@ -168,6 +173,23 @@ class QueueScreen(LoratuiScreen):
         elif waiting:
             text.append("  ·  runner stopped: p starts it", style="yellow")
         self.query_one("#q-title", Static).update(text)
+
+    def held(self, e: Entry | None = None) -> list[str]:
+        """The outside runs the runner says hold back ``e`` (else the first waiting entry); none without a runner."""
+        if e is None:
+            e = next((x for x in self.entries if x.state == "waiting"), None)
+        return list(e.held_by) if e is not None and e.state == "waiting" and self.runner else []
+
+    def _show_held(self) -> None:
+        """One line under the title while runs outside the queue keep its next run waiting."""
+        names = self.held()
+        width = max(20, (self.size.width or 80) - 2)
+        line = held_text(names, width)
+        tail = HELD_TAIL[len(names) > 1]
+        if line and len(line) + len(tail) <= width:
+            line += tail
+        self.query_one("#q-held", Static).update(line)
+        self.set_class(bool(names), "-held")
 
     @property
     def selected(self) -> Entry | None:
@@ -200,6 +222,8 @@ class QueueScreen(LoratuiScreen):
             text.append(f"  ·  added {datetime.fromtimestamp(e.added).strftime('%m-%d %H:%M')}", style="dim")
         if e.gpu is not None:
             text.append(f"  ·  GPU {e.gpu}")
+        if self.held(e):
+            text.append(f"  ·  {held_text(self.held(e))}", style="yellow")
         detail.update(text)
 
     # -- actions ----------------------------------------------------------------------------------------------
