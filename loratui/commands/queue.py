@@ -165,7 +165,7 @@ def cmd_queue(args) -> int:
         print(f"started the queue runner (pid {pid})")
     print(f"queue of {q.runs_dir}: runner {'pid ' + str(pid) if pid else 'not running'}")
     for e in state.entries:
-        print(f"  {e.id}  {e.state:<9} {printable(e.run):<40} {printable(e.study or '')} {printable(e.label)}")
+        print(f"  {e.id}  {e.shown_state:<9} {printable(e.run):<40} {printable(e.study or '')} {printable(e.label)}")
         if pid and e.state == "waiting" and e.held_by:  # the runner's word: outside runs hold its cards
             print(f"         {held_text([printable(n) for n in e.held_by], 71)}")
     if pid is None and state.waiting:

@@ -69,6 +69,11 @@ class Entry:
     def from_dict(cls, d: dict) -> "Entry":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
+    @property
+    def shown_state(self) -> str:
+        """The state a person reads: 'stopping' for a running entry whose cancel was asked for."""
+        return "stopping" if self.state == "running" and self.cancel_requested else self.state
+
 
 def held_text(names: list[str], width: int | None = None) -> str:
     """Why a waiting entry waits: 'waiting: NAME is training (outside the queue)', NAME cut to fit ``width``."""

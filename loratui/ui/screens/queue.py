@@ -31,8 +31,8 @@ from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.tables import fill_table
 
 REFRESH_INTERVAL = 1.5
-STATE_STYLES = {"waiting": "dim", "running": "bold green", "finished": "blue", "stopped": "yellow",
-                "failed": "bold red", "crashed": "bold red", "cancelled": "dim strike"}
+STATE_STYLES = {"waiting": "dim", "running": "bold green", "stopping": "yellow", "finished": "blue",
+                "stopped": "yellow", "failed": "bold red", "crashed": "bold red", "cancelled": "dim strike"}
 HELD_TAIL = ("; starts when it ends", "; starts when they end")
 
 
@@ -82,7 +82,7 @@ class QueueScreen(LoratuiScreen):
     ]
 
     COLUMNS = [("id", "#", 5), ("state", "State", 9), ("run", "Run", 30), ("study", "Study", 16),
-               ("progress", "Progress", 10), ("time", "Time", 8)]
+               ("progress", "Progress", 13), ("time", "Time", 8)]
 
     def __init__(self, *, name: str | None = None, id: str | None = None):
         super().__init__(name=name, id=id)
@@ -133,9 +133,10 @@ class QueueScreen(LoratuiScreen):
             s = summarize(RunDir(runs_dir / e.run), now=now)
             spent[e.id] = s.elapsed  # the one fold's active time, as Runs, Monitor and Compare show it
             scores[e.id] = scores_text(s)
-            if e.state == "running":
-                step, total = getattr(s, "step", 0) or 0, getattr(s, "max_steps", 0) or 0
-                progress[e.id] = f"{step}/{total}" if total else "starting"
+            # the fold's step, as `loratui runs` writes it ('1/30   3%'), whatever the entry's state
+            progress[e.id] = f"{s.progress_text} {s.progress * 100:3.0f}%" if s.max_steps else s.progress_text
+            if e.state == "running" and progress[e.id] == "-":
+                progress[e.id] = "starting"
         if not get_current_worker().is_cancelled:
             self.post_message(QueueLoaded(state.entries, progress, q.runner_pid(), spent, scores))
 
@@ -159,15 +160,19 @@ class QueueScreen(LoratuiScreen):
     def _cells(self, e: Entry, position: int) -> tuple:
         """``position``: the entry's place in the queue's order (what '#' reads; the id stays in the detail)."""
         spent = format_duration(self.spent.get(e.id)) if e.started else "-"
-        progress = self.progress.get(e.id, "done" if e.state == "finished" else "-")
-        return (str(position), Text(e.state, style=STATE_STYLES.get(e.state, "")),
+        progress = self.progress.get(e.id, "-")
+        state = e.shown_state
+        return (str(position), Text(state, style=STATE_STYLES.get(state, "")),
                 Text(e.run, style="bold" if e.state == "running" else ""), e.study or "-", progress, spent)
 
     def _update_title(self) -> None:
         waiting = sum(1 for e in self.entries if e.state == "waiting")
-        running = sum(1 for e in self.entries if e.state == "running")
+        running = sum(1 for e in self.entries if e.shown_state == "running")
+        stopping = sum(1 for e in self.entries if e.shown_state == "stopping")
         text = Text.assemble(("Queue", "bold"), f"  {self.runs_dir}",
                              (f"  ·  {waiting} waiting, {running} running", "dim"))
+        if stopping:
+            text.append(f", {stopping} stopping", style="yellow")
         if self.runner:
             text.append(f"  ·  runner pid {self.runner}", style="green")
         elif waiting:
