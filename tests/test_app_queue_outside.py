@@ -69,7 +69,7 @@ async def test_a_cancelled_run_reads_stopping_until_it_stops(tmp_path, monkeypat
         await wait_until(pilot, lambda: screen.entries[0].cancel_requested, what="read again")
         rows = [ln for ln in screen_text(app).splitlines() if "s-r4" in ln]
         assert rows and "stopping" in rows[0] and "running" not in rows[0]
-        assert "0 running, 1 stopping" in screen_text(app)
+        assert "1 waiting, 1 stopping" in screen_text(app)  # '0 running' left out: 80 columns
     from loratui.cli import main as cli_main
 
     assert cli_main(["queue", "--runs-dir", str(tmp_path / "runs")]) == 0

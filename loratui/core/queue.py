@@ -76,14 +76,16 @@ class Entry:
 
 
 def held_text(names: list[str], width: int | None = None) -> str:
-    """Why a waiting entry waits: 'waiting: NAME is training (outside the queue)', NAME cut to fit ``width``."""
+    """Why a waiting entry waits: 'waiting: NAME is training (outside the queue)', NAME cut in the middle to fit
+    ``width`` (its end, the date in a run's default name, tells it from the queued run's own)."""
     if not names:
         return ""
     rest = (f" and {len(names) - 1} more are" if len(names) > 1 else " is") + " training (outside the queue)"
     name = names[0]
     if width is not None:
         room = max(8, width - len("waiting: ") - len(rest))
-        name = name if len(name) <= room else name[:room - 1] + "…"
+        head = room // 3
+        name = name if len(name) <= room else name[:head] + "…" + name[len(name) - (room - 1 - head):]
     return f"waiting: {name}{rest}"
 
 

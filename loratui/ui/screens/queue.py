@@ -169,8 +169,9 @@ class QueueScreen(LoratuiScreen):
         waiting = sum(1 for e in self.entries if e.state == "waiting")
         running = sum(1 for e in self.entries if e.shown_state == "running")
         stopping = sum(1 for e in self.entries if e.shown_state == "stopping")
-        text = Text.assemble(("Queue", "bold"), f"  {self.runs_dir}",
-                             (f"  ·  {waiting} waiting, {running} running", "dim"))
+        # '1 waiting, 1 stopping' leaves out '0 running' (at 80 columns the runner's pid went off the edge)
+        counts = f"{waiting} waiting" + (f", {running} running" if running or not stopping else "")
+        text = Text.assemble(("Queue", "bold"), f"  {self.runs_dir}", (f"  ·  {counts}", "dim"))
         if stopping:
             text.append(f", {stopping} stopping", style="yellow")
         if self.runner:
@@ -227,8 +228,6 @@ class QueueScreen(LoratuiScreen):
             text.append(f"  ·  added {datetime.fromtimestamp(e.added).strftime('%m-%d %H:%M')}", style="dim")
         if e.gpu is not None:
             text.append(f"  ·  GPU {e.gpu}")
-        if self.held(e):
-            text.append(f"  ·  {held_text(self.held(e))}", style="yellow")
         detail.update(text)
 
     # -- actions ----------------------------------------------------------------------------------------------
