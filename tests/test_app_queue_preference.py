@@ -44,4 +44,4 @@ async def test_the_queue_shows_a_preference_runs_loss_and_margin(tmp_path, monke
         await wait_until(pilot, lambda: screen.loaded, what="queue")
         text = screen_text(app)
         assert "loss 0.0900 · eval 0.4500 · margin +1.720 · pref acc 0.90 held-out" in text, text
-        assert "demo-dpo" in text and "done" in text
+        assert "demo-dpo" in text and "12/12 100%" in text  # the fold's progress, as `loratui runs` shows it

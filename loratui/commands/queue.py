@@ -43,7 +43,7 @@ def cmd_study(args) -> int:
     if args.dry_run:
         return 0
     from loratui.core import compare
-    from loratui.core.queue import RunQueue
+    from loratui.core.queue import RunQueue, held_text
     from loratui.core.runs import RunDir, stop_run
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
@@ -56,6 +56,7 @@ def cmd_study(args) -> int:
         return 0
     ids = {e.id for e in entries}
     seen: dict[str, str] = {}
+    told: dict[str, str] = {}  # entry id -> why it waits, as last printed
     last_progress: dict[str, float] = {}
     import time
 
@@ -82,6 +83,11 @@ def cmd_study(args) -> int:
                         margin = f", margin {margin:+.3f}" if margin is not None else ""
                         print(f"[{_now()}] {e.run}: {e.state}, {row.metric_name} {metric}{margin}, "
                               f"{compare.fmt_seconds(row.train_time_s)}", flush=True)
+            for e in mine:  # runs outside the queue hold it back: said once, again when that changes
+                held = held_text(e.held_by) if e.state == "waiting" else ""
+                if held and told.get(e.id) != held:
+                    print(f"[{_now()}] {e.run}: {held}", flush=True)
+                told[e.id] = held
             for e in mine:  # a line every 30 s for a running run: where it is
                 if e.state == "running" and time.monotonic() - last_progress.get(e.id, 0) >= PROGRESS_EVERY:
                     last_progress[e.id] = time.monotonic()
@@ -147,9 +153,8 @@ def _now() -> str:
 
 
 def cmd_queue(args) -> int:
-    from loratui.core.queue import RunQueue
-
     from loratui.core.fmt import printable
+    from loratui.core.queue import RunQueue, held_text
 
     q = RunQueue(args.runs_dir or default_runs_dir())
     state = q.reconcile()  # runs that ended while no runner watched are recorded first
@@ -160,7 +165,9 @@ def cmd_queue(args) -> int:
         print(f"started the queue runner (pid {pid})")
     print(f"queue of {q.runs_dir}: runner {'pid ' + str(pid) if pid else 'not running'}")
     for e in state.entries:
-        print(f"  {e.id}  {e.state:<9} {printable(e.run):<40} {printable(e.study or '')} {printable(e.label)}")
+        print(f"  {e.id}  {e.shown_state:<9} {printable(e.run):<40} {printable(e.study or '')} {printable(e.label)}")
+        if pid and e.state == "waiting" and e.held_by:  # the runner's word: outside runs hold its cards
+            print(f"         {held_text([printable(n) for n in e.held_by], 71)}")
     if pid is None and state.waiting:
         print(f"{len(state.waiting)} waiting and no runner (it ended or was killed): start it with "
               "`loratui queue --start` (or p in the app's Queue)")
@@ -168,7 +175,7 @@ def cmd_queue(args) -> int:
 
 
 def cmd_queue_runner(args) -> int:
-    from loratui.core.queue import runner_main
+    from loratui.core.queue_runner import runner_main
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     return runner_main(args.runs_dir, gpus)

@@ -12,18 +12,17 @@ Queuing a run creates its run folder at once (state ``created``, config saved), 
 waiting. The runner is ``python -m loratui queue-runner RUNS_DIR`` in its own session: it survives the app closing and
 the SSH session dropping, like an engine does. It starts the first waiting entry with ``launch_detached``, waits for
 its run to end, starts the next, and exits when nothing waits. With several GPUs (``gpus=["0", "1"]``) it runs one
-entry per GPU side by side. Light module: no torch, no Textual.
+entry per GPU side by side. Its pass and its process are in :mod:`loratui.core.queue_runner`. Light module: no torch,
+no Textual.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import inspect
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from loratui.core.config import RunConfig
-from loratui.core.errors import RunError
 from loratui.core.fileio import atomic_write_text
 from loratui.core.runs import RunDir, create_run, launch_detached, now, pid_alive, process_start_time, stop_run
 
@@ -42,6 +40,8 @@ QUEUE_DIR = ".queue"
 
 def _state(value: Any) -> str:
     return str(getattr(value, "value", value))
+
+
 #: a GPU counts as free for ``gpus=["auto"]`` while less than this share of its memory is used
 FREE_GPU_USED = 0.1
 
@@ -62,10 +62,31 @@ class Entry:
     ended: float | None = None
     gpu: str | None = None
     cancel_requested: bool = False
+    held_by: list[str] = field(default_factory=list)
+    """a waiting entry: the runs outside the queue (live in this runs folder) whose cards it waits for"""
 
     @classmethod
     def from_dict(cls, d: dict) -> "Entry":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def shown_state(self) -> str:
+        """The state a person reads: 'stopping' for a running entry whose cancel was asked for."""
+        return "stopping" if self.state == "running" and self.cancel_requested else self.state
+
+
+def held_text(names: list[str], width: int | None = None) -> str:
+    """Why a waiting entry waits: 'waiting: NAME is training (outside the queue)', NAME cut in the middle to fit
+    ``width`` (its end, the date in a run's default name, tells it from the queued run's own)."""
+    if not names:
+        return ""
+    rest = (f" and {len(names) - 1} more are" if len(names) > 1 else " is") + " training (outside the queue)"
+    name = names[0]
+    if width is not None:
+        room = max(8, width - len("waiting: ") - len(rest))
+        head = room // 3
+        name = name if len(name) <= room else name[:head] + "…" + name[len(name) - (room - 1 - head):]
+    return f"waiting: {name}{rest}"
 
 
 @dataclass
@@ -260,51 +281,10 @@ class RunQueue:
     def step(self, gpus: list[str] | None = None, echo: Callable[[str], None] = print,
              launch: Callable[..., int] = launch_detached,
              free_gpus: Callable[[], list[str]] | None = None) -> bool:
-        """One pass of the runner: record ended runs, start what fits. False when nothing waits or runs.
+        """One pass of the runner (see :func:`loratui.core.queue_runner.step`)."""
+        from loratui.core.queue_runner import step
 
-        ``gpus``: None runs one at a time; ["0", "1"] one per listed GPU; ["auto"] one per GPU that is free now
-        (less than a tenth of its memory used, by anyone) plus those its own runs hold, waiting while none is;
-        without GPUs, one at a time."""
-        with self.edit() as state:
-            self._update(state, echo)
-            busy = {e.gpu for e in state.running}
-            if gpus == ["auto"]:
-                found = (free_gpus or free_gpu_indices)()
-                if found is None:  # no GPU at all: one run at a time
-                    slots: list[str | None] = [None]
-                else:  # the free GPUs, and those our own runs hold; none free: wait
-                    slots = list(dict.fromkeys([*found, *(g for g in busy if g is not None)]))
-            else:
-                slots = list(gpus) if gpus else [None]
-            for e in state.waiting:
-                free = [g for g in slots if g not in busy]
-                if not free:
-                    break
-                gpu = free[0]
-                run = RunDir(self.runs_dir / e.run)
-                if not run.config_path.is_file():
-                    e.state, e.ended = "failed", round(now(), 3)
-                    echo(f"{e.run}: its run folder is gone")
-                    continue
-                env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
-                kwargs: dict[str, Any] = {"env": env}
-                if gpu is not None and "processes" in inspect.signature(launch).parameters:
-                    kwargs["processes"] = 1  # pinned to one card: one process, whatever the config's plan says
-                try:
-                    pid = launch(run, **kwargs)
-                except (OSError, RunError) as err:
-                    e.state, e.ended = "failed", round(now(), 3)
-                    echo(f"{e.run}: could not start: {err}")
-                    continue
-                e.state, e.started, e.gpu = "running", round(now(), 3), gpu
-                busy.add(gpu)
-                where = f" on GPU {gpu}" if gpu is not None else ""
-                echo(f"{e.run}: started (pid {pid}){where}")
-            alive = bool(state.running or state.waiting)
-            if not alive and self.runner_path.exists() and self.runner_pid() in (None, os.getpid()):
-                with contextlib.suppress(OSError):
-                    self.runner_path.unlink()
-            return alive
+        return step(self, gpus, echo, launch, free_gpus)
 
     def run_forever(self, gpus: list[str] | None = None, echo: Callable[[str], None] = print, poll: float = 1.0,
                     should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -331,52 +311,3 @@ class RunQueue:
             if self.runner_pid() == os.getpid():
                 with contextlib.suppress(OSError):
                     self.runner_path.unlink()
-
-
-def free_gpu_indices() -> list[str] | None:
-    """CUDA indices of the GPUs that are free now; None without NVML or GPUs."""
-    from loratui.core.gpu import query_gpus
-
-    gpus = query_gpus()
-    if not gpus:
-        return None
-    out = []
-    for g in gpus:
-        frac = g.memory_fraction
-        if g.cuda_index is not None and frac is not None and frac < FREE_GPU_USED:
-            out.append(str(g.cuda_index))
-    return out
-
-
-def default_gpus() -> list[str] | None:
-    """What the app starts the runner with: one run per free GPU on a box with several, else one at a time."""
-    from loratui.core.gpu import query_gpus
-
-    return ["auto"] if len(query_gpus()) > 1 else None
-
-
-def runner_main(runs_dir: str, gpus: list[str] | None = None, poll: float = 1.0) -> int:
-    """Entry of the detached runner process (``python -m loratui queue-runner RUNS_DIR``)."""
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # survive a dropped SSH session
-    stop = {"now": False}
-
-    def on_term(signum, frame):  # the runner stops; runs already started keep going
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    q = RunQueue(runs_dir)
-    if not q.claim_runner():
-        print(f"another queue runner (pid {q.runner_pid()}) serves {q.runs_dir}", flush=True)
-        return 0
-
-    def echo(line: str) -> None:
-        print(f"{datetime.now().strftime('%H:%M:%S')} {line}", flush=True)
-
-    echo(f"queue runner for {q.runs_dir}" + (f" on GPUs {', '.join(gpus)}" if gpus else ""))
-    try:
-        q.run_forever(gpus, echo, poll, should_stop=lambda: stop["now"])
-    finally:
-        q.release_runner()
-    echo("queue empty: runner exits")
-    return 0

@@ -22,7 +22,8 @@ from textual.worker import get_current_worker
 from loratui.core.config import load_config
 from loratui.core.fmt import format_duration
 from loratui.core.preference import scores_text
-from loratui.core.queue import Entry, RunQueue, default_gpus
+from loratui.core.queue import Entry, RunQueue, held_text
+from loratui.core.queue_runner import default_gpus
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
 from loratui.ui.screens.base import LoratuiScreen
@@ -30,8 +31,9 @@ from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.tables import fill_table
 
 REFRESH_INTERVAL = 1.5
-STATE_STYLES = {"waiting": "dim", "running": "bold green", "finished": "blue", "stopped": "yellow",
-                "failed": "bold red", "crashed": "bold red", "cancelled": "dim strike"}
+STATE_STYLES = {"waiting": "dim", "running": "bold green", "stopping": "yellow", "finished": "blue",
+                "stopped": "yellow", "failed": "bold red", "crashed": "bold red", "cancelled": "dim strike"}
+HELD_TAIL = ("; starts when it ends", "; starts when they end")
 
 
 @dataclass
@@ -56,6 +58,8 @@ class QueueChanged(Message):
 class QueueScreen(LoratuiScreen):
     DEFAULT_CSS = """
     QueueScreen #q-title { height: 1; padding: 0 1; background: $boost; }
+    QueueScreen #q-held { height: 1; padding: 0 1; color: $warning; display: none; }
+    QueueScreen.-held #q-held { display: block; }
     QueueScreen DataTable { height: 1fr; }
     QueueScreen #q-detail { height: auto; max-height: 3; padding: 0 1; border-top: solid $primary 40%; }
     QueueScreen #q-empty { height: 1fr; content-align: center middle; color: $text-muted; display: none; }
@@ -78,7 +82,7 @@ class QueueScreen(LoratuiScreen):
     ]
 
     COLUMNS = [("id", "#", 5), ("state", "State", 9), ("run", "Run", 30), ("study", "Study", 16),
-               ("progress", "Progress", 10), ("time", "Time", 8)]
+               ("progress", "Progress", 13), ("time", "Time", 8)]
 
     def __init__(self, *, name: str | None = None, id: str | None = None):
         super().__init__(name=name, id=id)
@@ -99,6 +103,7 @@ class QueueScreen(LoratuiScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="q-title")
+        yield Static(id="q-held")
         yield DataTable(cursor_type="row", zebra_stripes=True, id="q-table")
         yield Static("The queue is empty. n adds a config or a study (sample_configs/study-*.yaml); "
                      "its runs start one after another, even after you close the app.", id="q-empty")
@@ -128,9 +133,10 @@ class QueueScreen(LoratuiScreen):
             s = summarize(RunDir(runs_dir / e.run), now=now)
             spent[e.id] = s.elapsed  # the one fold's active time, as Runs, Monitor and Compare show it
             scores[e.id] = scores_text(s)
-            if e.state == "running":
-                step, total = getattr(s, "step", 0) or 0, getattr(s, "max_steps", 0) or 0
-                progress[e.id] = f"{step}/{total}" if total else "starting"
+            # the fold's step, as `loratui runs` writes it ('1/30   3%'), whatever the entry's state
+            progress[e.id] = f"{s.progress_text} {s.progress * 100:3.0f}%" if s.max_steps else s.progress_text
+            if e.state == "running" and progress[e.id] == "-":
+                progress[e.id] = "starting"
         if not get_current_worker().is_cancelled:
             self.post_message(QueueLoaded(state.entries, progress, q.runner_pid(), spent, scores))
 
@@ -147,26 +153,49 @@ class QueueScreen(LoratuiScreen):
                        select=current.id if current else None, flex="run")
             self.set_class(not self.entries, "-empty")
             self._update_title()
+            self._show_held()
             self._show_detail()
         self.refresh_bindings()
 
     def _cells(self, e: Entry, position: int) -> tuple:
         """``position``: the entry's place in the queue's order (what '#' reads; the id stays in the detail)."""
         spent = format_duration(self.spent.get(e.id)) if e.started else "-"
-        progress = self.progress.get(e.id, "done" if e.state == "finished" else "-")
-        return (str(position), Text(e.state, style=STATE_STYLES.get(e.state, "")),
+        progress = self.progress.get(e.id, "-")
+        state = e.shown_state
+        return (str(position), Text(state, style=STATE_STYLES.get(state, "")),
                 Text(e.run, style="bold" if e.state == "running" else ""), e.study or "-", progress, spent)
 
     def _update_title(self) -> None:
         waiting = sum(1 for e in self.entries if e.state == "waiting")
-        running = sum(1 for e in self.entries if e.state == "running")
-        text = Text.assemble(("Queue", "bold"), f"  {self.runs_dir}",
-                             (f"  ·  {waiting} waiting, {running} running", "dim"))
+        running = sum(1 for e in self.entries if e.shown_state == "running")
+        stopping = sum(1 for e in self.entries if e.shown_state == "stopping")
+        # '1 waiting, 1 stopping' leaves out '0 running' (at 80 columns the runner's pid went off the edge)
+        counts = f"{waiting} waiting" + (f", {running} running" if running or not stopping else "")
+        text = Text.assemble(("Queue", "bold"), f"  {self.runs_dir}", (f"  ·  {counts}", "dim"))
+        if stopping:
+            text.append(f", {stopping} stopping", style="yellow")
         if self.runner:
             text.append(f"  ·  runner pid {self.runner}", style="green")
         elif waiting:
             text.append("  ·  runner stopped: p starts it", style="yellow")
         self.query_one("#q-title", Static).update(text)
+
+    def held(self, e: Entry | None = None) -> list[str]:
+        """The outside runs the runner says hold back ``e`` (else the first waiting entry); none without a runner."""
+        if e is None:
+            e = next((x for x in self.entries if x.state == "waiting"), None)
+        return list(e.held_by) if e is not None and e.state == "waiting" and self.runner else []
+
+    def _show_held(self) -> None:
+        """One line under the title while runs outside the queue keep its next run waiting."""
+        names = self.held()
+        width = max(20, (self.size.width or 80) - 2)
+        line = held_text(names, width)
+        tail = HELD_TAIL[len(names) > 1]
+        if line and len(line) + len(tail) <= width:
+            line += tail
+        self.query_one("#q-held", Static).update(line)
+        self.set_class(bool(names), "-held")
 
     @property
     def selected(self) -> Entry | None:
