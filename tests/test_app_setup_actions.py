@@ -79,6 +79,24 @@ async def test_save_asks_before_overwriting(fake_core, tmp_path):
         assert "lora" in yaml.safe_load(out.read_text())
 
 
+async def test_saving_an_invalid_form_names_the_field(fake_core, tmp_path):
+    """'fix the form before saving' did not say which field (a QA walk: the field was scrolled out of view)."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await type_into(pilot, screen, "lora.r", "0")
+        await type_into(pilot, screen, "lora.alpha", "-1")
+        screen.set_focus(None)
+        notes = []
+        screen.notify = lambda message, **kw: notes.append(message)
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert app.screen is screen and not list(tmp_path.glob("*.yaml"))
+        assert notes and notes[-1].startswith("fix the form before saving: lora.r: ") and \
+            notes[-1].endswith("(and 1 more)"), notes
+
+
 async def test_sample_config_picker_loads_a_sample(fake_core):
     samples = setup_core.list_sample_configs()
     if not any(p.name == "minilm-sentiment.yaml" for p in samples):

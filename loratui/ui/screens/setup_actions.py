@@ -116,8 +116,12 @@ class SetupActions(LoratuiScreen):
 
     def action_save_config(self) -> None:
         cfg = self.build_config()
-        if cfg is None or self.visible_errors():
-            self.notify("fix the form before saving", severity="error")
+        errors = self.visible_errors()
+        if cfg is None or errors:  # say which field: the form may be scrolled away from it
+            first = next(iter(errors.items()), None)
+            what = f"{first[0]}: {first[1]}" if first else self.cross_error or "the form does not hold a config"
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            self.notify(f"fix the form before saving: {what}{more}", severity="error")
             return
         default = self.source if self.source and not _is_sample(self.source) else f"configs/{_default_name(cfg)}.yaml"
 
