@@ -43,6 +43,20 @@ def test_hub_ids_take_the_hub_path_and_fail_in_one_line_offline(monkeypatch):
     assert "We couldn't connect" in text
 
 
+def test_a_name_like_a_built_in_model_points_to_it_offline(monkeypatch):
+    """A QA walk typed the embedded model's hub id with a letter missing and got the generic offline message."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = RunConfig()
+    cfg.model.name = "HuggingFaceTB/SmolLM2-135M-Instuct"
+    with pytest.raises(ModelError) as info:
+        load_model_config(cfg)
+    assert str(info.value).endswith("(did you mean smollm2-135m-instruct (built in, works offline)?)")
+    cfg.model.name = "someorg/some-model-7b"  # nothing like it: the usual fix
+    with pytest.raises(ModelError) as info:
+        load_model_config(cfg)
+    assert "did you mean" not in str(info.value)
+
+
 def test_the_hubs_reasons_in_a_few_words():
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 

@@ -12,7 +12,7 @@ from loratui.core.config import LORA_METHODS, RunConfig
 from loratui.core.errors import ConfigError, ModelError
 from loratui.core.presets import PRESETS, preset_for_model_type, preset_modules
 from loratui.train.resolve import (  # noqa: F401 - re-exported: resolving a model by name lives in train/resolve.py
-    Alias, ALIASES, cache_dir, ResolvedModel, _package_dir, resolve_model, _resolve_model, slug_for, convert_gguf_once, PICKLE_HINT, pickle_only_weights, check_pickle, is_unsafe_pickle_error, unsafe_pickle_error, _hub_error, _CONFIG_CACHE, _HUB_REACHABLE, hub_unreachable, _cached_on_disk,
+    Alias, ALIASES, alias_like, cache_dir, ResolvedModel, _package_dir, resolve_model, _resolve_model, slug_for, convert_gguf_once, PICKLE_HINT, pickle_only_weights, check_pickle, is_unsafe_pickle_error, unsafe_pickle_error, _hub_error, _CONFIG_CACHE, _HUB_REACHABLE, hub_unreachable, _cached_on_disk,
 )
 
 
@@ -27,8 +27,10 @@ def load_model_config(cfg: RunConfig, resolved: ResolvedModel | None = None):
     if key not in _CONFIG_CACHE and not resolved.local and not _cached_on_disk(resolved.path):
         why = hub_unreachable()
         if why:
+            alias = alias_like(resolved.path)
             raise ModelError(f"'{resolved.path}' is not a local folder and the hub is offline: {why}",
-                             field="model.name", hint="give a local folder (or a .gguf file), or connect and retry",
+                             field="model.name", hint=f"did you mean {alias} (built in, works offline)?" if alias
+                             else "give a local folder (or a .gguf file), or connect and retry",
                              summary="no such local folder, and the hub can't be reached (offline)")
     if key not in _CONFIG_CACHE:
         try:

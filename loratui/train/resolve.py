@@ -35,6 +35,16 @@ ALIASES: dict[str, Alias] = {
 }
 
 
+def alias_like(name: str) -> str | None:
+    """The built-in alias a model name resembles ('HuggingFaceTB/SmolLM2-135M-Instuct' -> 'smollm2-135m-instruct'),
+    for a name that is neither a folder nor reachable: the embedded models work offline."""
+    import difflib
+
+    last = name.rstrip("/").rsplit("/", 1)[-1].lower()
+    close = difflib.get_close_matches(last, list(ALIASES), n=1, cutoff=0.75)
+    return close[0] if close and close[0] != name else None
+
+
 def cache_dir() -> Path:
     base = os.environ.get("LORATUI_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "loratui")
@@ -198,8 +208,10 @@ def _hub_error(resolved: ResolvedModel, err: Exception) -> ModelError:
     if resolved.local:
         return ModelError(f"cannot load {resolved.path}: {msg}", field="model.name",
                           hint="check the folder holds a transformers model")
+    alias = alias_like(resolved.path)
     return ModelError(f"'{resolved.path}' is not a local folder and could not be fetched from the hub ({msg})",
-                      field="model.name", hint="check the id and your network or HF token, or give a local folder",
+                      field="model.name", hint=f"did you mean {alias} (built in, works offline)?" if alias else
+                      "check the id and your network or HF token, or give a local folder",
                       summary=_hub_reason(err))
 
 
