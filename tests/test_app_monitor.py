@@ -390,7 +390,7 @@ async def test_eight_ranks_take_a_line_a_card(tmp_path, monkeypatch):
         text = screen_text(app)
         for r in range(8):
             assert f"GPU {r}  {97 - r}% rank {r} {11.5 + r:.1f}/80 GiB" in text
-        assert "lr 0.00e+00" in text and "▁▁▁" in text
+        assert "lr 0 " in text and "▁▁▁" in text
 
 
 async def test_the_final_evaluation_says_so_instead_of_eta_0(runs):

@@ -49,6 +49,13 @@ def format_loss(x: float | None) -> str:
     return f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
 
 
+def format_lr(x: float | None) -> str:
+    """A learning rate as every view shows it: 2.00e-04 / 0 (the schedule's end) / - (none yet)."""
+    if x is None:
+        return "-"
+    return "0" if x == 0 else f"{x:.2e}"
+
+
 def format_count(n: int | float | None) -> str:
     """460.8K / 135.0M / 7.2B / 12 / -"""
     if n is None:

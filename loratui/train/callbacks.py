@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 
-from loratui.core.fmt import format_duration
+from loratui.core.fmt import format_duration, format_lr
 from loratui.core.preference import reward_fields
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def progress_line(ev: dict) -> str:
     if ev.get("loss") is not None:
         parts.append(f"loss {ev['loss']:.4f}")
     if ev.get("lr") is not None:
-        parts.append(f"lr {ev['lr']:.2e}")
+        parts.append(f"lr {format_lr(ev['lr'])}")
     if ev.get("tokens_per_s"):
         parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
     if ev.get("eta_s") is not None:

@@ -20,6 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
+from loratui.core.fmt import format_lr
 from loratui.core.gpu import GpuSampler
 from loratui.core.protocol import EventTail
 from loratui.core.runs import RunDir, request_checkpoint, stop_run, summarize
@@ -285,7 +286,7 @@ class MonitorScreen(LoratuiScreen):
         self.query_one("#mon-lr", LrSchedule).show(v.schedule, v.max_steps, v.step, cuts)
         plan = f" · {v.schedule.get('scheduler')} plan" if v.schedule and v.max_steps else ""
         self.query_one("#mon-lr-label", Static).update(
-            Text.assemble(("lr ", "bold"), f"{v.lr:.2e}" if v.lr is not None else "-", (plan, "dim")))
+            Text.assemble(("lr ", "bold"), format_lr(v.lr), (plan, "dim")))
         self.query_one(GpuPanel).set_run_info(v.device, v.memory, v.gpus)
         self.query_one("#mon-side").border_title = side_title(v)
 

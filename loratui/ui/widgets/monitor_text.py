@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from loratui.core.fmt import format_count, format_duration, format_loss, format_rate
+from loratui.core.fmt import format_count, format_duration, format_loss, format_lr, format_rate
 from loratui.core.preference import REWARD_KEYS
 from loratui.core.protocol import state_style
 from loratui.ui.widgets.run_state import RunView
@@ -47,7 +47,7 @@ def stats_text(v: RunView, state: str) -> Text:
         _stat(stats, "acc", f"{v.best_accuracy:.3f}")
     for label, value in preference_figures(v):
         _stat(stats, label, value)
-    _stat(stats, "lr", f"{v.lr:.1e}" if v.lr else "0" if v.lr == 0 else "-")
+    _stat(stats, "lr", format_lr(v.lr))
     _stat(stats, "tok/s", format_rate(v.tokens_per_s))  # the run's throughput, as Compare shows it
     _stat(stats, "time", format_duration(v.elapsed))
     if state in ("running", "starting") and not v.phase.startswith("final eval"):
