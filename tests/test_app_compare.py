@@ -137,3 +137,25 @@ async def test_cpu_runs_say_why_they_have_no_gpu_memory(runs):
         text = screen_text(app)
         assert "peak GPU memory" in text and "no data yet" not in text
         assert "no GPU memory: these runs trained on the CPU" in text, text
+
+
+async def test_a_loss_chart_is_scaled_to_the_losses_and_accuracy_to_one(runs):
+    """Final eval losses of 0.07 and 0.09 were drawn on a 0-1 axis (a QA walk: bars a cell long); accuracies keep
+    their 0-1 axis."""
+    from dataclasses import replace
+
+    from loratui.ui.widgets.compare_chart import CompareChart
+
+    app = compare_app(runs, runs=[runs / n for n in ORDER[:2]])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        chart = screen.query_one(CompareChart)
+        limits = []
+        chart.plt.xlim = lambda *a: limits.append(a)
+        for metric, values in (("eval_loss", (0.07, 0.09)), ("accuracy", (0.71, 0.93))):
+            chart.rows = [replace(r, metric_name=metric, final_metric=v) for r, v in zip(chart.rows, values)]
+            chart.chart = "metric"
+            limits.clear()
+            assert chart._replot(60)
+            assert limits == ([] if metric == "eval_loss" else [(0, 1)]), metric
