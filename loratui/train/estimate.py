@@ -108,11 +108,14 @@ class MemoryReport:
     def format_table(self) -> str:
         head = f"{'':<26}{'weights':>9}{'grads':>8}{'optim':>8}{'activ':>8}{'other':>8}{'total':>9}"
         lines = [head]
-        for r in self.rows:
+        rows = self.rows if self.device != "CPU" else \
+            [r for i, r in enumerate(self.rows) if i == 0 or "qlora" not in r.label.lower()]  # as Setup shows it
+        for r in rows:
             lines.append(f"{r.label:<26}" + "".join(
                 f"{gib(v):>{w}}" for v, w in ((r.weights, 9), (r.grads, 8), (r.optimizer, 8),
                                                 (r.activations, 8), (r.overhead, 8), (r.total, 9))))
-        lines.append(f"GiB; {self.basis or f'{self.precision} on {self.device}'}")
+        lines.append(f"GiB; {self.basis or f'{self.precision} on {self.device}'}"
+                     + ("; QLoRA needs an NVIDIA GPU" if len(rows) < len(self.rows) else ""))
         lines.append(f"{self.tokens_per_step:,} tokens in the largest step ({self.tokens_note})")
         return "\n".join(lines)
 
