@@ -131,3 +131,44 @@ async def test_the_first_estimate_says_it_is_working_and_for_how_long(fake_core,
         release.set()
         await settle(pilot)
         assert "estimating" not in screen_text(app) and "this (lora)" in screen_text(app)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 30)])
+async def test_runs_keep_the_end_of_a_default_name_whole(runs, size):
+    """Default names differ only in their date and time ('smol…04-235628' at 80 columns, a QA walk): the Model
+    column gives way while names would be cut (the detail names the model), and a name is cut before a whole
+    part, so its date and time read whole."""
+    import shutil
+
+    from fixtures import host_app
+    from loratui.ui.screens.runs import RunsScreen
+
+    for stamp in ("20261204-235628", "20261205-002333"):
+        shutil.copytree(runs / "smollm2-demo", runs / f"smollm2-135m-instruct-lora-{stamp}")
+    app = host_app(lambda: RunsScreen(runs))
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="runs")
+        while app.screen.selected.name != "smollm2-135m-instruct-lora-20261204-235628":
+            await pilot.press("down")
+        await pilot.pause()
+        text = screen_text(app)
+        for stamp in ("20261204-235628", "20261205-002333"):
+            row = next(ln for ln in text.splitlines() if stamp in ln)
+            assert "smollm2" in row and "finished" in row and "1.032" in row, row
+        assert "smollm2-stopped " in text and "smollm2-bs64-oom " in text  # short names stay whole
+        if size[0] >= 120:  # room for every column
+            assert "smollm2-135m-instruct-lora-20261204-235628" in text and "SmolLM2-135M " in text, text
+        else:
+            header = next(ln for ln in text.splitlines() if ln.lstrip().startswith("Name"))
+            assert "Model" not in header and "235628  SmolLM2-135M-Instruct" in text, text
+
+
+def test_a_name_is_cut_before_a_whole_part():
+    from loratui.ui.widgets.tables import name_ellipsis
+
+    name = "smollm2-135m-instruct-lora-20261204-235628"
+    assert name_ellipsis(name, 28).plain == "smollm2…lora-20261204-235628"
+    assert name_ellipsis(name, 14).plain == "smollm2…235628"
+    assert name_ellipsis("smollm2-stopped", 14).plain == "smollm…stopped"
+    assert name_ellipsis("abcdefghijklmnopqrstuvwxyz-1", 14).plain == "abcd…tuvwxyz-1"  # no whole part: the middle
+    assert name_ellipsis("short", 14).plain == "short"

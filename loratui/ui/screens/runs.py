@@ -22,8 +22,8 @@ from loratui.core.protocol import RunState
 from loratui.core.runs import RunDir, RunReader, launch_detached, stop_run
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
-from loratui.ui.widgets.run_rows import COLUMNS, detail_text, row_cells
-from loratui.ui.widgets.tables import fill_table
+from loratui.ui.widgets.run_rows import COLUMNS, OPTIONAL, detail_text, row_cells
+from loratui.ui.widgets.tables import fill_table, name_ellipsis
 
 #: seconds between refreshes of the list
 REFRESH_INTERVAL = 2.0
@@ -199,12 +199,17 @@ class RunsScreen(LoratuiScreen):
 
     def _fill(self, select: str | None = None) -> None:
         fill_table(self.query_one(DataTable), list(self.COLUMNS), self._rows,
-                   [str(summary_path(s)) for s in self.summaries], select=select, flex="name")
+                   [str(summary_path(s)) for s in self.summaries], select=select, flex="name",
+                   optional=OPTIONAL, clip={"name": name_ellipsis})
 
     def on_resize(self) -> None:
         # the name column takes what the others leave: measure again once the table has its new width
         if self._rows:
-            self.call_after_refresh(self._fill)
+            self.call_after_refresh(self._refit)
+
+    def _refit(self) -> None:
+        self._fill()
+        self._show_detail()  # the model moves to the detail while its column gives way
 
     @property
     def selected(self) -> RunSummary | None:
@@ -228,7 +233,8 @@ class RunsScreen(LoratuiScreen):
         if s is None:
             detail.update("")
             return
-        detail.update(detail_text(s))
+        shown = {str(c.key.value) for c in self.query_one(DataTable).ordered_columns}
+        detail.update(detail_text(s, model="model" not in shown))
 
     # -- actions -------------------------------------------------------------------------------------------------
 

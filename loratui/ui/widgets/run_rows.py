@@ -16,6 +16,8 @@ from loratui.core.protocol import state_style
 #: (key, label, most width); the name column takes what the others leave
 COLUMNS = (("name", "Name", 14), ("state", "State", 8), ("method", "Method", 9), ("model", "Model", 22),
            ("progress", "Progress", 9), ("eval", "Best", 6), ("started", "Started", 11))
+#: left out while the names would be cut (a default name begins with its model; the detail then names it)
+OPTIONAL = ("model",)
 
 
 def progress_cell(s: RunSummary, width: int = 4) -> Text:
@@ -45,9 +47,12 @@ def row_cells(s: RunSummary) -> tuple:
     )
 
 
-def detail_text(s: RunSummary) -> Text:
-    """The lines under the table: the run's folder and figures, then what its state means."""
+def detail_text(s: RunSummary, model: bool = False) -> Text:
+    """The lines under the table: the run's folder and figures (its ``model`` too, while the table leaves that
+    column out), then what its state means."""
     text = Text.assemble((str(summary_path(s)), "dim"))
+    if model and s.model:
+        text.append(f"  {s.model.rstrip('/').split('/')[-1]}")
     if s.max_steps:
         text.append(f"  step {s.step}/{s.max_steps}")
     if s.last_loss is not None:

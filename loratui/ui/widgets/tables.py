@@ -89,3 +89,25 @@ def middle_ellipsis(text: Text, width: int) -> Text:
     head = (width - 1) // 3
     tail = width - 1 - head
     return Text.assemble(text[:head], ("…", "dim"), text[len(text.plain) - tail:])
+
+
+#: where a name may be cut so a whole part of it is kept ('lora-20261204-235628')
+NAME_SEPARATORS = "-_./ "
+
+
+def name_ellipsis(value: object, width: int) -> Text:
+    """A run's name cut to ``width`` cells so its distinguishing end is whole parts: the longest tail that starts
+    after a separator and leaves the head a quarter of the width, 'smollm2…lora-20261204-235628' at 28 and
+    'smollm2…235628' at 14 (where the middle cut read 'smol…04-235628'). A name without such a tail (at least a
+    third of the width) is cut in the middle as :func:`middle_ellipsis` does."""
+    text = value if isinstance(value, Text) else Text(str(value))
+    plain = text.plain
+    if text.cell_len <= width or len(plain) != text.cell_len or width <= 2:
+        return middle_ellipsis(text, width)
+    most = width - 1 - max(3, (width - 1) // 4)
+    tails = [len(plain) - i - 1 for i, ch in enumerate(plain) if ch in NAME_SEPARATORS]
+    tail = max((t for t in tails if (width - 1) // 3 <= t <= most), default=0)
+    if not tail:
+        return middle_ellipsis(text, width)
+    head = width - 1 - tail
+    return Text.assemble(text[:head], ("…", "dim"), text[len(plain) - tail:])
