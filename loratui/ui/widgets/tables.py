@@ -29,8 +29,9 @@ def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list
     width the others leave (at least ``MIN_FLEX``), so the table fits its widget; call again when the widget is
     resized. While the flex column is narrower than its content, the ``optional`` columns are left out, in that
     order (what the screen shows elsewhere too). Cells too wide are cut in the middle, so the end of a name (its
-    date, its rank) stays visible, or by ``clip[key](cell, width)`` for that column. The cursor goes to ``select``
-    if present, else stays on the same row number."""
+    date, its rank) stays visible, or by ``clip[key](cell, width)`` for that column (one that wraps, as
+    :func:`wrap_words`, makes its row as tall as its lines). The cursor goes to ``select`` if present, else stays
+    on the same row number."""
     shown = list(range(len(columns)))
     widths = _widths(columns, rows)
     if flex is not None and table.size.width:
@@ -58,7 +59,8 @@ def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list
         table.clear()
     clips = [(clip or {}).get(key, _clip) for key, _, _ in columns]
     for key, cells in zip(keys, rows):
-        table.add_row(*[fit(c, w) for c, w, fit in zip(cells, widths, clips)], key=key)
+        fitted = [fit(c, w) for c, w, fit in zip(cells, widths, clips)]
+        table.add_row(*fitted, key=key, height=max((len(str(c).splitlines()) for c in fitted), default=1) or 1)
     if select is not None and select in keys:
         table.move_cursor(row=keys.index(select), animate=False)
     elif rows:
@@ -111,3 +113,22 @@ def name_ellipsis(value: object, width: int) -> Text:
         return middle_ellipsis(text, width)
     head = width - 1 - tail
     return Text.assemble(text[:head], ("…", "dim"), text[len(plain) - tail:])
+
+
+def wrap_words(value: object, width: int, lines: int = 3) -> Text:
+    """``value`` in ``width`` cells, wrapped at its spaces onto at most ``lines`` lines ('- (CPU run: host' over
+    '4.47 GiB)' where a middle cut read '- (CP…4.47 GiB)'); a value with no spaces, or one that would need more
+    lines, is cut in the middle as :func:`middle_ellipsis` does."""
+    text = value if isinstance(value, Text) else Text(str(value))
+    plain = text.plain
+    if text.cell_len <= width or " " not in plain or len(plain) != text.cell_len or "\n" in plain:
+        return middle_ellipsis(text, width)
+    out: list[str] = []
+    for word in plain.split(" "):
+        if out and len(out[-1]) + 1 + len(word) <= width:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+    if len(out) > lines or any(len(line) > width for line in out):
+        return middle_ellipsis(text, width)
+    return Text("\n".join(out), style=text.style)
