@@ -172,3 +172,35 @@ def test_a_name_is_cut_before_a_whole_part():
     assert name_ellipsis("smollm2-stopped", 14).plain == "smollm…stopped"
     assert name_ellipsis("abcdefghijklmnopqrstuvwxyz-1", 14).plain == "abcd…tuvwxyz-1"  # no whole part: the middle
     assert name_ellipsis("short", 14).plain == "short"
+
+
+async def test_the_monitor_header_drops_its_least_telling_parts_at_80_columns(runs):
+    """A QA walk read 'step 200/200 · epoch 0.89/1 · final eval: 80' and a title cut after the model: the epoch
+    gives way before the phase, the share and precision before the method, no part is cut in its middle."""
+    import os
+    import time
+
+    from fixtures import host_app, make_live_run
+    from loratui.ui.screens.monitor import MonitorScreen
+
+    t = time.time()
+    events = [{"kind": "started", "time": t - 260, "max_steps": 200, "epochs": 1, "final_eval_examples": 800,
+               "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "method": "lora", "precision": "bf16",
+               "trainable_params": 460800, "total_params": 134975808},
+              *[{"kind": "step", "time": t - 250 + i, "step": i, "max_steps": 200, "loss": 1.0, "eta_s": 200 - i,
+                 "epoch": i / 225, "lr": 1e-4, "tokens_per_s": 9493.2} for i in range(1, 201)],
+              {"kind": "phase", "time": t - 30, "phase": "final eval: 800 examples"}]
+    run = make_live_run(runs, "smollm2-135m-instruct-lora-20261204-235628", pid=os.getpid(), events=events)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.state == "running", what="running")
+        await pilot.pause()
+        title, steps = screen_text(app).splitlines()[:2]
+        assert title.split() == ["smollm2-135m-instruct-lora-20261204-235628", "running", "lora", "·", "bf16", "·",
+                                 "460.8K"], title
+        assert steps.rstrip().endswith("100% step 200/200 · final eval: 800 examples…"), steps
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        title, steps = screen_text(app).splitlines()[:2]
+        assert "SmolLM2-135M-Instruct · lora · bf16 · 460.8K (0.34%)" in title, title
+        assert "step 200/200 · epoch 0.89/1 · final eval: 800 examples…" in steps, steps
