@@ -204,3 +204,33 @@ async def test_the_monitor_header_drops_its_least_telling_parts_at_80_columns(ru
         title, steps = screen_text(app).splitlines()[:2]
         assert "SmolLM2-135M-Instruct · lora · bf16 · 460.8K (0.34%)" in title, title
         assert "step 200/200 · epoch 0.89/1 · final eval: 800 examples…" in steps, steps
+
+
+def test_the_gpu_panel_wraps_why_there_is_no_gpu():
+    """'no NVIDIA driver on this mach…' in the 30-cell side panel (a QA walk, at 120 columns too): the reason wraps
+    at its words."""
+    import dataclasses
+
+    from fixtures import no_gpu_snapshot
+    from loratui.ui.widgets.gpu_panel import GpuPanel
+
+    panel = GpuPanel()
+    snap = dataclasses.replace(no_gpu_snapshot(), error="no NVIDIA driver on this machine")
+    panel.snapshot = snap
+    lines = [ln.plain for ln in panel._lines(30)]
+    assert lines[:3] == ["no NVIDIA GPU", "no NVIDIA driver on this", "machine"], lines
+    assert all(len(ln) <= 30 for ln in lines)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+async def test_a_switch_hint_reads_whole(fake_core, size):
+    """'Remote code ▐ ▌ run code from the model …' (a QA walk at 80x24): the hint fits at 80 columns and wraps under
+    its box where the form is narrower."""
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        lines = [ln.split("▏")[0] for ln in screen_text(app).splitlines()]
+        at = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("Remote code"))
+        hint = " ".join(" ".join(ln.replace("Remote code", "").strip(" ▐▌▆▃▇") for ln in lines[at:at + 3]).split())
+        assert hint.startswith("run the repo's own code"), lines[at:at + 3]
+        assert "…" not in lines[at]
