@@ -159,3 +159,30 @@ async def test_a_loss_chart_is_scaled_to_the_losses_and_accuracy_to_one(runs):
             limits.clear()
             assert chart._replot(60)
             assert limits == ([] if metric == "eval_loss" else [(0, 1)]), metric
+
+
+async def test_at_80_columns_labels_and_values_read_whole(runs):
+    """A QA walk read 'peak GPU memory  - (CP… 4.47 GiB)' and 'train…ogging_steps': the labels get the room the
+    values leave (a config key longer than that keeps its end whole), and a value too wide wraps at its spaces."""
+    import json
+    import shutil
+
+    shutil.copytree(runs / "smollm2-demo", runs / "cpu")
+    events = [json.loads(ln) for ln in (runs / "cpu" / "events.jsonl").read_text().splitlines()]
+    events = [{**e, "device": "cpu"} if e["kind"] == "started" else e for e in events if e["kind"] != "memory"]
+    events.insert(-1, {"kind": "memory", "time": events[-2]["time"], "step": 200, "device": "cpu",
+                       "host_peak_gb": 4.47})
+    (runs / "cpu" / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    config = (runs / "cpu" / "config.yaml").read_text()
+    (runs / "cpu" / "config.yaml").write_text(config.replace(
+        "  save_steps: 100\n", "  save_steps: 100\n  logging_steps: 2\n  early_stopping_patience: 3\n"))
+    app = compare_app(runs, runs=[runs / "cpu", runs / "smollm2-demo", runs / "smollm2-stopped"])
+    async with app.run_test(size=(80, 40)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        at = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("peak GPU memory"))
+        assert "- (CPU run: host" in lines[at] and lines[at + 1].split() == ["4.47", "GiB)"], lines[at:at + 2]
+        assert any(ln.split()[:2] == ["train.logging_steps", "2"] for ln in lines), lines
+        assert any(ln.split()[:2] == ["train.…stopping_patience", "3"] for ln in lines), lines

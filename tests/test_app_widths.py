@@ -131,3 +131,106 @@ async def test_the_first_estimate_says_it_is_working_and_for_how_long(fake_core,
         release.set()
         await settle(pilot)
         assert "estimating" not in screen_text(app) and "this (lora)" in screen_text(app)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 30)])
+async def test_runs_keep_the_end_of_a_default_name_whole(runs, size):
+    """Default names differ only in their date and time ('smol…04-235628' at 80 columns, a QA walk): the Model
+    column gives way while names would be cut (the detail names the model), and a name is cut before a whole
+    part, so its date and time read whole."""
+    import shutil
+
+    from fixtures import host_app
+    from loratui.ui.screens.runs import RunsScreen
+
+    for stamp in ("20261204-235628", "20261205-002333"):
+        shutil.copytree(runs / "smollm2-demo", runs / f"smollm2-135m-instruct-lora-{stamp}")
+    app = host_app(lambda: RunsScreen(runs))
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="runs")
+        while app.screen.selected.name != "smollm2-135m-instruct-lora-20261204-235628":
+            await pilot.press("down")
+        await pilot.pause()
+        text = screen_text(app)
+        for stamp in ("20261204-235628", "20261205-002333"):
+            row = next(ln for ln in text.splitlines() if stamp in ln)
+            assert "smollm2" in row and "finished" in row and "1.032" in row, row
+        assert "smollm2-stopped " in text and "smollm2-bs64-oom " in text  # short names stay whole
+        if size[0] >= 120:  # room for every column
+            assert "smollm2-135m-instruct-lora-20261204-235628" in text and "SmolLM2-135M " in text, text
+        else:
+            header = next(ln for ln in text.splitlines() if ln.lstrip().startswith("Name"))
+            assert "Model" not in header and "235628  SmolLM2-135M-Instruct" in text, text
+
+
+def test_a_name_is_cut_before_a_whole_part():
+    from loratui.ui.widgets.tables import name_ellipsis
+
+    name = "smollm2-135m-instruct-lora-20261204-235628"
+    assert name_ellipsis(name, 28).plain == "smollm2…lora-20261204-235628"
+    assert name_ellipsis(name, 14).plain == "smollm2…235628"
+    assert name_ellipsis("smollm2-stopped", 14).plain == "smollm…stopped"
+    assert name_ellipsis("abcdefghijklmnopqrstuvwxyz-1", 14).plain == "abcd…tuvwxyz-1"  # no whole part: the middle
+    assert name_ellipsis("short", 14).plain == "short"
+
+
+async def test_the_monitor_header_drops_its_least_telling_parts_at_80_columns(runs):
+    """A QA walk read 'step 200/200 · epoch 0.89/1 · final eval: 80' and a title cut after the model: the epoch
+    gives way before the phase, the share and precision before the method, no part is cut in its middle."""
+    import os
+    import time
+
+    from fixtures import host_app, make_live_run
+    from loratui.ui.screens.monitor import MonitorScreen
+
+    t = time.time()
+    events = [{"kind": "started", "time": t - 260, "max_steps": 200, "epochs": 1, "final_eval_examples": 800,
+               "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "method": "lora", "precision": "bf16",
+               "trainable_params": 460800, "total_params": 134975808},
+              *[{"kind": "step", "time": t - 250 + i, "step": i, "max_steps": 200, "loss": 1.0, "eta_s": 200 - i,
+                 "epoch": i / 225, "lr": 1e-4, "tokens_per_s": 9493.2} for i in range(1, 201)],
+              {"kind": "phase", "time": t - 30, "phase": "final eval: 800 examples"}]
+    run = make_live_run(runs, "smollm2-135m-instruct-lora-20261204-235628", pid=os.getpid(), events=events)
+    app = host_app(lambda: MonitorScreen(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.state == "running", what="running")
+        await pilot.pause()
+        title, steps = screen_text(app).splitlines()[:2]
+        assert title.split() == ["smollm2-135m-instruct-lora-20261204-235628", "running", "lora", "·", "bf16", "·",
+                                 "460.8K"], title
+        assert steps.rstrip().endswith("100% step 200/200 · final eval: 800 examples…"), steps
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        title, steps = screen_text(app).splitlines()[:2]
+        assert "SmolLM2-135M-Instruct · lora · bf16 · 460.8K (0.34%)" in title, title
+        assert "step 200/200 · epoch 0.89/1 · final eval: 800 examples…" in steps, steps
+
+
+def test_the_gpu_panel_wraps_why_there_is_no_gpu():
+    """'no NVIDIA driver on this mach…' in the 30-cell side panel (a QA walk, at 120 columns too): the reason wraps
+    at its words."""
+    import dataclasses
+
+    from fixtures import no_gpu_snapshot
+    from loratui.ui.widgets.gpu_panel import GpuPanel
+
+    panel = GpuPanel()
+    snap = dataclasses.replace(no_gpu_snapshot(), error="no NVIDIA driver on this machine")
+    panel.snapshot = snap
+    lines = [ln.plain for ln in panel._lines(30)]
+    assert lines[:3] == ["no NVIDIA GPU", "no NVIDIA driver on this", "machine"], lines
+    assert all(len(ln) <= 30 for ln in lines)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+async def test_a_switch_hint_reads_whole(fake_core, size):
+    """'Remote code ▐ ▌ run code from the model …' (a QA walk at 80x24): the hint fits at 80 columns and wraps under
+    its box where the form is narrower."""
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        lines = [ln.split("▏")[0] for ln in screen_text(app).splitlines()]
+        at = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("Remote code"))
+        hint = " ".join(" ".join(ln.replace("Remote code", "").strip(" ▐▌▆▃▇") for ln in lines[at:at + 3]).split())
+        assert hint.startswith("run the repo's own code"), lines[at:at + 3]
+        assert "…" not in lines[at]

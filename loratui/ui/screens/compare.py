@@ -24,13 +24,15 @@ from loratui.core.study import list_studies, study_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.compare_chart import CHARTS, CompareChart
-from loratui.ui.widgets.tables import fill_table
+from loratui.ui.widgets.tables import fill_table, name_ellipsis, wrap_words
 
 #: seconds between refreshes while a compared run is still going
 REFRESH_INTERVAL = 3.0
 #: runs shown when nothing was chosen and there is no study
 DEFAULT_RUNS = 6
 LIVE_STATES = ("starting", "running", "created")
+#: the least the row labels and each run's values get (the labels more where the values leave room)
+LABEL_WIDTH, VALUE_WIDTH = 18, 16
 
 
 @dataclass
@@ -80,6 +82,8 @@ class CompareScreen(LoratuiScreen):
         self._cache = RowCache()
         #: the head every compared run's name shares (the columns show the rest)
         self.common_head = ""
+        #: (column titles, (label, values) rows) of the table, filled again at each resize
+        self._table: tuple[list[str], list] = ([], [])
 
     @property
     def runs_dir(self) -> Path:
@@ -138,19 +142,36 @@ class CompareScreen(LoratuiScreen):
     def _loaded(self, message: CompareLoaded) -> None:
         self.rows, self.heading, self.loaded = message.rows, message.title, True
         self.shown_study = message.study
-        table = self.query_one(DataTable)
         titles, self.common_head = short_titles(self.rows)
         body = table_rows(self.rows) if self.rows else []
         if titles != [r.name for r in self.rows]:
             body.insert(0, ("run", [r.name for r in self.rows]))
-        columns = [("field", "", 18)] + [(f"r{i}", t, 16) for i, t in enumerate(titles)]
-        cells = [(Text(label, style="bold"), *values) for label, values in body]
+        self._table = (titles, body)
         with self.app.batch_update():
-            fill_table(table, columns, cells, [label for label, _ in body])
+            self._fill()
             self.query_one(CompareChart).set_rows(self.rows)
             self.set_class(not self.rows, "-empty")
             self._update_titles()
         self.refresh_bindings()
+
+    def _fill(self) -> None:
+        """The labels (config keys like train.logging_steps) get what the values leave at their usual 16 cells at
+        most, the values the rest; a value still too wide wraps at its spaces."""
+        titles, body = self._table
+        table = self.query_one(DataTable)
+        room = (table.size.width or self.app.size.width) - table.styles.scrollbar_size_vertical
+        labels = max((len(label) for label, _ in body), default=0)
+        values = [max([len(t)] + [len(str(v[i])) for _, v in body]) for i, t in enumerate(titles)]
+        label_w = min(labels, max(LABEL_WIDTH, room - 2 - sum(min(w, VALUE_WIDTH) + 2 for w in values)))
+        value_w = max(VALUE_WIDTH, (room - label_w - 2) // max(1, len(titles)) - 2)
+        columns = [("field", "", label_w)] + [(f"r{i}", t, value_w) for i, t in enumerate(titles)]
+        cells = [(Text(label, style="bold"), *values) for label, values in body]
+        clip = {"field": name_ellipsis} | {f"r{i}": wrap_words for i in range(len(titles))}
+        fill_table(table, columns, cells, [label for label, _ in body], clip=clip)
+
+    def on_resize(self) -> None:
+        if self._table[1]:
+            self.call_after_refresh(self._fill)
 
     def _update_titles(self) -> None:
         n = len(self.rows)

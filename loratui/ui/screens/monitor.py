@@ -132,6 +132,11 @@ class MonitorScreen(LoratuiScreen):
         else:
             self.add_class("-empty")
 
+    def on_resize(self) -> None:
+        # the title, steps and figures lines fit their width: measure again once laid out anew
+        if self.run_dir is not None:
+            self.call_after_refresh(self._render_view)
+
     def on_screen_resume(self) -> None:
         # back from a detach (or another screen): tail again if we stopped
         if self.run_dir is not None and not self._following:
@@ -275,11 +280,14 @@ class MonitorScreen(LoratuiScreen):
                 badge = "stopping"  # until the engine has finished its step and saved (a minute on a slow CPU)
             elif state:
                 self._stop_asked = None  # it ended: a later resume shows as running
-        self.query_one("#mon-title", Static).update(title_text(v, badge, self.run_dir.name if self.run_dir else ""))
+        title, steps, stats = (self.query_one(f"#mon-{w}", Static) for w in ("title", "steps", "stats"))
+        width = self.size.width - 2  # before the first layout: the screen's, less the padding
+        title.update(title_text(v, badge, self.run_dir.name if self.run_dir else "", title.content_region.width
+                                or width))
         bar = self.query_one("#mon-progress", ProgressBar)
         bar.update(total=v.max_steps or None, progress=v.step)
-        self.query_one("#mon-steps", Static).update(steps_text(v, state))
-        self.query_one("#mon-stats", Static).update(stats_text(v, state))
+        steps.update(steps_text(v, state, steps.content_region.width or None))
+        stats.update(stats_text(v, state, stats.content_region.width or width))
         self._render_banner()
         self.query_one(LossChart).set_data(v.loss_points, v.eval_points, v.max_steps)
         cuts = [(a["from_step"], a["lr_factor"]) for a in v.alerts or [] if a.get("lr_factor") is not None]

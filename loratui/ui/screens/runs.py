@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from rich.text import Text
@@ -18,13 +17,13 @@ from textual.worker import Worker, get_current_worker
 
 from loratui.core.compare import summary_path
 from loratui.core.errors import LoratuiError
-from loratui.core.fmt import format_duration
 from loratui.core.fold import RunSummary
-from loratui.core.protocol import RunState, state_style
+from loratui.core.protocol import RunState
 from loratui.core.runs import RunDir, RunReader, launch_detached, stop_run
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
-from loratui.ui.widgets.tables import fill_table
+from loratui.ui.widgets.run_rows import COLUMNS, OPTIONAL, detail_text, row_cells
+from loratui.ui.widgets.tables import fill_table, name_ellipsis
 
 #: seconds between refreshes of the list
 REFRESH_INTERVAL = 2.0
@@ -93,15 +92,6 @@ class SummaryCache:
         return out
 
 
-def progress_cell(s: RunSummary, width: int = 4) -> Text:
-    if not s.max_steps:
-        return Text(f"{s.step}" if s.step else "-", style="dim")
-    frac = min(1.0, s.progress)
-    filled = round(frac * width)
-    style = state_style(s.state)
-    return Text.assemble(("█" * filled, style or "green"), ("░" * (width - filled), "dim"), f" {frac * 100:3.0f}%")
-
-
 class RunsScreen(LoratuiScreen):
     """The runs table. ``runs_dir`` defaults to ``app.runs_dir``."""
 
@@ -127,8 +117,7 @@ class RunsScreen(LoratuiScreen):
         Binding("v", "compare", "Compare"),
     ]
 
-    COLUMNS = (("name", "Name", 14), ("state", "State", 8), ("method", "Method", 9), ("model", "Model", 22),
-               ("progress", "Progress", 9), ("eval", "Best", 6), ("started", "Started", 11))
+    COLUMNS = COLUMNS
 
     def __init__(self, runs_dir: Path | None = None, *, name: str | None = None, id: str | None = None):
         super().__init__(name=name, id=id)
@@ -210,30 +199,17 @@ class RunsScreen(LoratuiScreen):
 
     def _fill(self, select: str | None = None) -> None:
         fill_table(self.query_one(DataTable), list(self.COLUMNS), self._rows,
-                   [str(summary_path(s)) for s in self.summaries], select=select, flex="name")
+                   [str(summary_path(s)) for s in self.summaries], select=select, flex="name",
+                   optional=OPTIONAL, clip={"name": name_ellipsis})
 
     def on_resize(self) -> None:
         # the name column takes what the others leave: measure again once the table has its new width
         if self._rows:
-            self.call_after_refresh(self._fill)
+            self.call_after_refresh(self._refit)
 
-    @staticmethod
-    def _cells(s: RunSummary) -> tuple:
-        model = s.model.rstrip("/").split("/")[-1] if s.model else "-"
-        model = model.removesuffix("-Instruct").removesuffix("-instruct")
-        best = f"{s.best_eval_loss:.3f}" if s.best_eval_loss is not None else "-"
-        name = Text(s.name, style="bold")
-        if s.problem:
-            name.append(" !", style="bold magenta")
-        return (
-            name,
-            Text(str(s.state), style=state_style(s.state)),
-            s.method_text,
-            model,
-            progress_cell(s),
-            best,
-            datetime.fromtimestamp(s.started).strftime("%m-%d %H:%M") if s.started else "-",
-        )
+    def _refit(self) -> None:
+        self._fill()
+        self._show_detail()  # the model moves to the detail while its column gives way
 
     @property
     def selected(self) -> RunSummary | None:
@@ -257,37 +233,14 @@ class RunsScreen(LoratuiScreen):
         if s is None:
             detail.update("")
             return
-        text = Text.assemble((str(summary_path(s)), "dim"))
-        if s.max_steps:
-            text.append(f"  step {s.step}/{s.max_steps}")
-        if s.last_loss is not None:
-            text.append(f"  loss {s.last_loss:.4f}")
-        if s.elapsed is not None:
-            text.append(f"  time {format_duration(s.elapsed)}")
-        if s.state.active and s.eta is not None:
-            text.append(f"  ETA {format_duration(s.eta)}")
-        if s.problem:
-            text.append("\n! " + s.problem, style="magenta")
-        if s.state == "unreadable":
-            pass
-        elif s.state == "failed" and s.error:
-            text.append("\n✖ " + s.error, style="red")
-        elif s.state == "stalled":
-            text.append(f"\n⏸ no progress for {format_duration(s.stalled_for)}: its engine lives but says nothing "
-                        "(a hung collective, a stuck data loader, a frozen filesystem); x asks it to stop",
-                        style="yellow")
-        elif s.state == "crashed":
-            text.append("\n✖ the engine process is gone without a final event; u resumes from the newest checkpoint",
-                        style="red")
-        elif s.state == "stopped":
-            text.append("\nstopped by request; u resumes from the newest checkpoint", style="dim")
-        detail.update(text)
+        shown = {str(c.key.value) for c in self.query_one(DataTable).ordered_columns}
+        detail.update(detail_text(s, model="model" not in shown))
 
     # -- actions -------------------------------------------------------------------------------------------------
 
     def _marked_cells(self, s) -> tuple:
 
-        cells = self._cells(s)
+        cells = row_cells(s)
         if summary_path(s) in self.marked:
             cells = (Text.assemble(("● ", "bold cyan"), cells[0]), *cells[1:])
         return cells

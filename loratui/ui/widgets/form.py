@@ -33,6 +33,10 @@ class Toggle(Checkbox):
     def BUTTON_INNER(self) -> str:  # type: ignore[override]
         return "X" if self.value else " "
 
+    def get_content_height(self, container, viewport, width: int) -> int:
+        # Checkbox is one line always: a hint wider than the form wraps under its box instead of losing its end
+        return max(1, len(self.render().wrap(width)))
+
 
 class SectionTitle(Static):
     """A section heading inside the form."""

@@ -121,8 +121,8 @@ PLACEHOLDERS = {
 }
 
 BOOL_TEXT = {
-    "model.trust_remote_code": "run code from the model repo",
-    "method.double_quant": "quantize the constants too",
+    "model.trust_remote_code": "run the repo's own code",  # in 24 cells: one line at 80 columns
+    "method.double_quant": "quantize constants too",
     "lora.rslora": "scale by alpha/sqrt(r)",
     "lora.dora": "weight-decomposed LoRA",
     "data.packing": "concatenate examples",

@@ -5,6 +5,7 @@ Fed with :class:`loratui.core.gpu.GpuSnapshot` objects; with no NVIDIA GPU it sa
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -166,10 +167,8 @@ class GpuPanel(Widget):
 
     def _no_gpu_lines(self, snap: GpuSnapshot, width: int) -> list[Text]:
         lines = [Text("no NVIDIA GPU", style="bold yellow")]
-        if snap.error:
-            reason = Text(snap.error, style="dim", no_wrap=True, overflow="ellipsis")
-            reason.truncate(width, overflow="ellipsis")
-            lines.append(reason)
+        if snap.error:  # wrapped at its words: 'no NVIDIA driver on this machine' read '... on this mach…'
+            lines += [Text(line, style="dim") for line in textwrap.wrap(snap.error, width)[:3]]
         if snap.host is not None:
             text = f" {_gib(snap.host.used)}/{_gib(snap.host.total)} GiB"
             lines.append(Text.assemble("host ", bar(snap.host.fraction, width - 5 - len(text)), text))

@@ -5,6 +5,7 @@ so every figure is the one fold's, written by the one formatter (:mod:`loratui.c
 from __future__ import annotations
 
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from loratui.core.fmt import format_count, format_duration, format_loss, format_lr, format_rate
@@ -13,46 +14,71 @@ from loratui.core.protocol import state_style
 from loratui.ui.widgets.run_state import RunView
 
 
-def title_text(v: RunView, state: str, fallback_name: str = "") -> Text:
-    """The run's name, its state badge, then model · method · ranks · precision · trainable parameters."""
+def title_text(v: RunView, state: str, fallback_name: str = "", width: int | None = None) -> Text:
+    """The run's name, its state badge, then model · method · ranks · precision · trainable parameters; in
+    ``width`` cells the least telling of those give way first (the share, the precision, the model)."""
     name = v.name or fallback_name
     title = Text.assemble((name, "bold"), " ", (f" {state or 'loading'} ", _badge(state)))
-    desc = " · ".join(x for x in (_short_model(v.model), v.method, _world(v), v.precision) if x)
+    trainable = ""
     if v.trainable_params:
         share = f" ({100 * v.trainable_params / v.total_params:.2f}%)" if v.total_params else " trainable"
-        desc += f" · {format_count(v.trainable_params)}{share}"
+        trainable = f"{format_count(v.trainable_params)}{share}"
+    parts = [(2, [_short_model(v.model)]), (0, [v.method]), (1, [_world(v)]), (3, [v.precision]),
+             (4, [trainable, format_count(v.trainable_params) if v.trainable_params else ""])]
+    room = None if width is None else width - title.cell_len - 2
+    desc = " · ".join(fit_parts([(rank, [f for f in forms if f]) for rank, forms in parts], room, " · "))
     if desc:
         title.append("  " + desc, style="dim")
     return title
 
 
-def steps_text(v: RunView, state: str) -> str:
+def steps_text(v: RunView, state: str, width: int | None = None) -> str:
+    """'step 120/200 · epoch 0.53/1 · final eval: 800 examples…'; in ``width`` cells the epoch gives way first,
+    then the phase says only what it is ('final eval…')."""
     steps = f"step {v.step}/{v.max_steps}" if v.max_steps else f"step {v.step}"
+    epoch = phase = []
     if v.epoch is not None:
-        steps += f" · epoch {v.epoch:.2f}" + (f"/{v.epochs:g}" if v.epochs else "")
+        epoch = ["epoch " + f"{v.epoch:.2f}" + (f"/{v.epochs:g}" if v.epochs else "")]
     if v.phase and state in ("running", "starting") and v.phase != "training":
-        steps += f" · {v.phase}…"
-    return steps
+        phase = [f"{v.phase}…", f"{v.phase.split(':')[0]}…"]
+    return " · ".join(fit_parts([(0, [steps]), (2, epoch), (1, phase)], width, " · "))
 
 
-def stats_text(v: RunView, state: str) -> Text:
-    stats = Text()
-    _stat(stats, "loss", _num(v.loss))
+def stats_text(v: RunView, state: str, width: int | None = None) -> Text:
+    """The figures: loss, eval, accuracy, a preference run's rewards, lr, tokens/s, time, ETA; in ``width`` cells
+    the throughput, the lr and the rewards give way first, the loss and eval last."""
+    parts: list[tuple[int, list[Text]]] = [(0, [_stat("loss", _num(v.loss))])]
     if v.eval_loss is not None:
         value = _num(v.eval_loss)
+        forms = [_stat("eval", value)]
         if v.best_eval_loss is not None and v.best_eval_loss < v.eval_loss:
-            value += f" (best {_num(v.best_eval_loss)}@{v.best_eval_step})"
-        _stat(stats, "eval", value)
+            forms.insert(0, _stat("eval", value + f" (best {_num(v.best_eval_loss)}@{v.best_eval_step})"))
+        parts.append((1, forms))
     if v.best_accuracy is not None:
-        _stat(stats, "acc", f"{v.best_accuracy:.3f}")
+        parts.append((2, [_stat("acc", f"{v.best_accuracy:.3f}")]))
     for label, value in preference_figures(v):
-        _stat(stats, label, value)
-    _stat(stats, "lr", format_lr(v.lr))
-    _stat(stats, "tok/s", format_rate(v.tokens_per_s))  # the run's throughput, as Compare shows it
-    _stat(stats, "time", format_duration(v.elapsed))
+        parts.append((4, [_stat(label, value)]))
+    parts.append((5, [_stat("lr", format_lr(v.lr))]))
+    parts.append((6, [_stat("tok/s", format_rate(v.tokens_per_s))]))  # the run's throughput, as Compare shows it
+    parts.append((3, [_stat("time", format_duration(v.elapsed))]))
     if state in ("running", "starting") and not v.phase.startswith("final eval"):
-        _stat(stats, "ETA", format_duration(v.eta))  # the final evaluation says itself what it is doing
-    return stats
+        parts.append((1, [_stat("ETA", format_duration(v.eta))]))  # the final evaluation says itself what it does
+    return Text("  ").join(fit_parts(parts, width, "  "))
+
+
+def fit_parts(parts: list[tuple[int, list]], width: int | None, sep: str) -> list:
+    """The parts of a line that fit ``width`` cells, in their order: each is (rank, its forms, longest first),
+    and the lower ranks are placed first, each in the longest form that still fits (all of them, in their first
+    form, where ``width`` is None; the first part always)."""
+    chosen: dict[int, object] = {}
+    used = 0
+    for i in sorted(range(len(parts)), key=lambda i: parts[i][0]):
+        for form in parts[i][1]:
+            extra = cell_len(str(form)) + (len(sep) if chosen else 0)
+            if width is None or used + extra <= width or not chosen:
+                chosen[i], used = form, used + extra
+                break
+    return [chosen[i] for i in sorted(chosen)]
 
 
 def preference_figures(v: RunView) -> list[tuple[str, str]]:
@@ -163,8 +189,5 @@ def _num(x: float | None) -> str:
     return format_loss(x)
 
 
-def _stat(text: Text, label: str, value: str) -> None:
-    if text:
-        text.append("  ")
-    text.append(f"{label} ", style="dim")
-    text.append(value, style="bold")
+def _stat(label: str, value: str) -> Text:
+    return Text.assemble((f"{label} ", "dim"), (value, "bold"))

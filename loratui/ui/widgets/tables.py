@@ -29,8 +29,9 @@ def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list
     width the others leave (at least ``MIN_FLEX``), so the table fits its widget; call again when the widget is
     resized. While the flex column is narrower than its content, the ``optional`` columns are left out, in that
     order (what the screen shows elsewhere too). Cells too wide are cut in the middle, so the end of a name (its
-    date, its rank) stays visible, or by ``clip[key](cell, width)`` for that column. The cursor goes to ``select``
-    if present, else stays on the same row number."""
+    date, its rank) stays visible, or by ``clip[key](cell, width)`` for that column (one that wraps, as
+    :func:`wrap_words`, makes its row as tall as its lines). The cursor goes to ``select`` if present, else stays
+    on the same row number."""
     shown = list(range(len(columns)))
     widths = _widths(columns, rows)
     if flex is not None and table.size.width:
@@ -58,7 +59,8 @@ def fill_table(table: DataTable, columns: list[tuple[str, str, int]], rows: list
         table.clear()
     clips = [(clip or {}).get(key, _clip) for key, _, _ in columns]
     for key, cells in zip(keys, rows):
-        table.add_row(*[fit(c, w) for c, w, fit in zip(cells, widths, clips)], key=key)
+        fitted = [fit(c, w) for c, w, fit in zip(cells, widths, clips)]
+        table.add_row(*fitted, key=key, height=max((len(str(c).splitlines()) for c in fitted), default=1) or 1)
     if select is not None and select in keys:
         table.move_cursor(row=keys.index(select), animate=False)
     elif rows:
@@ -89,3 +91,44 @@ def middle_ellipsis(text: Text, width: int) -> Text:
     head = (width - 1) // 3
     tail = width - 1 - head
     return Text.assemble(text[:head], ("…", "dim"), text[len(text.plain) - tail:])
+
+
+#: where a name may be cut so a whole part of it is kept ('lora-20261204-235628')
+NAME_SEPARATORS = "-_./ "
+
+
+def name_ellipsis(value: object, width: int) -> Text:
+    """A run's name cut to ``width`` cells so its distinguishing end is whole parts: the longest tail that starts
+    after a separator and leaves the head a quarter of the width, 'smollm2…lora-20261204-235628' at 28 and
+    'smollm2…235628' at 14 (where the middle cut read 'smol…04-235628'). A name without such a tail (at least a
+    third of the width) is cut in the middle as :func:`middle_ellipsis` does."""
+    text = value if isinstance(value, Text) else Text(str(value))
+    plain = text.plain
+    if text.cell_len <= width or len(plain) != text.cell_len or width <= 2:
+        return middle_ellipsis(text, width)
+    most = width - 1 - max(3, (width - 1) // 4)
+    tails = [len(plain) - i - 1 for i, ch in enumerate(plain) if ch in NAME_SEPARATORS]
+    tail = max((t for t in tails if (width - 1) // 3 <= t <= most), default=0)
+    if not tail:
+        return middle_ellipsis(text, width)
+    head = width - 1 - tail
+    return Text.assemble(text[:head], ("…", "dim"), text[len(plain) - tail:])
+
+
+def wrap_words(value: object, width: int, lines: int = 3) -> Text:
+    """``value`` in ``width`` cells, wrapped at its spaces onto at most ``lines`` lines ('- (CPU run: host' over
+    '4.47 GiB)' where a middle cut read '- (CP…4.47 GiB)'); a value with no spaces, or one that would need more
+    lines, is cut in the middle as :func:`middle_ellipsis` does."""
+    text = value if isinstance(value, Text) else Text(str(value))
+    plain = text.plain
+    if text.cell_len <= width or " " not in plain or len(plain) != text.cell_len or "\n" in plain:
+        return middle_ellipsis(text, width)
+    out: list[str] = []
+    for word in plain.split(" "):
+        if out and len(out[-1]) + 1 + len(word) <= width:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+    if len(out) > lines or any(len(line) > width for line in out):
+        return middle_ellipsis(text, width)
+    return Text("\n".join(out), style=text.style)
