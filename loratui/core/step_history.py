@@ -32,6 +32,9 @@ class StepHistory:
 
     def __init__(self) -> None:
         self.losses: list[tuple[int, float]] = []  # (step, loss), steps increasing
+        # each logged loss is the mean over the steps since the one before: weighted by them, the mean is the
+        # Trainer's own train_loss (the mean over every step), whatever logging_steps was
+        self._weights: list[int] = []
         self.loss_sum = 0.0
         self.evals: dict[int, tuple[float | None, float | None, bool, int | None]] = {}
         self.adapter_step: int | None = None
@@ -39,8 +42,10 @@ class StepHistory:
 
     def add_loss(self, step: int, loss: float) -> None:
         self._drop_from(step)  # re-logged after a resume
+        weight = max(1, step - (self.losses[-1][0] if self.losses else 0))
         self.losses.append((step, loss))
-        self.loss_sum += loss
+        self._weights.append(weight)
+        self.loss_sum += loss * weight
 
     def resumed(self, step: int) -> None:
         """Training goes on from ``step``: what was logged after it is trained again."""
@@ -50,7 +55,7 @@ class StepHistory:
 
     def _drop_from(self, step: int) -> None:
         while self.losses and self.losses[-1][0] >= step:
-            self.loss_sum -= self.losses.pop()[1]
+            self.loss_sum -= self.losses.pop()[1] * self._weights.pop()
 
     def add_eval(self, step: int | None, eval_loss: float | None, accuracy: float | None = None, *,
                  final: bool = False, examples: int | None = None) -> None:
@@ -60,7 +65,7 @@ class StepHistory:
 
     @property
     def mean_loss(self) -> float | None:
-        return self.loss_sum / len(self.losses) if self.losses else None
+        return self.loss_sum / sum(self._weights) if self.losses else None
 
     def at(self, step: int) -> StepFigures:
         """The figures of ``step``: the newest train loss logged at or before it, the evaluation at it."""
