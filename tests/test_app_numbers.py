@@ -126,3 +126,13 @@ async def test_a_running_runs_time_ticks_the_same_in_monitor_and_compare(runs, f
         line = next(ln for ln in screen_text(app).splitlines() if "active time" in ln)
         compare = seconds(line.split("active time")[1].split()[0])
         assert monitor >= 299 and abs(compare - monitor) <= 3, (monitor, compare)  # now, not the last event's 200
+
+
+def test_a_classifier_s_best_is_its_accuracy_in_runs_as_in_the_cli():
+    """The Runs screen showed a classifier's eval loss (1.006) where loratui runs shows 'acc 0.610' (a QA walk)."""
+    from loratui.core.run_summary import RunSummary
+    from loratui.ui.widgets.run_rows import row_cells
+
+    s = RunSummary(name="cls", best_accuracy=0.61, best_eval_loss=1.006)
+    assert row_cells(s)[5] == "acc 0.610"
+    assert row_cells(RunSummary(name="lm", best_eval_loss=1.0324))[5] == "1.032"

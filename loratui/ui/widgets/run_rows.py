@@ -32,7 +32,9 @@ def progress_cell(s: RunSummary, width: int = 4) -> Text:
 def row_cells(s: RunSummary) -> tuple:
     model = s.model.rstrip("/").split("/")[-1] if s.model else "-"
     model = model.removesuffix("-Instruct").removesuffix("-instruct")
-    best = f"{s.best_eval_loss:.3f}" if s.best_eval_loss is not None else "-"
+    # the task's metric, as loratui runs prints it: accuracy for a classifier, else the eval loss
+    best = f"acc {s.best_accuracy:.3f}" if s.best_accuracy is not None else \
+        f"{s.best_eval_loss:.3f}" if s.best_eval_loss is not None else "-"
     name = Text(s.name, style="bold")
     if s.problem:
         name.append(" !", style="bold magenta")
