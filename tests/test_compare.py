@@ -149,3 +149,20 @@ def test_a_preset_and_its_modules_listed_are_not_a_difference(tmp_path):
     diffs = dict(compare.config_differences(rows))
     targets = {r.config["lora.target_modules"] for r in rows}
     assert list(diffs) == ["lora.target_modules"] and targets == {",".join(listed), "q_proj,v_proj"}
+
+
+def test_lora_settings_all_lora_runs_share_are_no_difference_beside_full_fine_tuning(tmp_path):
+    """A study of LoRA r=4, r=16, full and head-only listed lora.dropout, bias, rslora, dora and a 'lora.preset - - - -'
+    row as differences (a QA walk); the rank and the modules still show."""
+    from loratui.core.queue import RunQueue
+    from loratui.core.study import parse_study
+
+    study = parse_study({"study": "c", "config": {"model": {"name": "m", "task": "seq-cls"},
+                                                  "data": {"format": "classification"}},
+                         "variants": [{"lora.r": 4}, {"lora.r": 16}, {"method.kind": "full"},
+                                      {"method.kind": "head-only"}]})
+    RunQueue(tmp_path / "runs").add_study(study)
+    rows = compare.read_runs(sorted(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")))
+    diffs = dict(compare.config_differences(rows))
+    assert [k for k in diffs if k.startswith("lora.")] == ["lora.r", "lora.alpha", "lora.target_modules"], diffs
+    assert "method.kind" in diffs

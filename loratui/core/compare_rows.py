@@ -16,6 +16,8 @@ from loratui.core.config import LORA_METHODS, RunConfig
 from loratui.core.preference import reward_fields
 from loratui.core.runs import RunDir
 
+#: the LoRA settings shown beside full fine-tuning's '-' even when every LoRA run has the same
+LORA_SHOWN = ("lora.r", "lora.alpha", "lora.target_modules")
 #: config keys never worth showing as differences
 IGNORED_KEYS = ("output.name", "output.runs_dir")
 
@@ -163,10 +165,10 @@ def read_run(path: str | Path) -> RunRow:
         if cfg.method.kind in LORA_METHODS:
             row.rank, row.alpha = cfg.lora.r, cfg.lora.alpha
         flat = flatten(cfg.model_dump(mode="json"))
+        flat.pop("lora.preset", None)  # the modules adapted, however named: a preset or its list are the same run
         if cfg.method.kind not in LORA_METHODS:  # LoRA settings mean nothing to full or head-only runs
             flat = {k: ("-" if k.startswith("lora.") else v) for k, v in flat.items()}
-        else:  # the modules adapted, however named: a preset, or its list as Setup saves it, are the same run
-            flat.pop("lora.preset", None)
+        else:
             flat["lora.target_modules"] = _targets(cfg, None)
         row.config = {k: v for k, v in flat.items() if k not in IGNORED_KEYS}
     row.metric_name = "accuracy" if row.task == "seq-cls" else "eval_loss"
@@ -282,5 +284,10 @@ def config_differences(rows: list[RunRow]) -> list[tuple[str, list[Any]]]:
     for k in keys:
         values = [r.config.get(k) for r in rows]
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1:
+            # a LoRA setting all LoRA runs share differs only from full fine-tuning's '-': the method row says it
+            # (the rank and the modules still show, to tell what the LoRA runs were)
+            shared = {json.dumps(v, sort_keys=True, default=str) for v in values if v != "-"}
+            if k.startswith("lora.") and k not in LORA_SHOWN and len(shared) <= 1:
+                continue
             out.append((k, values))
     return out
