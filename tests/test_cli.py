@@ -199,3 +199,19 @@ def test_the_app_asked_to_open_a_config_it_cannot_read_says_why_and_does_not_ope
                                                "(did you mean 'lr'?)")
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_merge_whose_check_fails_exits_non_zero(tmp_path, monkeypatch, capsys):
+    """'✖ merged model differs from the adapter more than expected' came with exit 0 (a QA walk): scripts went on."""
+    from loratui.core.merge_check import judge
+    from loratui.train import merge
+
+    def merged(adapter, output, **kw):
+        return {"output": output, "size_bytes": 2**20, "dtype": "bf16", "seconds": 1.0,
+                "check": judge(0.0309, 30, 32, "bf16")}
+
+    monkeypatch.setattr(merge, "merge_adapter", merged)
+    assert main(["merge", str(tmp_path / "a"), str(tmp_path / "m"), "--dtype", "bf16"]) == 1
+    out, err = capsys.readouterr()
+    assert "✖ merged model differs from the adapter more than expected" in out
+    assert err.strip().endswith("--dtype fp32 merges exactly")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from loratui.commands.common import named_source, progress_printer, quiet_libraries, run_reported
 from loratui.core.errors import LoratuiError
@@ -48,8 +49,8 @@ def cmd_merge(args) -> int:
     from loratui.train.merge import merge_adapter
 
     result, code = run_reported(args.jsonl, lambda: merge_adapter(
-        named_source(args.adapter, args.runs_dir), args.output, base=args.base, dtype=args.dtype, progress=progress_printer(args.jsonl),
-        allow_pickle=args.allow_pickle))
+        named_source(args.adapter, args.runs_dir), args.output, base=args.base, dtype=args.dtype,
+        progress=progress_printer(args.jsonl), allow_pickle=args.allow_pickle))
     if code is not None:
         return code
     # what the user waited: the process's whole life (starting Python and importing torch are most of a small
@@ -65,6 +66,9 @@ def cmd_merge(args) -> int:
         print(f"merged model: {result['output']} ({result['size_bytes'] / 2**20:.1f} MiB, {result['dtype']}, "
               f"{result['wall_seconds']:.1f} s in all, {result['seconds']:.1f} s of it merging)")
         print(result["check"]["summary"])
+        if not result["check"]["ok"]:  # a check that fails is a failed command, for scripts too (the model stays)
+            print(f"the merged model is kept in {result['output']}; --dtype fp32 merges exactly", file=sys.stderr)
+            return 1
     return 0
 
 
