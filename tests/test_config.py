@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_every_sample_config_loads():
     files = sorted((REPO / "sample_configs").glob("*.yaml"))
     assert {f.stem for f in files} >= {"smollm2-demo", "minilm-sentiment", "llama3-8b-qlora", "mistral-7b-qlora",
-                                       "gpt2-qlora"}
+                                       "gpt2-qlora", "smollm2-dpo"}
     from loratui.core.study import is_study_file, load_study
 
     for f in files:
