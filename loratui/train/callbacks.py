@@ -71,7 +71,8 @@ class EventsCallback(TrainerCallback):
         self.engine.stop_request.training = True
         if args.eval_on_start and state.global_step == 0 and self.engine.n_eval:
             self.engine.emit("phase", phase="evaluating the base model")
-            self.engine.echo(f"evaluating the base model on {self.engine.n_eval} examples...")
+            what = "the adapter it continues" if self.engine.cfg.method.start_from else "the base model"
+            self.engine.echo(f"evaluating {what} on {self.engine.n_eval} examples...")
 
     def on_step_end(self, args, state, control, **kw):
         req = self.engine.stop_request
