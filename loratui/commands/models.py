@@ -36,7 +36,9 @@ def register(sub) -> None:
     g = sub.add_parser("generate", help="try a model or adapter on a prompt")
     g.add_argument("model", help="adapter folder, a run's name, merged model folder, alias or hub id")
     g.add_argument("--runs-dir", default=None, help="runs folder for a run name (default: ./runs or $LORATUI_RUNS_DIR)")
-    g.add_argument("prompt", nargs="+")
+    g.add_argument("prompt", nargs="+", metavar="WORDS",
+                   help="one prompt: its words are joined with spaces (for several prompts side by side with the "
+                        "base model, the app's Playground: t, then ctrl+b for a batch)")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights: unpickling can run code hidden in the file, so only for files you trust")
     for name, func in (("merge", cmd_merge), ("estimate", cmd_estimate), ("layers", cmd_layers),
