@@ -17,6 +17,7 @@ from loratui.core.protocol import (
     LIFECYCLE_KINDS, TERMINAL_KINDS, CheckpointEvent, EvalEvent, Event, FailedEvent, FinishedEvent, MemoryEvent, PhaseEvent,
     ProtocolError, ResumedEvent, RunState, RunStatus, StartedEvent, StepEvent, StoppedEvent, parse_event, parse_status,
 )
+from loratui.core.fold_state import run_state
 from loratui.core.run_summary import RunSummary  # noqa: F401 - re-exported (the fold's output)
 from loratui.core.step_history import StepHistory
 
@@ -24,9 +25,6 @@ from loratui.core.step_history import StepHistory
 #: silence its training has had so far (a step, an evaluation, a save), whichever is longer
 STALL_MIN_S = 120.0
 STALL_FACTOR = 10.0
-
-#: how well a process's start time is known (psutil: boot time in whole seconds plus clock ticks)
-START_TIME_SLACK = 1.0
 
 _EVAL_SKIP = ("kind", "time", "step", "epoch", "examples", "final")
 
@@ -370,31 +368,9 @@ class RunFold:
 
     def state(self, status: RunStatus | None = None, *, live_pid: int | None = None,
               live_since: float | None = None, broken: bool = False) -> RunState:
-        """The newest truth wins: a live engine process newer than the last final event, else the events' own
-        final event, else status.json; a part that started and whose process is gone crashed. A status.json that
-        can't be read (``broken``) makes the run unreadable: the listing says why instead of guessing."""
-        lifecycle = self.s.lifecycle
-        if broken:
-            return RunState.UNREADABLE  # status.json can't be trusted: say so (with the reason) rather than guess
-        if live_pid is not None:
-            ended = self.terminal_time
-            # a process's start time is known to about a second (boot time in whole seconds): one started just after
-            # the last final event (a quick resume) is newer; an engine lives far longer than that before it ends
-            if ended is None or live_since is None or live_since + START_TIME_SLACK > ended:
-                return RunState.RUNNING if lifecycle in ("started", "resumed") else RunState.STARTING
-        if lifecycle in TERMINAL_KINDS:
-            return RunState(lifecycle)
-        st = status.state if status is not None else None
-        if lifecycle in ("started", "resumed"):
-            said = (status.updated or status.ended) if status is not None else None
-            if st in TERMINAL_KINDS and (self._lifecycle_time is None or (said or 0) >= self._lifecycle_time):
-                return RunState(st)  # the engine's last word is in status.json (its event line is still partial)
-            return RunState.CRASHED
-        if st == "running":
-            return RunState.CRASHED  # launched (or announced) and gone before a word
-        if st in TERMINAL_KINDS:
-            return RunState(st)
-        return RunState.CREATED
+        """The run's state from its events, status.json and a live engine (see :func:`fold_state.run_state`)."""
+        return run_state(self.s.lifecycle, self.terminal_time, self._lifecycle_time, status, live_pid=live_pid,
+                         live_since=live_since, broken=broken)
 
 
 def fold(events: Iterable[Event | dict], status: RunStatus | dict | None = None, **kw: Any) -> RunSummary:

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from loratui.core.errors import RunError
-from loratui.core.fold import START_TIME_SLACK  # how well a process's start time is known
+from loratui.core.fold_state import START_TIME_SLACK  # how well a process's start time is known
 
 LOCK_NAME = "engine.lock"
 #: the environment variable that hands a launcher's lock to the engine it started (an inherited file descriptor)
