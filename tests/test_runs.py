@@ -374,3 +374,23 @@ def test_a_preference_run_says_its_objective_in_the_listing(tmp_path):
     old = summarize(run("new", None, "model: {name: m}\nmethod: {objective: kto}\ndata: {format: preference}\n"))
     assert (dpo.method_text, sft.method_text, old.method_text) == ("qlora·dpo", "lora", "lora·kto")
     assert dpo.to_json()["objective"] == "dpo"
+
+
+def test_an_evaluation_or_checkpoint_past_the_last_logged_step_moves_the_progress():
+    """logging_steps 3 in a 20-step run: the last step line is 18, the evaluation and checkpoint at 20 (a QA walk saw
+    'step 18/20 · final eval' while the log said 'eval at step 20' and 'checkpoint-20 saved')."""
+    from loratui.core.fold import RunFold
+
+    fold = RunFold().add_all([
+        {"kind": "started", "time": 1.0, "max_steps": 20},
+        {"kind": "step", "time": 2.0, "step": 18, "loss": 1.0, "epoch": 0.9},
+        {"kind": "eval", "time": 3.0, "step": 20, "eval_loss": 0.5},
+    ])
+    assert fold.summary().step == 20 and fold.summary().epoch == 1.0
+    fold = RunFold().add_all([
+        {"kind": "started", "time": 1.0, "max_steps": 20},
+        {"kind": "step", "time": 2.0, "step": 18, "loss": 1.0},
+        {"kind": "checkpoint", "time": 3.0, "step": 20, "path": "checkpoints/checkpoint-20"},
+        {"kind": "eval", "time": 4.0, "step": 0, "eval_loss": 2.0},  # a base model's evaluation moves nothing
+    ])
+    assert fold.summary().step == 20

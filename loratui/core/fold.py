@@ -225,6 +225,7 @@ class RunFold:
                               examples=ev.get("examples"))
         if ev.step == 0:
             return  # the base model's evaluation (step 0) is the curve's reference, never the run's "best"
+        self._reached(ev.step)
         loss = ev.eval_loss
         if loss is not None and (s.best_eval_loss is None or loss < s.best_eval_loss):
             s.best_eval_loss, s.best_eval_step = loss, ev.step
@@ -237,6 +238,14 @@ class RunFold:
 
     def _on_checkpoint(self, ev: CheckpointEvent) -> None:
         self.s.checkpoint = ev.path or ""
+        self._reached(ev.step)
+
+    def _reached(self, step: int | None) -> None:
+        """A step an event other than the step's own says was trained (an evaluation, a checkpoint or a save at it,
+        past the last logged step: logging_steps need not divide the run's last step)."""
+        if step is not None and step > self.s.step:
+            self.s.step = step
+            self._epoch_at_step()
 
     def _epoch_at_step(self) -> None:
         """The epoch of ``s.step`` when no step event logged it (the stop's or the resume's step)."""
@@ -247,9 +256,7 @@ class RunFold:
         s = self.s
         s.lifecycle = "finished"
         s.phase = ""  # the part is over: no phase of it is current
-        if ev.step is not None and ev.step > s.step:
-            s.step = ev.step
-            self._epoch_at_step()
+        self._reached(ev.step)
         if ev.get("best_step") is not None:
             s.best_step = ev.get("best_step")
         if ev.adapter:
@@ -269,9 +276,7 @@ class RunFold:
         s = self.s
         s.lifecycle = "stopped"
         s.phase = ""
-        if ev.step is not None and ev.step > s.step:  # the engine saved at this step, past the last logged one
-            s.step = ev.step
-            self._epoch_at_step()
+        self._reached(ev.step)
         if ev.adapter:
             s.adapter = ev.adapter
             self.history.adapter_step = s.step
