@@ -317,6 +317,10 @@ def test_the_monitor_shows_the_rewards_beside_the_loss():
                  {"kind": "step", "time": 4.0, "step": 3, "loss": 0.6, "rewards/margins": 0.9}])
     line = stats_text(model.snapshot(), "running").plain
     assert "margin +0.030" in line and "pref acc 0.83 held-out" in line
+    # at 80 columns the preference accuracy and the margin stay; the rewards, lr and tok/s give way first (a QA
+    # walk never saw 'pref acc' on an 80-column Monitor)
+    narrow = stats_text(model.snapshot(), "running", width=78).plain
+    assert "pref acc 0.83 held-out" in narrow and "margin +0.030" in narrow and "loss 0.600" in narrow, narrow
     # a supervised run shows none of them
     sft = RunModel()
     sft.apply([{"kind": "step", "time": 2.0, "step": 1, "loss": 1.2}])

@@ -45,8 +45,8 @@ def steps_text(v: RunView, state: str, width: int | None = None) -> str:
 
 
 def stats_text(v: RunView, state: str, width: int | None = None) -> Text:
-    """The figures: loss, eval, accuracy, a preference run's rewards, lr, tokens/s, time, ETA; in ``width`` cells
-    the throughput, the lr and the rewards give way first, the loss and eval last."""
+    """The figures: loss, eval, accuracy, a preference run's rewards, margin and accuracy, lr, tokens/s, time, ETA;
+    in ``width`` cells the throughput, the lr and the rewards give way first, the loss and eval last."""
     parts: list[tuple[int, list[Text]]] = [(0, [_stat("loss", _num(v.loss))])]
     if v.eval_loss is not None:
         value = _num(v.eval_loss)
@@ -56,8 +56,8 @@ def stats_text(v: RunView, state: str, width: int | None = None) -> Text:
         parts.append((1, forms))
     if v.best_accuracy is not None:
         parts.append((2, [_stat("acc", f"{v.best_accuracy:.3f}")]))
-    for label, value in preference_figures(v):
-        parts.append((4, [_stat(label, value)]))
+    for label, value in preference_figures(v):  # the preference accuracy and the margin before the rewards
+        parts.append(({"pref acc": 2, "margin": 3}.get(label, 4), [_stat(label, value)]))
     parts.append((5, [_stat("lr", format_lr(v.lr))]))
     parts.append((6, [_stat("tok/s", format_rate(v.tokens_per_s))]))  # the run's throughput, as Compare shows it
     parts.append((3, [_stat("time", format_duration(v.elapsed))]))
