@@ -321,6 +321,11 @@ def test_the_monitor_shows_the_rewards_beside_the_loss():
     # walk never saw 'pref acc' on an 80-column Monitor)
     narrow = stats_text(model.snapshot(), "running", width=78).plain
     assert "pref acc 0.83 held-out" in narrow and "margin +0.030" in narrow and "loss 0.600" in narrow, narrow
+    # the title names the objective, as the Runs list does ('lora·dpo'; a QA walk read 'lora · fp32')
+    from loratui.ui.widgets.monitor_text import title_text
+
+    model.apply([{"kind": "started", "time": 5.0, "max_steps": 4, "method": "lora", "objective": "dpo"}])
+    assert "lora·dpo" in title_text(model.snapshot(), "running").plain
     # a supervised run shows none of them
     sft = RunModel()
     sft.apply([{"kind": "step", "time": 2.0, "step": 1, "loss": 1.2}])

@@ -23,7 +23,8 @@ def title_text(v: RunView, state: str, fallback_name: str = "", width: int | Non
     if v.trainable_params:
         share = f" ({100 * v.trainable_params / v.total_params:.2f}%)" if v.total_params else " trainable"
         trainable = f"{format_count(v.trainable_params)}{share}"
-    parts = [(2, [_short_model(v.model)]), (0, [v.method]), (1, [_world(v)]), (3, [v.precision]),
+    method = v.method_text if v.method else ""  # 'lora·dpo' for a preference run, as Runs and Compare say it
+    parts = [(2, [_short_model(v.model)]), (0, [method]), (1, [_world(v)]), (3, [v.precision]),
              (4, [trainable, format_count(v.trainable_params) if v.trainable_params else ""])]
     room = None if width is None else width - title.cell_len - 2
     desc = " · ".join(fit_parts([(rank, [f for f in forms if f]) for rank, forms in parts], room, " · "))
