@@ -72,6 +72,9 @@ async def test_dpo_from_a_picked_run_saves_what_the_cli_loads(fake_core, tmp_pat
     write_adapter(sft / "adapter", r=16, base="smollm2-135m-instruct", layers=1)
     (sft / "config.yaml").write_text(pinned_config().to_yaml())
     (sft / "status.json").write_text(json.dumps({"state": "finished"}))
+    cls = tmp_path / "runs" / "a-classifier"  # a classifier's adapter: not offered to a language model (a QA walk)
+    write_adapter(cls / "adapter", r=8, base="minilm-l6-v2", task="SEQ_CLS", layers=1)
+    (cls / "config.yaml").write_text(pinned_config().to_yaml())
     out = tmp_path / "dpo.yaml"
     app = LoratuiApp(pinned_config(), runs_dir=str(tmp_path / "runs"))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -85,6 +88,7 @@ async def test_dpo_from_a_picked_run_saves_what_the_cli_loads(fake_core, tmp_pat
         screen.field("method.start_from").query_one("#pick-start").press()
         await settle(pilot)
         assert isinstance(app.screen, ChoiceModal) and "demo-sft" in str(app.screen.choices)
+        assert "a-classifier" not in str(app.screen.choices)
         await pilot.press("enter")
         await settle(pilot)
         assert screen.field("method.start_from").get_raw() == str(sft.resolve())

@@ -210,9 +210,11 @@ class SetupActions(LoratuiScreen):
         from loratui.core.adapters import find_adapters
 
         runs_dir = Path(self.app.runs_dir)
-        found = [a for a in find_adapters([runs_dir], max_depth=1) if a.kind == "adapter" and not a.incomplete]
+        task = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS"}.get(self.values["model"].get("task") or "causal-lm")
+        found = [a for a in find_adapters([runs_dir], max_depth=1) if a.kind == "adapter" and not a.incomplete
+                 and (a.task or task) == task]  # a classifier's adapter does not continue into a language model's
         if not found:
-            self.notify(f"no run in {runs_dir} has a saved adapter yet: type an adapter folder instead",
+            self.notify(f"no run in {runs_dir} has a saved adapter for this task yet: type an adapter folder instead",
                         severity="warning")
             return
 
@@ -223,9 +225,10 @@ class SetupActions(LoratuiScreen):
                 ff.control.focus()
 
         model = self.values["model"]["name"]
+        same = [not a.base_model or a.base_model.endswith(model) for a in found]
         choices = [(str(a.path.parent.resolve()), f"{a.run or a.name}  ·  r={a.r}  ·  {a.created_text}"
-                    + ("" if not a.base_model or a.base_model.endswith(model) else f"  ·  base {a.base_model}"))
-                   for a in found]
+                    + ("" if ok else f"  ·  base {a.base_model}"))
+                   for ok, a in sorted(zip(same, found), key=lambda p: not p[0])]  # this model's first
         self.app.push_screen(ChoiceModal("Continue the adapter of a run", choices, body=(
             "The new run trains this adapter further (its LoRA settings replace the form's); a DPO run's "
             "reference is then this adapter, frozen.")), picked)
