@@ -34,6 +34,10 @@ def test_layers_and_estimate(tmp_path, tiny_llama, capsys):
     assert "full fine-tuning" in out
     # QLoRA runs on an NVIDIA GPU only: no host-memory figure for it on a CPU, as Setup leaves it out
     assert "QLoRA 4-bit" not in out and "host memory; QLoRA needs an NVIDIA GPU" in out
+    cfg.write_text(yaml.safe_dump({"model": {"name": str(tiny_llama)}, "method": {"kind": "qlora"}}))
+    assert main(["estimate", str(cfg)]) == 0  # the plan of a QLoRA run, for the GPU box it is for
+    out = capsys.readouterr().out
+    assert "this config (qlora)" in out and "host memory; QLoRA needs an NVIDIA GPU" in out
 
 
 def test_runs_lists_states(tmp_path, capsys):

@@ -211,8 +211,11 @@ def test_bad_inputs_fail_fast_with_one_line(tmp_path, tiny_llama, runs_dir, caps
     assert "lora.alpha: must be positive" in bad(lora={"alpha": -2})
     assert "lora.dropout: must be in [0, 1)" in bad(lora={"dropout": 1.5})
     err = bad(method={"kind": "qlora"})
-    assert "method.kind: qlora needs a CUDA GPU" in err
+    assert "method.kind: qlora needs a CUDA GPU" in err and err.endswith("(use method lora on this machine, or run "
+                                                                          "on a GPU box)")  # no optimizer advice
     assert "method.kind: lora-8bit needs a CUDA GPU" in bad(method={"kind": "lora-8bit"})
+    err = bad(train={"optimizer": "paged_adamw_8bit"})
+    assert err.endswith("(use optimizer adamw_torch on this machine, or run on a GPU box)")
     assert "data.source: no such file" in bad(data={"source": str(tmp_path / "missing.jsonl")})
     err = bad(data={"output_column": "answer"})
     assert "data.output_column" in err and "instruction" in err  # names the columns present

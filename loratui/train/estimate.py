@@ -114,8 +114,9 @@ class MemoryReport:
             lines.append(f"{r.label:<26}" + "".join(
                 f"{gib(v):>{w}}" for v, w in ((r.weights, 9), (r.grads, 8), (r.optimizer, 8),
                                                 (r.activations, 8), (r.overhead, 8), (r.total, 9))))
+        qlora_here = self.device == "CPU" and "qlora" in self.rows[0].label.lower()  # this config cannot start
         lines.append(f"GiB; {self.basis or f'{self.precision} on {self.device}'}"
-                     + ("; QLoRA needs an NVIDIA GPU" if len(rows) < len(self.rows) else ""))
+                     + ("; QLoRA needs an NVIDIA GPU" if len(rows) < len(self.rows) or qlora_here else ""))
         lines.append(f"{self.tokens_per_step:,} tokens in the largest step ({self.tokens_note})")
         return "\n".join(lines)
 

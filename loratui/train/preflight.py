@@ -26,7 +26,8 @@ def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
         what = cfg.method.kind if cfg.quantized else cfg.train.optimizer
         if not models.cuda_available():
             raise ConfigError(f"{what} needs a CUDA GPU and none is visible", field=field,
-                              hint="use method lora (or optimizer adamw_torch) on this machine, or run on a GPU box")
+                              hint=f"use {'method lora' if cfg.quantized else 'optimizer adamw_torch'} on this "
+                                   "machine, or run on a GPU box")
         if not models.bitsandbytes_available():
             raise ConfigError(f"{what} needs bitsandbytes", field=field, hint="pip install bitsandbytes")
     precision = models.choose_precision(cfg)
