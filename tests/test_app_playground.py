@@ -116,6 +116,27 @@ async def test_try_it_from_adapters(runs, monkeypatch):
         assert app.screen.info["model"].endswith("smollm2-demo/adapter")
 
 
+async def test_t_on_a_finished_run_s_monitor_tries_its_adapter(runs, monkeypatch):
+    """t from the Monitor of a finished run opened an empty Playground ('pick an adapter or a model', a QA walk)."""
+    from loratui.ui.app import LoratuiApp
+
+    monkeypatch.setattr(playground_core, "worker_command", lambda: FAKE)
+    app = LoratuiApp(runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.open_monitor(runs / "smollm2-demo")
+        await wait_until(pilot, lambda: app.current_mode == "monitor" and app.screen.state == "finished",
+                         what="monitor")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlaygroundScreen) and app.screen.info, what="playground")
+        assert app.screen.info["model"].endswith("smollm2-demo/adapter")
+        app.switch_mode("monitor")
+        await pilot.pause()
+        await pilot.press("t")  # again: the same adapter is not loaded a second time
+        await pilot.pause()
+        assert isinstance(app.screen, PlaygroundScreen) and not app.screen.busy
+
+
 def test_snapshot_playground(runs, snap_compare):
     async def settle(pilot):
         screen = pilot.app.screen

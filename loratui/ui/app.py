@@ -261,8 +261,15 @@ class LoratuiApp(Navigation, App[None]):
         self.switch_mode(mode)
 
     def action_go(self, mode: str) -> None:
-        """A screen letter (s, m, r, a, g): like the function keys, unless the user is typing."""
-        if not self.user_is_typing():
+        """A screen letter (s, m, r, a, g): like the function keys, unless the user is typing. t from a screen that
+        shows a trained adapter (the Monitor of a finished run) opens the Playground on it."""
+        if self.user_is_typing():
+            return
+        target = getattr(self.screen, "try_target", lambda: None)() if mode == "playground" else None
+        shown = self.mode_screens.get("playground")
+        if target is not None and str(target) != getattr(shown, "model_ref", None):
+            self.open_playground(target)
+        else:
             self.action_switch_mode(mode)
 
     async def action_quit(self) -> None:

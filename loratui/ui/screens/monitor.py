@@ -341,6 +341,11 @@ class MonitorScreen(LoratuiScreen):
         t = run.config().train
         self.notify(f"Retrying {run.name} with micro-batch {t.batch_size} x grad_accum {t.grad_accum} (pid {pid}).")
 
+    def try_target(self) -> Path | None:
+        """What t (Try) loads in the Playground from here: the run's saved adapter once it has finished or stopped."""
+        path = self._adapter_path() if self.state in ("finished", "stopped") else None
+        return path if path is not None and path.is_dir() else None
+
     def _adapter_path(self) -> Path | None:
         if not self.view.adapter or self.run_dir is None:
             return None
