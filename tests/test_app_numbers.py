@@ -136,3 +136,13 @@ def test_a_classifier_s_best_is_its_accuracy_in_runs_as_in_the_cli():
     s = RunSummary(name="cls", best_accuracy=0.61, best_eval_loss=1.006)
     assert row_cells(s)[5] == "acc 0.610"
     assert row_cells(RunSummary(name="lm", best_eval_loss=1.0324))[5] == "1.032"
+
+
+def test_the_queue_s_scores_give_a_classifier_its_accuracy():
+    """The Queue's detail line showed a classifier's loss and eval loss but not its accuracy (a QA walk)."""
+    from loratui.core.preference import scores_text
+    from loratui.core.run_summary import RunSummary
+
+    s = RunSummary(name="cls", loss=0.6191, eval_loss=0.6355, best_accuracy=0.7333)
+    assert scores_text(s) == "loss 0.6191 · eval 0.6355 · acc 0.733"
+    assert scores_text(RunSummary(name="lm", loss=1.2)) == "loss 1.2000"

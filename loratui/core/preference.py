@@ -37,12 +37,15 @@ def shown_rewards(eval_metrics: dict, rewards: dict) -> tuple[dict, bool]:
 
 def scores_text(s) -> str:
     """A run's scores in one line, from its fold (a RunSummary): 'loss 0.4120 · eval 0.4500 · margin +1.720 · pref
-    acc 0.90 held-out'; '' before its first logged step. The Queue's detail line and `loratui study` say this."""
+    acc 0.90 held-out', a classifier's 'acc 0.733' (its best, as loratui runs); '' before its first logged step. The
+    Queue's detail line and `loratui study` say this."""
     parts = []
     if s.loss is not None:
         parts.append(f"loss {s.loss:.4f}")
     if s.eval_loss is not None:
         parts.append(f"eval {s.eval_loss:.4f}")
+    if s.best_accuracy is not None:  # a classifier's task metric, as loratui runs shows it
+        parts.append(f"acc {s.best_accuracy:.3f}")
     shown, held_out = shown_rewards(s.eval_metrics, s.rewards)
     if "rewards/margins" in shown:
         parts.append(f"margin {shown['rewards/margins']:+.3f}")
