@@ -143,6 +143,6 @@ def test_the_queue_s_scores_give_a_classifier_its_accuracy():
     from loratui.core.preference import scores_text
     from loratui.core.run_summary import RunSummary
 
-    s = RunSummary(name="cls", loss=0.6191, eval_loss=0.6355, best_accuracy=0.7333)
+    s = RunSummary(name="cls", loss=0.6191, eval_metrics={"eval_loss": 0.6355}, best_accuracy=0.7333)
     assert scores_text(s) == "loss 0.6191 · eval 0.6355 · acc 0.733"
     assert scores_text(RunSummary(name="lm", loss=1.2)) == "loss 1.2000"
