@@ -65,6 +65,9 @@ def test_reward_rows_final_best_and_where_they_come_from(tmp_path):
     assert cells["final margin"] == ["-", "+1.720", "+1.440"]
     assert cells["best margin"] == ["-", "+1.950", "-"]  # held-out only, the base's step 0 never counts
     assert cells["final pref acc"] == ["-", "0.90", "0.90"] and cells["best pref acc"] == ["-", "0.95", "-"]
+    # a DPO loss is not an SFT loss: the cell says which (a QA walk read 0.0540 against 0.3836 as one quantity)
+    final = next(v for k, v in cells.items() if k.startswith("final eval loss") or k.endswith("so far"))
+    assert final[1].split()[1] == "dpo" and len(final[0].split()) == 1, final
     labels = [label for label, _ in compare.table_rows(rows)]
     assert labels.index("best eval loss") < labels.index("rewards of") < labels.index("active time")
     for label, _ in compare.REWARD_FIELDS:  # the field column is 18 wide, a run's 16

@@ -75,6 +75,8 @@ def fmt_value(v: Any) -> str:
 def fmt_final(r: RunRow) -> str:
     """A finished run's final metric; a run not finished has only its latest evaluation: 'so far'."""
     text = fmt_metric(r.metric_name, r.final_metric)
+    if r.final_metric is not None and r.metric_name == "eval_loss" and r.objective not in ("", "sft"):
+        text += f" {r.objective}"  # a preference loss: not the same quantity as an SFT run's loss beside it
     return text if r.final_metric is None or r.state == "finished" else f"{text} so far"
 
 
