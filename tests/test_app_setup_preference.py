@@ -40,7 +40,11 @@ async def test_objective_shows_its_knobs_and_keeps_the_rest_of_the_form(fake_cor
         screen = app.screen
         await type_into(pilot, screen, "lora.r", "16")
         assert shown(screen) == set()  # sft: no preference knob
+        notes = []
+        screen.notify = lambda message, **kw: notes.append(message)
+        screen.values["train"]["lr"] = 1e-3  # an SFT learning rate (the demo's), kept by the switch: said once
         await choose(pilot, screen, "method.objective", "dpo")
+        assert any(n.startswith("train.lr is 0.001: DPO and KTO usually train far lower") for n in notes), notes
         assert shown(screen) == {"method.beta", "method.loss_type", "method.label_smoothing"}
         # the data are still alpaca: one line, under the field it names, and launch waits
         assert screen.field("data.format").error == ("must be preference when method.objective is dpo (rows of "

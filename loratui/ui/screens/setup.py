@@ -286,6 +286,10 @@ class SetupScreen(SetupEstimate):
             return
         if spec.path == "method.objective":
             self.keep_dpo_loss(parse_value(spec, event.value))
+            lr = self.values["train"].get("lr")
+            if parse_value(spec, event.value) in ("dpo", "kto") and isinstance(lr, float) and lr >= 1e-4:
+                self.notify(f"train.lr is {lr:g}: DPO and KTO usually train far lower than SFT (the DPO demo: 5e-5; "
+                            "at 5e-4 it pushed the chosen answers down too)", severity="warning", timeout=8)
         err = self.check_field(spec, event.value)
         path = spec.path
         if path == "lora.preset" and not err and self.values["lora"]["preset"]:
