@@ -256,3 +256,19 @@ async def test_try_gguf_from_adapters(runs, monkeypatch):
                          what="playground with the GGUF")
         assert app.screen.info["model"].endswith("smollm2-demo/adapter")
         assert app.screen.gguf["name"] == gguf.name and app.screen.sides == ["adapter", "gguf"]
+
+
+async def test_the_model_picker_lists_merged_models(runs):
+    """Merge writes runs/<run>/merged; the Playground's picker listed adapters and trained models only (a QA walk)."""
+    from loratui.ui.widgets.choice_modal import ChoiceModal
+
+    merged = runs / "smollm2-demo" / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        screen.action_pick_model()
+        await wait_until(pilot, lambda: isinstance(app.screen, ChoiceModal), what="picker")
+        assert (str(merged), "smollm2-demo  ·  merged") in app.screen.choices

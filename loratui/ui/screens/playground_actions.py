@@ -111,11 +111,13 @@ class PlaygroundActions(LoratuiScreen):
         folders = [runs_dir] + [Path(p) for p in self.app.adapter_folders]
         choices = [(str(a.path), f"{a.name}  ·  {Path(a.base_model or '-').name}  ·  adapter")
                    for a in find_adapters(folders) if a.kind != "checkpoint"]
-        try:  # full and head-only runs save a whole model
-            models = sorted(p / "model" for p in runs_dir.iterdir() if (p / "model" / "config.json").is_file())
+        try:  # full and head-only runs save a whole model; Merge writes runs/<run>/merged (merged-checkpoint-N)
+            models = sorted(m for p in runs_dir.iterdir() if p.is_dir() for m in [p / "model", *p.glob("merged*")]
+                            if (m / "config.json").is_file())
         except OSError:
             models = []
-        choices += [(str(m), f"{m.parent.name}  ·  trained model") for m in models]
+        choices += [(str(m), f"{m.parent.name}  ·  " + ("trained model" if m.name == "model" else m.name))
+                    for m in models]
         self.app.call_from_thread(self._show_picker, choices)
 
     def _show_picker(self, choices: list[tuple[str, str]]) -> None:
@@ -130,7 +132,7 @@ class PlaygroundActions(LoratuiScreen):
                                      lambda v: self.load(v) if v else None)
 
         self.app.push_screen(ChoiceModal("Try which model?", choices,
-                                         body="Adapters and trained models in the runs folder."), picked)
+                                         body="Adapters, trained and merged models in the runs folder."), picked)
 
     def action_pick_gguf(self) -> None:
         """A GGUF export beside the adapter, in llama.cpp: what the export and its quantization cost."""
