@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import host_app, make_live_run, screen_text, wait_until
+from loratui.core.queue_runner import step
 from loratui.core.queue import RunQueue
 from loratui.core.runs import RunDir
 from test_queue_outside import FakeLaunch
@@ -29,7 +30,7 @@ async def test_a_config_added_beside_a_run_from_setup_waits_and_says_why(tmp_pat
                                                                     "max_steps": 30, "gpus": []}])
     launch = FakeLaunch()
     # the runner, run here: claimed by this process, one pass each time the screen asks for it
-    monkeypatch.setattr(RunQueue, "ensure_runner", lambda self, gpus=None: self.claim_runner() and self.step(
+    monkeypatch.setattr(RunQueue, "ensure_runner", lambda self, gpus=None: self.claim_runner() and step(self, 
         gpus, echo=lambda line: None, launch=launch) and os.getpid())
     app = host_app(lambda: QueueScreen(), runs_dir=Path("runs"))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -57,7 +58,7 @@ async def test_a_cancelled_run_reads_stopping_until_it_stops(tmp_path, monkeypat
     monkeypatch.setattr(queue_core, "stop_run", asked.append)  # this test process stands in for the engine
     q = RunQueue(tmp_path / "runs")
     q.add_study(parse_study({"study": "s", "config": {"model": {"name": "m"}}, "grid": {"lora.r": [4, 8]}}))
-    q.step(launch=FakeLaunch(), echo=lambda line: None)
+    step(q, launch=FakeLaunch(), echo=lambda line: None)
     app = host_app(lambda: QueueScreen(), runs_dir=Path("runs"))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -84,7 +85,7 @@ async def test_a_stopped_runs_progress_is_the_one_loratui_runs_shows(tmp_path, m
     monkeypatch.chdir(tmp_path)
     q = RunQueue(tmp_path / "runs")
     (entry,) = q.add_study(parse_study({"study": "s", "config": {"model": {"name": "m"}}}))
-    q.step(launch=FakeLaunch(), echo=lambda line: None)
+    step(q, launch=FakeLaunch(), echo=lambda line: None)
     run = RunDir(q.runs_dir / entry.run)
     t = time.time()
     events = [{"kind": "started", "time": t - 60, "max_steps": 30},
@@ -92,7 +93,7 @@ async def test_a_stopped_runs_progress_is_the_one_loratui_runs_shows(tmp_path, m
               {"kind": "stopped", "time": t - 1, "step": 1}]
     run.events_path.write_text("".join(json.dumps(e) + "\n" for e in events))
     run.write_status(state="stopped", ended=t - 1)
-    q.step(echo=lambda line: None)
+    step(q, echo=lambda line: None)
     monkeypatch.setenv("COLUMNS", "120")
     assert cli_main(["runs", "--runs-dir", str(q.runs_dir)]) == 0
     listed = capsys.readouterr().out

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import hold_run_lock, make_live_run
+from loratui.core.queue_runner import step
 from loratui.core.queue import RunQueue, held_text
 from loratui.core.runs import RunDir
 from loratui.core.study import parse_study
@@ -57,7 +58,7 @@ def test_one_at_a_time_a_run_training_outside_the_queue_holds_it_until_it_ends(t
     q = queue_of(tmp_path)
     demo = outside(q.runs_dir, "smollm2-demo", gpus=[])  # a CPU run, as the walk's
     launch = FakeLaunch()
-    assert q.step(launch=launch, echo=lambda line: None)  # still alive: the runner keeps waiting
+    assert step(q, launch=launch, echo=lambda line: None)  # still alive: the runner keeps waiting
     assert launch.started == []
     assert [(e.state, e.held_by) for e in q.read().entries] == [("waiting", ["smollm2-demo"])] * 2
     # `loratui queue` says why, while a runner serves the queue
@@ -70,7 +71,7 @@ def test_one_at_a_time_a_run_training_outside_the_queue_holds_it_until_it_ends(t
     assert all(len(line) <= 80 for line in out.splitlines() if "waiting:" in line)
     q.release_runner()
     end(demo, "stopped")
-    q.step(launch=launch, echo=lambda line: None)
+    step(q, launch=launch, echo=lambda line: None)
     assert launch.started == [("s-r4", None)]
     assert [(e.state, e.held_by) for e in q.read().entries] == [("running", []), ("waiting", [])]
 
@@ -78,10 +79,10 @@ def test_one_at_a_time_a_run_training_outside_the_queue_holds_it_until_it_ends(t
 def test_the_queues_own_runs_are_not_outside(tmp_path):
     q = queue_of(tmp_path)
     launch = FakeLaunch()
-    q.step(launch=launch, echo=lambda line: None)
+    step(q, launch=launch, echo=lambda line: None)
     assert q.read().entries[1].held_by == []  # it waits behind the queue's own run, no one outside
     end(q.runs_dir / "s-r4", "stopped")
-    q.step(launch=launch, echo=lambda line: None)
+    step(q, launch=launch, echo=lambda line: None)
     assert launch.started == [("s-r4", None), ("s-r8", None)]
     assert q.read().entries[0].state == "stopped"
 
@@ -90,7 +91,7 @@ def test_several_gpus_outside_runs_hold_the_cards_they_use(tmp_path):
     q = queue_of(tmp_path, 3)
     outside(q.runs_dir, "on-one", gpus=[1])
     launch = FakeLaunch()
-    q.step(gpus=["0", "1", "2"], launch=launch, echo=lambda line: None)
+    step(q, gpus=["0", "1", "2"], launch=launch, echo=lambda line: None)
     assert launch.started == [("s-r4", "0"), ("s-r8", "2")]
     assert q.read().entries[2].held_by == ["on-one"]
 
@@ -99,7 +100,7 @@ def test_several_gpus_an_outside_run_whose_cards_are_not_known_holds_them_all(tm
     q = queue_of(tmp_path)
     outside(q.runs_dir, "loading", gpus=None)  # no started event yet; its config says train.gpus: auto
     launch = FakeLaunch()
-    q.step(gpus=["0", "1"], launch=launch, echo=lambda line: None)
+    step(q, gpus=["0", "1"], launch=launch, echo=lambda line: None)
     assert launch.started == [] and q.read().entries[0].held_by == ["loading"]
 
 
@@ -112,7 +113,7 @@ def test_several_gpus_the_config_names_the_cards_before_the_started_event(tmp_pa
     cfg.train.gpus = [0]
     cfg.save(run / "config.yaml", full=True)
     launch = FakeLaunch()
-    q.step(gpus=["0", "1"], launch=launch, echo=lambda line: None)
+    step(q, gpus=["0", "1"], launch=launch, echo=lambda line: None)
     assert launch.started == [("s-r4", "1")]
 
 
@@ -121,13 +122,13 @@ def test_auto_a_card_an_outside_run_has_just_taken_is_not_free(tmp_path):
     q = queue_of(tmp_path)
     outside(q.runs_dir, "fresh", gpus=[0])
     launch = FakeLaunch()
-    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: ["0", "1"])
+    step(q, gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: ["0", "1"])
     assert launch.started == [("s-r4", "1")]
     assert q.read().entries[1].held_by == ["fresh"]
     # every card busy, ours none: the queue names the outside runs it waits for
     q2 = queue_of(tmp_path / "b", 1)
     outside(q2.runs_dir, "big", gpus=[0, 1])
-    q2.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: [])
+    step(q2, gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: [])
     assert q2.read().entries[0].held_by == ["big"]
 
 
@@ -135,7 +136,7 @@ def test_a_dead_engine_holds_nothing(tmp_path):
     q = queue_of(tmp_path)
     make_live_run(q.runs_dir, "crashed", pid=2**22 + 12345, pid_started=1.0)  # status says running; no process
     launch = FakeLaunch()
-    q.step(launch=launch, echo=lambda line: None)
+    step(q, launch=launch, echo=lambda line: None)
     assert launch.started == [("s-r4", None)] and q.read().entries[1].held_by == []
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loratui.core.errors import ConfigError
+from loratui.core.queue_runner import step
 from loratui.core.queue import RunQueue
 from loratui.core.runs import RunDir
 from loratui.core.study import load_study, parse_study, read_study_tag, study_runs
@@ -140,16 +141,16 @@ def test_runner_starts_one_after_another(tmp_path, study):
     q.add_study(study)
     launch = FakeLaunch()
     lines: list[str] = []
-    assert q.step(echo=lines.append, launch=launch)
+    assert step(q, echo=lines.append, launch=launch)
     assert launch.started == [("s-r4", None)]
-    assert q.step(echo=lines.append, launch=launch) and len(launch.started) == 1  # still running: nothing new
+    assert step(q, echo=lines.append, launch=launch) and len(launch.started) == 1  # still running: nothing new
     finish(q.runs_dir / "s-r4")
-    q.step(echo=lines.append, launch=launch)
+    step(q, echo=lines.append, launch=launch)
     assert launch.started[-1] == ("s-r8", None)
     finish(q.runs_dir / "s-r8", "failed")
-    q.step(echo=lines.append, launch=launch)
+    step(q, echo=lines.append, launch=launch)
     finish(q.runs_dir / "s-r16")
-    assert not q.step(echo=lines.append, launch=launch)  # nothing waits or runs: the runner would exit
+    assert not step(q, echo=lines.append, launch=launch)  # nothing waits or runs: the runner would exit
     assert [(e.run, e.state) for e in q.read().entries] == [("s-r4", "finished"), ("s-r8", "failed"),
                                                              ("s-r16", "finished")]
     assert any("s-r8: failed" in line for line in lines)
@@ -163,9 +164,9 @@ def test_reorder_and_cancel(tmp_path, study):
     assert q.cancel(b.id) == "cancelled"
     assert not (q.runs_dir / "s-r8").exists()  # never started: its folder goes
     launch = FakeLaunch()
-    q.step(launch=launch, echo=lambda line: None)
+    step(q, launch=launch, echo=lambda line: None)
     finish(q.runs_dir / "s-r4")
-    q.step(launch=launch, echo=lambda line: None)
+    step(q, launch=launch, echo=lambda line: None)
     assert [name for name, _ in launch.started] == ["s-r4", "s-r16"]
     assert q.clear_done() == 2  # finished + cancelled forgotten, the running one stays
     assert [e.run for e in q.read().entries] == ["s-r16"]
@@ -175,10 +176,10 @@ def test_several_gpus_run_side_by_side(tmp_path, study):
     q = RunQueue(tmp_path / "runs")
     q.add_study(study)
     launch = FakeLaunch()
-    q.step(gpus=["0", "1"], launch=launch, echo=lambda line: None)
+    step(q, gpus=["0", "1"], launch=launch, echo=lambda line: None)
     assert launch.started == [("s-r4", "0"), ("s-r8", "1")]
     finish(q.runs_dir / "s-r8")
-    q.step(gpus=["0", "1"], launch=launch, echo=lambda line: None)
+    step(q, gpus=["0", "1"], launch=launch, echo=lambda line: None)
     assert launch.started[-1] == ("s-r16", "1")
 
 
@@ -198,14 +199,14 @@ def test_auto_uses_the_gpus_free_now(tmp_path, study):
     q.add_study(study)
     launch = FakeLaunch()
     free = {"now": ["0", "2"]}
-    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
+    step(q, gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
     assert launch.started == [("s-r4", "0"), ("s-r8", "2")]
     free["now"] = []  # both taken (by our runs); no other GPU frees up
-    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
+    step(q, gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
     assert len(launch.started) == 2
     finish(q.runs_dir / "s-r4")
     free["now"] = ["0"]  # its run ended: GPU 0 is free again
-    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
+    step(q, gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: free["now"])
     assert launch.started[-1] == ("s-r16", "0")
 
 
@@ -213,7 +214,7 @@ def test_auto_without_gpus_runs_one_at_a_time(tmp_path, study):
     q = RunQueue(tmp_path / "runs")
     q.add_study(study)
     launch = FakeLaunch()
-    q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: None)
+    step(q, gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: None)
     assert launch.started == [("s-r4", None)]
 
 
@@ -221,7 +222,7 @@ def test_auto_waits_while_every_gpu_is_busy(tmp_path, study):
     q = RunQueue(tmp_path / "runs")
     q.add_study(study)
     launch = FakeLaunch()
-    assert q.step(gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: [])
+    assert step(q, gpus=["auto"], launch=launch, echo=lambda line: None, free_gpus=lambda: [])
     assert launch.started == [] and [e.state for e in q.read().entries] == ["waiting"] * 3
 
 

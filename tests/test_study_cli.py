@@ -31,11 +31,11 @@ def _engine_in_this_process(run, **kwargs) -> int:
 
 
 def test_a_study_runs_headless(tmp_path, tiny_bert, monkeypatch, capsys):
-    from loratui.core.queue import RunQueue
+    from loratui.core import queue_runner
 
-    step = RunQueue.step
-    monkeypatch.setattr(RunQueue, "step", lambda self, gpus=None, echo=print, **kw: step(
-        self, gpus, echo, **{**kw, "launch": _engine_in_this_process}))
+    step = queue_runner.step
+    monkeypatch.setattr(queue_runner, "step", lambda q, gpus=None, echo=print, **kw: step(
+        q, gpus, echo, **{**kw, "launch": _engine_in_this_process}))
     monkeypatch.chdir(tmp_path)
     study = write_study(tmp_path, tiny_bert)
     code = cli_main(["study", str(study), "--runs-dir", str(tmp_path / "runs"), "--export", str(tmp_path / "out")])

@@ -44,6 +44,7 @@ def cmd_study(args) -> int:
         return 0
     from loratui.core import compare
     from loratui.core.queue import RunQueue, held_text
+    from loratui.core.queue_runner import step
     from loratui.core.runs import RunDir, stop_run
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
@@ -65,7 +66,7 @@ def cmd_study(args) -> int:
             if q.runner_pid() is None:
                 if q.claim_runner():
                     try:
-                        q.step(gpus, echo=lambda line: None)
+                        step(q, gpus, echo=lambda line: None)
                     finally:
                         q.release_runner()
             state = q.read()

@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 from loratui.core.config import RunConfig
 from loratui.core.fileio import atomic_write_text
-from loratui.core.runs import RunDir, create_run, launch_detached, now, pid_alive, process_start_time, stop_run
+from loratui.core.runs import RunDir, create_run, now, pid_alive, process_start_time, stop_run
 
 QUEUE_DIR = ".queue"
 
@@ -277,22 +276,6 @@ class RunQueue:
             if st in FINAL_RUN_STATES:
                 e.state, e.ended = st, round(now(), 3)
                 echo(f"{e.run}: {st}")
-
-    def step(self, gpus: list[str] | None = None, echo: Callable[[str], None] = print,
-             launch: Callable[..., int] = launch_detached,
-             free_gpus: Callable[[], list[str]] | None = None) -> bool:
-        """One pass of the runner (see :func:`loratui.core.queue_runner.step`)."""
-        from loratui.core.queue_runner import step
-
-        return step(self, gpus, echo, launch, free_gpus)
-
-    def run_forever(self, gpus: list[str] | None = None, echo: Callable[[str], None] = print, poll: float = 1.0,
-                    should_stop: Callable[[], bool] = lambda: False) -> None:
-        """The runner loop: until nothing waits or runs (or ``should_stop``)."""
-        while not should_stop():
-            if not self.step(gpus, echo):
-                return
-            time.sleep(poll)
 
     def claim_runner(self) -> bool:
         """Record this process as the runner; False when another runner is alive."""

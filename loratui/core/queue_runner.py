@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +81,15 @@ def step(q: RunQueue, gpus: list[str] | None = None, echo: Callable[[str], None]
             with contextlib.suppress(OSError):
                 q.runner_path.unlink()
         return alive
+
+
+def run_forever(q: RunQueue, gpus: list[str] | None = None, echo: Callable[[str], None] = print, poll: float = 1.0,
+                should_stop: Callable[[], bool] = lambda: False) -> None:
+    """The runner loop: until nothing waits or runs (or ``should_stop``)."""
+    while not should_stop():
+        if not step(q, gpus, echo):
+            return
+        time.sleep(poll)
 
 
 @dataclass
@@ -192,7 +202,7 @@ def runner_main(runs_dir: str, gpus: list[str] | None = None, poll: float = 1.0)
 
     echo(f"queue runner for {q.runs_dir}" + (f" on GPUs {', '.join(gpus)}" if gpus else ""))
     try:
-        q.run_forever(gpus, echo, poll, should_stop=lambda: stop["now"])
+        run_forever(q, gpus, echo, poll, should_stop=lambda: stop["now"])
     finally:
         q.release_runner()
     echo("queue empty: runner exits")
