@@ -134,6 +134,10 @@ class Recipe:
             lean_lora(self.model, recompute_dropout=not checkpointing and not sp.cuda_graphs)
             if sp.lean_mlp:
                 lean_gated_mlps(self.model)
+        if cfg.uses_lora:  # a 16-bit base's projections add their adapter's product in place (after lean's folding)
+            from loratui.train.inplace_lora import inplace_lora
+
+            inplace_lora(self.model)
         if sp.compile == "regional":
             from loratui.train.speed import compile_layers
 
