@@ -1,4 +1,5 @@
-"""Fused LoRA projections (train.fused_lora): the same loss and gradients as peft's path, fewer autograd nodes."""
+"""Fused LoRA projections (train.fused_lora) and the in-place forward every 16-bit LoRA run takes
+(loratui.train.inplace_lora): the same loss and gradients as peft's path, fewer kernels and autograd nodes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from loratui.train.fused_lora import fuse_lora
+from loratui.train.inplace_lora import inplace_lora
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -36,10 +38,11 @@ def loss_and_grads(model, ids, autocast: bool = False):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_fused_projections_train_exactly_as_peft_does_in_fp32():
-    peft_model = tiny_peft(dropout=0.1)
+@pytest.mark.parametrize("install,dropout", [(fuse_lora, 0.1), (inplace_lora, 0.1), (inplace_lora, 0.0)])
+def test_fused_projections_train_exactly_as_peft_does_in_fp32(install, dropout):
+    peft_model = tiny_peft(dropout=dropout)
     fused = copy.deepcopy(peft_model)
-    assert fuse_lora(fused) == 14  # 7 projections x 2 layers
+    assert install(fused) == 14  # 7 projections x 2 layers
     ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
     loss_a, grads_a = loss_and_grads(peft_model, ids)
     loss_b, grads_b = loss_and_grads(fused, ids)
@@ -64,9 +67,10 @@ def test_under_bf16_autocast_the_fused_path_is_as_close_to_fp32_as_peft():
     assert fused_err < 2 * peft_err + 1e-3, (fused_err, peft_err)
 
 
-def test_disabled_adapters_and_inference_take_peft_s_own_path():
+@pytest.mark.parametrize("install", [fuse_lora, inplace_lora])
+def test_disabled_adapters_and_inference_take_peft_s_own_path(install):
     model = tiny_peft()
-    fuse_lora(model)
+    install(model)
     ids = torch.randint(0, 100, (1, 8))
     model.eval()
     with torch.no_grad():
@@ -97,7 +101,46 @@ def test_dora_is_left_to_peft():
     base = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=50))
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True))
-    assert fuse_lora(model) == 0
+    assert fuse_lora(model) == 0 and inplace_lora(model) == 0
+
+
+def test_in_place_under_bf16_autocast_a_16bit_base_is_as_close_to_fp32_as_peft():
+    """The base in bf16 and the adapters in fp32, as a bf16 LoRA run holds them: the adapter's product is added in
+    the output's dtype, no worse than peft's path against the fp32 reference."""
+    ref32 = tiny_peft(dropout=0.0)
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    _, ref = loss_and_grads(ref32, ids)
+    peft16 = copy.deepcopy(ref32)
+    for p in peft16.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)
+    fast16 = copy.deepcopy(peft16)
+    assert inplace_lora(fast16) == 14
+
+    def error(grads):
+        num = sum((grads[k].float() - ref[k]).norm() ** 2 for k in ref) ** 0.5
+        return float(num / sum(v.norm() ** 2 for v in ref.values()) ** 0.5)
+
+    peft_err = error(loss_and_grads(peft16, ids, autocast=True)[1])
+    fast_err = error(loss_and_grads(fast16, ids, autocast=True)[1])
+    assert fast_err < 1.5 * peft_err + 1e-3, (fast_err, peft_err)
+
+
+def test_an_in_place_adapter_reloads_as_a_plain_peft_adapter(tmp_path):
+    from peft import PeftModel
+
+    model = tiny_peft()
+    assert inplace_lora(model) == 14
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    loss_and_grads(model, ids)
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(tiny_peft().unload(), tmp_path / "adapter")
+    reloaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, expected, atol=1e-5)
 
 
 def test_a_4bit_base_gives_peft_s_outputs_and_gradients():
