@@ -38,6 +38,12 @@ def loss_and_grads(model, ids, autocast: bool = False):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def error(grads, ref) -> float:
+    """The gradients' relative distance from the fp32 reference's."""
+    num = sum((grads[k].float() - ref[k]).norm() ** 2 for k in ref) ** 0.5
+    return float(num / sum(v.norm() ** 2 for v in ref.values()) ** 0.5)
+
+
 @pytest.mark.parametrize("install,dropout", [(fuse_lora, 0.1), (inplace_lora, 0.1), (inplace_lora, 0.0)])
 def test_fused_projections_train_exactly_as_peft_does_in_fp32(install, dropout):
     peft_model = tiny_peft(dropout=dropout)
@@ -58,12 +64,8 @@ def test_under_bf16_autocast_the_fused_path_is_as_close_to_fp32_as_peft():
     ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
     _, ref = loss_and_grads(peft_model, ids)
 
-    def error(grads):
-        num = sum((grads[k].float() - ref[k]).norm() ** 2 for k in ref) ** 0.5
-        return float(num / sum(v.norm() ** 2 for v in ref.values()) ** 0.5)
-
-    peft_err = error(loss_and_grads(peft_model, ids, autocast=True)[1])
-    fused_err = error(loss_and_grads(fused, ids, autocast=True)[1])
+    peft_err = error(loss_and_grads(peft_model, ids, autocast=True)[1], ref)
+    fused_err = error(loss_and_grads(fused, ids, autocast=True)[1], ref)
     assert fused_err < 2 * peft_err + 1e-3, (fused_err, peft_err)
 
 
@@ -117,12 +119,8 @@ def test_in_place_under_bf16_autocast_a_16bit_base_is_as_close_to_fp32_as_peft()
     fast16 = copy.deepcopy(peft16)
     assert inplace_lora(fast16) == 14
 
-    def error(grads):
-        num = sum((grads[k].float() - ref[k]).norm() ** 2 for k in ref) ** 0.5
-        return float(num / sum(v.norm() ** 2 for v in ref.values()) ** 0.5)
-
-    peft_err = error(loss_and_grads(peft16, ids, autocast=True)[1])
-    fast_err = error(loss_and_grads(fast16, ids, autocast=True)[1])
+    peft_err = error(loss_and_grads(peft16, ids, autocast=True)[1], ref)
+    fast_err = error(loss_and_grads(fast16, ids, autocast=True)[1], ref)
     assert fast_err < 1.5 * peft_err + 1e-3, (fast_err, peft_err)
 
 
