@@ -174,3 +174,39 @@ def test_a_4bit_base_gives_peft_s_outputs_and_gradients():
         got.append([y.detach().float(), xx.grad.float()] + [p.grad.float() for p in m.parameters() if p.requires_grad])
     for want, have in zip(*got):
         assert float((have - want).norm() / want.norm()) < 0.01  # bf16 rounding only
+
+
+def test_the_in_place_forward_launches_fewer_ops_than_peft_s_and_copies_no_gradient():
+    """Each projection's forward and backward, counted as dispatched ops (a kernel each on a GPU): the in-place
+    path saves peft's separate matmul, multiply and add, and adds into a tensor of its own (adding into a view of
+    it made autograd clone and copy every projection's gradient: 2 ops more than peft's path, not fewer)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and func.overloadpacket is not torch.ops.aten._unsafe_view:
+                self.ops[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    peft16 = tiny_peft(dropout=0.0)
+    for p in peft16.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)
+    fast16 = copy.deepcopy(peft16)
+    inplace_lora(fast16)
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    counts = []
+    for model in (peft16, fast16):
+        loss_and_grads(model, ids, autocast=True)  # warm: lazy first-call work is not counted
+        with Count() as c:
+            loss_and_grads(model, ids, autocast=True)
+        counts.append(c.ops)
+    peft_ops, fast_ops = (sum(c.values()) for c in counts)
+    assert fast_ops <= peft_ops - 2 * 14, (peft_ops, fast_ops)  # 14 projections
+    assert counts[1]["aten.copy_"] <= counts[0]["aten.copy_"] and counts[1]["aten.clone"] <= counts[0]["aten.clone"]

@@ -28,17 +28,18 @@ def _inplace_forward(layer, peft_forward):
         name = active[0]
         if name not in layer.lora_A or name in (getattr(layer, "lora_variant", None) or {}):
             return peft_forward(x, *args, **kwargs)
-        result = layer.base_layer(x)
-        if not result.is_contiguous():
-            return _added(layer, name, x, result)
-        xa = layer.lora_A[name](layer.lora_dropout[name](x))
+        # the frozen output as a 2-d tensor of its own: adding into a view of it would make autograd copy the
+        # gradient back through the view (a clone and a copy per projection in the backward pass)
+        out = layer.base_layer(x.reshape(-1, x.shape[-1]))
+        if out._base is not None or not out.is_contiguous():
+            return _added(layer, name, x, out.view(*x.shape[:-1], out.shape[-1]))
+        xa = layer.lora_A[name](layer.lora_dropout[name](x))  # as peft calls it (lean's A knows its input by shape)
         w = layer.lora_B[name].weight
-        dtype = result.dtype
+        dtype = out.dtype
         xa = xa if xa.dtype == dtype else xa.to(dtype)
         w = w if w.dtype == dtype else w.to(dtype)
-        out = result.view(-1, result.shape[-1])
         out.addmm_(xa.reshape(-1, xa.shape[-1]), w.t(), alpha=float(layer.scaling[name]))
-        return result
+        return out.view(*x.shape[:-1], out.shape[-1])
 
     return forward
 
