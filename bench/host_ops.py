@@ -1,7 +1,8 @@
 """Host-side work of one training step, on the CPU: the ops the step dispatches (each one a kernel launch on a GPU)
 and the host milliseconds it takes on a narrow model with the real number of layers.
 
-Usage: python bench/host_ops.py --shape 8b [--variants default,inplace=off] [--steps 14]
+Usage: python bench/host_ops.py --shape 8b [--variants default,inplace=off] [--steps 14] [--batch 1 --max-length 16]
+HOSTOPS_SYNCS=1 prints where each host-device sync (.item(), bool(tensor)) comes from (stderr).
 The real engine runs in a child process per variant (``loratui train``'s path, in-process there with a callback the
 engine does not carry). The model is the shape's layer count and LoRA targets with a narrow width (64), so the
 arithmetic is small and what is left is the host's per-op work, the part of a step that the card waits on when it
@@ -56,6 +57,10 @@ def counting_callback(count_step: int, time_from: int, result: dict):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if not func.is_view:  # a view launches nothing
                 self.ops[str(func.overloadpacket)] += 1
+            if func.overloadpacket is torch.ops.aten._local_scalar_dense and os.environ.get("HOSTOPS_SYNCS"):
+                import traceback  # where the host waits for the device (.item(), bool(tensor)...): a sync on a GPU
+
+                print("SYNC " + "".join(traceback.format_stack(limit=12)[:-1]), file=sys.stderr)
             return func(*args, **(kwargs or {}))
 
     class Probe(TrainerCallback):
@@ -113,14 +118,15 @@ def side(args) -> None:
     print("HOSTOPS " + json.dumps(result), flush=True)
 
 
-def config(shape: str, model: Path, data: Path, runs: Path, name: str, variant: str, steps: int) -> dict:
+def config(shape: str, model: Path, data: Path, runs: Path, name: str, variant: str, steps: int,
+           batch: int = 2, max_length: int = 128) -> dict:
     from speed import apply_override
 
     _, r, preset = LAYERS[shape]
     cfg = {"model": {"name": str(model)}, "method": {"kind": "lora"},
            "lora": {"r": r, "alpha": 2 * r, "dropout": 0.05, "preset": preset},
-           "data": {"source": str(data), "format": "text", "max_length": 128, "validation_fraction": 0.0},
-           "train": {"max_steps": steps, "batch_size": 2, "lr": 2e-4, "logging_steps": 5, "save_steps": 10 * steps,
+           "data": {"source": str(data), "format": "text", "max_length": max_length, "validation_fraction": 0.0},
+           "train": {"max_steps": steps, "batch_size": batch, "lr": 2e-4, "logging_steps": 5, "save_steps": 10 * steps,
                      "seed": 42, "precision": "bf16"},
            "output": {"runs_dir": str(runs), "name": name}}
     for item in variant.split("+"):
@@ -134,6 +140,8 @@ def main() -> int:
     ap.add_argument("--shape", default="8b", choices=list(LAYERS))
     ap.add_argument("--variants", default="default,inplace=off")
     ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=128, help="16: next to no arithmetic, the host's work alone")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
     ap.add_argument("--side", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -154,7 +162,8 @@ def main() -> int:
     for variant in args.variants.split(","):
         name = f"{args.shape}-{variant}".replace("=", "-").replace("+", "_").replace(".", "")
         cfg_path = work / f"{name}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config(args.shape, model, data, work / "runs", name, variant, args.steps)))
+        cfg_path.write_text(yaml.safe_dump(config(args.shape, model, data, work / "runs", name, variant, args.steps,
+                                                 args.batch, args.max_length)))
         import shutil
 
         shutil.rmtree(work / "runs" / name, ignore_errors=True)
@@ -164,7 +173,8 @@ def main() -> int:
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("HOSTOPS ")), None)
         rows.append(json.loads(line[8:]) if line else {"side": variant, "error": out.stderr[-2000:]})
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{args.shape} layers and LoRA targets, width 64, bf16 autocast on the CPU, batch 2 x 128 tokens")
+    print(f"\n{args.shape} layers and LoRA targets, width 64, bf16 autocast on the CPU, batch {args.batch} x "
+          f"{args.max_length} tokens")
     print("| side | forward + backward ops a step (launches on a GPU) | optimizer ops (CPU's unfused AdamW) | "
           "forward + backward host ms (median) | host ms a step |")
     print("|---|---|---|---|---|")
