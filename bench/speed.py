@@ -26,6 +26,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_engine import SHAPES, workspace  # noqa: E402
 
+PATCHED = ("inplace", "head_chunk")  # bench/patched_train.py's levers (variants like inplace=off, head_chunk=8)
 CARD_PEAK = [0.0]
 PEAK_AT = [0.0]  # wall time of the last child's NVML peak
 WINDOW = [10]  # the first step of the timed window (--window-start)
@@ -173,7 +174,8 @@ def loratui_config(args, model_dir: Path, data: Path, runs: Path, name: str, var
         "output": {"runs_dir": str(runs), "name": name},
     }
     for item in [] if variant == "default" else variant.split("+"):
-        apply_override(cfg, item)
+        if item.partition("=")[0] not in PATCHED:  # bench/patched_train.py's levers are not config keys
+            apply_override(cfg, item)
     return cfg
 
 
@@ -188,6 +190,9 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
 
         shutil.rmtree(run_dir)
     cmd = [sys.executable, "-m", "loratui", "train", str(cfg_path)]
+    patches = [item for item in variant.split("+") if item.partition("=")[0] in PATCHED]
+    if patches:  # a lever without a config switch: the same engine in a process that patches it first
+        cmd = [sys.executable, str(Path(__file__).with_name("patched_train.py")), str(cfg_path), "+".join(patches)]
     if args.profile:  # the same engine in this script's process, 5 steps traced after the timed ones
         os.environ.update(PROFILE_START=str(args.steps), PROFILE_SAME_NAME="1")
         cmd = [sys.executable, str(Path(__file__).with_name("profile_loratui.py")), str(cfg_path)]

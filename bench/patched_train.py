@@ -1,0 +1,46 @@
+"""The engine with a lever the config has no switch for (yet), for bench/speed.py's side-by-side rows.
+
+Usage: python bench/patched_train.py CONFIG.yaml PATCH[+PATCH...]   (the config's own run name; as `loratui train`)
+Patches (bench only; the engine carries none of them):
+  inplace=off     peft's LoRA forward instead of loratui.train.inplace_lora (the A side of the in-place change)
+  head_chunk=N    Liger's fused cross-entropy with chunk_mem_const=N (its default 1: logit chunks of about one
+                  hidden state per token, 256 tokens on the 8B shape; 8: 2,048 tokens, 1.6 GB at vocab 128k)
+bench/speed.py runs a variant through this script when it names one of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+PATCHES = ("inplace", "head_chunk")
+
+
+def apply(patch: str) -> None:
+    key, _, value = patch.partition("=")
+    if key == "inplace" and value == "off":
+        import loratui.train.inplace_lora as inplace
+
+        inplace.inplace_lora = lambda model: 0
+    elif key == "head_chunk":
+        import liger_kernel.transformers.functional as F
+
+        F.liger_fused_linear_cross_entropy = functools.partial(F.liger_fused_linear_cross_entropy,
+                                                               chunk_mem_const=int(value))
+    else:
+        raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N)")
+    print(f"bench patch: {patch}", flush=True)
+
+
+def main() -> int:
+    from loratui.core.config import load_config
+    from loratui.core.runs import create_run
+    from loratui.train import engine
+
+    for patch in sys.argv[2].split("+"):
+        apply(patch)
+    return engine.Engine(create_run(load_config(sys.argv[1]))).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
