@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 
 from loratui.core.config import RunConfig
 from loratui.train.fit_prices import (  # noqa: F401 - the calibration (re-exported; tests set their own prices)
@@ -32,102 +31,8 @@ from loratui.train.fit_prices import (  # noqa: F401 - the calibration (re-expor
     GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT, GRAPHS_WORK,
     GRAPHS_HALF_BATCH_COST, GRAPHS_MEMORY, HALF_BATCH_COST, OFFLOAD_COST, GiB,
 )
-
-
-@dataclass
-class Fit:
-    budget: int  # bytes the run may use (NVML's view)
-    source: str  # where the budget came from
-    needed: int  # the estimate as written
-    estimate: int  # the estimate of what was chosen
-    fits: bool
-    batch_size: int
-    grad_accum: int
-    checkpointing: bool = False
-    ckpt_layers: int | None = None  # with checkpointing: the first k layers (None: all)
-    layers: int = 0
-    offload: bool = False
-    cost: float = 0.0  # the chosen savers' estimated extra step time
-    changes: list[str] = field(default_factory=list)
-    faster: list[str] = field(default_factory=list)  # memory-for-speed levers switched off because there is room
-    graphs: bool = False  # CUDA graphs switched on because there is room (train.cuda_graphs: auto)
-    embedding_offload: bool = False  # the input embeddings moved to host memory (train.embedding_offload: auto)
-    optimizer: str | None = None  # the optimizer the fit chose (train.optimizer: auto): 8-bit AdamW where short
-    note: str | None = None  # why a speed lever left on auto stays off though there is room (said with the verdict)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.changes)
-
-    def message(self) -> str:
-        need, have = self.needed / GiB, self.budget / GiB
-        if self.graphs and self.checkpointing and self.needed <= self.budget:
-            return (f"memory: {have:.1f} GiB is the budget ({self.source}); {', '.join(self.changes)} for speed "
-                    f"(faster than running as configured without graphs; about {self.estimate / GiB:.1f} GiB "
-                    f"instead of {need:.1f}; train.fit: off runs as configured)")
-        if self.faster or (self.graphs and not self.checkpointing):
-            parts = [" and ".join(FASTER[k][0] for k in self.faster) + " off"] if self.faster else []
-            what = " and ".join([*parts, *(["CUDA graphs on"] * self.graphs)])
-            return (f"memory: {have:.1f} GiB is the budget ({self.source}) and there is room: {what} for speed "
-                    f"(about {self.estimate / GiB:.1f} GiB instead of {need:.1f}; train.fit: off runs as configured)")
-        if not self.changed:
-            if self.fits:
-                note = f"; {self.note}" if self.note else ""
-                return (f"memory: needs about {need:.1f} GiB of {have:.1f} GiB ({self.source}): runs as "
-                        f"configured{note}")
-            return (f"memory: needs about {need:.1f} GiB but {have:.1f} GiB is the budget ({self.source}) and no "
-                    "saver is left to add: it may run out of memory (lower data.max_length or train.batch_size)")
-        what = ", ".join(self.changes)
-        verdict = "fits" if self.fits else "still over the budget: it may run out of memory"
-        return (f"memory: as configured it needs about {need:.1f} GiB, {have:.1f} GiB is the budget ({self.source}); "
-                f"using {what} (about {self.estimate / GiB:.1f} GiB, {verdict}; {_step_time(self.cost)}; "
-                "train.fit: off runs as configured)")
-
-    def as_event(self) -> dict:
-        return {"budget_gib": round(self.budget / GiB, 2), "source": self.source,
-                "needed_gib": round(self.needed / GiB, 2), "estimate_gib": round(self.estimate / GiB, 2),
-                "fits": self.fits, "changes": self.changes, "batch_size": self.batch_size,
-                "grad_accum": self.grad_accum, "checkpointing": self.checkpointing, "ckpt_layers": self.ckpt_layers,
-                "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster, "graphs": self.graphs,
-                "embedding_offload": self.embedding_offload, "optimizer": self.optimizer}
-
-    def apply(self, cfg: RunConfig) -> RunConfig:
-        """A copy of ``cfg`` with the chosen savers (the run folder's config.yaml keeps what the user wrote)."""
-        out = cfg.model_copy(deep=True)
-        out.train.batch_size, out.train.grad_accum = self.batch_size, self.grad_accum
-        out.train.gradient_checkpointing = self.checkpointing
-        if self.offload:
-            out.train.activation_offload = "on"
-        for key in self.faster:
-            setattr(out.train, key, "off")
-        if self.graphs:
-            out.train.cuda_graphs = "on"
-        if self.embedding_offload:
-            out.train.embedding_offload = "on"
-        if self.optimizer:
-            out.train.optimizer = self.optimizer
-        return out
-
-
-def graphs_factor(cfg: RunConfig) -> float:
-    """What CUDA graphs the user turned on (train.cuda_graphs: on) multiply the estimate by: the graphs' pool beside
-    the checkpoints, or every activation kept per step size without checkpointing (auto is priced where the fit
-    turns them on)."""
-    if cfg.train.cuda_graphs != "on":
-        return 1.0
-    return GRAPHS_CKPT_MEMORY if cfg.train.gradient_checkpointing else GRAPHS_MEMORY
-
-
-def _step_time(cost: float) -> str:
-    return f"about +{100 * cost:.0f}% step time" if cost >= 0 else f"about {-100 * cost:.0f}% less step time"
-
-
-def budget_bytes(cfg: RunConfig, free: int) -> tuple[int, str]:
-    """The run's budget: train.memory_budget, or (auto) a share of what is free on the card now."""
-    b = cfg.train.memory_budget
-    if b != "auto":
-        return int(b * GiB), "train.memory_budget"
-    return int(free * AUTO_SHARE), f"{AUTO_SHARE:.0%} of the {free / GiB:.1f} GiB free on the card"
+from loratui.train.fit_result import Fit, budget_bytes, describe, graphs_factor  # noqa: F401 - re-exported
+from loratui.train.fit_room import faster, graphs_ckpt_cost, with_checkpointed_graphs, with_graphs
 
 
 def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, estimator) -> Fit:
@@ -145,11 +50,11 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
         return base
     work = getattr(estimator, "work", None)  # graphs beat running as written where steps are small
     if base.fits:
-        fit = _with_graphs(cfg, _faster(cfg, dataclasses.replace(base), estimator), work)
+        fit = with_graphs(cfg, faster(cfg, dataclasses.replace(base), estimator), work)
         if fit.graphs:
             return fit
         if t.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_WORK):
-            return _with_checkpointed_graphs(cfg, base, estimator) or fit
+            return with_checkpointed_graphs(cfg, base, estimator) or fit
         return fit
     best, leanest = _search(cfg, base, estimator)
     for trial, extra, marks in _variants(cfg, estimator, needed):  # the same search with more savers, each at its cost
@@ -159,7 +64,7 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
         if leanest2 is not None and (leanest is None or leanest2.estimate < leanest.estimate):
             leanest = leanest2
     chosen = best or leanest or base
-    chosen.changes = _describe(cfg, chosen) + ([GRAPHS_CKPT_TEXT] if chosen.graphs else [])
+    chosen.changes = describe(cfg, chosen) + ([GRAPHS_CKPT_TEXT] if chosen.graphs else [])
     return chosen
 
 
@@ -237,94 +142,17 @@ def _search(cfg: RunConfig, base: Fit, estimator, extra: float = 0.0,
         # checkpointed graphs at this micro-batch: faster than eager checkpointing at the same one (8B QLoRA batch 4:
         # 5,010 vs 1,496 tokens/s, one call), the more so the smaller the step; not on a busy card (long steps)
         graphed = None if work is not None and work(trial) > GRAPHS_WORK else \
-            _with_checkpointed_graphs(trial, base, estimator)
+            with_checkpointed_graphs(trial, base, estimator)
         if graphed is not None:
             graphed.cost = (1 + graphs_batch_cost) * (1 + graphed.cost) * (1 + extra) - 1
             graphed = dataclasses.replace(graphed, **marks)
             if best is None or graphed.cost < best.cost:
                 best = graphed
         cheapest = min((1 + HALF_BATCH_COST) ** (halvings + 1),
-                       (1 + GRAPHS_HALF_BATCH_COST) ** (halvings + 1) * (1 + _graphs_ckpt_cost(cfg))) - 1
+                       (1 + GRAPHS_HALF_BATCH_COST) ** (halvings + 1) * (1 + graphs_ckpt_cost(cfg))) - 1
         if best is not None and cheapest >= best.cost:
             break  # a smaller micro-batch would cost more than what fits already
     return best, leanest
-
-
-def _faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
-    """With room to spare, a 4-bit or 8-bit base turns off the levers that buy memory with speed (those left on auto),
-    the most valuable first, as long as the run still fits."""
-    if not cfg.quantized:
-        return base
-    off: list[str] = []
-    trial = cfg
-    for key in FASTER:
-        if getattr(cfg.train, key) != "auto":
-            continue
-        candidate = trial.model_copy(deep=True)
-        setattr(candidate.train, key, "off")
-        total, _ = estimator(candidate, None, cfg.train.activation_offload == "on")
-        if total <= base.budget:
-            trial, off, base.estimate = candidate, [*off, key], total
-    base.faster = off
-    base.changes = [f"{FASTER[k][0]} off" for k in off]
-    return base
-
-
-def _with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
-    """With room for them (GRAPHS_MEMORY x the estimate), CUDA graphs on where the run can use them (left on auto;
-    loratui.train.speed.cuda_graphs says where) and a step is small enough to wait on the host (GRAPHS_WORK): 8B
-    QLoRA shape 3.1x tokens/s once every step size is captured, 1B LoRA 1.8x (bench/RESULTS.md, round 7); 8B bf16
-    LoRA on 16 rows 0.85x (round 10)."""
-    from loratui.train import speed
-
-    if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * GRAPHS_MEMORY > fit.budget:
-        return fit
-    candidate = fit.apply(cfg)
-    candidate.train.cuda_graphs = "on"
-    try:
-        speed.resolve(candidate, cuda=True)
-    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, checkpointing, unpacked, 2 cards, ...)
-        return fit
-    if work is not None and work(cfg) > GRAPHS_WORK:
-        fit.note = ("CUDA graphs left off: steps this large keep the card busy and the graphs would pad them "
-                    "(train.cuda_graphs: on forces them)")
-        return fit
-    fit.graphs, fit.estimate = True, int(fit.estimate * GRAPHS_MEMORY)
-    fit.changes = [*fit.changes, "CUDA graphs on"]
-    return fit
-
-
-def _graphs_ckpt_cost(cfg: RunConfig) -> float:
-    return GRAPHS_CKPT_COST_QUANTIZED if cfg.quantized else GRAPHS_CKPT_COST
-
-
-def _with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None:
-    """Every layer checkpointed and replayed as CUDA graphs at the configured batch (train.cuda_graphs left on
-    auto), with the checkpoints in host memory where only that fits (train.activation_offload left on auto); None
-    where neither fits or graphs cannot run (loratui.train.speed.cuda_graphs says where)."""
-    from loratui.train import speed
-
-    t = cfg.train
-    if t.cuda_graphs != "auto":
-        return None
-    candidate = cfg.model_copy(deep=True)
-    candidate.train.gradient_checkpointing, candidate.train.cuda_graphs = True, "on"
-    try:
-        speed.resolve(candidate, cuda=True)
-    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
-        return None
-    user = t.activation_offload == "on"
-    for offload in [user] if user or t.activation_offload == "off" else [False, True]:
-        total, layers = estimator(cfg, None if t.gradient_checkpointing else fit.layers or None, offload)
-        total = int(total * GRAPHS_CKPT_MEMORY)
-        if total <= fit.budget:
-            cost = (1 + _graphs_ckpt_cost(cfg)) * (1 + (GRAPHS_CKPT_OFFLOAD_COST if offload and not user else 0)) - 1
-            out = Fit(budget=fit.budget, source=fit.source, needed=fit.needed, estimate=total, fits=True,
-                      batch_size=t.batch_size, grad_accum=t.grad_accum, checkpointing=True, ckpt_layers=None,
-                      layers=layers, offload=offload, cost=cost, graphs=True)
-            out.changes = [*_describe(cfg, out), GRAPHS_CKPT_TEXT]
-            return out
-    return None
 
 
 def _options(cfg: RunConfig, estimator, layers: int, budget: int):
@@ -360,20 +188,3 @@ def _options(cfg: RunConfig, estimator, layers: int, budget: int):
             yield total, True, k, False, CKPT_ALL_COST * k / layers
             return
         k += 1
-
-
-def _describe(cfg: RunConfig, fit: Fit) -> list[str]:
-    t, out = cfg.train, []
-    if fit.batch_size != t.batch_size:
-        out.append(f"micro-batch {fit.batch_size} x {fit.grad_accum} accumulation (was {t.batch_size} x "
-                   f"{t.grad_accum}: the same {t.batch_size * t.grad_accum} examples a step)")
-    if fit.checkpointing and not t.gradient_checkpointing:
-        out.append(f"gradient checkpointing on {fit.ckpt_layers} of {fit.layers} layers" if fit.ckpt_layers
-                   else f"gradient checkpointing on all {fit.layers} layers")
-    if fit.offload and t.activation_offload != "on":
-        out.append("activation offload to host memory")
-    if fit.embedding_offload:
-        out.append("input embeddings in host memory")
-    if fit.optimizer:
-        out.append("8-bit AdamW (its states in 8 bits)")
-    return out

@@ -1,0 +1,88 @@
+"""The memory fit's levers for a run with room to spare (loratui.train.fit): a quantized base's faster levers, CUDA
+graphs, and every layer checkpointed with graphs where that is faster than running as written."""
+
+from __future__ import annotations
+
+from loratui.core.config import RunConfig
+from loratui.train.fit_prices import (
+    FASTER, GRAPHS_CKPT_COST, GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT,
+    GRAPHS_MEMORY, GRAPHS_WORK,
+)
+from loratui.train.fit_result import Fit, describe
+
+
+def faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
+    """With room to spare, a 4-bit or 8-bit base turns off the levers that buy memory with speed (those left on auto),
+    the most valuable first, as long as the run still fits."""
+    if not cfg.quantized:
+        return base
+    off: list[str] = []
+    trial = cfg
+    for key in FASTER:
+        if getattr(cfg.train, key) != "auto":
+            continue
+        candidate = trial.model_copy(deep=True)
+        setattr(candidate.train, key, "off")
+        total, _ = estimator(candidate, None, cfg.train.activation_offload == "on")
+        if total <= base.budget:
+            trial, off, base.estimate = candidate, [*off, key], total
+    base.faster = off
+    base.changes = [f"{FASTER[k][0]} off" for k in off]
+    return base
+
+
+def with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
+    """With room for them (GRAPHS_MEMORY x the estimate), CUDA graphs on where the run can use them (left on auto;
+    loratui.train.speed.cuda_graphs says where) and a step is small enough to wait on the host (GRAPHS_WORK): 8B
+    QLoRA shape 3.1x tokens/s once every step size is captured, 1B LoRA 1.8x (bench/RESULTS.md, round 7); 8B bf16
+    LoRA on 16 rows 0.85x (round 10)."""
+    from loratui.train import speed
+
+    if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * GRAPHS_MEMORY > fit.budget:
+        return fit
+    candidate = fit.apply(cfg)
+    candidate.train.cuda_graphs = "on"
+    try:
+        speed.resolve(candidate, cuda=True)
+    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, checkpointing, unpacked, 2 cards, ...)
+        return fit
+    if work is not None and work(cfg) > GRAPHS_WORK:
+        fit.note = ("CUDA graphs left off: steps this large keep the card busy and the graphs would pad them "
+                    "(train.cuda_graphs: on forces them)")
+        return fit
+    fit.graphs, fit.estimate = True, int(fit.estimate * GRAPHS_MEMORY)
+    fit.changes = [*fit.changes, "CUDA graphs on"]
+    return fit
+
+
+def graphs_ckpt_cost(cfg: RunConfig) -> float:
+    return GRAPHS_CKPT_COST_QUANTIZED if cfg.quantized else GRAPHS_CKPT_COST
+
+
+def with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None:
+    """Every layer checkpointed and replayed as CUDA graphs at the configured batch (train.cuda_graphs left on
+    auto), with the checkpoints in host memory where only that fits (train.activation_offload left on auto); None
+    where neither fits or graphs cannot run (loratui.train.speed.cuda_graphs says where)."""
+    from loratui.train import speed
+
+    t = cfg.train
+    if t.cuda_graphs != "auto":
+        return None
+    candidate = cfg.model_copy(deep=True)
+    candidate.train.gradient_checkpointing, candidate.train.cuda_graphs = True, "on"
+    try:
+        speed.resolve(candidate, cuda=True)
+    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
+        return None
+    user = t.activation_offload == "on"
+    for offload in [user] if user or t.activation_offload == "off" else [False, True]:
+        total, layers = estimator(cfg, None if t.gradient_checkpointing else fit.layers or None, offload)
+        total = int(total * GRAPHS_CKPT_MEMORY)
+        if total <= fit.budget:
+            cost = (1 + graphs_ckpt_cost(cfg)) * (1 + (GRAPHS_CKPT_OFFLOAD_COST if offload and not user else 0)) - 1
+            out = Fit(budget=fit.budget, source=fit.source, needed=fit.needed, estimate=total, fits=True,
+                      batch_size=t.batch_size, grad_accum=t.grad_accum, checkpointing=True, ckpt_layers=None,
+                      layers=layers, offload=offload, cost=cost, graphs=True)
+            out.changes = [*describe(cfg, out), GRAPHS_CKPT_TEXT]
+            return out
+    return None
