@@ -36,7 +36,7 @@ SHORT = {"liger": "train.liger", "attention": "train.attention", "packing": "dat
          "gpus": "train.gpus", "distributed": "train.distributed", "method": "method.kind",
          "lean": "train.lean_activations", "lean_mlp": "train.lean_mlp", "offload": "train.activation_offload",
          "budget": "train.memory_budget", "fit": "train.fit", "fused": "train.fused_lora",
-         "embed": "train.embedding_offload", "graphs": "train.cuda_graphs"}
+         "embed": "train.embedding_offload", "graphs": "train.cuda_graphs", "wide": "train.wide_loss_chunks"}
 
 
 class NvmlPeak(threading.Thread):

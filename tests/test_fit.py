@@ -237,3 +237,28 @@ def test_graphs_the_user_turned_on_are_in_the_estimate():
     assert fit.graphs_factor(cfg()) == 1.0  # auto: priced where the fit turns them on
     assert fit.graphs_factor(cfg(cuda_graphs="on")) == fit.GRAPHS_MEMORY
     assert fit.graphs_factor(cfg(cuda_graphs="on", gradient_checkpointing=True)) == fit.GRAPHS_CKPT_MEMORY
+
+
+def toy_wide(extra: int):
+    """toy, with Liger's wide loss chunks costing ``extra`` bytes (the real estimator prices their logits chunk)."""
+    def estimate(c: RunConfig, ckpt_layers, offload) -> tuple[int, int]:
+        total, layers = toy(c, ckpt_layers, offload)
+        return total + (extra if c.train.wide_loss_chunks == "on" else 0), layers
+    return estimate
+
+
+def test_wide_loss_chunks_take_only_room_left_over():
+    narrow = fit.plan(cfg(wide_loss_chunks="off"), 40 * GiB, estimator=toy_wide(GiB))
+    wide = fit.plan(cfg(), 40 * GiB, estimator=toy_wide(GiB))
+    assert wide.wide_loss_chunks and not narrow.wide_loss_chunks  # the user's off stays off
+    assert wide.estimate == narrow.estimate + GiB
+    assert "wide loss chunks for speed" in wide.message() and "wide" not in narrow.message()
+    assert wide.apply(cfg()).train.wide_loss_chunks == "on" and wide.as_event()["wide_loss_chunks"] is True
+    # no room for them beside what runs as configured: Liger's own chunks, nothing said
+    tight = fit.plan(cfg(), narrow.estimate + GiB // 2, estimator=toy_wide(GiB))
+    assert tight.fits and not tight.wide_loss_chunks and "wide" not in tight.message()
+    # a run that needs savers to fit keeps its memory for them
+    short = fit.plan(cfg(), 12 * GiB, estimator=toy_wide(GiB // 64))
+    assert short.changed and not short.wide_loss_chunks
+    # no fused cross-entropy to widen (the estimate does not change: no Liger, a preference objective, a CPU)
+    assert not fit.plan(cfg(), 40 * GiB, estimator=toy).wide_loss_chunks

@@ -147,3 +147,53 @@ def test_the_engine_side_asks_for_expandable_allocator_segments_unless_the_user_
     env["PYTORCH_CUDA_ALLOC_CONF"] = "max_split_size_mb:512"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "max_split_size_mb:512"
+
+
+def test_wide_loss_chunks_need_ligers_fused_loss_and_are_priced(monkeypatch, tiny_llama):
+    from loratui.train import estimate as est
+
+    on = cfg(wide_loss_chunks="on")
+    with pytest.raises(ConfigError) as err:  # a CPU: no Liger
+        speed.resolve(on, cuda=False, model_type="llama")
+    assert err.value.field == "train.wide_loss_chunks" and "auto" in err.value.hint
+    monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_supports", lambda model_type: True)
+    assert speed.resolve(on, cuda=True, model_type="llama").wide_loss_chunks
+    assert not speed.resolve(cfg(), cuda=True, model_type="llama").wide_loss_chunks  # auto: the fit's to turn on
+    dpo = on.model_copy(deep=True)
+    dpo.method.objective = "dpo"
+    with pytest.raises(ConfigError):  # TRL's preference trainers compute their own log-probabilities
+        speed.resolve(dpo, cuda=True, model_type="llama")
+    # the estimate prices the wider logits chunk: (2 + 4) bytes x 8 hidden states a token instead of 1
+    narrow = RunConfig.model_validate({"model": {"name": str(tiny_llama)}, "data": {"validation_fraction": 0}})
+    wide = narrow.model_copy(deep=True)
+    wide.train.wide_loss_chunks = "on"
+    a, b = (est.estimate_memory(c, compare=False, cuda=True).rows[0] for c in (narrow, wide))
+    tokens = est.step_tokens(narrow, True).train
+    assert b.activations - a.activations == 6 * 7 * 64 * tokens
+
+
+def test_widen_loss_chunks_binds_ligers_chunk_multiplier_once(monkeypatch):
+    import inspect
+    import sys
+    import types
+
+    seen = []
+
+    def flce(x, weight, target, reduction="mean", chunk_mem_const: int = 1):
+        seen.append(chunk_mem_const)
+
+    names = ["liger_kernel", "liger_kernel.transformers", "liger_kernel.transformers.functional"]
+    mods = [types.ModuleType(n) for n in names]
+    mods[1].functional, mods[0].transformers = mods[2], mods[1]
+    mods[2].liger_fused_linear_cross_entropy = flce
+    for n, m in zip(names, mods):
+        monkeypatch.setitem(sys.modules, n, m)
+    speed.widen_loss_chunks()
+    speed.widen_loss_chunks()  # a second model in the same process (the Playground, a resumed run): still 8
+    fn = mods[2].liger_fused_linear_cross_entropy
+    fn(1, 2, 3)
+    assert seen == [speed.WIDE_LOSS_CHUNK] and fn.func is flce
+    # LigerForCausalLMLoss passes only the parameters the function's signature names
+    assert "chunk_mem_const" in inspect.signature(fn).parameters

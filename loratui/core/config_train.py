@@ -119,8 +119,14 @@ class TrainSection(Section):
     as written but not twice over, on steps small enough to wait on the host (8B QLoRA 2.5x Unsloth's tokens/s at
     9.6 GiB; 1B LoRA 3.3x at half its memory: bench/RESULTS.md, round 8)."""
 
+    wide_loss_chunks: Switch = "auto"
+    """Liger's fused cross-entropy computes the LM head's logits a chunk of tokens at a time; on: chunks 8x its
+    default width (about 8 hidden states of logits per token: fewer, larger matmuls and launches; 1B LoRA +7%
+    tokens/s, round 12) for (2 + 4) x 7 x hidden bytes per token more at the head. auto: on when the memory fit finds
+    room for it; off: Liger's own chunks. Causal LMs with Liger, sft objective."""
+
     _liger_bool = field_validator("liger", "lean_activations", "lean_mlp", "activation_offload", "fit", "fused_lora",
-                                  "embedding_offload",
+                                  "embedding_offload", "wide_loss_chunks",
                                   "cuda_graphs", mode="before")(lambda v: switch_value(v))
 
     @field_validator("memory_budget")

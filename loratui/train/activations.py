@@ -68,15 +68,16 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
                                 full: bool, checkpointing: bool, int8_width: float = 0, *, resid: int | None = None,
                                 proj: int | None = None, liger: bool = False, attention: str = "sdpa",
                                 masked: bool = False, ckpt_layers: int | None = None,
-                                offload: bool = False, fused_ce: bool | None = None) -> tuple[float, float, float]:
+                                offload: bool = False, fused_ce: int | None = None) -> tuple[float, float, float]:
     """(bytes per token saved across all layers, bytes per token for the head/loss, backward working set per token).
 
     ``e``: the compute dtype's bytes (what matmuls produce under autocast); ``resid``: the residual stream's bytes
     (fp32 when the embeddings are fp32: full fine-tuning, fp32 weights, or a quantized base after
     prepare_model_for_kbit_training); ``proj``: what the frozen base projections return (bitsandbytes casts its
     output back to the input's dtype, autocast gives ``e``). ``masked``: SDPA with GQA gets repeated keys/values.
-    ``fused_ce``: Liger's fused linear cross-entropy (default: with Liger; off for the preference objectives, whose
-    trainers take log-probabilities from the logits themselves).
+    ``fused_ce``: Liger's fused linear cross-entropy, as its chunk multiplier (speed.loss_chunk: 0 off, 1 Liger's
+    chunks, 8 wide ones; default: 1 with Liger; off for the preference objectives, whose trainers take
+    log-probabilities from the logits themselves).
     """
     h, kv, i = shape.hidden, shape.kv_hidden, shape.intermediate
     r = resid or e
@@ -127,10 +128,11 @@ def _activation_bytes_per_token(shape: Shape, e: int, trainable_linear: set[str]
         saved = layers * per_layer
     if not shape.causal:
         head = 8 * shape.vocab + r * h
-    elif liger if fused_ce is None else fused_ce:
+    elif (chunk := int(liger) if fused_ce is None else int(fused_ce)):
         # fused linear cross-entropy: no logits; the final norm's input, the hidden-state gradient (computed in
-        # the forward pass) and one chunk of logits (about hidden-size wide per token) in fp32 + compute dtype
-        head = 2 * r * h + (e + 4) * h
+        # the forward pass) and one chunk of logits (about ``chunk`` x hidden-size wide per token, at most the
+        # whole step's) in fp32 + compute dtype
+        head = 2 * r * h + (e + 4) * min(chunk * h, shape.vocab)
     else:
         head = (e + HEAD_BYTES_EXTRA) * shape.vocab
     # backward working set (one layer at a time): gradients of the residual stream and of the MLP's inner width

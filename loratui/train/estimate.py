@@ -345,7 +345,7 @@ def _estimate_row(label: str, cfg: RunConfig, meta_model, shape: Shape, lev: Lev
     per_token, head, work = _activation_bytes_per_token(
         shape, e, trainable_linear, lora_width / max(shape.layers, 1), full=full,
         checkpointing=cfg.train.gradient_checkpointing, int8_width=int8_width / max(shape.layers, 1),
-        resid=resid, proj=proj, liger=lev.liger, fused_ce=speed.fused_cross_entropy(cfg, lev.liger),
+        resid=resid, proj=proj, liger=lev.liger, fused_ce=speed.loss_chunk(cfg, lev.liger),
         attention=lev.attention, masked=masked, ckpt_layers=lev.ckpt_layers,
         offload=lev.offload)
     train_act = tokens.train * (per_token + head + work) + cast_cache

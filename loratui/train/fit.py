@@ -32,7 +32,7 @@ from loratui.train.fit_prices import (  # noqa: F401 - the calibration (re-expor
     GRAPHS_HALF_BATCH_COST, GRAPHS_MEMORY, HALF_BATCH_COST, OFFLOAD_COST, GiB,
 )
 from loratui.train.fit_result import Fit, budget_bytes, describe, graphs_factor  # noqa: F401 - re-exported
-from loratui.train.fit_room import faster, graphs_ckpt_cost, with_checkpointed_graphs, with_graphs
+from loratui.train.fit_room import graphs_ckpt_cost, with_checkpointed_graphs, with_room, with_wide_loss_chunks
 
 
 def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, estimator) -> Fit:
@@ -50,12 +50,7 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
         return base
     work = getattr(estimator, "work", None)  # graphs beat running as written where steps are small
     if base.fits:
-        fit = with_graphs(cfg, faster(cfg, dataclasses.replace(base), estimator), work)
-        if fit.graphs:
-            return fit
-        if t.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_WORK):
-            return with_checkpointed_graphs(cfg, base, estimator) or fit
-        return fit
+        return with_wide_loss_chunks(cfg, with_room(cfg, base, estimator, work), estimator)
     best, leanest = _search(cfg, base, estimator)
     for trial, extra, marks in _variants(cfg, estimator, needed):  # the same search with more savers, each at its cost
         best2, leanest2 = _search(trial, base, estimator, extra=extra, marks=marks)

@@ -28,6 +28,7 @@ class Fit:
     embedding_offload: bool = False  # the input embeddings moved to host memory (train.embedding_offload: auto)
     optimizer: str | None = None  # the optimizer the fit chose (train.optimizer: auto): 8-bit AdamW where short
     note: str | None = None  # why a speed lever left on auto stays off though there is room (said with the verdict)
+    wide_loss_chunks: bool = False  # Liger's cross-entropy in wider chunks because there is room (auto)
 
     @property
     def changed(self) -> bool:
@@ -35,15 +36,18 @@ class Fit:
 
     def message(self) -> str:
         need, have = self.needed / GiB, self.budget / GiB
+        wide = ["wide loss chunks"] if self.wide_loss_chunks else []
         if self.graphs and self.checkpointing and self.needed <= self.budget:
-            return (f"memory: {have:.1f} GiB is the budget ({self.source}); {', '.join(self.changes)} for speed "
+            return (f"memory: {have:.1f} GiB is the budget ({self.source}); {', '.join(self.changes + wide)} for speed "
                     f"(faster than running as configured without graphs; about {self.estimate / GiB:.1f} GiB "
                     f"instead of {need:.1f}; train.fit: off runs as configured)")
-        if self.faster or (self.graphs and not self.checkpointing):
+        if self.faster or (self.graphs and not self.checkpointing) or wide:
             parts = [" and ".join(FASTER[k][0] for k in self.faster) + " off"] if self.faster else []
-            what = " and ".join([*parts, *(["CUDA graphs on"] * self.graphs)])
+            what = " and ".join([*parts, *(["CUDA graphs on"] * self.graphs), *wide])
+            note = f"; {self.note}" if self.note else ""
             return (f"memory: {have:.1f} GiB is the budget ({self.source}) and there is room: {what} for speed "
-                    f"(about {self.estimate / GiB:.1f} GiB instead of {need:.1f}; train.fit: off runs as configured)")
+                    f"(about {self.estimate / GiB:.1f} GiB instead of {need:.1f}; train.fit: off runs as configured)"
+                    f"{note}")
         if not self.changed:
             if self.fits:
                 note = f"; {self.note}" if self.note else ""
@@ -63,7 +67,8 @@ class Fit:
                 "fits": self.fits, "changes": self.changes, "batch_size": self.batch_size,
                 "grad_accum": self.grad_accum, "checkpointing": self.checkpointing, "ckpt_layers": self.ckpt_layers,
                 "offload": self.offload, "cost": round(self.cost, 3), "faster": self.faster, "graphs": self.graphs,
-                "embedding_offload": self.embedding_offload, "optimizer": self.optimizer}
+                "embedding_offload": self.embedding_offload, "optimizer": self.optimizer,
+                "wide_loss_chunks": self.wide_loss_chunks}
 
     def apply(self, cfg: RunConfig) -> RunConfig:
         """A copy of ``cfg`` with the chosen savers (the run folder's config.yaml keeps what the user wrote)."""
@@ -80,6 +85,8 @@ class Fit:
             out.train.embedding_offload = "on"
         if self.optimizer:
             out.train.optimizer = self.optimizer
+        if self.wide_loss_chunks:
+            out.train.wide_loss_chunks = "on"
         return out
 
 

@@ -2,7 +2,7 @@
 
 Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
 `train.compile`, `train.lean_activations`, `train.activation_offload`, `train.fused_lora`, `train.cuda_graphs`,
-`train.embedding_offload`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing
+`train.embedding_offload`, `train.wide_loss_chunks`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing
 changes (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what
 each lever bought on the lent GPU.
 """
@@ -32,6 +32,7 @@ class Speed:
     fused_lora: bool = False  # each adapted projection one autograd function (loratui.train.fused_lora)
     cuda_graphs: bool = False  # decoder layers replayed as CUDA graphs (loratui.train.graphs)
     embedding_offload: bool = False  # the input embedding table in host memory (loratui.train.host_embedding)
+    wide_loss_chunks: bool = False  # Liger's fused cross-entropy in WIDE_LOSS_CHUNK x its default chunks
 
     def as_event(self) -> dict:
         return asdict(self)
@@ -105,10 +106,15 @@ def resolve(cfg: RunConfig, cuda: bool, model_type: str | None = None) -> Speed:
         raise ConfigError("train.activation_offload on needs a CUDA GPU (it moves activations from the card to host "
                           "memory)", field="train.activation_offload", hint="set train.activation_offload: auto")
     graphs = cuda_graphs(cfg, cuda, packing, attention == "varlen", fused, offload)
+    if t.wide_loss_chunks == "on" and not fused_cross_entropy(cfg, liger):
+        raise ConfigError("train.wide_loss_chunks on needs Liger's fused cross-entropy (a causal LM with train.liger "
+                          "on a CUDA GPU, sft objective)", field="train.wide_loss_chunks",
+                          hint="set train.wide_loss_chunks: auto")
     return Speed(packing=packing, attention=VARLEN if attention == "varlen" else attention, liger=liger,
                  optimizer=optimizer, compile=t.compile, lean=lean,
                  lean_mlp=lean_mlp(cfg, lean) and not fused and not graphs, offload=offload, fused_lora=fused,
-                 cuda_graphs=graphs, embedding_offload=embedding_offload(cfg, cuda))
+                 cuda_graphs=graphs, embedding_offload=embedding_offload(cfg, cuda),
+                 wide_loss_chunks=loss_chunk(cfg, liger) == WIDE_LOSS_CHUNK)
 
 
 def embedding_offload(cfg: RunConfig, cuda: bool) -> bool:
@@ -134,6 +140,33 @@ def fused_cross_entropy(cfg: RunConfig, liger: bool) -> bool:
     """Liger's fused linear cross-entropy: with Liger, for sft only (TRL's preference trainers compute their
     log-probabilities in chunks of their own). The engine's Trainer arguments and the estimate both read this."""
     return liger and cfg.method.objective == "sft"
+
+
+#: Liger's ``chunk_mem_const`` with train.wide_loss_chunks: logits chunks of about 8 hidden states a token (2,048
+#: tokens on the Llama-3-8B shape, 1,024 on the 1B: 1B LoRA +7% tokens/s, bench/RESULTS.md round 12); Liger's 1
+#: makes 256- and 128-token chunks whose head matmuls ran at 485-765 TFLOP/s (round 10)
+WIDE_LOSS_CHUNK = 8
+
+
+def loss_chunk(cfg: RunConfig, liger: bool) -> int:
+    """Liger's chunk multiplier for this run's fused cross-entropy: 0 without it, WIDE_LOSS_CHUNK with
+    train.wide_loss_chunks on (auto is the memory fit's to turn on), else Liger's 1. The estimate reads this."""
+    if not fused_cross_entropy(cfg, liger):
+        return 0
+    return WIDE_LOSS_CHUNK if cfg.train.wide_loss_chunks == "on" else 1
+
+
+def widen_loss_chunks() -> None:
+    """Liger's fused linear cross-entropy in WIDE_LOSS_CHUNK x its default chunks, for this process. Liger takes
+    ``chunk_mem_const`` as an argument but transformers' integration passes none, and ``LigerForCausalLMLoss`` calls
+    the function through its module: that name is bound to the same function with the wider default."""
+    import functools
+
+    import liger_kernel.transformers.functional as F
+
+    fn = F.liger_fused_linear_cross_entropy
+    if getattr(fn, "keywords", {}).get("chunk_mem_const") != WIDE_LOSS_CHUNK:
+        F.liger_fused_linear_cross_entropy = functools.partial(fn, chunk_mem_const=WIDE_LOSS_CHUNK)
 
 
 def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: bool, offload: bool) -> bool:
