@@ -102,3 +102,12 @@ def _names(gpus: list[GpuInfo]) -> str:
 
 def running_under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def rows_this_machine_runs(rows: list, gpu: bool) -> list:
+    """The memory estimate's rows worth showing on this machine: all on a GPU box; without an NVIDIA GPU the
+    comparison rows for QLoRA go (bitsandbytes' 4-bit kernels need one). The first row, the config itself, always
+    stays (its own estimate says what it would need). Setup's panel and ``loratui estimate`` both show this."""
+    if gpu:
+        return list(rows)
+    return [row for i, row in enumerate(rows) if i == 0 or "qlora" not in str(row.label).lower()]

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loratui.core.config import RunConfig
+from loratui.core.devices import rows_this_machine_runs
 from loratui.train.activations import (  # noqa: F401 - re-exported
     HEAD_BYTES_EXTRA, OFFLOAD_KEPT, Levers, Shape, _activation_bytes_per_token, model_shape,
 )
@@ -108,8 +109,7 @@ class MemoryReport:
     def format_table(self) -> str:
         head = f"{'':<26}{'weights':>9}{'grads':>8}{'optim':>8}{'activ':>8}{'other':>8}{'total':>9}"
         lines = [head]
-        rows = self.rows if self.device != "CPU" else \
-            [r for i, r in enumerate(self.rows) if i == 0 or "qlora" not in r.label.lower()]  # as Setup shows it
+        rows = rows_this_machine_runs(self.rows, gpu=self.device != "CPU")  # as Setup shows them
         for r in rows:
             lines.append(f"{r.label:<26}" + "".join(
                 f"{gib(v):>{w}}" for v, w in ((r.weights, 9), (r.grads, 8), (r.optimizer, 8),

@@ -13,7 +13,7 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from loratui.core.config import RunConfig
-from loratui.core.devices import DevicePlan, plan_devices
+from loratui.core.devices import DevicePlan, plan_devices, rows_this_machine_runs
 from loratui.core.errors import LoratuiError
 from loratui.ui.messages import EstimateResult, FieldProblem
 
@@ -158,9 +158,8 @@ class EstimatePanel(Static):
         if r.memory_error:
             parts.append(Text(r.memory_error, style="red"))
         elif r.rows:
-            rows = r.rows
-            if r.gpus is not None and not r.gpus and not r.gpu_error:  # no NVIDIA GPU: QLoRA cannot run here
-                rows = [row for i, row in enumerate(rows) if i == 0 or "qlora" not in str(row.label).lower()]
+            # no NVIDIA GPU: QLoRA cannot run here
+            rows = rows_this_machine_runs(r.rows, gpu=not (r.gpus is not None and not r.gpus and not r.gpu_error))
             parts.append(self._table(rows, r.gpus or [], wide=width >= 56))
             if len(rows) < len(r.rows):
                 parts.append(Text("(QLoRA: needs an NVIDIA GPU)", style="dim"))
