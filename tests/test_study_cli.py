@@ -48,3 +48,25 @@ def test_a_study_runs_headless(tmp_path, tiny_bert, monkeypatch, capsys):
     assert (tmp_path / "out" / "tiny.md").is_file()
     assert cli_main(["queue", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert "runner not running" in capsys.readouterr().out
+
+
+def test_dry_run_shows_the_names_a_rerun_gets(tmp_path, capsys):
+    """Names already taken in the runs folder get -2, -3 ...: the dry run lists what queuing it would make."""
+    from pathlib import Path
+
+    from loratui.core.queue import RunQueue
+    from loratui.core.study import load_study
+
+    path = Path(__file__).resolve().parent.parent / "sample_configs" / "study-lora-vs-full.yaml"
+    runs = tmp_path / "runs"
+    for taken in ("lora-vs-full-full", "lora-vs-full-lora-r4", "lora-vs-full-lora-r4-2"):
+        (runs / taken).mkdir(parents=True)
+    assert cli_main(["study", str(path), "--dry-run", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert "lora-vs-full-full-2" in listed and "lora-vs-full-lora-r4-3" in listed
+    assert "lora-vs-full-full" not in listed and "lora-vs-full-lora-r16" in listed
+    assert "2 planned names are taken in" in out
+    assert not (runs / ".queue").exists()  # a dry run makes nothing
+    # the names queuing it makes are the ones the dry run listed
+    assert [e.run for e in RunQueue(runs).add_study(load_study(path))] == listed

@@ -36,20 +36,29 @@ def cmd_study(args) -> int:
         study = load_study(args.file)
     else:  # a plain run config: a study of one run, queued like any other
         study = parse_study({"base": str(Path(args.file).resolve())}, source=args.file)
+    from loratui.core.queue import RunQueue
+
     runs_dir = Path(args.runs_dir or os.environ.get("LORATUI_RUNS_DIR") or study.base.output.runs_dir).expanduser()
+    q = RunQueue(runs_dir)
     print(f"study {study.name}: {len(study.runs)} runs")
-    for p in study.runs:
-        print(f"  {p.name:<40} {p.label}")
-    if args.dry_run:
+    if args.dry_run:  # the names queuing it now would give (-2, -3 ... where the runs folder holds one already)
+        names = q.planned_names(study)
+        for p, name in zip(study.runs, names):
+            print(f"  {name:<40} {p.label}")
+        taken = sum(name != p.name for p, name in zip(study.runs, names))
+        if taken:
+            print(f"{taken} planned name{' is' if taken == 1 else 's are'} taken in {runs_dir}: "
+                  "those runs get -2, -3 ... (as listed)")
         return 0
     from loratui.core import compare
-    from loratui.core.queue import RunQueue, held_text
+    from loratui.core.queue import held_text
     from loratui.core.queue_runner import step
     from loratui.core.runs import RunDir, stop_run
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    q = RunQueue(runs_dir)
     entries = q.add_study(study)
+    for e in entries:
+        print(f"  {e.run:<40} {e.label}")
     print(f"queued in {q.path}")
     if args.detach:
         pid = q.ensure_runner(gpus)

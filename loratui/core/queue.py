@@ -28,7 +28,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from loratui.core.config import RunConfig
 from loratui.core.fileio import atomic_write_text
@@ -47,6 +47,15 @@ FREE_GPU_USED = 0.1
 #: entry states; waiting and running are live, the rest are final
 LIVE = ("waiting", "running")
 FINAL_RUN_STATES = ("finished", "stopped", "failed", "crashed")
+
+
+def free_run_name(runs_dir: Path, name: str, taken: Collection[str] = ()) -> str:
+    """``name``, or ``name-2``, ``name-3`` ...: the first that is neither a folder in ``runs_dir`` nor in ``taken``
+    (the name a queued run gets; :meth:`RunQueue.planned_names` shows them before anything is made)."""
+    out, i = name, 2
+    while out in taken or (runs_dir / out).exists():
+        out, i = f"{name}-{i}", i + 1
+    return out
 
 
 @dataclass
@@ -162,12 +171,8 @@ class RunQueue:
         """Create the run folder now (state created) and queue it; the name gets -2, -3 ... when taken."""
         cfg = cfg.model_copy(deep=True)
         cfg.output.runs_dir = str(self.runs_dir)
-        base = cfg.output.name
-        if base:
-            i = 2
-            while (self.runs_dir / cfg.output.name).exists():
-                cfg.output.name = f"{base}-{i}"
-                i += 1
+        if cfg.output.name:
+            cfg.output.name = free_run_name(self.runs_dir, cfg.output.name)
         run = create_run(cfg, self.runs_dir)
         if on_created:
             on_created(run)
@@ -188,6 +193,15 @@ class RunQueue:
                                 on_created=lambda run, p=planned, i=i: write_study_tag(
                                     run.path, study.name, batch, p.label, p.overrides, i)))
         return out
+
+    def planned_names(self, study) -> list[str]:
+        """The folder names :meth:`add_study` would give the study's runs now (``--dry-run`` shows them): each planned
+        name, or its -2, -3 ... when the runs folder (or an earlier run of the study) already holds it."""
+        names: list[str] = []
+        for planned in study.runs:
+            name = planned.config.output.name
+            names.append(free_run_name(self.runs_dir, name, taken=names) if name else planned.name)
+        return names
 
     def move(self, entry_id: str, delta: int) -> bool:
         """Move a waiting entry up (-1) or down (+1) among the waiting ones."""
