@@ -4,6 +4,6 @@ Modules load heavy libraries inside the functions, so ``loratui --help`` and the
 
 from __future__ import annotations
 
-from loratui.commands import export, models, queue, runs
+from loratui.commands import compare, export, models, queue, runs
 
-COMMAND_MODULES = (runs, models, export, queue)
+COMMAND_MODULES = (runs, models, export, queue, compare)

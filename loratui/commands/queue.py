@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from loratui.commands.common import default_runs_dir
@@ -63,6 +64,8 @@ def cmd_study(args) -> int:
     if args.detach:
         pid = q.ensure_runner(gpus)
         print(f"queue runner pid {pid}; watch it in the app (Queue) or: loratui queue --runs-dir {runs_dir}")
+        print(f"compare its runs, done or not: loratui compare --study {shlex.quote(study.name)} "
+              f"--runs-dir {shlex.quote(str(runs_dir))}")
         return 0
     ids = {e.id for e in entries}
     seen: dict[str, str] = {}
