@@ -104,7 +104,8 @@ class Outside:
 def outside_runs(runs_dir: Path, own: set[str]) -> list[Outside]:
     """The runs under ``runs_dir``, not named in ``own``, whose engine is proven alive (see
     :meth:`RunDir.engine_process`: the app's, ``loratui train``'s, ``--detach``'s, another session's), oldest first.
-    Only folders whose status.json says running, or that have a launch.json, are looked at closer."""
+    Only the folders :meth:`RunDir.may_be_live` keeps (as :func:`loratui.core.runs.live_runs` does) are looked at
+    closer: a run that ended after its last launch costs a file read and two stats a pass."""
     out = []
     try:
         folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -112,7 +113,7 @@ def outside_runs(runs_dir: Path, own: set[str]) -> list[Outside]:
         return []
     for path in folders:
         run = RunDir(path)
-        if run.name in own or (run.read_status().get("state") != "running" and not run.launch_path.is_file()):
+        if run.name in own or not run.may_be_live():
             continue
         proc = run.engine_process()
         if proc is None:

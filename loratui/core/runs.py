@@ -170,6 +170,23 @@ class RunDir:
                 return engine_process(self.path, launch.pid, launch.pid_started)
         return None
 
+    def may_be_live(self) -> bool:
+        """Whether :meth:`engine_process` could find an engine here, from file times alone (no process looked at,
+        launch.json not parsed): status.json says running, or launch.json is not older than status.json (or there is
+        no status.json): a launch whose engine has not written yet, a resume's first seconds. A run that ended after
+        its last launch (its final status written after launch.json) is passed over: walks of the runs folder for
+        live engines (:func:`live_runs`, the queue's runs outside it) look closer only at these."""
+        if self.read_status().get("state") == "running":
+            return True
+        try:
+            launched = self.launch_path.stat().st_mtime_ns
+        except OSError:
+            return False  # never launched by a launcher, and its engine does not say it runs
+        try:
+            return launched >= self.status_path.stat().st_mtime_ns  # both times from one filesystem's clock
+        except OSError:
+            return True
+
     def state(self) -> RunState:
         """created | starting | running | finished | stopped | failed | crashed | unreadable (see
         :meth:`loratui.core.fold.RunFold.state`)."""
@@ -270,9 +287,8 @@ def list_runs(runs_dir: str | Path) -> list[RunSummary]:
 
 def live_runs(runs_dir: str | Path) -> list[RunSummary]:
     """The runs under ``runs_dir`` whose engine is alive now (starting, running or stalled), newest first. Only the
-    runs whose status.json says running are folded, so a folder of many finished runs costs a file read each."""
-    running = _summaries(runs_dir, lambda run: run.read_status().get("state") == "running")
-    return [s for s in running if s.state.active]
+    runs that :meth:`RunDir.may_be_live` keeps are folded, so a folder of many finished runs costs a file read each."""
+    return [s for s in _summaries(runs_dir, RunDir.may_be_live) if s.state.active]
 
 
 def _summaries(runs_dir: str | Path, wanted) -> list[RunSummary]:
