@@ -272,3 +272,59 @@ async def test_the_model_picker_lists_merged_models(runs):
         screen.action_pick_model()
         await wait_until(pilot, lambda: isinstance(app.screen, ChoiceModal), what="picker")
         assert (str(merged), "smollm2-demo  ·  merged") in app.screen.choices
+
+
+async def _switch_model(pilot, app, screen, path: str) -> None:
+    """ctrl+o, 'type a path', ``path``: the picker loads another model in place of the one on screen."""
+    from loratui.ui.widgets.choice_modal import ChoiceModal
+
+    await pilot.press("ctrl+o")
+    await wait_until(pilot, lambda: isinstance(app.screen, ChoiceModal), what="model picker")
+    options = app.screen.query_one("OptionList")
+    options.highlighted = options.option_count - 1  # type a path, an alias or a hub id
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: app.screen.query("#prompt-input"), what="path prompt")
+    app.screen.query_one("#prompt-input").value = path
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: app.screen is screen and screen.info.get("model") == path, what="switched")
+
+
+async def test_switching_to_a_classifier_clears_the_previous_models_batch(runs):
+    """A QA walk: a batch of the SmolLM2 adapter's answers stayed on screen beside a MiniLM classifier picked after it."""
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        await generate(pilot, screen)
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: app.screen is not screen, what="file dialog")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.batch_result is not None, what="batch")
+        assert "adapter: exact 2/3" in screen_text(app)
+        await _switch_model(pilot, app, screen, "runs/minilm-sentiment/adapter")
+        assert screen.info["task"] == "seq-cls" and screen.has_class("-cls")
+        assert screen.query_one("#pg-batch-table").row_count == 0
+        text = screen_text(app)
+        assert "exact 2/3" not in text and '"name"' not in text and "tok/s" not in text, text
+        await pilot.press("ctrl+t")  # the batch view too: nothing from the SmolLM2 adapter
+        await pilot.pause()
+        text = screen_text(app)
+        assert "exact" not in text and '"name"' not in text and "no batch for this model yet" in text, text
+
+
+async def test_a_batch_cut_short_by_another_model_leaves_nothing_behind(runs, monkeypatch):
+    """Examples of a batch still coming when another model is picked belong to the old model: dropped."""
+    monkeypatch.setenv("FAKE_PLAYGROUND_ITEM_S", "0.3")
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: app.screen is not screen, what="file dialog")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(screen.batch_items) == 1, what="one example")
+        await _switch_model(pilot, app, screen, "runs/minilm-sentiment/adapter")
+        await wait_until(pilot, lambda: not screen.busy, what="the classifier ready")
+        assert screen.batch_items == [] and screen.batch_result is None
+        assert screen.query_one("#pg-batch-table").row_count == 0
+        assert "batch" not in screen.status and "classify a text" in screen.status, screen.status

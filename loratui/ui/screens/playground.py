@@ -30,6 +30,7 @@ from loratui.ui.screens.playground_actions import PlaygroundActions
 from loratui.ui.widgets.playground_view import batch_progress, prob_bars, title_text
 
 SIDES = ("base", "gguf", "adapter")  # left to right; the GGUF pane shows instead of the base model's
+RESULTS = ("token", "done", "classified", "batch_item", "batch_done")  # events that answer one request (its id)
 
 
 @dataclass
@@ -172,6 +173,9 @@ class PlaygroundScreen(PlaygroundActions):
     def load(self, model: str | Path, base: str | None = None, gguf: str | Path | None = None) -> None:
         """Load a model or adapter (also what the Adapters screen's "try it" calls); ``base`` replaces the base
         model the adapter names (another copy or a local folder of it); ``gguf`` puts that file beside it."""
+        if self.busy and self.client is not None:
+            self.client.stop_generation()  # what the previous model was still answering is cut short...
+        self.request = None  # ...and dropped when it comes (``_stale``): it belongs to that model
         self.model_ref = str(model)
         self.gguf_ref = str(gguf) if gguf else None
         self.info, self.gguf = {}, {}
@@ -179,6 +183,9 @@ class PlaygroundScreen(PlaygroundActions):
         self.batch_items, self.batch_result = [], None
         self.busy = True
         self.status = f"starting the generation process for {Path(self.model_ref).name}…"
+        self.query_one(ContentSwitcher).current = "pg-answers"
+        self._batch_columns()
+        self._render_batch()
         self._render_all()
         self._load(self.model_ref, self.runs_dir, base, self.gguf_ref)
 
@@ -198,10 +205,16 @@ class PlaygroundScreen(PlaygroundActions):
         self._render_all()
         self.request = self._client().send("load_gguf", path=path)
 
+    def _stale(self, ev: dict) -> bool:
+        """An answer to a request other than the one on screen: the previous model's, still coming after a switch."""
+        return ev.get("kind") in RESULTS and ev.get("id") != self.request
+
     @on(PlaygroundEvent)
     def _event(self, message: PlaygroundEvent) -> None:
         ev = message.event
         self.events.append(ev)
+        if self._stale(ev):
+            return
         kind = ev.get("kind")
         side = ev.get("side")
         if kind == "loading":

@@ -94,6 +94,8 @@ def batch_progress(items: list[dict], n: int, elapsed: float) -> str:
 def batch_summary(items: list[dict], result: dict | None, other: str = "base") -> Text:
     """The scores once the batch is done (a GGUF's: how many answers it kept), then how many examples and where
     the two sides differ."""
+    if not items and not result:
+        return Text("no batch for this model yet: ctrl+b runs held-out examples through it", style="dim")
     differ = sum(1 for it in items if differs(it, other))
     summary = Text()
     if result:
