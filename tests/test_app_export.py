@@ -119,3 +119,28 @@ async def test_adapters_lists_exported_files_with_sizes(runs):
         await pilot.press("e")
         await pilot.pause()
         assert isinstance(app.screen, ExportScreen)
+
+
+async def test_the_screen_offers_every_type_the_cli_takes(runs, fake_export, capsys):
+    """A QA walk: the screen offered six types, not q4_0, which ``loratui export --gguf`` takes. One list now (core)."""
+    from loratui.cli import main
+    from loratui.core.export import GGUF_TYPES, parse_types
+
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    cli_help = " ".join(capsys.readouterr().out.split())
+    cli_types = parse_types(",".join(GGUF_TYPES))  # every name the CLI accepts
+    app = host_app(lambda: ExportScreen(runs / "smollm2-demo" / "adapter"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        offered = [c.id.removeprefix("ex-t-") for c in screen.query("TypeChoice")]
+        assert offered == cli_types and "q4_0" in offered
+        assert all(kind in cli_help for kind in offered), cli_help
+        line = next(ln for ln in screen_text(app).splitlines() if "Types" in ln)
+        assert all(f" {kind}" in line for kind in offered), line  # all of them on one line at 80 columns
+        screen.query_one("#ex-t-q8_0").value = screen.query_one("#ex-t-q4_k_m").value = False
+        screen.query_one("#ex-t-q4_0").value = True
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: screen.phase == "done", what="export done")
+        assert json.loads(fake_export.read_text())[3:5] == ["--gguf", "q4_0"]

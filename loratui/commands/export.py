@@ -6,6 +6,7 @@ import json
 import signal
 
 from loratui.commands.common import named_source, progress_printer, quiet_libraries, run_reported
+from loratui.core.export import DEFAULT_TYPE, TYPES_HELP
 
 
 def register(sub) -> None:
@@ -13,8 +14,8 @@ def register(sub) -> None:
     x.add_argument("source", metavar="ADAPTER_OR_MODEL",
                    help="adapter folder (merged in memory), run folder or name, or merged model folder")
     x.add_argument("output", metavar="OUT", help="folder for model-TYPE.gguf, Modelfile, README.md, export.json")
-    x.add_argument("--gguf", default="q4_k_m", metavar="TYPE[,TYPE...]",
-                   help="f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0 (default: %(default)s)")
+    x.add_argument("--gguf", default=DEFAULT_TYPE, metavar="TYPE[,TYPE...]",
+                   help=f"{TYPES_HELP} (default: %(default)s)")
     x.add_argument("--base", help="base model (default: the one named in the adapter)")
     x.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="dtype of the merge the converter reads (default: %(default)s, exact; bf16 halves the memory)")

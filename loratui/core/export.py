@@ -30,6 +30,9 @@ GGUF_TYPES: dict[str, GgufType] = {t.name: t for t in (
     GgufType("q4_k_m", 4.9, False, "4-bit k-quant, what Ollama users pick"),
     GgufType("q4_0", 4.5, False, "4-bit, legacy"),
 )}
+#: the one list the CLI's --gguf and the app's Export screen both offer, in this order
+TYPES_HELP = ", ".join(GGUF_TYPES)
+DEFAULT_TYPE = "q4_k_m"  # what ``loratui export`` writes without --gguf
 REPORT = "export.json"
 HF_DIR = "hf-merged"     # the merged model the converter reads, inside the temporary folder only
 

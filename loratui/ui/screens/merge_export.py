@@ -28,8 +28,7 @@ from loratui.ui.screens.merge_parts import (MergeExited, MergeLine, beside_check
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.modals import ConfirmModal
 
-#: what the screen offers (the CLI takes a few more) and what is ticked at first
-SHOWN_TYPES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
+#: what is ticked at first; the screen offers every type ``loratui export`` takes (core.export.GGUF_TYPES)
 DEFAULT_TYPES = ("q8_0", "q4_k_m")
 
 
@@ -96,7 +95,7 @@ class ExportScreen(LoratuiScreen):
     ExportScreen .lbl { width: 8; padding-top: 1; text-style: bold; }
     ExportScreen #ex-source, ExportScreen #ex-output { width: 1fr; }
     ExportScreen #ex-types { height: 3; }
-    ExportScreen #ex-types Checkbox { width: auto; border: none; padding: 0; margin: 1 1 0 0; }
+    ExportScreen #ex-types Checkbox { width: auto; border: none; padding: 0; margin: 1 0 0 0; }
     ExportScreen .note { color: $text-muted; padding-left: 8; height: auto; }
     ExportScreen #ex-problem { color: $error; padding-left: 8; height: auto; }
     ExportScreen #ex-buttons { height: 3; padding: 0 1; align-horizontal: right; }
@@ -133,7 +132,7 @@ class ExportScreen(LoratuiScreen):
                 yield Static(id="ex-source-note", classes="note")
                 with Horizontal(id="ex-types", classes="row"):
                     yield Label("Types", classes="lbl")
-                    for kind in SHOWN_TYPES:
+                    for kind in GGUF_TYPES:
                         yield TypeChoice(kind, kind in DEFAULT_TYPES, id=f"ex-t-{kind}",
                                        tooltip=GGUF_TYPES[kind].about)
                 with Horizontal(classes="row"):
@@ -173,7 +172,7 @@ class ExportScreen(LoratuiScreen):
 
     @property
     def types(self) -> list[str]:
-        return [k for k in SHOWN_TYPES if self.query_one(f"#ex-t-{k}", Checkbox).value]
+        return [k for k in GGUF_TYPES if self.query_one(f"#ex-t-{k}", Checkbox).value]
 
     @property
     def output(self) -> Path:
