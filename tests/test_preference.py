@@ -182,6 +182,30 @@ def test_a_stopped_dpo_run_resumes_on_its_schedule(tmp_path, tiny_llama):
     assert _events(parts, "finished")[-1]["step"] == 6
 
 
+def test_a_continued_adapter_s_share_counts_the_policy_only(tmp_path, tiny_llama, start_adapter):
+    """A QA walk: Compare gave a DPO run continuing an adapter 3.39% trainable, the same adapter in an SFT run 3.5%:
+    TRL's frozen reference copy of the adapter was counted in the total. It is not part of the model that trains."""
+    from loratui.core.compare_rows import read_run
+    from loratui.train.engine import Engine
+
+    start = {"start_from": str(start_adapter)}
+    dpo = _run(tmp_path, tiny_llama, "dpo-continued", rows=_pairs(4), method=start, max_steps=1,
+               data={"validation_fraction": 0})
+    sft = _run(tmp_path, tiny_llama, "sft-continued", "sft", rows=_pairs(4), method=start, max_steps=1,
+               data={"format": "alpaca", "instruction_column": "prompt", "output_column": "chosen",
+                     "validation_fraction": 0})
+    lines: list[str] = []
+    assert Engine(dpo, echo=lines.append).run() == 0, lines
+    assert any("the reference is the adapter it started from" in line for line in lines), lines
+    assert Engine(sft, echo=lines.append).run() == 0, lines
+    counts = {r.name: (r.trainable, r.total) for r in (read_run(dpo.path), read_run(sft.path))}
+    assert counts["dpo-continued"] == counts["sft-continued"], counts
+    assert read_run(dpo.path).share == read_run(sft.path).share
+    meta = [json.loads((r.path / "adapter" / "loratui.json").read_text()) for r in (dpo, sft)]
+    assert meta[0]["trainable_params"] == meta[1]["trainable_params"]
+    assert meta[0]["total_params"] == meta[1]["total_params"]
+
+
 # -- the data -----------------------------------------------------------------------------------------------------
 
 def _prepare(tmp_path, tiny_llama, rows, objective="dpo", **data):

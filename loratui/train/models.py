@@ -333,9 +333,17 @@ def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False,
 
 
 def count_trainable(model) -> tuple[int, int]:
-    """(trainable, total) exactly as peft's print_trainable_parameters reports them."""
+    """(trainable, total) exactly as peft's print_trainable_parameters reports them, less the adapters the model
+    holds but does not run: TRL's frozen reference copy of a continued adapter (dpo, kto) is no part of the model
+    that trains or is saved, so a continued adapter's share is its SFT run's."""
     if hasattr(model, "get_nb_trainable_parameters"):
-        return model.get_nb_trainable_parameters()
+        trainable, total = model.get_nb_trainable_parameters()
+        idle = set(getattr(model, "peft_config", None) or {}) - set(getattr(model, "active_adapters", None) or [])
+        for name, p in model.named_parameters() if idle else ():
+            if idle & set(name.split(".")):  # peft keys an adapter's weights by its name: lora_A.ref.weight
+                total -= p.numel()
+                trainable -= p.numel() if p.requires_grad else 0
+        return trainable, total
     # full and head-only models are never quantized: plain sums match peft's count
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
