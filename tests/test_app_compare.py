@@ -139,26 +139,57 @@ async def test_cpu_runs_say_why_they_have_no_gpu_memory(runs):
         assert "no GPU memory: these runs trained on the CPU" in text, text
 
 
-async def test_a_loss_chart_is_scaled_to_the_losses_and_accuracy_to_one(runs):
+async def test_a_loss_chart_is_scaled_to_the_losses_and_accuracy_to_one(runs, monkeypatch):
     """Final eval losses of 0.07 and 0.09 were drawn on a 0-1 axis (a QA walk: bars a cell long); accuracies keep
     their 0-1 axis."""
     from dataclasses import replace
 
+    from loratui.ui.widgets import compare_chart
     from loratui.ui.widgets.compare_chart import CompareChart
 
+    tops = []
+    blocks = compare_chart.bar_blocks
+    monkeypatch.setattr(compare_chart, "bar_blocks", lambda v, top, *a: tops.append(top) or blocks(v, top, *a))
     app = compare_app(runs, runs=[runs / n for n in ORDER[:2]])
     async with app.run_test(size=(100, 40)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: screen.loaded, what="compare")
         chart = screen.query_one(CompareChart)
-        limits = []
-        chart.plt.xlim = lambda *a: limits.append(a)
         for metric, values in (("eval_loss", (0.07, 0.09)), ("accuracy", (0.71, 0.93))):
             chart.rows = [replace(r, metric_name=metric, final_metric=v) for r, v in zip(chart.rows, values)]
             chart.chart = "metric"
-            limits.clear()
-            assert chart._replot(60)
-            assert limits == ([] if metric == "eval_loss" else [(0, 1)]), metric
+            tops.clear()
+            assert chart.bars(60, 10) is not None
+            assert set(tops) == ({0.09} if metric == "eval_loss" else {1.0}), metric
+
+
+async def test_at_80x24_each_of_four_runs_has_its_own_labelled_bar_and_value(runs):
+    """A QA walk: at 80x24 the bars of four runs could not be told apart nor matched to their runs (plotext's bars
+    ran into each other, every other one labelled, a run with no value left out, no values). Each run has its own
+    line, apart from the next: its column title, its bar and its value whole, as the table writes it."""
+    import shutil
+
+    from loratui.core.compare import table_rows
+
+    tails = ["0912", "0931", "0950", "1008"]
+    names = [f"smollm2-135m-instruct-lora-20261204-{t}" for t in tails]
+    for name, source in zip(names, ORDER + ORDER[:1]):
+        shutil.copytree(runs / source, runs / name)
+    app = compare_app(runs, runs=[runs / n for n in names])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        cells = dict(table_rows(screen.rows))
+        for row in ("final eval loss", "active time", "trainable params", "peak GPU memory"):
+            await pilot.pause()
+            lines = screen_text(app).splitlines()
+            at = [i for i, ln in enumerate(lines) if "┤" in ln]
+            assert [lines[i].split("┤")[0].strip() for i in at] == tails, (row, lines)
+            assert all(b - a == 2 for a, b in zip(at, at[1:])), (row, lines)  # a blank line between two runs
+            for i, cell in zip(at, cells[row]):
+                assert lines[i].rstrip().endswith(" " + cell), (row, lines[i], cell)
+            await pilot.press("n")
+        assert "1.4617 so far" in cells["final eval loss"] and "-" in cells["final eval loss"]
 
 
 async def test_at_80_columns_labels_and_values_read_whole(runs):

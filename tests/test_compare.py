@@ -65,6 +65,8 @@ def test_export_csv_and_markdown(tmp_path, rows):
                   "## eval loss by step"):
         assert chart in md
     assert "smollm2-demo     │" in md and "█" in md  # bars drawn as text
+    bars = [ln for ln in md.splitlines() if ln.startswith("smollm2-stopped  │")]  # values as the table writes them
+    assert [ln.split("█")[-1].split(" ", 1)[-1] for ln in bars] == ["1.4617 so far", "0:59", "461k", "3.21 GiB"]
     assert "2.3964 (step 25) -> 1.0324 (step 200)" in md
 
 

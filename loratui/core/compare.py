@@ -214,39 +214,51 @@ def no_data_text(rows: list[RunRow], title: str) -> str:
     return f"no data yet for {title}"
 
 
-def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None]]]:
-    """(title, unit, value per run) for the bar charts: metric, time, trainable params, memory."""
+def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None], list[str]]]:
+    """(title, unit, value per run, text per run) for the bar charts: metric, time, trainable params, memory. The
+    texts are the table's cells ('1.4617 so far', '1:33', '461k', '3.21 GiB'; '-' where a run has no value), so a
+    bar reads as its column does."""
     metric = metric_title(rows)
     return [
-        (final_title(rows, metric), "", [r.final_metric for r in rows]),
-        ("active time", "s", [r.train_time_s for r in rows]),
-        ("trainable params", "", [float(r.trainable) if r.trainable is not None else None for r in rows]),
-        ("peak GPU memory", "GiB", [r.peak_memory_gb for r in rows]),
+        (final_title(rows, metric), "", [r.final_metric for r in rows], [fmt_final(r) for r in rows]),
+        ("active time", "s", [r.train_time_s for r in rows], [format_duration(r.train_time_s) for r in rows]),
+        ("trainable params", "", [float(r.trainable) if r.trainable is not None else None for r in rows],
+         [fmt_count(r.trainable) for r in rows]),
+        ("peak GPU memory", "GiB", [r.peak_memory_gb for r in rows],
+         [f"{r.peak_memory_gb:.2f} GiB" if r.peak_memory_gb else "-" for r in rows]),
     ]
 
 
+def bar_scale(v: float, log: bool = False) -> float:
+    """Where a bar ends before it is scaled to the chart's width: the value, or log10(v + 1) on a log scale."""
+    return math.log10(max(v, 0.0) + 1) if log else max(v, 0.0)
+
+
+def bar_blocks(v: float, top: float, width: int, log: bool = False) -> str:
+    """A bar of ``width`` cells at ``top`` (on the same scale as :func:`bar_scale`), in eighths of a cell."""
+    eighths = round(8 * width * bar_scale(v, log) / (top or 1.0))
+    eighths = max(0, min(eighths, 8 * width))
+    return "█" * (eighths // 8) + ("▏▎▍▌▋▊▉"[eighths % 8 - 1] if eighths % 8 else "")
+
+
 def text_bars(labels: list[str], values: list[float | None], width: int = 40, unit: str = "",
-              log: bool = False) -> str:
-    """A horizontal bar chart in block characters (log scale for values spanning orders of magnitude)."""
+              log: bool = False, texts: list[str] | None = None) -> str:
+    """A horizontal bar chart in block characters (log scale for values spanning orders of magnitude), each bar
+    followed by its value (``texts``: as the table writes them)."""
     known = [v for v in values if v is not None]
     if not known:
         return "(no data)"
     lw = max(len(s) for s in labels)
-
-    def scale(v: float) -> float:
-        return math.log10(v + 1) if log else v
-
-    top = max(scale(v) for v in known) or 1.0
+    top = max(bar_scale(v, log) for v in known) or 1.0
     lines = []
-    for label, v in zip(labels, values):
+    for i, (label, v) in enumerate(zip(labels, values)):
         if v is None:
             lines.append(f"{label:<{lw}} │ -")
             continue
-        eighths = round(8 * width * max(0.0, scale(v)) / top)
-        bar = "█" * (eighths // 8) + ("▏▎▍▌▋▊▉"[eighths % 8 - 1] if eighths % 8 else "")
-        text = (format_duration(v) if unit == "s" else fmt_count(int(v)) if unit == "" and v >= 1000
-                else f"{v:.4g}" + (f" {unit}" if unit else ""))
-        lines.append(f"{label:<{lw}} │{bar} {text}")
+        text = texts[i] if texts is not None else (
+            format_duration(v) if unit == "s" else fmt_count(int(v)) if unit == "" and v >= 1000
+            else f"{v:.4g}" + (f" {unit}" if unit else ""))
+        lines.append(f"{label:<{lw}} │{bar_blocks(v, top, width, log)} {text}")
     return "\n".join(lines)
 
 
@@ -316,10 +328,10 @@ def to_markdown(rows: list[RunRow], title: str = "Comparison", charts: dict[str,
     for label, cells in table_rows(rows):
         out.append(f"| {_md_cell(label)} | " + " | ".join(_md_cell(c) for c in cells) + " |")
     out.append("")
-    for name, unit, values in chart_series(rows):
+    for name, unit, values, texts in chart_series(rows):
         log = needs_log(values)
         out += [f"## {name}" + (" (log scale)" if log else ""), "", "```",
-                text_bars(labels, values, unit=unit, log=log), "```", ""]
+                text_bars(labels, values, unit=unit, log=log, texts=texts), "```", ""]
     if any(r.eval_curve for r in rows):
         out += ["## eval loss by step", "", "```"]
         lw = max(len(s) for s in labels)

@@ -1,22 +1,29 @@
-"""The Compare screen's charts on a textual-plotext plot: one bar chart per figure, or the eval-loss curves overlaid.
+"""The Compare screen's charts: one bar chart per figure, or the eval-loss curves overlaid on a textual-plotext plot.
 
-Plotting happens at render time with the widget's own ``plt``, once per change or resize (never ``show()``).
+A bar chart is text: a line a run, its label (the table's column title), its bar in the run's colour and its value as
+the table writes it, a blank line between runs where the height allows (plotext's bars of four runs at 80x24 ran
+into each other, labelled every other row, and a run without a value dropped out). The curves are plotted at render
+time with the widget's own ``plt``, once per change or resize (never ``show()``).
 """
 
 from __future__ import annotations
 
-import math
-
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from loratui.core.compare import RunRow, chart_series, fmt_count, needs_log, no_data_text, short_titles
+from loratui.core.compare import RunRow, bar_blocks, bar_scale, chart_series, needs_log, no_data_text, short_titles
 from loratui.ui.widgets.loss_chart import downsample
+from loratui.ui.widgets.tables import name_ellipsis
 
-#: the charts, in the order ``t`` cycles through them
+#: the charts, in the order ``n`` cycles through them
 CHARTS = ("metric", "time", "params", "memory", "curves")
 CURVE_COLORS = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white")
+#: a run's bar colour: its curve's, the first six at least (plotext's orange is the terminal's colour 3, Rich's yellow)
+BAR_COLORS = ("cyan", "yellow", "green", "magenta", "red", "blue", "bright_yellow", "white")
+#: the narrowest a bar's label gets (a longer one takes up to a third of the width, then is cut in its middle)
+LABEL_MIN = 8
 
 
 class CompareChart(PlotextPlot):
@@ -46,53 +53,72 @@ class CompareChart(PlotextPlot):
         if self.chart == "curves":
             return "eval loss by step"
         i = CHARTS.index(self.chart)
-        name, unit, values = chart_series(self.rows)[i] if self.rows else ("", "", [])
+        name, unit, values, _ = chart_series(self.rows)[i] if self.rows else ("", "", [], [])
         return name + (f" ({unit})" if unit else "") + (" · log scale" if needs_log(values) else "")
 
     def _replot(self, width: int) -> bool:
+        """The eval-loss curves on the plotext figure; False when no run has one yet."""
         plt = self.plt
-        plt.clear_figure()  # bars set their own y ticks: start each chart from a blank figure (render sets size)
+        plt.clear_figure()
         labels = short_titles(self.rows)[0]  # the part of the names that differs: 80 columns tell them apart
-        if self.chart == "curves":
-            drawn = False
-            for i, (label, r) in enumerate(zip(labels, self.rows)):
-                if not r.eval_curve:
-                    continue
-                xs, ys = downsample([float(s) for s, _ in r.eval_curve], [v for _, v in r.eval_curve], 2 * width)
-                plt.plot(xs, ys, marker="braille", color=CURVE_COLORS[i % len(CURVE_COLORS)], label=label[:16])
-                drawn = True
-            plt.yfrequency(4)
-            return drawn
-        i = CHARTS.index(self.chart)
-        _, _, values = chart_series(self.rows)[i]
-        pairs = [(label, v) for label, v in zip(labels, values) if v is not None]
-        if not pairs:
-            return False
-        pairs.reverse()  # horizontal bars draw bottom-up: keep the table's order from the top
-        names = [p[0][:14] for p in pairs]
-        vals = [p[1] for p in pairs]
-        if needs_log(vals):
-            logs = [math.log10(max(v, 1.0)) for v in vals]
-            plt.bar(names, logs, orientation="horizontal", color="cyan", width=0.6)
-            top = math.ceil(max(logs))
-            ticks = list(range(0, top + 1))
-            plt.xticks(ticks, [fmt_count(10 ** t) for t in ticks])
-            plt.xlim(0, top)
-        else:
-            plt.bar(names, vals, orientation="horizontal", color="cyan", width=0.6)
-            plt.xfrequency(4)
-            accuracy = all(r.metric_name == "accuracy" for r in self.rows)  # a loss of 0.07 to 0.09 has its own scale
-            if self.chart == "metric" and accuracy and all(0 <= v <= 1 for v in vals):
-                plt.xlim(0, 1)
-        return True
+        drawn = False
+        for i, (label, r) in enumerate(zip(labels, self.rows)):
+            if not r.eval_curve:
+                continue
+            xs, ys = downsample([float(s) for s, _ in r.eval_curve], [v for _, v in r.eval_curve], 2 * width)
+            plt.plot(xs, ys, marker="braille", color=CURVE_COLORS[i % len(CURVE_COLORS)], label=label[:16])
+            drawn = True
+        plt.yfrequency(4)
+        return drawn
+
+    def bars(self, width: int, height: int) -> Text | None:
+        """This chart's bars in ``width`` x ``height`` cells, in the table's order; None when no run has a value.
+        Every run has its line, one without a value too ('-'); the labels are the table's column titles (cut in the
+        middle past a third of the width) and the values are whole: the bars get the width they leave."""
+        _, _, values, texts = chart_series(self.rows)[CHARTS.index(self.chart)]
+        known = [v for v in values if v is not None]
+        if not known:
+            return None
+        labels = short_titles(self.rows)[0]
+        label_w = min(max(cell_len(label) for label in labels), max(LABEL_MIN, width // 3))
+        text_w = max(cell_len(t) for t in texts)
+        bar_w = max(1, width - 1 - label_w - 2 - 1 - text_w - 1)  # ' label ┤bar value '
+        log = needs_log(values)
+        top = max(bar_scale(v, log) for v in known) or 1.0
+        accuracy = all(r.metric_name == "accuracy" for r in self.rows)  # a loss of 0.07 to 0.09 has its own scale
+        if self.chart == "metric" and accuracy and all(0 <= v <= 1 for v in known):
+            top = 1.0
+        n = len(self.rows)
+        shown = n if n <= height else max(0, height - 1)
+        gap = 2 * shown - 1 <= height
+        out = Text(no_wrap=True, overflow="crop")
+        for i in range(shown):
+            if i:
+                out.append("\n\n" if gap else "\n")
+            label = name_ellipsis(labels[i], label_w)
+            label.pad_right(label_w - label.cell_len)
+            out.append(" ")
+            out.append_text(label)
+            out.append(" ┤", style="dim")
+            if values[i] is None:
+                out.append(" -", style="dim")
+                continue
+            out.append(bar_blocks(values[i], top, bar_w, log), style=BAR_COLORS[i % len(BAR_COLORS)])
+            out.append(f" {texts[i]}")
+        if shown < n:
+            out.append(f"\n +{n - shown} more: the table above shows every run", style="dim")
+        return out
 
     def render(self) -> RenderResult:
         if not self.rows:
             return Text("no runs to compare", style="dim", justify="center")
         key = (self._version, self.size.width, self.size.height, self.app.theme, self.theme)
         if self._cached is None or self._cached[0] != key:
-            drawn = self._replot(self.size.width)
-            result = super().render() if drawn else Text(no_data_text(self.rows, self.title), style="dim",
-                                                            justify="center")
+            if self.chart == "curves":
+                result = super().render() if self._replot(self.size.width) else None
+            else:
+                result = self.bars(self.size.width, self.size.height)
+            if result is None:
+                result = Text(no_data_text(self.rows, self.title), style="dim", justify="center")
             self._cached = (key, result)
         return self._cached[1]
