@@ -84,6 +84,49 @@ async def test_batch_shows_the_metric_and_differences_first(runs):
         assert [str(table.get_row_at(i)[0]) for i in range(3)] == ["1", "2", "3"]
 
 
+async def test_an_empty_or_zero_n_is_refused_with_a_line_naming_the_field(runs, monkeypatch):
+    """A QA walk: N left empty quietly ran 20 examples (and 0 ran 1). As Setup's fields do, the box is named, with
+    what it wants and its default, the file is not asked for and nothing is sent; the same for max tokens, and for
+    temp and top-p where the answers are sampled (greedy does not read them)."""
+    sent = []
+    real_send = playground_core.PlaygroundClient.send
+    monkeypatch.setattr(playground_core.PlaygroundClient, "send",
+                        lambda self, cmd, **data: sent.append(cmd) or real_send(self, cmd, **data))
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        box = screen.query_one("#pg-batch-n")
+        for typed, said in (("", "N is empty: how many examples a batch runs (the default is 20)"),
+                            ("0", "N must be at least 1, got '0' (the default is 20)")):
+            box.value = typed
+            app.clear_notifications()
+            await pilot.press("ctrl+b")
+            await pilot.pause()
+            assert app.screen is screen and screen.focused is box  # no file asked for: N to type in
+            assert [n.message for n in app._notifications] == [said]
+        assert "batch" not in sent
+        screen.query_one("#pg-prompt").text = PROMPT
+        for greedy, boxes, said in (
+                (True, {"#pg-max-new": "", "#pg-temperature": ""},
+                 "max tokens is empty: how many tokens an answer may have (the default is 64)"),
+                (False, {"#pg-max-new": "64"}, "temp is empty: the sampling temperature (the default is 0.7)"),
+                (False, {"#pg-temperature": "0.7", "#pg-top-p": "1.5"},
+                 "top-p must be more than 0 and at most 1, got '1.5' (the default is 0.9)")):
+            for box_id, typed in boxes.items():
+                screen.query_one(box_id).value = typed
+            screen.query_one("#pg-greedy").value = greedy
+            app.clear_notifications()
+            await pilot.press("ctrl+g")
+            await pilot.pause()
+            assert [n.message for n in app._notifications] == [said] and not screen.busy
+        assert "generate" not in sent
+        screen.query_one("#pg-temperature").value = ""
+        screen.query_one("#pg-greedy").value = True
+        await generate(pilot, screen)  # greedy: an empty temp and a wrong top-p are not read
+        assert sent[-1] == "generate" and screen.answers["adapter"].text
+
+
 async def test_classifier_shows_labels_with_probabilities(runs, monkeypatch):
     monkeypatch.setenv("FAKE_PLAYGROUND_TASK", "seq-cls")
     app = playground_app(runs)

@@ -27,7 +27,7 @@ from loratui.core.fmt import format_bytes
 from loratui.core.playground import PlaygroundClient
 from loratui.core.runs import list_runs
 from loratui.ui.screens.playground_actions import PlaygroundActions
-from loratui.ui.widgets.playground_view import batch_progress, prob_bars, title_text
+from loratui.ui.widgets.playground_view import NUMBER_FIELDS, batch_progress, prob_bars, read_number, title_text
 
 SIDES = ("base", "gguf", "adapter")  # left to right; the GGUF pane shows instead of the base model's
 RESULTS = ("token", "done", "classified", "batch_item", "batch_done")  # events that answer one request (its id)
@@ -323,11 +323,27 @@ class PlaygroundScreen(PlaygroundActions):
         self.query_one(f"#pg-{side}", Static).update(body)
 
     # -- actions ------------------------------------------------------------------------------------------------
-    def _number(self, wid: str, default: float) -> float:
-        try:
-            return float(self.query_one(wid, Input).value)
-        except ValueError:
-            return default
+    def _settings(self, batch: bool = False) -> dict[str, Any] | None:
+        """What a request sends from the settings row, or None once a box it needs is empty or out of range: a
+        one-line message names it, and it takes the focus. Max tokens counts where the model writes answers, temp
+        and top-p where it samples, N for a batch; a box not used sends its default."""
+        greedy = self.query_one("#pg-greedy", Checkbox).value
+        writes = self.info.get("task") != "seq-cls"
+        used = {"pg-max-new": writes, "pg-temperature": writes and not greedy, "pg-top-p": writes and not greedy,
+                "pg-batch-n": batch}
+        values: dict[str, float | int | None] = {}
+        for box_id, spec in NUMBER_FIELDS.items():
+            values[box_id] = spec.default
+            if used[box_id]:
+                box = self.query_one(f"#{box_id}", Input)
+                values[box_id], error = read_number(box_id, box.value)
+                if error:
+                    self.notify(error, severity="warning")
+                    box.focus()
+                    return None
+        out = dict(max_new_tokens=int(values["pg-max-new"]), temperature=values["pg-temperature"],
+                   top_p=values["pg-top-p"], greedy=greedy, chat_template=self.query_one("#pg-chat", Checkbox).value)
+        return out | ({"n": int(values["pg-batch-n"])} if batch else {})
 
     def action_generate(self) -> None:
         if not self.info or self.busy:
@@ -338,17 +354,16 @@ class PlaygroundScreen(PlaygroundActions):
         if not prompt:
             self.notify("Write a prompt first.", severity="warning")
             return
+        settings = self._settings()
+        if settings is None:
+            return
         self.query_one(ContentSwitcher).current = "pg-answers"
         sides = self.sides
         self.answers = {s: Answer(busy=s in sides) for s in SIDES}
         self.busy = True
         self.status = "generating…" if self.info.get("task") != "seq-cls" else "classifying…"
         self._render_all()
-        self.request = self._client().send(
-            "generate", prompt=prompt, max_new_tokens=int(self._number("#pg-max-new", 64)),
-            temperature=self._number("#pg-temperature", 0.7), top_p=self._number("#pg-top-p", 0.9),
-            greedy=self.query_one("#pg-greedy", Checkbox).value,
-            chat_template=self.query_one("#pg-chat", Checkbox).value, sides=sides)
+        self.request = self._client().send("generate", prompt=prompt, sides=sides, **settings)
 
     def action_stop(self) -> None:
         if self.client is not None and self.busy:

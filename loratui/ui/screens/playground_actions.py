@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from textual import on, work
-from textual.widgets import Checkbox, ContentSwitcher, DataTable, Static
+from textual.widgets import ContentSwitcher, DataTable, Static
 
 from loratui.core.adapters import find_adapters
 from loratui.core.export import exports_near
@@ -67,24 +67,22 @@ class PlaygroundActions(LoratuiScreen):
             self.notify("Load a model first (ctrl+o)." if not self.info else "Still working: ctrl+x stops it.",
                         severity="warning")
             return
+        settings = self._settings(batch=True)  # before the file is asked for: an empty N says so now
+        if settings is None:
+            return
 
         def chosen(path: str | None) -> None:
             if not path:
                 return
             self.batch_items, self.batch_result, self.batch_other = [], None, self.other
             self._batch_columns()
-            self.batch_n, self.batch_t0 = max(1, int(self._number("#pg-batch-n", 20))), time.monotonic()
+            self.batch_n, self.batch_t0 = settings["n"], time.monotonic()
             self.busy = True
             self.status = batch_progress([], self.batch_n, 0.0)
             self.query_one(ContentSwitcher).current = "pg-batch"
             self._render_batch()
             self._render_all()
-            self.request = self._client().send(
-                "batch", file=path, n=self.batch_n,
-                max_new_tokens=int(self._number("#pg-max-new", 64)),
-                temperature=self._number("#pg-temperature", 0.7), top_p=self._number("#pg-top-p", 0.9),
-                greedy=self.query_one("#pg-greedy", Checkbox).value,
-                chat_template=self.query_one("#pg-chat", Checkbox).value, sides=self.sides)
+            self.request = self._client().send("batch", file=path, sides=self.sides, **settings)
 
         self.app.push_screen(PromptModal(
             "Run held-out examples through both", value=self.info.get("batch_file") or "",

@@ -3,12 +3,52 @@ the batch's rows, summary and the example under the cursor. Pure functions of th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 
 from loratui.core.fmt import format_bytes, format_duration
+
+
+@dataclass(frozen=True)
+class NumberField:
+    """One of the Playground's number boxes, as its label names it on screen."""
+    label: str
+    what: str  # what an empty box is asked to hold
+    default: float
+    whole: bool
+    rule: str  # what ``ok`` checks, as the message says it
+    ok: Callable[[float], bool]
+
+
+#: the settings row's boxes by id; an empty box is not its default, as Setup's empty required fields are not
+NUMBER_FIELDS = {
+    "pg-max-new": NumberField("max tokens", "how many tokens an answer may have", 64, True, "at least 1",
+                              lambda v: v >= 1),
+    "pg-temperature": NumberField("temp", "the sampling temperature", 0.7, False, "at least 0", lambda v: v >= 0),
+    "pg-top-p": NumberField("top-p", "the share of likely tokens sampled from", 0.9, False,
+                            "more than 0 and at most 1", lambda v: 0 < v <= 1),
+    "pg-batch-n": NumberField("N", "how many examples a batch runs", 20, True, "at least 1", lambda v: v >= 1),
+}
+
+
+def read_number(box_id: str, text: str) -> tuple[float | int | None, str | None]:
+    """A number box's value, or None and one line naming the box: 'N is empty: how many examples a batch runs
+    (the default is 20)', 'N must be at least 1, got '0' (the default is 20)', as Setup's fields say it."""
+    spec = NUMBER_FIELDS[box_id]
+    text = text.strip()
+    default = f"(the default is {spec.default:g})"
+    if not text:
+        return None, f"{spec.label} is empty: {spec.what} {default}"
+    try:
+        value: float | int = int(text) if spec.whole else float(text)
+    except ValueError:
+        return None, f"{spec.label} must be a {'whole ' if spec.whole else ''}number, got '{text}' {default}"
+    if not spec.ok(value):
+        return None, f"{spec.label} must be {spec.rule}, got '{text}' {default}"
+    return value, None
 
 
 def memory_text(before: dict, after: dict) -> str:
