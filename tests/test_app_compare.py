@@ -84,6 +84,17 @@ def test_snapshot_compare_curves(runs, snap_compare):
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
 
 
+async def test_shift_n_goes_back_a_chart_as_a_terminal_sends_it(runs):
+    """The walk of the new bars: Shift+N did nothing in tmux; a terminal sends 'N', never 'shift+n'."""
+    from loratui.ui.widgets.compare_chart import CompareChart
+
+    app = compare_app(runs, runs=[runs / n for n in ORDER])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="compare")
+        await pilot.press("N")
+        assert app.screen.query_one(CompareChart).chart == "curves"
+
+
 async def test_at_80_columns_the_columns_and_bars_show_what_tells_runs_apart(runs):
     """Issue 19 item 6: default names share 'smollm2-135m-instruct-lora-2026...': every header, bar label and
     legend read 'smollm2-135m-'. The columns and bars show the part that differs; the shared head is said once."""

@@ -61,7 +61,7 @@ class CompareScreen(LoratuiScreen):
 
     BINDINGS = [
         Binding("n", "next_chart", "Next chart"),  # not t: t is the app's Playground everywhere
-        Binding("shift+n", "next_chart(-1)", "Previous chart", show=False),
+        Binding("N,shift+n", "next_chart(-1)", "Previous chart", show=False),  # N: what a terminal sends
         Binding("e", "export", "Export"),
         Binding("p", "pick_study", "Study"),
         Binding("o", "open", "Open run"),
