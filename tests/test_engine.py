@@ -216,6 +216,10 @@ def test_bad_inputs_fail_fast_with_one_line(tmp_path, tiny_llama, runs_dir, caps
     assert "method.kind: lora-8bit needs a CUDA GPU" in bad(method={"kind": "lora-8bit"})
     err = bad(train={"optimizer": "paged_adamw_8bit"})
     assert err.endswith("(use optimizer adamw_torch on this machine, or run on a GPU box)")
+    # a speed lever asked for that this machine cannot run: said before any run folder exists (it made a failed run)
+    assert "train.cuda_graphs on needs a CUDA GPU" in bad(train={"cuda_graphs": "on"})
+    err = bad(train={"wide_loss_chunks": "on"})
+    assert "train.wide_loss_chunks on needs Liger's fused cross-entropy" in err and "(set train.wide_loss_chunks: auto)" in err
     assert "data.source: no such file" in bad(data={"source": str(tmp_path / "missing.jsonl")})
     err = bad(data={"output_column": "answer"})
     assert "data.output_column" in err and "instruction" in err  # names the columns present

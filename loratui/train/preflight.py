@@ -33,6 +33,11 @@ def check(cfg: RunConfig, *, data: bool = True) -> Preflight:
     precision = models.choose_precision(cfg)
     resolved = models.resolve_model(cfg.model)
     model_config = models.load_model_config(cfg, resolved)
+    if any(v == "on" for v in cfg.train.model_dump().values()) or cfg.data.packing == "on" or \
+            cfg.train.attention != "auto":  # a speed lever asked for that cannot work here: before any run folder
+        from loratui.train import speed
+
+        speed.resolve(cfg, models.cuda_available(), getattr(model_config, "model_type", None))
     limit = models.model_max_length(model_config)
     if limit and cfg.data.max_length > limit:
         raise ConfigError(f"{cfg.data.max_length} is above this model's limit of {limit} tokens",
