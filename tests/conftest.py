@@ -186,3 +186,40 @@ def runs(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     copy_runs(tmp_path)
     return Path("runs")
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory, smol_dir):
+    """The bench's data file and a builder of its model folders (config + SmolLM2 tokenizer, no weights)."""
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    from gpu_engine import SHAPES, make_data
+    from transformers import AutoTokenizer, LlamaConfig
+
+    work = tmp_path_factory.mktemp("bench-shapes")
+    make_data(work / "data.jsonl")
+    tokenizer = AutoTokenizer.from_pretrained(str(smol_dir))
+
+    def model_dir(shape):
+        d = work / f"llama-{shape}"
+        if not (d / "config.json").is_file():
+            LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
+                        pad_token_id=2, tie_word_embeddings=False).save_pretrained(str(d))
+            tokenizer.save_pretrained(str(d))
+        return d
+
+    return work, model_dir
+
+
+@pytest.fixture
+def h200(monkeypatch):
+    """speed.resolve as it ran on the H200: varlen attention and Liger kernels available."""
+    from loratui.train import speed
+
+    monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_available", lambda cuda: cuda)
+    monkeypatch.setattr(speed, "liger_supports", lambda model_type: True)

@@ -6,6 +6,7 @@ import pytest
 
 from loratui.core.config import RunConfig
 from loratui.train.estimate import count_params, estimate_memory, rule_of_thumb_gb
+from bench_configs import bench_cfg
 
 
 def _cfg(model_dir, **sections):
@@ -93,134 +94,6 @@ def test_rule_of_thumb_matches_the_tutorial():
 
 
 # -- against measured peaks -----------------------------------------------------------------------------------------
-#
-# NVML process peaks measured on one NVIDIA H200 on 2026-11-26 by bench/speed.py (bench/results-1b-lora-h200.json and
-# bench/results-8b-qlora-h200.json): random-init Llama shapes from bench/gpu_engine.py SHAPES, data from
-# bench/gpu_engine.py make_data (3,000 rows of log-normal length, max_length 1024), configs from bench/speed.py
-# loratui_config. The estimate builds the same shape on the meta device (a config.json, no weights) and must land
-# within 10% of what NVML showed for the process.
-
-import sys  # noqa: E402
-
-BENCH = __import__("pathlib").Path(__file__).resolve().parent.parent / "bench"
-
-MEASURED = [  # shape, method, batch, steps, variant, NVML peak GiB, torch peak GiB
-    # measured before train.lean_activations existed (its off switch runs them as they ran)
-    ("1b", "lora", 16, 50, "lean=off", 10.78, 10.00),  # packing + varlen + liger + fused AdamW
-    ("1b", "lora", 16, 50, "liger=off+lean=off", 24.49, 21.97),
-    ("1b", "lora", 16, 50, "attention=sdpa+lean=off", 12.19, 11.40),
-    ("1b", "lora", 16, 50, "packing=off+liger=off+optimizer=adamw_torch+lean=off", 52.13, 47.23),
-    ("8b", "qlora", 4, 30, "lean=off", 32.58, 31.34),  # nf4 + double quant, r=16 all linear, no checkpointing
-    ("8b", "qlora", 4, 30, "gc=true+lean=off", 11.62, 10.24),
-    # lean activations (train.lean_activations, on by default for a quantized base), measured on later calls
-    ("8b", "qlora", 4, 30, "lean_mlp=off", 18.47, 17.59),  # (the default until train.lean_mlp)
-    ("8b", "qlora", 4, 24, "default", 16.38, 15.49),  # lean_mlp on: the down projections rebuild their input
-    ("8b", "qlora", 4, 30, "gc=true", 8.15, 7.13),
-    ("1b", "lora", 16, 50, "lean=on", 9.98, 9.21),
-    # 16-bit LoRA r=16 on all linear layers of the 8B shape, 16 sequences (round 6, bench/RESULTS.md): peft's
-    # dropout copies, and the fused projections (train.fused_lora) that keep each input once instead
-    ("8b", "lora", 16, 20, "lora.r=16+lora.alpha=32+lora.preset=llama-all+fused=off", 62.16, 60.95),
-    ("8b", "lora", 16, 20, "lora.r=16+lora.alpha=32+lora.preset=llama-all+fused=on", 47.24, 46.41),
-]
-
-
-@pytest.fixture(scope="module")
-def bench_env(tmp_path_factory, smol_dir):
-    """The bench's data file and a builder of its model folders (config + SmolLM2 tokenizer, no weights)."""
-    sys.path.insert(0, str(BENCH))
-    from gpu_engine import SHAPES, make_data
-    from transformers import AutoTokenizer, LlamaConfig
-
-    work = tmp_path_factory.mktemp("bench-shapes")
-    make_data(work / "data.jsonl")
-    tokenizer = AutoTokenizer.from_pretrained(str(smol_dir))
-
-    def model_dir(shape):
-        d = work / f"llama-{shape}"
-        if not (d / "config.json").is_file():
-            LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
-                        pad_token_id=2, tie_word_embeddings=False).save_pretrained(str(d))
-            tokenizer.save_pretrained(str(d))
-        return d
-
-    return work, model_dir
-
-
-@pytest.fixture
-def h200(monkeypatch):
-    """speed.resolve as it ran on the H200: varlen attention and Liger kernels available."""
-    from loratui.train import speed
-
-    monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
-    monkeypatch.setattr(speed, "liger_available", lambda cuda: cuda)
-    monkeypatch.setattr(speed, "liger_supports", lambda model_type: True)
-
-
-def _bench_cfg(bench_env, shape, method, batch, steps, variant):
-    from types import SimpleNamespace
-
-    from speed import loratui_config
-
-    work, model_dir = bench_env
-    args = SimpleNamespace(method=method, steps=steps, batch=batch)
-    return RunConfig.model_validate(loratui_config(args, model_dir(shape), work / "data.jsonl", work / "runs", "x",
-                                                   variant))
-
-
-@pytest.mark.parametrize("shape,method,batch,steps,variant,nvml,torch_peak", MEASURED,
-                         ids=[f"{m[0]}-{m[1]}-{m[4]}" for m in MEASURED])
-def test_estimate_within_10_percent_of_the_nvml_peak(bench_env, h200, shape, method, batch, steps, variant, nvml,
-                                                      torch_peak):
-    cfg = _bench_cfg(bench_env, shape, method, batch, steps, variant)
-    report = estimate_memory(cfg, compare=False, cuda=True)
-    row = report.rows[0]
-    got = row.total / 2**30
-    assert abs(got / nvml - 1) <= 0.10, f"{got:.2f} GiB estimated, {nvml} GiB measured by NVML"
-    assert "GPU memory" in row.basis and "bf16" in row.basis
-    assert "the data" in row.tokens_note  # measured from the data, not max_length
-
-
-# per card under FSDP, NVML's figure for the cards together divided by their number (bench/RESULTS.md, "Several GPUs"):
-# full fine-tuning of the 8B shape on 4x H200 (round 1: bench/speed.py's 8B config with method full, batch 4 a card,
-# 20 steps: the single-card estimate of that config, 155.6 GiB, is what picked FSDP). (The QLoRA run on 2 cards ran
-# without the fused loss, which FSDP now gets for PEFT models too: bench/RESULTS.md keeps its comparison.)
-MEASURED_FSDP = [  # method, variant, steps, cards, NVML GiB a card
-    ("lora", "method=full+gpus=4", 20, 4, 45.5),
-]
-
-
-@pytest.mark.parametrize("method,variant,steps,cards,nvml", MEASURED_FSDP, ids=[m[1] for m in MEASURED_FSDP])
-def test_fsdp_per_card_estimate_within_10_percent(bench_env, h200, method, variant, steps, cards, nvml):
-    """FSDP splits weights, gradients and optimizer states over the cards; each card keeps its own activations
-    (with a 16-bit residual stream: parameters are gathered in the compute dtype, so no autocast copies of them)
-    and gathers the root unit and two decoder layers whole. Dividing the single-card estimate instead said 66 GiB a
-    card for the full fine-tuning run that measured 45.5."""
-    cfg = _bench_cfg(bench_env, "8b", method, 4, steps, variant)
-    row = estimate_memory(cfg, compare=False, cuda=True).rows[0]
-    got = row.per_card("fsdp", cards) / 2**30
-    assert abs(got / nvml - 1) <= 0.10, f"{got:.2f} GiB a card estimated, {nvml} measured"
-    assert row.per_card("ddp", cards) == row.total  # DDP: a whole replica on every card
-
-
-def test_tutorial_recipe_shape_matches_torch_peak(bench_env, h200):
-    """The tutorial's recipe (fp32 weights, fp16 autocast, padded, adamw_torch) as a loratui config: torch's peak was
-    52.24 GiB (same file and date). Its NVML peak, 110.77 GiB, came from the caching allocator without expandable
-    segments, which the engine always sets: only the tensor part is comparable."""
-    variant = "packing=off+liger=off+optimizer=adamw_torch+model.dtype=float32+train.precision=fp16"
-    cfg = _bench_cfg(bench_env, "1b", "lora", 16, 50, variant)
-    row = estimate_memory(cfg, compare=False, cuda=True).rows[0]
-    assert abs((row.total - row.overhead) / 2**30 / 52.24 - 1) <= 0.10
-
-
-def test_packed_estimate_follows_the_data_not_max_length(bench_env, h200):
-    packed = estimate_memory(_bench_cfg(bench_env, "1b", "lora", 16, 50, "default"), compare=False, cuda=True)
-    padded = estimate_memory(_bench_cfg(bench_env, "1b", "lora", 16, 50, "packing=off"), compare=False, cuda=True)
-    # mean example about 280 tokens: a packed step of 16 is far under 16 x 1024; the padded one is 16 x the longest
-    assert 16 * 280 < packed.tokens_per_step < 16 * 600
-    assert padded.tokens_per_step == 16 * 968
-    assert packed.rows[0].activations < 0.5 * padded.rows[0].activations
-
-
 def test_unreadable_data_falls_back_to_max_length_and_says_so(tiny_llama):
     cfg = _cfg(tiny_llama, data={"source": "someone/not-a-local-dataset", "format": "text"})
     report = estimate_memory(cfg, compare=False, cuda=False)
@@ -283,7 +156,7 @@ def test_a_large_source_is_sampled_from_its_first_rows(bench_env, h200, monkeypa
     monkeypatch.setattr(estimate, "LARGE_SOURCE", 1000)  # the bench's 3,000 rows count as large
     monkeypatch.setattr(estimate, "HEAD_ROWS", 500)
     monkeypatch.setattr(estimate, "_LENGTHS", {})
-    report = estimate_memory(_bench_cfg(bench_env, "1b", "lora", 16, 50, "default"), compare=False, cuda=True)
+    report = estimate_memory(bench_cfg(bench_env, "1b", "lora", 16, 50, "default"), compare=False, cuda=True)
     assert "of the data's first 500 rows" in report.tokens_note
     assert 16 * 250 < report.tokens_per_step < 16 * 600
 
@@ -365,14 +238,14 @@ def test_cli_estimate_says_what_each_card_holds(bench_env, h200, monkeypatch):
     from loratui.core import gpu
 
     monkeypatch.setattr(gpu, "query_gpus", lambda *a, **k: h100_cards(4))
-    cfg = _bench_cfg(bench_env, "8b", "lora", 4, 20, "method=full")
+    cfg = bench_cfg(bench_env, "8b", "lora", 4, 20, "method=full")
     row = estimate_memory(cfg, compare=False, cuda=True).rows[0]
     line = cli._per_card_line(cfg, row)
     assert line.startswith("on 4 cards (FSDP, weights, grads and optimizer states sharded): ")
     assert line.endswith(f"{row.per_card('fsdp', 4) / 2**30:.1f} GiB a card")
     cfg.train.gpus = 1
     assert cli._per_card_line(cfg, row) is None  # one card: the table's total is the card's
-    lora = _bench_cfg(bench_env, "1b", "lora", 16, 50, "default")
+    lora = bench_cfg(bench_env, "1b", "lora", 16, 50, "default")
     row = estimate_memory(lora, compare=False, cuda=True).rows[0]
     assert cli._per_card_line(lora, row).startswith("on 4 cards (DDP, a full replica): ")
 
