@@ -32,6 +32,8 @@ MEASURED = [  # shape, method, batch, steps, variant, NVML peak GiB, torch peak 
     # dropout copies, and the fused projections (train.fused_lora) that keep each input once instead
     ("8b", "lora", 16, 20, "lora.r=16+lora.alpha=32+lora.preset=llama-all+fused=off", 62.16, 60.95),
     ("8b", "lora", 16, 20, "lora.r=16+lora.alpha=32+lora.preset=llama-all+fused=on", 47.24, 46.41),
+    # round 12: the in-place LoRA forward and Liger's loss chunks 8x wider (train.wide_loss_chunks, the fit's choice)
+    ("8b", "lora", 16, 50, "lora.r=16+lora.alpha=32+lora.preset=llama-all+wide=on", 61.97, 60.97),
 ]
 
 
