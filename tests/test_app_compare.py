@@ -228,3 +228,28 @@ async def test_at_80_columns_labels_and_values_read_whole(runs):
         assert "- (CPU run: host" in lines[at] and lines[at + 1].split() == ["4.47", "GiB)"], lines[at:at + 2]
         assert any(ln.split()[:2] == ["train.logging_steps", "2"] for ln in lines), lines
         assert any(ln.split()[:2] == ["train.…stopping_patience", "3"] for ln in lines), lines
+
+
+async def test_a_classifiers_accuracy_beside_losses_is_written_not_drawn(runs):
+    """A QA walk: a classifier's accuracy (0.507) stood as a bar on the 'eval loss' chart beside the losses, on their
+    scale. It is written on its line, with what it is, and no bar; the losses keep theirs (the export alike)."""
+    from dataclasses import replace
+
+    from loratui.core.compare import to_markdown
+    from loratui.ui.widgets.compare_chart import CompareChart
+
+    app = compare_app(runs, runs=[runs / n for n in ORDER[:2]])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        chart = screen.query_one(CompareChart)
+        loss, clf = chart.rows
+        chart.rows = [replace(loss, metric_name="eval_loss", final_metric=1.0324, state="finished"),
+                      replace(clf, metric_name="accuracy", final_metric=0.507, state="finished")]
+        chart.chart = "metric"
+        lines = chart.bars(78, 10).plain.splitlines()
+        assert "█" in lines[0] and lines[0].rstrip().endswith("1.0324")
+        acc = next(line for line in lines if "0.507" in line)
+        assert "█" not in acc and "accuracy 0.507 (not a loss)" in acc
+        md = to_markdown(chart.rows)
+        assert "accuracy 0.507 (not a loss)" in md and "│ accuracy 0.507" in md

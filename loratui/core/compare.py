@@ -219,8 +219,13 @@ def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None],
     texts are the table's cells ('1.4617 so far', '1:33', '461k', '3.21 GiB'; '-' where a run has no value), so a
     bar reads as its column does."""
     metric = metric_title(rows)
+    # a classifier's accuracy beside loss runs is no bar on the loss's scale: its figure is written, not drawn
+    other = [r.metric_name != ("accuracy" if metric == "accuracy" else "eval_loss") and r.final_metric is not None
+             for r in rows]
     return [
-        (final_title(rows, metric), "", [r.final_metric for r in rows], [fmt_final(r) for r in rows]),
+        (final_title(rows, metric), "", [None if o else r.final_metric for r, o in zip(rows, other)],
+         [f"{r.metric_name.replace('_', ' ')} {fmt_final(r)} (not a loss)" if o else fmt_final(r)
+          for r, o in zip(rows, other)]),
         ("active time", "s", [r.train_time_s for r in rows], [format_duration(r.train_time_s) for r in rows]),
         ("trainable params", "", [float(r.trainable) if r.trainable is not None else None for r in rows],
          [fmt_count(r.trainable) for r in rows]),
@@ -252,8 +257,8 @@ def text_bars(labels: list[str], values: list[float | None], width: int = 40, un
     top = max(bar_scale(v, log) for v in known) or 1.0
     lines = []
     for i, (label, v) in enumerate(zip(labels, values)):
-        if v is None:
-            lines.append(f"{label:<{lw}} │ -")
+        if v is None:  # no value, or one the chart does not draw (its text says why)
+            lines.append(f"{label:<{lw}} │ {texts[i] if texts is not None else '-'}")
             continue
         text = texts[i] if texts is not None else (
             format_duration(v) if unit == "s" else fmt_count(int(v)) if unit == "" and v >= 1000

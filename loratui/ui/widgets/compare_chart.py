@@ -100,8 +100,8 @@ class CompareChart(PlotextPlot):
             out.append(" ")
             out.append_text(label)
             out.append(" ┤", style="dim")
-            if values[i] is None:
-                out.append(" -", style="dim")
+            if values[i] is None:  # '-', or a figure this chart does not draw (a classifier's accuracy beside losses)
+                out.append(f" {texts[i]}", style="dim")
                 continue
             out.append(bar_blocks(values[i], top, bar_w, log), style=BAR_COLORS[i % len(BAR_COLORS)])
             out.append(f" {texts[i]}")
