@@ -78,7 +78,7 @@ async def test_batch_shows_the_metric_and_differences_first(runs):
         await wait_until(pilot, lambda: screen.batch_result is not None, what="batch")
         text = screen_text(app)
         assert "base: exact 1/3, valid JSON 1/3" in text and "adapter: exact 2/3, valid JSON 3/3" in text
-        assert "1 where base and adapter differ" in text
+        assert "1 where only one of base and adapter is right" in text  # (it said "differ": read as the answers)
         table = screen.query_one("#pg-batch-table")
         assert str(table.get_row_at(0)[0]) == "1"  # the example where they differ comes first
         assert [str(table.get_row_at(i)[0]) for i in range(3)] == ["1", "2", "3"]

@@ -152,7 +152,7 @@ def batch_summary(items: list[dict], result: dict | None, other: str = "base") -
                 same = f", same as adapter {s['same_as_adapter']}/{n}" if "same_as_adapter" in s else ""
                 cells.append(f"{side}: exact {s['exact']}/{n}, valid JSON {s['valid_json']}/{n}{same}")
         summary.append("   ".join(cells) + "\n", style="bold")
-    where = "the GGUF answers unlike the adapter" if other == "gguf" else "base and adapter differ"
+    where = "the GGUF answers unlike the adapter" if other == "gguf" else "only one of base and adapter is right"
     summary.append(f"{len(items)} examples · {differ} where {where} (shown first)", style="dim")
     return summary
 
