@@ -77,7 +77,14 @@ def test_what_is_not_there_is_named(runs, capsys, argv, said):
         assert "studies there: s" in err
 
 
-def test_no_study_in_the_runs_folder(tmp_path, capsys):
+def test_no_study_in_the_runs_folder_shows_the_newest_runs_as_the_app_does(tmp_path, capsys):
     assert cli_main(["compare", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: compare: no studies in") and "loratui compare RUN RUN" in err
+    assert err.startswith("error: RUN: no runs in") and "loratui runs" in err
+    for name in ("smollm2-demo", "smollm2-stopped"):
+        shutil.copytree(RUNS / name, tmp_path / name)
+    assert cli_main(["compare", "--runs-dir", str(tmp_path), "--csv"]) == 0
+    printed = capsys.readouterr().out
+    paths, heading, study = compare.default_selection(tmp_path)  # what the app's Compare opens on
+    assert heading == "newest runs" and study is None and len(paths) == 2
+    assert printed == compare.to_csv(compare.RowCache().read(paths))

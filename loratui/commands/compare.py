@@ -18,7 +18,8 @@ def register(sub) -> None:
                        "named; as the app's Compare exports them")
     c.add_argument("runs", nargs="*", metavar="RUN",
                    help="run folders, or names in the runs folder (as `loratui runs` lists them)")
-    c.add_argument("--study", help="a study's runs (its newest batch); with no RUN and no --study: the newest study")
+    c.add_argument("--study", help="a study's runs (its newest batch); with no RUN and no --study: the newest study, "
+                                   "else the 6 newest runs")
     c.add_argument("--runs-dir", default=None, help="runs folder (default: ./runs or $LORATUI_RUNS_DIR)")
     c.add_argument("--csv", action="store_true", help="print CSV instead of Markdown")
     c.add_argument("--export", metavar="DIR", help="also write the comparison (CSV + Markdown) here")
@@ -37,10 +38,16 @@ def cmd_compare(args) -> int:
     if args.runs:
         paths = [run.path for run in named_runs(args.runs, args.runs_dir)]
         title = f"{len(paths)} selected runs"
-    else:
-        study = args.study or newest_study(folder)
+    elif args.study:
+        study = args.study
         paths = study_paths(folder, study)
         title = f"Study {study}"  # the app's export title
+    else:  # as the app's Compare opens: the newest study, else the newest runs
+        paths, heading, study = compare.default_selection(folder)
+        if not paths:
+            raise LoratuiError(f"no runs in {folder}", field="RUN",
+                               hint="`loratui runs --runs-dir DIR` lists a folder's runs; train one first")
+        title = heading[:1].upper() + heading[1:]  # the app's export title
     rows = compare.read_runs(paths)
     text = compare.to_csv(rows) if args.csv else compare.to_markdown(rows, title=title)
     for line in text.splitlines():  # names, labels and values come from files: escaped, never sent raw
@@ -71,17 +78,6 @@ def named_runs(specs: list[str], runs_dir: str | None) -> list:
                            f"{where})", field="RUN",
                            hint="`loratui runs` lists the names; --runs-dir for another runs folder")
     return found
-
-
-def newest_study(folder: Path) -> str:
-    from loratui.core.study import list_studies
-
-    studies = list_studies(folder)
-    if not studies:
-        raise LoratuiError(f"no studies in {folder}", field="compare",
-                           hint="name the runs to compare (loratui compare RUN RUN ...; `loratui runs` lists them), "
-                                "or --runs-dir for another runs folder")
-    return studies[0][0]
 
 
 def study_paths(folder: Path, study: str) -> list[Path]:

@@ -361,3 +361,20 @@ def export(rows: list[RunRow], folder: str | Path, title: str = "Comparison",
     csv_path.write_text(to_csv(rows))
     md_path.write_text(to_markdown(rows, title, charts))
     return csv_path, md_path
+
+
+#: how many of the newest runs Compare shows when nothing is chosen and the folder holds no study
+DEFAULT_RUNS = 6
+
+
+def default_selection(runs_dir: Path) -> tuple[list[Path], str, str | None]:
+    """(run folders, heading, study) Compare shows when nothing is chosen: the newest study's newest batch, else the
+    newest DEFAULT_RUNS runs, oldest first. The app's Compare and ``loratui compare`` both start here."""
+    from loratui.core.runs import list_runs
+    from loratui.core.study import list_studies, study_runs
+
+    studies = list_studies(runs_dir)
+    if studies:
+        study = studies[0][0]
+        return study_runs(runs_dir, study), f"study {study}", study
+    return [summary_path(s) for s in list_runs(runs_dir)[:DEFAULT_RUNS]][::-1], "newest runs", None

@@ -18,8 +18,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.core.compare import RowCache, RunRow, column_title, export, short_titles, summary_path, table_rows
-from loratui.core.runs import list_runs
+from loratui.core.compare import (RowCache, RunRow, column_title, default_selection, export, short_titles,
+                                  table_rows)
 from loratui.core.study import list_studies, study_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
@@ -29,7 +29,6 @@ from loratui.ui.widgets.tables import fill_table, name_ellipsis, wrap_words
 #: seconds between refreshes while a compared run is still going
 REFRESH_INTERVAL = 3.0
 #: runs shown when nothing was chosen and there is no study
-DEFAULT_RUNS = 6
 LIVE_STATES = ("starting", "running", "created")
 #: the least the row labels and each run's values get (the labels more where the values leave room)
 LABEL_WIDTH, VALUE_WIDTH = 18, 16
@@ -124,16 +123,11 @@ class CompareScreen(LoratuiScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare", description="Reading runs")
     def _load(self, paths: list[Path] | None, study: str | None, runs_dir: Path) -> None:
         title = ""
-        if paths is None and study is None:
-            studies = list_studies(runs_dir)
-            if studies:
-                study = studies[0][0]
         if study is not None:
             paths = study_runs(runs_dir, study)
             title = f"study {study}"
-        if paths is None:
-            paths = [summary_path(s) for s in list_runs(runs_dir)[:DEFAULT_RUNS]][::-1]
-            title = "newest runs"
+        elif paths is None:
+            paths, title, study = default_selection(runs_dir)
         rows = self._cache.read(paths)
         if not get_current_worker().is_cancelled:
             self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected runs", study))
