@@ -9,9 +9,6 @@ from pathlib import Path
 from loratui.commands.common import default_runs_dir, find_run
 from loratui.core.errors import LoratuiError
 
-#: a run's states before its end: queued (created), starting, training or stalled
-NOT_DONE = ("created", "starting", "running", "stalled")
-
 
 def register(sub) -> None:
     c = sub.add_parser("compare", help="print runs side by side: a study's (finished or still going) or the runs "
@@ -52,7 +49,7 @@ def cmd_compare(args) -> int:
     text = compare.to_csv(rows) if args.csv else compare.to_markdown(rows, title=title)
     for line in text.splitlines():  # names, labels and values come from files: escaped, never sent raw
         print(printable(line))
-    live = [r for r in rows if r.state in NOT_DONE]
+    live = [r for r in rows if r.state in compare.NOT_DONE]
     if live:  # to stderr: stdout stays a clean table for a file or a pipe
         print(f"{len(live)} of {len(rows)} runs not done yet ({', '.join(printable(r.name, 80) for r in live[:3])}"
               f"{' ...' if len(live) > 3 else ''}): their values are the latest so far", file=sys.stderr)

@@ -365,6 +365,8 @@ def export(rows: list[RunRow], folder: str | Path, title: str = "Comparison",
 
 #: how many of the newest runs Compare shows when nothing is chosen and the folder holds no study
 DEFAULT_RUNS = 6
+#: a run's states before its end (queued, starting, training or stalled): its figures are the latest so far
+NOT_DONE = ("created", "starting", "running", "stalled")
 
 
 def default_selection(runs_dir: Path) -> tuple[list[Path], str, str | None]:

@@ -18,8 +18,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from loratui.core.compare import (RowCache, RunRow, column_title, default_selection, export, short_titles,
-                                  table_rows)
+from loratui.core.compare import (NOT_DONE, RowCache, RunRow, column_title, default_selection, export,
+                                  short_titles, table_rows)
 from loratui.core.study import list_studies, study_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
@@ -28,8 +28,6 @@ from loratui.ui.widgets.tables import fill_table, name_ellipsis, wrap_words
 
 #: seconds between refreshes while a compared run is still going
 REFRESH_INTERVAL = 3.0
-#: runs shown when nothing was chosen and there is no study
-LIVE_STATES = ("starting", "running", "created")
 #: the least the row labels and each run's values get (the labels more where the values leave room)
 LABEL_WIDTH, VALUE_WIDTH = 18, 16
 
@@ -117,7 +115,7 @@ class CompareScreen(LoratuiScreen):
         self._load(self.run_paths, self.study, self.runs_dir)
 
     def _refresh_if_live(self) -> None:
-        if any(r.state in LIVE_STATES for r in self.rows):
+        if any(r.state in NOT_DONE for r in self.rows):
             self.action_refresh()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare", description="Reading runs")
@@ -169,7 +167,7 @@ class CompareScreen(LoratuiScreen):
 
     def _update_titles(self) -> None:
         n = len(self.rows)
-        live = sum(1 for r in self.rows if r.state in LIVE_STATES)
+        live = sum(1 for r in self.rows if r.state in NOT_DONE)
         text = Text.assemble(("Compare", "bold"), f"  {self.heading}", (f"  ·  {n} run{'s' * (n != 1)}", "dim"))
         if self.common_head:  # the columns show what tells the runs apart; what they share is said once
             text.append(f"  ·  {self.common_head}…", style="dim")
