@@ -10,7 +10,6 @@ bench/speed.py runs a variant through this script when it names one of them.
 
 from __future__ import annotations
 
-import functools
 import sys
 
 PATCHES = ("inplace", "head_chunk")
@@ -22,11 +21,10 @@ def apply(patch: str) -> None:
         import loratui.train.inplace_lora as inplace
 
         inplace.inplace_lora = lambda model: 0
-    elif key == "head_chunk":
-        import liger_kernel.transformers.functional as F
+    elif key == "head_chunk":  # train.wide_loss_chunks: on is 8; any other multiplier through the same binding
+        from loratui.train.speed import widen_loss_chunks
 
-        F.liger_fused_linear_cross_entropy = functools.partial(F.liger_fused_linear_cross_entropy,
-                                                               chunk_mem_const=int(value))
+        widen_loss_chunks(int(value))
     else:
         raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N)")
     print(f"bench patch: {patch}", flush=True)

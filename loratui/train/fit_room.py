@@ -3,13 +3,13 @@ graphs, and every layer checkpointed with graphs where that is faster than runni
 
 from __future__ import annotations
 
+import dataclasses
+
 from loratui.core.config import RunConfig
 from loratui.train.fit_prices import (
     FASTER, GRAPHS_CKPT_COST, GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT,
     GRAPHS_MEMORY, GRAPHS_WORK,
 )
-import dataclasses
-
 from loratui.train.fit_result import Fit, describe
 
 

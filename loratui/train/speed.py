@@ -2,9 +2,9 @@
 
 Every lever has an off switch in the config (`data.packing`, `train.attention`, `train.liger`, `train.optimizer`,
 `train.compile`, `train.lean_activations`, `train.activation_offload`, `train.fused_lora`, `train.cuda_graphs`,
-`train.embedding_offload`, `train.wide_loss_chunks`); `auto` turns it on where it is safe: on a CUDA GPU, for causal LMs. On a CPU nothing
-changes (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before. bench/NOTES.md says what
-each lever bought on the lent GPU.
+`train.embedding_offload`, `train.wide_loss_chunks`); `auto` turns it on where it is safe: on a CUDA GPU, for causal
+LMs. On a CPU nothing changes (padded batches, SDPA, plain AdamW), so CI and the embedded demo behave as before.
+bench/NOTES.md says what each lever bought on the lent GPU.
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def loss_chunk(cfg: RunConfig, liger: bool) -> int:
     return WIDE_LOSS_CHUNK if cfg.train.wide_loss_chunks == "on" else 1
 
 
-def widen_loss_chunks() -> None:
-    """Liger's fused linear cross-entropy in WIDE_LOSS_CHUNK x its default chunks, for this process. Liger takes
+def widen_loss_chunks(chunk: int = WIDE_LOSS_CHUNK) -> None:
+    """Liger's fused linear cross-entropy in ``chunk`` x its default chunks, for this process. Liger takes
     ``chunk_mem_const`` as an argument but transformers' integration passes none, and ``LigerForCausalLMLoss`` calls
     the function through its module: that name is bound to the same function with the wider default."""
     import functools
@@ -165,8 +165,8 @@ def widen_loss_chunks() -> None:
     import liger_kernel.transformers.functional as F
 
     fn = F.liger_fused_linear_cross_entropy
-    if getattr(fn, "keywords", {}).get("chunk_mem_const") != WIDE_LOSS_CHUNK:
-        F.liger_fused_linear_cross_entropy = functools.partial(fn, chunk_mem_const=WIDE_LOSS_CHUNK)
+    if getattr(fn, "keywords", {}).get("chunk_mem_const") != chunk:
+        F.liger_fused_linear_cross_entropy = functools.partial(getattr(fn, "func", fn), chunk_mem_const=chunk)
 
 
 def cuda_graphs(cfg: RunConfig, cuda: bool, packing: bool, varlen: bool, fused: bool, offload: bool) -> bool:
