@@ -5,6 +5,8 @@ Patches (bench only; the engine carries none of them):
   inplace=off     peft's LoRA forward instead of loratui.train.inplace_lora (the A side of the in-place change)
   head_chunk=N    Liger's fused cross-entropy with chunk_mem_const=N (its default 1: logit chunks of about one
                   hidden state per token, 256 tokens on the 8B shape; 8: 2,048 tokens, 1.6 GB at vocab 128k)
+  nonblock=on     the Trainer's batches copied to the card without the host waiting for the copy (accelerate's
+                  non_blocking, from pinned host memory): the host can queue the next step before the last ends
 bench/speed.py runs a variant through this script when it names one of them.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-PATCHES = ("inplace", "head_chunk")
+PATCHES = ("inplace", "head_chunk", "nonblock")
 
 
 def apply(patch: str) -> None:
@@ -25,8 +27,18 @@ def apply(patch: str) -> None:
         from loratui.train.speed import widen_loss_chunks
 
         widen_loss_chunks(int(value))
+    elif key == "nonblock" and value == "on":
+        from transformers import TrainingArguments
+
+        post = TrainingArguments.__post_init__
+
+        def post_init(self):
+            post(self)
+            self.accelerator_config.non_blocking = True
+
+        TrainingArguments.__post_init__ = post_init
     else:
-        raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N)")
+        raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on)")
     print(f"bench patch: {patch}", flush=True)
 
 

@@ -26,7 +26,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_engine import SHAPES, workspace  # noqa: E402
 
-PATCHED = ("inplace", "head_chunk")  # bench/patched_train.py's levers (variants like inplace=off, head_chunk=8)
+PATCHED = ("inplace", "head_chunk", "nonblock")  # bench/patched_train.py's levers (variants like inplace=off, head_chunk=8)
 CARD_PEAK = [0.0]
 PEAK_AT = [0.0]  # wall time of the last child's NVML peak
 WINDOW = [10]  # the first step of the timed window (--window-start)
@@ -195,7 +195,8 @@ def loratui_side(args, model_dir: Path, data: Path, out: Path, variant: str) -> 
         cmd = [sys.executable, str(Path(__file__).with_name("patched_train.py")), str(cfg_path), "+".join(patches)]
     if args.profile:  # the same engine in this script's process, 5 steps traced after the timed ones
         os.environ.update(PROFILE_START=str(args.steps), PROFILE_SAME_NAME="1")
-        cmd = [sys.executable, str(Path(__file__).with_name("profile_loratui.py")), str(cfg_path)]
+        cmd = [sys.executable, str(Path(__file__).with_name("profile_loratui.py")), str(cfg_path), *(
+            ["+".join(patches)] if patches else [])]
     rc, t0, nvml = run_child(cmd, out / f"{name}.log", args.timeout)
     res = {"side": f"loratui {variant}", "exit": rc, "nvml_peak_gib": round(nvml, 2),
            "nvml_card_peak_gib": round(CARD_PEAK[0], 2)}
@@ -246,7 +247,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each side before it is killed")
     ap.add_argument("--tokenizer", default=".gpu/tokenizer")
     ap.add_argument("--profile", action="store_true",
-                    help="trace 5 steps after the timed ones on every side (PROFILE lines; profile-*.txt under $OUT)")
+                    help="trace 3 steps after the timed ones on every side, card only then host and card "
+                         "(PROFILE and PROFILE_GAPS lines; profile-*.txt, gaps-*.txt under $OUT)")
     args = ap.parse_args()
     WINDOW[0] = args.window_start
     os.environ["BENCH_WINDOW_START"] = str(args.window_start)  # Unsloth's recipe marks the same window
