@@ -247,7 +247,7 @@ def toy_wide(extra: int):
     return estimate
 
 
-def test_wide_loss_chunks_take_only_room_left_over():
+def test_wide_loss_chunks_take_only_room_left_over(h200):
     narrow = fit.plan(cfg(wide_loss_chunks="off"), 40 * GiB, estimator=toy_wide(GiB))
     wide = fit.plan(cfg(), 40 * GiB, estimator=toy_wide(GiB))
     assert wide.wide_loss_chunks and not narrow.wide_loss_chunks  # the user's off stays off
@@ -262,3 +262,18 @@ def test_wide_loss_chunks_take_only_room_left_over():
     assert short.changed and not short.wide_loss_chunks
     # no fused cross-entropy to widen (the estimate does not change: no Liger, a preference objective, a CPU)
     assert not fit.plan(cfg(), 40 * GiB, estimator=toy).wide_loss_chunks
+
+
+def test_wide_loss_chunks_stay_off_where_the_fit_turned_liger_off(h200):
+    """A quantized base with room: the fit turns Liger off for speed, so there is no fused cross-entropy to widen.
+    It chose both, and the engine refused its own choice ("train.wide_loss_chunks on needs Liger's fused
+    cross-entropy"): 8B QLoRA with loratui's defaults failed on an 80 GB card."""
+    from loratui.train import speed
+
+    qlora = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"batch_size": 4}})
+    f = fit.plan(qlora, 60 * GiB, estimator=toy_wide(GiB))
+    assert "liger" in f.faster and not f.wide_loss_chunks
+    assert speed.resolve(f.apply(qlora), cuda=True).liger is False  # the engine takes the fit's choice
+    dpo = RunConfig.model_validate({"method": {"objective": "dpo"}, "data": {"format": "preference"},
+                                    "train": {"batch_size": 4}})
+    assert not fit.plan(dpo, 60 * GiB, estimator=toy_wide(GiB)).wide_loss_chunks  # TRL's own chunks

@@ -28,15 +28,21 @@ def with_wide_loss_chunks(cfg: RunConfig, fit: Fit, estimator) -> Fit:
     """With room left once the rest is chosen, Liger's fused cross-entropy in wider chunks (train.wide_loss_chunks
     left on auto; loratui.train.speed.loss_chunk): 1B LoRA +7% tokens/s for 0.2 GiB (round 12). Last, so it never
     takes the room graphs would use; the estimate prices its logits chunk."""
+    from loratui.train import speed
+
     if cfg.train.wide_loss_chunks != "auto":
         return fit
     chosen = fit.apply(cfg)
     wide = chosen.model_copy(deep=True)
     wide.train.wide_loss_chunks = "on"
+    try:
+        speed.resolve(wide, cuda=True)
+    except Exception:  # noqa: BLE001 - no fused cross-entropy in the chosen run (Liger off for speed, dpo, ...)
+        return fit
     offload = chosen.train.activation_offload == "on"
     layers = fit.ckpt_layers if fit.checkpointing else None
     extra = estimator(wide, layers, offload)[0] - estimator(chosen, layers, offload)[0]
-    if extra > 0 and fit.estimate + extra <= fit.budget:  # 0: no fused cross-entropy (no Liger, preference, CPU)
+    if extra > 0 and fit.estimate + extra <= fit.budget:
         fit.wide_loss_chunks, fit.estimate = True, fit.estimate + extra
     return fit
 
