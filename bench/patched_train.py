@@ -7,6 +7,10 @@ Patches (bench only; the engine carries none of them):
                   hidden state per token, 256 tokens on the 8B shape; 8: 2,048 tokens, 1.6 GB at vocab 128k)
   nonblock=on     the Trainer's batches copied to the card without the host waiting for the copy (accelerate's
                   non_blocking, from pinned host memory): the host can queue the next step before the last ends
+  host_trim=off   the Trainer's own per-step walks over every module and parameter (model.train(), zero_grad,
+                  clipping, FLOP counting) instead of loratui.train.trainers.trim_step_host_work's once-a-run lists
+  pygc=off        Python's garbage collector frozen (everything loaded so far) and off for the run, as torchtitan's
+                  GarbageCollection does between its own collections: a pause there is the card waiting
 bench/speed.py runs a variant through this script when it names one of them.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-PATCHES = ("inplace", "head_chunk", "nonblock")
+PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc")
 
 
 def apply(patch: str) -> None:
@@ -37,8 +41,38 @@ def apply(patch: str) -> None:
             self.accelerator_config.non_blocking = True
 
         TrainingArguments.__post_init__ = post_init
+    elif key == "host_trim" and value == "off":
+        from transformers import Trainer
+
+        from loratui.train import recipe, trainers
+
+        trainers.trim_step_host_work = lambda trainer, model: []
+        make = recipe.token_counting_trainer
+
+        def stock_flops():
+            class StockFlops(make()):
+                floating_point_ops = Trainer.floating_point_ops
+
+            return StockFlops
+
+        recipe.token_counting_trainer = stock_flops
+    elif key == "pygc" and value == "off":
+        import gc
+
+        from transformers import Trainer
+
+        train = Trainer.train
+
+        def train_without_gc(self, *args, **kwargs):
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            return train(self, *args, **kwargs)
+
+        Trainer.train = train_without_gc
     else:
-        raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on)")
+        raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on, host_trim=off, "
+                         "pygc=off)")
     print(f"bench patch: {patch}", flush=True)
 
 

@@ -39,7 +39,12 @@ def token_counting_trainer():
             stack.enter_context(self.offload)
             return stack
 
+        _grad_params = None  # the parameters that train (trim_step_host_work)
+        _flop_params = None
+
         def training_step(self, model, inputs, *args, **kwargs):
+            if self._grad_params is None:
+                self._grad_params = trim_step_host_work(self, model)
             n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
             n -= inputs.pop(PAD_KEY, 0)  # a step padded for CUDA graphs (loratui.train.graphs) counts real tokens
             self._tokens = n if self._tokens is None else self._tokens + n
@@ -53,6 +58,20 @@ def token_counting_trainer():
             if logging and not bool(tr_loss.isfinite()):
                 tr_loss.zero_()
             return out
+
+        def _clip_grad_norm(self, model):
+            if not self._grad_params or self.is_fsdp_enabled or self._has_mixed_mesh_grads(model):
+                return super()._clip_grad_norm(model)  # FSDP's clipping matches the model's own parameter list
+            return self.accelerator.clip_grad_norm_(self._grad_params, self.args.max_grad_norm)
+
+        def floating_point_ops(self, inputs):
+            # the Trainer's count walks every module and parameter each step (4.6 ms a step on the 8B shape)
+            main = getattr(self.model, "main_input_name", "input_ids")
+            if main not in inputs or not hasattr(self.model, "num_parameters"):
+                return 0
+            if self._flop_params is None:
+                self._flop_params = self.model.num_parameters(exclude_embeddings=True)
+            return 6 * inputs[main].numel() * self._flop_params
 
         def _get_grad_norm(self, model, grad_norm=None):
             grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
@@ -145,6 +164,34 @@ def scale_lr(optimizer, scheduler, factor: float) -> None:
         sched.base_lrs = [b * factor for b in sched.base_lrs]
         if hasattr(sched, "_last_lr"):
             sched._last_lr = [group["lr"] for group in opt.param_groups]
+
+
+def trim_step_host_work(trainer, model) -> list:
+    """The Python the Trainer runs around each step while the card waits, done once instead: ``model.train()`` each
+    micro-batch walks every module (5.9 ms on the 8B shape with LoRA on all linear layers, on a 2-core box),
+    ``model.zero_grad()`` and the gradient clipping every parameter, frozen ones included (2.8 and 2.7 ms). The
+    model keeps its modes: train() still runs whenever a module is not in training mode (after evaluation). Returns
+    the parameters that train (the clipping's list); left as they are under FSDP and DeepSpeed, whose wrappers own
+    those calls."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        return params
+    modules = list(model.modules())
+    train, zero_grad = model.train, model.zero_grad
+
+    def train_once(mode: bool = True):
+        if mode and all(m.training for m in modules):
+            return model
+        return train(mode)
+
+    def zero_trained(set_to_none: bool = True) -> None:
+        if not set_to_none:
+            return zero_grad(set_to_none)
+        for p in params:  # a frozen parameter holds no gradient
+            p.grad = None
+
+    model.train, model.zero_grad = train_once, zero_trained  # eval() calls train(False): the real walk
+    return params
 
 
 def skip_bad_update(trainer, model, grad_norm) -> None:
