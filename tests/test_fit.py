@@ -176,10 +176,11 @@ def test_cuda_graphs_go_on_only_with_room_for_them_where_they_apply(monkeypatch)
 
     monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)  # a GPU as the engine sees one
     monkeypatch.setattr(speed, "liger_available", lambda cuda: False)
-    f = fit.plan(cfg(), 44 * GiB, estimator=toy)  # 22 GiB as written: twice that fits
-    assert f.graphs and f.apply(cfg()).train.cuda_graphs == "on" and f.estimate == 44 * GiB
+    room = int(22 * GiB * fit.GRAPHS_MEMORY)  # 22 GiB as written: with the graphs' memory that fits
+    f = fit.plan(cfg(), room + 1, estimator=toy)
+    assert f.graphs and f.apply(cfg()).train.cuda_graphs == "on" and f.estimate == room
     assert "CUDA graphs on for speed" in f.message() and f.as_event()["graphs"] is True
-    assert not fit.plan(cfg(), 40 * GiB, estimator=toy).graphs  # fits, but not with the graphs' memory
+    assert not fit.plan(cfg(), room - GiB, estimator=toy).graphs  # fits, but not with the graphs' memory
     assert not fit.plan(cfg(cuda_graphs="off"), 80 * GiB, estimator=toy).graphs  # the user's word stays
     user_ckpt = fit.plan(cfg(gradient_checkpointing=True), 80 * GiB, estimator=toy)  # the graphs checkpoint
     assert user_ckpt.graphs and user_ckpt.checkpointing and user_ckpt.ckpt_layers is None
@@ -225,9 +226,10 @@ def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatc
     assert not eager.graphs and eager.checkpointing and eager.fits
     assert not fit.plan(cfg(cuda_graphs="off"), 10 * GiB, estimator=toy).graphs
 
-    small = fit.plan(cfg(), 40 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK / 2))  # fits as written, not twice
+    # fits as written, not with the graphs' memory
+    small = fit.plan(cfg(), 35 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK / 2))
     assert small.graphs and small.checkpointing and "faster than running as configured" in small.message()
-    assert not fit.plan(cfg(), 40 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK * 2)).graphs  # a busy card: as written
+    assert not fit.plan(cfg(), 35 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK * 2)).graphs  # a busy card: as written
     assert fit.plan(cfg(), 10 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK / 2)).graphs  # short of memory: graphs
     busy = fit.plan(cfg(), 10 * GiB, estimator=toy_with_work(fit.GRAPHS_WORK * 2))  # ...but not on long steps
     assert not busy.graphs and busy.fits  # the eager savers
@@ -236,6 +238,8 @@ def test_checkpointed_graphs_where_memory_is_short_or_steps_are_small(monkeypatc
 def test_graphs_the_user_turned_on_are_in_the_estimate():
     assert fit.graphs_factor(cfg()) == 1.0  # auto: priced where the fit turns them on
     assert fit.graphs_factor(cfg(cuda_graphs="on")) == fit.GRAPHS_MEMORY
+    qlora = RunConfig.model_validate({"method": {"kind": "qlora"}, "train": {"cuda_graphs": "on"}})
+    assert fit.graphs_factor(qlora) == fit.GRAPHS_MEMORY_QUANTIZED > fit.GRAPHS_MEMORY  # dequantized weights kept
     assert fit.graphs_factor(cfg(cuda_graphs="on", gradient_checkpointing=True)) == fit.GRAPHS_CKPT_MEMORY
 
 

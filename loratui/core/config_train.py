@@ -113,11 +113,11 @@ class TrainSection(Section):
     """Each decoder layer's forward and backward replayed as CUDA graphs (one launch instead of hundreds; packed
     steps padded to a few sizes). For packed LoRA/QLoRA on one CUDA card without compile or fused LoRA; with gradient
     checkpointing the graphs checkpoint every layer themselves (activation offload then moves those checkpoints
-    only). auto: on when the memory fit finds room for twice the estimate and a step is small enough to wait on the
-    host (8B QLoRA shape 3.1x tokens/s at 1.8x the memory, 1B LoRA 1.8x at 1.6x: round 7; 8B bf16 LoRA on 16 rows,
-    a busy card, 0.85x: round 10), and with every layer checkpointed where memory is short or the run fits
-    as written but not twice over, on steps small enough to wait on the host (8B QLoRA 2.5x Unsloth's tokens/s at
-    9.6 GiB; 1B LoRA 3.3x at half its memory: bench/RESULTS.md, round 8)."""
+    only). auto: on when the memory fit finds room for the graphs (1.65x the estimate, 2x on a 4-bit or 8-bit base)
+    and a step is small enough to wait on the host (8B QLoRA shape 3.1x tokens/s at 1.8x the memory, 1B LoRA 1.8x at
+    1.6x: round 7; 8B bf16 LoRA on 16 rows, a busy card, 0.85x: round 10), and with every layer checkpointed where
+    memory is short or the run fits as written but not with the graphs' memory, on steps small enough to wait on the
+    host (8B QLoRA 2.5x Unsloth's tokens/s at 9.6 GiB; 1B LoRA 3.3x at half its memory: bench/RESULTS.md, round 8)."""
 
     wide_loss_chunks: Switch = "auto"
     """Liger's fused cross-entropy computes the LM head's logits a chunk of tokens at a time; on: chunks 8x its

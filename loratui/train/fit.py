@@ -29,7 +29,7 @@ from loratui.core.config import RunConfig
 from loratui.train.fit_prices import (  # noqa: F401 - the calibration (re-exported; tests set their own prices)
     AUTO_SHARE, CKPT_ALL_COST, CKPT_OFFLOAD_COST, EIGHT_BIT, EIGHT_BIT_COST, EMBEDDING_COST, FASTER, GRAPHS_CKPT_COST,
     GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT, GRAPHS_WORK,
-    GRAPHS_HALF_BATCH_COST, GRAPHS_MEMORY, HALF_BATCH_COST, OFFLOAD_COST, GiB,
+    GRAPHS_HALF_BATCH_COST, GRAPHS_MEMORY, GRAPHS_MEMORY_QUANTIZED, HALF_BATCH_COST, OFFLOAD_COST, GiB,
 )
 from loratui.train.fit_result import Fit, budget_bytes, describe, graphs_factor  # noqa: F401 - re-exported
 from loratui.train.fit_room import graphs_ckpt_cost, with_checkpointed_graphs, with_room, with_wide_loss_chunks

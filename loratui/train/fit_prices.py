@@ -11,8 +11,12 @@ CKPT_OFFLOAD_COST = 0.09  # on top of checkpointing, only the layer inputs trave
 HALF_BATCH_COST = 1.0  # half the tokens a micro-step for the same fixed cost (a 4-bit base dequantizes its weights
 # every micro-step): micro-batch 4 -> 1 took 4.3x the time (1,551 -> 361 tokens/s, one call)
 #: CUDA graphs of the decoder layers (train.cuda_graphs) keep each step size's inputs, outputs and activations in their
-#: own memory: NVML 26.0 -> 47.7 GiB on the 8B QLoRA shape, 10.8 -> 17.4 GiB on the 1B LoRA one (round 7, one call)
-GRAPHS_MEMORY = 2.0  # times the estimate without them: auto turns them on only when that much fits the budget
+#: own memory: times the estimate without them (auto turns them on only when that much fits the budget). NVML over
+#: that estimate: 1B LoRA 17.65 over 10.90 (1.62x, round 12), 8B bf16 LoRA all linear 95.61 over 61.78 (1.55x, round
+#: 10); a 4-bit base keeps each layer's dequantized weights too: 8B QLoRA 47.72 over 24.06 (1.98x, round 13, and the
+#: same 47.72 in round 7). 2.0 for both read the 16-bit runs 24-29% high.
+GRAPHS_MEMORY = 1.65
+GRAPHS_MEMORY_QUANTIZED = 2.0
 #: checkpointed layers replayed as graphs (loratui.train.graphs_ckpt) keep one layer's working memory in the graphs'
 #: pool (up to the largest step size) beside the checkpoints, and the graphs themselves take some 0.25 GiB outside
 #: torch: NVML over the estimate, 8B QLoRA batch 4 with the input embeddings in host memory, offloaded checkpoints

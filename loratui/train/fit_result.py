@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loratui.core.config import RunConfig
-from loratui.train.fit_prices import AUTO_SHARE, FASTER, GRAPHS_CKPT_MEMORY, GRAPHS_MEMORY, GiB
+from loratui.train.fit_prices import (
+    AUTO_SHARE, FASTER, GRAPHS_CKPT_MEMORY, GRAPHS_MEMORY, GRAPHS_MEMORY_QUANTIZED, GiB,
+)
 
 
 @dataclass
@@ -96,7 +98,13 @@ def graphs_factor(cfg: RunConfig) -> float:
     turns them on)."""
     if cfg.train.cuda_graphs != "on":
         return 1.0
-    return GRAPHS_CKPT_MEMORY if cfg.train.gradient_checkpointing else GRAPHS_MEMORY
+    return GRAPHS_CKPT_MEMORY if cfg.train.gradient_checkpointing else graphs_memory(cfg)
+
+
+def graphs_memory(cfg: RunConfig) -> float:
+    """CUDA graphs without checkpointing: times the estimate without them (a 4-bit or 8-bit base keeps each layer's
+    dequantized weights in the graphs' memory as well)."""
+    return GRAPHS_MEMORY_QUANTIZED if cfg.quantized else GRAPHS_MEMORY
 
 
 def _step_time(cost: float) -> str:

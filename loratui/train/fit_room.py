@@ -8,9 +8,9 @@ import dataclasses
 from loratui.core.config import RunConfig
 from loratui.train.fit_prices import (
     FASTER, GRAPHS_CKPT_COST, GRAPHS_CKPT_COST_QUANTIZED, GRAPHS_CKPT_MEMORY, GRAPHS_CKPT_OFFLOAD_COST, GRAPHS_CKPT_TEXT,
-    GRAPHS_MEMORY, GRAPHS_WORK,
+    GRAPHS_WORK,
 )
-from loratui.train.fit_result import Fit, describe
+from loratui.train.fit_result import Fit, describe, graphs_memory
 
 
 def with_room(cfg: RunConfig, base: Fit, estimator, work) -> Fit:
@@ -68,13 +68,13 @@ def faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
 
 
 def with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
-    """With room for them (GRAPHS_MEMORY x the estimate), CUDA graphs on where the run can use them (left on auto;
+    """With room for them (graphs_memory x the estimate), CUDA graphs on where the run can use them (left on auto;
     loratui.train.speed.cuda_graphs says where) and a step is small enough to wait on the host (GRAPHS_WORK): 8B
     QLoRA shape 3.1x tokens/s once every step size is captured, 1B LoRA 1.8x (bench/RESULTS.md, round 7); 8B bf16
     LoRA on 16 rows 0.85x (round 10)."""
     from loratui.train import speed
 
-    if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * GRAPHS_MEMORY > fit.budget:
+    if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * graphs_memory(cfg) > fit.budget:
         return fit
     candidate = fit.apply(cfg)
     candidate.train.cuda_graphs = "on"
@@ -86,7 +86,7 @@ def with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
         fit.note = ("CUDA graphs left off: steps this large keep the card busy and the graphs would pad them "
                     "(train.cuda_graphs: on forces them)")
         return fit
-    fit.graphs, fit.estimate = True, int(fit.estimate * GRAPHS_MEMORY)
+    fit.graphs, fit.estimate = True, int(fit.estimate * graphs_memory(cfg))
     fit.changes = [*fit.changes, "CUDA graphs on"]
     return fit
 
