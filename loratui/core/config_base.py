@@ -8,6 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 Task = Literal["causal-lm", "seq-cls"]
+#: each task's peft task type (``task_type`` in an adapter's adapter_config.json)
+PEFT_TASK_TYPES: dict[str, str] = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS"}
+
+
+def task_of_peft(task_type: str | None) -> str:
+    """The task an adapter's peft task type names: a language model's where it names none (or another one)."""
+    return next((task for task, peft in PEFT_TASK_TYPES.items() if peft == task_type), "causal-lm")
+
 MethodKind = Literal["lora", "qlora", "lora-8bit", "full", "head-only"]
 DataFormat = Literal["text", "alpaca", "chat", "classification", "preference"]
 #: what the run learns from: demonstrations (sft) or preferences (dpo, orpo, kto)

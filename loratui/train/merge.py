@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from loratui.core.config import ModelSection
+from loratui.core.config_base import task_of_peft
 from loratui.core.errors import LoratuiError
 from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, judge
 
@@ -50,7 +51,7 @@ def adapter_base(adapter: Path, base: str | None = None) -> tuple[ModelSection, 
     metadata from loratui.json ({} for adapters saved elsewhere)."""
     meta = read_adapter_meta(adapter)
     info = meta.get("loratui", {})
-    task = info.get("task") or ("seq-cls" if meta.get("task_type") == "SEQ_CLS" else "causal-lm")
+    task = info.get("task") or task_of_peft(meta.get("task_type"))
     name = base or info.get("base_model") or meta.get("base_model_name_or_path")
     if not name:
         raise MergeError("the adapter does not name its base model", field="base", hint="give the base model")

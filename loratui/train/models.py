@@ -9,6 +9,7 @@ import importlib.util
 from typing import Any
 
 from loratui.core.config import LORA_METHODS, RunConfig
+from loratui.core.config_base import PEFT_TASK_TYPES
 from loratui.core.errors import ConfigError, ModelError
 from loratui.core.presets import PRESETS, preset_for_model_type, preset_modules
 from loratui.train.resolve import (  # noqa: F401 - re-exported: resolving a model by name lives in train/resolve.py
@@ -314,7 +315,7 @@ def apply_method(cfg: RunConfig, model, *, gradient_checkpointing: bool = False,
     targets = resolve_targets(cfg, model)
     model_type = getattr(model.config, "model_type", "")
     lora_config = LoraConfig(
-        task_type=TaskType.SEQ_CLS if cfg.model.task == "seq-cls" else TaskType.CAUSAL_LM,
+        task_type=TaskType(PEFT_TASK_TYPES[cfg.model.task]),
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,

@@ -16,6 +16,7 @@ from textual import on
 from textual.widgets import Button, Checkbox, Input, Select
 
 from loratui.core.config import LORA_METHODS, RunConfig, load_config
+from loratui.core.config_base import PEFT_TASK_TYPES
 from loratui.core.errors import LoratuiError
 from loratui.ui.messages import FieldRejected, LayersReady, LiveRunsFound, PreviewReady, RunLaunched
 from loratui.ui.screens.base import LoratuiScreen
@@ -210,7 +211,7 @@ class SetupActions(LoratuiScreen):
         from loratui.core.adapters import find_adapters
 
         runs_dir = Path(self.app.runs_dir)
-        task = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS"}.get(self.values["model"].get("task") or "causal-lm")
+        task = PEFT_TASK_TYPES[self.values["model"].get("task") or "causal-lm"]
         found = [a for a in find_adapters([runs_dir], max_depth=1) if a.kind == "adapter" and not a.incomplete
                  and (a.task or task) == task]  # a classifier's adapter does not continue into a language model's
         if not found:
