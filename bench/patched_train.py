@@ -11,6 +11,8 @@ Patches (bench only; the engine carries none of them):
                   clipping, FLOP counting) instead of loratui.train.trainers.trim_step_host_work's once-a-run lists
   pygc=off        Python's garbage collector frozen (everything loaded so far) and off for the run, as torchtitan's
                   GarbageCollection does between its own collections: a pause there is the card waiting
+  copies=on       16-bit copies of the adapters' fp32 weights for the in-place forward, refreshed once a step
+                  (loratui.train.adapter_copies) instead of autocast's two casts a projection each way
 bench/speed.py runs a variant through this script when it names one of them.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import sys
 
-PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc")
+PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies")
 
 
 def apply(patch: str) -> None:
@@ -70,9 +72,13 @@ def apply(patch: str) -> None:
             return train(self, *args, **kwargs)
 
         Trainer.train = train_without_gc
+    elif key == "copies" and value == "on":
+        from loratui.train import adapter_copies
+
+        adapter_copies.ENABLED = True
     else:
         raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on, host_trim=off, "
-                         "pygc=off)")
+                         "pygc=off, copies=on)")
     print(f"bench patch: {patch}", flush=True)
 
 

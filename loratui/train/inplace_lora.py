@@ -33,8 +33,12 @@ def _inplace_forward(layer, peft_forward):
         out = layer.base_layer(x.reshape(-1, x.shape[-1]))
         if out._base is not None or not out.is_contiguous():
             return _added(layer, name, x, out.view(*x.shape[:-1], out.shape[-1]))
-        xa = layer.lora_A[name](layer.lora_dropout[name](x))  # as peft calls it (lean's A knows its input by shape)
-        w = layer.lora_B[name].weight
+        copies = getattr(layer, "loratui_copies", None)  # 16-bit copies of A and B (loratui.train.adapter_copies)
+        if copies is not None:
+            xa, w = torch.nn.functional.linear(layer.lora_dropout[name](x), copies[0]), copies[1]
+        else:
+            xa = layer.lora_A[name](layer.lora_dropout[name](x))  # as peft calls it (lean's A knows its input by shape)
+            w = layer.lora_B[name].weight
         dtype = out.dtype
         xa = xa if xa.dtype == dtype else xa.to(dtype)
         w = w if w.dtype == dtype else w.to(dtype)

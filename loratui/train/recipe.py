@@ -140,6 +140,11 @@ class Recipe:
             from loratui.train.inplace_lora import inplace_lora
 
             inplace_lora(self.model)
+            from loratui.train import adapter_copies
+
+            if adapter_copies.ENABLED and self._cuda and not sp.cuda_graphs and not self.world.distributed and \
+                    cfg.method.objective == "sft":
+                adapter_copies.install_adapter_copies(self.model)
         if sp.compile == "regional":
             from loratui.train.speed import compile_layers
 
@@ -220,6 +225,9 @@ class Recipe:
         self.trainer = trainer = trainer_class(self, base)(
             model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=self.tokenizer,
             callbacks=[EventsCallback(self)], **extra)
+        copies = getattr(self.model, "loratui_adapter_copies", None)
+        if copies is not None:  # refreshed as training starts and after each optimizer step
+            trainer.add_callback(copies)
         if objective != "sft":
             self.echo(f"{objective}, beta {cfg.method.beta:g}: the reference is "
                       f"{preference.settle_reference(trainer, cfg)}")

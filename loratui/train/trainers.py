@@ -48,7 +48,11 @@ def token_counting_trainer():
             n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
             n -= inputs.pop(PAD_KEY, 0)  # a step padded for CUDA graphs (loratui.train.graphs) counts real tokens
             self._tokens = n if self._tokens is None else self._tokens + n
-            return super().training_step(model, inputs, *args, **kwargs)
+            loss = super().training_step(model, inputs, *args, **kwargs)
+            copies = getattr(self.model, "loratui_adapter_copies", None)  # loratui.train.adapter_copies
+            if copies is not None:
+                copies.collect()
+            return loss
 
         def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
             logging = self.control.should_log

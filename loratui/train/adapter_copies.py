@@ -1,0 +1,92 @@
+"""16-bit copies of the adapters' fp32 weights for the in-place LoRA forward (loratui.train.inplace_lora).
+
+Under autocast each adapted projection casts its two fp32 adapter weights to bf16 every forward pass (two cast
+kernels, each an autocast dispatch and an autograd node), and the backward pass casts their bf16 gradients back to
+fp32 (``ToCopyBackward0``): 896 launches a step on the 8B shape with LoRA on all linear layers, issued while the card
+runs the adapters' small kernels faster than the host launches them (round 13's gap trace). Here the forward uses
+16-bit copies made once a step for all adapters together (one ``_foreach_copy_`` after each optimizer step), and
+their gradients go into the fp32 weights' gradients once a micro-batch (one foreach op). The arithmetic is the one
+autocast does: the same rounded weights in the matmuls, the same bf16 gradients widened to fp32 and accumulated
+there; the fp32 weights stay the model's parameters (the optimizer, clipping, checkpoints and the saved adapter are
+unchanged).
+
+One CUDA card, sft, no CUDA graphs (their captured layers keep gradient buffers of their own); off (``ENABLED``)
+until a GPU call has measured it: bench/patched_train.py's ``copies=on``.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import TrainerCallback
+
+#: off until a GPU call has measured it against the autocast casts (bench/patched_train.py's copies=on sets it)
+ENABLED = False
+
+
+class AdapterCopies(TrainerCallback):
+    """The 16-bit copies of a model's adapter weights: refreshed at the start of training and after every optimizer
+    step, their gradients collected into the fp32 weights' after each micro-batch (LoratuiTrainer.training_step)."""
+
+    def __init__(self, pairs: list[tuple[torch.nn.Parameter, torch.Tensor]]):
+        self.params = [p for p, _ in pairs]
+        self.copies = [c for _, c in pairs]
+        self.buffers: list[torch.Tensor] | None = None  # fp32 gradient buffers, reused every step
+        self.hook = None
+
+    def refresh(self) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(self.copies, self.params)
+
+    def collect(self) -> None:
+        """The copies' gradients of this micro-batch into the fp32 weights' gradients (set, or added to under
+        gradient accumulation), as autograd's cast would have put them there."""
+        used = [i for i, c in enumerate(self.copies) if c.grad is not None]
+        if not used:
+            return
+        if self.buffers is None:
+            self.buffers = [torch.empty_like(p) for p in self.params]
+        grads = [self.copies[i].grad for i in used]
+        with torch.no_grad():
+            if all(self.params[i].grad is None for i in used):
+                for i in used:
+                    self.params[i].grad = self.buffers[i]
+                torch._foreach_copy_([self.buffers[i] for i in used], grads)
+            else:
+                for i, g in zip(used, grads):
+                    p = self.params[i]
+                    if p.grad is None:
+                        p.grad = self.buffers[i].copy_(g)
+                    else:
+                        p.grad.add_(g)
+        for i in used:
+            self.copies[i].grad = None
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kw):
+        self.refresh()  # the weights as training starts (a resumed run has loaded its checkpoint by now)
+        inner = getattr(optimizer, "optimizer", optimizer)
+        if inner is not None and self.hook is None:
+            self.hook = inner.register_step_post_hook(lambda *_: self.refresh())
+
+
+def install_adapter_copies(model) -> AdapterCopies | None:
+    """16-bit copies for every in-place LoRA projection whose adapter is fp32 on a 16-bit base layer (held by the
+    layer as ``loratui_copies``); None where there is none. The model keeps the returned object as
+    ``loratui_adapter_copies``."""
+    pairs = []
+    for module in model.modules():
+        if not getattr(module, "loratui_inplace", False):
+            continue
+        name = module.active_adapters[0]
+        a, b = module.lora_A[name], module.lora_B[name]
+        dtype = module.base_layer.weight.dtype
+        if type(a) is not torch.nn.Linear or dtype not in (torch.bfloat16, torch.float16):
+            continue
+        if a.weight.dtype != torch.float32 or b.weight.dtype != torch.float32:
+            continue
+        copies = tuple(w.detach().to(dtype).requires_grad_(True) for w in (a.weight, b.weight))
+        module.loratui_copies = copies
+        pairs += [(a.weight, copies[0]), (b.weight, copies[1])]
+    if not pairs:
+        return None
+    model.loratui_adapter_copies = AdapterCopies(pairs)
+    return model.loratui_adapter_copies
