@@ -61,6 +61,14 @@ def test_copies_train_exactly_as_autocast_s_casts():
         for opt in opts:
             opt.step()  # the copies follow the weights through the optimizer's post-step hook
         assert all(torch.equal(c, p.detach().to(torch.bfloat16)) for c, p in zip(copies.copies, copies.params))
+    # a roll-back trains again with a new optimizer: the copies follow that one
+    opt = torch.optim.SGD(copies.params, lr=1.0)
+    copies.on_train_begin(None, None, None, optimizer=opt)
+    micro_batch(fast, ids[:1], seed=99)
+    opt.step()
+    assert all(torch.equal(c, p.detach().to(torch.bfloat16)) for c, p in zip(copies.copies, copies.params))
+    opts[1].step()  # the old optimizer no longer refreshes them
+    assert len(opts[1]._optimizer_step_post_hooks) == 0
 
 
 def test_copies_launch_fewer_ops_a_step():

@@ -31,7 +31,7 @@ class AdapterCopies(TrainerCallback):
         self.params = [p for p, _ in pairs]
         self.copies = [c for _, c in pairs]
         self.buffers: list[torch.Tensor] | None = None  # fp32 gradient buffers, reused every step
-        self.hook = None
+        self.hook, self.hooked = None, None  # the post-step hook, and the optimizer it is on
 
     def refresh(self) -> None:
         with torch.no_grad():
@@ -64,8 +64,10 @@ class AdapterCopies(TrainerCallback):
     def on_train_begin(self, args, state, control, optimizer=None, **kw):
         self.refresh()  # the weights as training starts (a resumed run has loaded its checkpoint by now)
         inner = getattr(optimizer, "optimizer", optimizer)
-        if inner is not None and self.hook is None:
-            self.hook = inner.register_step_post_hook(lambda *_: self.refresh())
+        if inner is not None and inner is not self.hooked:  # a roll-back's train() makes a new optimizer
+            if self.hook is not None:
+                self.hook.remove()
+            self.hook, self.hooked = inner.register_step_post_hook(lambda *_: self.refresh()), inner
 
 
 def install_adapter_copies(model) -> AdapterCopies | None:
