@@ -13,6 +13,8 @@ Patches (bench only; the engine carries none of them):
                   GarbageCollection does between its own collections: a pause there is the card waiting
   copies=on       16-bit copies of the adapters' fp32 weights for the in-place forward, refreshed once a step
                   (loratui.train.adapter_copies) instead of autocast's two casts a projection each way
+  liger_kernels=ce  Liger's fused cross-entropy only: transformers' own RMSNorm, RoPE and SwiGLU (torch ops launched
+                  from C++) instead of Liger's Triton kernels (launched through Triton's Python launcher)
 bench/speed.py runs a variant through this script when it names one of them.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import sys
 
-PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies")
+PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies", "liger_kernels")
 
 
 def apply(patch: str) -> None:
@@ -76,9 +78,21 @@ def apply(patch: str) -> None:
         from loratui.train import adapter_copies
 
         adapter_copies.ENABLED = True
+    elif key == "liger_kernels" and value == "ce":
+        from transformers import TrainingArguments
+
+        post = TrainingArguments.__post_init__
+
+        def ce_only(self):
+            post(self)
+            if self.liger_kernel_config:
+                self.liger_kernel_config = {**self.liger_kernel_config, "rope": False, "rms_norm": False,
+                                            "swiglu": False}
+
+        TrainingArguments.__post_init__ = ce_only
     else:
         raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on, host_trim=off, "
-                         "pygc=off, copies=on)")
+                         "pygc=off, copies=on, liger_kernels=ce)")
     print(f"bench patch: {patch}", flush=True)
 
 
