@@ -105,6 +105,16 @@ def test_adapter_round_trip_through_llama_cpp(tmp_path, k_adapter, capsys):
     assert llm(text, max_tokens=10, temperature=0.0, top_k=1)["choices"][0]["text"].strip() == want.strip()
 
 
+def test_one_type_the_converter_writes_alone(tmp_path, capsys, k_llama):
+    """q8_0 alone (the quickest export, and the app's pick of one): the converter writes it straight from the model,
+    no f16 is made, and none is left to remove (it failed looking for one)."""
+    out = tmp_path / "gguf"
+    assert cli_main(["export", str(k_llama), str(out), "--gguf", "q8_0", "--prompts", "1",
+                     "--max-new-tokens", "4"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["model-q8_0.gguf"]
+    assert [e.kind for e in list_exports(out)] == ["q8_0"]
+
+
 def _one_error_line(capsys, *argv: str) -> str:
     assert cli_main(["export", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

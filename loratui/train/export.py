@@ -256,7 +256,7 @@ def _export(kind: str, folder: Path, tmp: Path, kinds: list[str], *, base, dtype
                               f"quantizing to {k}")
         done += 1
     shutil.rmtree(hf)
-    if "f16" not in kinds:
+    if quantized and "f16" not in kinds:  # the k-quants' intermediate, made only for them
         (tmp / plan.gguf_name("f16")).unlink()
     rows = []
     for i, k in enumerate(kinds):
