@@ -26,6 +26,22 @@ from loratui.ui.widgets.form_specs import (  # noqa: F401 - re-exported: the scr
 # -- widgets ------------------------------------------------------------------------------------------------------
 
 
+class FormInput(Input):
+    """An Input that runs its own editing keys (backspace, delete, arrows, home, end ...) as they come, in order with
+    the characters typed. Textual runs a widget's key bindings only once the key has bubbled up to the app, through
+    every container's message queue: behind the Setup screen's checks of the previous keystrokes when keys come in a
+    burst (a paste-like burst over SSH, or a busy box), while the characters after them were already inserted.
+    Backspaces then landed on what was typed after them ('32', two backspaces, '1234567890' gave '3212345678')."""
+
+    async def _on_key(self, event) -> None:
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            if not binding.priority and await self.app.run_action(binding.action, self):
+                event.stop()
+                event.prevent_default()
+                return
+        await super()._on_key(event)
+
+
 class Toggle(Checkbox):
     """A checkbox whose mark is empty when off (Textual's default shows a dim X either way)."""
 
@@ -108,8 +124,8 @@ class FormField(Vertical):
                 prompt = "-"
             return Select(options, value=self._initial, allow_blank=spec.optional, prompt=prompt,
                           id=spec.control_id, compact=True, tooltip=tip)
-        return Input(self._initial, placeholder=spec.placeholder, id=spec.control_id, compact=True, tooltip=tip,
-                     select_on_focus=False)
+        return FormInput(self._initial, placeholder=spec.placeholder, id=spec.control_id, compact=True, tooltip=tip,
+                         select_on_focus=False)
 
     @property
     def control(self) -> Widget:
