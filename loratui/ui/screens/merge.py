@@ -23,6 +23,7 @@ from loratui.core.fmt import format_bytes
 from loratui.core.merge_check import DEFAULT_MERGE_DTYPE, DTYPE_HELP, MERGE_DTYPES
 from loratui.ui.screens.merge_parts import DtypeChoice, default_output, in_runs, merge_command
 from loratui.ui.screens.merge_run import MergeRunning
+from loratui.ui.widgets.form import FormInput
 from loratui.ui.widgets.log_tail import LogTail
 
 STEPS = ("adapter", "base", "dtype", "output", "confirm")
@@ -76,13 +77,13 @@ class MergeScreen(MergeRunning):
         with ContentSwitcher(initial="step-adapter"):
             with Vertical(id="step-adapter", classes="step"):
                 yield Label("Which adapter? (a folder holding adapter_config.json)", classes="question")
-                yield Input(str(self.adapter or ""), id="mg-adapter")  # placeholders: the app's runs folder
+                yield FormInput(str(self.adapter or ""), id="mg-adapter")  # placeholders: the app's runs folder
                 yield Static(id="mg-adapter-info", classes="note")
                 yield Static("F8: export it to GGUF for llama.cpp and Ollama instead (merged in memory)",
                              classes="note")
             with Vertical(id="step-base", classes="step"):
                 yield Label("Base model to merge into", classes="question")
-                yield Input(placeholder="hub id or local folder", id="mg-base")
+                yield FormInput(placeholder="hub id or local folder", id="mg-base")
                 yield Static("Prefilled from the adapter's base_model_name_or_path. A QLoRA adapter's base is "
                              "reloaded unquantized in the dtype chosen next.", classes="note")
             with Vertical(id="step-dtype", classes="step"):
@@ -93,7 +94,7 @@ class MergeScreen(MergeRunning):
                                           id=f"dtype-{dtype}")
             with Vertical(id="step-output", classes="step"):
                 yield Label("Output folder (new or empty)", classes="question")
-                yield Input(id="mg-output")
+                yield FormInput(id="mg-output")
                 yield Static(id="mg-output-note", classes="note")
             with Vertical(id="step-confirm", classes="step"):
                 yield Label("Merge with these settings?", classes="question")

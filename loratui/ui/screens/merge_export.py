@@ -25,6 +25,7 @@ from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.screens.merge_parts import (MergeExited, MergeLine, beside_checkpoints, failure_text, in_runs,
                                             stream_jsonl)
+from loratui.ui.widgets.form import FormInput
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.modals import ConfirmModal
 
@@ -128,7 +129,7 @@ class ExportScreen(LoratuiScreen):
             with Vertical(id="ex-form"):
                 with Horizontal(classes="row"):
                     yield Label("From", classes="lbl")
-                    yield Input(str(self.source or ""), id="ex-source")  # placeholder: the app's runs folder
+                    yield FormInput(str(self.source or ""), id="ex-source")  # placeholder: the app's runs folder
                 yield Static(id="ex-source-note", classes="note")
                 with Horizontal(id="ex-types", classes="row"):
                     yield Label("Types", classes="lbl")
@@ -137,7 +138,7 @@ class ExportScreen(LoratuiScreen):
                                        tooltip=GGUF_TYPES[kind].about)
                 with Horizontal(classes="row"):
                     yield Label("To", classes="lbl")
-                    yield Input(id="ex-output")
+                    yield FormInput(id="ex-output")
                 yield Static(id="ex-problem")
                 yield Static("Each file is loaded back by llama.cpp and asked the run's held-out prompts; its "
                              "answers are compared with the merged model's.", classes="note")

@@ -27,6 +27,7 @@ from loratui.core.fmt import format_bytes
 from loratui.core.playground import PlaygroundClient
 from loratui.core.runs import list_runs
 from loratui.ui.screens.playground_actions import PlaygroundActions
+from loratui.ui.widgets.form import FormInput
 from loratui.ui.widgets.playground_view import NUMBER_FIELDS, batch_progress, prob_bars, read_number, title_text
 
 SIDES = ("base", "gguf", "adapter")  # left to right; the GGUF pane shows instead of the base model's
@@ -121,15 +122,15 @@ class PlaygroundScreen(PlaygroundActions):
         with Horizontal(id="pg-settings"):
             with Horizontal(id="pg-gen-settings"):
                 yield Label("max tokens")
-                yield Input("64", id="pg-max-new", type="integer", compact=True)
+                yield FormInput("64", id="pg-max-new", type="integer", compact=True)
                 yield Label("temp")
-                yield Input("0.7", id="pg-temperature", type="number", compact=True)
+                yield FormInput("0.7", id="pg-temperature", type="number", compact=True)
                 yield Label("top-p")
-                yield Input("0.9", id="pg-top-p", type="number", compact=True)
+                yield FormInput("0.9", id="pg-top-p", type="number", compact=True)
                 yield Checkbox("greedy", True, id="pg-greedy", compact=True)
                 yield Checkbox("chat template", True, id="pg-chat", compact=True)
             yield Label("N")
-            yield Input("20", id="pg-batch-n", type="integer", compact=True)
+            yield FormInput("20", id="pg-batch-n", type="integer", compact=True)
         yield TextArea(id="pg-prompt", soft_wrap=True, show_line_numbers=False, compact=True,
                        placeholder="your prompt here; ctrl+g asks both models")
         with ContentSwitcher(initial="pg-answers"):

@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from loratui.ui.widgets.form import FormInput
+
 MODAL_CSS = """
 ConfirmModal, PromptModal { align: center middle; }
 ConfirmModal > Vertical, PromptModal > Vertical {
@@ -78,7 +80,7 @@ class PromptModal(ModalScreen[str | None]):
             yield Label(self.title_text, classes="title")
             if self.body:
                 yield Static(self.body, classes="body", markup=False)
-            yield Input(self.value, placeholder=f"e.g. {self.placeholder}" if self.placeholder else "",
+            yield FormInput(self.value, placeholder=f"e.g. {self.placeholder}" if self.placeholder else "",
                         id="prompt-input")
             yield Static("", id="prompt-note", markup=False)
             with Horizontal():
