@@ -97,3 +97,11 @@ def test_target_modules_accepts_comma_string():
     cfg = config_from_dict({"lora": {"target_modules": "q_proj, v_proj"}})
     assert cfg.lora.target_modules == ["q_proj", "v_proj"]
     assert config_from_dict({"lora": {"target_modules": "all-linear"}}).lora.target_modules == "all-linear"
+
+
+def test_a_config_with_several_mistakes_names_every_field_in_its_one_line():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"lora": {"r": 0}, "train": {"lr": -0.001, "batch_size": 0}})
+    line = str(err.value)
+    assert line.startswith("lora.r: must be a positive whole number") and "\n" not in line
+    assert line.endswith("; also to fix: train.batch_size, train.lr")

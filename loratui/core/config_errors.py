@@ -10,12 +10,30 @@ from pydantic import BaseModel, ValidationError
 from loratui.core.config_base import MAX_TEXT
 
 
-def validation_message(err: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
-    """First error of validating ``root`` as one line: ``lora.r: must be a positive whole number (try 8 or 16)``."""
-    e = err.errors()[0]
+def _loc(e: dict, prefix: str) -> str:
     loc = ".".join(short(str(p), 60) for p in e["loc"] if not str(p).startswith("function-")) or "config"
     if prefix:
         loc = f"{prefix}.{loc}" if loc != "config" else prefix
+    return loc
+
+
+def validation_message(err: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
+    """First error of validating ``root`` as one line: ``lora.r: must be a positive whole number (try 8 or 16)``,
+    and the fields of the others after it (``; also to fix: train.lr, train.batch_size``), so a config with several
+    mistakes is not fixed one run at a time."""
+    errors = err.errors()
+    line = _first_message(errors[0], root, prefix)
+    first = line.partition(": ")[0]
+    others = list(dict.fromkeys(loc for loc in (_loc(e, prefix) for e in errors[1:]) if loc != first))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        more = f"; also to fix: {shown}"
+        line += more if len(line) + len(more) <= 640 else f"; {len(others)} more field(s) to fix"
+    return line
+
+
+def _first_message(e: dict, root: type[BaseModel], prefix: str) -> str:
+    loc = _loc(e, prefix)
     kind = e["type"]
     if kind == "extra_forbidden":
         section, _, key = loc.rpartition(".")
