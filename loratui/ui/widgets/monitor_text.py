@@ -60,7 +60,8 @@ def stats_text(v: RunView, state: str, width: int | None = None) -> Text:
     for label, value in preference_figures(v):  # the preference accuracy and the margin before the rewards
         parts.append(({"pref acc": 2, "margin": 3}.get(label, 4), [_stat(label, value)]))
     parts.append((5, [_stat("lr", format_lr(v.lr))]))
-    parts.append((6, [_stat("tok/s", format_rate(v.tokens_per_s))]))  # the run's throughput, as Compare shows it
+    # the run's throughput, as Compare shows it (the log's lines give each interval's): "avg" where it fits
+    parts.append((6, [_stat("avg tok/s", format_rate(v.tokens_per_s)), _stat("tok/s", format_rate(v.tokens_per_s))]))
     parts.append((3, [_stat("time", format_duration(v.elapsed))]))
     if state in ("running", "starting") and not v.phase.startswith("final eval"):
         parts.append((1, [_stat("ETA", format_duration(v.eta))]))  # the final evaluation says itself what it does
