@@ -576,3 +576,22 @@ def test_a_validation_file_in_another_format_names_the_validation_file():
         "validation_file": "sample:contacts-json-eval.jsonl"}})
     raises_data_error(lambda: data.load_splits(cfg), "data.validation_file", "contacts-json-eval.jsonl",
                       "not in data.source's format", "columns: instruction, input, output", "validation_fraction")
+
+
+def test_a_missing_path_read_as_a_hub_id_fails_at_once_without_the_hub(monkeypatch):
+    """'data/missing.jso' (a typo of a local file) reads as a hub id; with the hub out of reach the datasets client
+    retried for about 80 s before a late error. Now: the cache only, and one line naming data.source at once."""
+    import time
+
+    import datasets
+
+    from loratui.train.data import sources
+
+    monkeypatch.setattr(sources, "hub_unreachable", lambda: "huggingface.co:443 cannot be reached (test)")
+    before = datasets.config.HF_HUB_OFFLINE
+    t0 = time.monotonic()
+    raises_data_error(lambda: data.load_splits(cfg_for(source="data/missing.jso")), "data.source",
+                      "'data/missing.jso' is not a local file or folder, and the hub can't be reached "
+                      "(huggingface.co:443 cannot be reached (test))")
+    assert time.monotonic() - t0 < 10
+    assert datasets.config.HF_HUB_OFFLINE == before  # the process's setting put back as it was

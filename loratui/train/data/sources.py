@@ -15,6 +15,7 @@ from datasets import Dataset
 from loratui.core.config import RunConfig
 from loratui.core.errors import DataError
 from loratui.core.paths import looks_like_path
+from loratui.train.resolve import hub_unreachable
 
 
 
@@ -118,20 +119,53 @@ def _load_named(name: str, subset: str | None, split: str, field: str, split_fie
 
     ``field`` is the config key blamed when the dataset cannot be loaded, ``split_field`` when the split is unknown.
     """
+    unreachable = None if Path(name).is_dir() else hub_unreachable()
     try:
-        ds = datasets.load_dataset(name, subset, split=split)
-    except ValueError as err:
-        msg = _first_cause(err)
-        if "split" in msg.lower():
-            raise DataError(f"no split '{split}' in {_short(name)}: {msg}", field=split_field,
-                            hint="set it to one of the dataset's splits") from None
-        raise DataError(f"cannot load dataset '{_short(name)}': {msg}", field=field) from None
+        with offline(unreachable is not None):  # the hub out of reach: its cache only, at once
+            ds = datasets.load_dataset(name, subset, split=split)
     except Exception as err:  # noqa: BLE001
-        raise DataError(f"cannot load dataset '{_short(name)}': {_first_cause(err)}", field=field,
-                        hint="check the name (org/name), the path, or that this machine can reach the hub") from None
+        if unreachable is None or (isinstance(err, ValueError) and "split" in _first_cause(err).lower()):
+            raise _load_error(err, name, split, field, split_field) from None
+        raise DataError(f"'{_short(name)}' is not a local file or folder, and the hub can't be reached "
+                        f"({unreachable}) nor holds it in this machine's cache", field=field,
+                        hint="give a local file (.jsonl, .json, .csv, .parquet) or folder, or connect and "
+                             "retry") from None
     if isinstance(ds, datasets.DatasetDict):  # should not happen with split=..., but be safe
         ds = ds[split]
     return ds
+
+
+class offline:
+    """datasets and the hub client offline for a block (``on``): a hub dataset comes from the local cache or fails
+    at once (they retried for about 80 s on a machine without a network before saying so)."""
+
+    def __init__(self, on: bool):
+        self.on, self.was = on, None
+
+    def __enter__(self):
+        import huggingface_hub.constants as hub
+
+        if self.on:
+            self.was = (datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE)
+            datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+        return self
+
+    def __exit__(self, *exc):
+        import huggingface_hub.constants as hub
+
+        if self.was is not None:
+            datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = self.was
+
+
+def _load_error(err: Exception, name: str, split: str, field: str, split_field: str) -> DataError:
+    if isinstance(err, ValueError):
+        msg = _first_cause(err)
+        if "split" in msg.lower():
+            return DataError(f"no split '{split}' in {_short(name)}: {msg}", field=split_field,
+                             hint="set it to one of the dataset's splits")
+        return DataError(f"cannot load dataset '{_short(name)}': {msg}", field=field)
+    return DataError(f"cannot load dataset '{_short(name)}': {_first_cause(err)}", field=field,
+                     hint="check the name (org/name), the path, or that this machine can reach the hub")
 
 
 def _short(name: str) -> str:
