@@ -249,3 +249,12 @@ def test_the_converter_and_transformers_share_one_gguf_package():
             assert digest == f.hash.value, f"{f} is not the converter's copy: run .ci/setup"
     assert is_gguf_available()
     import conversion  # noqa: F401 - the converter's model registry imports with this gguf
+
+
+def test_the_ollama_name_is_the_run_s_for_its_adapter_and_its_merged_model(tmp_path):
+    from loratui.train.export import _ollama_name
+
+    run = tmp_path / "runs" / "Contacts-JSON_v2"
+    assert _ollama_name(run / "adapter", "base") == "contacts-json_v2"
+    assert _ollama_name(run / "merged", "base") == "contacts-json_v2"  # it said 'merged' (the folder's)
+    assert _ollama_name(tmp_path / "my model", "base") == "my-model"
