@@ -299,3 +299,18 @@ def test_crashed_run_is_detected(tmp_path, runs_dir):
     run.write_status(state="running", pid=999999)
     assert run.state() == "crashed"
     assert not runs.stop_run(run)
+
+
+def test_the_eta_counts_the_final_evaluation_on_every_held_out_example(tmp_path, tiny_llama, runs_dir, monkeypatch):
+    """With the curve on a slice (data.eval_samples), the whole held-out set is evaluated after the last step: the
+    ETA counts that evaluation (at the last step it said 0 while the demo's final eval still took 18 s)."""
+    import transformers.trainer
+
+    # each evaluation takes 1 s (the Trainer's own figure), so the final one on 12 examples takes 12 / 5 s
+    monkeypatch.setattr(transformers.trainer, "speed_metrics",
+                        lambda split, start_time, num_samples=None, num_steps=None, num_tokens=None:
+                        {f"{split}_runtime": 1.0})
+    cfg = write_config(tmp_path, tiny_llama, runs_dir, data={"eval_samples": 5})
+    assert cli_main(["train", str(cfg)]) == 0
+    steps = [e for e in runs.RunDir(runs_dir / "r1").events() if e["kind"] == "step"]
+    assert steps[-1]["step"] == 6 and steps[-1]["eta_s"] == 2.4

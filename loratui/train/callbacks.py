@@ -147,6 +147,7 @@ class EventsCallback(TrainerCallback):
                 tps = (tokens - self.last_tokens) / dt if dt > 0 and tokens > self.last_tokens else None
                 if state.global_step > step_mark:
                     eta = (now - t_mark) / (state.global_step - step_mark) * (state.max_steps - state.global_step)
+                    eta += self.final_eval_s()  # the evaluation on every held-out row after the last step
             else:
                 self.mark = (now, tokens, state.global_step)
             self.last_t, self.last_tokens = now, tokens
@@ -158,6 +159,16 @@ class EventsCallback(TrainerCallback):
                 eta_s=round(eta, 1) if eta is not None else None, **reward_fields(logs))
             self.engine.progress(ev)
             self.engine.emit_memory(state.global_step)
+
+    eval_s_per_row: float | None = None  # the last evaluation's time a held-out row
+
+    def final_eval_s(self) -> float:
+        """The final evaluation's expected seconds where it runs on the whole held-out set after a curve on a slice
+        (data.eval_samples), from the last evaluation's time a row; 0 where the curve's last point is the end."""
+        full = self.engine.full_eval
+        if full is None or not self.eval_s_per_row:
+            return 0.0
+        return self.eval_s_per_row * len(full)
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         metrics = metrics or {}
@@ -172,6 +183,8 @@ class EventsCallback(TrainerCallback):
         if final:
             data["final"] = True
         runtime = metrics.get("eval_runtime")
+        if not final and isinstance(runtime, (int, float)) and runtime > 0 and data["examples"]:
+            self.eval_s_per_row = runtime / data["examples"]
         if state.global_step > 0 and isinstance(runtime, (int, float)) and runtime > 0:
             # tokens/s (the log line's and the run's) count training time: the clock skips the evaluation (the
             # ETA's mark does not: the evaluations still to come take time too)
