@@ -13,6 +13,18 @@ from loratui.train.fit_prices import (
 from loratui.train.fit_result import Fit, describe, graphs_memory
 
 
+def engine_runs(candidate: RunConfig) -> bool:
+    """Whether the engine on a CUDA card takes ``candidate`` (its speed levers' own checks, loratui.train.speed):
+    the fit turns a lever on only where it can run."""
+    from loratui.train import speed
+
+    try:
+        speed.resolve(candidate, cuda=True)
+    except Exception:  # noqa: BLE001 - the engine would refuse it with a ConfigError
+        return False
+    return True
+
+
 def with_room(cfg: RunConfig, base: Fit, estimator, work) -> Fit:
     """A run that fits as configured: the speed levers there is room for (a quantized base's faster levers, graphs),
     or every layer checkpointed with graphs where that is faster than running as written."""
@@ -28,16 +40,12 @@ def with_wide_loss_chunks(cfg: RunConfig, fit: Fit, estimator) -> Fit:
     """With room left once the rest is chosen, Liger's fused cross-entropy in wider chunks (train.wide_loss_chunks
     left on auto; loratui.train.speed.loss_chunk): 1B LoRA +7% tokens/s for 0.2 GiB (round 12). Last, so it never
     takes the room graphs would use; the estimate prices its logits chunk."""
-    from loratui.train import speed
-
     if cfg.train.wide_loss_chunks != "auto":
         return fit
     chosen = fit.apply(cfg)
     wide = chosen.model_copy(deep=True)
     wide.train.wide_loss_chunks = "on"
-    try:
-        speed.resolve(wide, cuda=True)
-    except Exception:  # noqa: BLE001 - no fused cross-entropy in the chosen run (Liger off for speed, dpo, ...)
+    if not engine_runs(wide):  # no fused cross-entropy in the chosen run (Liger off for speed, dpo, ...)
         return fit
     offload = chosen.train.activation_offload == "on"
     layers = fit.ckpt_layers if fit.checkpointing else None
@@ -72,15 +80,11 @@ def with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
     loratui.train.speed.cuda_graphs says where) and a step is small enough to wait on the host (GRAPHS_WORK): 8B
     QLoRA shape 3.1x tokens/s once every step size is captured, 1B LoRA 1.8x (bench/RESULTS.md, round 7); 8B bf16
     LoRA on 16 rows 0.85x (round 10)."""
-    from loratui.train import speed
-
     if cfg.train.cuda_graphs != "auto" or fit.checkpointing or fit.estimate * graphs_memory(cfg) > fit.budget:
         return fit
     candidate = fit.apply(cfg)
     candidate.train.cuda_graphs = "on"
-    try:
-        speed.resolve(candidate, cuda=True)
-    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, checkpointing, unpacked, 2 cards, ...)
+    if not engine_runs(candidate):  # not a run graphs can replay (no GPU, checkpointing, unpacked, 2 cards, ...)
         return fit
     if work is not None and work(cfg) > GRAPHS_WORK:
         fit.note = ("CUDA graphs left off: steps this large keep the card busy and the graphs would pad them "
@@ -99,16 +103,12 @@ def with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None:
     """Every layer checkpointed and replayed as CUDA graphs at the configured batch (train.cuda_graphs left on
     auto), with the checkpoints in host memory where only that fits (train.activation_offload left on auto); None
     where neither fits or graphs cannot run (loratui.train.speed.cuda_graphs says where)."""
-    from loratui.train import speed
-
     t = cfg.train
     if t.cuda_graphs != "auto":
         return None
     candidate = cfg.model_copy(deep=True)
     candidate.train.gradient_checkpointing, candidate.train.cuda_graphs = True, "on"
-    try:
-        speed.resolve(candidate, cuda=True)
-    except Exception:  # noqa: BLE001 - not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
+    if not engine_runs(candidate):  # not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
         return None
     user = t.activation_offload == "on"
     for offload in [user] if user or t.activation_offload == "off" else [False, True]:
