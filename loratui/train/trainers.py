@@ -41,17 +41,18 @@ def token_counting_trainer():
 
         _grad_params = None  # the parameters that train (trim_step_host_work)
         _flop_params = None
+        _copies = None  # loratui.train.adapter_copies, where the engine made them
 
         def training_step(self, model, inputs, *args, **kwargs):
-            if self._grad_params is None:
+            if self._grad_params is None:  # once a run: the Python around each step, and the adapters' copies
                 self._grad_params = trim_step_host_work(self, model)
+                self._copies = getattr(self.model, "loratui_adapter_copies", None)
             n = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
             n -= inputs.pop(PAD_KEY, 0)  # a step padded for CUDA graphs (loratui.train.graphs) counts real tokens
             self._tokens = n if self._tokens is None else self._tokens + n
             loss = super().training_step(model, inputs, *args, **kwargs)
-            copies = getattr(self.model, "loratui_adapter_copies", None)  # loratui.train.adapter_copies
-            if copies is not None:
-                copies.collect()
+            if self._copies is not None:
+                self._copies.collect()
             return loss
 
         def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
