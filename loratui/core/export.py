@@ -34,6 +34,9 @@ GGUF_TYPES: dict[str, GgufType] = {t.name: t for t in (
 TYPES_HELP = ", ".join(GGUF_TYPES)
 DEFAULT_TYPE = "q4_k_m"  # what ``loratui export`` writes without --gguf
 REPORT = "export.json"
+#: the folders a run writes its models to (runs/NAME/adapter, /merged, /model): an export of one goes beside them
+#: (runs/NAME/gguf) and takes the run's name for ollama
+RUN_MODEL_FOLDERS = ("adapter", "merged", "model")
 HF_DIR = "hf-merged"     # the merged model the converter reads, inside the temporary folder only
 
 

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, ContentSwitcher, Footer, Input, Label, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
-from loratui.core.export import GGUF_TYPES, read_report, report_rows
+from loratui.core.export import GGUF_TYPES, RUN_MODEL_FOLDERS, read_report, report_rows
 from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.screens.merge_parts import (MergeExited, MergeLine, beside_checkpoints, failure_text, in_runs,
@@ -52,7 +52,7 @@ def default_export_output(source: Path) -> Path:
     """runs/<run>/adapter or runs/<run>/merged -> runs/<run>/gguf; a checkpoint -> runs/<run>/gguf-checkpoint-N;
     anything else -> <folder>-gguf beside it."""
     source = Path(source)
-    if source.name in ("adapter", "merged", "model"):
+    if source.name in RUN_MODEL_FOLDERS:
         return source.parent / "gguf"
     return beside_checkpoints(source, "gguf")
 
