@@ -25,6 +25,19 @@ import sys
 PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies", "liger_kernels")
 
 
+def after_training_args(change) -> None:
+    """``change(args)`` on every TrainingArguments the engine makes, once transformers has finished them."""
+    from transformers import TrainingArguments
+
+    post = TrainingArguments.__post_init__
+
+    def post_init(self):
+        post(self)
+        change(self)
+
+    TrainingArguments.__post_init__ = post_init
+
+
 def apply(patch: str) -> None:
     key, _, value = patch.partition("=")
     if key == "inplace" and value == "off":
@@ -36,15 +49,10 @@ def apply(patch: str) -> None:
 
         widen_loss_chunks(int(value))
     elif key == "nonblock" and value == "on":
-        from transformers import TrainingArguments
+        def non_blocking(args):
+            args.accelerator_config.non_blocking = True
 
-        post = TrainingArguments.__post_init__
-
-        def post_init(self):
-            post(self)
-            self.accelerator_config.non_blocking = True
-
-        TrainingArguments.__post_init__ = post_init
+        after_training_args(non_blocking)
     elif key == "host_trim" and value == "off":
         from transformers import Trainer
 
@@ -79,17 +87,12 @@ def apply(patch: str) -> None:
 
         adapter_copies.ENABLED = True
     elif key == "liger_kernels" and value == "ce":
-        from transformers import TrainingArguments
-
-        post = TrainingArguments.__post_init__
-
-        def ce_only(self):
-            post(self)
-            if self.liger_kernel_config:
-                self.liger_kernel_config = {**self.liger_kernel_config, "rope": False, "rms_norm": False,
+        def ce_only(args):
+            if args.liger_kernel_config:
+                args.liger_kernel_config = {**args.liger_kernel_config, "rope": False, "rms_norm": False,
                                             "swiglu": False}
 
-        TrainingArguments.__post_init__ = ce_only
+        after_training_args(ce_only)
     else:
         raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on, host_trim=off, "
                          "pygc=off, copies=on, liger_kernels=ce)")

@@ -25,8 +25,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_engine import SHAPES, workspace  # noqa: E402
+from patched_train import PATCHES as PATCHED  # noqa: E402 - its levers (variants like inplace=off, head_chunk=8)
 
-PATCHED = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies", "liger_kernels")  # bench/patched_train.py's levers (variants like inplace=off, head_chunk=8)
 CARD_PEAK = [0.0]
 PEAK_AT = [0.0]  # wall time of the last child's NVML peak
 WINDOW = [10]  # the first step of the timed window (--window-start)
