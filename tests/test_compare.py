@@ -168,3 +168,44 @@ def test_lora_settings_all_lora_runs_share_are_no_difference_beside_full_fine_tu
     diffs = dict(compare.config_differences(rows))
     assert [k for k in diffs if k.startswith("lora.")] == ["lora.r", "lora.alpha", "lora.target_modules"], diffs
     assert "method.kind" in diffs
+
+
+def test_final_eval_on_more_rows_is_the_table_figure_not_the_curve_end(tmp_path):
+    """A curve on a slice of the held-out set (data.eval_samples) ends at its last slice point; the final
+    evaluation on all rows is the run's final figure (Compare's table, the Monitor's text), not a last-step jump
+    drawn onto the line. A final evaluation at a new step on the same rows continues the curve."""
+    import shutil
+
+    from loratui.ui.widgets.run_state import RunModel
+
+    def run_with(name: str, final: dict, *, last_slice: bool = True) -> tuple[Path, list[dict]]:
+        run = tmp_path / name
+        shutil.copytree(RUNS / "smollm2-demo", run)
+        events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+        for ev in events:
+            if ev["kind"] == "eval":
+                ev["examples"] = 50
+        if not last_slice:  # the run's last step was not an evaluation step: the final one is its own point
+            events = [ev for ev in events if not (ev["kind"] == "eval" and ev["step"] == 200)]
+        at = next(i for i, ev in enumerate(events) if ev["kind"] == "finished")
+        events.insert(at, {"kind": "eval", "time": events[at]["time"], "step": 200, "final": True, **final})
+        events[at + 1]["eval_loss"] = final["eval_loss"]
+        (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        return run, events
+
+    sliced, sliced_events = run_with("sliced", {"eval_loss": 1.2, "examples": 400})
+    (row,) = compare.read_runs([sliced])
+    assert len(row.eval_curve) == 8 and row.eval_curve[-1] == (200, pytest.approx(1.0324))
+    assert row.final_eval_loss == pytest.approx(1.2) and row.final_metric == pytest.approx(1.2)
+    model = RunModel()
+    model.apply(sliced_events)
+    xs, ys = model.snapshot().eval_points
+    assert len(xs) == 8 and ys[-1] == pytest.approx(1.0324)
+    assert model.snapshot().final_eval["eval_loss"] == pytest.approx(1.2)
+
+    same_rows, same_events = run_with("same-rows", {"eval_loss": 1.01, "examples": 50}, last_slice=False)
+    (row,) = compare.read_runs([same_rows])
+    assert len(row.eval_curve) == 8 and row.eval_curve[-1] == (200, pytest.approx(1.01))
+    model = RunModel()
+    model.apply(same_events)
+    assert model.snapshot().eval_points[1][-1] == pytest.approx(1.01)

@@ -15,6 +15,7 @@ from typing import Any
 from loratui.core.config import LORA_METHODS, RunConfig
 from loratui.core.preference import reward_fields
 from loratui.core.runs import RunDir
+from loratui.core.step_history import EvalCurve
 
 #: the LoRA settings shown beside full fine-tuning's '-' even when every LoRA run has the same
 LORA_SHOWN = ("lora.r", "lora.alpha", "lora.target_modules")
@@ -174,6 +175,7 @@ def read_run(path: str | Path) -> RunRow:
     row.metric_name = "accuracy" if row.task == "seq-cls" else "eval_loss"
     step_rewards: dict[str, float] = {}
     eval_rewards: dict[str, float] = {}
+    curve = EvalCurve()
     for ev in run.events():
         kind = ev_get(ev, "kind")
         if kind == "started":
@@ -187,7 +189,7 @@ def read_run(path: str | Path) -> RunRow:
         elif kind == "eval":
             loss = ev_get(ev, "eval_loss")
             trained = ev_get(ev, "step") != 0  # step 0 is the base model: the curve's start, never "best"
-            if loss is not None:
+            if loss is not None and curve.takes(bool(ev_get(ev, "final")), ev_get(ev, "examples")):
                 row.eval_curve.append((int(ev_get(ev, "step") or 0), float(loss)))
             if loss is not None and trained:
                 row.final_eval_loss = loss

@@ -27,6 +27,25 @@ class StepFigures:
     eval_examples: int | None = None
 
 
+class EvalCurve:
+    """Which evaluations draw a run's eval-loss curve: each one on the curve's held-out rows. The final evaluation
+    on the whole held-out set after a curve on a slice of it (data.eval_samples) measures other rows: joined to the
+    line, its last segment showed the slice's sampling error as a last-step jump. The views give it as the run's
+    final figure instead (Monitor's text, Compare's table, the Adapters' detail)."""
+
+    __slots__ = ("examples",)
+
+    def __init__(self) -> None:
+        self.examples: int | None = None  # the curve's rows: the first evaluation's count
+
+    def takes(self, final: bool, examples: int | None) -> bool:
+        if not final:
+            if self.examples is None:
+                self.examples = examples
+            return True
+        return examples is None or self.examples is None or examples == self.examples
+
+
 class StepHistory:
     """Train losses of the steps that count and the evaluations by step. Incremental; one owner (the fold)."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from loratui.core.fmt import format_count, format_duration  # noqa: F401 - re-exported for the screens
 from loratui.core.fold import RunFold, RunSummary
 from loratui.core.protocol import TERMINAL_KINDS, Event
+from loratui.core.step_history import EvalCurve
 
 TERMINAL = TERMINAL_KINDS
 
@@ -87,6 +88,7 @@ class RunModel:
         self.loss = SeriesBuffer(max_points)
         self.eval = SeriesBuffer(max_points)
         self.lr = SeriesBuffer(max_points)
+        self._curve = EvalCurve()
 
     def apply(self, events: list) -> None:
         for raw in events:
@@ -95,7 +97,8 @@ class RunModel:
                 continue  # a malformed event never stops the monitor
             if ev.kind == "step":
                 self._on_step(ev)
-            elif ev.kind == "eval" and ev.eval_loss is not None and ev.step is not None:
+            elif ev.kind == "eval" and ev.eval_loss is not None and ev.step is not None \
+                    and self._curve.takes(bool(ev.get("final")), ev.get("examples")):
                 self.eval.append(ev.step, ev.eval_loss)
 
     def _on_step(self, ev: Event) -> None:
