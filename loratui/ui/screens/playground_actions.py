@@ -1,8 +1,9 @@
 """What the Playground does beyond one prompt: the model, base-model and GGUF pickers, and a batch of held-out
 examples through both sides (its table, the differences first, and the example under the cursor in full).
 
-``PlaygroundActions`` is the layer under ``PlaygroundScreen`` (loratui.ui.screens.playground), which owns the
-generation process, its events and the answer panes (``load``, ``info``, ``other``, ``busy``, ``_client``...).
+``PlaygroundActions`` is the layer under ``PlaygroundEvents`` (the process's events: playground_events) and
+``PlaygroundScreen`` (loratui.ui.screens.playground), which owns the generation process and the answer panes
+(``load``, ``info``, ``other``, ``busy``, ``_client``...).
 """
 
 from __future__ import annotations
