@@ -4,11 +4,14 @@ take the base model's place (ctrl+l): its answers in llama.cpp beside the adapte
 and its quantization cost.
 
 Generation runs in its own process (``loratui.core.playground``), which loads the base once and toggles the adapter,
-so typing never stalls and only one copy of the weights is in memory. It uses the GPU unless a run holds it.
+so typing never stalls and only one copy of the weights is in memory. It uses the GPU unless a run holds it, and
+ends while the user is away (10 minutes on other screens, or at once when a run starts training while the model is on
+the GPU); coming back loads the same model again.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,19 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, ContentSwitcher, DataTable, Footer, Input, Label, Static, TextArea
 
-from loratui.core.compare import state_text, summary_path
+from loratui.core.fmt import format_duration
 from loratui.core.playground import PlaygroundClient
-from loratui.core.runs import list_runs
+from loratui.core.runs import live_runs
 from loratui.ui.screens.playground_events import SIDES, Answer, PlaygroundEvent, PlaygroundEvents  # noqa: F401
 from loratui.ui.widgets.form import FormInput
 from loratui.ui.widgets.playground_view import NUMBER_FIELDS, prob_bars, read_number, title_text
+
+#: seconds on other screens after which the Playground's generation process ends, giving back its model's memory
+#: (about 1 GB of RAM for the embedded model, far more for a 7B on the GPU); coming back loads the same model again
+AWAY_FREE_S = 600.0
+#: seconds between looks, while away, at the runs folder: a model on the GPU is freed as soon as a run trains (one
+#: launched from Setup, resumed in Runs or started by the queue), whose memory fit counted on the whole card
+AWAY_POLL_S = 3.0
 
 
 class PlaygroundScreen(PlaygroundEvents):
@@ -69,6 +79,10 @@ class PlaygroundScreen(PlaygroundEvents):
         super().__init__(name=name, id=id)
         self.model_ref: str | None = str(model) if model else None
         self.gguf_ref: str | None = str(gguf) if gguf else None  # loaded with the model
+        self.base_ref: str | None = None  # the base model the user put under the adapter (ctrl+e), if any
+        self.freed = ""  # why the process was ended while the user was away (it loads again on return)
+        self._left_at = 0.0
+        self._away: Any = None  # the timer that looks while the user is away
         self.gguf: dict[str, Any] = {}  # the GGUF file beside the adapter, as the process loaded it
         self.worker_command = worker_command
         self.client: PlaygroundClient | None = None
@@ -158,6 +172,7 @@ class PlaygroundScreen(PlaygroundEvents):
             self.client.stop_generation()  # what the previous model was still answering is cut short...
         self.request = None  # ...and dropped when it comes (``_stale``): it belongs to that model
         self.model_ref = str(model)
+        self.base_ref = base
         self.gguf_ref = str(gguf) if gguf else None
         self.info, self.gguf = {}, {}
         self.answers = {s: Answer() for s in SIDES}
@@ -172,11 +187,60 @@ class PlaygroundScreen(PlaygroundEvents):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground-load", description="Loading model")
     def _load(self, model: str, runs_dir: Path, base: str | None = None, gguf: str | None = None) -> None:
-        busy = [summary_path(s).name for s in list_runs(runs_dir) if state_text(s.state) in ("running", "stalled")]
+        busy = training_runs(runs_dir)
         client = self._client()
         client.start()
         self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None, base=base,
                                    gguf=gguf)
+
+    # -- away: the model's memory given back --------------------------------------------------------------------
+    def on_screen_suspend(self) -> None:
+        if self.client is not None and self.client.running:
+            self._left_at = time.monotonic()
+            self._away = self.set_interval(AWAY_POLL_S, self._look_while_away)
+
+    def on_screen_resume(self) -> None:
+        if self._away is not None:
+            self._away.stop()
+            self._away = None
+        if self.freed and self.model_ref:
+            why, self.freed = self.freed, ""
+            answers, batch = self.answers, (self.batch_items, self.batch_result)
+            self.load(self.model_ref, self.base_ref, self.gguf_ref)
+            self.answers, (self.batch_items, self.batch_result) = answers, batch  # the same model: still its own
+            self.status = f"loading {Path(self.model_ref).name} again (freed while away: {why})…"
+            self._render_batch()
+            self._render_all()
+
+    def _look_while_away(self) -> None:
+        if self.client is None or self.busy:  # a batch left running goes on: the user asked for it
+            return
+        if self in self.app.screen_stack:  # a dialog over the Playground: the user is still here
+            self._left_at = time.monotonic()
+            return
+        away = time.monotonic() - self._left_at
+        if away >= AWAY_FREE_S:
+            self._free(f"{format_duration(away)} on other screens")
+        if str(self.info.get("device", "")).startswith("cuda"):
+            self._free_if_training()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="playground-away", description="Runs training")
+    def _free_if_training(self) -> None:
+        live = training_runs(self.runs_dir)
+        if live:
+            self.app.call_from_thread(self._free, f"{live[0]} is training and needs the GPU")
+
+    def _free(self, why: str) -> None:
+        if self.client is None or self.busy or self in self.app.screen_stack:
+            return
+        client, self.client = self.client, None
+        self.freed, self.info, self.gguf = why, {}, {}
+        self.status = f"model freed ({why}); it loads again when you come back"
+        if self._away is not None:
+            self._away.stop()
+            self._away = None
+        self.run_worker(lambda: client.close(timeout=2.0), thread=True, group="playground-close",
+                        description="Ending the generation process", exit_on_error=False)
 
     def load_gguf(self, path: str | None) -> None:
         """Put a GGUF file beside the loaded adapter (None: back to the base model)."""
@@ -276,3 +340,9 @@ class PlaygroundScreen(PlaygroundEvents):
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
+
+
+def training_runs(runs_dir: Path) -> list[str]:
+    """The runs whose engine is alive (starting, running, stalled: each holds or is taking GPU memory), by name;
+    only those folders are read whole, so a folder of many finished runs costs a file read each."""
+    return [s.name for s in live_runs(runs_dir)]
