@@ -40,6 +40,9 @@ def unknown_command(parser: argparse.ArgumentParser, argv: list[str]) -> str | N
         elif not word.startswith("-"):
             if word in sub.choices:
                 return None
+            if word.endswith((".yaml", ".yml")):
+                return (f"unknown command '{word}' (to open a config in the app: loratui --config {word}; "
+                        f"to train it: loratui train {word})")
             public = [a.dest for a in sub._choices_actions]  # the commands with help text
             close = difflib.get_close_matches(word, public, n=1, cutoff=0.6)
             guess = f"did you mean '{close[0]}'?" if close else f"commands: {', '.join(public)}"

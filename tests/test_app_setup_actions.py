@@ -120,15 +120,17 @@ async def test_sample_config_picker_loads_a_sample(fake_core):
 
 
 async def test_loading_a_broken_file_shows_the_error(fake_core, tmp_path):
+    """A file that is no config (a section that is not a mapping of keys) is its one-line error; one with mistakes
+    in its keys and values opens marked (test_app_setup_draft.py)."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("lora:\n  rank: 8\n")
+    bad.write_text("lora: 8\n")
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         app.screen.load_path(bad)
         await settle(pilot)
         assert isinstance(app.screen, ErrorModal)
-        assert "unknown key 'rank'" in app.screen.message
+        assert "lora: Input should be a valid dictionary" in app.screen.message
 
 
 # -- target picker and preview ----------------------------------------------------------------------------------------

@@ -158,6 +158,9 @@ def test_a_mistyped_command_is_answered_with_the_command_meant(capsys):
     err = capsys.readouterr().err
     assert "unknown command 'frobnicate' (commands: train, runs, stop," in err
     assert "engine" not in err and "queue-runner" not in err  # the internal commands stay out of it
+    assert main(["my.yaml"]) == 2  # a config where the command goes: both ways to use it
+    assert capsys.readouterr().err.strip() == ("error: unknown command 'my.yaml' (to open a config in the app: "
+                                               "loratui --config my.yaml; to train it: loratui train my.yaml)")
 
 
 def test_merge_export_and_generate_take_a_run_name_and_runs_dir(tmp_path, monkeypatch, capsys):
@@ -194,15 +197,25 @@ def test_merge_export_and_generate_take_a_run_name_and_runs_dir(tmp_path, monkey
     assert seen["generate"] == "walk-a"
 
 
-def test_the_app_asked_to_open_a_config_it_cannot_read_says_why_and_does_not_open(tmp_path, capsys):
-    """`loratui --config bad.yaml` opened a form of defaults behind an error (a QA walk took it for the file's)."""
+def test_the_app_asked_to_open_a_config_it_cannot_read_says_why_and_does_not_open(tmp_path, capsys, monkeypatch):
+    """`loratui --config bad.yaml` opened a form of defaults behind an error (a QA walk took it for the file's). A
+    file that is no config is one line and no app; one with mistakes in its keys opens with the file's values, the
+    mistakes named (tests/test_app_setup_draft.py)."""
+    from loratui.ui.app import LoratuiApp
+
+    opened = []
+    monkeypatch.setattr(LoratuiApp, "run", lambda self: opened.append(self))
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  learning_rate: 0.001\n")
+    bad.write_text("train: [1, 2]\n")
     assert main(["--config", str(bad)]) == 2
-    assert capsys.readouterr().err.strip() == ("error: train.learning_rate: unknown key 'learning_rate' "
-                                               "(did you mean 'lr'?)")
+    assert capsys.readouterr().err.strip() == ("error: train: Input should be a valid dictionary or instance of "
+                                               "TrainSection")
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err and not opened
+    bad.write_text("train:\n  learning_rate: 0.001\n  max_steps: 7\n")
+    assert main(["--config", str(bad)]) == 0
+    (app,) = opened
+    assert app.initial_config.train.max_steps == 7 and app.initial_draft.unknown == ["train.learning_rate"]
 
 
 def test_a_merge_whose_check_fails_exits_non_zero(tmp_path, monkeypatch, capsys):

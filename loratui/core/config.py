@@ -306,6 +306,12 @@ def config_from_dict(data: Any, *, source: str = "config") -> RunConfig:
 def load_config(path: str | Path) -> RunConfig:
     """Load a YAML config. Relative data paths are resolved against the config file's folder."""
     path = Path(path)
+    cfg = config_from_dict(read_config_data(path), source=str(path))
+    return resolve_paths(cfg, path.parent)
+
+
+def read_config_data(path: Path) -> Any:
+    """A config file's YAML as Python data, not yet validated; a file that is not readable YAML is one line."""
     try:
         if not path.is_file():
             raise ConfigError(f"no such file {_short(path, 200)}", field="config", hint="give the path of a YAML config")
@@ -329,8 +335,7 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path} is nested too deeply to be a config", field="config") from None
     except ValueError as err:  # e.g. an integer with more digits than Python converts
         raise ConfigError(f"{path} holds a value that cannot be read: {_short(err, 120)}", field="config") from None
-    cfg = config_from_dict(data, source=str(path))
-    return resolve_paths(cfg, path.parent)
+    return data
 
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:

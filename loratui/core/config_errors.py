@@ -22,7 +22,7 @@ def validation_message(err: ValidationError, root: type[BaseModel], prefix: str 
     and the fields of the others after it (``; also to fix: train.lr, train.batch_size``), so a config with several
     mistakes is not fixed one run at a time."""
     errors = err.errors()
-    line = _first_message(errors[0], root, prefix)
+    line = error_line(errors[0], root, prefix)
     first = line.partition(": ")[0]
     others = list(dict.fromkeys(loc for loc in (_loc(e, prefix) for e in errors[1:]) if loc != first))
     if others:
@@ -32,7 +32,8 @@ def validation_message(err: ValidationError, root: type[BaseModel], prefix: str 
     return line
 
 
-def _first_message(e: dict, root: type[BaseModel], prefix: str) -> str:
+def error_line(e: dict, root: type[BaseModel], prefix: str = "") -> str:
+    """One of pydantic's errors as the line users read: ``lora.r: must be ... , got 'abc'``."""
     loc = _loc(e, prefix)
     kind = e["type"]
     if kind == "extra_forbidden":

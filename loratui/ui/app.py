@@ -89,9 +89,11 @@ class LoratuiApp(Navigation, App[None]):
     ]
 
     def __init__(self, config: RunConfig | None = None, *, config_source: str | Path | None = None,
-                 runs_dir: str | Path | None = None, catch_errors: bool = False) -> None:
+                 runs_dir: str | Path | None = None, catch_errors: bool = False, draft: Any = None) -> None:
         super().__init__()
         self.initial_config = config or RunConfig()
+        #: the config file's mistakes (a ConfigDraft of ``config``), marked in Setup's fields to be fixed there
+        self.initial_draft = draft
         self.config_source = str(config_source) if config_source else None
         #: explicit runs folder from the command line (it wins over the one in loaded configs)
         self.runs_dir_override: Path | None = Path(runs_dir).expanduser() if runs_dir else None
@@ -138,7 +140,8 @@ class LoratuiApp(Navigation, App[None]):
         if screen is None:
             from loratui.ui.screens.setup import SetupScreen
 
-            screen = self.mode_screens["setup"] = SetupScreen(self.initial_config, source=self.config_source)
+            screen = self.mode_screens["setup"] = SetupScreen(self.initial_config, source=self.config_source,
+                                                                  draft=self.initial_draft)
         return screen
 
     async def on_mount(self) -> None:
@@ -148,6 +151,10 @@ class LoratuiApp(Navigation, App[None]):
         self._started = True
         for err in self.startup_errors:
             self.show_error(err)
+        if self.initial_draft is not None:
+            from loratui.ui.widgets.setup_values import draft_summary
+
+            self.notify(draft_summary(self.initial_draft), severity="warning", timeout=20)
         self._find_live_runs()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="live", description="Looking for live runs")
@@ -350,9 +357,15 @@ def run_app(config_path: str | None = None, runs_dir: str | None = None) -> int:
     from loratui.ui import offload
 
     cfg, source, errors = initial_config(config_path)
-    if config_path and errors:  # the file asked for cannot be read: said before the app opens, as the commands do
-        raise errors[0]
-    app = LoratuiApp(cfg, config_source=source, runs_dir=runs_dir, catch_errors=True)
+    draft = None
+    if config_path and errors:  # mistakes in values open marked in Setup; a file that is not a config is said
+        from loratui.core.config_draft import read_draft  # before the app opens, as the commands do
+
+        draft = read_draft(config_path)
+        if draft is None:
+            raise errors[0]
+        cfg, source, errors = draft.config, str(config_path), []
+    app = LoratuiApp(cfg, config_source=source, runs_dir=runs_dir, catch_errors=True, draft=draft)
     app.startup_errors.extend(errors)
     try:
         app.run()

@@ -24,6 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
 
 from loratui.core.config import RunConfig, format_validation_error
+from loratui.core.config_draft import ConfigDraft
 from loratui.core.presets import preset_modules
 from loratui.ui.screens.setup_estimate import SetupEstimate
 from loratui.ui.widgets.form import (
@@ -31,7 +32,7 @@ from loratui.ui.widgets.form import (
 )
 from loratui.ui.widgets.setup_panel import EstimatePanel, device_plan, short_gpus_problem
 from loratui.ui.widgets.setup_values import (
-    FIRST_SECTIONS, config_values, model_key, section_title, shown_fields, unused_notes,
+    FIRST_SECTIONS, config_values, draft_marks, model_key, section_title, shown_fields, unused_notes,
 )
 
 HELP_TEXT = (
@@ -63,9 +64,12 @@ class SetupScreen(SetupEstimate):
         Binding("escape", "leave_field", "Leave field", show=False),
     ]
 
-    def __init__(self, config: RunConfig | None = None, source: str | Path | None = None) -> None:
+    def __init__(self, config: RunConfig | None = None, source: str | Path | None = None,
+                 draft: ConfigDraft | None = None) -> None:
         super().__init__()
         self.values: dict[str, dict[str, Any]] = config_values(config or RunConfig())
+        #: a config file's mistakes in the form (``draft_marks``): texts for fields not mounted yet, notes
+        self.draft_text, self.draft_notes = draft_marks(draft)
         self.errors: dict[str, str] = {}
         self.cross_error: str | None = None
         self.source = str(source) if source else None
@@ -108,7 +112,7 @@ class SetupScreen(SetupEstimate):
                                     classes="section-title"))
             for spec in SPECS:
                 if spec.section == section:
-                    ff = FormField(spec, self.values[spec.section][spec.key])
+                    ff = FormField(spec, self.values[spec.section][spec.key], self.draft_text.pop(spec.path, None))
                     ff.display = shown.get(spec.path, True)
                     out.append(ff)
         return out
@@ -188,7 +192,8 @@ class SetupScreen(SetupEstimate):
         else:
             self.errors.pop(spec.path, None)
         try:  # a valid value the estimate could not use (an unknown model) still says why
-            self.field(spec.path).set_error(err or self.estimate_problem_text(spec.path))
+            note = self.draft_notes.get(spec.path)
+            self.field(spec.path).set_error(err or note or self.estimate_problem_text(spec.path))
         except Exception:
             pass
 
@@ -284,6 +289,8 @@ class SetupScreen(SetupEstimate):
         spec = self._spec_of(control)
         if spec is None:
             return
+        if parse_value(spec, event.value) != self.values[spec.section][spec.key]:
+            self.draft_notes.pop(spec.path, None)  # the user's own choice now (a control mounting says its value)
         if spec.path == "method.objective":
             self.keep_dpo_loss(parse_value(spec, event.value))
             lr = self.values["train"].get("lr")

@@ -17,6 +17,7 @@ from textual.widgets import Button, Checkbox, Input, Select
 
 from loratui.core.config import LORA_METHODS, RunConfig, load_config
 from loratui.core.config_base import PEFT_TASK_TYPES
+from loratui.core.config_draft import ConfigDraft, read_draft
 from loratui.core.errors import LoratuiError
 from loratui.ui.messages import FieldRejected, LayersReady, LiveRunsFound, PreviewReady, RunLaunched
 from loratui.ui.screens.base import LoratuiScreen
@@ -24,7 +25,7 @@ from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.form import SPECS_BY_PATH, FormField
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
-from loratui.ui.widgets.setup_values import config_values, model_key
+from loratui.ui.widgets.setup_values import config_values, draft_marks, draft_summary, model_key
 
 
 class SetupActions(LoratuiScreen):
@@ -63,12 +64,15 @@ class SetupActions(LoratuiScreen):
         title = f"Setup: {Path(self.source).name}" if self.source else "Setup"
         self.sub_title = f"{title} · modified" if self._baseline is not None and self.modified else title
 
-    def replace_form(self, cfg: RunConfig, source: str | Path | None = None, note: str | None = None) -> None:
+    def replace_form(self, cfg: RunConfig, source: str | Path | None = None, note: str | None = None,
+                     draft: ConfigDraft | None = None) -> None:
         """``load_config`` (then the toast ``note``), after asking when the form holds unsaved edits (Open, Runs'
         'new run like this one')."""
         def load() -> None:
-            self.load_config(cfg, source)
-            if note:
+            self.load_config(cfg, source, draft)
+            if draft is not None:
+                self.notify(draft_summary(draft), severity="warning", timeout=20)
+            elif note:
                 self.notify(note, timeout=3)
 
         if not self.modified:
@@ -81,9 +85,11 @@ class SetupActions(LoratuiScreen):
 
     # -- loading and saving ----------------------------------------------------------------------------------------
 
-    def load_config(self, cfg: RunConfig, source: str | Path | None = None) -> None:
-        """Show ``cfg`` in the form (values are re-validated; the estimate recomputes)."""
+    def load_config(self, cfg: RunConfig, source: str | Path | None = None, draft: ConfigDraft | None = None) -> None:
+        """Show ``cfg`` in the form (values are re-validated; the estimate recomputes); a ``draft``'s mistakes show
+        in their fields, marked."""
         self.values = config_values(cfg)
+        self.draft_text, self.draft_notes = draft_marks(draft)
         self.own_runs_dir = str(self.values["output"]["runs_dir"])
         override = self.app.runs_dir_override
         if override:
@@ -93,6 +99,8 @@ class SetupActions(LoratuiScreen):
         with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
             for ff in self.query(FormField):
                 ff.set_value(self.values[ff.spec.section][ff.spec.key])
+                if ff.spec.path in self.draft_text:
+                    ff.control.value = self.draft_text.pop(ff.spec.path)  # type: ignore[attr-defined]
         self.source = str(source) if source else None
         self._estimated_key = None
         self._baseline = self._normalised()
@@ -100,11 +108,17 @@ class SetupActions(LoratuiScreen):
         self._update_title()
 
     def load_path(self, path: str | Path) -> bool:
+        """Open a config file; one with mistakes in its values opens too, each marked in its field to be fixed
+        there (a file that is not a config, or whose sections contradict each other, is its one-line error)."""
         try:
             cfg = load_config(Path(path).expanduser())
         except LoratuiError as err:
-            self.app.show_error(err)
-            return False
+            draft = read_draft(path)
+            if draft is None:
+                self.app.show_error(err)
+                return False
+            self.replace_form(draft.config, source=path, draft=draft)
+            return True
         self.replace_form(cfg, source=path, note=f"loaded {path}")
         return True
 

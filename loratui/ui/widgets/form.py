@@ -65,10 +65,11 @@ NOTE_FIELDS = ("lora.target_modules", "train.epochs", "data.validation_fraction"
 class FormField(Vertical):
     """Label + control on one line, a red message line under it while the value is invalid."""
 
-    def __init__(self, spec: FieldSpec, value: Any) -> None:
+    def __init__(self, spec: FieldSpec, value: Any, text: str | None = None) -> None:
+        """``text``: what a text box shows instead of ``value`` (a config file's value that does not validate)."""
         super().__init__(id=spec.field_id, classes=f"form-field kind-{spec.kind}")
         self.spec = spec
-        self._initial = format_value(spec, value)
+        self._initial = format_value(spec, value) if text is None or spec.kind in ("bool", "select") else text
         self.error: str | None = None
         self._control = self._make_control()
 

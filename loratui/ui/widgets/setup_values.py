@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from loratui.core.config import LORA_METHODS, RunConfig
+from loratui.core.config_draft import ConfigDraft
+from loratui.core.fmt import printable
 from loratui.core.presets import PRESETS, preset_modules
-from loratui.ui.widgets.form import DATA_COLUMNS, KTO_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS
+from loratui.ui.widgets.form import DATA_COLUMNS, KTO_COLUMNS, SECTION_MODELS, SECTION_TITLES, SPECS, SPECS_BY_PATH
 
 
 def config_values(cfg: RunConfig) -> dict[str, dict[str, Any]]:
@@ -74,3 +76,37 @@ def unused_notes(values: dict[str, dict[str, Any]]) -> dict[str, str]:
         "train.epochs": "not used: Max steps is set" if train.get("max_steps") else "",
         "data.validation_fraction": "not used: Validation file set" if data.get("validation_file") else "",
     }
+
+
+def draft_marks(draft: ConfigDraft | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Where a config file's mistakes show in the form: path -> the file's text in a text field (the field's own
+    check marks it, and the run cannot launch until it is fixed), and path -> a note under a choice or a switch the
+    file gave a value it cannot hold (it shows the default until the user picks)."""
+    text: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for path, value in (draft.bad if draft else {}).items():
+        spec = SPECS_BY_PATH.get(path)
+        if spec is None:
+            continue
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        shown = printable(shown, 200)
+        if spec.kind in ("select", "bool"):
+            default = getattr(RunConfig(), spec.section).model_dump()[spec.key]
+            notes[path] = f"the file's {shown!r} is not allowed here: {default} until you choose"
+        else:
+            text[path] = shown
+    return text, notes
+
+
+def draft_summary(draft: ConfigDraft) -> str:
+    """The notification on opening a config with mistakes: the fields marked, then what could not go in the form
+    (keys that are no setting, with the name to use)."""
+    marked = [p for p in draft.bad if p in SPECS_BY_PATH]
+    left = [printable(draft.messages[p], 240) for p in [*draft.unknown, *(p for p in draft.bad if p not in SPECS_BY_PATH)]]
+    parts = []
+    if marked:
+        parts.append(f"{len(marked)} value{'s' if len(marked) != 1 else ''} to fix, marked in the form: "
+                     + ", ".join(marked))
+    if left:
+        parts.append("left out: " + "; ".join(left))
+    return "this config has mistakes; " + ". ".join(parts) + ". Fix and save it with ctrl+s."
