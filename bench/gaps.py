@@ -22,11 +22,16 @@ BUCKETS = (5, 20, 100, 1000)  # microseconds: gap sizes are summed below each of
 BLOCKING = ("Synchronize", "cudaMemcpy", "cudaMemcpyAsync", "cudaStreamWaitEvent", "cudaEventQuery")
 
 
-def _stacks(host: list[dict], queries: list[tuple[int, float]]) -> dict[tuple[int, float], list[str]]:
-    """The names of the host ops enclosing each (thread, time) query, outermost first (ops nest per thread)."""
+def _by_thread(host: list[dict]) -> dict[int, list[dict]]:
     by_tid: dict[int, list[dict]] = defaultdict(list)
     for e in host:
         by_tid[e["tid"]].append(e)
+    return by_tid
+
+
+def _stacks(host: list[dict], queries: list[tuple[int, float]]) -> dict[tuple[int, float], list[str]]:
+    """The names of the host ops enclosing each (thread, time) query, outermost first (ops nest per thread)."""
+    by_tid = _by_thread(host)
     out: dict[tuple[int, float], list[str]] = {}
     wanted: dict[int, list[float]] = defaultdict(list)
     for tid, t in queries:
@@ -49,10 +54,7 @@ def _stacks(host: list[dict], queries: list[tuple[int, float]]) -> dict[tuple[in
 def _outermost(host: list[dict]) -> dict[int, list[dict]]:
     """Each thread's outermost host ops (those no other op encloses), by start."""
     out: dict[int, list[dict]] = defaultdict(list)
-    by_tid: dict[int, list[dict]] = defaultdict(list)
-    for e in host:
-        by_tid[e["tid"]].append(e)
-    for tid, ops in by_tid.items():
+    for tid, ops in _by_thread(host).items():
         end = float("-inf")
         for e in sorted(ops, key=lambda e: (e["ts"], -e.get("dur", 0))):
             if e["ts"] >= end:

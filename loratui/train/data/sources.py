@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -135,26 +136,21 @@ def _load_named(name: str, subset: str | None, split: str, field: str, split_fie
     return ds
 
 
-class offline:
+@contextlib.contextmanager
+def offline(on: bool):
     """datasets and the hub client offline for a block (``on``): a hub dataset comes from the local cache or fails
     at once (they retried for about 80 s on a machine without a network before saying so)."""
+    import huggingface_hub.constants as hub
 
-    def __init__(self, on: bool):
-        self.on, self.was = on, None
-
-    def __enter__(self):
-        import huggingface_hub.constants as hub
-
-        if self.on:
-            self.was = (datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE)
-            datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
-        return self
-
-    def __exit__(self, *exc):
-        import huggingface_hub.constants as hub
-
-        if self.was is not None:
-            datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = self.was
+    if not on:
+        yield
+        return
+    was = (datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = was
 
 
 def _load_error(err: Exception, name: str, split: str, field: str, split_field: str) -> DataError:

@@ -21,7 +21,6 @@ from textual.widgets import Button, Checkbox, ContentSwitcher, Footer, Input, La
 from textual.worker import Worker, get_current_worker
 
 from loratui.core.export import GGUF_TYPES, RUN_MODEL_FOLDERS, read_report, report_rows
-from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.screens.merge_parts import (MergeExited, MergeLine, beside_checkpoints, failure_text, in_runs,
                                             stream_jsonl)
