@@ -173,6 +173,7 @@ class PlaygroundScreen(PlaygroundEvents):
         self.request = None  # ...and dropped when it comes (``_stale``): it belongs to that model
         self.model_ref = str(model)
         self.base_ref = base
+        self.freed = ""  # this load is the one coming back would have made
         self.gguf_ref = str(gguf) if gguf else None
         self.info, self.gguf = {}, {}
         self.answers = {s: Answer() for s in SIDES}
