@@ -100,14 +100,22 @@ def _check_loaded(cfg: RunConfig) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_configs)
 def test_fuzz_config_dicts_load_or_fail_in_one_line(data):
+    from loratui.core.config_draft import draft_from_dict
+
+    draft = draft_from_dict(data)  # what Setup opens to fix: a valid config and the values taken out, or nothing
     try:
         cfg = config_from_dict(data)
     except ConfigError as err:
         line = str(err)
         assert "\n" not in line and 0 < len(line) < 700, line
         assert ":" in line  # names the field (or "config")
+        if draft is not None:
+            _check_loaded(draft.config)
+            assert draft.bad or draft.unknown, line  # a file that fails has something taken out
+            assert all(len(m) < 700 and "\n" not in m for m in draft.messages.values())
         return
     _check_loaded(cfg)
+    assert draft is not None and draft.config == cfg and not draft.bad and not draft.unknown
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
