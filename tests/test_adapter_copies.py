@@ -131,3 +131,16 @@ def test_through_the_trainer_the_copies_follow_every_step(tmp_path):
 def grads_at_start(model) -> dict[str, torch.Tensor]:
     fresh = tiny_peft()
     return {n: p.detach() for n, p in fresh.named_parameters() if p.requires_grad}
+
+
+def test_the_copies_follow_the_model_to_its_device_as_training_starts():
+    """The engine makes the copies before the Trainer moves the model to the card; a copy left behind failed the
+    first forward on the GPU ('mat2 is on cpu')."""
+    _, model, copies = bf16_pair()
+    model.to("meta")
+    layer = next(m for m in model.modules() if getattr(m, "loratui_copies", None) is not None)
+    assert layer.loratui_copies[0].device.type == "cpu"
+    copies.on_train_begin(None, None, None, optimizer=None)
+    assert all(c.device.type == "meta" and c.dtype == torch.bfloat16 and c.requires_grad for c in copies.copies)
+    assert layer.loratui_copies[0] is copies.copies[copies.layers.index(layer) * 2]
+    assert layer.loratui_copies[0].device.type == "meta" and layer.loratui_copies[1].shape == layer.lora_B["default"].weight.shape

@@ -27,11 +27,24 @@ class AdapterCopies(TrainerCallback):
     """The 16-bit copies of a model's adapter weights: refreshed at the start of training and after every optimizer
     step, their gradients collected into the fp32 weights' after each micro-batch (LoratuiTrainer.training_step)."""
 
-    def __init__(self, pairs: list[tuple[torch.nn.Parameter, torch.Tensor]]):
+    def __init__(self, pairs: list[tuple[torch.nn.Parameter, torch.Tensor]], layers: list | None = None):
         self.params = [p for p, _ in pairs]
         self.copies = [c for _, c in pairs]
+        self.layers = layers or []  # each layer's (A, B) copies are copies[2i], copies[2i + 1] (``loratui_copies``)
         self.buffers: list[torch.Tensor] | None = None  # fp32 gradient buffers, reused every step
         self.hook, self.hooked = None, None  # the post-step hook, and the optimizer it is on
+
+    def place(self) -> None:
+        """The copies where their weights are: the engine makes them before the Trainer moves the model to the
+        card (plain tensors, which ``model.to`` does not move; round 14's GPU call failed at the first forward)."""
+        if self.layers:  # the weights as the model holds them now (a move to some devices makes new parameters)
+            self.params = [w for layer in self.layers for w in _adapter_weights(layer)]
+        if all(c.device == p.device for p, c in zip(self.params, self.copies)):
+            return
+        self.copies = [p.detach().to(c.dtype).requires_grad_(True) for p, c in zip(self.params, self.copies)]
+        for i, layer in enumerate(self.layers):
+            layer.loratui_copies = (self.copies[2 * i], self.copies[2 * i + 1])
+        self.buffers = None
 
     def refresh(self) -> None:
         with torch.no_grad():
@@ -62,6 +75,7 @@ class AdapterCopies(TrainerCallback):
             self.copies[i].grad = None
 
     def on_train_begin(self, args, state, control, optimizer=None, **kw):
+        self.place()
         self.refresh()  # the weights as training starts (a resumed run has loaded its checkpoint by now)
         inner = getattr(optimizer, "optimizer", optimizer)
         if inner is not None and inner is not self.hooked:  # a roll-back's train() makes a new optimizer
@@ -70,11 +84,16 @@ class AdapterCopies(TrainerCallback):
             self.hook, self.hooked = inner.register_step_post_hook(lambda *_: self.refresh()), inner
 
 
+def _adapter_weights(layer) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+    name = layer.active_adapters[0]
+    return layer.lora_A[name].weight, layer.lora_B[name].weight
+
+
 def install_adapter_copies(model) -> AdapterCopies | None:
     """16-bit copies for every in-place LoRA projection whose adapter is fp32 on a 16-bit base layer (held by the
     layer as ``loratui_copies``); None where there is none. The model keeps the returned object as
     ``loratui_adapter_copies``."""
-    pairs = []
+    pairs, layers = [], []
     for module in model.modules():
         if not getattr(module, "loratui_inplace", False):
             continue
@@ -88,7 +107,8 @@ def install_adapter_copies(model) -> AdapterCopies | None:
         copies = tuple(w.detach().to(dtype).requires_grad_(True) for w in (a.weight, b.weight))
         module.loratui_copies = copies
         pairs += [(a.weight, copies[0]), (b.weight, copies[1])]
+        layers.append(module)
     if not pairs:
         return None
-    model.loratui_adapter_copies = AdapterCopies(pairs)
+    model.loratui_adapter_copies = AdapterCopies(pairs, layers)
     return model.loratui_adapter_copies
