@@ -151,6 +151,34 @@ def test_resume_at_last_step_never_trains_past_max_steps(tmp_path, tiny_llama, r
     assert [e["lr"] for e in later] == pytest.approx([first[3], first[4]])
 
 
+def test_a_resume_before_the_first_checkpoint_trains_again_from_step_0(tmp_path, tiny_llama, runs_dir, monkeypatch):
+    """Runs' resume said 'from step 0 (it has no checkpoint yet)' and the engine then failed with 'no complete
+    checkpoint to resume from' (a QA walk, after a kill at step 3 of a run saving at 30). It trains again from 0,
+    and the steps of the first part are the ones trained again (one fold: the run's figures are the new part's)."""
+    from loratui.core.fold import RunFold
+    from loratui.train.engine import Engine
+
+    run = make_run(tmp_path, tiny_llama, runs_dir, train={"max_steps": 4, "save_steps": 100})
+    monkeypatch.setenv("LORATUI_TEST_OOM_AT_STEP", "3")  # the first part ends at step 3, before any checkpoint
+    assert Engine(run, echo=lambda line: None).run() != 0
+    assert [e["step"] for e in steps(run)] == [1, 2]
+    assert not run.checkpoints_dir.exists() or not any(run.checkpoints_dir.iterdir())
+    monkeypatch.delenv("LORATUI_TEST_OOM_AT_STEP")
+    run.write_status(state="crashed")
+    lines: list[str] = []
+    assert Engine(run, resume=True, echo=lines.append).run() == 0
+    resumed = [e for e in run.events() if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["step"] == 0 and resumed[0]["checkpoint"] is None
+    assert [e["step"] for e in steps(run, "resumed")] == [1, 2, 3, 4]
+    assert "no checkpoint to resume from: training again from step 0" in lines
+    fold = RunFold()
+    for ev in run.events():
+        fold.add(ev)
+    view = fold.summary(events_only=True)
+    assert view.state == "finished" and view.step == 4 and [s for s, _ in fold.history.losses] == [1, 2, 3, 4]
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+
+
 def test_resume_at_last_step_of_an_epoch_based_run(tmp_path, tiny_llama, runs_dir):
     from loratui.train.engine import Engine
 

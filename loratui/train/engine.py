@@ -228,12 +228,7 @@ class Engine(Recipe, Closing):
             ck.clean_leftovers(run.checkpoints_dir)  # staging folders of a killed save
         if not self.resume:
             return None, []
-        checkpoint, skipped = ck.latest_complete(run.checkpoints_dir)
-        if checkpoint is None:
-            why = "; ".join(f"{p.name}: {reason}" for p, reason in skipped)
-            raise RunError(f"{run.path} has no complete checkpoint to resume from" + (f" ({why})" if why else ""),
-                           field="run", hint="start it again with: loratui train " + str(run.config_path))
-        return checkpoint, skipped
+        return ck.latest_complete(run.checkpoints_dir)  # none: it trains again from step 0 (``_restarted``)
 
     def _oom_report(self, err: BaseException) -> dict:
         """What hit out-of-memory: the step, the batch shape, the batch settings, the checkpoint to retry from."""
@@ -284,6 +279,8 @@ class Engine(Recipe, Closing):
         model = self._setup_model(pre, has_eval=val_ds is not None)
         trainer = self._build_trainer(model, pre.precision, train_ds, val_ds)
         max_steps = self._announce(checkpoint, pre.precision, train_ds, val_ds, stats)
+        if checkpoint is None and self.resume:
+            self._restarted(skipped)
         done = checkpoint is not None and self._resumed(checkpoint, skipped, max_steps)
         self.emit("phase", phase="training")
         t0 = time.time()
@@ -343,6 +340,16 @@ class Engine(Recipe, Closing):
                   + (f" x {w.size} ({self.strategy.upper()}), batch {cfg.train.batch_size} a card = "
                      f"{effective} a step" if w.distributed else ""))
         return max_steps
+
+    def _restarted(self, skipped) -> None:
+        """A resume with no complete checkpoint (stopped or crashed before the first, or only unfinished saves):
+        the run trains again from step 0 in its folder, as Runs' resume says; the steps logged before are
+        trained again (one fold drops them)."""
+        self.emit("resumed", checkpoint=None, step=0,
+                  skipped=[{"path": str(p), "reason": why} for p, why in skipped])
+        for p, why in skipped:
+            self.echo(f"skipping {p.name}: {why}")
+        self.echo("no checkpoint to resume from: training again from step 0")
 
     def _resumed(self, checkpoint: Path, skipped, max_steps: int) -> bool:
         """Say where the run resumes from (and which newer checkpoints were passed over). True when that

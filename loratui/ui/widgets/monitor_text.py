@@ -135,7 +135,8 @@ def _state_banner(v: RunView, state: str, pid: int | None, oom: bool) -> tuple[T
     if state == "crashed":
         who = f" (pid {pid})" if pid else ""
         text = Text.assemble(("✖ crashed", "bold red"), f"  the engine process{who} ended without a final event")
-        text.append("\n→ read the log below; resume from the newest checkpoint in Runs (u)", style="bold")
+        text.append("\n→ read the log below; Runs (u) resumes it: from its newest checkpoint, else step 0",
+                    style="bold")
         return text, "error"
     if state == "finished":
         text = Text.assemble(("✔ finished", "bold green"), f" in {format_duration(v.elapsed)}")

@@ -74,8 +74,8 @@ def detail_text(s: RunSummary, model: bool = False) -> Text:
                     "(a hung collective, a stuck data loader, a frozen filesystem); x asks it to stop",
                     style="yellow")
     elif s.state == "crashed":
-        text.append("\n✖ the engine process is gone without a final event; u resumes from the newest checkpoint",
+        text.append("\n✖ the engine ended without a final event; u resumes it (the dialog says from where)",
                     style="red")
     elif s.state == "stopped":
-        text.append("\nstopped by request; u resumes from the newest checkpoint", style="dim")
+        text.append("\nstopped by request; u resumes it", style="dim")
     return text
