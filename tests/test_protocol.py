@@ -154,6 +154,25 @@ def test_steps_trained_again_after_a_resume_replace_the_old_ones():
     assert s.elapsed == pytest.approx(8 + 11)  # the crashed part ends at its last event, not when the next began
 
 
+def test_the_time_a_crashed_run_lay_dead_is_no_parts_time():
+    """A QA walk: killed at step 6 after ~45 s of training, a resume that failed at once 4:45 later made every view
+    say 5:26 of active time. Each engine says "checking" first: a part that fails before "started" is its own."""
+    ev = [{"kind": "phase", "time": 0, "phase": "checking"}, {"kind": "phase", "time": 2, "phase": "loading model"},
+          {"kind": "started", "time": 5, "max_steps": 30}]
+    ev += [{"kind": "step", "time": 5 + 7 * i, "step": i, "loss": 1.0} for i in range(1, 7)]  # killed after 47 s
+    ev += [{"kind": "phase", "time": 300, "phase": "checking"},
+           {"kind": "failed", "time": 301, "error": "RunError", "message": "m", "hint": "h"}]
+    s = fold(ev)
+    assert s.state == RunState.FAILED and s.elapsed == pytest.approx(47 + 1)
+    ev[-1] = {"kind": "phase", "time": 302, "phase": "loading model"}  # this time it trains again from step 0
+    ev += [{"kind": "started", "time": 310, "max_steps": 30}, {"kind": "resumed", "time": 310, "step": 0}]
+    ev += [{"kind": "step", "time": 310 + i, "step": i, "loss": 0.5} for i in range(1, 31)]
+    ev += [{"kind": "finished", "time": 345, "step": 30, "adapter": "adapter"}]
+    s = fold(ev)
+    assert s.state == RunState.FINISHED and s.elapsed == pytest.approx(47 + 45) and s.train_loss == 0.5
+    assert s.wall == pytest.approx(345)
+
+
 def test_elapsed_and_eta_tick_between_steps():
     ev = [{"kind": "started", "time": 1000.0, "max_steps": 100}]
     ev += [{"kind": "step", "time": 1000.0 + 2 * i, "step": i, "loss": 1.0} for i in range(1, 11)]

@@ -91,11 +91,17 @@ class RunFold:
             return
         if self.s.started is None:
             self.s.started = t
-        if ev.kind == "started" and self._seg_start is not None and self._seg_started:
+        new_process = ev.kind == "started" or (ev.kind == "phase" and ev.get("phase") == "checking")
+        if new_process and self._seg_start is not None and self._seg_started:
             # a new engine process without a final event from the previous one (it crashed): close that part
+            # (at its "checking", the first thing each engine says: one that fails before "started" is its own
+            # part, and the time the run lay dead between them is neither's)
             end = self._last_work if self._last_work is not None else self._seg_start
             self._closed += max(0.0, end - self._seg_start)
-            self._seg_start = self._phase_from if self._phase_from is not None and self._phase_from >= end else t
+            if ev.kind == "phase" or self._phase_from is None or self._phase_from < end:
+                self._seg_start = t
+            else:  # an older engine said "checking" after its first steps: its phases before "started" are its own
+                self._seg_start = self._phase_from
             self._seg_last = t
         if self._seg_start is None:
             self._seg_start = self._seg_last = t
@@ -111,7 +117,7 @@ class RunFold:
         else:
             self._phase_from = None
             self._last_work = t
-        if ev.kind == "started":
+        if new_process:
             self._seg_started = True
             self._stepped, self._max_gap = False, 0.0
             n, final = ev.get("eval_examples"), ev.get("final_eval_examples")

@@ -269,8 +269,8 @@ class Engine(Recipe, Closing):
 
     def _train(self) -> int:
         """The recipe: place this process, set up data, model and method, build the Trainer, train, save."""
+        self.emit("phase", phase="checking")  # first: a new engine process's part of the run starts here (the fold)
         checkpoint, skipped = self._place()
-        self.emit("phase", phase="checking")
         pre = self._preflight()
         self._fit_memory()
         self.emit("phase", phase="preparing data")
