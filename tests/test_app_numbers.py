@@ -138,6 +138,32 @@ def test_a_classifier_s_best_is_its_accuracy_in_runs_as_in_the_cli():
     assert row_cells(RunSummary(name="lm", best_eval_loss=1.0324))[5] == "1.032"
 
 
+
+async def test_a_classifier_s_accuracy_is_whole_in_the_runs_table(tmp_path):
+    """At 80x24 the Best column (6 wide) cut 'acc 0.993' to 'a….993' (a QA walk); it is as wide as its cells, up
+    to 9, so a table of language-model runs keeps its width."""
+    from loratui.core.run_summary import RunSummary
+    from loratui.ui.widgets.run_rows import COLUMNS, row_cells
+    from loratui.ui.widgets.tables import fill_table
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    class One(App):
+        def compose(self):
+            yield DataTable()
+
+    app = One()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(DataTable)
+        runs = [RunSummary(name="cls-r4", best_accuracy=0.993), RunSummary(name="lm", best_eval_loss=1.0324)]
+        fill_table(table, list(COLUMNS), [row_cells(s) for s in runs], ["a", "b"], flex="name")
+        await pilot.pause()
+        assert str(table.get_cell("a", "eval")) == "acc 0.993"
+        fill_table(table, list(COLUMNS), [row_cells(runs[1])], ["b"], flex="name")
+        await pilot.pause()
+        assert table.columns["eval"].width == len("1.032")  # as wide as its cells
+
+
 def test_the_queue_s_scores_give_a_classifier_its_accuracy():
     """The Queue's detail line showed a classifier's loss and eval loss but not its accuracy (a QA walk)."""
     from loratui.core.preference import scores_text

@@ -15,7 +15,7 @@ from loratui.core.protocol import state_style
 
 #: (key, label, most width); the name column takes what the others leave
 COLUMNS = (("name", "Name", 14), ("state", "State", 8), ("method", "Method", 9), ("model", "Model", 22),
-           ("progress", "Progress", 9), ("eval", "Best", 6), ("started", "Started", 11))
+           ("progress", "Progress", 9), ("eval", "Best", 9), ("started", "Started", 11))
 #: left out while the names would be cut (a default name begins with its model; the detail then names it)
 OPTIONAL = ("model",)
 
