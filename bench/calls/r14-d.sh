@@ -1,0 +1,13 @@
+# Round 14 GPU call D: r14-c.sh's first part cut to fit the device time left (~380 s): the adapters' copies A/B
+# (two pairs), then the host's copies and collector on top. Tarred after each part. Carry as r14-a.sh.
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 || exit
+OUT0=$OUT; mkdir -p /tmp/o; export OUT=/tmp/o
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+B=lora.r=16+lora.alpha=32+lora.preset=llama-all
+python3 bench/speed.py --shape 8b --method lora --steps 45 --window-start 20 --batch 16 --no-seed --timeout 100 \
+    --variants $B,$B+copies=on,$B,$B+copies=on 2>&1 | grep "^|"
+grep -h "Error\|error:" /tmp/o/8b-lora*.log | tail -3
+mkdir -p /tmp/o/ab && mv /tmp/o/*.json /tmp/o/ab/ 2>/dev/null; tar czf $OUT0/r.tgz -C /tmp/o .
+python3 bench/speed.py --shape 8b --method lora --steps 45 --window-start 20 --batch 16 --no-seed --timeout 100 \
+    --variants $B+copies=on+nonblock=on+pygc=off 2>&1 | grep "^|"
+tar czf $OUT0/r.tgz -C /tmp/o .
