@@ -51,15 +51,20 @@ async def test_open_a_config_with_mistakes_fix_it_in_place_and_save(fake_core, t
         assert setup.field("train.lr").control.value == "-0.001" and "train.lr" in setup.visible_errors()
         assert "qlora4" in setup.field("method.kind").error  # the choice shows the default, with why
         assert setup.values["lora"]["alpha"] == 32 and setup.values["train"]["max_steps"] == 40
-        assert setup.current_config() is None and setup.modified  # no launch, and leaving asks first
+        assert setup.current_config() is None  # no launch until they are fixed
+        assert not setup.modified and "modified" not in setup.sub_title  # the file's own mistakes are no edit (QA walk)
+        assert setup.query_one("#form-status").render().plain.startswith("2 fields to fix before launch")
         shown = [n.message for n in app._notifications]
-        assert any("2 values to fix" not in m and "3 values to fix" in m and "train.learning_rate" in m
-                   and "'lr'" in m for m in shown), shown
+        assert any("2 values to fix, marked in the form: lora.r, train.lr" in m  # as many as the form's line says
+                   and "shown at the default until you choose: method.kind (the file's 'qlora4')" in m
+                   and "left out: train.learning_rate: unknown key 'learning_rate' (did you mean 'lr'?)" in m
+                   for m in shown), shown
         for path_, text in (("lora.r", "16"), ("train.lr", "0.0002")):
             box = setup.field(path_).control
             box.focus()
             box.value = ""
             await pilot.press(*text, "escape")
+            assert setup.modified  # an edit now
         setup.field("method.kind").control.value = "qlora"
         await settle(pilot)
         assert not setup.visible_errors() and setup.field("method.kind").error is None

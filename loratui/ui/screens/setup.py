@@ -70,6 +70,7 @@ class SetupScreen(SetupEstimate):
         self.values: dict[str, dict[str, Any]] = config_values(config or RunConfig())
         #: a config file's mistakes in the form (``draft_marks``): texts for fields not mounted yet, notes
         self.draft_text, self.draft_notes = draft_marks(draft)
+        self.draft_file_text = dict(self.draft_text)
         self.errors: dict[str, str] = {}
         self.cross_error: str | None = None
         self.source = str(source) if source else None

@@ -58,7 +58,10 @@ class SetupActions(LoratuiScreen):
     def modified(self) -> bool:
         """Edits since the form was loaded, saved or launched (a field left invalid counts): the title says
         'modified', and quitting or loading another config asks first."""
-        return bool(self.visible_errors()) or self._normalised() != self._baseline
+        file_text = self.draft_file_text  # a file's own mistakes, as it was opened, are no edit of the form
+        edited = [p for p in self.visible_errors()
+                  if p not in file_text or self.field(p).get_raw() != file_text[p]]
+        return bool(edited) or self._normalised() != self._baseline
 
     def _update_title(self) -> None:
         title = f"Setup: {Path(self.source).name}" if self.source else "Setup"
@@ -90,6 +93,7 @@ class SetupActions(LoratuiScreen):
         in their fields, marked."""
         self.values = config_values(cfg)
         self.draft_text, self.draft_notes = draft_marks(draft)
+        self.draft_file_text = dict(self.draft_text)
         self.own_runs_dir = str(self.values["output"]["runs_dir"])
         override = self.app.runs_dir_override
         if override:

@@ -99,14 +99,17 @@ def draft_marks(draft: ConfigDraft | None) -> tuple[dict[str, str], dict[str, st
 
 
 def draft_summary(draft: ConfigDraft) -> str:
-    """The notification on opening a config with mistakes: the fields marked, then what could not go in the form
-    (keys that are no setting, with the name to use)."""
-    marked = [p for p in draft.bad if p in SPECS_BY_PATH]
+    """The notification on opening a config with mistakes: the values to fix (marked in their fields, counted in
+    the form's line), the choices shown at their default, then what could not go in the form (keys that are no
+    setting, with the name to use)."""
+    text, notes = draft_marks(draft)
     left = [printable(draft.messages[p], 240) for p in [*draft.unknown, *(p for p in draft.bad if p not in SPECS_BY_PATH)]]
     parts = []
-    if marked:
-        parts.append(f"{len(marked)} value{'s' if len(marked) != 1 else ''} to fix, marked in the form: "
-                     + ", ".join(marked))
+    if text:
+        parts.append(f"{len(text)} value{'s' if len(text) != 1 else ''} to fix, marked in the form: " + ", ".join(text))
+    if notes:
+        parts.append("shown at the default until you choose: " + ", ".join(
+            f"{p} (the file's {printable(draft.bad[p], 40)!r})" for p in notes))
     if left:
         parts.append("left out: " + "; ".join(left))
     return "this config has mistakes; " + ". ".join(parts) + ". Fix and save it with ctrl+s."
