@@ -58,7 +58,10 @@ async def test_export_from_the_merge_wizard_shows_the_report(runs, fake_export):
         rows = {line.split()[1]: line.split()[2:] for line in text.splitlines() if len(line.split()) > 3}
         # the merged model's own row and the exact answers, as loratui export prints them (a QA walk missed them)
         assert rows["merged"][:2] == ["150", "5/5"] and rows["q4_k_m"][4:6] == ["120", "4/5"], rows
-        assert "ollama create demo -f runs/smollm2-demo/gguf/Modelfile" in text
+        # whole at 80 columns: the commands from the export's folder (with full paths they were cut: a QA walk)
+        assert "ollama create demo -f Modelfile" in text and "llama-cli -m " in text
+        command = next(line for line in text.splitlines() if "llama-cli -m " in line)
+        assert "…" not in command and command.rstrip().rstrip("│▌▐ ").endswith("-cnv"), command
         assert "ChatML" in text
         await pilot.press("escape")
         await pilot.pause()

@@ -343,10 +343,14 @@ class ExportScreen(LoratuiScreen):
             head = Text.assemble(("✔ exported", "bold green"), f"  {out}  ({report.get('seconds', '-')} s)")
             first = (report.get("files") or [{}])[0].get("file", "model.gguf")
             name = report.get("name", "mymodel")
+            # the commands from the export's folder: whole at 80 columns (with the full paths they were cut), and the
+            # folder on its own line, folded rather than cut
             tail = Text.assemble(str((report.get("template") or {}).get("note") or self.result.get("template", "")),
-                                 "\n", ("llama.cpp: ", "dim"), f"llama-cli -m {out / first}", "\n",
-                                 ("Ollama:    ", "dim"), f"ollama create {name} -f {out / 'Modelfile'}")
+                                 "\n", ("run it, from ", "dim"), str(out), ("  (cd there first):", "dim"),
+                                 "\n", ("llama.cpp: ", "dim"), f"llama-cli -m {first} -cnv", "\n",
+                                 ("Ollama:    ", "dim"), f"ollama create {name} -f Modelfile")
             grid = Table.grid()
+            grid.add_column(overflow="fold")
             grid.add_row(head)
             grid.add_row(report_table(report))
             grid.add_row(tail)
