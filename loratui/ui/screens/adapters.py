@@ -96,7 +96,8 @@ class AdaptersScreen(LoratuiScreen):
         yield DataTable(cursor_type="row", zebra_stripes=True, id="ad-table")
         yield Static("No adapters found. Train one, or press f to add a folder that holds some.", id="ad-empty")
         with Horizontal(id="ad-detail"):
-            yield Static(id="ad-info")
+            with VerticalScroll(id="ad-info"):  # what does not fit 11 lines scrolls, not cut
+                yield Static(id="ad-info-text")
             with VerticalScroll(id="ad-files"):
                 yield Static(id="ad-files-list")
         yield Footer(compact=True, show_command_palette=False)
@@ -199,7 +200,7 @@ class AdaptersScreen(LoratuiScreen):
 
     def _show_detail(self) -> None:
         a = self.selected
-        info = self.query_one("#ad-info", Static)
+        info = self.query_one("#ad-info-text", Static)
         files = self.query_one("#ad-files-list", Static)
         if a is None:
             info.update("")

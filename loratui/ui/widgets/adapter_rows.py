@@ -120,11 +120,14 @@ def figures_text(f: StepFigures) -> str:
 
 
 def info_grid(a: AdapterInfo, f: StepFigures | None, exported: list) -> Table:
-    """The detail's left side: where it is, its step and figures, base, task, rank, targets, exports, age."""
+    """The detail's left side: where it is, its step and figures (or what is wrong), base, task, rank, exports,
+    age, targets."""
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row("path", str(a.path))
+    if a.error:  # what is wrong with it before what it is
+        grid.add_row(Text("error", style="red"), Text(a.error, style="red"))
     if f is not None:  # which checkpoint is which: second, so a long path never pushes it out of the pane
         grid.add_row("step", figures_text(f))
     grid.add_row("base", a.base_model or "-")
@@ -136,12 +139,11 @@ def info_grid(a: AdapterInfo, f: StepFigures | None, exported: list) -> Table:
     if a.trainable_params is not None:
         rank += f" · {a.trainable_params:,} params"
     grid.add_row("r / α", rank)
-    grid.add_row("targets", a.targets_text)
     if exported:  # what llama.cpp and Ollama can run, at a glance (each file with its folder on the right)
         grid.add_row("GGUF", ", ".join(f"{e.kind} {format_bytes(e.size)}" for _, e in exported) + " (l: try)")
     grid.add_row("created", a.created_text)
-    if a.error:
-        grid.add_row(Text("error", style="red"), Text(a.error, style="red"))
+    # last: seven modules' names fold over lines, and pushed the exports and the date out of the pane at 80x24
+    grid.add_row("targets", a.targets_text)
     return grid
 
 
