@@ -163,3 +163,18 @@ def test_snapshot_queue(tmp_path, monkeypatch, snap_compare):
 
     app = host_app(lambda: QueueScreen(), runs_dir=Path("runs"))
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_the_example_path_works_outside_a_checkout(tmp_path, monkeypatch):
+    """The Queue's example, 'sample_configs/study-lora-vs-full.yaml', failed from any other folder ('no such file':
+    a QA walk from a home folder): a sample's name finds the shipped sample; other paths stay as typed."""
+    from loratui.ui.widgets.setup_core import find_config
+
+    monkeypatch.chdir(tmp_path)
+    found = find_config("sample_configs/study-lora-vs-full.yaml")
+    assert found.is_file() and found.is_absolute() and found.name == "study-lora-vs-full.yaml"
+    assert find_config("smollm2-demo.yaml").is_file()
+    (tmp_path / "sample_configs").mkdir()
+    (tmp_path / "sample_configs" / "mine.yaml").write_text("model: {}\n")
+    assert str(find_config("sample_configs/mine.yaml")) == "sample_configs/mine.yaml"  # the folder here first
+    assert str(find_config("configs/missing.yaml")) == "configs/missing.yaml"  # its own 'no such file'

@@ -27,6 +27,7 @@ from loratui.core.queue_runner import default_gpus
 from loratui.core.runs import RunDir, summarize
 from loratui.core.study import is_study_file, load_study
 from loratui.ui.screens.base import LoratuiScreen
+from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.tables import fill_table
 
@@ -272,7 +273,7 @@ class QueueScreen(LoratuiScreen):
     def action_add(self) -> None:
         def given(value: str | None) -> None:
             if value:
-                self._add(Path(value).expanduser())
+                self._add(setup_core.find_config(value))
 
         self.app.push_screen(PromptModal(
             "Queue a config or a study", placeholder="sample_configs/study-lora-vs-full.yaml",

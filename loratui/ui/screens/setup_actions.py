@@ -115,7 +115,8 @@ class SetupActions(LoratuiScreen):
         """Open a config file; one with mistakes in its values opens too, each marked in its field to be fixed
         there (a file that is not a config, or whose sections contradict each other, is its one-line error)."""
         try:
-            cfg = load_config(Path(path).expanduser())
+            path = setup_core.find_config(str(path))
+            cfg = load_config(path)
         except LoratuiError as err:
             draft = read_draft(path)
             if draft is None:

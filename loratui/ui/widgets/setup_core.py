@@ -147,6 +147,15 @@ def list_sample_configs() -> list[Path]:
     return files
 
 
+def find_config(value: str) -> Path:
+    """A config path as typed; 'sample_configs/NAME.yaml' (or NAME.yaml) not found here is the shipped sample of
+    that name (the Queue's example path failed outside a checkout: QA walk)."""
+    path = Path(value).expanduser()
+    if path.exists() or path.is_absolute() or path.parent.name not in ("", "sample_configs"):
+        return path
+    return next((d / path.name for d in sample_configs_dirs() if (d / path.name).is_file()), path)
+
+
 def demo_config_path() -> Path | None:
     for d in sample_configs_dirs():
         p = d / "smollm2-demo.yaml"
