@@ -219,3 +219,54 @@ async def test_launching_beside_a_training_run_asks_first(runs, fake_core):
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the question again")
         await pilot.press("y")
         await wait_until(pilot, lambda: len(fake_core.launched) == 1, what="the launch")
+
+
+async def test_delete_a_run_from_runs(runs):
+    """Runs had no delete (a QA walk: Adapters' del removed only the adapter, the run and its checkpoints stayed):
+    del asks, saying what goes, then the whole folder goes; a training run cannot be deleted."""
+    app = host_app(lambda: RunsScreen(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        assert screen.selected.state == "running"
+        await pilot.press("delete")  # the live run: nothing happens
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmModal) and (runs / "smollm2-live").is_dir()
+        table = screen.query_one("DataTable")
+        table.move_cursor(row=[s.name for s in screen.summaries].index("smollm2-stopped"))
+        await pilot.pause()
+        await pilot.press("delete")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        assert app.screen.title_text == "Delete the run smollm2-stopped?"
+        assert "files," in app.screen.body and "checkpoints" in app.screen.body and "cannot be undone" in app.screen.body
+        await pilot.press("escape")
+        await pilot.pause()
+        assert (runs / "smollm2-stopped").is_dir()
+        await pilot.press("delete")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "smollm2-stopped" not in [s.name for s in screen.summaries], what="gone")
+        assert not (runs / "smollm2-stopped").exists() and (runs / "smollm2-demo").is_dir()
+
+
+def test_delete_run_refuses_a_live_run_a_queued_one_and_a_folder_that_is_no_run(runs, tmp_path):
+    from loratui.core.errors import LoratuiError
+    from loratui.core.queue import RunQueue
+    from loratui.core.run_delete import delete_run, folder_size
+    from loratui.core.runs import RunDir
+
+    with pytest.raises(LoratuiError, match="smollm2-live is running; nothing was deleted"):
+        delete_run(runs / "smollm2-live")
+    cfg = RunDir(runs / "smollm2-demo").config()
+    cfg.output.name = "later"
+    entry = RunQueue(runs).add(cfg)
+    with pytest.raises(LoratuiError, match="waits in the queue") as err:
+        delete_run(runs / entry.run)
+    assert "cancel it in the Queue" in err.value.hint
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x" * 10)
+    with pytest.raises(LoratuiError, match="is not a run folder"):
+        delete_run(tmp_path / "photos")
+    assert folder_size(tmp_path / "photos") == (1, 10) and (tmp_path / "photos" / "a.jpg").exists()
+    delete_run(runs / "smollm2-demo")
+    assert not (runs / "smollm2-demo").exists()

@@ -18,7 +18,9 @@ from textual.worker import Worker, get_current_worker
 from loratui.core.compare import summary_path
 from loratui.core.errors import LoratuiError
 from loratui.core.fold import RunSummary
+from loratui.core.fmt import format_bytes
 from loratui.core.protocol import RunState
+from loratui.core.run_delete import delete_run, folder_size
 from loratui.core.runs import RunDir, RunReader, launch_detached, stop_run
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
@@ -112,6 +114,7 @@ class RunsScreen(LoratuiScreen):
         Binding("c", "copy_config", "Copy to setup"),
         Binding("u", "resume", "Resume"),
         Binding("x", "stop", "Stop run"),
+        Binding("delete", "delete", "Delete"),
         Binding("f5,ctrl+r", "refresh", "Refresh"),
         Binding("space", "mark", "Mark"),
         Binding("v", "compare", "Compare"),
@@ -184,9 +187,7 @@ class RunsScreen(LoratuiScreen):
         self._interval.resume()
         self.summaries = message.summaries
         self.loaded = True
-        table = self.query_one(DataTable)
         selected = self.selected
-        keys = [str(summary_path(s)) for s in self.summaries]
         rows = [self._marked_cells(s) for s in self.summaries]
         with self.app.batch_update():
             if rows != self._rows:
@@ -284,6 +285,8 @@ class RunsScreen(LoratuiScreen):
             return s is not None and s.state.active
         if action in ("open", "copy_config"):
             return s is not None
+        if action == "delete":
+            return s is not None and not s.state.active
         return True
 
     @on(DataTable.RowSelected)
@@ -358,3 +361,32 @@ class RunsScreen(LoratuiScreen):
         self.app.push_screen(ConfirmModal(
             f"Stop {run.name}?", "The engine finishes the current step, saves the adapter and a checkpoint, "
             "then exits. You can resume it later.", yes="Stop run"), confirmed)
+
+    def action_delete(self) -> None:
+        """Delete the run under the cursor: its whole folder, after a confirmation that says what goes."""
+        s = self.selected
+        if s is None or s.state.active:
+            return
+        run = RunDir(summary_path(s))
+        files, size = folder_size(run.path)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._delete(run.path)
+
+        self.app.push_screen(ConfirmModal(
+            f"Delete the run {run.name}?",
+            f"Removes its folder {run.path} ({files} files, {format_bytes(size)}): its config, events and logs, "
+            "its adapter and checkpoints, and any merged model or GGUF export kept inside it. This cannot be "
+            "undone.", yes="Delete"), confirmed)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="delete", description="Deleting the run")
+    def _delete(self, path: Path) -> None:
+        """Remove the run folder (a refusal or failure is shown in the error modal by ``LoratuiScreen``)."""
+        delete_run(path)
+        self.app.call_from_thread(self._deleted, path)
+
+    def _deleted(self, path: Path) -> None:
+        self.marked.discard(path)
+        self.notify(f"Deleted {path.name}")
+        self.action_refresh()
