@@ -76,7 +76,10 @@ def test_bad_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_config(bad)
     bad.write_text("model:\n  name: smollm2-135m-instruct\ntrain\n  lr: 0.001\n")  # the colon left out on line 3
-    with pytest.raises(ConfigError, match="not valid YAML at line 3: could not find expected ':'"):
+    with pytest.raises(ConfigError, match=r"YAML at line 3 \(read up to line 4\): could not find expected ':'"):
+        load_config(bad)
+    bad.write_text("model: [a\n  name: x\n")  # the parser gives up on line 2, in a list begun on line 1 (QA walk)
+    with pytest.raises(ConfigError, match=r"at line 1 \(read up to line 2\): expected ',' or '\]'"):
         load_config(bad)
     bad.write_text("model:\n\tname: x\n")
     with pytest.raises(ConfigError, match=r"at line 2: found character '\\t'.*\(YAML indents with spaces, not tabs\)"):

@@ -108,9 +108,12 @@ def section_model(root: type[BaseModel], path: str) -> type[BaseModel] | None:
 
 def yaml_problem(err: Exception) -> str:
     """`` at line 3: could not find expected ':'``: the line of what PyYAML was reading when it stopped (a key whose
-    colon is missing, an unclosed brace: where it began, not where the parser gave up) and what it found ('' if
-    unknown)."""
-    mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
+    colon is missing, an unclosed brace: where it began) and, when the parser gave up on another line, that line
+    too (a QA walk looked for a mistake on line 1 that was on line 2); then what it found ('' if unknown)."""
+    begun, found = getattr(err, "context_mark", None), getattr(err, "problem_mark", None)
+    mark = begun or found
     where = f" at line {mark.line + 1}" if mark else ""
+    if begun and found and found.line != begun.line and "<stream end>" not in str(getattr(err, "problem", "")):
+        where += f" (read up to line {found.line + 1})"  # both: the line that is wrong may be either
     problem = getattr(err, "problem", None)
     return f"{where}: {short(problem, 100)}" if problem else where
