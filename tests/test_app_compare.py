@@ -36,7 +36,7 @@ async def test_table_and_charts(runs):
         for _ in range(5):
             titles.append(screen.query_one("#cmp-chart-title").render().plain.split("   ")[0])
             await pilot.press("n")
-        assert titles == ["eval loss: final, or so far", "active time (s)", "trainable params", "peak GPU memory (GiB)",
+        assert titles == ["eval loss: final, or so far", "active time", "trainable params", "peak GPU memory (GiB)",
                           "eval loss by step"]
 
 

@@ -40,7 +40,7 @@ def fmt_share(x: float | None) -> str:
         return "-"
     if x >= 0.995:
         return "100%"
-    return f"{100 * x:.3g}%"
+    return f"{100 * x:#.3g}%".replace(".%", "%")  # three figures each, trailing zeros kept: 0.650% beside 0.167%
 
 
 def fmt_metric(name: str, v: float | None) -> str:
@@ -226,7 +226,7 @@ def chart_series(rows: list[RunRow]) -> list[tuple[str, str, list[float | None],
         (final_title(rows, metric), "", [None if o else r.final_metric for r, o in zip(rows, other)],
          [f"{r.metric_name.replace('_', ' ')} {fmt_final(r)} (not a loss)" if o else fmt_final(r)
           for r, o in zip(rows, other)]),
-        ("active time", "s", [r.train_time_s for r in rows], [format_duration(r.train_time_s) for r in rows]),
+        ("active time", "", [r.train_time_s for r in rows], [format_duration(r.train_time_s) for r in rows]),
         ("trainable params", "", [float(r.trainable) if r.trainable is not None else None for r in rows],
          [fmt_count(r.trainable) for r in rows]),
         ("peak GPU memory", "GiB", [r.peak_memory_gb for r in rows],

@@ -128,7 +128,7 @@ class CompareScreen(LoratuiScreen):
             paths, title, study = default_selection(runs_dir)
         rows = self._cache.read(paths)
         if not get_current_worker().is_cancelled:
-            self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected runs", study))
+            self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected run{'s' if len(rows) != 1 else ''}", study))
 
     @on(CompareLoaded)
     def _loaded(self, message: CompareLoaded) -> None:
