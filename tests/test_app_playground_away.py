@@ -84,3 +84,18 @@ async def test_a_model_on_the_cpu_stays_while_a_run_trains(runs, monkeypatch):
         await pilot.pause(0.5)
         assert app.current_mode == "runs"
         assert screen.client is not None and screen.client.running and not screen.freed
+
+
+async def test_g_from_the_playground_merges_its_adapter(runs, monkeypatch):
+    """g from the Playground opened Merge with an empty adapter field; from Adapters it was filled (QA walk)."""
+    from loratui.ui.app import LoratuiApp
+
+    monkeypatch.setattr(playground_core, "worker_command", lambda: FAKE)
+    app = LoratuiApp(runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open_with_an_answer(pilot, app)
+        await pilot.press("escape", "g")
+        await wait_until(pilot, lambda: app.current_mode == "merge", what="merge")
+        await pilot.pause()
+        adapter = app.screen.query_one("#mg-adapter").value
+        assert adapter and Path(adapter).resolve() == (runs / "smollm2-demo" / "adapter").resolve()

@@ -268,14 +268,17 @@ class LoratuiApp(Navigation, App[None]):
         self.switch_mode(mode)
 
     def action_go(self, mode: str) -> None:
-        """A screen letter (s, m, r, a, g): like the function keys, unless the user is typing. t from a screen that
-        shows a trained adapter (the Monitor of a finished run) opens the Playground on it."""
+        """A screen letter (s, m, r, a, g): like the function keys, unless the user is typing. t and g from a screen
+        that shows a trained adapter (the Monitor of a finished run, the Playground) open the Playground or Merge on
+        it."""
         if self.user_is_typing():
             return
-        target = getattr(self.screen, "try_target", lambda: None)() if mode == "playground" else None
-        shown = self.mode_screens.get("playground")
-        if target is not None and str(target) != getattr(shown, "model_ref", None):
+        target = getattr(self.screen, "try_target", lambda: None)() if mode in ("playground", "merge") else None
+        shown = self.mode_screens.get(mode)
+        if target is not None and mode == "playground" and str(target) != getattr(shown, "model_ref", None):
             self.open_playground(target)
+        elif target is not None and mode == "merge" and Path(target) != getattr(shown, "adapter", None):
+            self.open_merge(target)  # g from the Playground or a finished run's Monitor: merge that adapter
         else:
             self.action_switch_mode(mode)
 

@@ -194,6 +194,12 @@ class PlaygroundScreen(PlaygroundEvents):
         self.request = client.send("load", model=model, device="auto", gpu_busy=", ".join(busy) or None, base=base,
                                    gguf=gguf)
 
+    def try_target(self) -> Path | None:
+        """The adapter on screen (what g merges from here); None for a plain model."""
+        if self.model_ref and self.info.get("has_adapter") and (Path(self.model_ref) / "adapter_config.json").is_file():
+            return Path(self.model_ref)
+        return None
+
     # -- away: the model's memory given back --------------------------------------------------------------------
     def on_screen_suspend(self) -> None:
         if self.client is not None and self.client.running:
