@@ -253,3 +253,28 @@ async def test_a_classifiers_accuracy_beside_losses_is_written_not_drawn(runs):
         assert "█" not in acc and "accuracy 0.507 (not a loss)" in acc
         md = to_markdown(chart.rows)
         assert "accuracy 0.507 (not a loss)" in md and "│ accuracy 0.507" in md
+
+
+async def test_a_study_queued_again_keeps_its_earlier_batch_to_compare(runs):
+    """A study queued again is a new batch; the picker listed only the newest, so the finished batch before it
+    could no longer be opened as a study (a QA walk). Each batch is listed, and opens its own runs."""
+    import shutil
+
+    from loratui.core.study import list_study_batches, write_study_tag
+    from loratui.ui.widgets.choice_modal import ChoiceModal
+
+    for i, (name, batch) in enumerate([("a-r4", "20260105-090000"), ("a-r16", "20260105-090000"),
+                                       ("a-r4-2", "20260106-090000")]):
+        shutil.copytree(runs / "smollm2-demo", runs / name)
+        write_study_tag(runs / name, "a", batch, name, {"lora.r": 4}, i)
+    assert list_study_batches(runs) == [("a", "20260106-090000", 1), ("a", "20260105-090000", 2)]
+    app = host_app(lambda: CompareScreen(), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        assert [r.name for r in screen.rows] == ["a-r4-2"]  # the newest batch first
+        await pilot.press("p")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChoiceModal), what="picker")
+        app.screen.dismiss("a\t20260105-090000")
+        await wait_until(pilot, lambda: [r.name for r in screen.rows] == ["a-r4", "a-r16"], what="the earlier batch")
+        assert screen.heading == "study a · 20260105-090000"

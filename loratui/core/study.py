@@ -264,6 +264,23 @@ def study_runs(runs_dir: str | Path, study: str, batch: str | None = None) -> li
     return [p for _, p in sorted(chosen, key=lambda t: (t[0], t[1].name))]
 
 
+def list_study_batches(runs_dir: str | Path) -> list[tuple[str, str, int]]:
+    """(study, batch, runs in it) for every batch of every study in the runs folder, newest first: a study queued
+    again is a new batch, and the finished one before it stays there to compare (a QA walk lost it)."""
+    counts: dict[tuple[str, str], int] = {}
+    try:
+        folders = [p for p in Path(runs_dir).iterdir() if p.is_dir()]
+    except OSError:
+        return []
+    for p in folders:
+        tag = read_study_tag(p)
+        if tag.get("study"):
+            key = (str(tag["study"]), str(tag.get("batch", "")))
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(((name, batch, n) for (name, batch), n in counts.items()), key=lambda r: (r[1], r[0]),
+                  reverse=True)
+
+
 def list_studies(runs_dir: str | Path) -> list[tuple[str, str, int]]:
     """(study, newest batch, runs in it) for every study in the runs folder, newest first."""
     out: dict[str, dict[str, int]] = {}

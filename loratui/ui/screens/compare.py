@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 
 from loratui.core.compare import (NOT_DONE, RowCache, RunRow, column_title, default_selection, export,
                                   short_titles, table_rows)
-from loratui.core.study import list_studies, study_runs
+from loratui.core.study import list_study_batches, study_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.compare_chart import CHARTS, CompareChart
@@ -70,6 +70,7 @@ class CompareScreen(LoratuiScreen):
         super().__init__(name=name, id=id)
         self.run_paths: list[Path] | None = [Path(p) for p in runs] if runs else None
         self.study = study
+        self.batch: str | None = None  # the study's batch on screen (None: its newest)
         self.rows: list[RunRow] = []
         self.heading = ""
         self.loaded = False
@@ -103,32 +104,34 @@ class CompareScreen(LoratuiScreen):
 
     # -- what other screens call ------------------------------------------------------------------------------
     def set_runs(self, runs: list[Path]) -> None:
-        self.run_paths, self.study = [Path(p) for p in runs], None
+        self.run_paths, self.study, self.batch = [Path(p) for p in runs], None, None
         self.action_refresh()
 
-    def set_study(self, study: str) -> None:
-        self.run_paths, self.study = None, study
+    def set_study(self, study: str, batch: str | None = None) -> None:
+        """The runs of ``study``: its newest batch, or ``batch``."""
+        self.run_paths, self.study, self.batch = None, study, batch
         self.action_refresh()
 
     # -- loading ----------------------------------------------------------------------------------------------
     def action_refresh(self) -> None:
-        self._load(self.run_paths, self.study, self.runs_dir)
+        self._load(self.run_paths, self.study, self.runs_dir, self.batch)
 
     def _refresh_if_live(self) -> None:
         if any(r.state in NOT_DONE for r in self.rows):
             self.action_refresh()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare", description="Reading runs")
-    def _load(self, paths: list[Path] | None, study: str | None, runs_dir: Path) -> None:
+    def _load(self, paths: list[Path] | None, study: str | None, runs_dir: Path, batch: str | None = None) -> None:
         title = ""
         if study is not None:
-            paths = study_runs(runs_dir, study)
-            title = f"study {study}"
+            paths = study_runs(runs_dir, study, batch)
+            title = f"study {study}" + (f" · {batch}" if batch else "")
         elif paths is None:
             paths, title, study = default_selection(runs_dir)
         rows = self._cache.read(paths)
         if not get_current_worker().is_cancelled:
-            self.post_message(CompareLoaded(rows, title or f"{len(rows)} selected run{'s' if len(rows) != 1 else ''}", study))
+            title = title or f"{len(rows)} selected run{'s' if len(rows) != 1 else ''}"
+            self.post_message(CompareLoaded(rows, title, study))
 
     @on(CompareLoaded)
     def _loaded(self, message: CompareLoaded) -> None:
@@ -205,19 +208,20 @@ class CompareScreen(LoratuiScreen):
         self.notify(f"{csv_path}\n{md_path}", title="Exported")
 
     def action_pick_study(self) -> None:
-        studies = list_studies(self.runs_dir)
+        studies = list_study_batches(self.runs_dir)
         if not studies:
             self.notify("No studies in this runs folder yet: queue one from the Queue screen or with "
                         "loratui study FILE.", severity="warning")
             return
 
-        def picked(name: str | None) -> None:
-            if name:
-                self.set_study(name)
+        def picked(key: str | None) -> None:
+            if key:
+                name, _, batch = key.partition("\t")
+                self.set_study(name, batch or None)
 
         self.app.push_screen(ChoiceModal("Compare the runs of a study",
-                                         [(name, f"{name}  ·  {count} runs  ·  {batch}")
-                                          for name, batch, count in studies]), picked)
+                                         [(f"{name}\t{batch}", f"{name}  ·  {count} run{'s' if count != 1 else ''}"
+                                           f"  ·  {batch}") for name, batch, count in studies]), picked)
 
     def action_open(self) -> None:
         """Open one of the compared runs in the monitor (runs are columns here, so pick from a list)."""
