@@ -11,8 +11,9 @@ Patches (bench only; the engine carries none of them):
                   clipping, FLOP counting) instead of loratui.train.trainers.trim_step_host_work's once-a-run lists
   pygc=off        Python's garbage collector frozen (everything loaded so far) and off for the run, as torchtitan's
                   GarbageCollection does between its own collections: a pause there is the card waiting
-  copies=on       16-bit copies of the adapters' fp32 weights for the in-place forward, refreshed once a step
-                  (loratui.train.adapter_copies) instead of autocast's two casts a projection each way
+  copies=off      autocast's two casts a projection each way instead of the adapters' 16-bit copies for the
+                  in-place forward (loratui.train.adapter_copies, the engine's default since round 14; copies=on
+                  is the default's own name, kept for earlier calls' commands)
   liger_kernels=ce  Liger's fused cross-entropy only: transformers' own RMSNorm, RoPE and SwiGLU (torch ops launched
                   from C++) instead of Liger's Triton kernels (launched through Triton's Python launcher)
 bench/speed.py runs a variant through this script when it names one of them.
@@ -82,10 +83,10 @@ def apply(patch: str) -> None:
             return train(self, *args, **kwargs)
 
         Trainer.train = train_without_gc
-    elif key == "copies" and value == "on":
+    elif key == "copies" and value in ("on", "off"):
         from loratui.train import adapter_copies
 
-        adapter_copies.ENABLED = True
+        adapter_copies.ENABLED = value == "on"
     elif key == "liger_kernels" and value == "ce":
         def ce_only(args):
             if args.liger_kernel_config:
@@ -95,7 +96,7 @@ def apply(patch: str) -> None:
         after_training_args(ce_only)
     else:
         raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on, host_trim=off, "
-                         "pygc=off, copies=on, liger_kernels=ce)")
+                         "pygc=off, copies=on|off, liger_kernels=ce)")
     print(f"bench patch: {patch}", flush=True)
 
 
