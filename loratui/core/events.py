@@ -87,7 +87,8 @@ class StartedEvent(Event):
 
 
 class ResumedEvent(Event):
-    """Training continues from a checkpoint (after ``started``)."""
+    """Training continues from a checkpoint (after ``started``); ``checkpoint`` null and ``step`` 0: the run had no
+    complete checkpoint and trains again from step 0."""
 
     kind: Literal["resumed"] = "resumed"
     checkpoint: Optional[str] = None
