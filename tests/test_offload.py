@@ -52,3 +52,17 @@ def test_nothing_the_helper_prints_reaches_the_apps_terminal():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.stdout, proc.stderr[-2000:])
     assert "PROGRESS-BAR" not in proc.stderr
+
+
+def test_the_helper_leaves_no_semaphore_behind():
+    """tqdm (datasets' bars, in the helper) made a multiprocessing lock; the helper ends by SIGTERM, so it was never
+    released and the resource tracker printed '1 leaked semaphore objects' on the terminal after the app (QA walk)."""
+    script = textwrap.dedent("""
+        from loratui.ui import offload
+        assert offload.call("tqdm.contrib.concurrent:thread_map", abs, [-1]) == [1]  # a progress bar's lock
+        offload.shutdown()
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.stdout, proc.stderr[-2000:])
+    assert "leaked semaphore" not in proc.stderr, proc.stderr[-2000:]

@@ -31,6 +31,19 @@ def _init_helper(parent: int) -> None:
     """In the helper: nothing it prints reaches the app's terminal, and it exits when the app is gone."""
     _quiet()
     _die_with_parent(parent)
+    _thread_lock_for_progress_bars()
+
+
+def _thread_lock_for_progress_bars() -> None:
+    """tqdm (datasets' progress bars, even disabled) makes a multiprocessing lock on first use; the helper is ended
+    with SIGTERM, so that lock is never released, and multiprocessing's resource tracker, shared with the app,
+    printed '1 leaked semaphore objects' on the terminal after the app had left (QA walk). A thread lock does."""
+    try:
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())
+    except Exception:  # noqa: BLE001 - no tqdm, nothing to do
+        pass
 
 
 def _quiet() -> None:
