@@ -270,3 +270,26 @@ def test_delete_run_refuses_a_live_run_a_queued_one_and_a_folder_that_is_no_run(
     assert folder_size(tmp_path / "photos") == (1, 10) and (tmp_path / "photos" / "a.jpg").exists()
     delete_run(runs / "smollm2-demo")
     assert not (runs / "smollm2-demo").exists()
+
+
+async def test_m_watches_a_run_started_since_rather_than_the_ended_one(runs, fake_core):
+    """With the app open on a finished run's Monitor, a run started from the CLI was not what m showed (QA walk)."""
+    from loratui.ui.app import LoratuiApp
+
+    app = LoratuiApp(runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_monitor(runs / "smollm2-demo")
+        await wait_until(pilot, lambda: app.current_mode == "monitor" and app.screen.state == "finished",
+                         what="the finished run")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.current_mode == "runs", what="runs")
+        make_live_run(runs, "zz-new", pid=os.getpid())
+        await pilot.press("m")
+        await wait_until(pilot, lambda: app.current_mode == "monitor" and app.screen.run_dir is not None
+                         and app.screen.run_dir.name == "zz-new", what="the new run watched")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.current_mode == "runs", what="runs")
+        await pilot.press("m")  # it trains: m stays on it
+        await wait_until(pilot, lambda: app.current_mode == "monitor", what="monitor")
+        assert app.screen.run_dir.name == "zz-new"

@@ -279,8 +279,20 @@ class LoratuiApp(Navigation, App[None]):
             self.open_playground(target)
         elif target is not None and mode == "merge" and Path(target) != getattr(shown, "adapter", None):
             self.open_merge(target)  # g from the Playground or a finished run's Monitor: merge that adapter
+        elif mode == "monitor" and (live := self._live_elsewhere(shown)) is not None:
+            self.open_monitor(live)  # a run started since (the CLI, the queue): m watches it, not the ended one
         else:
             self.action_switch_mode(mode)
+
+    def _live_elsewhere(self, monitor: Any) -> Path | None:
+        """The newest live run when the Monitor shows one that has ended (or none), else None."""
+        if monitor is not None and getattr(monitor, "state", "") in ("running", "starting", "stalled"):
+            return None
+        from loratui.core.runs import live_runs
+
+        found = live_runs(self.runs_dir)
+        watched = getattr(monitor, "run_dir", None)
+        return Path(found[0].path) if found and Path(found[0].path) != watched else None
 
     async def action_quit(self) -> None:
         """ctrl+q and q: leave (runs keep going), after asking when Setup holds unsaved edits."""
