@@ -228,7 +228,7 @@ class Engine(Recipe, Closing):
             ck.clean_leftovers(run.checkpoints_dir)  # staging folders of a killed save
         if not self.resume:
             return None, []
-        return ck.latest_complete(run.checkpoints_dir)  # none: it trains again from step 0 (``_restarted``)
+        return ck.latest_complete(run.checkpoints_dir)  # none: it trains again from step 0 (``_resumed``)
 
     def _oom_report(self, err: BaseException) -> dict:
         """What hit out-of-memory: the step, the batch shape, the batch settings, the checkpoint to retry from."""
@@ -279,9 +279,7 @@ class Engine(Recipe, Closing):
         model = self._setup_model(pre, has_eval=val_ds is not None)
         trainer = self._build_trainer(model, pre.precision, train_ds, val_ds)
         max_steps = self._announce(checkpoint, pre.precision, train_ds, val_ds, stats)
-        if checkpoint is None and self.resume:
-            self._restarted(skipped)
-        done = checkpoint is not None and self._resumed(checkpoint, skipped, max_steps)
+        done = self.resume and self._resumed(checkpoint, skipped, max_steps)
         self.emit("phase", phase="training")
         t0 = time.time()
         result = self._finish_from(checkpoint, max_steps) if done else \
@@ -341,24 +339,19 @@ class Engine(Recipe, Closing):
                      f"{effective} a step" if w.distributed else ""))
         return max_steps
 
-    def _restarted(self, skipped) -> None:
-        """A resume with no complete checkpoint (stopped or crashed before the first, or only unfinished saves):
-        the run trains again from step 0 in its folder, as Runs' resume says; the steps logged before are
-        trained again (one fold drops them)."""
-        self.emit("resumed", checkpoint=None, step=0,
-                  skipped=[{"path": str(p), "reason": why} for p, why in skipped])
-        for p, why in skipped:
-            self.echo(f"skipping {p.name}: {why}")
-        self.echo("no checkpoint to resume from: training again from step 0")
-
-    def _resumed(self, checkpoint: Path, skipped, max_steps: int) -> bool:
+    def _resumed(self, checkpoint: Path | None, skipped, max_steps: int) -> bool:
         """Say where the run resumes from (and which newer checkpoints were passed over). True when that
-        checkpoint is already at the last planned step."""
-        step = int(checkpoint.name.split("-")[-1])
-        self.emit("resumed", checkpoint=str(checkpoint), step=step,
+        checkpoint is already at the last planned step. None: no complete checkpoint (stopped or crashed before the
+        first, or only unfinished saves): the run trains again from step 0 in its folder, as Runs' resume says, and
+        the steps logged before are trained again (one fold drops them)."""
+        step = int(checkpoint.name.split("-")[-1]) if checkpoint is not None else 0
+        self.emit("resumed", checkpoint=str(checkpoint) if checkpoint is not None else None, step=step,
                   skipped=[{"path": str(p), "reason": why} for p, why in skipped])
         for p, why in skipped:
             self.echo(f"skipping {p.name}: {why}")
+        if checkpoint is None:
+            self.echo("no checkpoint to resume from: training again from step 0")
+            return False
         self.echo(f"resuming from {checkpoint}")
         return step >= max_steps
 
