@@ -29,18 +29,18 @@ class AdapterCopies(TrainerCallback):
     """The 16-bit copies of a model's adapter weights: refreshed at the start of training and after every optimizer
     step, their gradients collected into the fp32 weights' after each micro-batch (LoratuiTrainer.training_step)."""
 
-    def __init__(self, pairs: list[tuple[torch.nn.Parameter, torch.Tensor]], layers: list | None = None):
-        self.params = [p for p, _ in pairs]
-        self.copies = [c for _, c in pairs]
-        self.layers = layers or []  # each layer's (A, B) copies are copies[2i], copies[2i + 1] (``loratui_copies``)
+    def __init__(self, layers: list):
+        self.layers = layers  # each layer's (A, B) copies are copies[2i], copies[2i + 1] (its ``loratui_copies``)
+        self.params = [w for layer in layers for w in _adapter_weights(layer)]
+        self.copies = [c for layer in layers for c in layer.loratui_copies]
         self.buffers: list[torch.Tensor] | None = None  # fp32 gradient buffers, reused every step
         self.hook, self.hooked = None, None  # the post-step hook, and the optimizer it is on
 
     def place(self) -> None:
         """The copies where their weights are: the engine makes them before the Trainer moves the model to the
         card (plain tensors, which ``model.to`` does not move; round 14's GPU call failed at the first forward)."""
-        if self.layers:  # the weights as the model holds them now (a move to some devices makes new parameters)
-            self.params = [w for layer in self.layers for w in _adapter_weights(layer)]
+        # the weights as the model holds them now (a move to some devices makes new parameters)
+        self.params = [w for layer in self.layers for w in _adapter_weights(layer)]
         if all(c.device == p.device for p, c in zip(self.params, self.copies)):
             return
         self.copies = [p.detach().to(c.dtype).requires_grad_(True) for p, c in zip(self.params, self.copies)]
@@ -95,22 +95,20 @@ def install_adapter_copies(model) -> AdapterCopies | None:
     """16-bit copies for every in-place LoRA projection whose adapter is fp32 on a 16-bit base layer (held by the
     layer as ``loratui_copies``); None where there is none. The model keeps the returned object as
     ``loratui_adapter_copies``."""
-    pairs, layers = [], []
+    layers = []
     for module in model.modules():
         if not getattr(module, "loratui_inplace", False):
             continue
-        name = module.active_adapters[0]
-        a, b = module.lora_A[name], module.lora_B[name]
+        a = module.lora_A[module.active_adapters[0]]
         dtype = module.base_layer.weight.dtype
         if type(a) is not torch.nn.Linear or dtype not in (torch.bfloat16, torch.float16):
             continue
-        if a.weight.dtype != torch.float32 or b.weight.dtype != torch.float32:
+        weights = _adapter_weights(module)
+        if any(w.dtype != torch.float32 for w in weights):
             continue
-        copies = tuple(w.detach().to(dtype).requires_grad_(True) for w in (a.weight, b.weight))
-        module.loratui_copies = copies
-        pairs += [(a.weight, copies[0]), (b.weight, copies[1])]
+        module.loratui_copies = tuple(w.detach().to(dtype).requires_grad_(True) for w in weights)
         layers.append(module)
-    if not pairs:
+    if not layers:
         return None
-    model.loratui_adapter_copies = AdapterCopies(pairs, layers)
+    model.loratui_adapter_copies = AdapterCopies(layers)
     return model.loratui_adapter_copies
