@@ -283,15 +283,7 @@ def list_study_batches(runs_dir: str | Path) -> list[tuple[str, str, int]]:
 
 def list_studies(runs_dir: str | Path) -> list[tuple[str, str, int]]:
     """(study, newest batch, runs in it) for every study in the runs folder, newest first."""
-    out: dict[str, dict[str, int]] = {}
-    try:
-        folders = [p for p in Path(runs_dir).iterdir() if p.is_dir()]
-    except OSError:
-        return []
-    for p in folders:
-        tag = read_study_tag(p)
-        if tag.get("study"):
-            batches = out.setdefault(tag["study"], {})
-            batches[str(tag.get("batch", ""))] = batches.get(str(tag.get("batch", "")), 0) + 1
-    rows = [(name, max(b), b_counts[max(b)]) for name, b_counts in out.items() for b in [b_counts.keys()]]
-    return sorted(rows, key=lambda r: r[1], reverse=True)
+    newest: dict[str, tuple[str, str, int]] = {}
+    for row in list_study_batches(runs_dir):  # newest batch first: the first row of each study
+        newest.setdefault(row[0], row)
+    return list(newest.values())
