@@ -68,9 +68,9 @@ class SetupScreen(SetupEstimate):
                  draft: ConfigDraft | None = None) -> None:
         super().__init__()
         self.values: dict[str, dict[str, Any]] = config_values(config or RunConfig())
-        #: a config file's mistakes in the form (``draft_marks``): texts for fields not mounted yet, notes
+        #: a config file's mistakes in the form (``draft_marks``): the file's texts of its bad values (a field
+        #: shows it as it mounts; it is no edit while the field still holds it), and the choices' notes
         self.draft_text, self.draft_notes = draft_marks(draft)
-        self.draft_file_text = dict(self.draft_text)
         self.errors: dict[str, str] = {}
         self.cross_error: str | None = None
         self.source = str(source) if source else None
@@ -113,7 +113,7 @@ class SetupScreen(SetupEstimate):
                                     classes="section-title"))
             for spec in SPECS:
                 if spec.section == section:
-                    ff = FormField(spec, self.values[spec.section][spec.key], self.draft_text.pop(spec.path, None))
+                    ff = FormField(spec, self.values[spec.section][spec.key], self.draft_text.get(spec.path))
                     ff.display = shown.get(spec.path, True)
                     out.append(ff)
         return out

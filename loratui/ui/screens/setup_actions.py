@@ -58,7 +58,7 @@ class SetupActions(LoratuiScreen):
     def modified(self) -> bool:
         """Edits since the form was loaded, saved or launched (a field left invalid counts): the title says
         'modified', and quitting or loading another config asks first."""
-        file_text = self.draft_file_text  # a file's own mistakes, as it was opened, are no edit of the form
+        file_text = self.draft_text  # a file's own mistakes, as it was opened, are no edit of the form
         edited = [p for p in self.visible_errors()
                   if p not in file_text or self.field(p).get_raw() != file_text[p]]
         return bool(edited) or self._normalised() != self._baseline
@@ -93,7 +93,6 @@ class SetupActions(LoratuiScreen):
         in their fields, marked."""
         self.values = config_values(cfg)
         self.draft_text, self.draft_notes = draft_marks(draft)
-        self.draft_file_text = dict(self.draft_text)
         self.own_runs_dir = str(self.values["output"]["runs_dir"])
         override = self.app.runs_dir_override
         if override:
@@ -104,7 +103,7 @@ class SetupActions(LoratuiScreen):
             for ff in self.query(FormField):
                 ff.set_value(self.values[ff.spec.section][ff.spec.key])
                 if ff.spec.path in self.draft_text:
-                    ff.control.value = self.draft_text.pop(ff.spec.path)  # type: ignore[attr-defined]
+                    ff.control.value = self.draft_text[ff.spec.path]  # type: ignore[attr-defined]
         self.source = str(source) if source else None
         self._estimated_key = None
         self._baseline = self._normalised()
