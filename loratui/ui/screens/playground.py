@@ -202,14 +202,13 @@ class PlaygroundScreen(PlaygroundEvents):
 
     # -- away: the model's memory given back --------------------------------------------------------------------
     def on_screen_suspend(self) -> None:
+        self._stop_looking()  # one timer at a time
         if self.client is not None and self.client.running:
             self._left_at = time.monotonic()
             self._away = self.set_interval(AWAY_POLL_S, self._look_while_away)
 
     def on_screen_resume(self) -> None:
-        if self._away is not None:
-            self._away.stop()
-            self._away = None
+        self._stop_looking()
         if self.freed and self.model_ref:
             why, self.freed = self.freed, ""
             answers, batch = self.answers, (self.batch_items, self.batch_result)
@@ -218,6 +217,11 @@ class PlaygroundScreen(PlaygroundEvents):
             self.status = f"loading {Path(self.model_ref).name} again (freed while away: {why})…"
             self._render_batch()
             self._render_all()
+
+    def _stop_looking(self) -> None:
+        if self._away is not None:
+            self._away.stop()
+            self._away = None
 
     def _look_while_away(self) -> None:
         if self.client is None or self.busy:  # a batch left running goes on: the user asked for it
@@ -228,7 +232,7 @@ class PlaygroundScreen(PlaygroundEvents):
         away = time.monotonic() - self._left_at
         if away >= AWAY_FREE_S:
             self._free(f"{format_duration(away)} on other screens")
-        if str(self.info.get("device", "")).startswith("cuda"):
+        elif str(self.info.get("device", "")).startswith("cuda"):
             self._free_if_training()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground-away", description="Runs training")
@@ -243,9 +247,7 @@ class PlaygroundScreen(PlaygroundEvents):
         client, self.client = self.client, None
         self.freed, self.info, self.gguf = why, {}, {}
         self.status = f"model freed ({why}); it loads again when you come back"
-        if self._away is not None:
-            self._away.stop()
-            self._away = None
+        self._stop_looking()
         self.run_worker(lambda: client.close(timeout=2.0), thread=True, group="playground-close",
                         description="Ending the generation process", exit_on_error=False)
 
