@@ -84,7 +84,8 @@ def safetensors_param_count(path: str | Path) -> int:
     return sum(prod(v.get("shape", [])) for k, v in header.items() if k != "__metadata__")
 
 
-def _files(folder: Path) -> list[tuple[str, int]]:
+def folder_files(folder: Path) -> list[tuple[str, int]]:
+    """Every file under ``folder`` (links left out) as (relative path, bytes), sorted."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
@@ -164,7 +165,7 @@ def read_adapter(folder: str | Path) -> AdapterInfo:
             except (OSError, ValueError) as err:
                 info.error = info.error or f"{wname} unreadable: {err}"
             break
-    info.files = _files(folder)
+    info.files = folder_files(folder)
     info.size = sum(size for _, size in info.files)
     from loratui.core.checkpoints import adapter_problem
 

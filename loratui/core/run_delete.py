@@ -7,10 +7,10 @@ Light module (no torch, no Textual).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
+from loratui.core.adapters import folder_files
 from loratui.core.errors import LoratuiError, RunError
 from loratui.core.identity import RunLock
 from loratui.core.queue import RunQueue
@@ -19,15 +19,8 @@ from loratui.core.runs import RunDir, summarize
 
 def folder_size(path: Path) -> tuple[int, int]:
     """(files, bytes) under ``path``, links not followed."""
-    files = size = 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            try:
-                size += os.lstat(os.path.join(root, name)).st_size
-                files += 1
-            except OSError:
-                pass
-    return files, size
+    files = folder_files(path)
+    return len(files), sum(size for _, size in files)
 
 
 def delete_run(path: str | Path) -> None:
