@@ -14,6 +14,9 @@ Patches (bench only; the engine carries none of them):
   copies=off      autocast's two casts a projection each way instead of the adapters' 16-bit copies for the
                   in-place forward (loratui.train.adapter_copies, the engine's default since round 14; copies=on
                   is the default's own name, kept for earlier calls' commands)
+  liger_sync=on   Liger's fused cross-entropy as it ships: its .item() at the loss and torch.equal in the backward
+                  (two host syncs a micro-batch) instead of loratui.train.liger_sync's rewrite (the default since
+                  round 15)
   liger_kernels=ce  Liger's fused cross-entropy only: transformers' own RMSNorm, RoPE and SwiGLU (torch ops launched
                   from C++) instead of Liger's Triton kernels (launched through Triton's Python launcher)
 bench/speed.py runs a variant through this script when it names one of them.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import sys
 
-PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies", "liger_kernels")
+PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies", "liger_sync", "liger_kernels")
 
 
 def after_training_args(change) -> None:
@@ -87,6 +90,10 @@ def apply(patch: str) -> None:
         from loratui.train import adapter_copies
 
         adapter_copies.ENABLED = value == "on"
+    elif key == "liger_sync" and value == "on":
+        from loratui.train import liger_sync
+
+        liger_sync.ENABLED = False
     elif key == "liger_kernels" and value == "ce":
         def ce_only(args):
             if args.liger_kernel_config:
@@ -96,7 +103,7 @@ def apply(patch: str) -> None:
         after_training_args(ce_only)
     else:
         raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on, host_trim=off, "
-                         "pygc=off, copies=on|off, liger_kernels=ce)")
+                         "pygc=off, copies=on|off, liger_sync=on, liger_kernels=ce)")
     print(f"bench patch: {patch}", flush=True)
 
 

@@ -119,8 +119,13 @@ class Recipe:
             self._embeddings_to_host()
         if fsdp and sp.liger and cfg.uses_lora:
             self._head_gathered = distributed.unshard_head_for_fused_ce(self.model)
-        if sp.wide_loss_chunks and self._fused_ce():
-            speed.widen_loss_chunks()
+        if speed.fused_cross_entropy(cfg, sp.liger) and self._fused_ce():
+            from loratui.train.liger_sync import drop_loss_syncs
+
+            if drop_loss_syncs():  # the host keeps its lead into the backward (no .item() at the loss)
+                self.echo("Liger's fused loss runs without its host syncs")
+            if sp.wide_loss_chunks:
+                speed.widen_loss_chunks()
         if sp.fused_lora:  # before lean_lora, which leaves fused projections' dropout to the fused function
             from loratui.train.fused_lora import fuse_lora
 
