@@ -14,7 +14,8 @@ import yaml
 from loratui.core import runs
 from loratui.core.config import RunConfig
 from loratui.train.engine import Engine
-from loratui.train.merge import MergeError, folder_size, merge_adapter
+from loratui.core.checkpoints import folder_bytes
+from loratui.train.merge import MergeError, merge_adapter
 
 
 def _train(tmp_path_factory, model_dir: Path, **extra) -> Path:
@@ -44,7 +45,7 @@ def test_merge_reproduces_the_adapter_and_reloads(tmp_path, llama_adapter):
     result = merge_adapter(llama_adapter, out, dtype="fp32", progress=lambda s, f: steps.append(s))
     assert steps[0] == "loading base model" and steps[-1] == "done"
     assert result["max_diff"] < 1e-4
-    assert result["size_bytes"] == folder_size(out) > 0
+    assert result["size_bytes"] == folder_bytes(out) > 0
     model = AutoModelForCausalLM.from_pretrained(str(out))
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert AutoTokenizer.from_pretrained(str(out)).eos_token

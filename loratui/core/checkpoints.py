@@ -216,6 +216,8 @@ def rotate(checkpoints_dir: Path, keep: int | None) -> list[Path]:
 
 
 def folder_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 for a missing folder; a file that vanishes meanwhile counts 0): the one
+    count for checkpoints, merged models and Compare's saved size."""
     total = 0
     for p in Path(path).rglob("*"):
         try:

@@ -19,7 +19,7 @@ from typing import Any
 from loratui.core.fmt import format_duration, format_rate
 from loratui.core.preference import REWARD_KEYS
 from loratui.core.compare_rows import (  # noqa: F401 - re-exported: the rows are read there
-    IGNORED_KEYS, RowCache, RunRow, config_differences, ev_get, flatten, folder_size, read_run, read_runs, state_text,
+    IGNORED_KEYS, RowCache, RunRow, config_differences, ev_get, flatten, read_run, read_runs, state_text,
     summary_path,
 )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loratui.core.checkpoints import folder_bytes
 from loratui.core.config import LORA_METHODS, RunConfig
 from loratui.core.preference import reward_fields
 from loratui.core.runs import RunDir
@@ -112,13 +113,6 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def folder_size(path: Path) -> int:
-    try:
-        return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-    except OSError:
-        return 0
 
 
 def _targets(cfg: RunConfig | None, out_dir: Path | None) -> str:
@@ -229,7 +223,7 @@ def read_run(path: str | Path) -> RunRow:
     row.device = folded.device or ""
     for what, folder in (("adapter", run.adapter_dir), ("model", run.path / "model")):
         if folder.is_dir():
-            row.saved_as, row.size_bytes = what, folder_size(folder)
+            row.saved_as, row.size_bytes = what, folder_bytes(folder)
             if cfg is not None:
                 row.targets = _targets(cfg, folder)
             break

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from loratui.core.checkpoints import folder_bytes
 from loratui.core.config import ModelSection
 from loratui.core.config_base import task_of_peft
 from loratui.core.errors import LoratuiError
@@ -27,10 +28,6 @@ PROBE = "The quick brown fox jumps over the lazy dog. LoRA adapters merge into t
 
 class MergeError(LoratuiError):
     pass
-
-
-def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def read_adapter_meta(adapter: Path) -> dict:
@@ -219,7 +216,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: str | None =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    size = folder_size(output)
+    size = folder_bytes(output)
     progress("done", 1.0)
     return {"output": str(output), "size_bytes": size, "max_diff": max_diff, "check": check,
             "seconds": round(time.time() - t0, 2), "dtype": dtype, "base_model": base_name, "task": task}
