@@ -17,6 +17,8 @@ Patches (bench only; the engine carries none of them):
   liger_sync=on   Liger's fused cross-entropy as it ships: its .item() at the loss and torch.equal in the backward
                   (two host syncs a micro-batch) instead of loratui.train.liger_sync's rewrite (the default since
                   round 15)
+  gqa=repeat      keys and values repeated to the query heads before torch's varlen kernel (4x on Llama-3's shapes),
+                  where loratui.train.speed found that this torch's kernel takes grouped heads as they are
   liger_kernels=ce  Liger's fused cross-entropy only: transformers' own RMSNorm, RoPE and SwiGLU (torch ops launched
                   from C++) instead of Liger's Triton kernels (launched through Triton's Python launcher)
 bench/speed.py runs a variant through this script when it names one of them.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import sys
 
-PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies", "liger_sync", "liger_kernels")
+PATCHES = ("inplace", "head_chunk", "nonblock", "host_trim", "pygc", "copies", "liger_sync", "gqa", "liger_kernels")
 
 
 def after_training_args(change) -> None:
@@ -94,6 +96,10 @@ def apply(patch: str) -> None:
         from loratui.train import liger_sync
 
         liger_sync.ENABLED = False
+    elif key == "gqa" and value == "repeat":
+        from loratui.train import speed
+
+        speed.varlen_takes_gqa = lambda *args: False
     elif key == "liger_kernels" and value == "ce":
         def ce_only(args):
             if args.liger_kernel_config:
@@ -103,7 +109,7 @@ def apply(patch: str) -> None:
         after_training_args(ce_only)
     else:
         raise SystemExit(f"unknown patch {patch!r} (known: inplace=off, head_chunk=N, nonblock=on, host_trim=off, "
-                         "pygc=off, copies=on|off, liger_sync=on, liger_kernels=ce)")
+                         "pygc=off, copies=on|off, liger_sync=on, gqa=repeat, liger_kernels=ce)")
     print(f"bench patch: {patch}", flush=True)
 
 

@@ -197,3 +197,22 @@ def test_widen_loss_chunks_binds_ligers_chunk_multiplier_once(monkeypatch):
     assert seen == [speed.WIDE_LOSS_CHUNK] and fn.func is flce
     # LigerForCausalLMLoss passes only the parameters the function's signature names
     assert "chunk_mem_const" in inspect.signature(fn).parameters
+
+
+def _varlen_mapping(kv_head_of):
+    """A varlen kernel that takes fewer key/value heads as they are, query head i reading key/value head
+    ``kv_head_of(i, groups)``; torch 2.11's FlashAttention maps i // groups."""
+    def attn(q, k, v, cu_q, cu_k, max_q, max_k, scale=None, **_):
+        groups = q.shape[1] // k.shape[1]
+        idx = torch.tensor([kv_head_of(i, groups, k.shape[1]) for i in range(q.shape[1])])
+        return _reference_varlen(q, k[:, idx], v[:, idx], cu_q, cu_k, max_q, max_k, scale=scale)
+    return attn
+
+
+def test_grouped_heads_go_to_the_kernel_as_they_are_only_where_it_maps_them_as_repeating_would():
+    """No 4x copies of keys and values where the kernel does the grouping itself; copies kept where it maps the
+    heads another way or refuses unequal heads (as SDPA without enable_gqa does)."""
+    kw = {"is_causal": True}
+    assert speed.varlen_takes_gqa(_varlen_mapping(lambda i, groups, kv: i // groups), kw, "cpu")
+    assert not speed.varlen_takes_gqa(_varlen_mapping(lambda i, groups, kv: i % kv), kw, "cpu")
+    assert not speed.varlen_takes_gqa(_reference_varlen, kw, "cpu")  # unequal heads: an error

@@ -101,7 +101,8 @@ class Recipe:
         seed_everything(cfg.train.seed)  # before the model: a new head and the LoRA matrices start the same each run
         self.speed = sp = speed.resolve(cfg, self._cuda, models.load_model_config(cfg, pre.resolved).model_type)
         if sp.attention == speed.VARLEN:
-            speed.register_varlen_attention()
+            if speed.register_varlen_attention() and self._cuda:
+                self.echo("varlen attention takes grouped key/value heads as they are")
         fsdp = self.strategy == "fsdp"
         if fsdp:  # FSDP's low-memory loading is switched on by TrainingArguments, before the load
             self._fsdp_args = distributed.fsdp_settings(models.build_meta_model(cfg), cfg.train.gradient_checkpointing)

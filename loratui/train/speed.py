@@ -233,8 +233,9 @@ def lean_activations(cfg: RunConfig, cuda: bool) -> bool:
     return wanted and cfg.method.kind in LORA_METHODS
 
 
-def register_varlen_attention() -> None:
+def register_varlen_attention() -> bool:
     """Register ``loratui_varlen`` with transformers: attention per packed example through torch's varlen kernel.
+    Returns whether grouped key/value heads reach the kernel as they are (no copies).
 
     The packing collator hands the model ``cu_seq_lens_q/k`` and ``max_length_q/k`` (as transformers' own
     DataCollatorWithFlattening does for FlashAttention); the model passes them down to this function. No mask
@@ -242,6 +243,7 @@ def register_varlen_attention() -> None:
     needs for packed rows is quadratic in the packed length, and detecting packed rows costs a host sync a step).
     """
     import inspect
+    import os
 
     import torch
     from torch.nn.attention.varlen import varlen_attn
@@ -251,6 +253,11 @@ def register_varlen_attention() -> None:
     params = inspect.signature(varlen_attn).parameters
     causal_kw = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
     native_gqa = "enable_gqa" in params
+    # torch 2.11's varlen_attn has no enable_gqa, yet hands the heads to FlashAttention as they are: where it
+    # takes fewer key/value heads as they are, no 4x copies of keys and values a layer (3.9 ms of gaps a step on
+    # the 8B shape and 2.3 GB kept for the backward: bench/NOTES.md round 13)
+    local = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # this process's card (one per process under torchrun)
+    gqa_as_is = native_gqa or (torch.cuda.is_available() and varlen_takes_gqa(varlen_attn, causal_kw, local))
 
     def forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         cu_q = kwargs.get("cu_seq_lens_q")
@@ -268,7 +275,7 @@ def register_varlen_attention() -> None:
         if k.shape[1] != q.shape[1]:
             if native_gqa:
                 extra["enable_gqa"] = True
-            else:
+            elif not gqa_as_is:
                 groups = q.shape[1] // k.shape[1]
                 k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         out = varlen_attn(q, k, v, cu_q, kwargs.get("cu_seq_lens_k", cu_q), kwargs["max_length_q"],
@@ -276,6 +283,31 @@ def register_varlen_attention() -> None:
         return out.to(dtype).unsqueeze(0), None  # (1, tokens, heads, dim), as the other implementations return
 
     AttentionInterface.register(VARLEN, forward)
+    return gqa_as_is
+
+
+def varlen_takes_gqa(varlen_attn, causal_kw: dict, device: str) -> bool:
+    """Whether ``varlen_attn`` (called without ``enable_gqa``) takes fewer key/value heads than query heads as they
+    are: outputs and all three gradients against the same call on repeated heads, on two tiny packed examples
+    (grouped heads mapped another way, or an error, say no). Once a process, a few milliseconds."""
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(48, h, 64, device=device, dtype=torch.bfloat16, generator=g) for h in (4, 2, 2))
+    cu = torch.tensor([0, 20, 48], dtype=torch.int32, device=device)
+    got = []
+    try:
+        with torch.enable_grad(), torch.autocast(torch.device(device).type, enabled=False):
+            for as_is in (True, False):
+                qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
+                k2, v2 = (kk, vv) if as_is else (kk.repeat_interleave(2, dim=1), vv.repeat_interleave(2, dim=1))
+                out = varlen_attn(qq, k2, v2, cu, cu, 28, 28, **causal_kw)
+                out.float().square().sum().backward()
+                got.append((out, qq.grad, kk.grad, vv.grad))
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return False
+    return all(a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+               for a, b in zip(*got))
 
 
 def compile_layers(model) -> int:
