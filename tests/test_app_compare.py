@@ -278,3 +278,38 @@ async def test_a_study_queued_again_keeps_its_earlier_batch_to_compare(runs):
         app.screen.dismiss("a\t20260105-090000")
         await wait_until(pilot, lambda: [r.name for r in screen.rows] == ["a-r4", "a-r16"], what="the earlier batch")
         assert screen.heading == "study a · 20260105-090000"
+
+
+def _axis_labels(lines: list[str]) -> tuple[list[float], list[float]]:
+    """The plot's y tick labels (left of '┤') and x tick labels (the line under the frame's '└')."""
+    ys = [float(ln.split("┤")[0]) for ln in lines if "┤" in ln and ln.split("┤")[0].strip()]
+    bottom = next(i for i, ln in enumerate(lines) if "└" in ln)
+    xs = [float(t) for t in lines[bottom + 1].split()]
+    return ys, xs
+
+
+async def test_a_single_evaluation_is_drawn_on_a_range_around_it(runs):
+    """The walk: a run with one evaluation (the base model's, at step 0) drew its step axis from -1 to 1, and a
+    single value spans plotext's 0.5x to 1.5x (-1 to 1 for a 0). The axes fit the point: steps from 0, the loss
+    a little either side of its value."""
+    import json
+    import shutil
+
+    shutil.copytree(runs / "smollm2-stopped", runs / "one-eval")
+    events, kept = [json.loads(ln) for ln in (runs / "one-eval" / "events.jsonl").read_text().splitlines()], []
+    for e in events:
+        if e["kind"] == "eval":
+            if any(k["kind"] == "eval" for k in kept):
+                continue
+            e = {**e, "step": 0}
+        kept.append(e)
+    (runs / "one-eval" / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in kept))
+    loss = next(e["eval_loss"] for e in kept if e["kind"] == "eval")
+    app = compare_app(runs, runs=[runs / "one-eval"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="compare")
+        await pilot.press("N")  # the eval-loss curves
+        await pilot.pause()
+        ys, xs = _axis_labels(screen_text(app).splitlines())
+    assert ys and all(0.8 * loss <= y <= 1.2 * loss for y in ys), (loss, ys)
+    assert xs and min(xs) == 0 and all(x >= 0 for x in xs), xs

@@ -132,3 +132,21 @@ async def test_with_no_run_attached_the_monitor_offers_no_detach(runs):
         app.screen.attach(runs / "smollm2-demo")
         await wait_until(pilot, lambda: app.screen.state == "finished", what="attached")
         assert "d Detach" in screen_text(app).splitlines()[-1]
+
+
+async def test_the_base_models_evaluation_alone_is_drawn_on_a_range_around_it(runs):
+    """Before the first step only the base model's evaluation is known: one point, which plotext spans from half
+    its value to one and a half (from -1 to 1 for a 0). The loss axis keeps a little either side of it."""
+    from loratui.ui.widgets.loss_chart import LossChart
+
+    events = [{"kind": "started", "time": T, "max_steps": 30, "model": "smollm2-135m-instruct", "method": "lora"},
+              {"kind": "eval", "time": T + 5, "step": 0, "eval_loss": 3.2}]
+    app = host_app(lambda: MonitorScreen(make_live_run(runs, "base-eval", pid=os.getpid(), events=events)),
+                   runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.screen.query_one(LossChart)
+        await wait_until(pilot, lambda: chart.eval[0], what="the base model's evaluation")
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+    ticks = [float(ln.split("┤")[0].split("│")[-1]) for ln in lines if "┤" in ln]
+    assert len(ticks) >= 2 and all(2.8 <= t <= 3.6 for t in ticks), ticks

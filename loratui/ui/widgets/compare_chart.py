@@ -14,7 +14,7 @@ from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from loratui.core.compare import RunRow, bar_blocks, bar_scale, chart_series, needs_log, no_data_text, short_titles
-from loratui.ui.widgets.loss_chart import downsample
+from loratui.ui.widgets.loss_chart import downsample, flat_limits, nice_ticks
 from loratui.ui.widgets.tables import name_ellipsis
 
 #: the charts, in the order ``n`` cycles through them
@@ -61,15 +61,30 @@ class CompareChart(PlotextPlot):
         plt = self.plt
         plt.clear_figure()
         labels = short_titles(self.rows)[0]  # the part of the names that differs: 80 columns tell them apart
-        drawn = False
+        all_x: list[float] = []
+        all_y: list[float] = []
         for i, (label, r) in enumerate(zip(labels, self.rows)):
             if not r.eval_curve:
                 continue
             xs, ys = downsample([float(s) for s, _ in r.eval_curve], [v for _, v in r.eval_curve], 2 * width)
-            plt.plot(xs, ys, marker="braille", color=CURVE_COLORS[i % len(CURVE_COLORS)], label=label[:16])
-            drawn = True
+            if len(xs) == 1:  # a single evaluation: a marker, as a braille dot of one point is hard to see
+                plt.scatter(xs, ys, marker="●", color=CURVE_COLORS[i % len(CURVE_COLORS)], label=label[:16])
+            else:
+                plt.plot(xs, ys, marker="braille", color=CURVE_COLORS[i % len(CURVE_COLORS)], label=label[:16])
+            all_x += xs
+            all_y += ys
+        # one evaluation (or all at one step, or one loss): a range around it, not plotext's -1 to 1 for a 0
+        xlim = flat_limits(all_x)
+        if xlim:  # steps from 0, as the Monitor draws them
+            top = max(1, int(all_x[0]))
+            plt.xlim(0, top)
+            ticks = nice_ticks(top, max(2, width // 12))
+            plt.xticks(ticks, [str(t) for t in ticks])
+        ylim = flat_limits(all_y)
+        if ylim:
+            plt.ylim(*ylim)
         plt.yfrequency(4)
-        return drawn
+        return bool(all_x)
 
     def bars(self, width: int, height: int) -> Text | None:
         """This chart's bars in ``width`` x ``height`` cells, in the table's order; None when no run has a value.

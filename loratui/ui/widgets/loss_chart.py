@@ -26,6 +26,20 @@ def downsample(xs: list[float], ys: list[float], target: int) -> Series:
     return out_x, out_y
 
 
+def flat_limits(values: list[float], floor: float | None = 0.0) -> tuple[float, float] | None:
+    """Axis limits for a series with a single value (one point, or a flat line): a tenth of the value either side,
+    at least 0.05, never below ``floor`` (a loss is never negative); None when the values span a range, which
+    plotext's own limits fit. Left to plotext, one value ``v`` spans ``0.5v`` to ``1.5v``, and ``0`` spans -1 to 1."""
+    if not values or min(values) != max(values):
+        return None
+    v = values[0]
+    pad = max(abs(v) * 0.1, 0.05)
+    lo, hi = v - pad, v + pad
+    if floor is not None and v >= floor and lo < floor:
+        lo, hi = floor, max(hi, floor + 2 * pad)
+    return lo, hi
+
+
 def nice_ticks(top: int, count: int) -> list[int]:
     """Round step ticks from 0 to ``top`` (0, 50, 100, ...), at most ``count`` + 1 of them."""
     if top <= 0:
@@ -84,6 +98,9 @@ class LossChart(PlotextPlot):
             plt.scatter(ex[-1:], ey[-1:], marker="●", color="orange")
         xmax = max(self.max_steps, int(max(tx[-1] if tx else 0, ex[-1] if ex else 0)), 1)
         plt.xlim(0, xmax)
+        ylim = flat_limits(ty + ey)
+        if ylim:  # one point, or a flat line: a range around it, not plotext's -1 to 1 for a 0
+            plt.ylim(*ylim)
         ticks = nice_ticks(xmax, max(2, width // 12))
         plt.xticks(ticks, [str(t) for t in ticks])
         plt.yfrequency(4)
