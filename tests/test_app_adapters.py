@@ -145,3 +145,31 @@ async def test_at_80_columns_checkpoints_are_named_whole_with_their_step_and_the
     assert rows[2][:4] == [long, "200", format_loss(demo.loss), format_loss(demo.eval_loss)]  # the Monitor's
     assert rows[3][:5] == ["├", "checkpoint-200", "200", "0.948", "1.032"]
     assert rows[4][:5] == ["└", "checkpoint-100", "100", "1.361", "1.462"]  # recorded at step 100
+
+
+async def test_at_80x24_the_detail_of_a_demo_run_with_exports_fits_without_a_scrollbar(runs):
+    """The walk: at 80x24 the detail of an adapter with GGUF exports (seven target modules, the default run name)
+    ran past its 10 rows: a scrollbar's end ('▂▂') stood among the text, and the date and targets were out of
+    view. Every row shows, and nothing scrolls."""
+    import json
+    import shutil
+
+    name = "smollm2-135m-instruct-lora-20261204-0912"
+    shutil.copytree(runs / "smollm2-demo", runs / name)
+    config = runs / name / "adapter" / "adapter_config.json"
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config.write_text(json.dumps({**json.loads(config.read_text()), "target_modules": targets}))
+    (runs / name / "gguf").mkdir()
+    for kind, size in (("f16", 500_000), ("q8_0", 300_000), ("q4_k_m", 150_000)):
+        (runs / name / "gguf" / f"model-{kind}.gguf").write_bytes(b"\0" * size)
+    app = host_app(lambda: AdaptersScreen(folders=[runs]), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="adapters")
+        assert screen.selected.name == name  # the newest run's adapter, first
+        await pilot.pause()
+        rows = screen_text(app).splitlines()[-11:-1]  # the detail's 10 rows, above the footer
+    text = "\n".join(rows)
+    assert not any(ch in text for ch in "▁▂▃▄▅▆▇█"), text
+    assert "created" in text and "v_proj" in text and "f16, q8_0, q4_k_m (l: try)" in text, text
+    assert "adapter_model.safetensors" in text and "gguf/model-q4_k_m.gguf" in text, text

@@ -42,8 +42,8 @@ class AdaptersScreen(LoratuiScreen):
     AdaptersScreen #ad-title { height: 1; padding: 0 1; background: $boost; }
     AdaptersScreen #ad-table { height: 1fr; min-height: 5; }
     AdaptersScreen #ad-detail { height: 11; border-top: solid $primary 40%; }
-    AdaptersScreen #ad-info { width: 1fr; padding: 0 1; }
-    AdaptersScreen #ad-files { width: 1fr; padding: 0 1; border-left: solid $primary 30%; }
+    AdaptersScreen #ad-info { width: 9fr; padding: 0 1; }
+    AdaptersScreen #ad-files { width: 7fr; padding: 0 0 0 1; border-left: solid $primary 30%; }
     AdaptersScreen #ad-empty { height: 1fr; content-align: center middle; color: $text-muted; display: none; }
     AdaptersScreen.-empty #ad-empty { display: block; }
     AdaptersScreen.-empty #ad-table, AdaptersScreen.-empty #ad-detail { display: none; }

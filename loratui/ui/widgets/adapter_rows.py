@@ -139,8 +139,8 @@ def info_grid(a: AdapterInfo, f: StepFigures | None, exported: list) -> Table:
     if a.trainable_params is not None:
         rank += f" · {a.trainable_params:,} params"
     grid.add_row("r / α", rank)
-    if exported:  # what llama.cpp and Ollama can run, at a glance (each file with its folder on the right)
-        grid.add_row("GGUF", ", ".join(f"{e.kind} {format_bytes(e.size)}" for _, e in exported) + " (l: try)")
+    if exported:  # what llama.cpp and Ollama can run, at a glance (each file with its size on the right): one line
+        grid.add_row("GGUF", ", ".join(dict.fromkeys(e.kind for _, e in exported)) + " (l: try)")
     grid.add_row("created", a.created_text)
     # last: seven modules' names fold over lines, and pushed the exports and the date out of the pane at 80x24
     grid.add_row("targets", a.targets_text)
@@ -156,7 +156,7 @@ def files_grid(a: AdapterInfo, exported: list) -> Table:
         ft.add_row(fname, format_bytes(size))
     ft.add_row(Text(f"{len(a.files)} files", style="bold"), Text(format_bytes(a.size), style="bold"))
     if exported:
-        ft.add_row(Text("GGUF exports (l: try, e: export again)", style="bold"), "")
+        ft.add_row(Text("GGUF exports (e: again)", style="bold"), "")
         for folder, e in exported:
             ft.add_row(f"{folder}/{e.path.name}", format_bytes(e.size))
     return ft
