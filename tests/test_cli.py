@@ -232,3 +232,21 @@ def test_a_merge_whose_check_fails_exits_non_zero(tmp_path, monkeypatch, capsys)
     out, err = capsys.readouterr()
     assert "✖ merged model differs from the adapter more than expected" in out
     assert err.strip().endswith("--dtype fp32 merges exactly")
+
+
+def test_every_unknown_key_in_a_bad_config_says_what_it_likely_meant(tmp_path, capsys):
+    """The walk: `loratui train bad.yaml` told 'did you mean' for the first unknown key only; the others in the
+    'also to fix' list were bare paths, so each typo was found by running again."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": {"name": "smollm2-135m-instruct"},
+                                   "lora": {"rr": 8, "alpah": 16, "dropuot": 0.05},
+                                   "train": {"learning_rate": 0.001, "batch_sise": 8, "r": 8}}, sort_keys=False))
+    for command in (["train", str(bad)], ["estimate", str(bad)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "lora.rr: unknown key 'rr' (allowed here: r, alpha," in err, err
+        also = err.partition("also to fix: ")[2]
+        for part in ("lora.alpah (did you mean 'alpha'?)", "lora.dropuot (did you mean 'dropout'?)",
+                     "train.learning_rate (did you mean 'lr'?)", "train.batch_sise (did you mean 'batch_size'?)",
+                     "train.r (it belongs under lora:)"):
+            assert part in also, (part, err)

@@ -24,12 +24,24 @@ def validation_message(err: ValidationError, root: type[BaseModel], prefix: str 
     errors = err.errors()
     line = error_line(errors[0], root, prefix)
     first = line.partition(": ")[0]
-    others = list(dict.fromkeys(loc for loc in (_loc(e, prefix) for e in errors[1:]) if loc != first))
+    others = list(dict.fromkeys(_other(e, root, prefix) for e in errors[1:] if _loc(e, prefix) != first))
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         more = f"; also to fix: {shown}"
         line += more if len(line) + len(more) <= 640 else f"; {len(others)} more field(s) to fix"
     return line
+
+
+def _other(e: dict, root: type[BaseModel], prefix: str) -> str:
+    """A field in the 'also to fix' list: its path, and for an unknown key the name it likely meant, as the first
+    error says it (``train.batch_sise (did you mean 'batch_size'?)``)."""
+    loc = _loc(e, prefix)
+    if e["type"] == "extra_forbidden":
+        section, _, key = loc.rpartition(".")
+        guess = unknown_key_guess(root, section, key)
+        if guess:
+            return f"{loc} ({guess})"
+    return loc
 
 
 def error_line(e: dict, root: type[BaseModel], prefix: str = "") -> str:
@@ -67,6 +79,16 @@ KNOWN_NAMES = {"learning_rate": "lr", "num_train_epochs": "epochs", "per_device_
 def unknown_key_hint(root: type[BaseModel], section: str, key: str) -> str:
     """``did you mean 'lr'?`` (a name from transformers or peft, or a close spelling), ``it belongs under train:``
     (a key of another section), else the keys allowed here."""
+    guess = unknown_key_guess(root, section, key)
+    if guess:
+        return guess
+    model = section_model(root, section)
+    return f"allowed here: {', '.join(model.model_fields) if model else ''}"
+
+
+def unknown_key_guess(root: type[BaseModel], section: str, key: str) -> str | None:
+    """:func:`unknown_key_hint` when it has a name to offer (``did you mean 'lr'?``, ``it belongs under train:``);
+    None when it would only list the keys allowed."""
     import difflib
 
     model = section_model(root, section)
@@ -83,7 +105,7 @@ def unknown_key_hint(root: type[BaseModel], section: str, key: str) -> str:
             other = section_model(root, name)
             if name != section and other is not None and ours in other.model_fields:
                 return f"it belongs under {name}:" if ours == key else f"did you mean {name}.{ours}?"
-    return f"allowed here: {', '.join(fields)}"
+    return None
 
 
 def short(text: str, limit: int = 80) -> str:
