@@ -93,6 +93,11 @@ def serve(stdin=None, emit: Emit = _out) -> int:
 
 
 def main() -> int:
+    from loratui.core.parent_watch import exit_with_parent
+
+    # the app gone (SIGKILL, a lost terminal while SIGHUP is ignored, an exit that never closed us): end now, not
+    # after the command in hand (a model loading while the hub lookup retries outlived the app by minutes)
+    exit_with_parent()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

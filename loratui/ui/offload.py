@@ -63,15 +63,9 @@ def _quiet() -> None:
 
 def _die_with_parent(parent: int) -> None:
     """In the helper: exit when the app is gone, however it went (SIGKILL and a lost terminal included)."""
+    from loratui.core.parent_watch import exit_with_parent
 
-    def watch() -> None:
-        import time
-
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="loratui-parent-watch", daemon=True).start()
+    exit_with_parent(parent)
 
 
 def _run(target: str, args: tuple, kwargs: dict) -> Any:
