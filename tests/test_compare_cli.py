@@ -48,7 +48,16 @@ def test_a_study_still_going_prints_as_the_app_exports_it(runs, capsys):
     assert [r["run"] for r in csv.DictReader(io.StringIO(printed))] == ["s-r8", "s-r16"]
 
 
-def test_with_nothing_named_the_newest_study_and_its_export(runs, tmp_path, capsys):
+def test_with_nothing_named_the_newest_study_and_its_export(runs, tmp_path, capsys, monkeypatch):
+    # the live run's active and wall time tick to 'now': the two exports, a moment apart, read one clock (they
+    # differed when a second turned between them: '8018:43:29' beside '8018:43:30')
+    import time
+    from types import SimpleNamespace
+
+    from loratui.core import compare_rows
+
+    now = time.time()
+    monkeypatch.setattr(compare_rows, "time", SimpleNamespace(time=lambda: now))
     assert cli_main(["compare", "--runs-dir", str(runs), "--export", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "# Study s" in out and f"exported {tmp_path / 'out' / 's.csv'}" in out
