@@ -279,20 +279,25 @@ class LoratuiApp(Navigation, App[None]):
             self.open_playground(target)
         elif target is not None and mode == "merge" and Path(target) != getattr(shown, "adapter", None):
             self.open_merge(target)  # g from the Playground or a finished run's Monitor: merge that adapter
-        elif mode == "monitor" and (live := self._live_elsewhere(shown)) is not None:
-            self.open_monitor(live)  # a run started since (the CLI, the queue): m watches it, not the ended one
+        elif mode == "monitor" and getattr(shown, "state", "") not in ("running", "starting", "stalled"):
+            self._monitor_live_or_shown(getattr(shown, "run_dir", None), self.screen)
         else:
             self.action_switch_mode(mode)
 
-    def _live_elsewhere(self, monitor: Any) -> Path | None:
-        """The newest live run when the Monitor shows one that has ended (or none), else None."""
-        if monitor is not None and getattr(monitor, "state", "") in ("running", "starting", "stalled"):
-            return None
+    @work(thread=True, exclusive=True, exit_on_error=False, group="m", description="Looking for a live run")
+    def _monitor_live_or_shown(self, watched: Path | None, pressed_on: Any) -> None:
+        """m with the Monitor on an ended run (or none): the newest run training now if there is one (started since
+        from the CLI or the queue), else the Monitor as it is. The runs folder is read here, off the UI thread; a
+        screen changed meanwhile (another key) wins."""
         from loratui.core.runs import live_runs
 
         found = live_runs(self.runs_dir)
-        watched = getattr(monitor, "run_dir", None)
-        return Path(found[0].path) if found and Path(found[0].path) != watched else None
+        live = Path(found[0].path) if found and Path(found[0].path) != watched else None
+        self.call_from_thread(self._monitor_after_look, live, pressed_on)
+
+    def _monitor_after_look(self, live: Path | None, pressed_on: Any) -> None:
+        if self.screen is pressed_on:
+            self.open_monitor(live) if live is not None else self.action_switch_mode("monitor")
 
     async def action_quit(self) -> None:
         """ctrl+q and q: leave (runs keep going), after asking when Setup holds unsaved edits."""
