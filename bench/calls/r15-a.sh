@@ -6,7 +6,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 OUT0=$OUT; mkdir -p /tmp/o; export OUT=/tmp/o
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch;print(torch.__version__)"
 B=lora.r=16+lora.alpha=32+lora.preset=llama-all; OLD=$B+liger_sync=on+gqa=repeat
-python3 bench/speed.py --shape 8b --method lora --steps 50 --window-start 20 --batch 16 --no-seed --timeout 120 \
+python3 bench/speed.py --shape 8b --method lora --steps 42 --window-start 17 --batch 16 --no-seed --timeout 100 \
     --variants $OLD,$B,$OLD,$B 2>&1 | grep "^|"
 grep -h "Error\|error:\|host syncs\|as they are" /tmp/o/8b-lora*.log | sort | uniq -c | tail -5
 mkdir -p /tmp/o/ab && mv /tmp/o/*.json /tmp/o/ab/ 2>/dev/null; tar czf $OUT0/r.tgz -C /tmp/o .
