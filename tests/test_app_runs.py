@@ -272,6 +272,25 @@ def test_delete_run_refuses_a_live_run_a_queued_one_and_a_folder_that_is_no_run(
     assert not (runs / "smollm2-demo").exists()
 
 
+def test_a_deleted_run_leaves_the_queue_and_its_name_is_free_for_a_new_one(runs):
+    """QA walk: after deleting a queued run that had finished, the Queue still listed it, and queuing its config
+    again made a second row whose old twin pointed at the new folder."""
+    from loratui.core.queue import RunQueue
+    from loratui.core.run_delete import delete_run
+    from loratui.core.runs import RunDir
+
+    queue = RunQueue(runs)
+    cfg = RunDir(runs / "smollm2-demo").config()
+    cfg.output.name = "q1"
+    entry = queue.add(cfg)
+    with queue.edit() as state:
+        state.find(entry.id).state = "finished"
+    delete_run(runs / entry.run)
+    assert [e.run for e in queue.read().entries] == []
+    again = queue.add(cfg)
+    assert again.run == entry.run and [e.run for e in queue.read().entries] == [entry.run]
+
+
 async def test_m_watches_a_run_started_since_rather_than_the_ended_one(runs, fake_core):
     """With the app open on a finished run's Monitor, a run started from the CLI was not what m showed (QA walk)."""
     from loratui.ui.app import LoratuiApp

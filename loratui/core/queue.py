@@ -244,6 +244,16 @@ class RunQueue:
             state.entries = [e for e in state.entries if e.state in LIVE]
             return before - len(state.entries)
 
+    def forget_run(self, run: str) -> int:
+        """Drop the ended entries of the run folder ``run`` (deleted): the Queue lists no run that is gone, and a
+        run queued later under the same name is not mistaken for it. No queue file: nothing written."""
+        if not self.path.exists():
+            return 0
+        with self.edit() as state:
+            before = len(state.entries)
+            state.entries = [e for e in state.entries if e.run != run or e.state in LIVE]
+            return before - len(state.entries)
+
     # -- the runner -----------------------------------------------------------------------------------------------
     def runner_pid(self) -> int | None:
         try:

@@ -43,3 +43,4 @@ def delete_run(path: str | Path) -> None:
         shutil.rmtree(run.path)
     finally:
         lock.release()
+    RunQueue(run.path.parent).forget_run(run.name)
