@@ -312,3 +312,18 @@ def test_the_full_fine_tuning_row_of_a_continued_adapter_continues_none():
     full, qlora = comparison_config(cfg, "full"), comparison_config(cfg, "qlora")
     assert (full.method.kind, full.method.start_from, full.train.optimizer) == ("full", None, "adamw_torch")
     assert qlora.method.start_from == "runs/sft" and cfg.method.start_from == "runs/sft"
+
+
+def test_a_missing_local_data_file_is_named_as_missing_and_a_hub_id_as_not_local(tmp_path):
+    """QA walk: a data path that does not exist on this machine was called 'not a local file' (as a hub dataset is),
+    while `loratui train` said 'no such file'. The estimate still assumes full rows for both."""
+    from loratui.train.step_tokens import step_tokens
+
+    cfg = RunConfig.model_validate({"model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                                    "data": {"source": str(tmp_path / "nodata.jsonl"), "max_length": 128},
+                                    "train": {"max_steps": 10, "batch_size": 8}})
+    missing = step_tokens(cfg, packing=False)
+    assert "nodata.jsonl): no such file here: assumed 8 x max_length 128" in missing.note
+    assert missing.train == 8 * 128 and not missing.measured
+    cfg.data.source = "someone/some-dataset"
+    assert "(someone/some-dataset) is not a local file" in step_tokens(cfg, packing=False).note

@@ -59,7 +59,9 @@ def _source_key(cfg: RunConfig) -> tuple | str:
 
     src = data.resolve_source(cfg.data.source)
     path = Path(src)
-    if not path.is_absolute() or not path.exists():
+    if path.is_absolute() and not path.exists():
+        return f"the data ({cfg.data.source}): no such file here"
+    if not path.is_absolute():
         return f"the data ({cfg.data.source}) is not a local file"
     st = path.stat()
     d = cfg.data
