@@ -250,3 +250,18 @@ def test_every_unknown_key_in_a_bad_config_says_what_it_likely_meant(tmp_path, c
                      "train.learning_rate (did you mean 'lr'?)", "train.batch_sise (did you mean 'batch_size'?)",
                      "train.r (it belongs under lora:)"):
             assert part in also, (part, err)
+
+
+def test_a_value_out_of_bounds_says_the_bound_and_the_default_in_plain_words(tmp_path, capsys):
+    """QA walk: `train.epochs: 0` read 'Input should be greater than 0, got 0' (pydantic's words, no value to go
+    back to), where the form says 'must be more than 0 (the default is 3)'."""
+    from loratui.cli import main
+
+    bad = tmp_path / "e0.yaml"
+    bad.write_text("model:\n  name: smollm2-135m-instruct\ntrain:\n  epochs: 0\n  batch_size: 0\n")
+    assert main(["estimate", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert "train.epochs: must be more than 0, got 0 (the default is 3)" in err and "train.batch_size" in err
+    bad.write_text("model:\n  name: smollm2-135m-instruct\ntrain:\n  batch_size: 0\n")
+    assert main(["estimate", str(bad)]) != 0
+    assert "train.batch_size: must be at least 1, got 0 (the default is 8)" in capsys.readouterr().err

@@ -59,13 +59,44 @@ def error_line(e: dict, root: type[BaseModel], prefix: str = "") -> str:
         msg = msg[len("Value error, "):]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing",
                 "float_parsing", "bool_parsing", "int_from_float", "finite_number"):
-        msg = f"{msg}, got {short(repr(e['input']))}"
+        msg = f"{plain_words(msg)}, got {short(repr(e['input']))}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        msg += _default_of(root, loc)
     if kind == "string_too_long":
         msg = f"is {len(e['input'])} characters long; at most {MAX_TEXT} are allowed"
     head, sep, rest = msg.partition(": ")
     if sep and "." in head and " " not in head and (loc == "config" or head.startswith(loc + ".")):
         loc, msg = head, rest  # a cross-field check names its field itself
     return " ".join(f"{loc}: {short(msg, 300)}".split())
+
+
+#: pydantic's words and the plainer ones users read (the CLI's lines and the form's fields)
+PYDANTIC_WORDS = {
+    "Input should be a valid number, unable to parse string as a number": "must be a number",
+    "Input should be a valid integer, unable to parse string as an integer": "must be a whole number",
+    "Input should be a valid integer, got a number with a fractional part": "must be a whole number",
+    "Input should be greater than or equal to": "must be at least",
+    "Input should be greater than": "must be more than",
+    "Input should be less than or equal to": "must be at most",
+    "Input should be less than": "must be less than",
+}
+
+
+def plain_words(message: str) -> str:
+    for long, plain in PYDANTIC_WORDS.items():
+        if message.startswith(long):
+            return plain + message[len(long):]
+    return message
+
+
+def _default_of(root: type[BaseModel], loc: str) -> str:
+    """`` (the default is 1)`` for a numeric field: a value to go back to; else nothing."""
+    section, _, key = loc.rpartition(".")
+    model = section_model(root, section)
+    default = getattr(model.model_fields.get(key), "default", None) if model else None
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return f" (the default is {default:g})"
+    return ""
 
 
 #: the names users bring from transformers' TrainingArguments and peft's LoraConfig, and ours

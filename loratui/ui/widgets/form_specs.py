@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from textual.widgets import Select
 
 from loratui.core.config import RunConfig, format_validation_error
+from loratui.core.config_errors import PYDANTIC_WORDS, plain_words
 from loratui.core.paths import looks_like_path
 from loratui.core.presets import PRESETS
 
@@ -276,21 +277,11 @@ def validate_field(spec: FieldSpec, section_values: dict[str, Any], raw: Any) ->
     except ValidationError as err:
         message = short_message(format_validation_error(err, prefix=spec.section), spec)
         default = getattr(model.model_fields.get(spec.key), "default", None)
-        if message.startswith(BOUNDS) and isinstance(default, (int, float)) and not isinstance(default, bool):
+        if message.startswith(BOUNDS) and isinstance(default, (int, float)) and not isinstance(default, bool) \
+                and "(the default is" not in message:
             message += f" (the default is {default:g})"  # a value to go back to, as the other fields' hints give
         return None, message
     return getattr(obj, spec.key), None
-
-
-PYDANTIC_WORDS = {
-    "Input should be a valid number, unable to parse string as a number": "must be a number",
-    "Input should be a valid integer, unable to parse string as an integer": "must be a whole number",
-    "Input should be a valid integer, got a number with a fractional part": "must be a whole number",
-    "Input should be greater than or equal to": "must be at least",
-    "Input should be greater than": "must be more than",
-    "Input should be less than or equal to": "must be at most",
-    "Input should be less than": "must be less than",
-}
 
 
 #: the bound errors (a field's default is said beside them: a value to go back to)
@@ -304,10 +295,7 @@ def short_message(message: str, spec: FieldSpec) -> str:
         message = message[len(head):]
     if message.endswith(", got ''"):
         return "required"
-    for long, short in PYDANTIC_WORDS.items():
-        if message.startswith(long):
-            return short + message[len(long):]
-    return message
+    return plain_words(message)
 
 
 def extra_check(spec: FieldSpec, value: Any, layers: list[str] | None) -> str | None:
