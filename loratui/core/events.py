@@ -79,6 +79,10 @@ class StartedEvent(Event):
     grad_accum: Optional[int] = None
     effective_batch: Optional[int] = None
     """per_device_batch x world_size x grad_accum: sequences an optimizer step."""
+    logging_steps: Optional[int] = None
+    """A step event every this many steps (and at step 1): the watchdog expects that much silence between them."""
+    eval_steps: Optional[int] = None
+    """An evaluation every this many steps (null: once an epoch)."""
     fit: Optional[dict] = None
     """The memory fit: budget_gib, source, needed_gib, estimate_gib, fits, changes (what it added), batch_size,
     grad_accum, checkpointing, ckpt_layers, offload, cost (estimated extra step time), faster (memory savers turned

@@ -330,6 +330,7 @@ class Engine(Recipe, Closing):
                   speed=sp.as_event() | {"fused_cross_entropy": sp.liger and self._fused_ce()},
                   world_size=w.size, distributed=self.strategy, gpus=self._gpus(),
                   per_device_batch=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, effective_batch=effective,
+                  logging_steps=cfg.train.logging_steps, eval_steps=cfg.train.eval_steps,  # the watchdog's pace
                   fit=self.fit.as_event() if self.fit is not None else None)
         self.echo(f"{run.name}: {cfg.method.kind} on {cfg.model.name}, trainable params: {trainable:,} of "
                   f"{total:,} ({100 * trainable / total:.4f}%), {len(train_ds)} train / {n_val} eval examples"
