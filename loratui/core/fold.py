@@ -19,12 +19,8 @@ from loratui.core.protocol import (
 )
 from loratui.core.fold_state import run_state
 from loratui.core.run_summary import RunSummary  # noqa: F401 - re-exported (the fold's output)
+from loratui.core.stall import STALL_FACTOR, STALL_MIN_S, StallWatch  # the watchdog's rule (tests set these here)
 from loratui.core.step_history import StepHistory
-
-#: a running run counts as stalled after this many seconds without an event, or STALL_FACTOR times the longest
-#: silence its training has had so far (a step, an evaluation, a save), whichever is longer
-STALL_MIN_S = 120.0
-STALL_FACTOR = 10.0
 
 _EVAL_SKIP = ("kind", "time", "step", "epoch", "examples", "final")
 
@@ -40,9 +36,7 @@ class RunFold:
         self._seg_last: float | None = None
         self._seg_started = False  # the open part had a 'started' event
         self._last_work: float | None = None  # newest non-phase event time of the open part
-        self._stepped = False  # the open part has trained a step (silences before that are loading, not stalls)
-        self._max_gap = 0.0  # the open part's longest silence between two events once it stepped
-        self._final_ratio = 1.0  # the final evaluation's examples over the curve's
+        self._stall = StallWatch()  # the watchdog's rule (core.stall)
         self._phase_from: float | None = None  # first phase event since the newest non-phase event
         self._terminal_time: float | None = None
         self._lifecycle_time: float | None = None
@@ -106,10 +100,7 @@ class RunFold:
         if self._seg_start is None:
             self._seg_start = self._seg_last = t
             self._seg_started = False
-        if self._stepped and self._seg_last is not None:
-            self._max_gap = max(self._max_gap, t - self._seg_last)
-        if ev.kind == "step":
-            self._stepped = True
+        self._stall.add(ev, new_process)
         self._seg_last = max(self._seg_last or t, t)
         if ev.kind == "phase":
             if self._phase_from is None:
@@ -119,9 +110,6 @@ class RunFold:
             self._last_work = t
         if new_process:
             self._seg_started = True
-            self._stepped, self._max_gap = False, 0.0
-            n, final = ev.get("eval_examples"), ev.get("final_eval_examples")
-            self._final_ratio = max(1.0, final / n) if n and final else 1.0
         if ev.kind in TERMINAL_KINDS:
             self._closed += max(0.0, self._seg_last - self._seg_start)
             self._seg_start = self._seg_last = self._last_work = self._phase_from = None
@@ -336,10 +324,8 @@ class RunFold:
                 out.error = status.error
             if not out.step and status.step:
                 out.step = status.step
-        if out.state == RunState.RUNNING and now is not None and self._stepped and self._seg_last is not None:
-            allowed = max(STALL_MIN_S, STALL_FACTOR * self._max_gap)
-            if s.phase.startswith("final eval"):
-                allowed *= self._final_ratio  # the whole held-out set after a curve on a slice of it
+        allowed = self._stall.allowed(s.phase, s.max_steps, STALL_MIN_S, STALL_FACTOR)
+        if out.state == RunState.RUNNING and now is not None and allowed is not None and self._seg_last is not None:
             out.stall_after = allowed
             quiet = now - self._seg_last
             if quiet > allowed:
