@@ -1,8 +1,8 @@
 """Run setup: the config form, validated as you type, with a live estimate beside it; presets; preview; launch.
 
-Loading and saving configs, the target picker, the preview and launch live in the layer under this screen
-(``loratui.ui.screens.setup_actions``), the estimate panel's worker in ``loratui.ui.screens.setup_estimate``;
-what the form shows for a config in ``loratui.ui.widgets.setup_values``.
+Loading and saving configs and the target picker live in the layers under this screen
+(``loratui.ui.screens.setup_actions``), the preview and launch under those (``setup_launch``), the estimate panel's
+worker in ``loratui.ui.screens.setup_estimate``; what the form shows for a config in ``loratui.ui.widgets.setup_values``.
 Heavy work (parameter counting, memory estimate, layer listing, data preview, preflight, launch) runs in thread
 workers started on this screen; ``LoratuiScreen`` turns their errors into the error modal.
 Results come back as messages (``loratui.ui.messages``) posted to this screen.
