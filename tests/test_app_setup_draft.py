@@ -10,8 +10,9 @@ import yaml
 from fixtures import wait_until
 from loratui.core.config import load_config
 from loratui.core.config_draft import draft_from_dict
-from loratui.core.errors import ConfigError
+from loratui.core.errors import ConfigError, LoratuiError
 from loratui.ui.app import LoratuiApp, run_app
+from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.modals import ConfirmModal
 
 from ui_fakes import fake_core, pinned_config, settle  # noqa: F401  (fixture)
@@ -124,3 +125,23 @@ async def test_a_key_that_is_no_setting_is_named_with_the_name_to_use(fake_core,
         assert setup.values["lora"]["alpha"] == 8 and setup.source == str(path)
         shown = [n.message for n in app._notifications]
         assert any("left out: lora.rank: unknown key 'rank' (did you mean 'r'?)" in m for m in shown), shown
+
+
+async def test_a_study_is_not_opened_as_a_run_config(fake_core, tmp_path):
+    """QA walk: Open listed study-reviews3-rank, which loaded as a form of defaults titled with the study's file and
+    ctrl+l launched a SmolLM run under the study's name. Open lists no study; one opened by path loads nothing."""
+    listed = [p.name for p in setup_core.list_sample_configs()]
+    assert "smollm2-demo.yaml" in listed and not [n for n in listed if n.startswith("study-")]
+    app = LoratuiApp(pinned_config(), config_source="mine.yaml")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        assert not setup.load_path("sample_configs/study-reviews3-rank.yaml")
+        await settle(pilot)
+        assert setup.sub_title == "Setup: mine.yaml" and setup.values["lora"]["preset"] == "minimal-qv"
+        shown = [n.message for n in app._notifications]
+        assert any("study-reviews3-rank.yaml is a study: queue it with `loratui study" in m
+                   and "or the Queue (w)" in m for m in shown), shown
+        assert not any("unknown key" in m for m in shown), shown
+    with pytest.raises(LoratuiError, match="is a study"):
+        run_app(str(setup_core.find_config("sample_configs/study-lora-vs-full.yaml")))

@@ -375,7 +375,10 @@ class LoratuiApp(Navigation, App[None]):
 def run_app(config_path: str | None = None, runs_dir: str | None = None) -> int:
     """Entry point of ``loratui`` with no sub-command."""
     from loratui.ui import offload
+    from loratui.ui.widgets.setup_core import study_note
 
+    if config_path and (study := study_note(config_path)):  # said before the app opens, as a file that is no config
+        raise LoratuiError(study, field="config")
     cfg, source, errors = initial_config(config_path)
     draft = None
     if config_path and errors:  # mistakes in values open marked in Setup; a file that is not a config is said

@@ -114,8 +114,12 @@ class SetupActions(SetupLaunch):
     def load_path(self, path: str | Path) -> bool:
         """Open a config file; one with mistakes in its values opens too, each marked in its field to be fixed
         there (a file that is not a config, or whose sections contradict each other, is its one-line error)."""
+        path = setup_core.find_config(str(path))
+        study = setup_core.study_note(path)
+        if study:  # nothing loaded: the form keeps what it holds
+            self.notify(study, severity="warning", timeout=10)
+            return False
         try:
-            path = setup_core.find_config(str(path))
             cfg = load_config(path)
         except LoratuiError as err:
             draft = read_draft(path)

@@ -141,10 +141,23 @@ def sample_configs_dirs() -> list[Path]:
 
 
 def list_sample_configs() -> list[Path]:
+    """The sample run configs (Setup's Open); the studies beside them are no run config (the Queue takes those)."""
+    from loratui.core.study import is_study_file
+
     files: list[Path] = []
     for d in sample_configs_dirs():
-        files += sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        files += sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file() and not is_study_file(p))
     return files
+
+
+def study_note(path: str | Path) -> str | None:
+    """The one line for a study file opened as a run config (its study, base and grid read as unknown keys, and the
+    form filled with defaults launched a run under the study's name: QA walk); None for any other file."""
+    from loratui.core.study import is_study_file
+
+    if not is_study_file(path):
+        return None
+    return f"{Path(path).name} is a study: queue it with `loratui study {path}` or the Queue (w)"
 
 
 def find_config(value: str) -> Path:
