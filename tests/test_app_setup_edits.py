@@ -4,6 +4,7 @@ them asks first; saving or launching makes the form clean again."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from fixtures import wait_until
 from loratui.ui.app import LoratuiApp
@@ -102,3 +103,37 @@ async def test_a_saved_config_keeps_its_own_runs_folder_not_the_sessions_runs_di
         await pilot.press("enter")
         await wait_until(pilot, out.exists, what="saved")
     assert yaml.safe_load(out.read_text()).get("output", {}).get("runs_dir", "runs") == "runs"
+
+
+async def test_a_data_file_not_here_yet_is_no_edit_and_the_config_saves_with_a_warning(fake_core, tmp_path):
+    """QA walk (nodata.yaml): a config whose data file is missing opened as 'modified' with no edit, and ctrl+s
+    refused it ('fix the form before saving'), so a config whose data is not on this box yet could not be saved."""
+    path = tmp_path / "nodata.yaml"
+    cfg = pinned_config()
+    cfg.data.source = str(tmp_path / "later.jsonl")
+    cfg.save(path)
+    app = LoratuiApp(cfg, config_source=str(path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        assert setup.visible_errors()["data.source"].startswith("no such file or folder")
+        assert setup.current_config() is None  # launch waits for the file
+        assert not setup.modified and setup.sub_title == "Setup: nodata.yaml"
+        await edit_rank(pilot)
+        assert setup.modified
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is not setup, what="save dialog")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="overwrite question")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.screen is setup and not setup.modified, what="saved")
+        shown = [n.message for n in app._notifications]
+        assert any(m.startswith(f"saved {path}; data.source: no such file or folder") and "launch waits" in m
+                   for m in shown), shown
+        await edit_rank(pilot, "-4")  # a real mistake still stops the save
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert app.screen is setup
+        assert any("fix the form before saving: lora.r" in n.message for n in app._notifications)
+    saved = yaml.safe_load(path.read_text())
+    assert saved["data"]["source"] == str(tmp_path / "later.jsonl") and saved["lora"]["r"] == 4

@@ -24,9 +24,13 @@ from loratui.ui.messages import LayersReady
 from loratui.ui.screens.setup_launch import SetupLaunch, setup_modals
 from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.choice_modal import ChoiceModal
-from loratui.ui.widgets.form import FormField
+from loratui.ui.widgets.form import SPECS_BY_PATH, FormField, parse_value
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.setup_values import config_values, draft_marks, draft_summary, model_key
+
+#: the data files a config may name before they are on this machine (saved with a warning; launch waits for them)
+DATA_FILES = ("data.source", "data.validation_file")
+NO_FILE = "no such file or folder"
 
 
 class SetupActions(SetupLaunch):
@@ -60,9 +64,15 @@ class SetupActions(SetupLaunch):
         """Edits since the form was loaded, saved or launched (a field left invalid counts): the title says
         'modified', and quitting or loading another config asks first."""
         file_text = self.draft_text  # a file's own mistakes, as it was opened, are no edit of the form
-        edited = [p for p in self.visible_errors()
-                  if p not in file_text or self.field(p).get_raw() != file_text[p]]
+        edited = [p for p in self.visible_errors() if not self._in_values(p)
+                  and (p not in file_text or self.field(p).get_raw() != file_text[p])]
         return bool(edited) or self._normalised() != self._baseline
+
+    def _in_values(self, path: str) -> bool:
+        """The field's content is in the values although marked (a data file not on this machine, a module the
+        model lacks): the values' comparison sees its edits (a missing data file read as 'modified': QA walk)."""
+        spec = SPECS_BY_PATH[path]
+        return parse_value(spec, self.field(path).get_raw()) == self.values[spec.section][spec.key]
 
     def _update_title(self) -> None:
         title = f"Setup: {Path(self.source).name}" if self.source else "Setup"
@@ -141,6 +151,9 @@ class SetupActions(SetupLaunch):
     def action_save_config(self) -> None:
         cfg = self.build_config()
         errors = self.visible_errors()
+        # a data file not on this machine yet does not stop the save (it may arrive later); the launch waits for it
+        absent = {p: m for p, m in errors.items() if p in DATA_FILES and m.startswith(NO_FILE) and self._in_values(p)}
+        errors = {p: m for p, m in errors.items() if p not in absent}
         if cfg is None or errors:  # say which field: the form may be scrolled away from it
             first = next(iter(errors.items()), None)
             what = f"{first[0]}: {first[1]}" if first else self.cross_error or "the form does not hold a config"
@@ -157,14 +170,15 @@ class SetupActions(SetupLaunch):
                 target = target.with_suffix(".yaml")
             if target.exists():
                 self.app.push_screen(ConfirmModal(f"{target} exists. Overwrite it?", yes="Overwrite", no="Keep"),
-                                     lambda ok: ok and self.save_to(cfg, target))
+                                     lambda ok: ok and self.save_to(cfg, target, absent))
             else:
-                self.save_to(cfg, target)
+                self.save_to(cfg, target, absent)
 
         self.app.push_screen(PromptModal("Save this config as", value=default, placeholder="path/to/config.yaml"),
                              chosen)
 
-    def save_to(self, cfg: RunConfig, path: Path) -> None:
+    def save_to(self, cfg: RunConfig, path: Path, absent: dict[str, str] | None = None) -> None:
+        """Write ``cfg``; ``absent``: the data files not on this machine (path -> message), said with the save."""
         override = self.app.runs_dir_override
         if override and cfg.output.runs_dir == str(override):  # --runs-dir is this session's, not the config's
             cfg = cfg.model_copy(deep=True)
@@ -177,7 +191,11 @@ class SetupActions(SetupLaunch):
             return
         self.source = str(path)
         self.mark_saved()
-        self.notify(f"saved {path}", timeout=3)
+        if absent:
+            said = "; ".join(f"{p}: {m}" for p, m in absent.items())
+            self.notify(f"saved {path}; {said} (launch waits until it is there)", severity="warning", timeout=8)
+        else:
+            self.notify(f"saved {path}", timeout=3)
 
     # -- target picker ---------------------------------------------------------------------------------------------
 
