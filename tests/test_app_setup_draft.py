@@ -145,3 +145,29 @@ async def test_a_study_is_not_opened_as_a_run_config(fake_core, tmp_path):
         assert not any("unknown key" in m for m in shown), shown
     with pytest.raises(LoratuiError, match="is a study"):
         run_app(str(setup_core.find_config("sample_configs/study-lora-vs-full.yaml")))
+
+
+async def test_the_files_marks_go_once_the_fixed_config_is_saved(fake_core, tmp_path):
+    """QA walk: bad.yaml's method 'lorra', left at the default it showed (lora), fixed everything else, saved as
+    fixed.yaml and launched: Method still said "the file's 'lorra' is not allowed here: lora until you choose"."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(BROKEN))
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        assert setup.load_path(bad)
+        await settle(pilot)
+        for path_, text in (("lora.r", "16"), ("train.lr", "0.0002")):
+            setup.field(path_).control.value = text
+        await settle(pilot)
+        assert "qlora4" in setup.field("method.kind").error and not setup.visible_errors()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is not setup, what="save dialog")
+        box = app.screen.query_one("#prompt-input")
+        box.value = str(tmp_path / "fixed.yaml")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is setup and setup.source.endswith("fixed.yaml"), what="saved")
+        await settle(pilot)
+        assert setup.field("method.kind").error is None and not setup.modified
+    assert load_config(tmp_path / "fixed.yaml").method.kind == "lora"

@@ -54,8 +54,13 @@ class SetupActions(SetupLaunch):
         except ValidationError:
             return None
 
-    def mark_saved(self) -> None:
-        """The form as it is now is in a file (or a run's folder): not 'modified'."""
+    def mark_saved(self, *, written: bool = False) -> None:
+        """The form as it is now is in a file (or a run's folder): not 'modified'. ``written``: by this form (a
+        save, a launch), so the opened file's marks go too (Method kept 'the file's 'lorra' is not allowed here'
+        after the fixed config was saved and launched: QA walk)."""
+        if written and (self.draft_text or self.draft_notes):
+            self.draft_text, self.draft_notes = {}, {}
+            self.validate_all()
         self._baseline = self._normalised()
         self._update_title()
 
@@ -190,7 +195,7 @@ class SetupActions(SetupLaunch):
                                              hint="choose a folder you can write to"))
             return
         self.source = str(path)
-        self.mark_saved()
+        self.mark_saved(written=True)
         if absent:
             said = "; ".join(f"{p}: {m}" for p, m in absent.items())
             self.notify(f"saved {path}; {said} (launch waits until it is there)", severity="warning", timeout=8)

@@ -128,7 +128,7 @@ class SetupLaunch(LoratuiScreen):
     @on(RunLaunched)
     def _launched(self, msg: RunLaunched) -> None:
         self._launching = False
-        self.mark_saved()  # the run's folder holds this config (config.yaml)
+        self.mark_saved(written=True)  # the run's folder holds this config (config.yaml)
         self.notify(f"started {msg.run_path.name}", timeout=4)
         self.app.open_monitor(msg.run_path)
 
