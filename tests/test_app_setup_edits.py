@@ -137,3 +137,25 @@ async def test_a_data_file_not_here_yet_is_no_edit_and_the_config_saves_with_a_w
         assert any("fix the form before saving: lora.r" in n.message for n in app._notifications)
     saved = yaml.safe_load(path.read_text())
     assert saved["data"]["source"] == str(tmp_path / "later.jsonl") and saved["lora"]["r"] == 4
+
+
+async def test_the_cannot_launch_toast_goes_once_its_field_is_fixed(fake_core):
+    """QA walk: 'cannot launch: lora.r: ...' stayed on the screen after the field was fixed."""
+    app = LoratuiApp(pinned_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        await edit_rank(pilot, "-4")
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+
+        def toasts() -> list[str]:
+            return [n.message for n in app._notifications if n.message.startswith("cannot launch")]
+
+        assert len(toasts()) == 1 and toasts()[0].startswith("cannot launch: lora.r:")
+        await pilot.press("escape", "ctrl+l")  # a second attempt replaces it
+        await settle(pilot)
+        assert len(toasts()) == 1
+        setup.field("lora.r").control.value = "4"
+        await settle(pilot)
+        assert toasts() == [] and setup.current_config() is not None

@@ -239,6 +239,7 @@ class SetupScreen(SetupEstimate):
         cfg = self.build_config()
         self._refresh_status()
         self._update_title()
+        self.drop_blocked()
         self._mark_unused()
         if cfg is not None:
             self.schedule_estimate()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import on
+from textual.notifications import Notification, Notify
 
 from loratui.core.config import RunConfig
 from loratui.core.errors import LoratuiError
@@ -55,16 +56,36 @@ class SetupLaunch(LoratuiScreen):
 
     # -- launch --------------------------------------------------------------------------------------------------
 
+    #: the 'cannot launch: FIELD: ...' toast showing, and what it named (the field's path, or '' for the form)
+    _blocked_toast: tuple[str, Notification] | None = None
+
     def _blocked(self, what: str) -> None:
+        self.drop_blocked(force=True)  # the next attempt's toast replaces it
         errors = self.visible_errors()
         if errors:
             path, msg = next(iter(errors.items()))
             ff = self.field(path)
             ff.control.focus()
             self.query_one("#setup-form").scroll_to_widget(ff, animate=False)
-            self.notify(f"cannot {what}: {path}: {msg}", severity="error", timeout=6)
+            self._toast_blocked(path, f"cannot {what}: {path}: {msg}")
         elif self.cross_error:
-            self.notify(f"cannot {what}: {self.cross_error}", severity="error", timeout=6)
+            self._toast_blocked("", f"cannot {what}: {self.cross_error}")
+
+    def _toast_blocked(self, path: str, text: str) -> None:
+        toast = Notification(text, "", "error", 6)
+        self._blocked_toast = (path, toast)
+        self.app.post_message(Notify(toast))
+
+    def drop_blocked(self, force: bool = False) -> None:
+        """Take the 'cannot launch' toast away once what it named is fixed (it stayed after the fix: QA walk)."""
+        if self._blocked_toast is None:
+            return
+        path, toast = self._blocked_toast
+        if not force and (path in self.visible_errors() if path else self.cross_error):
+            return
+        self._blocked_toast = None
+        if toast in self.app._notifications:
+            self.app._unnotify(toast)  # Textual's own way out for a toast (what a click on it does)
 
     def action_launch(self) -> None:
         if self._launching:
