@@ -191,6 +191,38 @@ async def test_launch_creates_the_run_and_opens_the_monitor(fake_core, tmp_path,
         assert load_config(runs[0] / "config.yaml").lora.target_modules == ["q_proj", "v_proj"]
 
 
+async def test_with_a_run_training_launch_says_starting_only_after_yes(fake_core, tmp_path, monkeypatch):
+    """QA walk: with a run training, ctrl+l toasted 'checking the config and starting the run...' while the dialog
+    still asked 'Launch beside it?', and after Cancel nothing started. Focus stays where it was (here: no field)."""
+    from loratui.core import runs as core_runs
+
+    monkeypatch.setattr(LoratuiApp, "open_monitor", lambda self, path: None)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        live = SimpleNamespace(name="busy-run", step=3, max_steps=30)
+        monkeypatch.setattr(core_runs, "live_runs", lambda runs_dir: [live])  # what launch finds (not the app's look)
+
+        def starting() -> bool:
+            return any(n.message.startswith("checking the config and starting") for n in app._notifications)
+
+        assert setup.focused is None
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmModal) and "busy-run is training" in app.screen.title_text
+        assert not starting()
+        await pilot.press("n")
+        await settle(pilot)
+        assert app.screen is setup and not starting() and fake_core.launched == []
+        assert setup.focused is None  # the next letter is a key, not typed into Base model
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        assert starting() and len(fake_core.launched) == 1
+
+
 async def test_preflight_error_opens_the_modal_and_marks_the_field(fake_core, tmp_path, monkeypatch):
     def preflight(cfg):
         raise ConfigError("batch 8 does not fit", field="train.batch_size", hint="halve batch size")

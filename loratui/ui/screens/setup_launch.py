@@ -23,6 +23,8 @@ from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.form import SPECS_BY_PATH
 from loratui.ui.widgets.modals import ConfirmModal
 
+STARTING = "checking the config and starting the run..."
+
 
 class SetupLaunch(LoratuiScreen):
     """The preview and launch of the Setup screen."""
@@ -99,7 +101,8 @@ class SetupLaunch(LoratuiScreen):
 
     def _start_launch(self, cfg: RunConfig, *, beside: bool) -> None:
         self._launching = True
-        self.notify("checking the config and starting the run...", timeout=3)
+        if beside:  # else said once no run is found training (not while the dialog asks: QA walk)
+            self.notify(STARTING, timeout=3)
         self.run_worker(partial(self._launch_thread, cfg, beside), name="launch", group="setup-launch",
                         description="Launching the run", thread=True, exit_on_error=False)
 
@@ -112,6 +115,7 @@ class SetupLaunch(LoratuiScreen):
                 if live:
                     self.post_message(LiveRunsFound(cfg, live))
                     return
+                self.app.notify(STARTING, timeout=3)  # a message posted: safe from this thread
             run, pid = setup_core.launch(cfg, cfg.output.runs_dir)
         except LoratuiError as err:
             self.post_message(FieldRejected(err.field or "", err.summary or err.message))  # the dialog: all of it
