@@ -84,6 +84,22 @@ async def test_wizard_runs_the_merge_and_shows_the_summary(runs, fake_merge):
         assert "loading base" in screen.log_lines and "Loading checkpoint shards: 100%|##########| 1/1" in screen.log_lines
 
 
+async def test_a_merge_whose_check_fails_is_saved_but_flagged(runs, fake_merge, monkeypatch):
+    """QA: '✔ merged' above 'check ✖ merged model differs from the adapter more than expected'."""
+    monkeypatch.setenv("FAKE_MERGE", "checkfail")
+    app = host_app(lambda: MergeScreen(runs / "smollm2-demo" / "adapter"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        await walk_to_confirm(pilot)  # the default dtype
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: screen.phase in ("done", "failed"), what="merge ended")
+        text = " ".join(screen_text(app).replace("█", " ").split())
+        assert screen.phase == "done" and "✔ merged" not in text
+        assert "⚠ merged, but the check failed" in text and "differs from the adapter more than expected" in text
+        assert "merge again in fp32 or fp16" in text and "Playground" in text
+
+
 async def test_failed_merge_shows_message_and_hint(runs, fake_merge, monkeypatch):
     monkeypatch.setenv("FAKE_MERGE", "fail")
     app = host_app(lambda: MergeScreen(runs / "smollm2-demo" / "adapter"))

@@ -149,6 +149,24 @@ def test_merge_check_is_readable_and_judged_per_dtype(tmp_path, llama_adapter):
     assert f"default: {DEFAULT_MERGE_DTYPE}" in " ".join(proc.stdout.split())
 
 
+def test_cli_merge_whose_check_fails_says_so_and_exits_1(tmp_path, monkeypatch, capsys):
+    """QA: the headline must not contradict the check; scripts see the failure in the exit code, the model stays."""
+    from loratui.cli import main as cli_main
+    from loratui.core.merge_check import judge
+    from loratui.train import merge as merge_mod
+
+    result = {"output": str(tmp_path / "m"), "size_bytes": 2**20, "max_diff": 1.5, "seconds": 1.0, "dtype": "bf16",
+              "base_model": "b", "task": "causal-lm", "check": judge(0.35, 20, 20, "bf16")}
+    monkeypatch.setattr(merge_mod, "merge_adapter", lambda *a, **k: dict(result))
+    assert cli_main(["merge", str(tmp_path), str(tmp_path / "m")]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("⚠ merged, but the check failed: ") and "✖ merged model differs" in out
+    assert "kept in" in err and "merge again in fp32 or fp16" in err
+    assert cli_main(["merge", str(tmp_path), str(tmp_path / "m"), "--jsonl"]) == 1
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert done["kind"] == "done" and done["check"]["ok"] is False
+
+
 def test_the_wizard_reports_the_time_the_user_waited():
     """Issue 19 item 18: 'time 2.3 s' for a 35 s merge. The wizard's result reads the process's whole time and says
     how much of it was the merge."""

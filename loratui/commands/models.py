@@ -62,16 +62,18 @@ def cmd_merge(args) -> int:
     import psutil
 
     result["wall_seconds"] = round(time.time() - psutil.Process().create_time(), 1)
+    from loratui.core.merge_check import failed_advice, headline
+
+    ok = result["check"]["ok"]
     if args.jsonl:
         print(json.dumps({"kind": "done", **result}), flush=True)
     else:
-        print(f"merged model: {result['output']} ({result['size_bytes'] / 2**20:.1f} MiB, {result['dtype']}, "
-              f"{result['wall_seconds']:.1f} s in all, {result['seconds']:.1f} s of it merging)")
+        print(f"{headline(result['check'])}: {result['output']} ({result['size_bytes'] / 2**20:.1f} MiB, "
+              f"{result['dtype']}, {result['wall_seconds']:.1f} s in all, {result['seconds']:.1f} s of it merging)")
         print(result["check"]["summary"])
-        if not result["check"]["ok"]:  # a check that fails is a failed command, for scripts too (the model stays)
-            print(f"the merged model is kept in {result['output']}; --dtype fp32 merges exactly", file=sys.stderr)
-            return 1
-    return 0
+        if not ok:
+            print(failed_advice(result["output"], result["dtype"]), file=sys.stderr)
+    return 0 if ok else 1  # a check that fails is a failed command, for scripts and the app too (the model stays)
 
 
 def cmd_estimate(args) -> int:

@@ -43,6 +43,20 @@ def judge(relative_diff: float, agree: int, total: int, dtype: str, task: str = 
             "summary": summary}
 
 
+def headline(check: dict | None) -> str:
+    """The result's first words: a merge whose check failed is saved but flagged, never '✔ merged'."""
+    if check and check.get("ok") is False:
+        return "⚠ merged, but the check failed"
+    return "✔ merged"
+
+
+def failed_advice(output: str, dtype: str) -> str:
+    """What to do with a merged model whose check failed (it is kept)."""
+    others = " or ".join(d for d in ("fp32", "fp16") if d != dtype)
+    return (f"the merged model is kept in {output}, but it may not behave like the adapter: merge again in "
+            f"{others} (fp32 is exact), or try it in the Playground against the adapter before using it")
+
+
 def percent(x: float) -> str:
     """0.41% / 3% / <0.01%"""
     if x < 1e-4:

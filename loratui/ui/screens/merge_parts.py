@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import RadioButton
 
 from loratui.core.fmt import format_bytes
+from loratui.core.merge_check import failed_advice, headline
 
 
 def merge_command(adapter: Path, output: Path, base: str | None, dtype: str) -> list[str]:
@@ -123,10 +124,14 @@ def merged_table(r: dict, disk_size: int | None, output: Path) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row(Text("✔ merged", style="bold green"), "")
+    check = r.get("check") or {}
+    failed = check.get("ok") is False
+    grid.add_row(Text(headline(check), style="bold yellow" if failed else "bold green"), "")
+    if failed:
+        grid.add_row("", Text("→ " + failed_advice(str(r.get("output") or output), str(r.get("dtype") or "")),
+                              style="bold"))
     grid.add_row("output", str(r.get("output") or output))
     grid.add_row("size on disk", format_bytes(disk_size if disk_size is not None else r.get("size_bytes")))
-    check = r.get("check") or {}
     if check.get("summary"):
         grid.add_row("check", Text(check["summary"], style="" if check.get("ok") else "bold yellow"))
     max_diff = r.get("max_diff")
