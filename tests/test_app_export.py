@@ -147,3 +147,30 @@ async def test_the_screen_offers_every_type_the_cli_takes(runs, fake_export, cap
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: screen.phase == "done", what="export done")
         assert json.loads(fake_export.read_text())[3:5] == ["--gguf", "q4_0"]
+
+
+async def test_the_form_says_which_prompts_the_check_asks(runs, tmp_path):
+    """QA: the screen claimed 'the run's held-out prompts' for a model that was then asked general ones."""
+    from loratui.core import runs as runs_mod
+    from loratui.core.config import RunConfig
+
+    cfg = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"},
+                                    "data": {"source": "sample:contacts-json.jsonl", "validation_fraction": 0.1},
+                                    "output": {"runs_dir": str(tmp_path / "r"), "name": "split"}})
+    run = runs_mod.create_run(cfg)
+    merged = run.path / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    (merged / "loratui-merge.json").write_text(json.dumps({"adapter": str(run.adapter_dir)}))
+    loose = tmp_path / "loose-model"
+    loose.mkdir()
+    (loose / "config.json").write_text("{}")
+    app = host_app(lambda: ExportScreen(merged))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        text = " ".join(screen_text(app).split())
+        assert "held-out 10% of sample:contacts-json.jsonl" in text
+        app.screen.query_one("#ex-source").value = str(loose)
+        await pilot.pause()
+        text = " ".join(screen_text(app).split())
+        assert "general prompts: no held-out set found for this model" in text and "held-out 10%" not in text

@@ -258,3 +258,38 @@ def test_the_ollama_name_is_the_run_s_for_its_adapter_and_its_merged_model(tmp_p
     assert _ollama_name(run / "adapter", "base") == "contacts-json_v2"
     assert _ollama_name(run / "merged", "base") == "contacts-json_v2"  # it said 'merged' (the folder's)
     assert _ollama_name(tmp_path / "my model", "base") == "my-model"
+
+
+def _split_run(tmp_path, fraction):
+    from loratui.core import runs as runs_mod
+    from loratui.core.config import RunConfig
+
+    cfg = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"},
+                                    "data": {"source": "sample:contacts-json.jsonl", "max_samples": 100,
+                                             "validation_fraction": fraction},
+                                    "output": {"runs_dir": str(tmp_path / "runs"), "name": "r"}})
+    run = runs_mod.create_run(cfg)
+    merged = run.path / "merged"
+    merged.mkdir()
+    (merged / "loratui-merge.json").write_text(json.dumps({"adapter": str(run.adapter_dir)}))
+    return cfg, merged
+
+
+def test_a_merged_folder_is_checked_on_its_runs_held_out_split(tmp_path):
+    """QA: exporting runs/NAME/merged of a run trained with data.validation_fraction asked 'What is the capital of
+    France?' (exact: null) while the screen claimed the run's held-out prompts."""
+    from loratui.core.export import GENERAL_PROMPTS, prompts_note
+    from loratui.train.data import load_splits
+    from loratui.train.export_check import find_examples
+
+    cfg, merged = _split_run(tmp_path, 0.1)
+    examples, _system, _file, words = find_examples(merged, None, 3)
+    _train, val = load_splits(cfg)  # the rows the engine held out
+    assert [e["input"] for e in examples] == [val[i]["input"] for i in range(3)]
+    assert all(e["reference"] for e in examples)  # so the report counts exact answers
+    assert "held-out 10% of sample:contacts-json.jsonl" in words and "held-out 10%" in prompts_note(merged)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert find_examples(elsewhere, None, 2)[3] == GENERAL_PROMPTS and GENERAL_PROMPTS in prompts_note(elsewhere)
+    _cfg, merged0 = _split_run(tmp_path / "none", 0.0)
+    assert find_examples(merged0, None, 2)[3] == GENERAL_PROMPTS

@@ -53,7 +53,7 @@ def cmd_export(args) -> int:
             flush=True)
         return 0
     print(f"exported to {report['output']} in {report['seconds']:.0f} s; checked on {report['reference']['prompts']} "
-          f"prompts ({report.get('prompts_file') or 'generic prompts'}), greedy, {report['dtype']} merge as reference")
+          f"prompts ({report.get('prompts_from') or report.get('prompts_file') or 'generic prompts'}), greedy, {report['dtype']} merge as reference")
     print(format_report(report))
     print(report["template"]["note"])
     print(f"run it: llama-cli -m {report['output']}/{report['files'][0]['file']}   or   "

@@ -179,3 +179,52 @@ def read_report(folder: str | Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# -- which prompts the check asks -----------------------------------------------------------------------------------
+
+#: what the export says when the model has no run with a held-out set (a merged folder from elsewhere, no split)
+GENERAL_PROMPTS = "general prompts: no held-out set found for this model"
+
+
+def run_config_path(folder: Path) -> Path | None:
+    """The config.yaml of the run behind an adapter (runs/NAME/adapter, a checkpoint) or a merged model (its
+    loratui-merge.json names the adapter it was merged from)."""
+    folder = Path(folder)
+    candidates = [folder.parent / "config.yaml", folder.parent.parent / "config.yaml"]
+    merged = folder / "loratui-merge.json"
+    if merged.is_file():
+        try:
+            adapter = Path(json.loads(merged.read_text()).get("adapter") or "")
+        except (OSError, ValueError, AttributeError):
+            adapter = None
+        if adapter is not None and str(adapter) not in ("", "."):
+            candidates = [adapter.parent / "config.yaml", adapter.parent.parent / "config.yaml", *candidates]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def held_out_description(cfg) -> str | None:
+    """Where a run's held-out prompts come from, in words; None when the run held none out."""
+    d = cfg.data
+    if d.validation_file:
+        return f"the run's validation file {d.validation_file}"
+    if d.validation_fraction and d.validation_fraction > 0:
+        return (f"the run's held-out {d.validation_fraction:.0%} of {d.source} "
+                f"(split with seed {cfg.train.seed}, as in training)")
+    return None
+
+
+def prompts_note(folder: Path | None) -> str:
+    """The export form's line on what the check will ask, for the model in ``folder``."""
+    from loratui.core.config import load_config
+
+    if folder is None:
+        return ("Each file is loaded back by llama.cpp and asked the held-out prompts of the run behind the model "
+                "(general prompts when none is found); its answers are compared with the merged model's.")
+    path = run_config_path(folder)
+    try:
+        where = held_out_description(load_config(path)) if path is not None else None
+    except LoratuiError:
+        where = None
+    return ("Each file is loaded back by llama.cpp and asked the same prompts as the merged model, its answers "
+            "compared with the merged model's: " + (where or GENERAL_PROMPTS) + ".")

@@ -77,8 +77,17 @@ def read_examples(path: str, n: int) -> list[dict]:
         rows = data if isinstance(data, list) else data.get("data", [])
     else:
         rows = [json.loads(line) for line in real.read_text().splitlines() if line.strip()]
+    out = examples_from_rows(rows[:n])
+    if not out:
+        raise LoratuiError(f"{path} holds no examples this playground can read", field="batch file",
+                           hint="alpaca (instruction/input/output), chat (messages), text+label, or prompt+response")
+    return out
+
+
+def examples_from_rows(rows: list[dict]) -> list[dict]:
+    """Rows (alpaca, chat, text+label or prompt+response columns) as examples; rows of none of these are left out."""
     out = []
-    for row in rows[:n]:
+    for row in rows:
         if "messages" in row:
             msgs = row["messages"]
             last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
@@ -94,7 +103,4 @@ def read_examples(path: str, n: int) -> list[dict]:
         elif "prompt" in row:
             out.append({"prompt": row["prompt"], "reference": str(row.get("response") or row.get("output") or ""),
                         "shown": row["prompt"]})
-    if not out:
-        raise LoratuiError(f"{path} holds no examples this playground can read", field="batch file",
-                           hint="alpaca (instruction/input/output), chat (messages), text+label, or prompt+response")
     return out

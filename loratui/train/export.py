@@ -193,7 +193,7 @@ def export_gguf(source: str | Path, out: str | Path, types: str | list[str], *, 
     kind, folder = find_source(source)
     config, task, base_name = _model_config(kind, folder, base)
     arch = check_supported(config, task)
-    examples, system, prompt_file = find_examples(folder, prompts, n_prompts)
+    examples, system, prompt_file, prompts_from = find_examples(folder, prompts, n_prompts)
     out = Path(out).expanduser()
     tmp = _check_output(out, force, folder)
     t0 = time.time()
@@ -201,6 +201,7 @@ def export_gguf(source: str | Path, out: str | Path, types: str | list[str], *, 
         report = _export(kind, folder, tmp, kinds, base=base, dtype=dtype, examples=examples, system=system,
                          max_new_tokens=max_new_tokens, allow_pickle=allow_pickle, progress=progress)
         report.update(source=str(folder), kind=kind, architecture=arch, base_model=base_name, prompts_file=prompt_file,
+                      prompts_from=prompts_from,
                       name=_ollama_name(folder, base_name), date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                       seconds=round(time.time() - t0, 1), output=str(out))
         _write_docs(tmp, report)

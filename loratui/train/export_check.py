@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from loratui.core.errors import LoratuiError
+from loratui.core.export import GENERAL_PROMPTS, held_out_description, run_config_path
 
 #: prompts for a model without a run (a merged folder from elsewhere) and no --prompts file
 GENERIC_PROMPTS = ("What is the capital of France?", "Write a haiku about the sea.",
@@ -20,25 +21,36 @@ def run_config(folder: Path):
     """The config of the run an adapter (runs/NAME/adapter) or a merged model (its loratui-merge.json) came from."""
     from loratui.core.config import load_config
 
-    candidates = [folder.parent / "config.yaml"]
-    merged = folder / "loratui-merge.json"
-    if merged.is_file():
-        try:
-            candidates.append(Path(json.loads(merged.read_text()).get("adapter", "")).parent / "config.yaml")
-        except (OSError, ValueError):
-            pass
-    for path in candidates:
-        if path.is_file():
-            try:
-                return load_config(path)
-            except LoratuiError:
-                return None
-    return None
+    path = run_config_path(folder)
+    if path is None:
+        return None
+    try:
+        return load_config(path)
+    except LoratuiError:
+        return None
 
 
-def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict], str | None, str | None]:
-    """(examples, the run's system prompt, where they came from): --prompts FILE, else the run's validation file,
-    else a few generic prompts."""
+def held_out_examples(cfg, n: int) -> list[dict]:
+    """The first ``n`` rows the run held out of its data (``validation_fraction``): the same split the engine
+    makes (``data.load_splits``, the run's seed), read into examples under the run's column names."""
+    from loratui.train.data import load_splits
+    from loratui.train.examples import examples_from_rows
+
+    _train, val = load_splits(cfg)
+    if val is None:
+        return []
+    d = cfg.data
+    names = {d.instruction_column: "instruction", d.input_column: "input", d.output_column: "output",
+             d.messages_column: "messages", d.prompt_column: "prompt", d.completion_column: "response",
+             d.text_column: "text", d.label_column: "label"}
+    rows = [{names.get(k, k): v for k, v in val[i].items()} for i in range(min(n, len(val)))]
+    return examples_from_rows(rows)
+
+
+def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict], str | None, str | None, str]:
+    """(examples, the run's system prompt, the file they came from or None, where they came from in words): --prompts FILE, else the held-out set
+    of the run behind the model (its validation file, or the split it held out of its data), else a few general
+    prompts (``GENERAL_PROMPTS`` says so)."""
     from loratui.train.examples import read_examples
 
     if n < 1:
@@ -53,8 +65,15 @@ def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict]
             raise LoratuiError(err.message, field="--prompts-file", hint=err.hint) from None
         examples = [e for e in examples if "text" not in e]  # text+label rows belong to classifiers
         if examples:
-            return examples, system, source
-    return [{"prompt": p, "reference": ""} for p in GENERIC_PROMPTS[:n]], system, None
+            return examples, system, source, source if prompts else held_out_description(cfg)
+    elif cfg is not None and cfg.data.validation_fraction > 0:
+        try:
+            examples = [e for e in held_out_examples(cfg, n) if "text" not in e]
+        except LoratuiError:
+            examples = []  # the run's data is gone or unreadable: general prompts, and the report says so
+        if examples:
+            return examples, system, None, held_out_description(cfg)
+    return [{"prompt": p, "reference": ""} for p in GENERIC_PROMPTS[:n]], system, None, GENERAL_PROMPTS
 
 
 def reference_answers(model, tok, examples: list[dict], system: str | None, max_new_tokens: int,

@@ -20,7 +20,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, ContentSwitcher, Footer, Input, Label, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
-from loratui.core.export import GGUF_TYPES, RUN_MODEL_FOLDERS, read_report, report_rows
+from loratui.core.export import (GENERAL_PROMPTS, GGUF_TYPES, RUN_MODEL_FOLDERS, prompts_note, read_report,
+                                 report_rows)
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.screens.merge_parts import (MergeExited, MergeLine, beside_checkpoints, failure_text, in_runs,
                                             stream_jsonl)
@@ -139,8 +140,7 @@ class ExportScreen(LoratuiScreen):
                     yield Label("To", classes="lbl")
                     yield FormInput(id="ex-output")
                 yield Static(id="ex-problem")
-                yield Static("Each file is loaded back by llama.cpp and asked the run's held-out prompts; its "
-                             "answers are compared with the merged model's.", classes="note")
+                yield Static(prompts_note(None), id="ex-prompts", classes="note")
             with Vertical(id="ex-run"):
                 yield Static(id="ex-step")
                 yield ProgressBar(total=1.0, show_eta=False, id="ex-progress")
@@ -218,6 +218,8 @@ class ExportScreen(LoratuiScreen):
         elif path is not None and (path / "config.json").is_file():
             note = "a model folder: converted as it is"
         self.query_one("#ex-source-note", Static).update(note)
+        self.query_one("#ex-prompts", Static).update(prompts_note(path if path is not None and not source_problem(raw)
+                                                                  else None))
         problem = self._problem() if raw else None
         out = self.output
         if problem is None and out.is_dir() and any(out.iterdir()):
@@ -353,6 +355,9 @@ class ExportScreen(LoratuiScreen):
             grid.add_column(overflow="fold")
             grid.add_row(head)
             grid.add_row(report_table(report))
+            prompts = (report.get("reference") or {}).get("prompts")
+            grid.add_row(Text(f"checked on {prompts} prompts: {report.get('prompts_from') or GENERAL_PROMPTS}",
+                              style="dim"))
             grid.add_row(tail)
             box.update(grid)
             box.add_class("-ok")
