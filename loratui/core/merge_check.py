@@ -15,7 +15,9 @@ MERGE_DTYPES = ("fp16", "bf16", "fp32")
 DEFAULT_MERGE_DTYPE = "bf16"
 #: largest relative difference (L2 norm of the logits' difference over the L2 norm of the logits) that the
 #: dtype's rounding explains; fp32 is exact up to summation order
-TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3, "bf16": 3e-2}
+#: (both models run in fp32 on the stored weights: on the embedded SmolLM2-135M demo's adapters a correct bf16
+#: merge differs 0.64%, fp16 0.15%; a merge at half the adapter's scale 2.65% (bf16), one without it 4.7%)
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3, "bf16": 1.5e-2}
 #: share of probe positions whose most likely token must agree (near-ties may flip under rounding)
 MIN_AGREEMENT = 0.9
 DTYPE_HELP = {
