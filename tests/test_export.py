@@ -105,16 +105,6 @@ def test_adapter_round_trip_through_llama_cpp(tmp_path, k_adapter, capsys):
     assert llm(text, max_tokens=10, temperature=0.0, top_k=1)["choices"][0]["text"].strip() == want.strip()
 
 
-def test_one_type_the_converter_writes_alone(tmp_path, capsys, k_llama):
-    """q8_0 alone (the quickest export, and the app's pick of one): the converter writes it straight from the model,
-    no f16 is made, and none is left to remove (it failed looking for one)."""
-    out = tmp_path / "gguf"
-    assert cli_main(["export", str(k_llama), str(out), "--gguf", "q8_0", "--prompts", "1",
-                     "--max-new-tokens", "4"]) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.glob("*.gguf")) == ["model-q8_0.gguf"]
-    assert [e.kind for e in list_exports(out)] == ["q8_0"]
-
-
 def _one_error_line(capsys, *argv: str) -> str:
     assert cli_main(["export", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -170,7 +160,12 @@ def test_no_disk_space_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_killed_export_leaves_nothing_and_the_next_cleans_up(tmp_path, k_llama):
+@pytest.fixture(scope="module")
+def killed_then_q8_0(tmp_path_factory, k_llama) -> dict:
+    """An export killed while llama.cpp's converter writes, then the next export into the same folder's parent: q8_0
+    alone (the quickest export, and the app's pick of one), in this process (no second torch import). What each left
+    is recorded for the two tests below."""
+    tmp_path = tmp_path_factory.mktemp("killed-export")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "loratui", "export", str(k_llama), str(out), "--gguf",
                              "f16,q4_k_m", "--prompts", "1", "--max-new-tokens", "4"],
@@ -186,12 +181,32 @@ def test_killed_export_leaves_nothing_and_the_next_cleans_up(tmp_path, k_llama):
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
-    assert not out.exists()  # nothing half-written where the user looks
-    assert partial.exists()  # the leftover, from a process that is gone
-    # the next export (in this process: no second torch import) cleans up the dead one's leftover
-    assert cli_main(["export", str(k_llama), str(tmp_path / "again"), "--gguf", "f16", "--prompts", "1",
-                     "--max-new-tokens", "2"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # the leftover is gone
+    seen = {"out_exists": out.exists(), "partial_exists": partial.exists()}
+    again = tmp_path / "again"
+    seen["code"] = cli_main(["export", str(k_llama), str(again), "--gguf", "q8_0", "--prompts", "1",
+                             "--max-new-tokens", "4"])
+    seen["listing"] = sorted(p.name for p in tmp_path.iterdir())
+    seen["gguf"] = sorted(p.name for p in again.glob("*.gguf"))
+    seen["exports"] = [e.kind for e in list_exports(again)]
+    return seen
+
+
+def test_killed_export_leaves_nothing_and_the_next_cleans_up(killed_then_q8_0):
+    seen = killed_then_q8_0
+    assert not seen["out_exists"]  # nothing half-written where the user looks
+    assert seen["partial_exists"]  # the leftover, from a process that is gone
+    # the next export cleans up the dead one's leftover
+    assert seen["code"] == 0
+    assert seen["listing"] == ["again"]  # the leftover is gone
+
+
+def test_one_type_the_converter_writes_alone(killed_then_q8_0):
+    """q8_0 alone: the converter writes it straight from the model, no f16 is made, and none is left to remove (it
+    failed looking for one)."""
+    seen = killed_then_q8_0
+    assert seen["code"] == 0
+    assert seen["gguf"] == ["model-q8_0.gguf"]
+    assert seen["exports"] == ["q8_0"]
 
 
 def test_parse_types_forgives_case_and_repeats():
