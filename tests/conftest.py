@@ -223,3 +223,64 @@ def h200(monkeypatch):
     monkeypatch.setattr(speed, "varlen_available", lambda cuda: cuda)
     monkeypatch.setattr(speed, "liger_available", lambda cuda: cuda)
     monkeypatch.setattr(speed, "liger_supports", lambda model_type: True)
+
+
+@pytest.fixture(scope="session")
+def detached_stalled_then_stopped(tmp_path_factory, tiny_llama):
+    """One detached engine (its own session, as the app and `loratui train --detach` start it) for two tests, since a
+    launch costs a torch import: it trains, is frozen (SIGSTOP) until the run reads 'stalled' (and `loratui runs`
+    says so), thawed until it reads 'running' again and has 5 steps, then stopped gracefully. What was seen on the way
+    is recorded; the run folder is left as the stop left it (test_engine's resume test then resumes it)."""
+    import contextlib
+    import io
+    import signal
+    import time
+
+    from loratui.cli import main as cli_main
+    from loratui.core import fold, runs
+    from loratui.core.config import RunConfig
+    from loratui.core.protocol import RunState
+
+    def wait(predicate, timeout):
+        end = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < end:
+            time.sleep(0.1)
+        return predicate()
+
+    def steps():
+        return sum(e["kind"] == "step" for e in run.events())
+
+    runs_dir = tmp_path_factory.mktemp("detached") / "runs"
+    run = runs.create_run(RunConfig.model_validate({
+        "model": {"name": str(tiny_llama)}, "lora": {"r": 4, "alpha": 8},
+        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "validation_fraction": 0.0,
+                 "max_length": 96},
+        "train": {"max_steps": 100000, "batch_size": 2, "lr": 1e-3, "logging_steps": 1, "save_steps": 100000,
+                  "eval_steps": None},
+        "output": {"runs_dir": str(runs_dir), "name": "detached"}}))
+    seen = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fold, "STALL_MIN_S", 2.0)
+        mp.setattr(fold, "STALL_FACTOR", 3.0)
+        pid = runs.launch_detached(run)
+        try:
+            seen["own_session"] = os.getpgid(pid) == pid  # survives the app and an SSH hangup
+            seen["three_steps"] = wait(lambda: steps() >= 3, 120)
+            seen["before"] = run.state()
+            os.kill(pid, signal.SIGSTOP)  # a hung collective, a stuck loader, a frozen filesystem look the same
+            wait(lambda: run.state() == RunState.STALLED, 30)
+            seen["frozen"] = run.state()
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                seen["runs_code"] = cli_main(["runs", "--runs-dir", str(runs_dir)])
+            seen["runs_out"] = out.getvalue()
+            os.kill(pid, signal.SIGCONT)
+            wait(lambda: run.state() == RunState.RUNNING, 30)
+            seen["thawed"] = run.state()
+            seen["five_steps"] = wait(lambda: steps() >= 5, 120)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            seen["stop_sent"] = runs.stop_run(run)
+        seen["after"] = runs.wait_for_state(run, timeout=120)
+    seen["log"] = "\n".join(run.log_tail())
+    return run, seen

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -252,27 +250,12 @@ def test_existing_run_folder_is_never_overwritten(tmp_path, tiny_llama, runs_dir
 
 # -- detached engine: stop gracefully, then resume ----------------------------------------------------------
 
-def _wait(predicate, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def test_stop_then_resume_continues_from_the_checkpoint(tmp_path, tiny_llama, runs_dir, capsys):
-    cfg_path = write_config(tmp_path, tiny_llama, runs_dir,
-                            data={"max_samples": None, "validation_fraction": 0.0},
-                            train={"max_steps": 100000, "logging_steps": 1, "save_steps": 100000,
-                                   "eval_steps": None, "batch_size": 2})
-    cfg = RunConfig.model_validate(yaml.safe_load(cfg_path.read_text()))
-    run = runs.create_run(cfg)
-    pid = runs.launch_detached(run)
-    assert os.getpgid(pid) == pid  # its own session: survives the app and an SSH hangup
-    assert _wait(lambda: sum(k == "step" for k in kinds(run)) >= 5), run.log_tail()
-    assert runs.stop_run(run)
-    assert runs.wait_for_state(run, timeout=120) == "stopped"
+def test_stop_then_resume_continues_from_the_checkpoint(detached_stalled_then_stopped):
+    run, seen = detached_stalled_then_stopped  # a detached engine (frozen and thawed on the way: test_watchdog)
+    assert seen["own_session"]  # its own session: survives the app and an SSH hangup
+    assert seen["five_steps"], seen["log"]
+    assert seen["stop_sent"]
+    assert seen["after"] == "stopped"
     stopped = [e for e in run.events() if e["kind"] == "stopped"][-1]
     assert stopped["step"] >= 5
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 
 import pytest
 
@@ -48,45 +45,17 @@ def test_loading_and_the_final_evaluation_are_not_stalls():
     assert f.summary(now=1101 + 1001, **live).state == RunState.STALLED
 
 
-def test_a_stopped_engine_is_stalled_and_comes_back(tmp_path, tiny_llama, monkeypatch, capsys):
-    from loratui.cli import main as cli_main
-    from loratui.core import runs
-
-    monkeypatch.setattr(fold_mod, "STALL_MIN_S", 2.0)
-    monkeypatch.setattr(fold_mod, "STALL_FACTOR", 3.0)
-    data = {
-        "model": {"name": str(tiny_llama)}, "lora": {"r": 4},
-        "data": {"source": "sample:contacts-json.jsonl", "format": "alpaca", "max_samples": 48,
-                 "validation_fraction": 0.0, "max_length": 64},
-        "train": {"max_steps": 100000, "batch_size": 2, "logging_steps": 1, "save_steps": 100000},
-        "output": {"runs_dir": str(tmp_path / "runs"), "name": "hang"},
-    }
-    from loratui.core.config import RunConfig
-
-    run = runs.create_run(RunConfig.model_validate(data))
-    pid = runs.launch_detached(run)
-    try:
-        deadline = time.monotonic() + 120
-        while len([e for e in run.events() if e["kind"] == "step"]) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert run.state() == RunState.RUNNING
-        os.kill(pid, signal.SIGSTOP)  # a hung collective, a stuck loader, a frozen filesystem look the same
-        deadline = time.monotonic() + 30
-        while run.state() != RunState.STALLED and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert run.state() == RunState.STALLED
-        assert cli_main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
-        out = capsys.readouterr().out
-        assert "stalled" in out and "no progress for" in out
-        os.kill(pid, signal.SIGCONT)
-        deadline = time.monotonic() + 30
-        while run.state() != RunState.RUNNING and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert run.state() == RunState.RUNNING
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        runs.stop_run(run)
-    assert runs.wait_for_state(run, timeout=120) == "stopped"
+def test_a_stopped_engine_is_stalled_and_comes_back(detached_stalled_then_stopped):
+    """A real detached engine SIGSTOPped until the run reads stalled, then SIGCONTed (conftest: the run is shared with
+    test_engine's stop-and-resume test, which stops it afterwards)."""
+    run, seen = detached_stalled_then_stopped
+    assert seen["three_steps"], seen["log"]
+    assert seen["before"] == RunState.RUNNING
+    assert seen["frozen"] == RunState.STALLED
+    assert seen["runs_code"] == 0
+    assert "stalled" in seen["runs_out"] and "no progress for" in seen["runs_out"]
+    assert seen["thawed"] == RunState.RUNNING
+    assert seen["after"] == "stopped"
 
 
 def test_a_diverging_run_fails_naming_the_step_and_keeps_its_good_checkpoint(tmp_path, tiny_llama, monkeypatch):
