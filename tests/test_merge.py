@@ -179,3 +179,29 @@ def test_the_wizard_reports_the_time_the_user_waited():
                                Path("/m")))
     text = console.export_text()
     assert "35.0 s (2.3 s merging, the rest loading libraries)" in text
+
+
+def test_a_merge_at_the_wrong_scale_fails_its_check(tmp_path, llama_adapter, monkeypatch):
+    """The check must catch a wrong merge, not only pass a right one: the adapter folded in at half its scale (as a
+    wrong alpha/r would) is flagged, in bf16 as in fp32 (the check compares in fp32 on the stored weights)."""
+    from loratui.train import merge
+
+    load = merge.load_adapter_model
+
+    def half_scale(*args, **kwargs):
+        model, tokenizer, loaded = load(*args, **kwargs)
+        unload = model.merge_and_unload
+
+        def wrong_merge(*a, **k):
+            for module in model.modules():
+                if isinstance(getattr(module, "scaling", None), dict):
+                    module.scaling = {name: s * 0.5 for name, s in module.scaling.items()}
+            return unload(*a, **k)
+
+        model.merge_and_unload = wrong_merge
+        return model, tokenizer, loaded
+
+    monkeypatch.setattr(merge, "load_adapter_model", half_scale)
+    for dtype in ("fp32", "bf16"):
+        check = merge_adapter(llama_adapter, tmp_path / dtype, dtype=dtype)["check"]
+        assert check["ok"] is False and check["relative_diff"] > check["tolerance"], (dtype, check)
