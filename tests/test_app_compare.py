@@ -313,3 +313,20 @@ async def test_a_single_evaluation_is_drawn_on_a_range_around_it(runs):
         ys, xs = _axis_labels(screen_text(app).splitlines())
     assert ys and all(0.8 * loss <= y <= 1.2 * loss for y in ys), (loss, ys)
     assert xs and min(xs) == 0 and all(x >= 0 for x in xs), xs
+
+
+async def test_at_80_columns_a_long_name_beside_a_short_one_leaves_room_for_every_run(runs):
+    """QA walk: names with nothing in common ('smollm2-135m-instruct-lora-20261205-122349', 'r8run', ...) made each
+    column as wide as its full name; at 80 columns the third run was off screen. Each title is cut in the middle
+    (its date and time stay) to its values' width."""
+    import shutil
+
+    names = ["smollm2-135m-instruct-lora-20261205-122349", "r8run", "smollm2-135m-instruct-lora-20261205-124351"]
+    for name, source in zip(names, ORDER):
+        shutil.copytree(runs / source, runs / name)
+    app = compare_app(runs, runs=[runs / n for n in names])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        header = screen_text(app).splitlines()[1]
+        assert "122349" in header and "r8run" in header and "124351" in header, header

@@ -24,7 +24,7 @@ from loratui.core.study import list_study_batches, study_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.compare_chart import CHARTS, CompareChart
-from loratui.ui.widgets.tables import fill_table, name_ellipsis, wrap_words
+from loratui.ui.widgets.tables import fill_table, middle_ellipsis, name_ellipsis, wrap_words
 
 #: seconds between refreshes while a compared run is still going
 REFRESH_INTERVAL = 3.0
@@ -159,7 +159,8 @@ class CompareScreen(LoratuiScreen):
         values = [max([len(t)] + [len(str(v[i])) for _, v in body]) for i, t in enumerate(titles)]
         label_w = min(labels, max(LABEL_WIDTH, room - 2 - sum(min(w, VALUE_WIDTH) + 2 for w in values)))
         value_w = max(VALUE_WIDTH, (room - label_w - 2) // max(1, len(titles)) - 2)
-        columns = [("field", "", label_w)] + [(f"r{i}", t, value_w) for i, t in enumerate(titles)]
+        columns = [("field", "", label_w)] + [(f"r{i}", middle_ellipsis(Text(t), value_w).plain, value_w)
+                                              for i, t in enumerate(titles)]  # a long name no wider than its values
         cells = [(Text(label, style="bold"), *values) for label, values in body]
         clip = {"field": name_ellipsis} | {f"r{i}": wrap_words for i in range(len(titles))}
         fill_table(table, columns, cells, [label for label, _ in body], clip=clip)
