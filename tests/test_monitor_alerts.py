@@ -28,3 +28,18 @@ def test_a_failed_run_says_why_it_failed_not_its_alerts():
     v = RunView(alerts=[SKIPPED], failure={"error": "Diverged", "message": "training diverged at step 5"})
     text, kind = banner_text(v, "failed", None, False)
     assert kind == "error" and "⚠" not in str(text)
+
+
+def test_a_loss_logged_steps_ago_says_its_step():
+    """QA walk: with logging_steps 5, the finished run's header read 'step 8/8 · loss 0.160', step 5's loss unmarked
+    (Adapters' detail said '(at step 5)')."""
+    from loratui.ui.widgets.monitor_text import stats_text
+    from loratui.ui.widgets.run_state import RunModel
+
+    model = RunModel()
+    model.apply([{"kind": "started", "time": 1.0, "max_steps": 8, "method": "lora"},
+                 {"kind": "step", "time": 2.0, "step": 5, "loss": 0.16}])
+    assert "loss 0.160" in stats_text(model.snapshot(), "running").plain
+    assert "@" not in stats_text(model.snapshot(), "running").plain.split("·")[0]
+    model.apply([{"kind": "step", "time": 3.0, "step": 8}])
+    assert "loss 0.160@5" in stats_text(model.snapshot(), "running").plain

@@ -188,7 +188,7 @@ class RunFold:
         if ev.epoch is not None and ev.step > 0:
             self._epoch_rate = ev.epoch / ev.step
         if ev.loss is not None:
-            s.loss = ev.loss
+            s.loss, s.loss_step = ev.loss, ev.step
             self.history.add_loss(ev.step, ev.loss)
         if ev.tokens_seen is not None and ev.elapsed is not None:
             point = (float(ev.tokens_seen), float(ev.elapsed))

@@ -42,6 +42,8 @@ class RunSummary:
     epochs: Optional[float] = None
     loss: Optional[float] = None
     """The newest logged training loss."""
+    loss_step: Optional[int] = None
+    """The step that loss was logged at (steps go on between logged ones: ``train.logging_steps``)."""
     lr: Optional[float] = None
     grad_norm: Optional[float] = None
     tokens_per_s: Optional[float] = None

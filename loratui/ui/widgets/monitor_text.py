@@ -48,7 +48,11 @@ def steps_text(v: RunView, state: str, width: int | None = None) -> str:
 def stats_text(v: RunView, state: str, width: int | None = None) -> Text:
     """The figures: loss, eval, accuracy, a preference run's rewards, margin and accuracy, lr, tokens/s, time, ETA;
     in ``width`` cells the throughput, the lr and the rewards give way first, the loss and eval last."""
-    parts: list[tuple[int, list[Text]]] = [(0, [_stat("loss", _num(v.loss))])]
+    loss = _stat("loss", _num(v.loss))
+    if v.loss is not None and v.loss_step is not None and v.loss_step != v.step:  # logged steps ago: say when
+        parts: list[tuple[int, list[Text]]] = [(0, [_stat("loss", f"{_num(v.loss)}@{v.loss_step}"), loss])]
+    else:
+        parts = [(0, [loss])]
     if v.eval_loss is not None:
         value = _num(v.eval_loss)
         forms = [_stat("eval", value)]
