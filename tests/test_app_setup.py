@@ -314,3 +314,16 @@ async def test_choice_lists_open_above_the_footer_at_80x24(fake_core):
             await pilot.pause()
         label = screen.field("data.validation_file").query_one(".field-label")
         assert label.content_region.right < screen.field("data.validation_file").control.region.x  # a gap
+
+
+async def test_a_wider_terminal_never_narrows_the_form(fake_core):
+    """QA walk: at 100x30 the side panel took 60 columns and left the form 40, less than at 80x24 ('Start from
+    empty: a new    pick', the remote-code line wrapped)."""
+    widths = {}
+    for size in ((80, 24), (100, 30), (119, 30), (120, 40)):
+        app = make_app()
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            widths[size[0]] = app.screen.query_one("#setup-form").size.width
+    assert widths[80] <= widths[100] <= widths[119] and widths[100] >= 58, widths
+    assert widths[120] >= widths[100] - 2, widths

@@ -54,7 +54,7 @@ class LoratuiApp(Navigation, App[None]):
 
     TITLE = "loratui"
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
-    HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (70, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (70, "-narrow"), (100, "-medium"), (120, "-wide")]
 
     #: letters switch screens and quit, except while the user types (a form field, a wizard step: see
     #: ``LoratuiScreen.typing``); the function keys always do, so they are priority bindings: a text box's own
