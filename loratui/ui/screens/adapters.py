@@ -177,6 +177,7 @@ class AdaptersScreen(LoratuiScreen):
     def _refill(self) -> None:
         current = self.selected
         self._fill(self.query_one(DataTable), str(current.path) if current else None)
+        self._show_detail()  # the file names are cut to the pane's new width
 
     def _fill(self, table: DataTable, select: str | None) -> None:
         fill_table(table, self.COLUMNS, self._rows, [str(a.path) for a in self.adapters], select=select, flex="name",
@@ -208,7 +209,7 @@ class AdaptersScreen(LoratuiScreen):
             return
         exported = self.exports.get(str(a.path)) or []
         info.update(adapter_rows.info_grid(a, self.figures.get(str(a.path)), exported))
-        files.update(adapter_rows.files_grid(a, exported))
+        files.update(adapter_rows.files_grid(a, exported, files.size.width))
 
     # -- actions -------------------------------------------------------------------------------------------------
 

@@ -147,13 +147,16 @@ def info_grid(a: AdapterInfo, f: StepFigures | None, exported: list) -> Table:
     return grid
 
 
-def files_grid(a: AdapterInfo, exported: list) -> Table:
-    """The detail's right side: each file with its size, the total, then the GGUF exports."""
+def files_grid(a: AdapterInfo, exported: list, width: int = 0) -> Table:
+    """The detail's right side: each file with its size, the total, then the GGUF exports. In ``width`` cells a long
+    file name is cut in the middle, so its kind stays ('adapter_m….safetensors')."""
     ft = Table.grid(padding=(0, 1), expand=True)
     ft.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
     ft.add_column(justify="right", no_wrap=True)
+    sizes = [format_bytes(size) for _, size in a.files] + [format_bytes(a.size)]
+    room = width - max(map(len, sizes)) - 1 if width else 0
     for fname, size in a.files:
-        ft.add_row(fname, format_bytes(size))
+        ft.add_row(middle_ellipsis(Text(fname), room) if 0 < room < len(fname) else fname, format_bytes(size))
     ft.add_row(Text(f"{len(a.files)} files", style="bold"), Text(format_bytes(a.size), style="bold"))
     if exported:
         ft.add_row(Text("GGUF exports (e: again)", style="bold"), "")
