@@ -20,6 +20,15 @@ def compare_app(runs_dir: Path, **kwargs):
     return host_app(lambda: CompareScreen(**kwargs), runs_dir=runs_dir)
 
 
+def renamed_compare(runs: Path, names: list[str]):
+    """Compare on copies of the recorded runs (ORDER) under ``names``."""
+    import shutil
+
+    for name, source in zip(names, ORDER):
+        shutil.copytree(runs / source, runs / name)
+    return compare_app(runs, runs=[runs / n for n in names])
+
+
 async def test_table_and_charts(runs):
     app = compare_app(runs, runs=[runs / n for n in ORDER])
     async with app.run_test(size=(100, 40)) as pilot:
@@ -98,12 +107,7 @@ async def test_shift_n_goes_back_a_chart_as_a_terminal_sends_it(runs):
 async def test_at_80_columns_the_columns_and_bars_show_what_tells_runs_apart(runs):
     """Issue 19 item 6: default names share 'smollm2-135m-instruct-lora-2026...': every header, bar label and
     legend read 'smollm2-135m-'. The columns and bars show the part that differs; the shared head is said once."""
-    import shutil
-
-    names = [f"smollm2-135m-instruct-lora-20261204-{t}" for t in ("0912", "0931", "0950")]
-    for name, source in zip(names, ORDER):
-        shutil.copytree(runs / source, runs / name)
-    app = compare_app(runs, runs=[runs / n for n in names])
+    app = renamed_compare(runs, [f"smollm2-135m-instruct-lora-20261204-{t}" for t in ("0912", "0931", "0950")])
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: screen.loaded, what="compare")
@@ -319,12 +323,8 @@ async def test_at_80_columns_a_long_name_beside_a_short_one_leaves_room_for_ever
     """QA walk: names with nothing in common ('smollm2-135m-instruct-lora-20261205-122349', 'r8run', ...) made each
     column as wide as its full name; at 80 columns the third run was off screen. Each title is cut in the middle
     (its date and time stay) to its values' width."""
-    import shutil
-
-    names = ["smollm2-135m-instruct-lora-20261205-122349", "r8run", "smollm2-135m-instruct-lora-20261205-124351"]
-    for name, source in zip(names, ORDER):
-        shutil.copytree(runs / source, runs / name)
-    app = compare_app(runs, runs=[runs / n for n in names])
+    app = renamed_compare(runs, ["smollm2-135m-instruct-lora-20261205-122349", "r8run",
+                                 "smollm2-135m-instruct-lora-20261205-124351"])
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: screen.loaded, what="compare")
