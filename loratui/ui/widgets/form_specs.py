@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from textual.widgets import Select
 
 from loratui.core.config import RunConfig, format_validation_error
-from loratui.core.config_errors import PYDANTIC_WORDS, plain_words
+from loratui.core.config_errors import plain_words
 from loratui.core.paths import looks_like_path
 from loratui.core.presets import PRESETS
 
@@ -275,17 +275,9 @@ def validate_field(spec: FieldSpec, section_values: dict[str, Any], raw: Any) ->
     try:
         obj = model.model_validate({**section_values, spec.key: raw})
     except ValidationError as err:
-        message = short_message(format_validation_error(err, prefix=spec.section), spec)
-        default = getattr(model.model_fields.get(spec.key), "default", None)
-        if message.startswith(BOUNDS) and isinstance(default, (int, float)) and not isinstance(default, bool) \
-                and "(the default is" not in message:
-            message += f" (the default is {default:g})"  # a value to go back to, as the other fields' hints give
-        return None, message
+        # a bound's message says the field's default (core.config_errors): a value to go back to
+        return None, short_message(format_validation_error(err, prefix=spec.section), spec)
     return getattr(obj, spec.key), None
-
-
-#: the bound errors (a field's default is said beside them: a value to go back to)
-BOUNDS = tuple(short for long, short in PYDANTIC_WORDS.items() if " than" in long)
 
 
 def short_message(message: str, spec: FieldSpec) -> str:
