@@ -29,8 +29,10 @@ class HelperClosed(RuntimeError):
 
 def _init_helper(parent: int) -> None:
     """In the helper: nothing it prints reaches the app's terminal, and it exits when the app is gone."""
+    from loratui.core.parent_watch import exit_with_parent
+
     _quiet()
-    _die_with_parent(parent)
+    exit_with_parent(parent)  # the app gone, however it went (SIGKILL and a lost terminal included)
     _thread_lock_for_progress_bars()
 
 
@@ -59,13 +61,6 @@ def _quiet() -> None:
         except OSError:
             pass
     os.close(null)
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the helper: exit when the app is gone, however it went (SIGKILL and a lost terminal included)."""
-    from loratui.core.parent_watch import exit_with_parent
-
-    exit_with_parent(parent)
 
 
 def _run(target: str, args: tuple, kwargs: dict) -> Any:

@@ -74,8 +74,7 @@ class CompareChart(PlotextPlot):
             all_x += xs
             all_y += ys
         # one evaluation (or all at one step, or one loss): a range around it, not plotext's -1 to 1 for a 0
-        xlim = flat_limits(all_x)
-        if xlim:  # steps from 0, as the Monitor draws them
+        if all_x and min(all_x) == max(all_x):  # steps from 0, as the Monitor draws them
             top = max(1, int(all_x[0]))
             plt.xlim(0, top)
             ticks = nice_ticks(top, max(2, width // 12))
