@@ -248,6 +248,7 @@ def toy_wide(extra: int):
     def estimate(c: RunConfig, ckpt_layers, offload) -> tuple[int, int]:
         total, layers = toy(c, ckpt_layers, offload)
         return total + (extra if c.train.wide_loss_chunks == "on" else 0), layers
+    estimate.model_type = "llama"  # a model Liger patches (the real estimator says the model's own type)
     return estimate
 
 

@@ -38,4 +38,15 @@ def test_what_the_fit_chooses_the_engine_runs(bench_env, on_a_gpu, shape, method
     cfg = bench_cfg(bench_env, shape, method, batch, 50, variant)
     chosen = fit.plan(cfg, int(budget * GiB), estimator=fit_run.estimator_for(cfg))
     assert chosen.fits and chosen.estimate <= budget * GiB, chosen.message()
-    speed.resolve(chosen.apply(cfg), cuda=True)  # raises where the engine would refuse the fit's own choice
+    speed.resolve(chosen.apply(cfg), cuda=True, model_type="llama")  # raises where the engine would refuse the fit's own choice
+
+
+@pytest.mark.parametrize("shape,batch,variant", [("1b", 16, "default"),
+                                                 ("8b", 16, "lora.r=16+lora.alpha=32+lora.preset=llama-all")])
+def test_with_room_a_lora_run_gets_wide_loss_chunks(bench_env, on_a_gpu, shape, batch, variant):
+    """Liger's loss in wide chunks (1B LoRA +9% tokens/s, round 12) where an 80 GB card has room: from round 13 to 15
+    the fit asked the engine's checks without the model's type, read Liger off and never chose them on a GPU."""
+    cfg = bench_cfg(bench_env, shape, "lora", batch, 50, variant)
+    chosen = fit.plan(cfg, int(72.4 * GiB), estimator=fit_run.estimator_for(cfg))
+    assert chosen.wide_loss_chunks and "wide loss chunks" in chosen.message(), chosen.message()
+    assert speed.resolve(chosen.apply(cfg), cuda=True, model_type="llama").wide_loss_chunks

@@ -48,9 +48,8 @@ def plan(cfg: RunConfig, budget: int, source: str = "train.memory_budget", *, es
                layers=layers, offload=t.activation_offload == "on")
     if t.fit == "off":
         return base
-    work = getattr(estimator, "work", None)  # graphs beat running as written where steps are small
     if base.fits:
-        return with_wide_loss_chunks(cfg, with_room(cfg, base, estimator, work), estimator)
+        return with_wide_loss_chunks(cfg, with_room(cfg, base, estimator), estimator)
     best, leanest = _search(cfg, base, estimator)
     for trial, extra, marks in _variants(cfg, estimator, needed):  # the same search with more savers, each at its cost
         best2, leanest2 = _search(trial, base, estimator, extra=extra, marks=marks)

@@ -13,24 +13,27 @@ from loratui.train.fit_prices import (
 from loratui.train.fit_result import Fit, describe, graphs_memory
 
 
-def engine_runs(candidate: RunConfig) -> bool:
+def engine_runs(candidate: RunConfig, estimator=None) -> bool:
     """Whether the engine on a CUDA card takes ``candidate`` (its speed levers' own checks, loratui.train.speed):
-    the fit turns a lever on only where it can run."""
+    the fit turns a lever on only where it can run. The model's type (``estimator.model_type``, where the estimator
+    has one) decides whether Liger patches it, as in the engine: without it, Liger read off and the fit never chose
+    wide loss chunks on a GPU (rounds 13-15)."""
     from loratui.train import speed
 
     try:
-        speed.resolve(candidate, cuda=True)
+        speed.resolve(candidate, cuda=True, model_type=getattr(estimator, "model_type", None))
     except Exception:  # noqa: BLE001 - the engine would refuse it with a ConfigError
         return False
     return True
 
 
-def with_room(cfg: RunConfig, base: Fit, estimator, work) -> Fit:
+def with_room(cfg: RunConfig, base: Fit, estimator) -> Fit:
     """A run that fits as configured: the speed levers there is room for (a quantized base's faster levers, graphs),
     or every layer checkpointed with graphs where that is faster than running as written."""
-    fit = with_graphs(cfg, faster(cfg, dataclasses.replace(base), estimator), work)
+    fit = with_graphs(cfg, faster(cfg, dataclasses.replace(base), estimator), estimator)
     if fit.graphs:
         return fit
+    work = getattr(estimator, "work", None)  # graphs beat running as written where steps are small
     if cfg.train.gradient_checkpointing or (work is not None and work(cfg) <= GRAPHS_WORK):
         return with_checkpointed_graphs(cfg, base, estimator) or fit
     return fit
@@ -45,7 +48,7 @@ def with_wide_loss_chunks(cfg: RunConfig, fit: Fit, estimator) -> Fit:
     chosen = fit.apply(cfg)
     wide = chosen.model_copy(deep=True)
     wide.train.wide_loss_chunks = "on"
-    if not engine_runs(wide):  # no fused cross-entropy in the chosen run (Liger off for speed, dpo, ...)
+    if not engine_runs(wide, estimator):  # no fused cross-entropy in the chosen run (Liger off for speed, dpo, ...)
         return fit
     offload = chosen.train.activation_offload == "on"
     layers = fit.ckpt_layers if fit.checkpointing else None
@@ -75,7 +78,7 @@ def faster(cfg: RunConfig, base: Fit, estimator) -> Fit:
     return base
 
 
-def with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
+def with_graphs(cfg: RunConfig, fit: Fit, estimator=None) -> Fit:
     """With room for them (graphs_memory x the estimate), CUDA graphs on where the run can use them (left on auto;
     loratui.train.speed.cuda_graphs says where) and a step is small enough to wait on the host (GRAPHS_WORK): 8B
     QLoRA shape 3.1x tokens/s once every step size is captured, 1B LoRA 1.8x (bench/RESULTS.md, round 7); 8B bf16
@@ -84,8 +87,9 @@ def with_graphs(cfg: RunConfig, fit: Fit, work=None) -> Fit:
         return fit
     candidate = fit.apply(cfg)
     candidate.train.cuda_graphs = "on"
-    if not engine_runs(candidate):  # not a run graphs can replay (no GPU, checkpointing, unpacked, 2 cards, ...)
+    if not engine_runs(candidate, estimator):  # not a run graphs can replay (no GPU, checkpointing, unpacked, ...)
         return fit
+    work = getattr(estimator, "work", None)
     if work is not None and work(cfg) > GRAPHS_WORK:
         fit.note = ("CUDA graphs left off: steps this large keep the card busy and the graphs would pad them "
                     "(train.cuda_graphs: on forces them)")
@@ -108,7 +112,7 @@ def with_checkpointed_graphs(cfg: RunConfig, fit: Fit, estimator) -> Fit | None:
         return None
     candidate = cfg.model_copy(deep=True)
     candidate.train.gradient_checkpointing, candidate.train.cuda_graphs = True, "on"
-    if not engine_runs(candidate):  # not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
+    if not engine_runs(candidate, estimator):  # not a run graphs can replay (no GPU, unpacked, 2 cards, ...)
         return None
     user = t.activation_offload == "on"
     for offload in [user] if user or t.activation_offload == "off" else [False, True]:

@@ -65,6 +65,7 @@ def estimator_for(cfg: RunConfig):
         return float(params) * step_tokens(c).train
 
     cached.work = work
+    cached.model_type = getattr(model_config, "model_type", None)  # whether Liger patches it (fit_room.engine_runs)
     return cached
 
 
