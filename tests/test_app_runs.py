@@ -116,6 +116,34 @@ async def test_resume_a_crashed_run(runs, monkeypatch):
         assert launched == [(runs / "smollm2-crashed", True)] and opened == [runs / "smollm2-crashed"]
 
 
+async def test_resume_and_stop_on_a_finished_run_say_why_not(runs, monkeypatch):
+    """u and x on a finished run start and stop nothing, and say so in one line with what to do instead (QA walk:
+    they did nothing at all)."""
+    calls = []
+    monkeypatch.setattr(runs_screen, "launch_detached", lambda *a, **k: calls.append("launch") or 1)
+    monkeypatch.setattr(runs_screen, "stop_run", lambda run: calls.append("stop") or True)
+    app = host_app(lambda: RunsScreen(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        await pilot.press("down", "down", "down")
+        assert screen.selected.state == "finished"
+        footer = {b.binding.key for b in screen.active_bindings.values() if b.binding.show}
+        assert "u" not in footer and "x" not in footer  # not offered
+        await pilot.press("u")
+        await pilot.press("x")
+        await pilot.pause()
+        said = [n.message for n in app._notifications]
+        assert calls == [] and len(said) == 2 and not isinstance(app.screen, ConfirmModal), said
+        assert said[0].startswith("smollm2-demo finished: nothing to resume") and "c copies its config to Setup" in said[0]
+        assert said[1].startswith("smollm2-demo already finished: nothing to stop") and "Adapters" in said[1]
+        await pilot.press("up")  # stopped: x says u resumes it
+        assert screen.selected.state == "stopped"
+        await pilot.press("x")
+        await pilot.pause()
+        assert [n.message for n in app._notifications][-1] == "smollm2-stopped is stopped: nothing to stop (u resumes it)."
+
+
 async def test_stop_asks_first(runs, monkeypatch):
     stopped = []
     monkeypatch.setattr(runs_screen, "stop_run", lambda run: stopped.append(run.path) or True)

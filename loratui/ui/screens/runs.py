@@ -24,7 +24,7 @@ from loratui.core.run_delete import delete_run, folder_size
 from loratui.core.runs import RunDir, RunReader, launch_detached, stop_run
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
-from loratui.ui.widgets.run_rows import COLUMNS, OPTIONAL, detail_text, row_cells
+from loratui.ui.widgets.run_rows import COLUMNS, OPTIONAL, detail_text, row_cells, why_not_resume, why_not_stop
 from loratui.ui.widgets.tables import fill_table, name_ellipsis
 
 #: seconds between refreshes of the list
@@ -118,6 +118,9 @@ class RunsScreen(LoratuiScreen):
         Binding("f5,ctrl+r", "refresh", "Refresh"),
         Binding("space", "mark", "Mark"),
         Binding("v", "compare", "Compare"),
+        # tried when the binding above is off for the run under the cursor: one line says why, and what instead
+        Binding("u", "why_not('resume')", show=False),
+        Binding("x", "why_not('stop')", show=False),
     ]
 
     COLUMNS = COLUMNS
@@ -283,11 +286,17 @@ class RunsScreen(LoratuiScreen):
             return s is not None and s.state in RESUMABLE
         if action == "stop":
             return s is not None and s.state.active
-        if action in ("open", "copy_config"):
+        if action in ("open", "copy_config", "why_not"):
             return s is not None
         if action == "delete":
             return s is not None and not s.state.active
         return True
+
+    def action_why_not(self, action: str) -> None:
+        """``u`` or ``x`` on a run they don't apply to: say why, and what to do instead."""
+        s = self.selected
+        if s is not None:
+            self.notify(why_not_resume(s) if action == "resume" else why_not_stop(s), severity="warning")
 
     @on(DataTable.RowSelected)
     def _row_selected(self) -> None:
@@ -314,7 +323,6 @@ class RunsScreen(LoratuiScreen):
     def action_resume(self) -> None:
         s = self.selected
         if s is None or s.state not in RESUMABLE:
-            self.notify("Only a stopped or crashed run can be resumed.", severity="warning")
             return
         run = RunDir(summary_path(s))
         checkpoint = run.latest_checkpoint()

@@ -79,3 +79,31 @@ def detail_text(s: RunSummary, model: bool = False) -> Text:
     elif s.state == "stopped":
         text.append("\nstopped by request; u resumes it", style="dim")
     return text
+
+
+def why_not_resume(s: RunSummary) -> str:
+    """One line for ``u`` on a run that can't be resumed: why, and what to do instead."""
+    name, state = s.name, s.state
+    if state.active:
+        return f"{name} is {state}: nothing to resume (enter watches it in the Monitor)."
+    if state == "finished":
+        return f"{name} finished: nothing to resume (c copies its config to Setup for a new run)."
+    if state == "failed":
+        return f"{name} failed: not resumable (enter shows why; c copies its config to Setup to fix it)."
+    if state == "unreadable":
+        return f"{name}'s status.json can't be read ({s.problem or 'see its folder'}): not resumed."
+    return f"{name} has not started: nothing to resume (a queued run waits its turn in the Queue, w)."
+
+
+def why_not_stop(s: RunSummary) -> str:
+    """One line for ``x`` on a run whose engine is not working: why, and what to do instead."""
+    name, state = s.name, s.state
+    if state in ("stopped", "crashed"):
+        return f"{name} is {state}: nothing to stop (u resumes it)."
+    if state == "finished":
+        return f"{name} already finished: nothing to stop (its adapter is in Adapters, a)."
+    if state == "failed":
+        return f"{name} failed: nothing to stop (enter shows why in the Monitor)."
+    if state == "unreadable":
+        return f"{name}'s status.json can't be read: no engine proven to be its own, nothing to stop."
+    return f"{name} has not started: nothing to stop (a queued run is cancelled in the Queue: w, then x)."
