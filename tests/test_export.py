@@ -86,6 +86,7 @@ def test_adapter_round_trip_through_llama_cpp(tmp_path, k_adapter, capsys):
             v["verdict"].startswith(f"⚠ changes {3 - v['same_answers']} of 3 greedy answers, top-1 agreement")
     # the printed table and the Modelfile
     assert "q4_k_m" in stdout and "✔ the same greedy answers" in stdout
+    assert "answering the held-out prompts (merged model): 3/3" in stdout  # the counter reaches its total
     mf = (out / "Modelfile").read_text()
     assert "FROM ./model-f16.gguf" in mf and "<|im_start|>{{ .Role }}" in mf and 'PARAMETER stop "<|im_end|>"' in mf
     assert "FROM ./model-q4_k_m.gguf" in (out / "Modelfile.q4_k_m").read_text()
@@ -207,6 +208,20 @@ def test_one_type_the_converter_writes_alone(killed_then_q8_0):
     assert seen["code"] == 0
     assert seen["gguf"] == ["model-q8_0.gguf"]
     assert seen["exports"] == ["q8_0"]
+
+
+def test_the_prompt_counter_reaches_its_total():
+    """QA walk: the export's progress went from 'answering the held-out prompts: 4/5' to the next stage, never 5/5."""
+    from loratui.train.export_check import prompt_progress
+
+    for total, shown in ((5, [1, 2, 3, 4, 5]), (1, [1]), (80, list(range(8, 81, 8))), (23, [2, 4, 6, 8, 10, 12, 14,
+                                                                                             16, 18, 20, 22, 23])):
+        said: list[tuple[str, float]] = []
+        each = prompt_progress(lambda step, frac: said.append((step, frac)))
+        for done in range(1, total + 1):
+            each(done, total)
+        assert [int(step.rsplit(" ", 1)[1].split("/")[0]) for step, _ in said] == shown, total
+        assert said[-1] == (f"answering the held-out prompts (merged model): {total}/{total}", pytest.approx(0.4))
 
 
 def test_parse_types_forgives_case_and_repeats():

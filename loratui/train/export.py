@@ -26,7 +26,7 @@ from typing import Callable
 from loratui.core import export as plan
 from loratui.core.errors import LoratuiError
 from loratui.core.fmt import format_bytes
-from loratui.train.export_check import find_examples, normalize_tokenizer, reference_answers
+from loratui.train.export_check import find_examples, normalize_tokenizer, prompt_progress, reference_answers
 from loratui.train.merge import DTYPES, adapter_base, clean_stale_partials
 
 Progress = Callable[[str, float], None]
@@ -224,10 +224,7 @@ def _export(kind: str, folder: Path, tmp: Path, kinds: list[str], *, base, dtype
     n_params = sum(p.numel() for p in model.parameters())
     check_space(tmp.parent, needed_bytes(n_params, kinds, dtype))
     progress("answering the held-out prompts (merged model)", 0.3)
-    step = max(1, len(examples) // 10)
-    ref = reference_answers(model, tok, examples, system, max_new_tokens, each=lambda done, total: progress(
-        f"answering the held-out prompts (merged model): {done}/{total}", 0.3 + 0.1 * done / total)
-        if done % step == 0 and done < total else None)
+    ref = reference_answers(model, tok, examples, system, max_new_tokens, each=prompt_progress(progress))
     template = translate(lambda m: tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
                          getattr(tok, "chat_template", None), tok.bos_token, system)
     progress("saving the merged model for the converter", 0.4)

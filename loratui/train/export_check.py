@@ -76,6 +76,16 @@ def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict]
     return [{"prompt": p, "reference": ""} for p in GENERIC_PROMPTS[:n]], system, None, GENERAL_PROMPTS
 
 
+def prompt_progress(progress, start: float = 0.3, share: float = 0.1):
+    """``each(done, total)`` for :func:`reference_answers`: ``progress('...: done/total', fraction)`` about ten
+    times over the prompts, the last one included (it went from 4/5 straight to the next stage: QA walk)."""
+    def each(done: int, total: int) -> None:
+        if done % max(1, total // 10) == 0 or done == total:
+            progress(f"answering the held-out prompts (merged model): {done}/{total}", start + share * done / total)
+
+    return each
+
+
 def reference_answers(model, tok, examples: list[dict], system: str | None, max_new_tokens: int,
                       each=lambda done, total: None) -> dict:
     """The merged model's greedy answer to each prompt, as token ids and text (transformers, on this machine);
