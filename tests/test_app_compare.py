@@ -121,6 +121,37 @@ async def test_at_80_columns_the_columns_and_bars_show_what_tells_runs_apart(run
         assert sorted(ln.split("┤")[0].strip() for ln in bars) == ["0912", "0931", "0950"], bars
 
 
+async def test_the_curves_legend_leaves_the_points_in_view(runs):
+    """QA walk: plotext's legend sits in the plot's top-left corner, where every loss curve starts (the first
+    evaluation), and covered those points. The legend is in the chart's title line; the plot holds the curves only."""
+    from dataclasses import replace
+
+    from loratui.ui.widgets.compare_chart import CompareChart
+
+    app = compare_app(runs, runs=[runs / n for n in ORDER])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="compare")
+        await pilot.press("N")
+        await pilot.pause()
+        chart = screen.query_one(CompareChart)
+        plot = chart.render().plain.splitlines()
+        assert not any(label in ln for ln in plot for label in ("demo", "stopped")), plot
+        top = next(ln for ln in plot if "┤" in ln)  # the highest tick's row: the first evaluation, at the left
+        assert top.split("┤", 1)[1][:2].strip(" ") != "", plot
+        title = screen.query_one("#cmp-chart-title").render().plain
+        assert title == "eval loss by step   ⢕ demo  ⢕ stopped   chart 5/5 · n next", title
+        # six runs: labels cut in the middle to fit; where even that is too wide, the runs left out are counted
+        chart.rows = [replace(r, label=f"variant number {k}", eval_curve=chart.rows[0].eval_curve)
+                      for k, r in enumerate(chart.rows * 2)]
+        legend, left_out = chart.legend(58)
+        assert left_out == 0 and legend.cell_len <= 58 and legend.plain.count("⢕ ") == 6, legend.plain
+        legend, left_out = chart.legend(40)
+        assert left_out == 3 and legend.cell_len <= 40 and legend.plain.count("⢕ ") == 3, legend.plain
+        assert legend.plain.endswith("  +3") and "…" in legend.plain, legend.plain
+        assert chart.legend(200) == (chart.legend(200)[0], 0) and "variant number 5" in chart.legend(200)[0].plain
+
+
 async def test_a_run_not_finished_has_no_final_metric_only_its_latest(runs):
     """Issue 19 item 7: a running (or stopped) run's last evaluation, on the curve's slice of the held-out set, was
     called 'final'. Only a finished run's closing evaluation is; the others read 'so far'."""

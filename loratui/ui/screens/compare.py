@@ -168,6 +168,7 @@ class CompareScreen(LoratuiScreen):
     def on_resize(self) -> None:
         if self._table[1]:
             self.call_after_refresh(self._fill)
+            self.call_after_refresh(self._update_titles)  # the legend fits the new width
 
     def _update_titles(self) -> None:
         n = len(self.rows)
@@ -180,8 +181,16 @@ class CompareScreen(LoratuiScreen):
         self.query_one("#cmp-title", Static).update(text)
         chart = self.query_one(CompareChart)
         i = CHARTS.index(chart.chart)
-        self.query_one("#cmp-chart-title", Static).update(Text.assemble(
-            (chart.title, "bold"), (f"   chart {i + 1}/{len(CHARTS)} · n next", "dim")))
+        box = self.query_one("#cmp-chart-title", Static)
+        hint = Text.assemble((f"   chart {i + 1}/{len(CHARTS)} · n next", "dim"))
+        title = Text.assemble((chart.title, "bold"))
+        if chart.chart == "curves":  # the legend, off the data (plotext's own covered the first evaluations)
+            room = (box.content_region.width or self.app.size.width - 2) - title.cell_len - 3
+            legend, left_out = chart.legend(room - hint.cell_len)
+            if left_out:  # the hint gives way to the runs
+                (legend, _), hint = chart.legend(room), Text()
+            title.append_text(Text("   ") + legend)
+        box.update(title.append_text(hint))
 
     # -- actions ----------------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

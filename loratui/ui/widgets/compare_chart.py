@@ -22,6 +22,8 @@ CHARTS = ("metric", "time", "params", "memory", "curves")
 CURVE_COLORS = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white")
 #: a run's bar colour: its curve's, the first six at least (plotext's orange is the terminal's colour 3, Rich's yellow)
 BAR_COLORS = ("cyan", "yellow", "green", "magenta", "red", "blue", "bright_yellow", "white")
+#: the narrowest a run's label gets in the curves' legend before runs are left out of it
+LEGEND_MIN = 6
 #: the narrowest a bar's label gets (a longer one takes up to a third of the width, then is cut in its middle)
 LABEL_MIN = 8
 
@@ -67,10 +69,12 @@ class CompareChart(PlotextPlot):
             if not r.eval_curve:
                 continue
             xs, ys = downsample([float(s) for s, _ in r.eval_curve], [v for _, v in r.eval_curve], 2 * width)
+            # no labels: the legend is in the title line above the chart (legend()); plotext puts its own at the top
+            # left, where every loss curve starts (the base model's evaluation), and covered those points
             if len(xs) == 1:  # a single evaluation: a marker, as a braille dot of one point is hard to see
-                plt.scatter(xs, ys, marker="●", color=CURVE_COLORS[i % len(CURVE_COLORS)], label=label[:16])
+                plt.scatter(xs, ys, marker="●", color=CURVE_COLORS[i % len(CURVE_COLORS)])
             else:
-                plt.plot(xs, ys, marker="braille", color=CURVE_COLORS[i % len(CURVE_COLORS)], label=label[:16])
+                plt.plot(xs, ys, marker="braille", color=CURVE_COLORS[i % len(CURVE_COLORS)])
             all_x += xs
             all_y += ys
         # one evaluation (or all at one step, or one loss): a range around it, not plotext's -1 to 1 for a 0
@@ -84,6 +88,27 @@ class CompareChart(PlotextPlot):
             plt.ylim(*ylim)
         plt.yfrequency(4)
         return bool(all_x)
+
+    def legend(self, width: int) -> tuple[Text, int]:
+        """The curves' legend in ``width`` cells, and how many runs it leaves out: each run with a curve, its marker
+        in its curve's colour and its label (cut in the middle to fit; the runs that still don't fit are counted)."""
+        shown = [(label, r, i) for i, (label, r) in enumerate(zip(short_titles(self.rows)[0], self.rows))
+                 if r.eval_curve]
+        if not shown:
+            return Text(), 0
+        widest = max(cell_len(label) for label, _, _ in shown)
+        for n in range(len(shown), 0, -1):  # as many runs as fit, each label at least LEGEND_MIN cells
+            more = f"  +{len(shown) - n}" if n < len(shown) else ""
+            room = (width - cell_len(more) - 4 * n + 2) // n  # '● label' and two spaces between entries
+            if room >= min(widest, LEGEND_MIN):
+                break
+        out = Text(no_wrap=True, overflow="crop")
+        for k, (label, r, i) in enumerate(shown[:n]):
+            out.append("  " if k else "")
+            out.append("●" if len(r.eval_curve) == 1 else "⢕", style=BAR_COLORS[i % len(BAR_COLORS)])
+            out.append(" ")
+            out.append_text(name_ellipsis(label, min(room, widest)))
+        return out.append(more, style="dim"), len(shown) - n
 
     def bars(self, width: int, height: int) -> Text | None:
         """This chart's bars in ``width`` x ``height`` cells, in the table's order; None when no run has a value.
