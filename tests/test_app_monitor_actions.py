@@ -79,10 +79,19 @@ async def test_stop_asks_first_then_signals(runs, engine_standin):
 
 async def test_the_badge_says_stopping_until_the_run_has_stopped(runs, monkeypatch):
     """A walk at 80x24: after x, y the header said 'running' for a minute (the engine finishes its step and saves
-    first). The badge says 'stopping' from the request until the run's stopped event."""
+    first). The badge says 'stopping' from the request until the run's stopped event: the run state every view reads
+    (stop.json, as stop_run records it), not a note of the Monitor's own."""
+    import psutil
+
     monkeypatch.setattr(monitor, "IDLE_POLL_INTERVAL", 0.05)
     asked = []
-    monkeypatch.setattr(monitor, "stop_run", lambda run: asked.append(run.name) or True)
+
+    def stop_run(run):  # what core's stop_run records, without the signal (the 'engine' is this test process)
+        asked.append(run.name)
+        run.stop_path.write_text(json.dumps({"pid": os.getpid(), "pid_started": psutil.Process().create_time()}))
+        return True
+
+    monkeypatch.setattr(monitor, "stop_run", stop_run)
     events = recorded_head(20)
     run = make_live_run(runs, "live", pid=os.getpid(), events=events)
     app = host_app(lambda: MonitorScreen(run))
@@ -94,7 +103,10 @@ async def test_the_badge_says_stopping_until_the_run_has_stopped(runs, monkeypat
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
         await pilot.press("y")
         await wait_until(pilot, lambda: " stopping " in screen_text(app), what="the stopping badge")
-        assert asked == ["live"] and screen.state == "running"
+        assert asked == ["live"]
+        await wait_until(pilot, lambda: screen.state == "stopping", what="the fold's stopping")
+        await pilot.pause(0.3)
+        assert screen.state == "stopping" and " stopping " in screen_text(app)  # the watcher says the same
         with open(run / "events.jsonl", "a") as fh:
             fh.write(json.dumps({"kind": "stopped", "time": time.time(), "step": 20}) + "\n")
         (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 20}))

@@ -267,7 +267,7 @@ async def test_launch_with_the_real_light_modules(tmp_path, monkeypatch):
         await settle(pilot)
         (run,) = runs_in(tmp_path)
         assert launched and Path(launched[0].path) == run
-        assert runs.RunDir(run).state() == "created"
+        assert runs.RunDir(run).state() == "waiting"
         assert load_config(run / "config.yaml").model.name == "smollm2-135m-instruct"
         assert opened == [run]
 

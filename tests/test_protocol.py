@@ -191,8 +191,8 @@ def test_elapsed_and_eta_tick_between_steps():
 
 
 @pytest.mark.parametrize("events, status, live, expected", [
-    ([], None, None, "created"),
-    ([], {"state": "created"}, None, "created"),
+    ([], None, None, "waiting"),  # the word the queue uses for the same run (QA walk: 'created' in loratui runs)
+    ([], {"state": "created"}, None, "waiting"),
     ([], {"state": "running", "pid": 5}, None, "crashed"),  # launched and gone before a word
     ([], {"state": "running"}, 10.0, "starting"),
     ([{"kind": "started", "time": 1}], {"state": "running"}, 0.5, "running"),

@@ -152,7 +152,7 @@ def test_launch_records_what_it_started_and_the_app_can_attach_at_once(tmp_path,
     assert run.state() == RunState.STARTING
     assert runs.stop_run(run)  # proven through launch.json
     psutil.Process(pid).wait(timeout=10)
-    assert run.state() == RunState.CREATED  # gone before announcing anything, and no status: nothing started
+    assert run.state() == RunState.WAITING  # gone before announcing anything, and no status: nothing started
 
 
 class _Adopt:
@@ -182,7 +182,7 @@ def test_create_run_writes_no_status(tmp_path):
     cfg.output.name = "fresh"
     run = runs.create_run(cfg, tmp_path / "runs")
     assert run.config_path.is_file() and not run.status_path.exists()
-    assert run.state() == RunState.CREATED
+    assert run.state() == RunState.WAITING
 
 
 # -- one corrupt run never breaks a listing ----------------------------------------------------------------------------
@@ -394,3 +394,45 @@ def test_an_evaluation_or_checkpoint_past_the_last_logged_step_moves_the_progres
         {"kind": "eval", "time": 4.0, "step": 0, "eval_loss": 2.0},  # a base model's evaluation moves nothing
     ])
     assert fold.summary().step == 20
+
+
+async def test_a_queued_run_and_a_stopping_one_read_the_same_word_everywhere(tmp_path, monkeypatch, capsys, procs):
+    """QA walk: the Queue said 'waiting' where `loratui runs` said 'created' for the same run, and the Monitor said
+    'stopping' (its own note of the request) while `loratui runs` still said 'running'. Both words are run states
+    now, from the one fold: stop_run records the request (stop.json, that engine's pid), every view reads it."""
+    from fixtures import host_app, wait_until
+    from loratui.core.queue import RunQueue
+    from loratui.ui.screens import monitor
+    from loratui.ui.screens.monitor import MonitorScreen
+    from loratui.ui.screens.runs import RunsScreen
+
+    monkeypatch.setattr(monitor, "POLL_INTERVAL", 0.02)
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig()
+    cfg.output.name = "queued"
+    entry = RunQueue("runs").add(cfg)
+    assert entry.shown_state == "waiting" and runs.RunDir(Path("runs/queued")).state() == "waiting"
+    # a live engine asked to stop: it finishes its step and saves first (this stand-in ignores SIGTERM's exit)
+    run = make_run(Path("runs"), "live")
+    proc = spawn([sys.executable, "-c", STANDIN.replace("sys.exit(0)", "None"), "loratui", "engine",
+                  str(run.path.resolve())])
+    procs.append(proc)
+    assert proc.stdout.readline().strip() == "ready"
+    run.status_path.write_text(json.dumps({"state": "running", "pid": proc.pid,
+                                           "pid_started": psutil.Process(proc.pid).create_time()}))
+    assert run.state() == "running" and runs.stop_run(run) and run.state() == "stopping"
+    assert proc.poll() is None
+
+    assert main(["runs", "--runs-dir", "runs"]) == 0
+    words = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines()[1:] if ln.strip()}
+    assert words == {"queued": "waiting", "live": "stopping"}, words
+    app = host_app(lambda: RunsScreen(Path("runs")))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.loaded, what="runs")
+        assert {s.name: str(s.state) for s in app.screen.summaries} == words
+    app = host_app(lambda: MonitorScreen(run.path))  # another session's Monitor, opened after the stop
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.state == "stopping", what="stopping")
+    # a resume is another engine process: it runs until it is asked
+    run.stop_path.write_text(json.dumps({"pid": proc.pid, "pid_started": 1.0}))
+    assert run.state() == "running"

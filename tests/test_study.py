@@ -128,7 +128,7 @@ def test_queue_creates_run_folders_tagged_with_their_study(tmp_path, study):
     assert [e.state for e in q.read().entries] == ["waiting"] * 3
     for i, e in enumerate(entries):
         run = RunDir(q.runs_dir / e.run)
-        assert run.config().lora.r == [4, 8, 16][i] and run.state() == "created"
+        assert run.config().lora.r == [4, 8, 16][i] and run.state() == "waiting"
         assert read_study_tag(run.path)["study"] == "s" and read_study_tag(run.path)["index"] == i
     assert [p.name for p in study_runs(q.runs_dir, "s")] == ["s-r4", "s-r8", "s-r16"]
     # queued again: new folders, and the study's newest batch is the one Compare shows

@@ -365,8 +365,8 @@ def export(rows: list[RunRow], folder: str | Path, title: str = "Comparison",
 
 #: how many of the newest runs Compare shows when nothing is chosen and the folder holds no study
 DEFAULT_RUNS = 6
-#: a run's states before its end (queued, starting, training or stalled): its figures are the latest so far
-NOT_DONE = ("created", "starting", "running", "stalled")
+#: a run's states before its end (queued, starting, training, stopping or stalled): its figures are the latest so far
+NOT_DONE = ("waiting", "starting", "running", "stopping", "stalled")
 
 
 def default_selection(runs_dir: Path) -> tuple[list[Path], str, str | None]:

@@ -51,7 +51,7 @@ class RunRow:
 
     name: str
     path: Path
-    state: str = "created"
+    state: str = "waiting"
     label: str = ""
     study: str | None = None
     model: str = ""
@@ -264,7 +264,7 @@ class RowCache:
         for p in map(Path, paths):
             key = self._key(p)
             cached = self._rows.get(p)
-            if cached is None or cached[0] != key or cached[1].state in ("running", "starting", "created"):
+            if cached is None or cached[0] != key or cached[1].state in ("running", "starting", "waiting", "stopping"):
                 cached = (key, read_run(p))
                 self._rows[p] = cached
             rows.append(cached[1])

@@ -293,10 +293,12 @@ class RunFold:
 
     def summary(self, status: RunStatus | dict | None = None, *, live_pid: int | None = None,
                 live_since: float | None = None, now: float | None = None, name: str | None = None,
-                path: Path | None = None, problem: str | None = None, events_only: bool = False) -> RunSummary:
+                path: Path | None = None, problem: str | None = None, events_only: bool = False,
+                stop_asked: bool = False) -> RunSummary:
         """The run as of ``now`` (None: as of its newest event; no ticking).
 
-        ``live_pid``/``live_since``: the run's engine process when one is proven alive, and its start time.
+        ``live_pid``/``live_since``: the run's engine process when one is proven alive, and its start time;
+        ``stop_asked``: that process was asked to stop.
         ``events_only``: nothing is known about processes; a part that started and did not end counts as running.
         """
         s = self.s
@@ -312,7 +314,7 @@ class RunFold:
         out.path = path
         out.problem = problem
         out.state = self.state(status, live_pid=live_pid, live_since=live_since, broken=status is None and
-                               problem is not None and problem.startswith("status.json"))
+                               problem is not None and problem.startswith("status.json"), stop_asked=stop_asked)
         if events_only and out.state == RunState.CRASHED and live_pid is None:
             out.state = RunState.RUNNING
         out.pid = live_pid if live_pid is not None else (status.pid if status else None)
@@ -325,7 +327,8 @@ class RunFold:
             if not out.step and status.step:
                 out.step = status.step
         allowed = self._stall.allowed(s.phase, s.max_steps, STALL_MIN_S, STALL_FACTOR)
-        if out.state == RunState.RUNNING and now is not None and allowed is not None and self._seg_last is not None:
+        if out.state in (RunState.RUNNING, RunState.STOPPING) and now is not None and allowed is not None \
+                and self._seg_last is not None:  # an engine that hangs while it stops is stalled too
             out.stall_after = allowed
             quiet = now - self._seg_last
             if quiet > allowed:
@@ -364,10 +367,10 @@ class RunFold:
         return out
 
     def state(self, status: RunStatus | None = None, *, live_pid: int | None = None,
-              live_since: float | None = None, broken: bool = False) -> RunState:
+              live_since: float | None = None, broken: bool = False, stop_asked: bool = False) -> RunState:
         """The run's state from its events, status.json and a live engine (see :func:`fold_state.run_state`)."""
         return run_state(self.s.lifecycle, self.terminal_time, self._lifecycle_time, status, live_pid=live_pid,
-                         live_since=live_since, broken=broken)
+                         live_since=live_since, broken=broken, stop_asked=stop_asked)
 
 
 def fold(events: Iterable[Event | dict], status: RunStatus | dict | None = None, **kw: Any) -> RunSummary:

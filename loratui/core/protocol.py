@@ -34,14 +34,18 @@ from loratui.core.preference import REWARD_DOCS
 
 
 class RunState(str, Enum):
-    """What a run is doing now. ``starting``: its engine process lives but has not announced the run yet;
-    ``stalled``: its engine lives but has made no progress for far longer than its steps, evaluations and saves take
-    (a hung collective, a stuck data loader, a frozen filesystem, a stopped process); it is ``running`` again as
-    soon as events come."""
+    """What a run is doing now, in the one word every view shows (Runs, the Monitor, the Queue, ``loratui runs``).
+    ``waiting``: its folder is made and no engine has started it (a queued run waits its turn); ``starting``: its
+    engine process lives but has not announced the run yet; ``stopping``: its engine lives and was asked to stop
+    (``loratui stop``, x in the app, a cancel in the Queue): it ends its step and saves first; ``stalled``: its
+    engine lives but has made no progress for far longer than its steps, evaluations and saves take (a hung
+    collective, a stuck data loader, a frozen filesystem, a stopped process); it is ``running`` again as soon as
+    events come."""
 
-    CREATED = "created"
+    WAITING = "waiting"
     STARTING = "starting"
     RUNNING = "running"
+    STOPPING = "stopping"
     STALLED = "stalled"
     FINISHED = "finished"
     STOPPED = "stopped"
@@ -62,17 +66,20 @@ class RunState(str, Enum):
     @property
     def active(self) -> bool:
         """An engine process works on it (stop and checkpoint-now make sense)."""
-        return self in (RunState.STARTING, RunState.RUNNING, RunState.STALLED)
+        return self in ACTIVE_STATES
 
     @property
     def resumable(self) -> bool:
         return self in (RunState.STOPPED, RunState.CRASHED)
 
 
+#: the states in which an engine process works on the run
+ACTIVE_STATES = (RunState.STARTING, RunState.RUNNING, RunState.STOPPING, RunState.STALLED)
+
 #: Rich styles of each state: the one place every view takes its colours from
 STATE_STYLES: dict[str, str] = {
-    RunState.CREATED: "dim", RunState.STARTING: "bold cyan", RunState.RUNNING: "bold green",
-    RunState.STALLED: "bold reverse yellow",
+    RunState.WAITING: "dim", RunState.STARTING: "bold cyan", RunState.RUNNING: "bold green",
+    RunState.STOPPING: "yellow", RunState.STALLED: "bold reverse yellow",
     RunState.FINISHED: "bold blue", RunState.STOPPED: "bold yellow", RunState.FAILED: "bold red",
     RunState.CRASHED: "bold red", RunState.UNREADABLE: "bold magenta",
 }

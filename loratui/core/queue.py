@@ -8,12 +8,12 @@ runs/.queue/
   runner.log     the runner's output
 ```
 
-Queuing a run creates its run folder at once (state ``created``, config saved), so the Runs screen lists it as
-waiting. The runner is ``python -m loratui queue-runner RUNS_DIR`` in its own session: it survives the app closing and
-the SSH session dropping, like an engine does. It starts the first waiting entry with ``launch_detached``, waits for
-its run to end, starts the next, and exits when nothing waits. With several GPUs (``gpus=["0", "1"]``) it runs one
-entry per GPU side by side. Its pass and its process are in :mod:`loratui.core.queue_runner`. Light module: no torch,
-no Textual.
+Queuing a run creates its run folder at once (config saved, no engine yet), so the Runs screen and ``loratui runs``
+list it as ``waiting``, the word the queue uses. The runner is ``python -m loratui queue-runner RUNS_DIR`` in its
+own session: it survives the app closing and the SSH session dropping, like an engine does. It starts the first
+waiting entry with ``launch_detached``, waits for its run to end, starts the next, and exits when nothing waits.
+With several GPUs (``gpus=["0", "1"]``) it runs one entry per GPU side by side. Its pass and its process are in
+:mod:`loratui.core.queue_runner`. Light module: no torch, no Textual.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class RunQueue:
     # -- what the app and the CLI do ------------------------------------------------------------------------------
     def add(self, cfg: RunConfig, *, study: str | None = None, label: str = "",
             on_created: Callable[[RunDir], None] | None = None) -> Entry:
-        """Create the run folder now (state created) and queue it; the name gets -2, -3 ... when taken."""
+        """Create the run folder now (state waiting) and queue it; the name gets -2, -3 ... when taken."""
         cfg = cfg.model_copy(deep=True)
         cfg.output.runs_dir = str(self.runs_dir)
         if cfg.output.name:
@@ -228,7 +228,7 @@ class RunQueue:
             if e.state == "waiting":
                 e.state, e.ended = "cancelled", round(now(), 3)
                 run = RunDir(self.runs_dir / e.run)
-                if run.state() == "created" and not run.events_path.exists():
+                if run.state() == "waiting" and not run.events_path.exists():
                     shutil.rmtree(run.path, ignore_errors=True)
                 return "cancelled"
             if e.state == "running":

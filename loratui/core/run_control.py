@@ -85,26 +85,36 @@ def launch_detached(run: RunDir, *, resume: bool = False, env: dict | None = Non
         lock.release()  # the engine holds it now (or, if it could not start, nobody does)
 
 
-def _signal_run(run: RunDir, sig: int) -> bool:
+def _signal_run(run: RunDir, sig: int) -> psutil.Process | None:
     """Signal the run's engine, only when the process is proven to be it (see :func:`engine_process`)."""
     proc = run.engine_process()
     if proc is None:
-        return False
+        return None
     try:
         proc.send_signal(sig)  # psutil re-checks the process is the same one (start time) before sending
     except psutil.Error:
-        return False
-    return True
+        return None
+    return proc
 
 
 def stop_run(run: RunDir) -> bool:
-    """Ask a running engine to stop gracefully: it saves the adapter and a checkpoint, then writes 'stopped'."""
-    return _signal_run(run, signal.SIGTERM)
+    """Ask a running engine to stop gracefully: it saves the adapter and a checkpoint, then writes 'stopped'. The
+    request is recorded in stop.json (that engine's pid and start time), so every view reads 'stopping' until it
+    has; a resume's engine is another process."""
+    proc = _signal_run(run, signal.SIGTERM)
+    if proc is None:
+        return False
+    try:
+        atomic_write_json(run.stop_path, {"pid": proc.pid, "pid_started": proc.create_time(),
+                                          "asked": round(time.time(), 3)})
+    except (OSError, psutil.Error):
+        pass  # the engine stops all the same; the views read 'running' until it has
+    return True
 
 
 def request_checkpoint(run: RunDir) -> bool:
     """Ask a running engine to save a checkpoint at the end of the current step."""
-    return _signal_run(run, signal.SIGUSR1)
+    return _signal_run(run, signal.SIGUSR1) is not None
 
 
 def wait_for_state(run: RunDir, states: tuple[str, ...] = ("finished", "stopped", "failed", "crashed"),

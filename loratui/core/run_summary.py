@@ -19,7 +19,7 @@ class RunSummary:
 
     name: str = ""
     path: Optional[Path] = None
-    state: RunState = RunState.CREATED
+    state: RunState = RunState.WAITING
     problem: Optional[str] = None
     """Why (part of) the run could not be read: skipped event lines, a broken status.json."""
     pid: Optional[int] = None

@@ -31,6 +31,7 @@ from loratui.core.config import RunConfig, load_config
 from loratui.core.errors import RunError
 from loratui.core.fileio import atomic_write_json
 from loratui.core.fold import RunFold, RunSummary  # noqa: F401 - re-exported
+from loratui.core.fold_state import START_TIME_SLACK
 from loratui.core.identity import (  # noqa: F401 - re-exported: a run's engine, proven, lives in loratui.core.identity
     RunBusy, RunLock, engine_process, names_run, pid_alive, process_identity, process_start_time,
 )
@@ -99,6 +100,11 @@ class RunDir:
     @property
     def launch_path(self) -> Path:
         return self.path / "launch.json"
+
+    @property
+    def stop_path(self) -> Path:
+        """stop.json: which engine process was asked to stop (by :func:`stop_run`); that engine reads 'stopping'."""
+        return self.path / "stop.json"
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -170,6 +176,15 @@ class RunDir:
                 return engine_process(self.path, launch.pid, launch.pid_started)
         return None
 
+    def stop_asked(self, pid: int, started: float | None) -> bool:
+        """Whether the engine process ``pid`` (started at ``started``) is the one stop.json says was asked to stop
+        (a resume's engine is another process: it runs until it is asked)."""
+        try:
+            asked = json.loads(self.stop_path.read_bytes())
+            return asked["pid"] == pid and abs(float(asked["pid_started"]) - float(started)) <= START_TIME_SLACK
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
     def may_be_live(self) -> bool:
         """Whether :meth:`engine_process` could find an engine here, from file times alone (no process looked at,
         launch.json not parsed): status.json says running, or launch.json is not older than status.json (or there is
@@ -188,7 +203,7 @@ class RunDir:
             return True
 
     def state(self) -> RunState:
-        """created | starting | running | finished | stopped | failed | crashed | unreadable (see
+        """waiting | starting | running | stopping | stalled | finished | stopped | failed | crashed | unreadable (see
         :meth:`loratui.core.fold.RunFold.state`)."""
         return summarize(self, now=now()).state
 
@@ -255,7 +270,8 @@ def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = N
             except psutil.Error:
                 proc = None
         s = fold.summary(status, live_pid=proc.pid if proc is not None else None, live_since=live_since, now=now,
-                         name=run.name, path=run.path, problem=problem)
+                         name=run.name, path=run.path, problem=problem,
+                         stop_asked=proc is not None and run.stop_asked(proc.pid, live_since))
         if status_problem is not None:
             s.state = RunState.UNREADABLE
         if tail is not None:

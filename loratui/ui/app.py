@@ -279,7 +279,7 @@ class LoratuiApp(Navigation, App[None]):
             self.open_playground(target)
         elif target is not None and mode == "merge" and Path(target) != getattr(shown, "adapter", None):
             self.open_merge(target)  # g from the Playground or a finished run's Monitor: merge that adapter
-        elif mode == "monitor" and getattr(shown, "state", "") not in ("running", "starting", "stalled"):
+        elif mode == "monitor" and getattr(shown, "state", "") not in ("running", "starting", "stopping", "stalled"):
             self._monitor_live_or_shown(getattr(shown, "run_dir", None), self.screen)
         else:
             self.action_switch_mode(mode)

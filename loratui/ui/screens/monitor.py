@@ -22,7 +22,7 @@ from textual.worker import Worker, get_current_worker
 
 from loratui.core.fmt import format_lr
 from loratui.core.gpu import GpuSampler
-from loratui.core.protocol import EventTail
+from loratui.core.protocol import EventTail, RunState
 from loratui.core.runs import RunDir, request_checkpoint, stop_run, summarize
 from loratui.ui.messages import LogUpdated, RunResumedElsewhere, RunUpdated, WatchEnded
 from loratui.ui.screens.base import LoratuiScreen
@@ -98,7 +98,6 @@ class MonitorScreen(LoratuiScreen):
         self.pid: int | None = None
         self.log_lines: list[str] = []
         self._generation = 0
-        self._stop_asked: Path | None = None  # the run asked to stop from here (its badge says stopping)
         self._watching = False  # the watched run is active (tailed fast)
         self._following = False  # the watcher thread runs (it keeps following an ended run, slowly)
 
@@ -229,7 +228,7 @@ class MonitorScreen(LoratuiScreen):
         worker = get_current_worker()
         sampler = make_sampler(self.pid)
         while not worker.is_cancelled:
-            sampler.pid = self.pid if self.state in ("running", "starting") else None
+            sampler.pid = self.pid if self.state in ("running", "starting", "stopping") else None
             self.post_message(GpuSampled(sampler.sample()))
             deadline = time.monotonic() + GPU_INTERVAL
             while not worker.is_cancelled and time.monotonic() < deadline:
@@ -274,12 +273,7 @@ class MonitorScreen(LoratuiScreen):
 
     def _render_view(self) -> None:
         v, state = self.view, self.state
-        badge = state
-        if self._stop_asked is not None and self._stop_asked == self.run_dir:
-            if state in ("running", "starting", "stalled"):
-                badge = "stopping"  # until the engine has finished its step and saved (a minute on a slow CPU)
-            elif state:
-                self._stop_asked = None  # it ended: a later resume shows as running
+        badge = state  # the fold's word, as Runs, the Queue and `loratui runs` say it ('stopping' included)
         title, steps, stats = (self.query_one(f"#mon-{w}", Static) for w in ("title", "steps", "stats"))
         width = self.size.width - 2  # before the first layout: the screen's, less the padding
         title.update(title_text(v, badge, self.run_dir.name if self.run_dir else "", title.content_region.width
@@ -309,7 +303,9 @@ class MonitorScreen(LoratuiScreen):
     # -- actions -------------------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("stop", "checkpoint"):
+        if action == "stop":  # x again while it stops says so
+            return self.state in ("running", "starting", "stalled", "stopping")
+        if action == "checkpoint":
             return self.state in ("running", "starting", "stalled")
         if action == "open_adapter":
             return self._adapter_path() is not None and self.state in ("finished", "stopped")
@@ -353,6 +349,9 @@ class MonitorScreen(LoratuiScreen):
         return path if path.is_absolute() else self.run_dir / path
 
     def action_stop(self) -> None:
+        if self.run_dir is not None and self.state == "stopping":
+            self.notify(f"{self.run_dir.name} is already stopping: it saves the adapter and a checkpoint first.")
+            return
         if self.run_dir is None or self.state not in ("running", "starting"):
             self.notify("This run is not running.", severity="warning")
             return
@@ -363,7 +362,7 @@ class MonitorScreen(LoratuiScreen):
                 return
             if stop_run(run):
                 self.notify(f"Stopping {run.name}: the adapter is saved at the end of this step.")
-                self._stop_asked = run.path
+                self.state = RunState.STOPPING  # what the watcher reads next (stop.json), shown now
                 self._render_view()
             else:
                 self.notify(f"{run.name} is not running any more.", severity="warning")

@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 from loratui.core.config import load_config
 from loratui.core.fmt import format_duration
 from loratui.core.preference import scores_text
+from loratui.core.protocol import STATE_STYLES
 from loratui.core.queue import Entry, RunQueue, held_text
 from loratui.core.queue_runner import default_gpus
 from loratui.core.runs import RunDir, summarize
@@ -32,8 +33,8 @@ from loratui.ui.widgets.modals import ConfirmModal, PromptModal
 from loratui.ui.widgets.tables import fill_table
 
 REFRESH_INTERVAL = 1.5
-STATE_STYLES = {"waiting": "dim", "running": "bold green", "stopping": "yellow", "finished": "blue",
-                "stopped": "yellow", "failed": "bold red", "crashed": "bold red", "cancelled": "dim strike"}
+#: the run states' own colours (core.protocol), and the queue's one word of its own
+STATE_STYLES = {**STATE_STYLES, "cancelled": "dim strike"}
 HELD_TAIL = ("; starts when it ends", "; starts when they end")
 
 
@@ -46,6 +47,8 @@ class QueueLoaded(Message):
     """entry id -> its run's active time (the fold's)"""
     scores: dict[str, str] = field(default_factory=dict)
     """entry id -> its run's scores in one line (loss, eval loss; a preference run's margin and accuracy)"""
+    states: dict[str, str] = field(default_factory=dict)
+    """entry id -> a running entry's run state, the word Runs and `loratui runs` say (stopping, stalled...)"""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, QueueLoaded)
@@ -91,6 +94,7 @@ class QueueScreen(LoratuiScreen):
         self.progress: dict[str, str] = {}
         self.spent: dict[str, float | None] = {}
         self.scores: dict[str, str] = {}
+        self.states: dict[str, str] = {}
         self.runner: int | None = None
         self.loaded = False
 
@@ -126,7 +130,7 @@ class QueueScreen(LoratuiScreen):
     def _load(self, runs_dir: Path) -> None:
         q = RunQueue(runs_dir)
         state = q.read()
-        progress, spent, scores = {}, {}, {}
+        progress, spent, scores, states = {}, {}, {}, {}
         now = time.time()
         for e in state.entries:
             if not e.started:
@@ -138,13 +142,15 @@ class QueueScreen(LoratuiScreen):
             progress[e.id] = f"{s.progress_text} {s.progress * 100:3.0f}%" if s.max_steps else s.progress_text
             if e.state == "running" and progress[e.id] == "-":
                 progress[e.id] = "starting"
+            if e.state == "running" and s.state.active:
+                states[e.id] = str(s.state)
         if not get_current_worker().is_cancelled:
-            self.post_message(QueueLoaded(state.entries, progress, q.runner_pid(), spent, scores))
+            self.post_message(QueueLoaded(state.entries, progress, q.runner_pid(), spent, scores, states))
 
     @on(QueueLoaded)
     def _loaded(self, message: QueueLoaded) -> None:
         self.entries, self.progress, self.runner = message.entries, message.progress, message.runner
-        self.spent, self.scores = message.spent, message.scores
+        self.spent, self.scores, self.states = message.spent, message.scores, message.states
         self.loaded = True
         table = self.query_one(DataTable)
         current = self.selected
@@ -162,14 +168,19 @@ class QueueScreen(LoratuiScreen):
         """``position``: the entry's place in the queue's order (what '#' reads; the id stays in the detail)."""
         spent = format_duration(self.spent.get(e.id)) if e.started else "-"
         progress = self.progress.get(e.id, "-")
-        state = e.shown_state
+        state = self.shown_state(e)
         return (str(position), Text(state, style=STATE_STYLES.get(state, "")),
                 Text(e.run, style="bold" if e.state == "running" else ""), e.study or "-", progress, spent)
 
+    def shown_state(self, e: Entry) -> str:
+        """The entry's word: a running one's run state (the word every view says: 'stopping' when stopped from
+        anywhere), else the queue's (waiting, cancelled; 'stopping' once its cancel is asked)."""
+        return "stopping" if e.shown_state == "stopping" else self.states.get(e.id, e.shown_state)
+
     def _update_title(self) -> None:
         waiting = sum(1 for e in self.entries if e.state == "waiting")
-        running = sum(1 for e in self.entries if e.shown_state == "running")
-        stopping = sum(1 for e in self.entries if e.shown_state == "stopping")
+        running = sum(1 for e in self.entries if self.shown_state(e) in ("running", "starting", "stalled"))
+        stopping = sum(1 for e in self.entries if self.shown_state(e) == "stopping")
         # '1 waiting, 1 stopping' leaves out '0 running' (at 80 columns the runner's pid went off the edge)
         counts = f"{waiting} waiting" + (f", {running} running" if running or not stopping else "")
         text = Text.assemble(("Queue", "bold"), f"  {self.runs_dir}", (f"  ·  {counts}", "dim"))

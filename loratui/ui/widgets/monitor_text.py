@@ -40,7 +40,7 @@ def steps_text(v: RunView, state: str, width: int | None = None) -> str:
     epoch = phase = []
     if v.epoch is not None:
         epoch = ["epoch " + f"{v.epoch:.2f}" + (f"/{v.epochs:g}" if v.epochs else "")]
-    if v.phase and state in ("running", "starting") and v.phase != "training":
+    if v.phase and state in ("running", "starting", "stopping") and v.phase != "training":
         phase = [f"{v.phase}…", f"{v.phase.split(':')[0]}…"]
     return " · ".join(fit_parts([(0, [steps]), (2, epoch), (1, phase)], width, " · "))
 
