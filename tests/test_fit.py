@@ -258,6 +258,10 @@ def test_wide_loss_chunks_take_only_room_left_over(h200):
     assert wide.wide_loss_chunks and not narrow.wide_loss_chunks  # the user's off stays off
     assert wide.estimate == narrow.estimate + GiB
     assert "wide loss chunks for speed" in wide.message() and "wide" not in narrow.message()
+    # wide chunks alone (no graphs: the 8B LoRA step) are said in the engine's log; a run as configured is not
+    only_wide = fit.plan(cfg(cuda_graphs="off"), 40 * GiB, estimator=toy_wide(GiB))
+    assert only_wide.wide_loss_chunks and not only_wide.changed and only_wide.worth_saying
+    assert not fit.plan(cfg(cuda_graphs="off", wide_loss_chunks="off"), 40 * GiB, estimator=toy_wide(GiB)).worth_saying
     assert wide.apply(cfg()).train.wide_loss_chunks == "on" and wide.as_event()["wide_loss_chunks"] is True
     # no room for them beside what runs as configured: Liger's own chunks, nothing said
     tight = fit.plan(cfg(), narrow.estimate + GiB // 2, estimator=toy_wide(GiB))

@@ -36,6 +36,13 @@ class Fit:
     def changed(self) -> bool:
         return bool(self.changes)
 
+    @property
+    def worth_saying(self) -> bool:
+        """Whether the engine's log says the fit's verdict: it changed the run, turned a speed lever on (wide loss
+        chunks alone changed nothing the user set, and the 8B LoRA log said nothing of them), has a note, or the run
+        may not fit. A run as configured that fits goes unsaid."""
+        return self.changed or self.wide_loss_chunks or not self.fits or bool(self.note)
+
     def message(self) -> str:
         need, have = self.needed / GiB, self.budget / GiB
         wide = ["wide loss chunks"] if self.wide_loss_chunks else []

@@ -43,7 +43,7 @@ class Recipe:
         from loratui.train import fit_run
 
         self.cfg, self.fit = fit_run.for_run(self.cfg, distributed=self.world.distributed)
-        if self.fit is not None and (self.fit.changed or not self.fit.fits or self.fit.note):
+        if self.fit is not None and self.fit.worth_saying:
             self.echo(self.fit.message())
 
     def _preflight(self):
