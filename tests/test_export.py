@@ -323,3 +323,38 @@ def test_a_merged_folder_is_checked_on_its_runs_held_out_split(tmp_path):
     assert find_examples(elsewhere, None, 2)[3] == GENERAL_PROMPTS and GENERAL_PROMPTS in prompts_note(elsewhere)
     _cfg, merged0 = _split_run(tmp_path / "none", 0.0)
     assert find_examples(merged0, None, 2)[3] == GENERAL_PROMPTS
+
+
+def test_each_adapter_lists_its_own_exports_only(tmp_path):
+    """The Adapters screen's l and its file list, and the Playground's GGUF picker: a checkpoint's export
+    (runs/NAME/gguf-checkpoint-N) was listed as the run's adapter's and never as the checkpoint's; a loose adapter's
+    (X-gguf) as no one's, and another loose adapter's folder beside it as its."""
+    from loratui.core.export import REPORT, exports_near
+
+    def export(folder: Path, source: Path | None, name: str = "model-q4_k_m.gguf") -> None:
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(b"GGUF" + b"\0" * 12)
+        if source is not None:
+            (folder / REPORT).write_text(json.dumps({"source": str(source)}))
+
+    run = tmp_path / "runs" / "demo"
+    adapter, ck = run / "adapter", run / "checkpoints" / "checkpoint-5"
+    for d in (adapter, ck, run / "merged"):
+        d.mkdir(parents=True)
+    export(run / "gguf", adapter)
+    export(run / "merged-gguf", run / "merged")
+    export(run / "gguf-checkpoint-5", ck)
+    export(run / "old-gguf", None)  # an export without a report, in the run's folder: the run's adapter's
+    x, y = tmp_path / "loose" / "x", tmp_path / "loose" / "y"
+    x.mkdir(parents=True), y.mkdir(parents=True)
+    export(tmp_path / "loose" / "x-gguf", x)
+    export(tmp_path / "loose" / "y-gguf", None)
+
+    def names(folder):
+        return sorted(name for name, _ in exports_near(folder))
+
+    assert names(adapter) == ["gguf", "merged-gguf", "old-gguf"]
+    assert names(ck) == ["gguf-checkpoint-5"]
+    assert names(x) == ["x-gguf"] and names(y) == ["y-gguf"]
+    (x / "model-f16.gguf").write_bytes(b"GGUF")  # written into the folder itself: its own
+    assert names(x) == ["x", "x-gguf"]

@@ -162,15 +162,39 @@ def list_exports(folder: str | Path) -> list[Exported]:
 
 
 def exports_near(adapter: str | Path) -> list[tuple[str, Exported]]:
-    """The GGUF files exported from an adapter, as the Adapters screen lists them: in the adapter folder and in the
-    folders beside it (runs/NAME/gguf, runs/NAME/merged-gguf, ADAPTER-gguf), each with its folder's name."""
+    """The GGUF files exported from an adapter (or a merged folder), as the Adapters screen and the Playground list
+    them, each with its folder's name: in the folder itself, and in the folders where exports of it land: beside a
+    run's adapter (runs/NAME/gguf, runs/NAME/merged-gguf, ...), runs/NAME/gguf-checkpoint-N for a checkpoint,
+    FOLDER-gguf beside any other folder. A folder with an export report belongs to the source the report names (a
+    run's adapter also owns the exports of the run's merged model); one without a report goes by those names, so a
+    checkpoint's export is not its run's adapter's, and another adapter's folder beside a loose one is not its."""
     folder = Path(adapter)
+    home = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
     try:
-        dirs = [folder] + sorted(d for d in folder.parent.iterdir()
-                                 if d.is_dir() and d != folder and not d.name.startswith("."))
+        dirs = sorted(d for d in home.iterdir() if d.is_dir() and d != folder and not d.name.startswith("."))
     except OSError:
-        return []
-    return [(d.name, e) for d in dirs for e in list_exports(d)]
+        dirs = []
+    own = [d for d in dirs if _export_of(d, folder)]
+    return [(d.name, e) for d in [folder, *own] for e in list_exports(d)]
+
+
+def _export_of(d: Path, folder: Path) -> bool:
+    """Whether the folder ``d`` beside ``folder`` holds exports of it (exports_near)."""
+    checkpoint = folder.parent.name == "checkpoints"
+    run_model = folder.name in RUN_MODEL_FOLDERS and not checkpoint
+    report = read_report(d)
+    if report is not None and report.get("source"):
+        source = Path(str(report["source"])).expanduser()
+        same = [folder] + ([folder.parent / m for m in RUN_MODEL_FOLDERS] if run_model else [])
+        try:
+            return any(source.resolve() == f.resolve() for f in same)
+        except OSError:
+            return False
+    if checkpoint:
+        return d.name in (f"gguf-{folder.name}", f"{folder.name}-gguf")
+    if run_model:  # a run's own folders, where its exports land; not its checkpoints' or their exports
+        return d.name != "checkpoints" and not d.name.startswith("gguf-checkpoint-")
+    return d.name == f"{folder.name}-gguf"
 
 
 def read_report(folder: str | Path) -> dict | None:

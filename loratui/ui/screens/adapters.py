@@ -142,7 +142,7 @@ class AdaptersScreen(LoratuiScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="adapters", description="Finding adapters")
     def _load(self, folders: list[Path]) -> None:
         adapters = find_adapters(folders)
-        exports = {str(a.path): exports_near(a.path) for a in adapters if a.kind == "adapter"}
+        exports = {str(a.path): exports_near(a.path) for a in adapters}  # a checkpoint's and a loose folder's too
         figures = adapter_figures(adapters)
         if not get_current_worker().is_cancelled:
             self.post_message(AdaptersLoaded(adapter_rows.ordered(adapters, figures), exports, figures))
