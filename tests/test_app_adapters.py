@@ -173,3 +173,14 @@ async def test_at_80x24_the_detail_of_a_demo_run_with_exports_fits_without_a_scr
     assert not any(ch in text for ch in "▁▂▃▄▅▆▇█"), text
     assert "created" in text and "v_proj" in text and "f16, q8_0, q4_k_m (l: try)" in text, text
     assert "adapter_model.safetensors" in text and "gguf/model-q4_k_m.gguf" in text, text
+
+
+def test_a_loss_logged_before_the_adapter_s_step_says_its_step():
+    """The table showed step 5's loss beside an adapter of step 8 as if it were step 8's (QA walk; the detail said
+    'at step 5'): it reads as the Monitor's '0.160@5'; a loss logged at the adapter's own step stays bare."""
+    from loratui.core.step_history import StepFigures
+    from loratui.ui.widgets.adapter_rows import loss_cell
+
+    assert loss_cell(StepFigures(step=8, loss=0.16, loss_step=5)) == "0.160@5"
+    assert loss_cell(StepFigures(step=8, loss=0.16, loss_step=8)) == "0.160"
+    assert loss_cell(StepFigures(step=8)) == loss_cell(None) == "-"

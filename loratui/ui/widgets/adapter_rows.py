@@ -15,7 +15,7 @@ from loratui.core.step_history import StepFigures
 from loratui.ui.widgets.tables import middle_ellipsis
 
 #: (key, label, most width); the name column takes what the others leave
-COLUMNS = [("name", "Adapter", 20), ("step", "Step", 6), ("loss", "Loss", 6), ("eval", "Eval", 6),
+COLUMNS = [("name", "Adapter", 20), ("step", "Step", 6), ("loss", "Loss", 10), ("eval", "Eval", 6),
            ("base", "Base model", 24), ("r", "r", 4), ("alpha", "α", 5), ("params", "Params", 7), ("size", "Size", 10)]
 #: left out, in this order, while the names would be cut (the detail below the table shows them all)
 OPTIONAL = ("base", "params", "alpha", "r")
@@ -97,9 +97,17 @@ def name_cells(adapters: list[AdapterInfo]) -> list[NameCell]:
 def cells(a: AdapterInfo, name: NameCell, f: StepFigures | None) -> tuple:
     alpha = "-" if a.alpha is None else f"{a.alpha:g}"
     step = str(f.step) if f else "-"
-    return (name, step, format_loss(f.loss if f else None), format_loss(f.eval_loss if f else None),
+    return (name, step, loss_cell(f), format_loss(f.eval_loss if f else None),
             short_model(a.base_model), str(a.r) if a.r is not None else "-", alpha, format_count(a.trainable_params),
             format_bytes(a.size))
+
+
+def loss_cell(f: StepFigures | None) -> str:
+    """The table's loss: '0.160', or '0.160@5' when it was logged at an earlier step than the adapter's (as the
+    Monitor says it): the row no longer passes an older loss off as its own step's."""
+    if f is None or f.loss is None:
+        return "-"
+    return format_loss(f.loss) + (f"@{f.loss_step}" if f.loss_step is not None and f.loss_step != f.step else "")
 
 
 def figures_text(f: StepFigures) -> str:
