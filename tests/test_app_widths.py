@@ -234,3 +234,16 @@ async def test_a_switch_hint_reads_whole(fake_core, size):
         hint = " ".join(" ".join(ln.replace("Remote code", "").strip(" ▐▌▆▃▇") for ln in lines[at:at + 3]).split())
         assert hint.startswith("run the repo's own code"), lines[at:at + 3]
         assert "…" not in lines[at]
+
+
+def test_a_comma_list_wraps_after_its_commas():
+    """Compare's targets cell ('down_proj,gate_proj,k_proj,...') has no spaces: it was cut mid-word
+    ('down_proj,g…,v_proj'); it wraps after its commas, and one that needs too many lines is still cut in the
+    middle."""
+    from loratui.ui.widgets.tables import wrap_words
+
+    targets = "down_proj,gate_proj,k_proj,o_proj,q_proj,up_proj,v_proj"
+    assert wrap_words(targets, 22).plain.splitlines() == ["down_proj,gate_proj,", "k_proj,o_proj,q_proj,",
+                                                         "up_proj,v_proj"]
+    assert wrap_words("- (CPU run: host 4.47 GiB)", 16).plain.splitlines() == ["- (CPU run: host", "4.47 GiB)"]
+    assert "…" in wrap_words(targets, 10).plain and len(wrap_words(targets, 10).plain) == 10

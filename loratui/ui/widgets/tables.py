@@ -6,6 +6,8 @@ render cache; measuring here keeps every frame (and every snapshot) right.
 
 from __future__ import annotations
 
+import re
+
 from typing import Callable
 
 from rich.cells import cell_len
@@ -116,19 +118,22 @@ def name_ellipsis(value: object, width: int) -> Text:
 
 
 def wrap_words(value: object, width: int, lines: int = 3) -> Text:
-    """``value`` in ``width`` cells, wrapped at its spaces onto at most ``lines`` lines ('- (CPU run: host' over
-    '4.47 GiB)' where a middle cut read '- (CP…4.47 GiB)'); a value with no spaces, or one that would need more
-    lines, is cut in the middle as :func:`middle_ellipsis` does."""
+    """``value`` in ``width`` cells, wrapped at its spaces and after its commas onto at most ``lines`` lines ('- (CPU
+    run: host' over '4.47 GiB)' where a middle cut read '- (CP…4.47 GiB)'; 'down_proj,gate_proj,' over
+    'k_proj,o_proj'); a value with neither, or one that would need more lines, is cut in the middle as
+    :func:`middle_ellipsis` does."""
     text = value if isinstance(value, Text) else Text(str(value))
     plain = text.plain
-    if text.cell_len <= width or " " not in plain or len(plain) != text.cell_len or "\n" in plain:
+    if text.cell_len <= width or not ({" ", ","} & set(plain)) or len(plain) != text.cell_len or "\n" in plain:
         return middle_ellipsis(text, width)
     out: list[str] = []
     for word in plain.split(" "):
-        if out and len(out[-1]) + 1 + len(word) <= width:
-            out[-1] += " " + word
-        else:
-            out.append(word)
+        for k, part in enumerate(re.findall(r"[^,]*,|[^,]+", word) or [""]):
+            joiner = "" if k else " "  # after a comma of the same word no space is added
+            if out and len(out[-1]) + len(joiner) + len(part) <= width:
+                out[-1] += joiner + part
+            else:
+                out.append(part)
     if len(out) > lines or any(len(line) > width for line in out):
         return middle_ellipsis(text, width)
     return Text("\n".join(out), style=text.style)
