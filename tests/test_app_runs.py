@@ -45,6 +45,11 @@ async def test_lists_every_run_with_state(runs):
         assert demo.best_eval_loss == pytest.approx(1.0324) and demo.method == "lora"
         table = screen.query_one("#runs-table")
         assert table.row_count == 5
+        table.focus()
+        await pilot.press("end")  # End and Home: the last and the first run (DataTable's own scrolled sideways)
+        assert table.cursor_row == 4
+        await pilot.press("home")
+        assert table.cursor_row == 0
 
 
 async def test_refresh_picks_up_changes(runs, monkeypatch):

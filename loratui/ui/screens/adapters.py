@@ -22,7 +22,7 @@ from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets import adapter_rows
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
-from loratui.ui.widgets.tables import fill_table
+from loratui.ui.widgets.tables import RowTable, fill_table
 
 
 @dataclass
@@ -93,7 +93,7 @@ class AdaptersScreen(LoratuiScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="ad-title")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="ad-table")
+        yield RowTable(id="ad-table")
         yield Static("No adapters found. Train one, or press f to add a folder that holds some.", id="ad-empty")
         with Horizontal(id="ad-detail"):
             with VerticalScroll(id="ad-info"):  # what does not fit 11 lines scrolls, not cut

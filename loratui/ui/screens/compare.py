@@ -24,7 +24,7 @@ from loratui.core.study import list_study_batches, study_runs
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.compare_chart import CHARTS, CompareChart
-from loratui.ui.widgets.tables import fill_table, middle_ellipsis, name_ellipsis, wrap_words
+from loratui.ui.widgets.tables import RowTable, fill_table, middle_ellipsis, name_ellipsis, wrap_words
 
 #: seconds between refreshes while a compared run is still going
 REFRESH_INTERVAL = 3.0
@@ -89,7 +89,7 @@ class CompareScreen(LoratuiScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="cmp-title")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="cmp-table")
+        yield RowTable(id="cmp-table")
         yield Static("Nothing to compare yet: mark runs in Runs (space, then v), or queue a study (w).", id="cmp-empty")
         yield Static(id="cmp-chart-title")
         yield CompareChart()

@@ -20,7 +20,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Checkbox, ContentSwitcher, DataTable, Footer, Input, Label, Static, TextArea
+from textual.widgets import Checkbox, ContentSwitcher, Footer, Input, Label, Static, TextArea
 
 from loratui.core.fmt import format_duration
 from loratui.core.playground import PlaygroundClient
@@ -28,6 +28,7 @@ from loratui.core.runs import live_runs
 from loratui.ui.screens.playground_events import SIDES, Answer, PlaygroundEvent, PlaygroundEvents  # noqa: F401
 from loratui.ui.widgets.form import FormInput
 from loratui.ui.widgets.playground_view import NUMBER_FIELDS, prob_bars, read_number, title_text
+from loratui.ui.widgets.tables import RowTable
 
 #: seconds on other screens after which the Playground's generation process ends, giving back its model's memory
 #: (about 1 GB of RAM for the embedded model, far more for a 7B on the GPU); coming back loads the same model again
@@ -134,7 +135,7 @@ class PlaygroundScreen(PlaygroundEvents):
                         yield Static(id=f"pg-{side}")
             with Vertical(id="pg-batch"):
                 yield Static(id="pg-batch-summary")
-                yield DataTable(id="pg-batch-table", cursor_type="row", zebra_stripes=True)
+                yield RowTable(id="pg-batch-table")
                 yield Static(id="pg-batch-detail")
         yield Footer(compact=True, show_command_palette=False)
 

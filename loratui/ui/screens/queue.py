@@ -30,7 +30,7 @@ from loratui.core.study import is_study_file, load_study
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets import setup_core
 from loratui.ui.widgets.modals import ConfirmModal, PromptModal
-from loratui.ui.widgets.tables import fill_table
+from loratui.ui.widgets.tables import RowTable, fill_table
 
 REFRESH_INTERVAL = 1.5
 #: the run states' own colours (core.protocol), and the queue's one word of its own
@@ -109,7 +109,7 @@ class QueueScreen(LoratuiScreen):
     def compose(self) -> ComposeResult:
         yield Static(id="q-title")
         yield Static(id="q-held")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="q-table")
+        yield RowTable(id="q-table")
         yield Static("The queue is empty. n adds a config or a study (sample_configs/study-*.yaml); "
                      "its runs start one after another, even after you close the app.", id="q-empty")
         yield Static(id="q-detail")

@@ -25,7 +25,7 @@ from loratui.core.runs import RunDir, RunReader, launch_detached, stop_run
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.modals import ConfirmModal
 from loratui.ui.widgets.run_rows import COLUMNS, OPTIONAL, detail_text, row_cells, why_not_resume, why_not_stop
-from loratui.ui.widgets.tables import fill_table, name_ellipsis
+from loratui.ui.widgets.tables import RowTable, fill_table, name_ellipsis
 
 #: seconds between refreshes of the list
 REFRESH_INTERVAL = 2.0
@@ -143,7 +143,7 @@ class RunsScreen(LoratuiScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="runs-title")
-        table: DataTable = DataTable(cursor_type="row", zebra_stripes=True, id="runs-table")
+        table: DataTable = RowTable(id="runs-table")
         for key, label, _ in self.COLUMNS:
             table.add_column(label, key=key)
         yield table

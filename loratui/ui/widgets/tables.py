@@ -12,10 +12,22 @@ from typing import Callable
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 
 #: the narrowest a flex (name) column gets before the table scrolls sideways
 MIN_FLEX = 12
+
+
+class RowTable(DataTable):
+    """A table of rows (runs, adapters, queue entries, comparisons): Home and End go to the first and last row, as in
+    a file list (DataTable's own scroll sideways, which its row cursor tables never need)."""
+
+    BINDINGS = [Binding("home", "scroll_top", "First row", show=False),
+                Binding("end", "scroll_bottom", "Last row", show=False)]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
 
 
 def _width(value: object) -> int:
