@@ -325,6 +325,32 @@ def test_a_merged_folder_is_checked_on_its_runs_held_out_split(tmp_path):
     assert find_examples(merged0, None, 2)[3] == GENERAL_PROMPTS
 
 
+def test_a_runs_validation_file_is_read_under_its_column_names(tmp_path):
+    """A run with custom columns (data.instruction_column: question...) and a validation file in them: the file was
+    read with the standard names only, so it held no examples, and the export stopped on '--prompts-file: ... holds
+    no examples' (an option the user never gave); a split run's rows were read under its names all along."""
+    from loratui.core import runs as runs_mod
+    from loratui.core.config import RunConfig
+    from loratui.core.export import GENERAL_PROMPTS
+    from loratui.train.export_check import find_examples
+
+    rows = [{"question": f"Extract the contact {i}", "context": f"Ann {i}, Oslo", "answer": f'{{"id": {i}}}'}
+            for i in range(4)]
+    for name in ("train.jsonl", "val.jsonl"):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"},
+                                    "data": {"source": str(tmp_path / "train.jsonl"), "instruction_column": "question",
+                                             "input_column": "context", "output_column": "answer",
+                                             "validation_file": str(tmp_path / "val.jsonl")},
+                                    "output": {"runs_dir": str(tmp_path / "runs"), "name": "r"}})
+    run = runs_mod.create_run(cfg)
+    run.adapter_dir.mkdir(parents=True, exist_ok=True)
+    examples, _system, source, words = find_examples(run.adapter_dir, None, 3)
+    assert words != GENERAL_PROMPTS and "validation file" in words and source == str(tmp_path / "val.jsonl")
+    assert [(e["instruction"], e["input"], e["reference"]) for e in examples] == [
+        (r["question"], r["context"], r["answer"]) for r in rows[:3]]
+
+
 def test_each_adapter_lists_its_own_exports_only(tmp_path):
     """The Adapters screen's l and its file list, and the Playground's GGUF picker: a checkpoint's export
     (runs/NAME/gguf-checkpoint-N) was listed as the run's adapter's and never as the checkpoint's; a loose adapter's

@@ -61,8 +61,9 @@ def render_example(tok, example: dict, chat_template: bool = True, system: str |
 
 # -- held-out files -----------------------------------------------------------------------------------------------
 
-def read_examples(path: str, n: int) -> list[dict]:
-    """Up to ``n`` examples as {prompt | instruction+input | messages | text, reference}."""
+def read_examples(path: str, n: int, cfg=None) -> list[dict]:
+    """Up to ``n`` examples as {prompt | instruction+input | messages | text, reference}; with a run's config
+    ``cfg``, its rows are read under the run's column names (``data.*_column``), as the run trained on them."""
     from loratui.train.data import resolve_source
 
     real = Path(resolve_source(path)).expanduser()
@@ -77,15 +78,27 @@ def read_examples(path: str, n: int) -> list[dict]:
         rows = data if isinstance(data, list) else data.get("data", [])
     else:
         rows = [json.loads(line) for line in real.read_text().splitlines() if line.strip()]
-    out = examples_from_rows(rows[:n])
+    out = examples_from_rows(rows[:n], cfg)
     if not out:
         raise LoratuiError(f"{path} holds no examples this playground can read", field="batch file",
                            hint="alpaca (instruction/input/output), chat (messages), text+label, or prompt+response")
     return out
 
 
-def examples_from_rows(rows: list[dict]) -> list[dict]:
-    """Rows (alpaca, chat, text+label or prompt+response columns) as examples; rows of none of these are left out."""
+def run_columns(cfg) -> dict[str, str]:
+    """A run's column names (``data.*_column``) -> the standard names :func:`examples_from_rows` reads."""
+    d = cfg.data
+    return {d.instruction_column: "instruction", d.input_column: "input", d.output_column: "output",
+            d.messages_column: "messages", d.prompt_column: "prompt", d.completion_column: "response",
+            d.text_column: "text", d.label_column: "label"}
+
+
+def examples_from_rows(rows: list[dict], cfg=None) -> list[dict]:
+    """Rows (alpaca, chat, text+label or prompt+response columns) as examples; rows of none of these are left out.
+    With a run's config ``cfg``, the rows' columns are the run's (:func:`run_columns`)."""
+    if cfg is not None:
+        names = run_columns(cfg)
+        rows = [{names.get(k, k): v for k, v in row.items()} for row in rows]
     out = []
     for row in rows:
         if "messages" in row:

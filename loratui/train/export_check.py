@@ -39,12 +39,7 @@ def held_out_examples(cfg, n: int) -> list[dict]:
     _train, val = load_splits(cfg)
     if val is None:
         return []
-    d = cfg.data
-    names = {d.instruction_column: "instruction", d.input_column: "input", d.output_column: "output",
-             d.messages_column: "messages", d.prompt_column: "prompt", d.completion_column: "response",
-             d.text_column: "text", d.label_column: "label"}
-    rows = [{names.get(k, k): v for k, v in val[i].items()} for i in range(min(n, len(val)))]
-    return examples_from_rows(rows)
+    return examples_from_rows([val[i] for i in range(min(n, len(val)))], cfg)
 
 
 def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict], str | None, str | None, str]:
@@ -60,7 +55,7 @@ def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict]
     source = prompts or (cfg.data.validation_file if cfg is not None else None)
     if source:
         try:
-            examples = read_examples(source, n)
+            examples = read_examples(source, n, None if prompts else cfg)  # the run's file: its columns
         except LoratuiError as err:
             raise LoratuiError(err.message, field="--prompts-file", hint=err.hint) from None
         examples = [e for e in examples if "text" not in e]  # text+label rows belong to classifiers
