@@ -84,6 +84,38 @@ async def test_batch_shows_the_metric_and_differences_first(runs):
         assert [str(table.get_row_at(i)[0]) for i in range(3)] == ["1", "2", "3"]
 
 
+async def test_the_batch_dialog_offers_the_runs_held_out_split(runs, monkeypatch):
+    """A run trained with data.validation_fraction (no validation file): ctrl+b offered an empty file box only; the
+    rows it never trained on were not offered. Now the dialog names them first, and picking them asks the process
+    for them (held_out); a file stays one choice away."""
+    sent = []
+    real_send = playground_core.PlaygroundClient.send
+    monkeypatch.setattr(playground_core.PlaygroundClient, "send",
+                        lambda self, cmd, **data: sent.append((cmd, data)) or real_send(self, cmd, **data))
+    monkeypatch.setenv("FAKE_PLAYGROUND_HELD_OUT", "80")
+    app = playground_app(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.info, what="loaded")
+        assert "ctrl+b runs the held-out rows" in screen_text(app)
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: app.screen is not screen, what="batch dialog")
+        text = screen_text(app)
+        assert "the run's held-out 10%: 80 rows" in text and "a file (.jsonl/.csv)" in text, text
+        await pilot.press("down", "enter")  # a file instead: the file box, empty (the run has no file)
+        await wait_until(pilot, lambda: app.screen.query("#prompt-input"), what="file box")
+        assert app.screen.query_one("#prompt-input").value == ""
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen, what="dialog closed")
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: app.screen is not screen, what="batch dialog")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.batch_result is not None, what="batch")
+        assert "batch of 3 from the run's held-out 10%" in screen_text(app)
+    batch = [data for cmd, data in sent if cmd == "batch"]
+    assert len(batch) == 1 and batch[0]["held_out"] is True and "file" not in batch[0]
+
+
 async def test_an_empty_or_zero_n_is_refused_with_a_line_naming_the_field(runs, monkeypatch):
     """A QA walk: N left empty quietly ran 20 examples (and 0 ran 1). As Setup's fields do, the box is named, with
     what it wants and its default, the file is not asked for and nothing is sent; the same for max tokens, and for

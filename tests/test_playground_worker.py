@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loratui.core.errors import LoratuiError
 from loratui.core.playground import PlaygroundClient
 from loratui.train.playground_worker import Playground, macro_f1, read_examples, valid_json
 
@@ -120,6 +121,38 @@ def test_batch_scores_both_models(llama_adapter, tmp_path):
     assert [i["index"] for i in items] == [0, 1] and items[0]["prompt"] == "row 0"
     assert set(done["scores"]) == {"adapter", "base"} and done["n"] == 2
     assert done["scores"]["base"] == {"exact": 0, "valid_json": 0}
+
+
+def test_batch_on_the_runs_held_out_split(llama_adapter, tmp_path):
+    """A run trained with data.validation_fraction: the batch dialog offered its validation file only (it has none),
+    so its held-out rows were never asked. Loading says how many it held out; a batch with held_out asks them: the
+    split the engine made (load_splits, the run's seed), under the run's names."""
+    import shutil
+
+    from loratui.core import runs as runs_mod
+    from loratui.core.config import RunConfig
+    from loratui.train.data import load_splits
+
+    cfg = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"},
+                                    "data": {"source": "sample:contacts-json.jsonl", "max_samples": 100,
+                                             "validation_fraction": 0.1},
+                                    "output": {"runs_dir": str(tmp_path / "runs"), "name": "r"}})
+    run = runs_mod.create_run(cfg)
+    shutil.copytree(llama_adapter, run.adapter_dir, dirs_exist_ok=True)
+    rec = Recorder()
+    pg = Playground(rec)
+    info = pg.load(str(run.adapter_dir), device="cpu")
+    assert info["held_out"] == {"fraction": 0.1, "rows": 10} and info["batch_file"] is None
+    pg.batch({"id": 2, "held_out": True, "n": 3, "max_new_tokens": 2})
+    items, done = rec.of("batch_item"), rec.of("batch_done")[0]
+    _train, val = load_splits(cfg)
+    assert [it["prompt"] for it in items] == [val[i]["input"] for i in range(3)]
+    assert [it["reference"] for it in items] == [val[i]["output"] for i in range(3)]
+    assert done["n"] == 3 and done["file"] == "the run's held-out 10%"
+    pg_alone = Playground(Recorder())  # an adapter of no run: nothing to offer, and a batch for it says so
+    assert pg_alone.load(str(llama_adapter), device="cpu")["held_out"] is None
+    with pytest.raises(LoratuiError, match="no held-out rows"):
+        pg_alone.batch({"id": 3, "held_out": True, "n": 2})
 
 
 def test_classifier_labels_with_probabilities(bert_adapter, tmp_path):
@@ -236,7 +269,6 @@ def test_gguf_bad_inputs_are_one_line_each(llama_adapter, adapter_ggufs, bert_ad
 
     from transformers import AutoTokenizer
 
-    from loratui.core.errors import LoratuiError
     from loratui.train.playground_gguf import vocab_problem
     from loratui.train.playground_worker import serve
 

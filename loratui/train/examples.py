@@ -85,6 +85,25 @@ def read_examples(path: str, n: int, cfg=None) -> list[dict]:
     return out
 
 
+def held_out_rows(cfg):
+    """The rows a run held out of its data (``validation_fraction``): the split the engine makes (``data.load_splits``,
+    the run's seed), as a dataset; None for a run with a validation file or nothing held out."""
+    from loratui.train.data import load_splits
+
+    if cfg.data.validation_file or not cfg.data.validation_fraction > 0:
+        return None
+    return load_splits(cfg)[1]
+
+
+def held_out_examples(cfg, n: int, rows=None) -> list[dict]:
+    """The first ``n`` rows the run held out of its data (:func:`held_out_rows`, or ``rows`` already made from it),
+    read into examples under the run's column names."""
+    rows = held_out_rows(cfg) if rows is None else rows
+    if rows is None:
+        return []
+    return examples_from_rows([rows[i] for i in range(min(n, len(rows)))], cfg)
+
+
 def run_columns(cfg) -> dict[str, str]:
     """A run's column names (``data.*_column``) -> the standard names :func:`examples_from_rows` reads."""
     d = cfg.data

@@ -30,23 +30,11 @@ def run_config(folder: Path):
         return None
 
 
-def held_out_examples(cfg, n: int) -> list[dict]:
-    """The first ``n`` rows the run held out of its data (``validation_fraction``): the same split the engine
-    makes (``data.load_splits``, the run's seed), read into examples under the run's column names."""
-    from loratui.train.data import load_splits
-    from loratui.train.examples import examples_from_rows
-
-    _train, val = load_splits(cfg)
-    if val is None:
-        return []
-    return examples_from_rows([val[i] for i in range(min(n, len(val)))], cfg)
-
-
 def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict], str | None, str | None, str]:
     """(examples, the run's system prompt, the file they came from or None, where they came from in words): --prompts FILE, else the held-out set
     of the run behind the model (its validation file, or the split it held out of its data), else a few general
     prompts (``GENERAL_PROMPTS`` says so)."""
-    from loratui.train.examples import read_examples
+    from loratui.train.examples import held_out_examples, read_examples
 
     if n < 1:
         raise LoratuiError(f"{n} prompts", field="--prompts", hint="check the export on at least 1 prompt")

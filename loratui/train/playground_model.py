@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from loratui.core.errors import LoratuiError
-from loratui.train.examples import exact, macro_f1, read_examples, render_example, valid_json
+from loratui.train.examples import (
+    exact, held_out_examples, held_out_rows, macro_f1, read_examples, render_example, valid_json,
+)
 
 Emit = Callable[..., None]
 
@@ -58,6 +60,7 @@ class Playground:
         self.device = "cpu"
         self.run_cfg = None
         self.default_batch_file: str | None = None
+        self.held_out = None  # the rows the run held out of its data (validation_fraction), for a batch
         self.stop = threading.Event()
         self.gguf = None  # a GGUF export in llama.cpp, the third side (loratui.train.playground_gguf)
 
@@ -134,16 +137,24 @@ class Playground:
         self.model.to(device).eval()
         after = memory_now(device)
         self.run_cfg = self._run_config(path)
-        self.default_batch_file = None
-        if self.run_cfg is not None:
-            self.default_batch_file = self.run_cfg.data.validation_file
+        self.default_batch_file = self.run_cfg.data.validation_file if self.run_cfg is not None else None
+        self.held_out = self._held_out()
+        held = self.held_out and {"fraction": self.run_cfg.data.validation_fraction, "rows": len(self.held_out)}
         info = {"model": model, "base": base_name, "task": self.task, "labels": self.labels,
                 "has_adapter": self.has_adapter, "device": device, "device_note": note,
                 "dtype": str(dtype).replace("torch.", ""), "memory_before": before, "memory_after": after,
                 "chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
-                "batch_file": self.default_batch_file, "seconds": round(time.time() - t0, 2)}
+                "batch_file": self.default_batch_file, "held_out": held or None, "seconds": round(time.time() - t0, 2)}
         self.emit("loaded", **info)
         return info
+
+    def _held_out(self):
+        """The split the run held out of its data, made again as the engine made it; None without one (or when the
+        run's data is gone or unreadable: a file is asked for then)."""
+        try:
+            return held_out_rows(self.run_cfg) if self.run_cfg is not None else None
+        except LoratuiError:
+            return None
 
     @staticmethod
     def _run_config(path: Path):
@@ -328,10 +339,16 @@ class Playground:
     def batch(self, req: dict) -> None:
         """Held-out examples through both models; a metric for each; the examples where they differ first."""
         self._need_model()
-        path = req.get("file") or self.default_batch_file
-        if not path:
-            raise LoratuiError("no held-out file", field="batch file", hint="give a .jsonl or .csv file")
-        examples = read_examples(path, int(req.get("n", 20)))
+        if req.get("held_out"):  # the run's validation_fraction split: rows it never trained on
+            path = f"the run's held-out {self.run_cfg.data.validation_fraction:.0%}" if self.held_out else ""
+            examples = held_out_examples(self.run_cfg, int(req.get("n", 20)), self.held_out) if path else []
+            if not examples:
+                raise LoratuiError("no held-out rows this playground can read", field="batch", hint="give a file")
+        else:
+            path = req.get("file") or self.default_batch_file
+            if not path:
+                raise LoratuiError("no held-out file", field="batch file", hint="give a .jsonl or .csv file")
+            examples = read_examples(path, int(req.get("n", 20)))
         sides = self.sides(req.get("sides"))
         answers: dict[str, list[str]] = {s: [] for s in sides}
         t0 = time.time()

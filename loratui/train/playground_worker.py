@@ -4,13 +4,13 @@
 
 Commands (one JSON object a line): ``load`` {model, device, gguf}, ``load_gguf`` {path} (a GGUF export beside the
 adapter, side 'gguf'; no path drops it), ``generate`` {id, prompt, max_new_tokens, temperature, top_p, greedy,
-chat_template, system, seed, sides}, ``classify`` {id, text}, ``batch`` {id, file, n, max_new_tokens, ...},
-``stop`` (ends the current generation early), ``quit``.
-Events: ready, loading, loaded (task, labels, device, memory before/after), gguf_loading, gguf_loaded (file, type,
-size, seconds; file null when dropped), token (id, side, text), done, classified, batch_item, batch_done, error
-(message, hint). The adapter's answers come from the PEFT model, the base model's from
-the same weights under ``model.disable_adapter()``: one copy of the base in memory, not two (the model and what it
-does: ``loratui.train.playground_model``; this module is the process around it).
+chat_template, system, seed, sides}, ``classify`` {id, text}, ``batch`` {id, file, n, max_new_tokens, ...; or
+held_out: true, the run's validation_fraction split}, ``stop`` (ends the current generation early), ``quit``.
+Events: ready, loading, loaded (task, labels, device, memory before/after, batch_file, held_out {fraction, rows}),
+gguf_loading, gguf_loaded (file, type, size, seconds; file null when dropped), token (id, side, text), done,
+classified, batch_item, batch_done, error (message, hint). The adapter's answers come from the PEFT model, the
+base model's from the same weights under ``model.disable_adapter()``: one copy of the base in memory, not two (the
+model and what it does: ``loratui.train.playground_model``; this module is the process around it).
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ from loratui.core.fmt import format_bytes
 from loratui.ui.screens.base import LoratuiScreen
 from loratui.ui.widgets.choice_modal import ChoiceModal
 from loratui.ui.widgets.modals import PromptModal
-from loratui.ui.widgets.playground_view import batch_cells, batch_detail, batch_progress, batch_summary, differs
+from loratui.ui.widgets.playground_view import (
+    batch_cells, batch_detail, batch_progress, batch_summary, differs, held_out_choice,
+)
 
 
 class PlaygroundActions(LoratuiScreen):
@@ -72,9 +74,7 @@ class PlaygroundActions(LoratuiScreen):
         if settings is None:
             return
 
-        def chosen(path: str | None) -> None:
-            if not path:
-                return
+        def start(**what) -> None:
             self.batch_items, self.batch_result, self.batch_other = [], None, self.other
             self._batch_columns()
             self.batch_n, self.batch_t0 = settings["n"], time.monotonic()
@@ -83,13 +83,34 @@ class PlaygroundActions(LoratuiScreen):
             self.query_one(ContentSwitcher).current = "pg-batch"
             self._render_batch()
             self._render_all()
-            self.request = self._client().send("batch", file=path, sides=self.sides, **settings)
+            self.request = self._client().send("batch", sides=self.sides, **what, **settings)
 
-        self.app.push_screen(PromptModal(
-            "Run held-out examples through both", value=self.info.get("batch_file") or "",
-            placeholder="sample:contacts-json-eval.jsonl",
-            body="A .jsonl/.csv file (alpaca, chat, text+label or prompt+response); the first N examples "
-                 "(batch N) are used."), chosen)
+        def chosen(path: str | None) -> None:
+            if path:
+                start(file=path)
+
+        def picked(choice: str | None) -> None:
+            if choice == "held-out":
+                start(held_out=True)
+            elif choice == "file":
+                ask_file()
+
+        def ask_file() -> None:
+            self.app.push_screen(PromptModal(
+                "Run held-out examples through both", value=self.info.get("batch_file") or "",
+                placeholder="sample:contacts-json-eval.jsonl",
+                body="A .jsonl/.csv file (alpaca, chat, text+label or prompt+response); the first N examples "
+                     "(batch N) are used."), chosen)
+
+        held = self.info.get("held_out")  # the run's validation_fraction split, made again by the process
+        if not held:
+            ask_file()
+            return
+        self.app.push_screen(ChoiceModal(
+            "Run held-out examples through both",
+            [("held-out", held_out_choice(held)), ("file", "a file (.jsonl/.csv)…")],
+            body=f"The run's held-out rows: the ones it never trained on, split again with its seed. The first "
+                 f"{settings['n']} (batch N) are used."), picked)
 
     # -- pickers --------------------------------------------------------------------------------------------------
     def action_pick_base(self) -> None:

@@ -60,8 +60,8 @@ class PlaygroundEvents(PlaygroundActions):
             note = ev.get("device_note") or ""
             what = "classify a text" if ev.get("task") == "seq-cls" else "write a prompt"
             self.status = f"loaded in {ev.get('seconds', 0):.1f} s; {what}, ctrl+g" + (f" · {note}" if note else "")
-            if ev.get("batch_file"):
-                self.status += " · ctrl+b runs the held-out file"
+            if ev.get("batch_file") or ev.get("held_out"):
+                self.status += " · ctrl+b runs the held-out " + ("file" if ev.get("batch_file") else "rows")
             self.busy = bool(self.gguf_ref)  # the GGUF file comes next
         elif kind == "gguf_loaded":
             self.gguf, self.busy = (ev if ev.get("file") else {}), False

@@ -131,6 +131,12 @@ def batch_progress(items: list[dict], n: int, elapsed: float) -> str:
     return " · ".join([f"batch {k}/{n}", *tally]) + eta
 
 
+def held_out_choice(held: dict) -> str:
+    """The batch dialog's line for a run's validation_fraction split: "the run's held-out 10%: 80 rows"."""
+    rows = held.get("rows", 0)
+    return f"the run's held-out {held.get('fraction', 0):.0%}: {rows:,} row{'s' if rows != 1 else ''}"
+
+
 def batch_summary(items: list[dict], result: dict | None, other: str = "base") -> Text:
     """The scores once the batch is done (a GGUF's: how many answers it kept), then how many examples and where
     the two sides differ."""
