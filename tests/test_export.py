@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import CUSTOM_COLUMNS, config_run
 from loratui.cli import main as cli_main
 from loratui.core.export import list_exports, parse_types
 from loratui.core.errors import LoratuiError
@@ -291,14 +292,8 @@ def test_the_ollama_name_is_the_run_s_for_its_adapter_and_its_merged_model(tmp_p
 
 
 def _split_run(tmp_path, fraction):
-    from loratui.core import runs as runs_mod
-    from loratui.core.config import RunConfig
-
-    cfg = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"},
-                                    "data": {"source": "sample:contacts-json.jsonl", "max_samples": 100,
-                                             "validation_fraction": fraction},
-                                    "output": {"runs_dir": str(tmp_path / "runs"), "name": "r"}})
-    run = runs_mod.create_run(cfg)
+    cfg, run = config_run(tmp_path / "runs", {"source": "sample:contacts-json.jsonl", "max_samples": 100,
+                                              "validation_fraction": fraction})
     merged = run.path / "merged"
     merged.mkdir()
     (merged / "loratui-merge.json").write_text(json.dumps({"adapter": str(run.adapter_dir)}))
@@ -329,8 +324,6 @@ def test_a_runs_validation_file_is_read_under_its_column_names(tmp_path):
     """A run with custom columns (data.instruction_column: question...) and a validation file in them: the file was
     read with the standard names only, so it held no examples, and the export stopped on '--prompts-file: ... holds
     no examples' (an option the user never gave); a split run's rows were read under its names all along."""
-    from loratui.core import runs as runs_mod
-    from loratui.core.config import RunConfig
     from loratui.core.export import GENERAL_PROMPTS
     from loratui.train.export_check import find_examples
 
@@ -338,12 +331,8 @@ def test_a_runs_validation_file_is_read_under_its_column_names(tmp_path):
             for i in range(4)]
     for name in ("train.jsonl", "val.jsonl"):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"},
-                                    "data": {"source": str(tmp_path / "train.jsonl"), "instruction_column": "question",
-                                             "input_column": "context", "output_column": "answer",
-                                             "validation_file": str(tmp_path / "val.jsonl")},
-                                    "output": {"runs_dir": str(tmp_path / "runs"), "name": "r"}})
-    run = runs_mod.create_run(cfg)
+    _cfg, run = config_run(tmp_path / "runs", {"source": str(tmp_path / "train.jsonl"), **CUSTOM_COLUMNS,
+                                               "validation_file": str(tmp_path / "val.jsonl")})
     run.adapter_dir.mkdir(parents=True, exist_ok=True)
     examples, _system, source, words = find_examples(run.adapter_dir, None, 3)
     assert words != GENERAL_PROMPTS and "validation file" in words and source == str(tmp_path / "val.jsonl")

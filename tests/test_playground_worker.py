@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import CUSTOM_COLUMNS, config_run
 from loratui.core.errors import LoratuiError
 from loratui.core.playground import PlaygroundClient
 from loratui.train.playground_worker import Playground, macro_f1, read_examples, valid_json
@@ -127,18 +128,10 @@ def test_batch_on_the_runs_held_out_split(llama_adapter, tmp_path):
     """A run trained with data.validation_fraction: the batch dialog offered its validation file only (it has none),
     so its held-out rows were never asked. Loading says how many it held out; a batch with held_out asks them: the
     split the engine made (load_splits, the run's seed), under the run's names."""
-    import shutil
-
-    from loratui.core import runs as runs_mod
-    from loratui.core.config import RunConfig
     from loratui.train.data import load_splits
 
-    cfg = RunConfig.model_validate({"model": {"name": "smollm2-135m-instruct"},
-                                    "data": {"source": "sample:contacts-json.jsonl", "max_samples": 100,
-                                             "validation_fraction": 0.1},
-                                    "output": {"runs_dir": str(tmp_path / "runs"), "name": "r"}})
-    run = runs_mod.create_run(cfg)
-    shutil.copytree(llama_adapter, run.adapter_dir, dirs_exist_ok=True)
+    cfg, run = config_run(tmp_path / "runs", {"source": "sample:contacts-json.jsonl", "max_samples": 100,
+                                              "validation_fraction": 0.1}, llama_adapter)
     rec = Recorder()
     pg = Playground(rec)
     info = pg.load(str(run.adapter_dir), device="cpu")
@@ -153,6 +146,21 @@ def test_batch_on_the_runs_held_out_split(llama_adapter, tmp_path):
     assert pg_alone.load(str(llama_adapter), device="cpu")["held_out"] is None
     with pytest.raises(LoratuiError, match="no held-out rows"):
         pg_alone.batch({"id": 3, "held_out": True, "n": 2})
+
+
+def test_batch_on_the_runs_validation_file_reads_its_columns(llama_adapter, tmp_path):
+    """The dialog's default, the run's validation file, was read with the standard column names only: a run with
+    data.instruction_column: question (and so on) got 'holds no examples this playground can read'."""
+    rows = [{"question": "Extract.", "context": f"row {i}", "answer": '{"a": 1}'} for i in range(3)]
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _cfg, run = config_run(tmp_path / "runs", {"source": str(tmp_path / "val.jsonl"), **CUSTOM_COLUMNS,
+                                               "validation_file": str(tmp_path / "val.jsonl")}, llama_adapter)
+    rec = Recorder()
+    pg = Playground(rec)
+    assert pg.load(str(run.adapter_dir), device="cpu")["batch_file"] == str(tmp_path / "val.jsonl")
+    pg.batch({"id": 2, "n": 2, "max_new_tokens": 2})
+    assert [(it["prompt"], it["reference"]) for it in rec.of("batch_item")] == [("row 0", '{"a": 1}'),
+                                                                                ("row 1", '{"a": 1}')]
 
 
 def test_classifier_labels_with_probabilities(bert_adapter, tmp_path):

@@ -149,8 +149,7 @@ class Playground:
         return info
 
     def _held_out(self):
-        """The split the run held out of its data, made again as the engine made it; None without one (or when the
-        run's data is gone or unreadable: a file is asked for then)."""
+        """The split the run held out of its data, made again as the engine made it; None without one (or no data)."""
         try:
             return held_out_rows(self.run_cfg) if self.run_cfg is not None else None
         except LoratuiError:
@@ -348,7 +347,8 @@ class Playground:
             path = req.get("file") or self.default_batch_file
             if not path:
                 raise LoratuiError("no held-out file", field="batch file", hint="give a .jsonl or .csv file")
-            examples = read_examples(path, int(req.get("n", 20)))
+            run_file = path == self.default_batch_file  # the run's validation file: under the run's column names
+            examples = read_examples(path, int(req.get("n", 20)), self.run_cfg if run_file else None)
         sides = self.sides(req.get("sides"))
         answers: dict[str, list[str]] = {s: [] for s in sides}
         t0 = time.time()
