@@ -5,6 +5,7 @@ GGUF export beside the adapter in llama.cpp (the same prompt's token ids, so an 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -142,6 +143,9 @@ def test_batch_on_the_runs_held_out_split(llama_adapter, tmp_path):
     assert [it["prompt"] for it in items] == [val[i]["input"] for i in range(3)]
     assert [it["reference"] for it in items] == [val[i]["output"] for i in range(3)]
     assert done["n"] == 3 and done["file"] == "the run's held-out 10%"
+    checkpoint = run.path / "checkpoints" / "checkpoint-2"  # a checkpoint of the run finds the run's config too
+    shutil.copytree(run.adapter_dir, checkpoint)
+    assert Playground(Recorder()).load(str(checkpoint), device="cpu")["held_out"] == {"fraction": 0.1, "rows": 10}
     pg_alone = Playground(Recorder())  # an adapter of no run: nothing to offer, and a batch for it says so
     assert pg_alone.load(str(llama_adapter), device="cpu")["held_out"] is None
     with pytest.raises(LoratuiError, match="no held-out rows"):

@@ -155,11 +155,13 @@ class Playground:
 
     @staticmethod
     def _run_config(path: Path):
-        """The run config beside an adapter or model folder (runs/NAME/adapter -> runs/NAME/config.yaml)."""
+        """The config of the run behind an adapter, a checkpoint or a merged model (core.export.run_config_path, as
+        the export's check finds it): its held-out rows and column names."""
         from loratui.core.config import load_config
+        from loratui.core.export import run_config_path
 
-        cfg_path = path.parent / "config.yaml"
-        if cfg_path.is_file():
+        cfg_path = run_config_path(path)
+        if cfg_path is not None:
             try:
                 return load_config(cfg_path)
             except LoratuiError:
