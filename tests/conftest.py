@@ -73,6 +73,18 @@ def _release_run_locks():
         lock.release()
 
 
+@pytest.fixture(autouse=True)
+def _helper_usable_again():
+    """A test that ran the app's exit path (run_app's finally, as `loratui` leaves) closed the Setup helper for good
+    in this process; the next test starts as a fresh app would, with the helper closed no longer (the suite's
+    order, or a parallel worker's share of it, decides which tests come after)."""
+    yield
+    offload = sys.modules.get("loratui.ui.offload")
+    if offload is not None and offload._closed:
+        offload.shutdown()
+        offload._closed = False
+
+
 @pytest.fixture(scope="session")
 def smol_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted once from GGUF to a cached safetensors folder."""
