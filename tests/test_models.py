@@ -128,3 +128,37 @@ def test_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(monkeypatch):
         assert err.value.field == "model.name" and "hub is offline" in str(err.value)
         assert "Network is unreachable" in str(err.value) and "local folder" in err.value.hint
     assert time.monotonic() - t < 5 and len(calls) == 1  # asked once, remembered
+
+
+def test_processes_starting_at_once_convert_a_gguf_once(tmp_path, monkeypatch):
+    """Two engines (a study's runs, two test workers) on a fresh box both converted the embedded GGUF, and the second
+    to finish could remove the folder the first had just made while it was being read. Under the cache's lock one
+    converts; the other waits and loads that folder; a folder half-made by a process that died is replaced."""
+    import threading
+    import time
+
+    from loratui.train import resolve
+
+    monkeypatch.setenv("LORATUI_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def dequantize(folder, gguf_file, out):
+        calls.append(out)
+        out.mkdir(parents=True)
+        time.sleep(0.3)
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(resolve, "_dequantize", dequantize)
+    target = resolve.cache_dir() / "models" / "demo-v2"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")  # half-made: no weights
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(resolve.convert_gguf_once(tmp_path, "m.gguf", "demo")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and got == [target, target]
+    assert (target / "model.safetensors").read_bytes() == b"weights"

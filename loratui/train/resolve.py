@@ -131,15 +131,36 @@ def slug_for(path: Path) -> str:
 
 
 def convert_gguf_once(folder: Path, gguf_file: str, key: str) -> Path:
-    """De-quantize a GGUF checkpoint once into a cached safetensors folder (20 s once, then loads in 0.3 s)."""
+    """De-quantize a GGUF checkpoint once into a cached safetensors folder (20 s once, then loads in 0.3 s). Several
+    processes starting at once (a study's runs, the Playground beside an engine, two test workers on a fresh box)
+    convert it once: each waits on the cache's lock, and the first finished folder is the one they all load; none
+    removes a folder another may be reading."""
+    import fcntl
+
     target = cache_dir() / "models" / f"{key}-v2"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _converted(target):
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if _converted(target):  # another process converted it while this one waited
+            return target
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _dequantize(folder, gguf_file, tmp)
+        shutil.rmtree(target, ignore_errors=True)  # a folder left half-made by a process that died (no lock then)
+        os.replace(tmp, target)
+    return target
+
+
+def _converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+
+def _dequantize(folder: Path, gguf_file: str, out: Path) -> None:
+    """The GGUF checkpoint's weights and tokenizer, de-quantized, saved into ``out``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
     # transformers builds the GGUF tokenizer's eos from the bos id; the model config keeps the file's real eos
@@ -151,15 +172,9 @@ def convert_gguf_once(folder: Path, gguf_file: str, key: str) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    (tmp / "loratui-source.json").write_text(json.dumps({"gguf": str(Path(folder) / gguf_file)}))
-    if (target / "config.json").is_file():  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    (out / "loratui-source.json").write_text(json.dumps({"gguf": str(Path(folder) / gguf_file)}))
 
 
 PICKLE_HINT = ("convert them to safetensors, or, if you trust where they came from, set model.allow_pickle: true "
