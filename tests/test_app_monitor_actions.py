@@ -71,7 +71,8 @@ async def test_stop_asks_first_then_signals(runs, engine_standin):
         await pilot.pause()
         assert app.screen is screen and proc.poll() is None  # cancelled: nothing sent
 
-        await pilot.press("x")
+        screen.state = "stalled"  # a stalled run is stopped as from Runs (x was offered, then said 'not running')
+        screen.action_stop()
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
         await pilot.press("y")
         assert proc.wait(timeout=10) == 0  # SIGTERM: the graceful path

@@ -352,7 +352,7 @@ class MonitorScreen(LoratuiScreen):
         if self.run_dir is not None and self.state == "stopping":
             self.notify(f"{self.run_dir.name} is already stopping: it saves the adapter and a checkpoint first.")
             return
-        if self.run_dir is None or self.state not in ("running", "starting"):
+        if self.run_dir is None or self.state not in ("running", "starting", "stalled"):  # Runs' x: the same states
             self.notify("This run is not running.", severity="warning")
             return
         run = RunDir(self.run_dir)
