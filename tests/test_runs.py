@@ -152,7 +152,12 @@ def test_launch_records_what_it_started_and_the_app_can_attach_at_once(tmp_path,
     assert run.state() == RunState.STARTING
     assert runs.stop_run(run)  # proven through launch.json
     psutil.Process(pid).wait(timeout=10)
-    assert run.state() == RunState.WAITING  # gone before announcing anything, and no status: nothing started
+    # stopped before announcing anything (x while it read 'starting'): it read 'waiting' for good (QA walk)
+    assert run.state() == RunState.STOPPED
+    run.stop_path.unlink()
+    assert run.state() == RunState.CRASHED  # launched and gone without a word, no stop asked: its log says why
+    run.launch_path.unlink()
+    assert run.state() == RunState.WAITING  # never launched (a queued run)
 
 
 class _Adopt:

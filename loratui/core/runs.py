@@ -274,6 +274,8 @@ def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = N
                          stop_asked=proc is not None and run.stop_asked(proc.pid, live_since))
         if status_problem is not None:
             s.state = RunState.UNREADABLE
+        elif proc is None and status is None and s.state == RunState.WAITING:
+            s.state = _gone_before_a_word(run, s.state)
         if tail is not None:
             s.skipped = tail.skipped
         if not s.model or not s.method:  # no started event yet: what the config says (read once, not every poll)
@@ -294,6 +296,16 @@ def summarize(run: RunDir, fold: RunFold | None = None, *, now: float | None = N
     except Exception as err:  # noqa: BLE001 - one broken run never breaks a listing
         return RunSummary(name=run.name, path=run.path, state=RunState.UNREADABLE,
                           problem=f"{type(err).__name__}: {err}".splitlines()[0][:200])
+
+
+def _gone_before_a_word(run: RunDir, state: RunState) -> RunState:
+    """A run launched (launch.json) whose engine is gone without a status or an event: stopped, when the stop was
+    asked of that engine (x while it was starting: it read 'waiting' forever, QA walk), else crashed (its log says
+    why); a run never launched still waits (a queued one)."""
+    launch = run.read_launch()
+    if launch is None or not launch.pid:
+        return state
+    return RunState.STOPPED if run.stop_asked(launch.pid, launch.pid_started) else RunState.CRASHED
 
 
 def list_runs(runs_dir: str | Path) -> list[RunSummary]:
