@@ -327,3 +327,20 @@ def test_a_missing_local_data_file_is_named_as_missing_and_a_hub_id_as_not_local
     assert missing.train == 8 * 128 and not missing.measured
     cfg.data.source = "someone/some-dataset"
     assert "(someone/some-dataset) is not a local file" in step_tokens(cfg, packing=False).note
+
+
+def test_a_data_error_in_the_estimate_is_said_whole_with_its_fix(tmp_path, tiny_llama):
+    """Setup's estimate panel and `loratui estimate` cut the data's error at 120 characters: '(columns:
+    instruction, input, ou)' with the fix gone, where `loratui train` said it whole."""
+    import json
+
+    from loratui.train.step_tokens import sample_lengths
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": "Say hi.", "input": f"row {i}", "output": "hi"}) + "\n"
+                            for i in range(4)))
+    cfg = RunConfig.model_validate({"model": {"name": str(tiny_llama)},
+                                    "data": {"source": str(data), "output_column": "ou12"}})
+    why = sample_lengths(cfg)
+    assert isinstance(why, str) and "(columns: instruction, input, output)" in why
+    assert "data.output_column" in why  # the fix
