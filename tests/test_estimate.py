@@ -336,11 +336,11 @@ def test_a_data_error_in_the_estimate_is_said_whole_with_its_fix(tmp_path, tiny_
 
     from loratui.train.step_tokens import sample_lengths
 
-    data = tmp_path / "d.jsonl"
+    data = tmp_path / "contacts-json-extraction-train.jsonl"
     data.write_text("".join(json.dumps({"instruction": "Say hi.", "input": f"row {i}", "output": "hi"}) + "\n"
                             for i in range(4)))
     cfg = RunConfig.model_validate({"model": {"name": str(tiny_llama)},
                                     "data": {"source": str(data), "output_column": "ou12"}})
     why = sample_lengths(cfg)
     assert isinstance(why, str) and "(columns: instruction, input, output)" in why
-    assert "data.output_column" in why  # the fix
+    assert why.endswith("(set data.output_column to one of the columns))")  # the fix, whole
