@@ -345,3 +345,16 @@ async def test_m_watches_a_run_started_since_rather_than_the_ended_one(runs, fak
         await pilot.press("m")  # it trains: m stays on it
         await wait_until(pilot, lambda: app.current_mode == "monitor", what="monitor")
         assert app.screen.run_dir.name == "zz-new"
+
+
+def test_the_detail_says_the_step_of_a_loss_logged_before_the_run_s_step():
+    """The Monitor said 'loss 0.117@8' at step 9; the Runs detail said 'step 9/12  loss 0.1166' (QA walk)."""
+    from loratui.core.protocol import RunState
+    from loratui.core.runs import RunSummary
+    from loratui.ui.widgets.run_rows import detail_text
+
+    s = RunSummary(name="demo12", path=Path("runs/demo12"), state=RunState.STOPPED, step=9, max_steps=12,
+                   loss=0.1166, loss_step=8)
+    assert "step 9/12  loss 0.1166@8" in detail_text(s).plain
+    s.loss_step = 9
+    assert "loss 0.1166\n" in detail_text(s).plain  # logged at the run's own step: bare

@@ -57,8 +57,9 @@ def detail_text(s: RunSummary, model: bool = False) -> Text:
         text.append(f"  {s.model.rstrip('/').split('/')[-1]}")
     if s.max_steps:
         text.append(f"  step {s.step}/{s.max_steps}")
-    if s.last_loss is not None:
-        text.append(f"  loss {s.last_loss:.4f}")
+    if s.last_loss is not None:  # logged at an earlier step: which, as the Monitor says it ('loss 0.1166@8')
+        at = f"@{s.loss_step}" if s.loss_step is not None and s.loss_step != s.step else ""
+        text.append(f"  loss {s.last_loss:.4f}{at}")
     if s.elapsed is not None:
         text.append(f"  time {format_duration(s.elapsed)}")
     if s.state.active and s.eta is not None:
