@@ -289,6 +289,7 @@ def test_the_ollama_name_is_the_run_s_for_its_adapter_and_its_merged_model(tmp_p
     assert _ollama_name(run / "adapter", "base") == "contacts-json_v2"
     assert _ollama_name(run / "merged", "base") == "contacts-json_v2"  # it said 'merged' (the folder's)
     assert _ollama_name(tmp_path / "my model", "base") == "my-model"
+    assert _ollama_name(run / "checkpoints" / "checkpoint-9", "base") == "contacts-json_v2-checkpoint-9"  # not bare
 
 
 def _split_run(tmp_path, fraction):

@@ -331,7 +331,9 @@ def _replace(tmp: Path, out: Path) -> None:
 
 def _ollama_name(folder: Path, base_name: str) -> str:
     """A name for ``ollama create``: the run's name for runs/NAME/adapter (or its merged model, runs/NAME/merged),
-    else the folder's."""
+    NAME-checkpoint-N for a checkpoint (every run has a checkpoint-9: the bare name collided), else the folder's."""
     stem = folder.parent.name if folder.name in plan.RUN_MODEL_FOLDERS else folder.name
+    if folder.parent.name == "checkpoints" and folder.name.startswith("checkpoint-"):
+        stem = f"{folder.parent.parent.name}-{folder.name}"
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem.lower()).strip("-.") or "mymodel"
     return name[:60]
