@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fixtures import host_app, make_live_run, recorded_events, recorded_head, screen_text, wait_until
-from loratui.ui.screens import monitor
+from loratui.ui.screens import monitor, monitor_actions
 from loratui.ui.screens.monitor import MonitorScreen
 from loratui.ui.widgets.modals import ConfirmModal
 
@@ -92,7 +92,7 @@ async def test_the_badge_says_stopping_until_the_run_has_stopped(runs, monkeypat
         run.stop_path.write_text(json.dumps({"pid": os.getpid(), "pid_started": psutil.Process().create_time()}))
         return True
 
-    monkeypatch.setattr(monitor, "stop_run", stop_run)
+    monkeypatch.setattr(monitor_actions, "stop_run", stop_run)
     events = recorded_head(20)
     run = make_live_run(runs, "live", pid=os.getpid(), events=events)
     app = host_app(lambda: MonitorScreen(run))

@@ -22,15 +22,15 @@ from textual.worker import Worker, get_current_worker
 
 from loratui.core.fmt import format_lr
 from loratui.core.gpu import GpuSampler
-from loratui.core.protocol import EventTail, RunState
-from loratui.core.runs import RunDir, request_checkpoint, stop_run, summarize
+from loratui.core.protocol import EventTail
+from loratui.core.runs import RunDir, summarize
 from loratui.ui.messages import LogUpdated, RunResumedElsewhere, RunUpdated, WatchEnded
 from loratui.ui.screens.base import LoratuiScreen
+from loratui.ui.screens.monitor_actions import MonitorActions
 from loratui.ui.widgets.gpu_panel import GpuPanel, GpuSampled
 from loratui.ui.widgets.log_tail import LogTail
 from loratui.ui.widgets.loss_chart import LossChart
 from loratui.ui.widgets.lr_schedule import LrSchedule
-from loratui.ui.widgets.modals import ConfirmModal
 from loratui.ui.widgets.monitor_text import banner_text, side_title, stats_text, steps_text, title_text
 from loratui.ui.widgets.run_state import RunModel, RunView
 
@@ -49,7 +49,7 @@ def make_sampler(pid: int | None) -> GpuSampler:
     return GpuSampler(pid)
 
 
-class MonitorScreen(LoratuiScreen):
+class MonitorScreen(MonitorActions, LoratuiScreen):
     """Watch one run. ``attach(run_dir)`` switches to another run (history replayed from the start)."""
 
     DEFAULT_CSS = """
@@ -299,99 +299,3 @@ class MonitorScreen(LoratuiScreen):
         banner.update(text)
         if kind:
             banner.add_class("-shown", f"-{kind}")
-
-    # -- actions -------------------------------------------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "stop":  # x again while it stops says so
-            return self.state in ("running", "starting", "stalled", "stopping")
-        if action == "checkpoint":
-            return self.state in ("running", "starting", "stalled")
-        if action == "open_adapter":
-            return self._adapter_path() is not None and self.state in ("finished", "stopped")
-        if action == "retry_smaller":
-            return self._oom_failure()
-        if action == "detach":
-            return self.run_dir is not None  # nothing attached: nothing to detach from
-        return True
-
-    def _oom_failure(self) -> bool:
-        if self.state != "failed" or self.run_dir is None:
-            return False
-        f = self.view.failure or {}
-        return f.get("error") == "OutOfMemoryError" or "out of gpu memory" in str(f.get("message") or "").lower()
-
-    def action_retry_smaller(self) -> None:
-        """One key after out-of-memory: same effective batch, smaller steps, resumed from the last checkpoint."""
-        if not self._oom_failure():
-            return
-        from loratui.core.errors import LoratuiError
-        from loratui.core.retry import retry_after_oom
-
-        run = RunDir(self.run_dir)
-        try:
-            pid = retry_after_oom(run)
-        except LoratuiError as err:
-            self.notify(str(err), severity="error")
-            return
-        t = run.config().train
-        self.notify(f"Retrying {run.name} with micro-batch {t.batch_size} x grad_accum {t.grad_accum} (pid {pid}).")
-
-    def try_target(self) -> Path | None:
-        """What t (Try) loads in the Playground from here: the run's saved adapter once it has finished or stopped."""
-        path = self._adapter_path() if self.state in ("finished", "stopped") else None
-        return path if path is not None and path.is_dir() else None
-
-    def _adapter_path(self) -> Path | None:
-        if not self.view.adapter or self.run_dir is None:
-            return None
-        path = Path(self.view.adapter)
-        return path if path.is_absolute() else self.run_dir / path
-
-    def action_stop(self) -> None:
-        if self.run_dir is not None and self.state == "stopping":
-            self.notify(f"{self.run_dir.name} is already stopping: it saves the adapter and a checkpoint first.")
-            return
-        if self.run_dir is None or self.state not in ("running", "starting", "stalled"):  # Runs' x: the same states
-            self.notify("This run is not running.", severity="warning")
-            return
-        run = RunDir(self.run_dir)
-
-        def confirmed(yes: bool | None) -> None:
-            if not yes:
-                return
-            if stop_run(run):
-                self.notify(f"Stopping {run.name}: the adapter is saved at the end of this step.")
-                self.state = RunState.STOPPING  # what the watcher reads next (stop.json), shown now
-                self._render_view()
-            else:
-                self.notify(f"{run.name} is not running any more.", severity="warning")
-
-        self.app.push_screen(ConfirmModal(
-            f"Stop {run.name}?",
-            "The engine finishes the current step, saves the adapter and a checkpoint, then exits. "
-            "You can resume it later from Runs.", yes="Stop run"), confirmed)
-
-    def action_checkpoint(self) -> None:
-        if self.run_dir is None:
-            return
-        run = RunDir(self.run_dir)
-        if request_checkpoint(run):
-            self.notify("Checkpoint requested: saved at the end of the current step.")
-        else:
-            self.notify(f"{run.name} is not running.", severity="warning")
-
-    def action_open_adapter(self) -> None:
-        path = self._adapter_path()
-        if path is None or not path.is_dir():
-            self.notify("This run has no saved adapter yet.", severity="warning")
-            return
-        self.app.open_adapters(path)
-
-    def action_detach(self) -> None:
-        """Leave the monitor for Runs; the run keeps going (its engine is its own process)."""
-        self.workers.cancel_group(self, "run")
-        self._watching = self._following = False
-        if self.run_dir is not None and self.state in ("running", "starting"):
-            self.notify(f"Detached: {self.run_dir.name} keeps running. Reattach from Runs.")
-        self.app.switch_mode("runs")
