@@ -137,6 +137,11 @@ async def test_open_adapter_when_finished(runs):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: screen.state == "finished", what="finished")
+        await pilot.press("x", "c")  # they did nothing at all on a finished run (QA walk): each says why
+        await pilot.pause()
+        said = [n.message for n in app._notifications]
+        assert len(said) == 2 and not isinstance(app.screen, ConfirmModal), said
+        assert said[0].startswith("smollm2-demo already finished: nothing to stop") and "no engine" in said[1]
         await pilot.press("o")
         await wait_until(pilot, lambda: isinstance(app.screen, AdaptersScreen) and app.screen.loaded, what="adapters")
         assert app.screen.selected.path == runs / "smollm2-demo" / "adapter"

@@ -84,6 +84,8 @@ class MonitorScreen(MonitorActions, LoratuiScreen):
     BINDINGS = [
         Binding("x", "stop", "Stop run"),
         Binding("c", "checkpoint", "Checkpoint"),
+        Binding("x", "why_not('stop')", show=False),  # tried when the one above is off: says why
+        Binding("c", "why_not('checkpoint')", show=False),
         Binding("o", "open_adapter", "Open adapter"),
         Binding("d,escape", "detach", "Detach"),
         Binding("b", "retry_smaller", "Retry, half batch", tooltip="After out-of-memory: half the micro-batch, "

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from loratui.core.protocol import RunState
-from loratui.core.runs import RunDir, request_checkpoint, stop_run
+from loratui.core.runs import RunDir, RunSummary, request_checkpoint, stop_run
 from loratui.ui.widgets.modals import ConfirmModal
+from loratui.ui.widgets.run_rows import why_not_stop
 
 
 class MonitorActions:
@@ -25,6 +26,8 @@ class MonitorActions:
             return self._adapter_path() is not None and self.state in ("finished", "stopped")
         if action == "retry_smaller":
             return self._oom_failure()
+        if action == "why_not":
+            return self.run_dir is not None
         if action == "detach":
             return self.run_dir is not None  # nothing attached: nothing to detach from
         return True
@@ -85,6 +88,18 @@ class MonitorActions:
             f"Stop {run.name}?",
             "The engine finishes the current step, saves the adapter and a checkpoint, then exits. "
             "You can resume it later from Runs.", yes="Stop run"), confirmed)
+
+    def action_why_not(self, action: str) -> None:
+        """x or c on a run they don't apply to (finished, stopped, failed...): why, in one line, as Runs says it."""
+        if self.run_dir is None:
+            return
+        name, state = self.run_dir.name, self.state or "waiting"
+        if action == "stop":
+            self.notify(why_not_stop(RunSummary(name=name, path=self.run_dir, state=RunState(state))),
+                        severity="warning")
+        else:
+            self.notify(f"{name} is {state}: no engine to save a checkpoint (one is saved every save_steps while it "
+                        "trains).", severity="warning")
 
     def action_checkpoint(self) -> None:
         if self.run_dir is None:
