@@ -358,3 +358,18 @@ def test_the_detail_says_the_step_of_a_loss_logged_before_the_run_s_step():
     assert "step 9/12  loss 0.1166@8" in detail_text(s).plain
     s.loss_step = 9
     assert "loss 0.1166\n" in detail_text(s).plain  # logged at the run's own step: bare
+
+
+async def test_at_80_columns_the_footer_keeps_quit_on_a_stopped_run(runs):
+    """The walk read '... ? Help q Qui' on a stopped run (u shown): the footer keeps every key whole."""
+    from fixtures import screen_text
+
+    app = host_app(lambda: RunsScreen(), runs_dir=runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, what="runs")
+        while screen.selected.state != "stopped":
+            await pilot.press("down")
+        footer = screen_text(app).splitlines()[-1]
+        for key in ("c Copy", "u Resume", "? Help", "q Quit", "s Setup"):
+            assert key in footer, footer

@@ -111,7 +111,7 @@ class RunsScreen(LoratuiScreen):
 
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
-        Binding("c", "copy_config", "Copy to setup"),
+        Binding("c", "copy_config", "Copy", tooltip="Copy its config into Setup, for a new run"),
         Binding("u", "resume", "Resume"),
         Binding("x", "stop", "Stop run"),
         Binding("delete", "delete", "Delete"),
