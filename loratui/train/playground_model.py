@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from loratui.core.errors import LoratuiError
 from loratui.train.examples import held_out_rows, render_example
+from loratui.train.export_check import run_config
 
 Emit = Callable[..., None]
 
@@ -134,7 +135,7 @@ class Playground:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.to(device).eval()
         after = memory_now(device)
-        self.run_cfg = self._run_config(path)
+        self.run_cfg = run_config(path)  # the run behind an adapter, a checkpoint or a merged model
         self.default_batch_file = self.run_cfg.data.validation_file if self.run_cfg is not None else None
         self.held_out = self._held_out()
         held = self.held_out and {"fraction": self.run_cfg.data.validation_fraction, "rows": len(self.held_out)}
@@ -152,21 +153,6 @@ class Playground:
             return held_out_rows(self.run_cfg) if self.run_cfg is not None else None
         except LoratuiError:
             return None
-
-    @staticmethod
-    def _run_config(path: Path):
-        """The config of the run behind an adapter, a checkpoint or a merged model (core.export.run_config_path, as
-        the export's check finds it): its held-out rows and column names."""
-        from loratui.core.config import load_config
-        from loratui.core.export import run_config_path
-
-        cfg_path = run_config_path(path)
-        if cfg_path is not None:
-            try:
-                return load_config(cfg_path)
-            except LoratuiError:
-                return None
-        return None
 
     def load_gguf(self, path: str | None, quiet: bool = False) -> dict | None:
         """Put a GGUF file beside the adapter (side 'gguf'), checked against its vocabulary; None drops it. A file
