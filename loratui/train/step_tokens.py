@@ -5,6 +5,7 @@ longest example. The memory estimate (loratui.train.estimate) and the memory fit
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,17 +87,11 @@ def sample_lengths(cfg: RunConfig) -> tuple[list[int], int, int, bool] | str:
 
             # a loratui error is already one line with its fix, said whole ('columns: instruction, input, output'
             # was cut to 'ou' and the hint lost); anything else is cut at a word, to one line's worth
-            why = str(err) if isinstance(err, LoratuiError) else _cut(f"{type(err).__name__}: {err}", 160)
+            why = str(err) if isinstance(err, LoratuiError) else textwrap.shorten(f"{type(err).__name__}: {err}", 160, placeholder=" …")
             return f"the data could not be sampled ({why})"
         if len(_LENGTHS) > 32:
             _LENGTHS.pop(next(iter(_LENGTHS)))
     return _LENGTHS[key]
-
-
-def _cut(text: str, most: int) -> str:
-    """``text`` on one line, at most ``most`` characters, cut at a word with an ellipsis."""
-    text = " ".join(text.split())
-    return text if len(text) <= most else text[:most].rsplit(" ", 1)[0] + " …"
 
 
 def _train_rows(cfg: RunConfig):
