@@ -49,6 +49,12 @@ def format_loss(x: float | None) -> str:
     return f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
 
 
+def logged_at(logged: int | None, step: int | None) -> str:
+    """'@N' after a figure logged at step N, when that is not the step shown beside it (a loss logged every few
+    steps: 'loss 0.160@5' at step 8), as every view says it; '' when it is that step's own."""
+    return f"@{logged}" if logged is not None and logged != step else ""
+
+
 def format_lr(x: float | None) -> str:
     """A learning rate as every view shows it: 2.00e-04 / 0 (the schedule's end) / - (none yet)."""
     if x is None:

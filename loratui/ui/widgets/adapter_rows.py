@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loratui.core.adapters import AdapterInfo
-from loratui.core.fmt import format_bytes, format_count, format_loss
+from loratui.core.fmt import format_bytes, format_count, format_loss, logged_at
 from loratui.core.step_history import StepFigures
 from loratui.ui.widgets.tables import middle_ellipsis
 
@@ -107,7 +107,7 @@ def loss_cell(f: StepFigures | None) -> str:
     Monitor says it): the row no longer passes an older loss off as its own step's."""
     if f is None or f.loss is None:
         return "-"
-    return format_loss(f.loss) + (f"@{f.loss_step}" if f.loss_step is not None and f.loss_step != f.step else "")
+    return format_loss(f.loss) + logged_at(f.loss_step, f.step)
 
 
 def figures_text(f: StepFigures) -> str:

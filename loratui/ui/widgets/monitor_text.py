@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.text import Text
 
-from loratui.core.fmt import format_count, format_duration, format_loss, format_lr, format_rate
+from loratui.core.fmt import format_count, format_duration, format_loss, format_lr, format_rate, logged_at
 from loratui.core.preference import REWARD_KEYS
 from loratui.core.protocol import state_style
 from loratui.ui.widgets.run_state import RunView
@@ -49,10 +49,8 @@ def stats_text(v: RunView, state: str, width: int | None = None) -> Text:
     """The figures: loss, eval, accuracy, a preference run's rewards, margin and accuracy, lr, tokens/s, time, ETA;
     in ``width`` cells the throughput, the lr and the rewards give way first, the loss and eval last."""
     loss = _stat("loss", _num(v.loss))
-    if v.loss is not None and v.loss_step is not None and v.loss_step != v.step:  # logged steps ago: say when
-        parts: list[tuple[int, list[Text]]] = [(0, [_stat("loss", f"{_num(v.loss)}@{v.loss_step}"), loss])]
-    else:
-        parts = [(0, [loss])]
+    at = logged_at(v.loss_step, v.step) if v.loss is not None else ""  # logged steps ago: say when, where it fits
+    parts: list[tuple[int, list[Text]]] = [(0, [_stat("loss", _num(v.loss) + at), loss] if at else [loss])]
     if v.eval_loss is not None:
         value = _num(v.eval_loss)
         forms = [_stat("eval", value)]

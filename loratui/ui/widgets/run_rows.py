@@ -9,7 +9,7 @@ from datetime import datetime
 from rich.text import Text
 
 from loratui.core.compare import summary_path
-from loratui.core.fmt import format_duration
+from loratui.core.fmt import format_duration, logged_at
 from loratui.core.fold import RunSummary
 from loratui.core.protocol import state_style
 
@@ -58,8 +58,7 @@ def detail_text(s: RunSummary, model: bool = False) -> Text:
     if s.max_steps:
         text.append(f"  step {s.step}/{s.max_steps}")
     if s.last_loss is not None:  # logged at an earlier step: which, as the Monitor says it ('loss 0.1166@8')
-        at = f"@{s.loss_step}" if s.loss_step is not None and s.loss_step != s.step else ""
-        text.append(f"  loss {s.last_loss:.4f}{at}")
+        text.append(f"  loss {s.last_loss:.4f}{logged_at(s.loss_step, s.step)}")
     if s.elapsed is not None:
         text.append(f"  time {format_duration(s.elapsed)}")
     if s.state.active and s.eta is not None:
