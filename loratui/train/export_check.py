@@ -31,9 +31,9 @@ def run_config(folder: Path):
 
 
 def find_examples(folder: Path, prompts: str | None, n: int) -> tuple[list[dict], str | None, str | None, str]:
-    """(examples, the run's system prompt, the file they came from or None, where they came from in words): --prompts FILE, else the held-out set
-    of the run behind the model (its validation file, or the split it held out of its data), else a few general
-    prompts (``GENERAL_PROMPTS`` says so)."""
+    """(examples, the run's system prompt, the file they came from or None, where they came from in words):
+    --prompts FILE, else the held-out set of the run behind the model (its validation file, or the split it held out
+    of its data), else a few general prompts (``GENERAL_PROMPTS`` says so)."""
     from loratui.train.examples import held_out_examples, read_examples
 
     if n < 1:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loratui.core.protocol import RunState
+from loratui.core.protocol import ACTIVE_STATES, RunState
 from loratui.core.runs import RunDir, RunSummary, request_checkpoint, stop_run
 from loratui.ui.widgets.modals import ConfirmModal
 from loratui.ui.widgets.run_rows import why_not_stop
@@ -18,8 +18,8 @@ class MonitorActions:
     # -- actions -------------------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "stop":  # x again while it stops says so
-            return self.state in ("running", "starting", "stalled", "stopping")
+        if action == "stop":  # an engine works on it (x again while it stops says so)
+            return self.state in ACTIVE_STATES
         if action == "checkpoint":
             return self.state in ("running", "starting", "stalled")
         if action == "open_adapter":

@@ -7,7 +7,6 @@ render cache; measuring here keeps every frame (and every snapshot) right.
 from __future__ import annotations
 
 import re
-
 from typing import Callable
 
 from rich.cells import cell_len
